@@ -1,1 +1,6 @@
+//! weir's control plane. For now: the in-memory demo behind `weir demo`. The datastores,
+//! the calculation graph, IPAM and the CNI server grow here.
 
+#![forbid(unsafe_code)]
+
+pub mod demo;

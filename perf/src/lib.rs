@@ -1,4 +1,6 @@
 //! weir's benchmark harness. Each benchmark runs its anchor in the same process run, on the
 //! same pinned core, and reports medians, ranges and ratios (see `report`).
 
+pub mod lpm;
+// pending: pub mod pipeline;
 pub mod report;

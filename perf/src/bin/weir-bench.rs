@@ -1,1 +1,126 @@
-fn main() {}
+//! `weir-bench`: weir's benchmark harness. Every subcommand prints a human table, or with
+//! `--json` one JSON object (see `weir_perf::report`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use weir_perf::lpm::{self, LpmBenchConfig};
+use weir_perf::pipeline::{self, PipelineBenchConfig};
+use weir_perf::report::{Machine, Report};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "weir-bench", version, about = "weir's benchmark harness: every figure beside its anchor, measured in the same run")]
+struct Cli {
+    /// Print one JSON object instead of the table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Measurement rounds per figure (the median is reported, with min and max).
+    #[arg(long, global = true, default_value_t = 5)]
+    runs: usize,
+    /// CPU to pin the measuring thread (and the anchors) to. Default: the last CPU.
+    #[arg(long, global = true)]
+    cpu: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The in-memory pipeline per core (64 B and 1500 B), then LPM lookups on 100k IPv4
+    /// prefixes beside dpdk-test-fib and a naive trie.
+    Pipeline {
+        #[command(flatten)]
+        lpm: LpmArgs,
+        /// Seconds per pipeline measurement.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
+    /// LPM lookups only.
+    Lpm {
+        #[command(flatten)]
+        lpm: LpmArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LpmArgs {
+    /// Number of routes in the table.
+    #[arg(long, default_value_t = 100_000)]
+    routes: usize,
+    /// Lookups per measurement.
+    #[arg(long, default_value_t = 10_000_000)]
+    lookups: usize,
+    /// Skip the dpdk-test-fib anchor (the results then carry no DPDK ratio).
+    #[arg(long)]
+    no_dpdk: bool,
+    /// Directory for route and address files shared with dpdk-test-fib.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = cli.cpu.unwrap_or(cpus - 1);
+    if cpu >= cpus {
+        eprintln!("weir-bench: --cpu {cpu} does not exist (this machine has CPUs 0..{})", cpus - 1);
+        return ExitCode::from(2);
+    }
+    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    if !pinned {
+        eprintln!("weir-bench: could not pin to CPU {cpu}; figures will be noisier");
+    }
+    let mut results = Vec::new();
+    let mut notes = vec![format!("measuring thread and anchors pinned to CPU {cpu}; medians of {} runs", cli.runs)];
+    let (bench, lpm_args) = match &cli.command {
+        Command::Pipeline { lpm, seconds } => {
+            progress(cli.json, "pipeline: 64 B and 1500 B frames");
+            let cfg = PipelineBenchConfig { runs: cli.runs, duration: Duration::from_secs_f64(*seconds), ..Default::default() };
+            results.extend(pipeline::run(&cfg));
+            notes.push(
+                "pipeline figures include the harness (header refresh, batch push/drain); harness_only_* shows that share".into(),
+            );
+            ("pipeline", lpm)
+        }
+        Command::Lpm { lpm } => ("lpm", lpm),
+    };
+    progress(cli.json, "lpm: building tables and running anchors");
+    let cfg = LpmBenchConfig {
+        routes: lpm_args.routes,
+        lookups: lpm_args.lookups,
+        runs: cli.runs,
+        cpu: Some(cpu),
+        dpdk: !lpm_args.no_dpdk,
+        workdir: lpm_args.workdir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))),
+    };
+    match lpm::run(&cfg) {
+        Ok((r, n)) => {
+            results.extend(r);
+            notes.extend(n);
+        }
+        Err(e) => {
+            eprintln!("weir-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let report = Report { bench: bench.to_string(), machine: Machine::detect(pinned.then_some(cpu)), results, notes };
+    if cli.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    ExitCode::SUCCESS
+}
+
+fn progress(json: bool, what: &str) {
+    if !json {
+        eprintln!("weir-bench: {what} ...");
+    } else {
+        eprintln!("weir-bench: {what}");
+    }
+}

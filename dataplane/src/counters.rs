@@ -1,0 +1,318 @@
+//! Per-worker counters: every drop has a named reason.
+//!
+//! Counters are plain `u64`s owned by one worker (`#[repr(align(64))]`, no atomics on the
+//! packet path). Whoever reports them (metrics, the CLI, benchmarks) sums snapshots taken
+//! per batch by the worker; see [`Counters::merge`].
+
+/// Why a frame was dropped. Each reason is counted per worker; `name()` is the label used
+/// in metrics and must stay stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    EthTruncated,
+    /// Carries an 802.1Q/802.1ad tag: VLAN-tagged links are not supported yet.
+    VlanTagged,
+    /// EtherType is neither IPv4, IPv6 nor ARP.
+    UnknownEthertype,
+    /// ARP packet too short or not Ethernet/IPv4.
+    ArpMalformed,
+    /// IPv4 header fails the RFC 1812 §5.2.2 checks (length, version, IHL, total length).
+    Ipv4Malformed,
+    /// IPv4 header checksum does not verify (RFC 1812 §5.2.2).
+    Ipv4BadChecksum,
+    /// IPv4 options that do not parse (zero or overlong option lengths).
+    Ipv4BadOptions,
+    /// IPv4 source routing options (LSRR/SSRR): dropped, as RFC 7126 §4.3.3 recommends.
+    Ipv4SourceRoute,
+    /// Source address that must never be forwarded (RFC 1812 §5.3.7: 0/8, 127/8, class D
+    /// and E, limited broadcast).
+    Ipv4MartianSource,
+    /// Destination address that must never be forwarded (0/8, 127/8, class E).
+    Ipv4MartianDestination,
+    /// Multicast or broadcast destination: not routed.
+    Ipv4Multicast,
+    /// IPv6 header too short, wrong version, or payload length past the frame.
+    Ipv6Malformed,
+    /// IPv6 extension header chain that runs off the end, is too long, is misordered, or
+    /// carries options with bad lengths.
+    Ipv6BadExtensions,
+    /// Source that must never be forwarded (multicast, loopback, unspecified).
+    Ipv6MartianSource,
+    /// Destination that must never be forwarded (loopback, unspecified).
+    Ipv6MartianDestination,
+    /// Multicast destination other than neighbour discovery: not routed.
+    Ipv6Multicast,
+    /// Link-local source or destination on a packet to be routed (RFC 4291 §2.5.6).
+    Ipv6LinkLocal,
+    /// The first fragment or unfragmented packet is too short for its transport header.
+    L4Truncated,
+    /// Source MAC on a pod interface is not the pod's.
+    SpoofedMac,
+    /// Source IP (or ARP sender address) on a pod interface is not the pod's.
+    SpoofedIp,
+    /// ARP that is not a request for the gateway address.
+    ArpIgnored,
+    /// Neighbour discovery message that fails RFC 4861 validation (hop limit not 255, bad
+    /// code or checksum, truncated).
+    NdpInvalid,
+    /// Neighbour discovery message other than a solicitation for the gateway.
+    NdpIgnored,
+    /// Addressed to the gateway address itself (nothing listens there).
+    ToGateway,
+    /// TTL or hop limit expired (an ICMP time exceeded is sent when allowed).
+    TtlExceeded,
+    /// No route, or an unreachable route (an ICMP destination unreachable is sent when
+    /// allowed).
+    NoRoute,
+    /// Route to a blackhole: dropped silently.
+    Blackhole,
+    /// Larger than the output MTU (an ICMP fragmentation needed / packet too big is sent
+    /// when allowed; weir does not fragment).
+    TooBig,
+    /// Routed to a remote node over a tunnel this build has no encapsulation stage for.
+    TunnelUnavailable,
+    /// Routed to a remote node whose link-layer address is not known yet.
+    NeighborUnresolved,
+    /// Would leave through the interface it came in on.
+    Hairpin,
+    /// The output queue or TX ring was full.
+    TxRingFull,
+}
+
+impl DropReason {
+    /// Every reason, in declaration order (the order of the counter array).
+    pub const ALL: [DropReason; 32] = [
+        DropReason::EthTruncated,
+        DropReason::VlanTagged,
+        DropReason::UnknownEthertype,
+        DropReason::ArpMalformed,
+        DropReason::Ipv4Malformed,
+        DropReason::Ipv4BadChecksum,
+        DropReason::Ipv4BadOptions,
+        DropReason::Ipv4SourceRoute,
+        DropReason::Ipv4MartianSource,
+        DropReason::Ipv4MartianDestination,
+        DropReason::Ipv4Multicast,
+        DropReason::Ipv6Malformed,
+        DropReason::Ipv6BadExtensions,
+        DropReason::Ipv6MartianSource,
+        DropReason::Ipv6MartianDestination,
+        DropReason::Ipv6Multicast,
+        DropReason::Ipv6LinkLocal,
+        DropReason::L4Truncated,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::ArpIgnored,
+        DropReason::NdpInvalid,
+        DropReason::NdpIgnored,
+        DropReason::ToGateway,
+        DropReason::TtlExceeded,
+        DropReason::NoRoute,
+        DropReason::Blackhole,
+        DropReason::TooBig,
+        DropReason::TunnelUnavailable,
+        DropReason::NeighborUnresolved,
+        DropReason::Hairpin,
+        DropReason::TxRingFull,
+    ];
+
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The stable metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::EthTruncated => "eth_truncated",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::UnknownEthertype => "unknown_ethertype",
+            DropReason::ArpMalformed => "arp_malformed",
+            DropReason::Ipv4Malformed => "ipv4_malformed",
+            DropReason::Ipv4BadChecksum => "ipv4_bad_checksum",
+            DropReason::Ipv4BadOptions => "ipv4_bad_options",
+            DropReason::Ipv4SourceRoute => "ipv4_source_route",
+            DropReason::Ipv4MartianSource => "ipv4_martian_source",
+            DropReason::Ipv4MartianDestination => "ipv4_martian_destination",
+            DropReason::Ipv4Multicast => "ipv4_multicast",
+            DropReason::Ipv6Malformed => "ipv6_malformed",
+            DropReason::Ipv6BadExtensions => "ipv6_bad_extensions",
+            DropReason::Ipv6MartianSource => "ipv6_martian_source",
+            DropReason::Ipv6MartianDestination => "ipv6_martian_destination",
+            DropReason::Ipv6Multicast => "ipv6_multicast",
+            DropReason::Ipv6LinkLocal => "ipv6_link_local",
+            DropReason::L4Truncated => "l4_truncated",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::ArpIgnored => "arp_ignored",
+            DropReason::NdpInvalid => "ndp_invalid",
+            DropReason::NdpIgnored => "ndp_ignored",
+            DropReason::ToGateway => "to_gateway",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoRoute => "no_route",
+            DropReason::Blackhole => "blackhole",
+            DropReason::TooBig => "too_big",
+            DropReason::TunnelUnavailable => "tunnel_unavailable",
+            DropReason::NeighborUnresolved => "neighbor_unresolved",
+            DropReason::Hairpin => "hairpin",
+            DropReason::TxRingFull => "tx_ring_full",
+        }
+    }
+}
+
+/// The kinds of ICMP error weir generates (counted when sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum IcmpErrorKind {
+    /// ICMPv4 type 11 / ICMPv6 type 3: TTL or hop limit exceeded in transit.
+    TimeExceeded,
+    /// ICMPv4 type 3 / ICMPv6 type 1: no route to the destination.
+    Unreachable,
+    /// ICMPv4 type 3 code 4 / ICMPv6 type 2: fragmentation needed / packet too big.
+    TooBig,
+}
+
+impl IcmpErrorKind {
+    /// Every kind, in counter order.
+    pub const ALL: [IcmpErrorKind; 3] =
+        [IcmpErrorKind::TimeExceeded, IcmpErrorKind::Unreachable, IcmpErrorKind::TooBig];
+
+    /// The stable metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            IcmpErrorKind::TimeExceeded => "time_exceeded",
+            IcmpErrorKind::Unreachable => "unreachable",
+            IcmpErrorKind::TooBig => "too_big",
+        }
+    }
+}
+
+/// One worker's counters.
+///
+/// Accounting identity, for every frame a worker received:
+/// `rx == tx_forwarded + drops + neighbor_replies + icmp_errors_sent`, where a frame that
+/// is answered with an ICMP error counts under its drop reason *and* the error it became is
+/// counted in `icmp_errors` and `tx` (so `tx = tx_forwarded + neighbor_replies +
+/// icmp_errors_sent`). [`Counters::check_accounting`] states the identity as code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(align(64))]
+pub struct Counters {
+    /// Frames that entered the pipeline.
+    pub rx: u64,
+    /// Frames handed to an output (forwarded packets, ARP/NDP replies, ICMP errors).
+    pub tx: u64,
+    /// ARP replies and neighbour advertisements sent for the gateway.
+    pub neighbor_replies: u64,
+    /// ICMP errors sent, by kind.
+    pub icmp_errors: [u64; 3],
+    /// ICMP errors not sent because the per-worker rate limit was reached.
+    pub icmp_rate_limited: u64,
+    /// Frames whose partial (tx-offload) L4 checksum was completed.
+    pub checksums_completed: u64,
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx: 0,
+            tx: 0,
+            neighbor_replies: 0,
+            icmp_errors: [0; 3],
+            icmp_rate_limited: 0,
+            checksums_completed: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl Counters {
+    /// Counts one drop.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// The count for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// ICMP errors sent of one kind.
+    pub fn icmp_sent(&self, kind: IcmpErrorKind) -> u64 {
+        self.icmp_errors[kind as usize]
+    }
+
+    /// Adds another worker's counters to these.
+    pub fn merge(&mut self, other: &Counters) {
+        self.rx += other.rx;
+        self.tx += other.tx;
+        self.neighbor_replies += other.neighbor_replies;
+        self.icmp_rate_limited += other.icmp_rate_limited;
+        self.checksums_completed += other.checksums_completed;
+        for (a, b) in self.icmp_errors.iter_mut().zip(other.icmp_errors) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(other.drops) {
+            *a += b;
+        }
+    }
+
+    /// Checks the accounting identity of the type doc: every received frame was either
+    /// transmitted or dropped, ICMP errors being frames that were both.
+    pub fn check_accounting(&self) -> Result<(), String> {
+        let icmp: u64 = self.icmp_errors.iter().sum();
+        if self.rx + icmp == self.tx + self.total_drops() {
+            Ok(())
+        } else {
+            Err(format!(
+                "rx {} + icmp errors {} != tx {} + drops {}",
+                self.rx,
+                icmp,
+                self.tx,
+                self.total_drops()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_declaration_order_and_names_are_unique() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?} out of order in ALL");
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, k) in IcmpErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+
+    #[test]
+    fn merge_adds_and_accounting_balances() {
+        let mut a = Counters { rx: 3, tx: 2, ..Default::default() };
+        a.drop(DropReason::NoRoute);
+        a.icmp_errors[IcmpErrorKind::Unreachable as usize] += 1;
+        a.tx += 1;
+        assert!(a.check_accounting().is_ok());
+        let mut b = Counters::default();
+        b.merge(&a);
+        b.merge(&a);
+        assert_eq!(b.rx, 6);
+        assert_eq!(b.dropped(DropReason::NoRoute), 2);
+        assert!(b.check_accounting().is_ok());
+        b.rx += 1;
+        assert!(b.check_accounting().is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! The 5-tuple flow key, one type for IPv4 and IPv6.
+//!
+//! Byte order, fixed here once for every user (conntrack, policy, the symmetric hash):
+//! - `src` and `dst` hold addresses in **network byte order**, exactly as on the wire. An
+//!   IPv4 address is stored IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2), so the
+//!   16 bytes compare and hash the same way for both families.
+//! - `src_port` and `dst_port` are in **host byte order** (read with `u16::from_be_bytes`).
+//!   For ICMP and ICMPv6, `src_port` is the message type and code (`type << 8 | code`) and
+//!   `dst_port` the echo identifier for echo request/reply (0 otherwise). For non-first
+//!   fragments and protocols without ports both are 0.
+//! - `proto` is the IP protocol number of the upper layer (after IPv6 extension headers).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A 5-tuple. See the module doc for byte order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[repr(C)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+}
+
+/// The IPv4-mapped prefix `::ffff:0:0/96`.
+const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+impl FlowKey {
+    /// Stores an IPv4 address (network byte order) IPv4-mapped.
+    pub fn map_v4(addr: [u8; 4]) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..12].copy_from_slice(&V4_MAPPED);
+        out[12..].copy_from_slice(&addr);
+        out
+    }
+
+    /// Whether both addresses are IPv4-mapped.
+    pub fn is_v4(&self) -> bool {
+        self.src[..12] == V4_MAPPED && self.dst[..12] == V4_MAPPED
+    }
+
+    /// The source address as an `IpAddr`.
+    pub fn src_ip(&self) -> IpAddr {
+        to_ip(&self.src)
+    }
+
+    /// The destination address as an `IpAddr`.
+    pub fn dst_ip(&self) -> IpAddr {
+        to_ip(&self.dst)
+    }
+
+    /// The key of the reply direction (addresses and ports swapped). ICMP keys swap too,
+    /// which conntrack normalises itself.
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+        }
+    }
+
+    /// A hash that is the same for a flow and its reply, so both directions land on the same
+    /// worker (FNV-1a over the ordered endpoint pair, then a final mix).
+    pub fn symmetric_hash(&self) -> u64 {
+        let a = (self.src, self.src_port);
+        let b = (self.dst, self.dst_port);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &x in bytes {
+                h ^= u64::from(x);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(&lo.0);
+        eat(&lo.1.to_be_bytes());
+        eat(&hi.0);
+        eat(&hi.1.to_be_bytes());
+        eat(&[self.proto]);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
+fn to_ip(a: &[u8; 16]) -> IpAddr {
+    if a[..12] == V4_MAPPED {
+        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_is_mapped_and_reads_back() {
+        let k = FlowKey {
+            src: FlowKey::map_v4([198, 18, 0, 1]),
+            dst: FlowKey::map_v4([198, 18, 0, 2]),
+            src_port: 1234,
+            dst_port: 80,
+            proto: 6,
+        };
+        assert!(k.is_v4());
+        assert_eq!(k.src_ip(), "198.18.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(k.src_ip().to_string(), "198.18.0.1");
+        assert_eq!(k.reversed().dst_port, 1234);
+    }
+
+    #[test]
+    fn symmetric_hash_is_symmetric_and_discriminates() {
+        let k = FlowKey {
+            src: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets(),
+            dst: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).octets(),
+            src_port: 40000,
+            dst_port: 443,
+            proto: 6,
+        };
+        assert!(!k.is_v4());
+        assert_eq!(k.symmetric_hash(), k.reversed().symmetric_hash());
+        let mut other = k;
+        other.dst_port = 444;
+        assert_ne!(k.symmetric_hash(), other.symmetric_hash());
+    }
+}
