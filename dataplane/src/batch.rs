@@ -82,6 +82,8 @@ pub struct Meta {
     /// Length of the IP packet (header and payload) according to its header; bytes after it
     /// in the frame are Ethernet padding.
     pub ip_len: u16,
+    /// TTL (IPv4) or hop limit (IPv6) as received.
+    pub ttl: u8,
     /// What the L3 header is.
     pub kind: L3Kind,
     /// Flags from [`flags`].

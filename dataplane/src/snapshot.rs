@@ -196,12 +196,61 @@ impl FromStr for Prefix {
     }
 }
 
-/// The forwarding table: LPM per family into a shared next-hop table.
+/// The forwarding table: LPM per family into a shared next-hop table, and for each next
+/// hop its adjacency (what the workers act on).
 #[derive(Debug)]
 pub struct Fib {
     pub v4: Ipv4Lpm,
     pub v6: Ipv6Lpm,
+    /// Next hops as configured, indexed by the values stored in the LPM tables.
     pub nexthops: Vec<NextHop>,
+    /// For each next hop (same index), the resolved adjacency.
+    pub adjacencies: Vec<Adjacency>,
+}
+
+/// What a worker does with a packet routed to a next hop, resolved when the snapshot is
+/// built (VPP's adjacency): the output interface, its MTU and the whole rewritten MAC
+/// header, so the per-packet work is a table read and a 12-byte copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adjacency {
+    pub action: AdjacencyAction,
+    /// Output interface (valid for `Forward`).
+    pub out: IfIndex,
+    /// MTU of the output interface (valid for `Forward`).
+    pub mtu: u16,
+    /// Destination then source MAC (valid for `Forward`).
+    pub macs: [u8; 12],
+}
+
+/// The action of an [`Adjacency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjacencyAction {
+    /// Rewrite the MACs and send out of `out`.
+    Forward,
+    /// Answer with ICMP destination unreachable.
+    Unreachable,
+    /// Drop silently.
+    Blackhole,
+    /// The next hop needs an encapsulation this build has no stage for: drop, never send
+    /// in clear.
+    TunnelUnavailable,
+    /// The next hop's MAC (or the uplink) is not known yet.
+    NeighborUnresolved,
+    /// The node's own stack is the next hop but no host interface is configured.
+    NoHostInterface,
+}
+
+impl Adjacency {
+    fn action(action: AdjacencyAction) -> Self {
+        Adjacency { action, out: 0, mtu: 0, macs: [0; 12] }
+    }
+
+    fn forward(out: IfIndex, iface: &Interface, dst: Mac) -> Self {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&dst);
+        macs[6..].copy_from_slice(&iface.mac);
+        Adjacency { action: AdjacencyAction::Forward, out, mtu: iface.mtu, macs }
+    }
 }
 
 impl Fib {
@@ -453,7 +502,8 @@ impl SnapshotBuilder {
                 IpAddr::V6(a) => v6.push((a, prefix.len, id)),
             }
         }
-        let fib = Fib { v4: Ipv4Lpm::build(&v4)?, v6: Ipv6Lpm::build(&v6)?, nexthops };
+        let adjacencies = nexthops.iter().map(|nh| self.adjacency(nh, uplink, host)).collect();
+        let fib = Fib { v4: Ipv4Lpm::build(&v4)?, v6: Ipv6Lpm::build(&v6)?, nexthops, adjacencies };
         Ok(Snapshot {
             generation,
             interfaces: self.interfaces,
@@ -509,6 +559,29 @@ impl SnapshotBuilder {
             }
         }
         Ok(())
+    }
+
+    fn adjacency(&self, nh: &NextHop, uplink: Option<IfIndex>, host: Option<IfIndex>) -> Adjacency {
+        let iface = |i: IfIndex| &self.interfaces[usize::from(i)];
+        match *nh {
+            NextHop::Local { interface, mac } => Adjacency::forward(interface, iface(interface), mac),
+            NextHop::Host => match host {
+                Some(h) => match iface(h).role {
+                    Role::Host { peer_mac } => Adjacency::forward(h, iface(h), peer_mac),
+                    _ => Adjacency::action(AdjacencyAction::NoHostInterface),
+                },
+                None => Adjacency::action(AdjacencyAction::NoHostInterface),
+            },
+            NextHop::Remote { node, tunnel: Tunnel::None } => {
+                match (uplink, self.nodes.get(node as usize).and_then(|n| n.mac)) {
+                    (Some(up), Some(mac)) => Adjacency::forward(up, iface(up), mac),
+                    _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
+                }
+            }
+            NextHop::Remote { .. } => Adjacency::action(AdjacencyAction::TunnelUnavailable),
+            NextHop::Unreachable => Adjacency::action(AdjacencyAction::Unreachable),
+            NextHop::Blackhole => Adjacency::action(AdjacencyAction::Blackhole),
+        }
     }
 
     fn check_nexthop(&self, prefix: &Prefix, nh: &NextHop) -> Result<(), BuildError> {

@@ -41,7 +41,8 @@ impl Machine {
         Machine {
             hostname: read("/proc/sys/kernel/hostname"),
             cpu_model: field("model name").unwrap_or_else(|| "unknown".to_string()),
-            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Count from /proc: available_parallelism() reports the pinned thread's mask.
+            logical_cpus: cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1),
             kernel: read("/proc/sys/kernel/osrelease"),
             tsc_mhz: field("cpu MHz").and_then(|v| v.parse().ok()).unwrap_or(0.0),
             pinned_cpu,

@@ -130,7 +130,7 @@ fn udp4_pod_to_pod_is_routed_rewritten_and_ttl_decremented() {
     assert!(ipv4_header_ok(&out), "incremental checksum update is right");
     assert!(l4_checksum_ok(&out));
     assert_eq!(&out[14..22], &frame[14..22]);
-    assert_eq!(&out[24..], &frame[24..]);
+    assert_eq!(&out[26..], &frame[26..], "addresses and payload untouched");
     assert_eq!(d.counters().tx, 1);
 }
 

@@ -51,7 +51,7 @@ impl Pipeline {
         parse::run(region, frames, meta, &mut self.counters);
         antispoof::run(region, frames, meta, snapshot);
         neighbor::run(region, frames, meta, snapshot, &mut self.counters);
-        forward::run(region, frames, meta, snapshot, &mut self.scratch);
+        forward::run(frames, meta, snapshot, &mut self.scratch);
         icmp::run(region, frames, meta, snapshot, &mut self.icmp_bucket, &mut self.counters, now_ns);
         rewrite::run(region, frames, meta, snapshot);
     }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, every test, a fuzz smoke of every
+# wire-facing parser, and a short run of the benchmark harness with its DPDK anchor.
+# Installs what it needs (Debian packages, cargo-fuzz) idempotently.
+source "$(dirname "$0")/lib.sh"
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+ensure_apt build-essential pkg-config dpdk iproute2 ethtool
+ensure_rust_components
+ensure_cargo_tool cargo-fuzz cargo-fuzz
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --workspace --locked
+
+say "fuzz smoke (${FUZZ_SECONDS}s per target)"
+for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+  mkdir -p "fuzz/corpus/$target"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tail -n 12)
+done
+
+say "benchmark harness smoke (short, with the dpdk-test-fib anchor)"
+cargo build --release --locked -p weir-perf
+target/release/weir-bench pipeline --runs 1 --seconds 0.2 --routes 20000 --lookups 1000000 --json > target/bench-smoke.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-smoke.json"))
+assert r["bench"] == "pipeline", r
+names = {x["name"] for x in r["results"]}
+for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_100k_batch"):
+    assert any(n.startswith(need.replace("100k", "")) or n == need for n in names), (need, names)
+anchored = [x for x in r["results"] if x["name"].startswith("lpm_v4") and x["anchor"]]
+assert anchored and all(x["ratio"] for x in anchored), "LPM results must carry the DPDK anchor"
+print("bench smoke ok:", len(r["results"]), "results")
+PY
+
+say "all tests passed"
