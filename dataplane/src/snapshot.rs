@@ -139,7 +139,8 @@ impl Prefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    /// The prefix length in bits.
+    pub fn bits(&self) -> u8 {
         self.len
     }
 

@@ -122,9 +122,7 @@ fn measure(snapshot: &Snapshot, templates: &[(u16, Vec<u8>)], duration: Duration
             let mut f = f;
             f.set_len(t.len(), chunk);
             region.data_mut(&f)[..head].copy_from_slice(&t[..head]);
-            if let Err(f) = batch.push(f, *ingress) {
-                drop(f);
-            }
+            batch.push(f, *ingress).expect("a batch holds BATCH_SIZE templates");
         }
         if pipeline {
             p.process(snapshot, &mut region, &mut batch, now);

@@ -523,3 +523,42 @@ proptest! {
         prop_assert!(d.check_accounting().is_ok());
     }
 }
+
+#[test]
+fn hop_by_hop_options_are_checked_and_extension_chains_walked() {
+    let s = default_node();
+    let udp = [0u8, 1, 0, 2, 0, 8, 0, 0];
+    // Hop-by-hop with PadN (4 bytes of padding), then UDP: forwarded.
+    let mut ok = vec![17, 0, 1, 4, 0, 0, 0, 0];
+    ok.extend_from_slice(&udp);
+    let d = one(&s, VETH_A, &v6_with_ext(0, &ok));
+    assert_eq!(d.counters().tx, 1, "{:?}", d.counters());
+    // Router alert is known: forwarded.
+    let mut ra = vec![17, 0, 5, 2, 0, 0, 1, 0];
+    ra.extend_from_slice(&udp);
+    assert_eq!(one(&s, VETH_A, &v6_with_ext(0, &ra)).counters().tx, 1);
+    // An option that runs past its header.
+    let mut long = vec![17, 0, 1, 9, 0, 0, 0, 0];
+    long.extend_from_slice(&udp);
+    assert_eq!(one(&s, VETH_A, &v6_with_ext(0, &long)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+    // An unknown option whose type says "discard" (high bits 01).
+    let mut unknown = vec![17, 0, 0x7e, 4, 0, 0, 0, 0];
+    unknown.extend_from_slice(&udp);
+    assert_eq!(one(&s, VETH_A, &v6_with_ext(0, &unknown)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+    // An unknown option whose type says "skip" (high bits 00): forwarded.
+    let mut skip = vec![17, 0, 0x1e, 4, 0, 0, 0, 0];
+    skip.extend_from_slice(&udp);
+    assert_eq!(one(&s, VETH_A, &v6_with_ext(0, &skip)).counters().tx, 1);
+    // Destination options (zero-length header, 8 bytes) then a first fragment then UDP.
+    let mut chain = vec![44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 1, 0, 0, 0, 9];
+    chain.extend_from_slice(&udp);
+    let mut d = one(&s, VETH_A, &v6_with_ext(60, &chain));
+    let out = only_tx(&mut d, VETH_B);
+    assert_eq!(out.len(), 14 + 40 + chain.len());
+    // A later fragment has no ports but is still routed.
+    let later = [17u8, 0, 0, 8, 0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8];
+    assert_eq!(one(&s, VETH_A, &v6_with_ext(44, &later)).counters().tx, 1);
+    // Hop-by-hop after a destination options header is misordered.
+    let bad = [0u8, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0];
+    assert_eq!(one(&s, VETH_A, &v6_with_ext(60, &bad)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+}

@@ -166,7 +166,13 @@ fn parse_v6(data: &mut [u8], m: &mut Meta, counters: &mut Counters) -> Result<()
     let mut dst = [0u8; 16];
     src.copy_from_slice(&ip[8..24]);
     dst.copy_from_slice(&ip[24..40]);
-    let chain = ipv6ext::walk(&ip[40..40 + payload_len], ip[6]).map_err(|_| DropReason::Ipv6BadExtensions)?;
+    let payload = &ip[40..40 + payload_len];
+    let chain = ipv6ext::walk(payload, ip[6]).map_err(|_| DropReason::Ipv6BadExtensions)?;
+    if ip[6] == ipv6ext::HOP_BY_HOP {
+        // The walk checked that the header fits: at least 8 bytes, (len + 1) * 8 in all.
+        let len = (usize::from(payload[1]) + 1) * 8;
+        check_hop_by_hop(&payload[2..len])?;
+    }
     let mut f = 0;
     if let Some(frag) = &chain.fragment {
         f |= flags::FRAGMENT;
@@ -214,6 +220,26 @@ fn parse_v6(data: &mut [u8], m: &mut Meta, counters: &mut Counters) -> Result<()
     // destination addresses to other links."
     if is_link_local(&src) || is_link_local(&dst) {
         return Err(DropReason::Ipv6LinkLocal);
+    }
+    Ok(())
+}
+
+/// Hop-by-hop options are processed by every node on the path (RFC 8200 §4.3), so weir
+/// checks them: each TLV must fit the header (§4.2), and an option weir does not know is
+/// handled as its type's two high-order bits say: "00 - skip over this option and continue
+/// processing the header", anything else discards the packet. Known: Pad1 (0), PadN (1),
+/// Router Alert (5).
+fn check_hop_by_hop(mut opts: &[u8]) -> Result<(), DropReason> {
+    while let Some(&kind) = opts.first() {
+        if kind == 0 {
+            opts = &opts[1..];
+            continue;
+        }
+        let len = 2 + usize::from(*opts.get(1).ok_or(DropReason::Ipv6BadExtensions)?);
+        if len > opts.len() || (!matches!(kind, 1 | 5) && kind >> 6 != 0) {
+            return Err(DropReason::Ipv6BadExtensions);
+        }
+        opts = &opts[len..];
     }
     Ok(())
 }
