@@ -30,7 +30,9 @@ pub enum Next {
     Neighbor,
     /// An IP packet to be routed (TTL, route lookup, MTU).
     Forward,
-    /// Routed; its MACs are to be rewritten for the output interface.
+    /// Routed; to be checked against network policy (conntrack first).
+    Policy,
+    /// Routed and allowed; its MACs are to be rewritten for the output interface.
     Rewrite,
     /// Cannot be forwarded; an ICMP error is to be generated in its place (rate limited).
     IcmpError(IcmpErrorKind, DropReason),

@@ -78,11 +78,15 @@ pub enum DropReason {
     Hairpin,
     /// The output queue or TX ring was full.
     TxRingFull,
+    /// Denied by the egress policy of the sending pod.
+    PolicyDeniedEgress,
+    /// Denied by the ingress policy of the receiving pod.
+    PolicyDeniedIngress,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the order of the counter array).
-    pub const ALL: [DropReason; 32] = [
+    pub const ALL: [DropReason; 34] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::UnknownEthertype,
@@ -115,6 +119,8 @@ impl DropReason {
         DropReason::NeighborUnresolved,
         DropReason::Hairpin,
         DropReason::TxRingFull,
+        DropReason::PolicyDeniedEgress,
+        DropReason::PolicyDeniedIngress,
     ];
 
     /// Number of reasons.
@@ -155,6 +161,8 @@ impl DropReason {
             DropReason::NeighborUnresolved => "neighbor_unresolved",
             DropReason::Hairpin => "hairpin",
             DropReason::TxRingFull => "tx_ring_full",
+            DropReason::PolicyDeniedEgress => "policy_denied_egress",
+            DropReason::PolicyDeniedIngress => "policy_denied_ingress",
         }
     }
 }
@@ -208,6 +216,12 @@ pub struct Counters {
     pub icmp_rate_limited: u64,
     /// Frames whose partial (tx-offload) L4 checksum was completed.
     pub checksums_completed: u64,
+    /// Packets decided by the policy classifier (conntrack misses and re-checks).
+    pub policy_classified: u64,
+    /// Packets that took a cached conntrack verdict.
+    pub conntrack_hits: u64,
+    /// Policy log records not kept because of the rate limit.
+    pub policy_logs_suppressed: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -221,6 +235,9 @@ impl Default for Counters {
             icmp_errors: [0; 3],
             icmp_rate_limited: 0,
             checksums_completed: 0,
+            policy_classified: 0,
+            conntrack_hits: 0,
+            policy_logs_suppressed: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -255,6 +272,9 @@ impl Counters {
         self.neighbor_replies += other.neighbor_replies;
         self.icmp_rate_limited += other.icmp_rate_limited;
         self.checksums_completed += other.checksums_completed;
+        self.policy_classified += other.policy_classified;
+        self.conntrack_hits += other.conntrack_hits;
+        self.policy_logs_suppressed += other.policy_logs_suppressed;
         for (a, b) in self.icmp_errors.iter_mut().zip(other.icmp_errors) {
             *a += b;
         }

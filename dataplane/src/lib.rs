@@ -12,12 +12,13 @@ pub mod counters;
 pub mod craft;
 pub mod flow;
 pub mod frame;
-// pending: pub mod node;
+pub mod node;
+pub mod policy;
 pub mod snapshot;
 
 pub use batch::{Batch, IfIndex, Meta, Next, BATCH_SIZE};
 pub use counters::{Counters, DropReason, IcmpErrorKind};
 pub use flow::FlowKey;
 pub use frame::{Frame, FrameRegion};
-// pending: pub use node::Pipeline;
+pub use node::Pipeline;
 pub use snapshot::{Publisher, Snapshot, SnapshotBuilder, SnapshotReader};

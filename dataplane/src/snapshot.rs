@@ -266,11 +266,7 @@ impl Fib {
     }
 }
 
-/// Policy tables: filled by the network-policy work (compiled per-endpoint classifiers).
-/// Until then a snapshot carries none and no policy is enforced.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct PolicyTables {}
+pub use crate::policy::PolicyTables;
 
 /// WireGuard peers: filled by the WireGuard work.
 #[derive(Debug, Clone, Default)]
@@ -416,6 +412,12 @@ impl SnapshotBuilder {
             peers: PeerTable::default(),
             services: ServiceTable::default(),
         }
+    }
+
+    /// Sets the compiled policy (programs indexed by endpoint id).
+    pub fn policy(&mut self, tables: PolicyTables) -> &mut Self {
+        self.policy = tables;
+        self
     }
 
     /// Sets the ICMP error configuration.

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use weir_dataplane::frame::{DEFAULT_CHUNK_SIZE, DEFAULT_HEADROOM};
+use weir_dataplane::policy::ConntrackConfig;
 use weir_dataplane::{Batch, Counters, Frame, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE};
 
 /// Why a frame could not be injected.
@@ -50,7 +51,8 @@ impl MemDriver {
             tx: Vec::new(),
             tx_capacity,
             batch: Batch::new(),
-            pipeline: Pipeline::new(),
+            // A small table: in-memory runs track few flows, and tests make many drivers.
+            pipeline: Pipeline::with_conntrack(ConntrackConfig { capacity: 4096, ..ConntrackConfig::default() }),
         }
     }
 
@@ -128,6 +130,11 @@ impl MemDriver {
             self.free.extend(q.drain(..).map(|f| f.chunk()));
         }
         n
+    }
+
+    /// The pipeline (its policy state, counters).
+    pub fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
     }
 
     /// The pipeline's counters.

@@ -6,6 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use weir_dataplane::craft;
+use weir_dataplane::policy::program::{Match, PortMatch};
+use weir_dataplane::policy::{Action, Direction, EndpointPolicy, NetSet, PolicyTables, Program, Rule, RuleInfo, Sets, Tier, TierEnd};
 use weir_dataplane::snapshot::{IcmpConfig, Mac, NextHop, PodSpec, Prefix, Tunnel};
 use weir_dataplane::wire::checksum;
 use weir_dataplane::{DropReason, IcmpErrorKind, IfIndex, Snapshot, SnapshotBuilder};
@@ -69,7 +71,45 @@ fn node(icmp: IcmpConfig) -> Snapshot {
     for (p, nh) in routes {
         b.route(p.parse::<Prefix>().unwrap(), nh);
     }
+    b.policy(default_policy());
     b.build(1).unwrap()
+}
+
+/// A denies egress to 198.19.0.66; B denies ingress UDP port 9; everything else passes.
+fn default_policy() -> PolicyTables {
+    let mut blocked = NetSet::new();
+    blocked.insert("198.19.0.66".parse().unwrap(), 32);
+    let info = |policy: &str, direction| RuleInfo { tier: "default".into(), policy: policy.into(), direction, index: Some(0) };
+    let a_egress = Program {
+        tiers: vec![Tier {
+            rules: vec![Rule { matches: Match { dst_nets: Some(0), ..Match::default() }, action: Action::Deny, id: 0 }],
+            end: TierEnd::Pass,
+            end_id: 2,
+        }],
+    };
+    let b_ingress = Program {
+        tiers: vec![Tier {
+            rules: vec![Rule {
+                matches: Match { protocol: Some(17), dst_ports: PortMatch { ranges: vec![(9, 9)], named: None }, ..Match::default() },
+                action: Action::Deny,
+                id: 1,
+            }],
+            end: TierEnd::Pass,
+            end_id: 2,
+        }],
+    };
+    PolicyTables {
+        endpoints: vec![
+            EndpointPolicy { ingress: None, egress: Some(a_egress) },
+            EndpointPolicy { ingress: Some(b_ingress), egress: None },
+        ],
+        sets: Sets { nets: vec![blocked], named_ports: vec![] },
+        rules: vec![
+            info("demo/a-egress", Direction::Egress),
+            info("demo/b-ingress", Direction::Ingress),
+            RuleInfo { tier: "default".into(), policy: String::new(), direction: Direction::Ingress, index: None },
+        ],
+    }
 }
 
 fn default_node() -> Snapshot {
@@ -428,6 +468,8 @@ fn trigger(reason: DropReason) -> (IfIndex, Vec<u8>) {
         DropReason::NeighborUnresolved => (a, udp4_from_a("198.19.4.1")),
         DropReason::Hairpin => (a, udp4_from_a("198.19.6.1")),
         DropReason::TxRingFull => (a, udp4_from_a("198.18.0.11")),
+        DropReason::PolicyDeniedEgress => (a, udp4_from_a("198.19.0.66")),
+        DropReason::PolicyDeniedIngress => (a, craft::udp4(A_MAC, GW_MAC, A4, B4, 1, 9, 64)),
     }
 }
 
@@ -561,4 +603,93 @@ fn hop_by_hop_options_are_checked_and_extension_chains_walked() {
     // Hop-by-hop after a destination options header is misordered.
     let bad = [0u8, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0];
     assert_eq!(one(&s, VETH_A, &v6_with_ext(60, &bad)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+}
+
+/// A: ingress closed (tier ends in Deny with no rules). B: ingress allows TCP 80 only.
+fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
+    let mut b = SnapshotBuilder::new();
+    b.pod(pod("a", A_MAC, A4, A6, 1500)).unwrap();
+    b.pod(pod("b", B_MAC, B4, B6, 1500)).unwrap();
+    b.uplink("up0", UP_MAC, 1500).unwrap();
+    let closed = Program { tiers: vec![Tier { rules: vec![], end: TierEnd::Deny, end_id: 1 }] };
+    let web = Rule {
+        matches: Match { protocol: Some(6), dst_ports: PortMatch { ranges: vec![(80, 80)], named: None }, ..Match::default() },
+        action: Action::Allow,
+        id: 0,
+    };
+    let b_ingress = Program { tiers: vec![Tier { rules: if b_allows_80 { vec![web] } else { vec![] }, end: TierEnd::Deny, end_id: 1 }] };
+    let info = RuleInfo { tier: "default".into(), policy: "demo/p".into(), direction: Direction::Ingress, index: Some(0) };
+    b.policy(PolicyTables {
+        endpoints: vec![
+            EndpointPolicy { ingress: Some(closed), egress: None },
+            EndpointPolicy { ingress: Some(b_ingress), egress: None },
+        ],
+        sets: Sets::default(),
+        rules: vec![info.clone(), RuleInfo { index: None, ..info }],
+    });
+    b.build(generation).unwrap()
+}
+
+#[test]
+fn conntrack_lets_replies_back_and_a_new_deny_cuts_the_running_flow() {
+    let s1 = isolated(1, true);
+    let mut d = MemDriver::new(64, 64);
+    let syn = craft::tcp4(A_MAC, GW_MAC, A4, B4, 40000, 80, 60);
+    let reply = craft::tcp4(B_MAC, GW_MAC, B4, A4, 80, 40000, 60);
+    let unsolicited = craft::tcp4(B_MAC, GW_MAC, B4, A4, 80, 40001, 60);
+    d.inject(VETH_A, &syn).unwrap();
+    d.inject(VETH_B, &reply).unwrap();
+    d.inject(VETH_B, &unsolicited).unwrap();
+    d.run(&s1, 1_000);
+    assert_eq!(d.take_tx(VETH_B).len(), 1, "A -> B:80 allowed by B's ingress");
+    assert_eq!(d.take_tx(VETH_A).len(), 1, "the reply comes back although A's ingress is closed");
+    assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 1, "B -> A on another port is a new flow: denied");
+    assert_eq!(d.counters().conntrack_hits, 1);
+    // Same generation: cached.
+    d.inject(VETH_A, &syn).unwrap();
+    d.run(&s1, 2_000);
+    assert_eq!(d.take_tx(VETH_B).len(), 1);
+    assert_eq!(d.counters().conntrack_hits, 2);
+    // A new snapshot closes B's port 80: the next packet of the running flow is dropped,
+    // and so is the reply direction.
+    let s2 = isolated(2, false);
+    d.inject(VETH_A, &syn).unwrap();
+    d.inject(VETH_B, &reply).unwrap();
+    d.run(&s2, 3_000);
+    assert!(d.take_tx(VETH_B).is_empty());
+    assert!(d.take_tx(VETH_A).is_empty());
+    assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 3);
+    d.counters().check_accounting().unwrap();
+}
+
+#[test]
+fn icmp_errors_for_tracked_flows_pass_closed_ingress() {
+    let s = isolated(1, true);
+    let mut d = MemDriver::new(64, 64);
+    d.inject(VETH_A, &craft::tcp4(A_MAC, GW_MAC, A4, B4, 40000, 80, 60)).unwrap();
+    d.run(&s, 1_000);
+    assert_eq!(d.take_tx(VETH_B).len(), 1);
+    // B answers with "port unreachable" quoting A's packet: allowed into A.
+    let quoted = &craft::tcp4(A_MAC, GW_MAC, A4, B4, 40000, 80, 60)[14..];
+    let mut msg = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&quoted[..28]);
+    let c = checksum::checksum(&msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut err = craft::ethernet(GW_MAC, B_MAC, craft::ETH_IPV4);
+    err.extend(craft::ipv4_header(B4, A4, craft::PROTO_ICMP, 64, msg.len(), &[]));
+    err.extend(msg);
+    d.inject(VETH_B, &err).unwrap();
+    // An error quoting a flow that does not exist is classified like any packet: denied.
+    let mut stray = err.clone();
+    stray[14 + 20 + 8 + 20] ^= 1; // quoted source port
+    let c = {
+        let seg = &mut stray[34..];
+        seg[2..4].copy_from_slice(&[0, 0]);
+        checksum::checksum(seg)
+    };
+    stray[36..38].copy_from_slice(&c.to_be_bytes());
+    d.inject(VETH_B, &stray).unwrap();
+    d.run(&s, 2_000);
+    assert_eq!(d.take_tx(VETH_A).len(), 1);
+    assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 1);
 }

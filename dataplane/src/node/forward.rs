@@ -3,7 +3,7 @@
 //!
 //! - Reads: `kind`, `flow.dst`, `ip_len`, `flags`, `ingress`, `ttl`; not the frame.
 //! - Writes: `out`, `nexthop` (the adjacency `rewrite` applies).
-//! - Next: `Rewrite`, `IcmpError` (time exceeded, unreachable, too big), or `Drop`.
+//! - Next: `Policy`, `IcmpError` (time exceeded, unreachable, too big), or `Drop`.
 //! - Drops: `ToGateway`, `Blackhole`, `TunnelUnavailable` (VXLAN and WireGuard next hops
 //!   until their encapsulation stages exist: never sent in clear), `NeighborUnresolved`,
 //!   `Hairpin`, `TooBig` (IPv4 without DF: weir does not fragment), `NoRoute` when the
@@ -120,5 +120,5 @@ fn resolve(snapshot: &Snapshot, m: &mut Meta, nh: u32) -> Next {
         }
         return Next::Drop(DropReason::TooBig);
     }
-    Next::Rewrite
+    Next::Policy
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  parse -> antispoof -> neighbor (ARP/NDP for the gateway) -> Tx(ingress)
-//!                     \-> forward (TTL, LPM, next hop, MTU) -> rewrite (MACs) -> Tx(out)
+//!                     \-> forward (TTL, LPM, next hop, MTU) -> policy -> rewrite -> Tx(out)
 //!                                                   \-> icmp (errors, rate limited) -> Tx(ingress)
 //!  any stage -> Drop(reason)
 //! ```
@@ -20,6 +20,7 @@ pub mod forward;
 pub mod icmp;
 pub mod neighbor;
 pub mod parse;
+pub mod policy;
 pub mod rewrite;
 
 use crate::batch::{Batch, IfIndex, Next};
@@ -29,18 +30,35 @@ use crate::snapshot::Snapshot;
 
 /// One worker's pipeline state: counters, the ICMP rate limiter, lookup scratch space.
 /// Owned by its worker thread; aligned so two workers never share a cache line.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(64))]
 pub struct Pipeline {
     counters: Counters,
     icmp_bucket: icmp::TokenBucket,
     scratch: Box<forward::Scratch>,
+    policy: Box<policy::PolicyState>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Pipeline {
-    /// A pipeline with zeroed counters.
+    /// A pipeline with zeroed counters and a conntrack table of the default size.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_conntrack(crate::policy::ConntrackConfig::default())
+    }
+
+    /// A pipeline whose conntrack table has the given configuration.
+    pub fn with_conntrack(config: crate::policy::ConntrackConfig) -> Self {
+        Pipeline {
+            counters: Counters::default(),
+            icmp_bucket: icmp::TokenBucket::default(),
+            scratch: Box::default(),
+            policy: Box::new(policy::PolicyState::with_conntrack(config)),
+        }
     }
 
     /// Runs every stage over `batch`. `now_ns` is a monotonic time in nanoseconds (for the
@@ -53,6 +71,7 @@ impl Pipeline {
         neighbor::run(region, frames, meta, snapshot, &mut self.counters);
         forward::run(frames, meta, snapshot, &mut self.scratch);
         icmp::run(region, frames, meta, snapshot, &mut self.icmp_bucket, &mut self.counters, now_ns);
+        policy::run(region, frames, meta, snapshot, &mut self.policy, &mut self.counters, now_ns);
         rewrite::run(region, frames, meta, snapshot);
     }
 
@@ -84,6 +103,11 @@ impl Pipeline {
     #[inline]
     pub fn tx_full(&mut self) {
         self.counters.drop(crate::counters::DropReason::TxRingFull);
+    }
+
+    /// This worker's policy state (conntrack table, log records).
+    pub fn policy_state(&mut self) -> &mut policy::PolicyState {
+        &mut self.policy
     }
 
     /// This worker's counters.
