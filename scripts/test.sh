@@ -20,10 +20,11 @@ say "cargo test"
 cargo test --workspace --locked
 
 say "fuzz smoke (${FUZZ_SECONDS}s per target)"
-for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+for target in wire pipeline; do
   mkdir -p "fuzz/corpus/$target"
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
-      -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tail -n 12)
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 2>&1 | tail -n 3
+  # cargo fuzz exits non-zero on a crash; pipefail makes that fail the suite.
 done
 
 say "benchmark harness smoke (short, with the dpdk-test-fib anchor)"
@@ -34,8 +35,8 @@ import json
 r = json.load(open("target/bench-smoke.json"))
 assert r["bench"] == "pipeline", r
 names = {x["name"] for x in r["results"]}
-for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_100k_batch"):
-    assert any(n.startswith(need.replace("100k", "")) or n == need for n in names), (need, names)
+for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_20k_batch", "lpm_v6_20k_batch"):
+    assert need in names, (need, sorted(names))
 anchored = [x for x in r["results"] if x["name"].startswith("lpm_v4") and x["anchor"]]
 assert anchored and all(x["ratio"] for x in anchored), "LPM results must carry the DPDK anchor"
 print("bench smoke ok:", len(r["results"]), "results")

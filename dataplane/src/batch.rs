@@ -97,7 +97,10 @@ pub struct Meta {
 impl Meta {
     /// Metadata of a frame fresh from `ingress`.
     pub fn new(ingress: IfIndex) -> Self {
-        Meta { ingress, ..Meta::default() }
+        Meta {
+            ingress,
+            ..Meta::default()
+        }
     }
 
     /// Whether a flag from [`flags`] is set.
@@ -123,7 +126,10 @@ impl Default for Batch {
 impl Batch {
     /// An empty batch with room for [`BATCH_SIZE`] frames.
     pub fn new() -> Self {
-        Batch { frames: Vec::with_capacity(BATCH_SIZE), meta: Vec::with_capacity(BATCH_SIZE) }
+        Batch {
+            frames: Vec::with_capacity(BATCH_SIZE),
+            meta: Vec::with_capacity(BATCH_SIZE),
+        }
     }
 
     /// Number of frames in the batch.
@@ -187,7 +193,8 @@ mod tests {
         let region = FrameRegion::new(&mut mem, 256);
         let mut b = Batch::new();
         for i in 0..BATCH_SIZE {
-            b.push(region.frame(i as u64 * 256, 60).unwrap(), 3).unwrap();
+            b.push(region.frame(i as u64 * 256, 60).unwrap(), 3)
+                .unwrap();
         }
         let extra = region.frame(BATCH_SIZE as u64 * 256, 60).unwrap();
         assert!(b.push(extra, 3).is_err());

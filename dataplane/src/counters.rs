@@ -181,8 +181,11 @@ pub enum IcmpErrorKind {
 
 impl IcmpErrorKind {
     /// Every kind, in counter order.
-    pub const ALL: [IcmpErrorKind; 3] =
-        [IcmpErrorKind::TimeExceeded, IcmpErrorKind::Unreachable, IcmpErrorKind::TooBig];
+    pub const ALL: [IcmpErrorKind; 3] = [
+        IcmpErrorKind::TimeExceeded,
+        IcmpErrorKind::Unreachable,
+        IcmpErrorKind::TooBig,
+    ];
 
     /// The stable metric label.
     pub fn name(self) -> &'static str {
@@ -321,7 +324,11 @@ mod tests {
 
     #[test]
     fn merge_adds_and_accounting_balances() {
-        let mut a = Counters { rx: 3, tx: 2, ..Default::default() };
+        let mut a = Counters {
+            rx: 3,
+            tx: 2,
+            ..Default::default()
+        };
         a.drop(DropReason::NoRoute);
         a.icmp_errors[IcmpErrorKind::Unreachable as usize] += 1;
         a.tx += 1;

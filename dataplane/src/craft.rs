@@ -29,7 +29,14 @@ pub fn ethernet(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
 }
 
 /// An IPv4 header (20 bytes plus `options`, padded to 4 bytes) with a valid checksum.
-pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, payload_len: usize, options: &[u8]) -> Vec<u8> {
+pub fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    payload_len: usize,
+    options: &[u8],
+) -> Vec<u8> {
     let opt_len = options.len().div_ceil(4) * 4;
     let ihl = 20 + opt_len;
     let total = (ihl + payload_len) as u16;
@@ -49,7 +56,13 @@ pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, payload_len
 }
 
 /// An IPv6 header.
-pub fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop_limit: u8, payload_len: usize) -> Vec<u8> {
+pub fn ipv6_header(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    hop_limit: u8,
+    payload_len: usize,
+) -> Vec<u8> {
     let mut h = vec![0u8; 40];
     h[0] = 0x60;
     h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
@@ -97,9 +110,18 @@ fn tcp(sport: u16, dport: u16, payload_len: usize, pseudo: u32) -> Vec<u8> {
 }
 
 /// Ethernet + IPv4 + UDP. `frame_len` is the whole frame (at least 42).
-pub fn udp4(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, frame_len: usize) -> Vec<u8> {
+pub fn udp4(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    frame_len: usize,
+) -> Vec<u8> {
     let payload = frame_len.saturating_sub(42);
-    let pseudo = checksum::pseudo_header_v4(src.octets(), dst.octets(), PROTO_UDP, (8 + payload) as u16);
+    let pseudo =
+        checksum::pseudo_header_v4(src.octets(), dst.octets(), PROTO_UDP, (8 + payload) as u16);
     let mut f = ethernet(dst_mac, src_mac, ETH_IPV4);
     f.extend(ipv4_header(src, dst, PROTO_UDP, 64, 8 + payload, &[]));
     f.extend(udp(sport, dport, payload, pseudo));
@@ -107,9 +129,18 @@ pub fn udp4(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16
 }
 
 /// Ethernet + IPv4 + TCP. `frame_len` is the whole frame (at least 54).
-pub fn tcp4(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, frame_len: usize) -> Vec<u8> {
+pub fn tcp4(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    frame_len: usize,
+) -> Vec<u8> {
     let payload = frame_len.saturating_sub(54);
-    let pseudo = checksum::pseudo_header_v4(src.octets(), dst.octets(), PROTO_TCP, (20 + payload) as u16);
+    let pseudo =
+        checksum::pseudo_header_v4(src.octets(), dst.octets(), PROTO_TCP, (20 + payload) as u16);
     let mut f = ethernet(dst_mac, src_mac, ETH_IPV4);
     f.extend(ipv4_header(src, dst, PROTO_TCP, 64, 20 + payload, &[]));
     f.extend(tcp(sport, dport, payload, pseudo));
@@ -117,7 +148,14 @@ pub fn tcp4(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16
 }
 
 /// Ethernet + IPv4 + ICMP echo request with `payload_len` bytes of data.
-pub fn icmp4_echo(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, ident: u16, payload_len: usize) -> Vec<u8> {
+pub fn icmp4_echo(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    payload_len: usize,
+) -> Vec<u8> {
     let mut m = vec![0u8; 8 + payload_len];
     m[0] = 8;
     m[4..6].copy_from_slice(&ident.to_be_bytes());
@@ -131,9 +169,22 @@ pub fn icmp4_echo(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, iden
 }
 
 /// Ethernet + IPv6 + UDP. `frame_len` is the whole frame (at least 62).
-pub fn udp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, frame_len: usize) -> Vec<u8> {
+pub fn udp6(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    frame_len: usize,
+) -> Vec<u8> {
     let payload = frame_len.saturating_sub(62);
-    let pseudo = checksum::pseudo_header_v6(&src.octets(), &dst.octets(), PROTO_UDP, (8 + payload) as u32);
+    let pseudo = checksum::pseudo_header_v6(
+        &src.octets(),
+        &dst.octets(),
+        PROTO_UDP,
+        (8 + payload) as u32,
+    );
     let mut f = ethernet(dst_mac, src_mac, ETH_IPV6);
     f.extend(ipv6_header(src, dst, PROTO_UDP, 64, 8 + payload));
     f.extend(udp(sport, dport, payload, pseudo));
@@ -141,9 +192,22 @@ pub fn udp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, sport: u16
 }
 
 /// Ethernet + IPv6 + TCP. `frame_len` is the whole frame (at least 74).
-pub fn tcp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, frame_len: usize) -> Vec<u8> {
+pub fn tcp6(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    frame_len: usize,
+) -> Vec<u8> {
     let payload = frame_len.saturating_sub(74);
-    let pseudo = checksum::pseudo_header_v6(&src.octets(), &dst.octets(), PROTO_TCP, (20 + payload) as u32);
+    let pseudo = checksum::pseudo_header_v6(
+        &src.octets(),
+        &dst.octets(),
+        PROTO_TCP,
+        (20 + payload) as u32,
+    );
     let mut f = ethernet(dst_mac, src_mac, ETH_IPV6);
     f.extend(ipv6_header(src, dst, PROTO_TCP, 64, 20 + payload));
     f.extend(tcp(sport, dport, payload, pseudo));
@@ -151,8 +215,16 @@ pub fn tcp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, sport: u16
 }
 
 /// Ethernet + IPv6 + ICMPv6 message (`msg` with its checksum field zeroed; it is filled).
-pub fn icmp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, mut msg: Vec<u8>) -> Vec<u8> {
-    let pseudo = checksum::pseudo_header_v6(&src.octets(), &dst.octets(), PROTO_ICMPV6, msg.len() as u32);
+pub fn icmp6(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    mut msg: Vec<u8>,
+) -> Vec<u8> {
+    let pseudo =
+        checksum::pseudo_header_v6(&src.octets(), &dst.octets(), PROTO_ICMPV6, msg.len() as u32);
     let c = !checksum::fold(checksum::sum(&msg, pseudo));
     msg[2..4].copy_from_slice(&c.to_be_bytes());
     let mut f = ethernet(dst_mac, src_mac, ETH_IPV6);
@@ -162,7 +234,14 @@ pub fn icmp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, hop_limit
 }
 
 /// Ethernet + IPv6 + ICMPv6 echo request.
-pub fn icmp6_echo(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, ident: u16, payload_len: usize) -> Vec<u8> {
+pub fn icmp6_echo(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    ident: u16,
+    payload_len: usize,
+) -> Vec<u8> {
     let mut m = vec![0u8; 8 + payload_len];
     m[0] = 128;
     m[4..6].copy_from_slice(&ident.to_be_bytes());
@@ -172,7 +251,16 @@ pub fn icmp6_echo(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, iden
 /// The solicited-node multicast address of `target` (RFC 4291 §2.7.1).
 pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
     let t = target.octets();
-    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(t[13]), u16::from_be_bytes([t[14], t[15]]))
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    )
 }
 
 /// The multicast MAC of an IPv6 multicast address (RFC 2464 §7).
@@ -215,14 +303,22 @@ pub fn make_partial(frame: &mut [u8]) {
         let len = u32::from(u16::from_be_bytes([ip[4], ip[5]]));
         let src: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
         let dst: [u8; 16] = ip[24..40].try_into().expect("16 bytes");
-        (ip[6], 54, checksum::pseudo_header_v6(&src, &dst, ip[6], len))
+        (
+            ip[6],
+            54,
+            checksum::pseudo_header_v6(&src, &dst, ip[6], len),
+        )
     } else {
         let ip = &frame[14..];
         let ihl = usize::from(ip[0] & 0xf) * 4;
         let total = u16::from_be_bytes([ip[2], ip[3]]);
         let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
         let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
-        (ip[9], 14 + ihl, checksum::pseudo_header_v4(src, dst, ip[9], total - ihl as u16))
+        (
+            ip[9],
+            14 + ihl,
+            checksum::pseudo_header_v4(src, dst, ip[9], total - ihl as u16),
+        )
     };
     let off = l4 + if proto == PROTO_TCP { 16 } else { 6 };
     frame[off..off + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());

@@ -101,7 +101,11 @@ pub enum DescriptorError {
     OutOfRegion { addr: u64, size: usize },
     /// The packet would run past the end of its chunk.
     #[error("descriptor at {addr:#x} with length {len} runs past its {chunk_size}-byte chunk")]
-    PastChunk { addr: u64, len: usize, chunk_size: usize },
+    PastChunk {
+        addr: u64,
+        len: usize,
+        chunk_size: usize,
+    },
 }
 
 impl<'a> FrameRegion<'a> {
@@ -138,12 +142,20 @@ impl<'a> FrameRegion<'a> {
         let chunk = addr & !(self.chunk_size as u64 - 1);
         let head = (addr - chunk) as usize;
         if head + len > self.chunk_size {
-            return Err(DescriptorError::PastChunk { addr, len, chunk_size: self.chunk_size });
+            return Err(DescriptorError::PastChunk {
+                addr,
+                len,
+                chunk_size: self.chunk_size,
+            });
         }
         // head < chunk_size <= 65536 and head + len <= chunk_size; a 65536-byte chunk with
         // head 0 and len 65536 is the one case that does not fit u16, refuse it.
         let (Ok(head), Ok(len)) = (u16::try_from(head), u16::try_from(len)) else {
-            return Err(DescriptorError::PastChunk { addr, len, chunk_size: self.chunk_size });
+            return Err(DescriptorError::PastChunk {
+                addr,
+                len,
+                chunk_size: self.chunk_size,
+            });
         };
         Ok(Frame { chunk, head, len })
     }
@@ -161,7 +173,12 @@ impl<'a> FrameRegion<'a> {
     }
 
     /// Copies `bytes` into the chunk at `chunk` after `headroom` bytes and returns the frame.
-    pub fn fill(&mut self, chunk: u64, headroom: usize, bytes: &[u8]) -> Result<Frame, DescriptorError> {
+    pub fn fill(
+        &mut self,
+        chunk: u64,
+        headroom: usize,
+        bytes: &[u8],
+    ) -> Result<Frame, DescriptorError> {
         let frame = self.frame(chunk + headroom as u64, bytes.len())?;
         self.data_mut(&frame).copy_from_slice(bytes);
         Ok(frame)
@@ -178,9 +195,18 @@ mod tests {
         let region = FrameRegion::new(&mut mem, 2048);
         assert_eq!(region.chunks(), 4);
         let f = region.frame(2048 + 256, 100).unwrap();
-        assert_eq!((f.chunk(), f.headroom(), f.len(), f.addr()), (2048, 256, 100, 2304));
-        assert!(matches!(region.frame(4 * 2048, 1), Err(DescriptorError::OutOfRegion { .. })));
-        assert!(matches!(region.frame(2048 + 2000, 100), Err(DescriptorError::PastChunk { .. })));
+        assert_eq!(
+            (f.chunk(), f.headroom(), f.len(), f.addr()),
+            (2048, 256, 100, 2304)
+        );
+        assert!(matches!(
+            region.frame(4 * 2048, 1),
+            Err(DescriptorError::OutOfRegion { .. })
+        ));
+        assert!(matches!(
+            region.frame(2048 + 2000, 100),
+            Err(DescriptorError::PastChunk { .. })
+        ));
     }
 
     #[test]

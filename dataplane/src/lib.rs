@@ -5,8 +5,6 @@
 
 #![deny(unsafe_code)]
 
-pub mod route;
-pub mod wire;
 pub mod batch;
 pub mod counters;
 pub mod craft;
@@ -14,7 +12,9 @@ pub mod flow;
 pub mod frame;
 pub mod node;
 pub mod policy;
+pub mod route;
 pub mod snapshot;
+pub mod wire;
 
 pub use batch::{Batch, IfIndex, Meta, Next, BATCH_SIZE};
 pub use counters::{Counters, DropReason, IcmpErrorKind};

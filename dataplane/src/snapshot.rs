@@ -132,7 +132,10 @@ impl Prefix {
 
     /// A host route (/32 or /128).
     pub fn host(addr: IpAddr) -> Self {
-        Prefix { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        Prefix {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     pub fn addr(&self) -> IpAddr {
@@ -158,11 +161,19 @@ impl Prefix {
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
         }
         IpAddr::V6(a) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
         }
     }
@@ -177,12 +188,18 @@ impl fmt::Display for Prefix {
 /// Why a prefix is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefixError {
-    #[error("{0:?} is not a prefix: expected ADDRESS/LENGTH, such as 198.18.0.0/15 or 2001:db8::/32")]
+    #[error(
+        "{0:?} is not a prefix: expected ADDRESS/LENGTH, such as 198.18.0.0/15 or 2001:db8::/32"
+    )]
     Syntax(String),
     #[error("prefix length {len} is too long for {addr} (at most {max})")]
     TooLong { addr: IpAddr, len: u8, max: u8 },
     #[error("{addr}/{len} has host bits set; did you mean {masked}/{len}?")]
-    HostBits { addr: IpAddr, len: u8, masked: IpAddr },
+    HostBits {
+        addr: IpAddr,
+        len: u8,
+        masked: IpAddr,
+    },
 }
 
 impl FromStr for Prefix {
@@ -243,14 +260,24 @@ pub enum AdjacencyAction {
 
 impl Adjacency {
     fn action(action: AdjacencyAction) -> Self {
-        Adjacency { action, out: 0, mtu: 0, macs: [0; 12] }
+        Adjacency {
+            action,
+            out: 0,
+            mtu: 0,
+            macs: [0; 12],
+        }
     }
 
     fn forward(out: IfIndex, iface: &Interface, dst: Mac) -> Self {
         let mut macs = [0u8; 12];
         macs[..6].copy_from_slice(&dst);
         macs[6..].copy_from_slice(&iface.mac);
-        Adjacency { action: AdjacencyAction::Forward, out, mtu: iface.mtu, macs }
+        Adjacency {
+            action: AdjacencyAction::Forward,
+            out,
+            mtu: iface.mtu,
+            macs,
+        }
     }
 }
 
@@ -295,7 +322,12 @@ impl Default for IcmpConfig {
     /// Sources are the gateway addresses; 1000 errors/s with a burst of 50 per worker, in
     /// line with Linux's `icmp_ratelimit` of one per ms.
     fn default() -> Self {
-        IcmpConfig { source_v4: GATEWAY_V4, source_v6: GATEWAY_V6, rate_per_sec: 1000, burst: 50 }
+        IcmpConfig {
+            source_v4: GATEWAY_V4,
+            source_v6: GATEWAY_V6,
+            rate_per_sec: 1000,
+            burst: 50,
+        }
     }
 }
 
@@ -322,7 +354,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot before any configuration: no interfaces, no routes (generation 0).
     pub fn empty() -> Self {
-        SnapshotBuilder::new().build(0).expect("an empty snapshot always builds")
+        SnapshotBuilder::new()
+            .build(0)
+            .expect("an empty snapshot always builds")
     }
 
     /// The interface at `index`, if it exists.
@@ -333,7 +367,10 @@ impl Snapshot {
 
     /// The interface named `name`.
     pub fn interface_by_name(&self, name: &str) -> Option<IfIndex> {
-        self.interfaces.iter().position(|i| i.name == name).map(|i| i as IfIndex)
+        self.interfaces
+            .iter()
+            .position(|i| i.name == name)
+            .map(|i| i as IfIndex)
     }
 }
 
@@ -365,13 +402,21 @@ pub enum BuildError {
     #[error("pod {namespace}/{name} has no IP address; give it an IPv4 or IPv6 address")]
     PodWithoutAddress { namespace: String, name: String },
     #[error("address {ip} is claimed by {first} and {second}")]
-    AddressConflict { ip: IpAddr, first: String, second: String },
+    AddressConflict {
+        ip: IpAddr,
+        first: String,
+        second: String,
+    },
     #[error("MTU {mtu} of interface {interface:?} is below the minimum of 1280")]
     MtuTooSmall { interface: String, mtu: u16 },
     #[error("route {prefix} is defined twice")]
     DuplicateRoute { prefix: Prefix },
     #[error("route {prefix} points at {what} {index}, which does not exist")]
-    DanglingNextHop { prefix: Prefix, what: &'static str, index: u32 },
+    DanglingNextHop {
+        prefix: Prefix,
+        what: &'static str,
+        index: u32,
+    },
     #[error("route table: {0}")]
     Lpm(#[from] LpmError),
 }
@@ -428,11 +473,22 @@ impl SnapshotBuilder {
 
     /// Adds the uplink.
     pub fn uplink(&mut self, name: &str, mac: Mac, mtu: u16) -> Result<IfIndex, BuildError> {
-        self.add_interface(Interface { name: name.to_string(), role: Role::Uplink, mac, mtu })
+        self.add_interface(Interface {
+            name: name.to_string(),
+            role: Role::Uplink,
+            mac,
+            mtu,
+        })
     }
 
     /// Adds the host interface (`weir0`).
-    pub fn host(&mut self, name: &str, mac: Mac, peer_mac: Mac, mtu: u16) -> Result<IfIndex, BuildError> {
+    pub fn host(
+        &mut self,
+        name: &str,
+        mac: Mac,
+        peer_mac: Mac,
+        mtu: u16,
+    ) -> Result<IfIndex, BuildError> {
         self.add_interface(Interface {
             name: name.to_string(),
             role: Role::Host { peer_mac },
@@ -444,17 +500,31 @@ impl SnapshotBuilder {
     /// Adds a pod: its interface, its endpoint, and host routes to its addresses.
     pub fn pod(&mut self, spec: PodSpec) -> Result<(IfIndex, EndpointId), BuildError> {
         if spec.ipv4.is_none() && spec.ipv6.is_none() {
-            return Err(BuildError::PodWithoutAddress { namespace: spec.namespace, name: spec.name });
+            return Err(BuildError::PodWithoutAddress {
+                namespace: spec.namespace,
+                name: spec.name,
+            });
         }
         let endpoint = self.endpoints.len() as EndpointId;
         let index = self.add_interface(Interface {
             name: spec.interface.clone(),
-            role: Role::Pod(PodPort { endpoint, mac: spec.mac, ipv4: spec.ipv4, ipv6: spec.ipv6 }),
+            role: Role::Pod(PodPort {
+                endpoint,
+                mac: spec.mac,
+                ipv4: spec.ipv4,
+                ipv6: spec.ipv6,
+            }),
             mac: spec.gateway_mac,
             mtu: spec.mtu,
         })?;
-        let local = NextHop::Local { interface: index, mac: spec.mac };
-        for ip in [spec.ipv4.map(IpAddr::V4), spec.ipv6.map(IpAddr::V6)].into_iter().flatten() {
+        let local = NextHop::Local {
+            interface: index,
+            mac: spec.mac,
+        };
+        for ip in [spec.ipv4.map(IpAddr::V4), spec.ipv6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
             self.routes.push((Prefix::host(ip), local));
         }
         self.endpoints.push(Endpoint {
@@ -470,7 +540,11 @@ impl SnapshotBuilder {
 
     /// Adds a remote node.
     pub fn node(&mut self, name: &str, underlay: IpAddr, mac: Option<Mac>) -> NodeId {
-        self.nodes.push(Node { name: name.to_string(), underlay, mac });
+        self.nodes.push(Node {
+            name: name.to_string(),
+            underlay,
+            mac,
+        });
         (self.nodes.len() - 1) as NodeId
     }
 
@@ -505,8 +579,16 @@ impl SnapshotBuilder {
                 IpAddr::V6(a) => v6.push((a, prefix.len, id)),
             }
         }
-        let adjacencies = nexthops.iter().map(|nh| self.adjacency(nh, uplink, host)).collect();
-        let fib = Fib { v4: Ipv4Lpm::build(&v4)?, v6: Ipv6Lpm::build(&v6)?, nexthops, adjacencies };
+        let adjacencies = nexthops
+            .iter()
+            .map(|nh| self.adjacency(nh, uplink, host))
+            .collect();
+        let fib = Fib {
+            v4: Ipv4Lpm::build(&v4)?,
+            v6: Ipv6Lpm::build(&v6)?,
+            nexthops,
+            adjacencies,
+        };
         Ok(Snapshot {
             generation,
             interfaces: self.interfaces,
@@ -526,12 +608,16 @@ impl SnapshotBuilder {
 
     fn add_interface(&mut self, iface: Interface) -> Result<IfIndex, BuildError> {
         if iface.mtu < 1280 {
-            return Err(BuildError::MtuTooSmall { interface: iface.name, mtu: iface.mtu });
+            return Err(BuildError::MtuTooSmall {
+                interface: iface.name,
+                mtu: iface.mtu,
+            });
         }
         if self.interfaces.iter().any(|i| i.name == iface.name) {
             return Err(BuildError::DuplicateInterface(iface.name));
         }
-        let index = IfIndex::try_from(self.interfaces.len()).map_err(|_| BuildError::TooManyInterfaces)?;
+        let index =
+            IfIndex::try_from(self.interfaces.len()).map_err(|_| BuildError::TooManyInterfaces)?;
         if index == IfIndex::MAX {
             return Err(BuildError::TooManyInterfaces);
         }
@@ -539,8 +625,16 @@ impl SnapshotBuilder {
         Ok(index)
     }
 
-    fn single_role(&self, is: impl Fn(&Role) -> bool, what: &'static str) -> Result<Option<IfIndex>, BuildError> {
-        let mut found = self.interfaces.iter().enumerate().filter(|(_, i)| is(&i.role));
+    fn single_role(
+        &self,
+        is: impl Fn(&Role) -> bool,
+        what: &'static str,
+    ) -> Result<Option<IfIndex>, BuildError> {
+        let mut found = self
+            .interfaces
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| is(&i.role));
         let first = found.next().map(|(i, _)| i as IfIndex);
         if found.next().is_some() {
             return Err(BuildError::DuplicateRole(what));
@@ -551,7 +645,10 @@ impl SnapshotBuilder {
     fn check_addresses(&self) -> Result<(), BuildError> {
         let mut owners: rustc_hash::FxHashMap<IpAddr, &Endpoint> = Default::default();
         for e in &self.endpoints {
-            for ip in [e.ipv4.map(IpAddr::V4), e.ipv6.map(IpAddr::V6)].into_iter().flatten() {
+            for ip in [e.ipv4.map(IpAddr::V4), e.ipv6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
                 if let Some(first) = owners.insert(ip, e) {
                     return Err(BuildError::AddressConflict {
                         ip,
@@ -567,7 +664,9 @@ impl SnapshotBuilder {
     fn adjacency(&self, nh: &NextHop, uplink: Option<IfIndex>, host: Option<IfIndex>) -> Adjacency {
         let iface = |i: IfIndex| &self.interfaces[usize::from(i)];
         match *nh {
-            NextHop::Local { interface, mac } => Adjacency::forward(interface, iface(interface), mac),
+            NextHop::Local { interface, mac } => {
+                Adjacency::forward(interface, iface(interface), mac)
+            }
             NextHop::Host => match host {
                 Some(h) => match iface(h).role {
                     Role::Host { peer_mac } => Adjacency::forward(h, iface(h), peer_mac),
@@ -575,12 +674,13 @@ impl SnapshotBuilder {
                 },
                 None => Adjacency::action(AdjacencyAction::NoHostInterface),
             },
-            NextHop::Remote { node, tunnel: Tunnel::None } => {
-                match (uplink, self.nodes.get(node as usize).and_then(|n| n.mac)) {
-                    (Some(up), Some(mac)) => Adjacency::forward(up, iface(up), mac),
-                    _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
-                }
-            }
+            NextHop::Remote {
+                node,
+                tunnel: Tunnel::None,
+            } => match (uplink, self.nodes.get(node as usize).and_then(|n| n.mac)) {
+                (Some(up), Some(mac)) => Adjacency::forward(up, iface(up), mac),
+                _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
+            },
             NextHop::Remote { .. } => Adjacency::action(AdjacencyAction::TunnelUnavailable),
             NextHop::Unreachable => Adjacency::action(AdjacencyAction::Unreachable),
             NextHop::Blackhole => Adjacency::action(AdjacencyAction::Blackhole),
@@ -590,10 +690,18 @@ impl SnapshotBuilder {
     fn check_nexthop(&self, prefix: &Prefix, nh: &NextHop) -> Result<(), BuildError> {
         match *nh {
             NextHop::Local { interface, .. } if usize::from(interface) >= self.interfaces.len() => {
-                Err(BuildError::DanglingNextHop { prefix: *prefix, what: "interface", index: u32::from(interface) })
+                Err(BuildError::DanglingNextHop {
+                    prefix: *prefix,
+                    what: "interface",
+                    index: u32::from(interface),
+                })
             }
             NextHop::Remote { node, .. } if node as usize >= self.nodes.len() => {
-                Err(BuildError::DanglingNextHop { prefix: *prefix, what: "node", index: node })
+                Err(BuildError::DanglingNextHop {
+                    prefix: *prefix,
+                    what: "node",
+                    index: node,
+                })
             }
             _ => Ok(()),
         }
@@ -616,7 +724,9 @@ impl Default for Publisher {
 impl Publisher {
     /// A publisher serving [`Snapshot::empty`].
     pub fn new() -> Self {
-        Publisher { cell: Arc::new(ArcSwap::from_pointee(Snapshot::empty())) }
+        Publisher {
+            cell: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
+        }
     }
 
     /// Builds `builder` as the next generation and swaps it in. On error nothing changes:
@@ -630,7 +740,9 @@ impl Publisher {
 
     /// A handle for a worker.
     pub fn reader(&self) -> SnapshotReader {
-        SnapshotReader { cell: Arc::clone(&self.cell) }
+        SnapshotReader {
+            cell: Arc::clone(&self.cell),
+        }
     }
 
     /// The snapshot being served.
@@ -676,9 +788,18 @@ mod tests {
         assert!(p.contains("198.19.255.1".parse().unwrap()));
         assert!(!p.contains("198.20.0.1".parse().unwrap()));
         let e = "198.18.1.1/16".parse::<Prefix>().unwrap_err();
-        assert_eq!(e.to_string(), "198.18.1.1/16 has host bits set; did you mean 198.18.0.0/16?");
-        assert!(matches!("2001:db8::/129".parse::<Prefix>(), Err(PrefixError::TooLong { .. })));
-        assert!(matches!("2001:db8::".parse::<Prefix>(), Err(PrefixError::Syntax(_))));
+        assert_eq!(
+            e.to_string(),
+            "198.18.1.1/16 has host bits set; did you mean 198.18.0.0/16?"
+        );
+        assert!(matches!(
+            "2001:db8::/129".parse::<Prefix>(),
+            Err(PrefixError::TooLong { .. })
+        ));
+        assert!(matches!(
+            "2001:db8::".parse::<Prefix>(),
+            Err(PrefixError::Syntax(_))
+        ));
         assert_eq!("::/0".parse::<Prefix>().unwrap().to_string(), "::/0");
     }
 
@@ -689,25 +810,49 @@ mod tests {
         let s = b.clone().build(1).unwrap();
         assert_eq!(
             s.fib.lookup("198.18.0.10".parse().unwrap()),
-            Some(NextHop::Local { interface: i, mac: [2, 0, 0, 0, 0, 1] })
+            Some(NextHop::Local {
+                interface: i,
+                mac: [2, 0, 0, 0, 0, 1]
+            })
         );
         assert_eq!(s.fib.lookup("198.18.0.11".parse().unwrap()), None);
         b.pod(pod("b", "veth-b", "198.18.0.10")).unwrap();
         let e = b.build(1).unwrap_err();
-        assert_eq!(e.to_string(), "address 198.18.0.10 is claimed by default/a and default/b");
+        assert_eq!(
+            e.to_string(),
+            "address 198.18.0.10 is claimed by default/a and default/b"
+        );
     }
 
     #[test]
     fn bad_configuration_is_refused_with_reasons() {
         let mut b = SnapshotBuilder::new();
         b.uplink("up0", [1; 6], 1500).unwrap();
-        assert!(matches!(b.uplink("up0", [1; 6], 1500), Err(BuildError::DuplicateInterface(_))));
-        assert!(matches!(b.uplink("up1", [1; 6], 600), Err(BuildError::MtuTooSmall { .. })));
+        assert!(matches!(
+            b.uplink("up0", [1; 6], 1500),
+            Err(BuildError::DuplicateInterface(_))
+        ));
+        assert!(matches!(
+            b.uplink("up1", [1; 6], 600),
+            Err(BuildError::MtuTooSmall { .. })
+        ));
         b.uplink("up1", [1; 6], 1500).unwrap();
-        assert_eq!(b.clone().build(1).unwrap_err(), BuildError::DuplicateRole("uplink"));
+        assert_eq!(
+            b.clone().build(1).unwrap_err(),
+            BuildError::DuplicateRole("uplink")
+        );
         let mut b = SnapshotBuilder::new();
-        b.route("198.18.0.0/15".parse().unwrap(), NextHop::Remote { node: 3, tunnel: Tunnel::None });
-        assert!(matches!(b.build(1), Err(BuildError::DanglingNextHop { what: "node", .. })));
+        b.route(
+            "198.18.0.0/15".parse().unwrap(),
+            NextHop::Remote {
+                node: 3,
+                tunnel: Tunnel::None,
+            },
+        );
+        assert!(matches!(
+            b.build(1),
+            Err(BuildError::DanglingNextHop { what: "node", .. })
+        ));
         let mut b = SnapshotBuilder::new();
         b.route("198.18.0.0/15".parse().unwrap(), NextHop::Blackhole);
         b.route("198.18.0.0/15".parse().unwrap(), NextHop::Host);

@@ -2,5 +2,5 @@
 //! same pinned core, and reports medians, ranges and ratios (see `report`).
 
 pub mod lpm;
-// pending: pub mod pipeline;
+pub mod pipeline;
 pub mod report;

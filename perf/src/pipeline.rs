@@ -13,7 +13,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use weir_dataplane::snapshot::{Mac, PodSpec};
-use weir_dataplane::{craft, Batch, Frame, FrameRegion, Pipeline, Snapshot, SnapshotBuilder, BATCH_SIZE};
+use weir_dataplane::{
+    craft, Batch, Frame, FrameRegion, Pipeline, Snapshot, SnapshotBuilder, BATCH_SIZE,
+};
 
 use crate::report::BenchResult;
 
@@ -30,7 +32,11 @@ pub struct PipelineBenchConfig {
 
 impl Default for PipelineBenchConfig {
     fn default() -> Self {
-        PipelineBenchConfig { runs: 5, duration: Duration::from_millis(1000), pods: 64 }
+        PipelineBenchConfig {
+            runs: 5,
+            duration: Duration::from_millis(1000),
+            pods: 64,
+        }
     }
 }
 
@@ -59,7 +65,11 @@ pub fn node(pods: usize) -> Snapshot {
             gateway_mac: GW_MAC,
             mac: pod_mac(i),
             ipv4: Some(pod_ip(i)),
-            ipv6: Some(format!("2001:db8::{:x}", i + 1).parse().expect("valid IPv6")),
+            ipv6: Some(
+                format!("2001:db8::{:x}", i + 1)
+                    .parse()
+                    .expect("valid IPv6"),
+            ),
             mtu: 1500,
         })
         .expect("bench pods are valid");
@@ -77,7 +87,18 @@ pub fn run(cfg: &PipelineBenchConfig) -> Vec<BenchResult> {
             .map(|k| {
                 let i = k % cfg.pods;
                 let j = (i + 1) % cfg.pods;
-                (i as u16, craft::udp4(pod_mac(i), GW_MAC, pod_ip(i), pod_ip(j), 10000 + k as u16, 5201, frame_len))
+                (
+                    i as u16,
+                    craft::udp4(
+                        pod_mac(i),
+                        GW_MAC,
+                        pod_ip(i),
+                        pod_ip(j),
+                        10000 + k as u16,
+                        5201,
+                        frame_len,
+                    ),
+                )
             })
             .collect();
         let (mut full, mut harness) = (Vec::new(), Vec::new());
@@ -88,27 +109,54 @@ pub fn run(cfg: &PipelineBenchConfig) -> Vec<BenchResult> {
         let name = format!("pipeline_udp4_{size}B");
         let goal = "goal: VPP-class per-packet cost";
         // Paired per round: each pipeline run minus the harness run right after it.
-        let net: Vec<f64> = full.iter().zip(&harness).map(|(f, h)| (f - h).max(0.0)).collect();
-        out.push(BenchResult::from_samples(format!("{name}_ns"), "ns/pkt", full.clone()).with_anchor(goal, GOAL_NS_PER_PKT));
+        let net: Vec<f64> = full
+            .iter()
+            .zip(&harness)
+            .map(|(f, h)| (f - h).max(0.0))
+            .collect();
         out.push(
-            BenchResult::from_samples(format!("{name}_rate"), "Mpps", full.iter().map(|ns| 1e3 / ns).collect())
-                .with_anchor(goal, 1e3 / GOAL_NS_PER_PKT),
+            BenchResult::from_samples(format!("{name}_ns"), "ns/pkt", full.clone())
+                .with_anchor(goal, GOAL_NS_PER_PKT),
         );
-        out.push(BenchResult::from_samples(format!("{name}_net_ns"), "ns/pkt", net).with_anchor(goal, GOAL_NS_PER_PKT));
-        out.push(BenchResult::from_samples(format!("harness_only_{size}B_ns"), "ns/pkt", harness));
+        out.push(
+            BenchResult::from_samples(
+                format!("{name}_rate"),
+                "Mpps",
+                full.iter().map(|ns| 1e3 / ns).collect(),
+            )
+            .with_anchor(goal, 1e3 / GOAL_NS_PER_PKT),
+        );
+        out.push(
+            BenchResult::from_samples(format!("{name}_net_ns"), "ns/pkt", net)
+                .with_anchor(goal, GOAL_NS_PER_PKT),
+        );
+        out.push(BenchResult::from_samples(
+            format!("harness_only_{size}B_ns"),
+            "ns/pkt",
+            harness,
+        ));
     }
     out
 }
 
 /// Nanoseconds per packet over `duration`; `pipeline = false` measures the harness alone.
-fn measure(snapshot: &Snapshot, templates: &[(u16, Vec<u8>)], duration: Duration, pipeline: bool) -> f64 {
+fn measure(
+    snapshot: &Snapshot,
+    templates: &[(u16, Vec<u8>)],
+    duration: Duration,
+    pipeline: bool,
+) -> f64 {
     let chunk = 2048;
     let mut mem = vec![0u8; templates.len() * chunk];
     let mut region = FrameRegion::new(&mut mem, chunk);
     let mut frames: Vec<Frame> = templates
         .iter()
         .enumerate()
-        .map(|(k, (_, t))| region.fill((k * chunk) as u64, 256, t).expect("template fits"))
+        .map(|(k, (_, t))| {
+            region
+                .fill((k * chunk) as u64, 256, t)
+                .expect("template fits")
+        })
         .collect();
     let mut batch = Batch::new();
     let mut p = Pipeline::new();
@@ -122,7 +170,9 @@ fn measure(snapshot: &Snapshot, templates: &[(u16, Vec<u8>)], duration: Duration
             let mut f = f;
             f.set_len(t.len(), chunk);
             region.data_mut(&f)[..head].copy_from_slice(&t[..head]);
-            batch.push(f, *ingress).expect("a batch holds BATCH_SIZE templates");
+            batch
+                .push(f, *ingress)
+                .expect("a batch holds BATCH_SIZE templates");
         }
         if pipeline {
             p.process(snapshot, &mut region, &mut batch, now);
@@ -148,7 +198,11 @@ fn measure(snapshot: &Snapshot, templates: &[(u16, Vec<u8>)], duration: Duration
     }
     if pipeline {
         let c = p.counters();
-        assert_eq!(c.total_drops(), 0, "the benchmark's frames must all be forwarded: {c:?}");
+        assert_eq!(
+            c.total_drops(),
+            0,
+            "the benchmark's frames must all be forwarded: {c:?}"
+        );
     }
     start.elapsed().as_nanos() as f64 / packets as f64
 }
@@ -159,7 +213,11 @@ mod tests {
 
     #[test]
     fn bench_frames_are_all_forwarded() {
-        let cfg = PipelineBenchConfig { runs: 1, duration: Duration::from_millis(5), pods: 4 };
+        let cfg = PipelineBenchConfig {
+            runs: 1,
+            duration: Duration::from_millis(5),
+            pods: 4,
+        };
         let r = run(&cfg);
         assert_eq!(r.len(), 8);
         assert!(r.iter().all(|x| x.value > 0.0));

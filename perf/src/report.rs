@@ -42,7 +42,11 @@ impl Machine {
             hostname: read("/proc/sys/kernel/hostname"),
             cpu_model: field("model name").unwrap_or_else(|| "unknown".to_string()),
             // Count from /proc: available_parallelism() reports the pinned thread's mask.
-            logical_cpus: cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1),
+            logical_cpus: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count()
+                .max(1),
             kernel: read("/proc/sys/kernel/osrelease"),
             tsc_mhz: field("cpu MHz").and_then(|v| v.parse().ok()).unwrap_or(0.0),
             pinned_cpu,
@@ -80,7 +84,11 @@ impl BenchResult {
     ///
     /// # Panics
     /// If `samples` is empty: a benchmark that measured nothing is a bug in the benchmark.
-    pub fn from_samples(name: impl Into<String>, unit: impl Into<String>, samples: Vec<f64>) -> Self {
+    pub fn from_samples(
+        name: impl Into<String>,
+        unit: impl Into<String>,
+        samples: Vec<f64>,
+    ) -> Self {
         assert!(!samples.is_empty(), "a result needs at least one sample");
         let (value, min, max) = median_min_max(&samples);
         BenchResult {
@@ -104,7 +112,10 @@ impl BenchResult {
         } else {
             Some(self.value / value)
         };
-        self.anchor = Some(Anchor { name: name.into(), value });
+        self.anchor = Some(Anchor {
+            name: name.into(),
+            value,
+        });
         self.ratio = ratio;
         self
     }
@@ -126,7 +137,11 @@ pub fn median_min_max(samples: &[f64]) -> (f64, f64, f64) {
     let mut s = samples.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let n = s.len();
-    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
     (median, s[0], s[n - 1])
 }
 
@@ -157,16 +172,20 @@ impl Report {
             m.logical_cpus,
             m.kernel,
             m.tsc_mhz,
-            m.pinned_cpu.map_or_else(|| "none".to_string(), |c| c.to_string()),
+            m.pinned_cpu
+                .map_or_else(|| "none".to_string(), |c| c.to_string()),
         );
         out.push_str(&format!(
             "{:<44} {:>14} {:<10} {:>23}   {:<36} {:>12} {:>7}\n",
             "result", "median", "unit", "[min - max]", "anchor", "anchor value", "ratio"
         ));
         for r in &self.results {
-            let (an, av) = r.anchor.as_ref().map_or(("-".to_string(), "-".to_string()), |a| {
-                (a.name.clone(), fmt_num(a.value))
-            });
+            let (an, av) = r
+                .anchor
+                .as_ref()
+                .map_or(("-".to_string(), "-".to_string()), |a| {
+                    (a.name.clone(), fmt_num(a.value))
+                });
             out.push_str(&format!(
                 "{:<44} {:>14} {:<10} {:>23}   {:<36} {:>12} {:>7}\n",
                 r.name,
@@ -175,7 +194,8 @@ impl Report {
                 format!("[{} - {}]", fmt_num(r.min), fmt_num(r.max)),
                 an,
                 av,
-                r.ratio.map_or_else(|| "-".to_string(), |x| format!("{x:.2}x")),
+                r.ratio
+                    .map_or_else(|| "-".to_string(), |x| format!("{x:.2}x")),
             ));
         }
         for n in &self.notes {

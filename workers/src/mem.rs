@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 
 use weir_dataplane::frame::{DEFAULT_CHUNK_SIZE, DEFAULT_HEADROOM};
 use weir_dataplane::policy::ConntrackConfig;
-use weir_dataplane::{Batch, Counters, Frame, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE};
+use weir_dataplane::{
+    Batch, Counters, Frame, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE,
+};
 
 /// Why a frame could not be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -20,7 +22,11 @@ pub enum InjectError {
     NoFreeFrame(usize),
     /// The packet does not fit a chunk after the headroom.
     #[error("a {len}-byte packet does not fit a {chunk_size}-byte chunk after {headroom} bytes of headroom")]
-    TooLarge { len: usize, chunk_size: usize, headroom: usize },
+    TooLarge {
+        len: usize,
+        chunk_size: usize,
+        headroom: usize,
+    },
 }
 
 /// A driver over a `Vec<u8>` frame region.
@@ -46,24 +52,39 @@ impl MemDriver {
             mem: vec![0; chunks * chunk_size],
             chunk_size,
             headroom: DEFAULT_HEADROOM,
-            free: (0..chunks as u64).rev().map(|c| c * chunk_size as u64).collect(),
+            free: (0..chunks as u64)
+                .rev()
+                .map(|c| c * chunk_size as u64)
+                .collect(),
             rx: VecDeque::with_capacity(chunks),
             tx: Vec::new(),
             tx_capacity,
             batch: Batch::new(),
             // A small table: in-memory runs track few flows, and tests make many drivers.
-            pipeline: Pipeline::with_conntrack(ConntrackConfig { capacity: 4096, ..ConntrackConfig::default() }),
+            pipeline: Pipeline::with_conntrack(ConntrackConfig {
+                capacity: 4096,
+                ..ConntrackConfig::default()
+            }),
         }
     }
 
     /// Queues a copy of `bytes` as received on `ingress`.
     pub fn inject(&mut self, ingress: IfIndex, bytes: &[u8]) -> Result<(), InjectError> {
         if self.headroom + bytes.len() > self.chunk_size {
-            return Err(InjectError::TooLarge { len: bytes.len(), chunk_size: self.chunk_size, headroom: self.headroom });
+            return Err(InjectError::TooLarge {
+                len: bytes.len(),
+                chunk_size: self.chunk_size,
+                headroom: self.headroom,
+            });
         }
-        let chunk = self.free.pop().ok_or(InjectError::NoFreeFrame(self.chunks()))?;
+        let chunk = self
+            .free
+            .pop()
+            .ok_or(InjectError::NoFreeFrame(self.chunks()))?;
         let mut region = FrameRegion::new(&mut self.mem, self.chunk_size);
-        let frame = region.fill(chunk, self.headroom, bytes).expect("a free chunk and a checked length fit the region");
+        let frame = region
+            .fill(chunk, self.headroom, bytes)
+            .expect("a free chunk and a checked length fit the region");
         self.rx.push_back((frame, ingress));
         Ok(())
     }
@@ -78,24 +99,31 @@ impl MemDriver {
             }
         }
         let mut region = FrameRegion::new(&mut self.mem, self.chunk_size);
-        self.pipeline.process(snapshot, &mut region, &mut self.batch, now_ns);
-        let (pipeline, tx, free, cap) = (&mut self.pipeline, &mut self.tx, &mut self.free, self.tx_capacity);
-        self.batch.drain(|frame, meta| match pipeline.settle(meta.next) {
-            Some(out) => {
-                let out = usize::from(out);
-                if tx.len() <= out {
-                    tx.resize_with(out + 1, VecDeque::new);
+        self.pipeline
+            .process(snapshot, &mut region, &mut self.batch, now_ns);
+        let (pipeline, tx, free, cap) = (
+            &mut self.pipeline,
+            &mut self.tx,
+            &mut self.free,
+            self.tx_capacity,
+        );
+        self.batch
+            .drain(|frame, meta| match pipeline.settle(meta.next) {
+                Some(out) => {
+                    let out = usize::from(out);
+                    if tx.len() <= out {
+                        tx.resize_with(out + 1, VecDeque::new);
+                    }
+                    if tx[out].len() < cap {
+                        pipeline.transmitted();
+                        tx[out].push_back(frame);
+                    } else {
+                        pipeline.tx_full();
+                        free.push(frame.chunk());
+                    }
                 }
-                if tx[out].len() < cap {
-                    pipeline.transmitted();
-                    tx[out].push_back(frame);
-                } else {
-                    pipeline.tx_full();
-                    free.push(frame.chunk());
-                }
-            }
-            None => free.push(frame.chunk()),
-        });
+                None => free.push(frame.chunk()),
+            });
         n
     }
 

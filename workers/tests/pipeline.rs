@@ -7,7 +7,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use weir_dataplane::craft;
 use weir_dataplane::policy::program::{Match, PortMatch};
-use weir_dataplane::policy::{Action, Direction, EndpointPolicy, NetSet, PolicyTables, Program, Rule, RuleInfo, Sets, Tier, TierEnd};
+use weir_dataplane::policy::{
+    Action, Direction, EndpointPolicy, NetSet, PolicyTables, Program, Rule, RuleInfo, Sets, Tier,
+    TierEnd,
+};
 use weir_dataplane::snapshot::{IcmpConfig, Mac, NextHop, PodSpec, Prefix, Tunnel};
 use weir_dataplane::wire::checksum;
 use weir_dataplane::{DropReason, IcmpErrorKind, IfIndex, Snapshot, SnapshotBuilder};
@@ -55,18 +58,51 @@ fn node(icmp: IcmpConfig) -> Snapshot {
     assert_eq!(b.pod(pod("a", A_MAC, A4, A6, 1500)).unwrap().0, VETH_A);
     assert_eq!(b.pod(pod("b", B_MAC, B4, B6, 1400)).unwrap().0, VETH_B);
     assert_eq!(b.uplink("up0", UP_MAC, 1500).unwrap(), UPLINK);
-    assert_eq!(b.host("weir0", HOST_MAC, HOST_PEER_MAC, 1500).unwrap(), HOST);
+    assert_eq!(
+        b.host("weir0", HOST_MAC, HOST_PEER_MAC, 1500).unwrap(),
+        HOST
+    );
     let n2 = b.node("node2", "198.19.255.2".parse().unwrap(), Some(NODE2_MAC));
     let n3 = b.node("node3", "198.19.255.3".parse().unwrap(), None);
     let routes: [(&str, NextHop); 8] = [
-        ("198.19.0.0/24", NextHop::Remote { node: n2, tunnel: Tunnel::None }),
-        ("2001:db8:2::/48", NextHop::Remote { node: n2, tunnel: Tunnel::None }),
-        ("198.19.1.0/24", NextHop::Remote { node: n2, tunnel: Tunnel::WireGuard }),
+        (
+            "198.19.0.0/24",
+            NextHop::Remote {
+                node: n2,
+                tunnel: Tunnel::None,
+            },
+        ),
+        (
+            "2001:db8:2::/48",
+            NextHop::Remote {
+                node: n2,
+                tunnel: Tunnel::None,
+            },
+        ),
+        (
+            "198.19.1.0/24",
+            NextHop::Remote {
+                node: n2,
+                tunnel: Tunnel::WireGuard,
+            },
+        ),
         ("198.19.2.0/24", NextHop::Blackhole),
         ("198.19.3.0/24", NextHop::Unreachable),
-        ("198.19.4.0/24", NextHop::Remote { node: n3, tunnel: Tunnel::None }),
+        (
+            "198.19.4.0/24",
+            NextHop::Remote {
+                node: n3,
+                tunnel: Tunnel::None,
+            },
+        ),
         ("198.19.5.0/24", NextHop::Host),
-        ("198.19.6.0/24", NextHop::Local { interface: VETH_A, mac: A_MAC }),
+        (
+            "198.19.6.0/24",
+            NextHop::Local {
+                interface: VETH_A,
+                mac: A_MAC,
+            },
+        ),
     ];
     for (p, nh) in routes {
         b.route(p.parse::<Prefix>().unwrap(), nh);
@@ -79,10 +115,22 @@ fn node(icmp: IcmpConfig) -> Snapshot {
 fn default_policy() -> PolicyTables {
     let mut blocked = NetSet::new();
     blocked.insert("198.19.0.66".parse().unwrap(), 32);
-    let info = |policy: &str, direction| RuleInfo { tier: "default".into(), policy: policy.into(), direction, index: Some(0) };
+    let info = |policy: &str, direction| RuleInfo {
+        tier: "default".into(),
+        policy: policy.into(),
+        direction,
+        index: Some(0),
+    };
     let a_egress = Program {
         tiers: vec![Tier {
-            rules: vec![Rule { matches: Match { dst_nets: Some(0), ..Match::default() }, action: Action::Deny, id: 0 }],
+            rules: vec![Rule {
+                matches: Match {
+                    dst_nets: Some(0),
+                    ..Match::default()
+                },
+                action: Action::Deny,
+                id: 0,
+            }],
             end: TierEnd::Pass,
             end_id: 2,
         }],
@@ -90,7 +138,14 @@ fn default_policy() -> PolicyTables {
     let b_ingress = Program {
         tiers: vec![Tier {
             rules: vec![Rule {
-                matches: Match { protocol: Some(17), dst_ports: PortMatch { ranges: vec![(9, 9)], named: None }, ..Match::default() },
+                matches: Match {
+                    protocol: Some(17),
+                    dst_ports: PortMatch {
+                        ranges: vec![(9, 9)],
+                        named: None,
+                    },
+                    ..Match::default()
+                },
                 action: Action::Deny,
                 id: 1,
             }],
@@ -100,14 +155,28 @@ fn default_policy() -> PolicyTables {
     };
     PolicyTables {
         endpoints: vec![
-            EndpointPolicy { ingress: None, egress: Some(a_egress) },
-            EndpointPolicy { ingress: Some(b_ingress), egress: None },
+            EndpointPolicy {
+                ingress: None,
+                egress: Some(a_egress),
+            },
+            EndpointPolicy {
+                ingress: Some(b_ingress),
+                egress: None,
+            },
         ],
-        sets: Sets { nets: vec![blocked], named_ports: vec![] },
+        sets: Sets {
+            nets: vec![blocked],
+            named_ports: vec![],
+        },
         rules: vec![
             info("demo/a-egress", Direction::Egress),
             info("demo/b-ingress", Direction::Ingress),
-            RuleInfo { tier: "default".into(), policy: String::new(), direction: Direction::Ingress, index: None },
+            RuleInfo {
+                tier: "default".into(),
+                policy: String::new(),
+                direction: Direction::Ingress,
+                index: None,
+            },
         ],
     }
 }
@@ -128,7 +197,12 @@ fn one(snapshot: &Snapshot, ingress: IfIndex, frame: &[u8]) -> MemDriver {
 
 fn only_tx(d: &mut MemDriver, iface: IfIndex) -> Vec<u8> {
     let mut out = d.take_tx(iface);
-    assert_eq!(out.len(), 1, "expected one frame on interface {iface}, counters {:?}", d.counters());
+    assert_eq!(
+        out.len(),
+        1,
+        "expected one frame on interface {iface}, counters {:?}",
+        d.counters()
+    );
     out.pop().unwrap()
 }
 
@@ -189,16 +263,51 @@ fn tcp6_pod_to_pod_is_routed_and_hop_limit_decremented() {
 #[test]
 fn remote_node_host_and_local_routes_pick_their_outputs() {
     let s = default_node();
-    let mut d = one(&s, VETH_A, &craft::udp4(A_MAC, GW_MAC, A4, "198.19.0.7".parse().unwrap(), 1, 2, 100));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp4(A_MAC, GW_MAC, A4, "198.19.0.7".parse().unwrap(), 1, 2, 100),
+    );
     let out = only_tx(&mut d, UPLINK);
     assert_eq!((&out[0..6], &out[6..12]), (&NODE2_MAC[..], &UP_MAC[..]));
-    let mut d = one(&s, VETH_A, &craft::udp6(A_MAC, GW_MAC, A6, "2001:db8:2::5".parse().unwrap(), 1, 2, 100));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp6(
+            A_MAC,
+            GW_MAC,
+            A6,
+            "2001:db8:2::5".parse().unwrap(),
+            1,
+            2,
+            100,
+        ),
+    );
     assert_eq!(&only_tx(&mut d, UPLINK)[0..6], &NODE2_MAC);
-    let mut d = one(&s, VETH_A, &craft::udp4(A_MAC, GW_MAC, A4, "198.19.5.1".parse().unwrap(), 1, 2, 100));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp4(A_MAC, GW_MAC, A4, "198.19.5.1".parse().unwrap(), 1, 2, 100),
+    );
     let out = only_tx(&mut d, HOST);
-    assert_eq!((&out[0..6], &out[6..12]), (&HOST_PEER_MAC[..], &HOST_MAC[..]));
+    assert_eq!(
+        (&out[0..6], &out[6..12]),
+        (&HOST_PEER_MAC[..], &HOST_MAC[..])
+    );
     // From the uplink to a pod.
-    let mut d = one(&s, UPLINK, &craft::udp4(NODE2_MAC, UP_MAC, "198.19.0.7".parse().unwrap(), B4, 1, 2, 100));
+    let mut d = one(
+        &s,
+        UPLINK,
+        &craft::udp4(
+            NODE2_MAC,
+            UP_MAC,
+            "198.19.0.7".parse().unwrap(),
+            B4,
+            1,
+            2,
+            100,
+        ),
+    );
     assert_eq!(&only_tx(&mut d, VETH_B)[0..6], &B_MAC);
 }
 
@@ -217,7 +326,11 @@ fn arp_for_the_gateway_is_answered_in_place() {
     assert_eq!(&r[38..42], &A4.octets());
     assert_eq!(d.counters().neighbor_replies, 1);
     // The host interface is answered for any address (proxy ARP).
-    let mut d = one(&s, HOST, &craft::arp_request(HOST_PEER_MAC, "198.18.255.1".parse().unwrap(), A4));
+    let mut d = one(
+        &s,
+        HOST,
+        &craft::arp_request(HOST_PEER_MAC, "198.18.255.1".parse().unwrap(), A4),
+    );
     assert_eq!(&only_tx(&mut d, HOST)[28..32], &A4.octets());
 }
 
@@ -239,7 +352,11 @@ fn neighbor_solicitation_for_the_gateway_gets_a_valid_advertisement() {
     assert_eq!(&r[80..86], &GW_MAC);
     assert!(l4_checksum_ok(&r));
     // DAD probe (unspecified source) is answered to all-nodes without the S flag.
-    let mut d = one(&s, VETH_A, &craft::neighbor_solicitation(A_MAC, Ipv6Addr::UNSPECIFIED, GW6));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::neighbor_solicitation(A_MAC, Ipv6Addr::UNSPECIFIED, GW6),
+    );
     let r = only_tx(&mut d, VETH_A);
     assert_eq!(&r[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
     assert_eq!(r[58] & 0x40, 0);
@@ -262,7 +379,11 @@ fn ttl_expiry_sends_time_exceeded_quoting_the_original() {
     assert_eq!(&e[30..34], &A4.octets());
     assert_eq!((e[34], e[35]), (11, 0));
     assert!(l4_checksum_ok(&e));
-    assert_eq!(&e[42..], &frame[14..], "the whole original datagram is quoted");
+    assert_eq!(
+        &e[42..],
+        &frame[14..],
+        "the whole original datagram is quoted"
+    );
     assert_eq!(d.counters().dropped(DropReason::TtlExceeded), 1);
     assert_eq!(d.counters().icmp_sent(IcmpErrorKind::TimeExceeded), 1);
 
@@ -279,12 +400,28 @@ fn ttl_expiry_sends_time_exceeded_quoting_the_original() {
 #[test]
 fn no_route_and_too_big_send_their_errors_and_cap_the_quote() {
     let s = default_node();
-    let mut d = one(&s, VETH_A, &craft::udp4(A_MAC, GW_MAC, A4, "203.0.113.1".parse().unwrap(), 1, 2, 1000));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp4(
+            A_MAC,
+            GW_MAC,
+            A4,
+            "203.0.113.1".parse().unwrap(),
+            1,
+            2,
+            1000,
+        ),
+    );
     let e = only_tx(&mut d, VETH_A);
     assert_eq!((e[34], e[35]), (3, 0));
     assert_eq!(e.len(), 14 + 576, "RFC 1812: at most 576 bytes");
     assert!(l4_checksum_ok(&e) && ipv4_header_ok(&e));
-    let mut d = one(&s, VETH_A, &craft::udp4(A_MAC, GW_MAC, A4, "198.19.3.1".parse().unwrap(), 1, 2, 100));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp4(A_MAC, GW_MAC, A4, "198.19.3.1".parse().unwrap(), 1, 2, 100),
+    );
     assert_eq!(d.counters().dropped(DropReason::NoRoute), 1);
     assert_eq!(only_tx(&mut d, VETH_A)[34], 3);
     // veth-b has MTU 1400: a 1500-byte DF packet gets "fragmentation needed" with the MTU.
@@ -297,16 +434,36 @@ fn no_route_and_too_big_send_their_errors_and_cap_the_quote() {
     assert_eq!(e[54], 2);
     assert_eq!(u32::from_be_bytes([e[58], e[59], e[60], e[61]]), 1400);
     assert_eq!(e.len(), 14 + 1280, "RFC 4443: at most the minimum MTU");
-    let mut d = one(&s, VETH_A, &craft::udp6(A_MAC, GW_MAC, A6, "2001:db8:ff::1".parse().unwrap(), 1, 2, 200));
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp6(
+            A_MAC,
+            GW_MAC,
+            A6,
+            "2001:db8:ff::1".parse().unwrap(),
+            1,
+            2,
+            200,
+        ),
+    );
     assert_eq!(only_tx(&mut d, VETH_A)[54], 1);
 }
 
 #[test]
 fn icmp_errors_are_rate_limited_per_worker() {
-    let s = node(IcmpConfig { rate_per_sec: 10, burst: 5, ..IcmpConfig::default() });
+    let s = node(IcmpConfig {
+        rate_per_sec: 10,
+        burst: 5,
+        ..IcmpConfig::default()
+    });
     let mut d = MemDriver::new(256, 256);
     for _ in 0..100 {
-        d.inject(VETH_A, &craft::udp4(A_MAC, GW_MAC, A4, "203.0.113.1".parse().unwrap(), 1, 2, 64)).unwrap();
+        d.inject(
+            VETH_A,
+            &craft::udp4(A_MAC, GW_MAC, A4, "203.0.113.1".parse().unwrap(), 1, 2, 64),
+        )
+        .unwrap();
     }
     d.run(&s, 7_000_000_000);
     assert_eq!(d.take_tx(VETH_A).len(), 5);
@@ -315,7 +472,11 @@ fn icmp_errors_are_rate_limited_per_worker() {
     d.counters().check_accounting().unwrap();
     // A second later the bucket holds 5 again (10/s, burst 5).
     for _ in 0..10 {
-        d.inject(VETH_A, &craft::udp4(A_MAC, GW_MAC, A4, "203.0.113.1".parse().unwrap(), 1, 2, 64)).unwrap();
+        d.inject(
+            VETH_A,
+            &craft::udp4(A_MAC, GW_MAC, A4, "203.0.113.1".parse().unwrap(), 1, 2, 64),
+        )
+        .unwrap();
     }
     d.run(&s, 8_000_000_000);
     assert_eq!(d.take_tx(VETH_A).len(), 5);
@@ -365,7 +526,19 @@ fn spoofed_sources_are_dropped_and_counted() {
     let d = one(&s, VETH_A, &craft::arp_request(A_MAC, B4, GW4));
     assert_eq!(d.counters().dropped(DropReason::SpoofedIp), 1);
     // The uplink carries many sources: not checked.
-    let d = one(&s, UPLINK, &craft::udp4(NODE2_MAC, UP_MAC, "198.19.0.9".parse().unwrap(), A4, 1, 2, 64));
+    let d = one(
+        &s,
+        UPLINK,
+        &craft::udp4(
+            NODE2_MAC,
+            UP_MAC,
+            "198.19.0.9".parse().unwrap(),
+            A4,
+            1,
+            2,
+            64,
+        ),
+    );
     assert_eq!(d.counters().tx, 1);
 }
 
@@ -421,7 +594,18 @@ fn trigger(reason: DropReason) -> (IfIndex, Vec<u8>) {
         }),
         DropReason::Ipv4BadOptions => (a, v4_with_options(&[7, 0, 0, 0])), // zero-length option
         DropReason::Ipv4SourceRoute => (a, v4_with_options(&[131, 3, 4, 0])),
-        DropReason::Ipv4MartianSource => (UPLINK, craft::udp4(NODE2_MAC, UP_MAC, "127.0.0.1".parse().unwrap(), A4, 1, 2, 64)),
+        DropReason::Ipv4MartianSource => (
+            UPLINK,
+            craft::udp4(
+                NODE2_MAC,
+                UP_MAC,
+                "127.0.0.1".parse().unwrap(),
+                A4,
+                1,
+                2,
+                64,
+            ),
+        ),
         DropReason::Ipv4MartianDestination => (a, udp4_from_a("0.1.2.3")),
         DropReason::Ipv4Multicast => (a, udp4_from_a("224.0.0.251")),
         DropReason::Ipv6Malformed => (a, {
@@ -430,10 +614,22 @@ fn trigger(reason: DropReason) -> (IfIndex, Vec<u8>) {
             f
         }),
         DropReason::Ipv6BadExtensions => (a, v6_with_ext(0, &[17, 2, 0, 0, 0, 0, 0, 0])), // runs off the end
-        DropReason::Ipv6MartianSource => (UPLINK, craft::udp6(NODE2_MAC, UP_MAC, "ff02::1".parse().unwrap(), A6, 1, 2, 80)),
-        DropReason::Ipv6MartianDestination => (a, craft::udp6(A_MAC, GW_MAC, A6, Ipv6Addr::LOCALHOST, 1, 2, 80)),
-        DropReason::Ipv6Multicast => (a, craft::udp6(A_MAC, GW_MAC, A6, "ff05::2".parse().unwrap(), 1, 2, 80)),
-        DropReason::Ipv6LinkLocal => (a, craft::udp6(A_MAC, GW_MAC, A6, "fe80::99".parse().unwrap(), 1, 2, 80)),
+        DropReason::Ipv6MartianSource => (
+            UPLINK,
+            craft::udp6(NODE2_MAC, UP_MAC, "ff02::1".parse().unwrap(), A6, 1, 2, 80),
+        ),
+        DropReason::Ipv6MartianDestination => (
+            a,
+            craft::udp6(A_MAC, GW_MAC, A6, Ipv6Addr::LOCALHOST, 1, 2, 80),
+        ),
+        DropReason::Ipv6Multicast => (
+            a,
+            craft::udp6(A_MAC, GW_MAC, A6, "ff05::2".parse().unwrap(), 1, 2, 80),
+        ),
+        DropReason::Ipv6LinkLocal => (
+            a,
+            craft::udp6(A_MAC, GW_MAC, A6, "fe80::99".parse().unwrap(), 1, 2, 80),
+        ),
         DropReason::L4Truncated => (a, {
             let mut f = craft::ethernet(GW_MAC, A_MAC, craft::ETH_IPV4);
             f.extend(craft::ipv4_header(A4, B4, 6, 64, 10, &[]));
@@ -448,7 +644,10 @@ fn trigger(reason: DropReason) -> (IfIndex, Vec<u8>) {
             f[21] = 64; // hop limit must be 255
             f
         }),
-        DropReason::NdpIgnored => (a, craft::neighbor_solicitation(A_MAC, A_LL, "fe80::55".parse().unwrap())),
+        DropReason::NdpIgnored => (
+            a,
+            craft::neighbor_solicitation(A_MAC, A_LL, "fe80::55".parse().unwrap()),
+        ),
         DropReason::ToGateway => (a, craft::icmp4_echo(A_MAC, GW_MAC, A4, GW4, 1, 8)),
         DropReason::TtlExceeded => (a, {
             let mut f = udp4_from_a("198.18.0.11");
@@ -478,13 +677,22 @@ fn every_drop_reason_is_reachable_and_counted() {
     let s = default_node();
     for reason in DropReason::ALL {
         let (ingress, frame) = trigger(reason);
-        let tx_capacity = if reason == DropReason::TxRingFull { 0 } else { 64 };
+        let tx_capacity = if reason == DropReason::TxRingFull {
+            0
+        } else {
+            64
+        };
         let mut d = MemDriver::new(8, tx_capacity);
         d.inject(ingress, &frame).unwrap();
         d.run(&s, 1_000_000_000);
         let c = d.counters();
         assert_eq!(c.dropped(reason), 1, "{} not counted: {c:?}", reason.name());
-        assert_eq!(c.total_drops(), 1, "{}: another reason counted too: {c:?}", reason.name());
+        assert_eq!(
+            c.total_drops(),
+            1,
+            "{}: another reason counted too: {c:?}",
+            reason.name()
+        );
         c.check_accounting().unwrap();
         d.complete_all();
         d.check_accounting().unwrap();
@@ -508,7 +716,12 @@ fn frames_stay_accounted_over_a_million_packets() {
     let mut sent = 0u64;
     let mut now = 0u64;
     while sent < 1_000_000 {
-        for (i, f) in frames.iter().cycle().skip(sent as usize % frames.len()).take(700) {
+        for (i, f) in frames
+            .iter()
+            .cycle()
+            .skip(sent as usize % frames.len())
+            .take(700)
+        {
             d.inject(*i, f).unwrap();
             sent += 1;
         }
@@ -531,8 +744,27 @@ fn valid_frames() -> Vec<(IfIndex, Vec<u8>)> {
         (VETH_A, craft::neighbor_solicitation(A_MAC, A_LL, GW6)),
         (VETH_A, craft::icmp6_echo(A_MAC, GW_MAC, A6, B6, 7, 40)),
         (VETH_A, v4_with_options(&[1, 1, 68, 4, 5, 0, 0, 0])),
-        (VETH_A, v6_with_ext(60, &[44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 2, 0, 8, 0, 0])),
-        (UPLINK, craft::udp4(NODE2_MAC, UP_MAC, "198.19.0.9".parse().unwrap(), A4, 1, 2, 64)),
+        (
+            VETH_A,
+            v6_with_ext(
+                60,
+                &[
+                    44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 2, 0, 8, 0, 0,
+                ],
+            ),
+        ),
+        (
+            UPLINK,
+            craft::udp4(
+                NODE2_MAC,
+                UP_MAC,
+                "198.19.0.9".parse().unwrap(),
+                A4,
+                1,
+                2,
+                64,
+            ),
+        ),
     ]
 }
 
@@ -582,11 +814,21 @@ fn hop_by_hop_options_are_checked_and_extension_chains_walked() {
     // An option that runs past its header.
     let mut long = vec![17, 0, 1, 9, 0, 0, 0, 0];
     long.extend_from_slice(&udp);
-    assert_eq!(one(&s, VETH_A, &v6_with_ext(0, &long)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+    assert_eq!(
+        one(&s, VETH_A, &v6_with_ext(0, &long))
+            .counters()
+            .dropped(DropReason::Ipv6BadExtensions),
+        1
+    );
     // An unknown option whose type says "discard" (high bits 01).
     let mut unknown = vec![17, 0, 0x7e, 4, 0, 0, 0, 0];
     unknown.extend_from_slice(&udp);
-    assert_eq!(one(&s, VETH_A, &v6_with_ext(0, &unknown)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+    assert_eq!(
+        one(&s, VETH_A, &v6_with_ext(0, &unknown))
+            .counters()
+            .dropped(DropReason::Ipv6BadExtensions),
+        1
+    );
     // An unknown option whose type says "skip" (high bits 00): forwarded.
     let mut skip = vec![17, 0, 0x1e, 4, 0, 0, 0, 0];
     skip.extend_from_slice(&udp);
@@ -602,7 +844,12 @@ fn hop_by_hop_options_are_checked_and_extension_chains_walked() {
     assert_eq!(one(&s, VETH_A, &v6_with_ext(44, &later)).counters().tx, 1);
     // Hop-by-hop after a destination options header is misordered.
     let bad = [0u8, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0];
-    assert_eq!(one(&s, VETH_A, &v6_with_ext(60, &bad)).counters().dropped(DropReason::Ipv6BadExtensions), 1);
+    assert_eq!(
+        one(&s, VETH_A, &v6_with_ext(60, &bad))
+            .counters()
+            .dropped(DropReason::Ipv6BadExtensions),
+        1
+    );
 }
 
 /// A: ingress closed (tier ends in Deny with no rules). B: ingress allows TCP 80 only.
@@ -611,21 +858,57 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
     b.pod(pod("a", A_MAC, A4, A6, 1500)).unwrap();
     b.pod(pod("b", B_MAC, B4, B6, 1500)).unwrap();
     b.uplink("up0", UP_MAC, 1500).unwrap();
-    let closed = Program { tiers: vec![Tier { rules: vec![], end: TierEnd::Deny, end_id: 1 }] };
+    let closed = Program {
+        tiers: vec![Tier {
+            rules: vec![],
+            end: TierEnd::Deny,
+            end_id: 1,
+        }],
+    };
     let web = Rule {
-        matches: Match { protocol: Some(6), dst_ports: PortMatch { ranges: vec![(80, 80)], named: None }, ..Match::default() },
+        matches: Match {
+            protocol: Some(6),
+            dst_ports: PortMatch {
+                ranges: vec![(80, 80)],
+                named: None,
+            },
+            ..Match::default()
+        },
         action: Action::Allow,
         id: 0,
     };
-    let b_ingress = Program { tiers: vec![Tier { rules: if b_allows_80 { vec![web] } else { vec![] }, end: TierEnd::Deny, end_id: 1 }] };
-    let info = RuleInfo { tier: "default".into(), policy: "demo/p".into(), direction: Direction::Ingress, index: Some(0) };
+    let b_ingress = Program {
+        tiers: vec![Tier {
+            rules: if b_allows_80 { vec![web] } else { vec![] },
+            end: TierEnd::Deny,
+            end_id: 1,
+        }],
+    };
+    let info = RuleInfo {
+        tier: "default".into(),
+        policy: "demo/p".into(),
+        direction: Direction::Ingress,
+        index: Some(0),
+    };
     b.policy(PolicyTables {
         endpoints: vec![
-            EndpointPolicy { ingress: Some(closed), egress: None },
-            EndpointPolicy { ingress: Some(b_ingress), egress: None },
+            EndpointPolicy {
+                ingress: Some(closed),
+                egress: None,
+            },
+            EndpointPolicy {
+                ingress: Some(b_ingress),
+                egress: None,
+            },
         ],
         sets: Sets::default(),
-        rules: vec![info.clone(), RuleInfo { index: None, ..info }],
+        rules: vec![
+            info.clone(),
+            RuleInfo {
+                index: None,
+                ..info
+            },
+        ],
     });
     b.build(generation).unwrap()
 }
@@ -641,9 +924,21 @@ fn conntrack_lets_replies_back_and_a_new_deny_cuts_the_running_flow() {
     d.inject(VETH_B, &reply).unwrap();
     d.inject(VETH_B, &unsolicited).unwrap();
     d.run(&s1, 1_000);
-    assert_eq!(d.take_tx(VETH_B).len(), 1, "A -> B:80 allowed by B's ingress");
-    assert_eq!(d.take_tx(VETH_A).len(), 1, "the reply comes back although A's ingress is closed");
-    assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 1, "B -> A on another port is a new flow: denied");
+    assert_eq!(
+        d.take_tx(VETH_B).len(),
+        1,
+        "A -> B:80 allowed by B's ingress"
+    );
+    assert_eq!(
+        d.take_tx(VETH_A).len(),
+        1,
+        "the reply comes back although A's ingress is closed"
+    );
+    assert_eq!(
+        d.counters().dropped(DropReason::PolicyDeniedIngress),
+        1,
+        "B -> A on another port is a new flow: denied"
+    );
     assert_eq!(d.counters().conntrack_hits, 1);
     // Same generation: cached.
     d.inject(VETH_A, &syn).unwrap();
@@ -666,7 +961,8 @@ fn conntrack_lets_replies_back_and_a_new_deny_cuts_the_running_flow() {
 fn icmp_errors_for_tracked_flows_pass_closed_ingress() {
     let s = isolated(1, true);
     let mut d = MemDriver::new(64, 64);
-    d.inject(VETH_A, &craft::tcp4(A_MAC, GW_MAC, A4, B4, 40000, 80, 60)).unwrap();
+    d.inject(VETH_A, &craft::tcp4(A_MAC, GW_MAC, A4, B4, 40000, 80, 60))
+        .unwrap();
     d.run(&s, 1_000);
     assert_eq!(d.take_tx(VETH_B).len(), 1);
     // B answers with "port unreachable" quoting A's packet: allowed into A.
@@ -676,7 +972,14 @@ fn icmp_errors_for_tracked_flows_pass_closed_ingress() {
     let c = checksum::checksum(&msg);
     msg[2..4].copy_from_slice(&c.to_be_bytes());
     let mut err = craft::ethernet(GW_MAC, B_MAC, craft::ETH_IPV4);
-    err.extend(craft::ipv4_header(B4, A4, craft::PROTO_ICMP, 64, msg.len(), &[]));
+    err.extend(craft::ipv4_header(
+        B4,
+        A4,
+        craft::PROTO_ICMP,
+        64,
+        msg.len(),
+        &[],
+    ));
     err.extend(msg);
     d.inject(VETH_B, &err).unwrap();
     // An error quoting a flow that does not exist is classified like any packet: denied.

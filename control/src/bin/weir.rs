@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Kubernetes networking with a userspace dataplane")]
+#[command(
+    name = "weir",
+    version,
+    about = "Kubernetes networking with a userspace dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

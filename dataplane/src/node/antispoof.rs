@@ -11,9 +11,9 @@
 //! address or, during duplicate address detection, from `::` (RFC 4862 §5.4.2).
 
 use crate::batch::{flags, L3Kind, Meta, Next};
+use crate::counters::DropReason;
 use crate::flow::FlowKey;
 use crate::frame::{Frame, FrameRegion};
-use crate::counters::DropReason;
 use crate::snapshot::{PodPort, Role, Snapshot};
 
 /// Runs the stage over the batch.
@@ -65,7 +65,8 @@ fn check(data: &[u8], m: &Meta, pod: &PodPort) -> Result<(), DropReason> {
         L3Kind::Ipv6 => {
             let src = m.flow.src;
             let ours = pod.ipv6.is_some_and(|a| a.octets() == src);
-            let ndp_ok = m.has(flags::NDP) && (src == [0; 16] || (src[0] == 0xfe && src[1] & 0xc0 == 0x80));
+            let ndp_ok =
+                m.has(flags::NDP) && (src == [0; 16] || (src[0] == 0xfe && src[1] & 0xc0 == 0x80));
             if !ours && !ndp_ok {
                 return Err(DropReason::SpoofedIp);
             }

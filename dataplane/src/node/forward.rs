@@ -76,10 +76,12 @@ pub fn run(frames: &[Frame], meta: &mut [Meta], snapshot: &Snapshot, scratch: &m
     // Pass 2: one batch lookup per family.
     let fib = &*snapshot.fib;
     if n4 > 0 {
-        fib.v4.lookup_batch(&scratch.v4_addr[..n4], &mut scratch.v4_out[..n4]);
+        fib.v4
+            .lookup_batch(&scratch.v4_addr[..n4], &mut scratch.v4_out[..n4]);
     }
     if n6 > 0 {
-        fib.v6.lookup_batch(&scratch.v6_addr[..n6], &mut scratch.v6_out[..n6]);
+        fib.v6
+            .lookup_batch(&scratch.v6_addr[..n6], &mut scratch.v6_out[..n6]);
     }
     // Pass 3: act on the adjacency, check the MTU.
     let v4 = scratch.v4_idx[..n4].iter().zip(&scratch.v4_out[..n4]);

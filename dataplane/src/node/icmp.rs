@@ -30,7 +30,10 @@ pub struct TokenBucket {
 
 impl Default for TokenBucket {
     fn default() -> Self {
-        TokenBucket { tokens: u64::MAX, last_ns: 0 }
+        TokenBucket {
+            tokens: u64::MAX,
+            last_ns: 0,
+        }
     }
 }
 
@@ -103,7 +106,15 @@ pub fn run(
 
 /// Next-hop MTU for "too big" errors: the output interface's, which `forward` left in
 /// `m.out` before it refused the packet.
-fn build_v4(region: &mut FrameRegion<'_>, frame: &mut Frame, m: &Meta, kind: IcmpErrorKind, our_mac: [u8; 6], snapshot: &Snapshot, mtu: u16) -> bool {
+fn build_v4(
+    region: &mut FrameRegion<'_>,
+    frame: &mut Frame,
+    m: &Meta,
+    kind: IcmpErrorKind,
+    our_mac: [u8; 6],
+    snapshot: &Snapshot,
+    mtu: u16,
+) -> bool {
     const HDR: usize = 20 + 8;
     let quoted = usize::from(m.ip_len).min(V4_MAX - HDR);
     if !frame.push_head(HDR) {
@@ -146,7 +157,15 @@ fn build_v4(region: &mut FrameRegion<'_>, frame: &mut Frame, m: &Meta, kind: Icm
     true
 }
 
-fn build_v6(region: &mut FrameRegion<'_>, frame: &mut Frame, m: &Meta, kind: IcmpErrorKind, our_mac: [u8; 6], snapshot: &Snapshot, mtu: u16) -> bool {
+fn build_v6(
+    region: &mut FrameRegion<'_>,
+    frame: &mut Frame,
+    m: &Meta,
+    kind: IcmpErrorKind,
+    our_mac: [u8; 6],
+    snapshot: &Snapshot,
+    mtu: u16,
+) -> bool {
     const HDR: usize = 40 + 8;
     let quoted = usize::from(m.ip_len).min(V6_MAX - HDR);
     if !frame.push_head(HDR) {
@@ -190,7 +209,11 @@ mod tests {
 
     #[test]
     fn bucket_allows_burst_then_refills_at_rate() {
-        let cfg = IcmpConfig { rate_per_sec: 1000, burst: 3, ..IcmpConfig::default() };
+        let cfg = IcmpConfig {
+            rate_per_sec: 1000,
+            burst: 3,
+            ..IcmpConfig::default()
+        };
         let mut b = TokenBucket::default();
         let t0 = 5_000_000_000;
         assert!((0..3).all(|_| b.take(t0, &cfg)));
@@ -200,7 +223,10 @@ mod tests {
         assert!(!b.take(t0 + 1_000_000, &cfg));
         assert!((0..3).all(|_| b.take(t0 + 1_000_000_000, &cfg)));
         assert!(!b.take(t0 + 1_000_000_000, &cfg));
-        let off = IcmpConfig { rate_per_sec: 0, ..cfg };
+        let off = IcmpConfig {
+            rate_per_sec: 0,
+            ..cfg
+        };
         assert!(!TokenBucket::default().take(t0, &off));
     }
 }

@@ -63,15 +63,37 @@ impl Pipeline {
 
     /// Runs every stage over `batch`. `now_ns` is a monotonic time in nanoseconds (for the
     /// ICMP rate limit). Afterwards every packet's `next` is `Tx` or `Drop`.
-    pub fn process(&mut self, snapshot: &Snapshot, region: &mut FrameRegion<'_>, batch: &mut Batch, now_ns: u64) {
+    pub fn process(
+        &mut self,
+        snapshot: &Snapshot,
+        region: &mut FrameRegion<'_>,
+        batch: &mut Batch,
+        now_ns: u64,
+    ) {
         let (frames, meta) = batch.parts_mut();
         self.counters.rx += frames.len() as u64;
         parse::run(region, frames, meta, &mut self.counters);
         antispoof::run(region, frames, meta, snapshot);
         neighbor::run(region, frames, meta, snapshot, &mut self.counters);
         forward::run(frames, meta, snapshot, &mut self.scratch);
-        icmp::run(region, frames, meta, snapshot, &mut self.icmp_bucket, &mut self.counters, now_ns);
-        policy::run(region, frames, meta, snapshot, &mut self.policy, &mut self.counters, now_ns);
+        icmp::run(
+            region,
+            frames,
+            meta,
+            snapshot,
+            &mut self.icmp_bucket,
+            &mut self.counters,
+            now_ns,
+        );
+        policy::run(
+            region,
+            frames,
+            meta,
+            snapshot,
+            &mut self.policy,
+            &mut self.counters,
+            now_ns,
+        );
         rewrite::run(region, frames, meta, snapshot);
     }
 

@@ -25,7 +25,13 @@ const NA_LEN: usize = 32;
 const NA_FRAME_LEN: usize = 14 + 40 + NA_LEN;
 
 /// Runs the stage over the batch.
-pub fn run(region: &mut FrameRegion<'_>, frames: &mut [Frame], meta: &mut [Meta], snapshot: &Snapshot, counters: &mut Counters) {
+pub fn run(
+    region: &mut FrameRegion<'_>,
+    frames: &mut [Frame],
+    meta: &mut [Meta],
+    snapshot: &Snapshot,
+    counters: &mut Counters,
+) {
     let chunk_size = region.chunk_size();
     for (frame, m) in frames.iter_mut().zip(meta.iter_mut()) {
         if m.next != Next::Neighbor {
@@ -37,7 +43,12 @@ pub fn run(region: &mut FrameRegion<'_>, frames: &mut [Frame], meta: &mut [Meta]
         };
         let proxy_all = matches!(iface.role, Role::Host { .. });
         let result = if m.kind == L3Kind::Arp {
-            arp_reply(region.data_mut(frame), iface.mac, snapshot.gateway_v4.octets(), proxy_all)
+            arp_reply(
+                region.data_mut(frame),
+                iface.mac,
+                snapshot.gateway_v4.octets(),
+                proxy_all,
+            )
         } else if frame.len() < NA_FRAME_LEN && !frame.set_len(NA_FRAME_LEN, chunk_size) {
             Err(DropReason::NdpInvalid)
         } else {
@@ -58,7 +69,12 @@ pub fn run(region: &mut FrameRegion<'_>, frames: &mut [Frame], meta: &mut [Meta]
 
 /// Rewrites an ARP request for the gateway into the reply (RFC 826: swap sender and
 /// target, fill in our hardware address, opcode 2).
-fn arp_reply(data: &mut [u8], our_mac: Mac, gateway: [u8; 4], proxy_all: bool) -> Result<Option<usize>, DropReason> {
+fn arp_reply(
+    data: &mut [u8],
+    our_mac: Mac,
+    gateway: [u8; 4],
+    proxy_all: bool,
+) -> Result<Option<usize>, DropReason> {
     let (eth, arp) = data.split_at_mut(14);
     let arp = &mut arp[..28];
     let op = u16::from_be_bytes([arp[6], arp[7]]);
@@ -83,7 +99,12 @@ fn arp_reply(data: &mut [u8], our_mac: Mac, gateway: [u8; 4], proxy_all: bool) -
 /// frame into a solicited neighbour advertisement (§7.2.4) with the router flag and our
 /// link-layer address. `data` is at least 14 + 40 + `NA_LEN` bytes long; the original
 /// message length is `m.ip_len - 40`.
-fn ndp_reply(data: &mut [u8], m: &Meta, our_mac: Mac, gateway: Ipv6Addr) -> Result<Option<usize>, DropReason> {
+fn ndp_reply(
+    data: &mut [u8],
+    m: &Meta,
+    our_mac: Mac,
+    gateway: Ipv6Addr,
+) -> Result<Option<usize>, DropReason> {
     let l4 = usize::from(m.l4);
     let end = 14 + usize::from(m.ip_len);
     // Extension headers before a neighbour discovery message: not something pods send.
@@ -114,7 +135,11 @@ fn ndp_reply(data: &mut [u8], m: &Meta, our_mac: Mac, gateway: Ipv6Addr) -> Resu
     // §7.2.4: a solicitation from the unspecified address (DAD) is answered to all-nodes,
     // without the Solicited flag.
     let dad = src == [0; 16];
-    let reply_dst: [u8; 16] = if dad { Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets() } else { src };
+    let reply_dst: [u8; 16] = if dad {
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets()
+    } else {
+        src
+    };
     let reply_mac: Mac = if dad {
         [0x33, 0x33, 0, 0, 0, 1]
     } else {

@@ -25,7 +25,12 @@ use crate::wire::{checksum, ipv6ext};
 const ETH_LEN: usize = 14;
 
 /// Runs the stage over the batch.
-pub fn run(region: &mut FrameRegion<'_>, frames: &[Frame], meta: &mut [Meta], counters: &mut Counters) {
+pub fn run(
+    region: &mut FrameRegion<'_>,
+    frames: &[Frame],
+    meta: &mut [Meta],
+    counters: &mut Counters,
+) {
     for (frame, m) in frames.iter().zip(meta.iter_mut()) {
         if m.next != Next::Parse {
             continue;
@@ -271,11 +276,23 @@ fn ports(seg: &[u8], proto: u8, m: &mut Meta) -> Result<(), DropReason> {
         1 | 58 => {
             let (ty, code) = (seg[0], seg[1]);
             m.flow.src_port = u16::from_be_bytes([ty, code]);
-            let echo = if proto == 1 { ty == 0 || ty == 8 } else { ty == 128 || ty == 129 };
-            m.flow.dst_port = if echo && seg.len() >= 6 { u16::from_be_bytes([seg[4], seg[5]]) } else { 0 };
+            let echo = if proto == 1 {
+                ty == 0 || ty == 8
+            } else {
+                ty == 128 || ty == 129
+            };
+            m.flow.dst_port = if echo && seg.len() >= 6 {
+                u16::from_be_bytes([seg[4], seg[5]])
+            } else {
+                0
+            };
             // ICMPv4 errors: 3, 4, 5, 11, 12 (RFC 792); ICMPv6 errors are types 0..=127
             // (RFC 4443 §2.1).
-            let error = if proto == 1 { matches!(ty, 3 | 4 | 5 | 11 | 12) } else { ty < 128 };
+            let error = if proto == 1 {
+                matches!(ty, 3 | 4 | 5 | 11 | 12)
+            } else {
+                ty < 128
+            };
             if error {
                 m.flags |= flags::ICMP_ERROR;
             }
@@ -310,7 +327,14 @@ fn complete(seg: &mut [u8], proto: u8, pseudo: u32, counters: &mut Counters) {
 #[inline]
 fn header_checksum_ok(h: &[u8]) -> bool {
     if let Ok(h20) = <&[u8; 20]>::try_from(h) {
-        let w = |i: usize| u64::from(u32::from_be_bytes([h20[i], h20[i + 1], h20[i + 2], h20[i + 3]]));
+        let w = |i: usize| {
+            u64::from(u32::from_be_bytes([
+                h20[i],
+                h20[i + 1],
+                h20[i + 2],
+                h20[i + 3],
+            ]))
+        };
         let s = w(0) + w(4) + w(8) + w(12) + w(16);
         let s = (s >> 32) + (s & 0xffff_ffff);
         let s = (s >> 16) + (s & 0xffff);

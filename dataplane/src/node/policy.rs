@@ -115,7 +115,11 @@ pub fn run(
                 continue;
             }
             // Re-check the flow in the direction it was opened.
-            let (s, d, k) = if hit.reply { (dst, src, m.flow.reversed()) } else { (src, dst, m.flow) };
+            let (s, d, k) = if hit.reply {
+                (dst, src, m.flow.reversed())
+            } else {
+                (src, dst, m.flow)
+            };
             counters.policy_classified += 1;
             let decision = tables.evaluate(s, d, &k);
             if decision.verdict == Verdict::Allow {
@@ -138,9 +142,20 @@ pub fn run(
         }
         counters.policy_classified += 1;
         let decision = tables.evaluate(src, dst, &m.flow);
-        for logged in [decision.egress, decision.ingress].into_iter().flatten().flat_map(|d| d.logged).flatten() {
+        for logged in [decision.egress, decision.ingress]
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d.logged)
+            .flatten()
+        {
             if state.logs.len() < LOG_RING && state.log_bucket.take(now_ns, &LOG_RATE) {
-                state.logs.push_back(LogRecord { rule: logged, flow: m.flow, verdict: decision.verdict, generation, now_ns });
+                state.logs.push_back(LogRecord {
+                    rule: logged,
+                    flow: m.flow,
+                    verdict: decision.verdict,
+                    generation,
+                    now_ns,
+                });
             } else {
                 counters.policy_logs_suppressed += 1;
             }

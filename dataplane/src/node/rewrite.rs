@@ -16,7 +16,12 @@ use crate::snapshot::Snapshot;
 use crate::wire::checksum;
 
 /// Runs the stage over the batch.
-pub fn run(region: &mut FrameRegion<'_>, frames: &mut [Frame], meta: &mut [Meta], snapshot: &Snapshot) {
+pub fn run(
+    region: &mut FrameRegion<'_>,
+    frames: &mut [Frame],
+    meta: &mut [Meta],
+    snapshot: &Snapshot,
+) {
     let adjacencies = &snapshot.fib.adjacencies;
     for (frame, m) in frames.iter_mut().zip(meta.iter_mut()) {
         if m.next != Next::Rewrite {

@@ -108,7 +108,12 @@ impl Conntrack {
     /// An empty table.
     pub fn new(config: ConntrackConfig) -> Self {
         let n = config.capacity.max(PROBE).next_power_of_two();
-        Conntrack { slots: vec![Slot::default(); n], mask: n - 1, config, stats: ConntrackStats::default() }
+        Conntrack {
+            slots: vec![Slot::default(); n],
+            mask: n - 1,
+            config,
+            stats: ConntrackStats::default(),
+        }
     }
 
     /// The table's counters.
@@ -142,7 +147,11 @@ impl Conntrack {
                 s.flags |= CLOSING;
             }
             s.expires_ns = now_ns.saturating_add(timeout(&self.config, key.proto, s.flags));
-            return Some(Hit { reply, generation: s.generation, slot: idx });
+            return Some(Hit {
+                reply,
+                generation: s.generation,
+                slot: idx,
+            });
         }
         None
     }
@@ -176,7 +185,12 @@ impl Conntrack {
             }
         }
         let flags = LIVE | if low { INITIATOR_LOW } else { 0 };
-        self.slots[victim] = Slot { key: canon, generation, expires_ns: now_ns.saturating_add(timeout(&self.config, key.proto, flags)), flags };
+        self.slots[victim] = Slot {
+            key: canon,
+            generation,
+            expires_ns: now_ns.saturating_add(timeout(&self.config, key.proto, flags)),
+            flags,
+        };
         self.stats.inserts += 1;
     }
 
@@ -230,7 +244,13 @@ mod tests {
     use super::*;
 
     fn key(sport: u16, dport: u16, proto: u8) -> FlowKey {
-        FlowKey { src: FlowKey::map_v4([198, 18, 0, 1]), dst: FlowKey::map_v4([198, 18, 0, 2]), src_port: sport, dst_port: dport, proto }
+        FlowKey {
+            src: FlowKey::map_v4([198, 18, 0, 1]),
+            dst: FlowKey::map_v4([198, 18, 0, 2]),
+            src_port: sport,
+            dst_port: dport,
+            proto,
+        }
     }
 
     #[test]
@@ -276,7 +296,10 @@ mod tests {
 
     #[test]
     fn a_full_table_evicts_the_soonest_to_expire_and_counts_it() {
-        let c = ConntrackConfig { capacity: 8, ..ConntrackConfig::default() };
+        let c = ConntrackConfig {
+            capacity: 8,
+            ..ConntrackConfig::default()
+        };
         let mut ct = Conntrack::new(c);
         for i in 0..8u16 {
             ct.insert(&key(1000 + i, 80, 17), 1, u64::from(i));
@@ -285,7 +308,10 @@ mod tests {
         ct.insert(&key(2000, 80, 17), 1, 100);
         assert_eq!(ct.stats().evictions, 1);
         assert_eq!(ct.stats().entries, 8);
-        assert!(ct.lookup(&key(1000, 80, 17), 0, 101).is_none(), "the oldest went");
+        assert!(
+            ct.lookup(&key(1000, 80, 17), 0, 101).is_none(),
+            "the oldest went"
+        );
         assert!(ct.lookup(&key(2000, 80, 17), 0, 101).is_some());
         let slot = ct.lookup(&key(1001, 80, 17), 0, 102).unwrap().slot;
         ct.remove(slot);

@@ -48,7 +48,11 @@ impl std::fmt::Display for RuleInfo {
             Direction::Egress => "egress",
         };
         match (&self.index, self.policy.is_empty()) {
-            (Some(i), false) => write!(f, "tier {}, policy {}, {dir} rule {i}", self.tier, self.policy),
+            (Some(i), false) => write!(
+                f,
+                "tier {}, policy {}, {dir} rule {i}",
+                self.tier, self.policy
+            ),
             (None, false) => write!(f, "tier {}, policy {}, {dir}", self.tier, self.policy),
             _ => write!(f, "tier {}, {dir}: end of tier (default action)", self.tier),
         }
@@ -86,28 +90,60 @@ impl PolicyTables {
     /// Decides a packet `key` from endpoint `src` (egress checked if it is local) to
     /// endpoint `dst` (ingress checked if local). Both must allow. An endpoint always
     /// reaches itself.
-    pub fn evaluate(&self, src: Option<EndpointId>, dst: Option<EndpointId>, key: &crate::flow::FlowKey) -> PathDecision {
-        let allow = PathDecision { verdict: Verdict::Allow, denied_by: None, egress: None, ingress: None };
+    pub fn evaluate(
+        &self,
+        src: Option<EndpointId>,
+        dst: Option<EndpointId>,
+        key: &crate::flow::FlowKey,
+    ) -> PathDecision {
+        let allow = PathDecision {
+            verdict: Verdict::Allow,
+            denied_by: None,
+            egress: None,
+            ingress: None,
+        };
         if src.is_some() && src == dst {
             return allow;
         }
-        let egress = src.and_then(|e| self.endpoint(e)).and_then(|p| p.egress.as_ref()).map(|p| p.classify(key, &self.sets));
+        let egress = src
+            .and_then(|e| self.endpoint(e))
+            .and_then(|p| p.egress.as_ref())
+            .map(|p| p.classify(key, &self.sets));
         if let Some(d) = egress {
             if d.verdict == Verdict::Deny {
-                return PathDecision { verdict: Verdict::Deny, denied_by: Some(Direction::Egress), egress, ingress: None };
+                return PathDecision {
+                    verdict: Verdict::Deny,
+                    denied_by: Some(Direction::Egress),
+                    egress,
+                    ingress: None,
+                };
             }
         }
-        let ingress = dst.and_then(|e| self.endpoint(e)).and_then(|p| p.ingress.as_ref()).map(|p| p.classify(key, &self.sets));
+        let ingress = dst
+            .and_then(|e| self.endpoint(e))
+            .and_then(|p| p.ingress.as_ref())
+            .map(|p| p.classify(key, &self.sets));
         if let Some(d) = ingress {
             if d.verdict == Verdict::Deny {
-                return PathDecision { verdict: Verdict::Deny, denied_by: Some(Direction::Ingress), egress, ingress };
+                return PathDecision {
+                    verdict: Verdict::Deny,
+                    denied_by: Some(Direction::Ingress),
+                    egress,
+                    ingress,
+                };
             }
         }
-        PathDecision { egress, ingress, ..allow }
+        PathDecision {
+            egress,
+            ingress,
+            ..allow
+        }
     }
 
     /// Whether any endpoint has a program (a snapshot without policy skips the stage).
     pub fn is_empty(&self) -> bool {
-        self.endpoints.iter().all(|e| e.ingress.is_none() && e.egress.is_none())
+        self.endpoints
+            .iter()
+            .all(|e| e.ingress.is_none() && e.egress.is_none())
     }
 }

@@ -26,7 +26,10 @@ impl NetSet {
 
     /// Every address of both families.
     pub fn all() -> Self {
-        NetSet { v4: vec![(0, u32::MAX)], v6: vec![(0, u128::MAX)] }
+        NetSet {
+            v4: vec![(0, u32::MAX)],
+            v6: vec![(0, u128::MAX)],
+        }
     }
 
     /// Adds `addr/len` (host bits are ignored).
@@ -78,7 +81,10 @@ impl NetSet {
     #[inline]
     pub fn contains(&self, addr: &[u8; 16]) -> bool {
         if addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
-            find(&self.v4, u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]))
+            find(
+                &self.v4,
+                u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]),
+            )
         } else {
             find(&self.v6, u128::from_be_bytes(*addr))
         }
@@ -199,7 +205,10 @@ mod tests {
         b2.insert("10.0.0.0".parse().unwrap(), 9);
         let mut u = b1.clone();
         u.extend(&b2);
-        assert!(u.contains(&v4("10.1.2.3")), "block 2 includes what block 1 excepts");
+        assert!(
+            u.contains(&v4("10.1.2.3")),
+            "block 2 includes what block 1 excepts"
+        );
         assert!(u.contains(&v4("10.255.255.255")));
         assert!(!u.contains(&v4("11.0.0.0")));
         assert_eq!(u.intervals(), 1);

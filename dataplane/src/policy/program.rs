@@ -145,8 +145,20 @@ impl Program {
                     continue;
                 }
                 match rule.action {
-                    Action::Allow => return Decision { verdict: Verdict::Allow, rule: Some(rule.id), logged },
-                    Action::Deny => return Decision { verdict: Verdict::Deny, rule: Some(rule.id), logged },
+                    Action::Allow => {
+                        return Decision {
+                            verdict: Verdict::Allow,
+                            rule: Some(rule.id),
+                            logged,
+                        }
+                    }
+                    Action::Deny => {
+                        return Decision {
+                            verdict: Verdict::Deny,
+                            rule: Some(rule.id),
+                            logged,
+                        }
+                    }
                     Action::Pass => {
                         passed = true;
                         break;
@@ -160,10 +172,18 @@ impl Program {
                 }
             }
             if !passed && tier.end == TierEnd::Deny {
-                return Decision { verdict: Verdict::Deny, rule: Some(tier.end_id), logged };
+                return Decision {
+                    verdict: Verdict::Deny,
+                    rule: Some(tier.end_id),
+                    logged,
+                };
             }
         }
-        Decision { verdict: Verdict::Allow, rule: None, logged }
+        Decision {
+            verdict: Verdict::Allow,
+            rule: None,
+            logged,
+        }
     }
 
     /// Number of rules over all tiers.
@@ -185,18 +205,26 @@ impl Match {
                 return false;
             }
         }
-        let net = |id: Option<NetSetId>, addr: &[u8; 16]| id.map(|i| sets.nets.get(i as usize).is_some_and(|s| s.contains(addr)));
-        if net(self.src_nets, &key.src) == Some(false) || net(self.not_src_nets, &key.src) == Some(true) {
+        let net = |id: Option<NetSetId>, addr: &[u8; 16]| {
+            id.map(|i| sets.nets.get(i as usize).is_some_and(|s| s.contains(addr)))
+        };
+        if net(self.src_nets, &key.src) == Some(false)
+            || net(self.not_src_nets, &key.src) == Some(true)
+        {
             return false;
         }
-        if net(self.dst_nets, &key.dst) == Some(false) || net(self.not_dst_nets, &key.dst) == Some(true) {
+        if net(self.dst_nets, &key.dst) == Some(false)
+            || net(self.not_dst_nets, &key.dst) == Some(true)
+        {
             return false;
         }
         let icmp = proto == 1 || proto == 58;
         if icmp {
             let (ty, code) = ((key.src_port >> 8) as u8, key.src_port as u8);
             let hit = |m: &IcmpMatch| m.ty == ty && m.code.is_none_or(|c| c == code);
-            if self.icmp.as_ref().is_some_and(|m| !hit(m)) || self.not_icmp.as_ref().is_some_and(hit) {
+            if self.icmp.as_ref().is_some_and(|m| !hit(m))
+                || self.not_icmp.as_ref().is_some_and(hit)
+            {
                 return false;
             }
         } else if self.icmp.is_some() {
@@ -206,16 +234,30 @@ impl Match {
         let ported = matches!(proto, 6 | 17 | 132);
         let port_hit = |m: &PortMatch, addr: &[u8; 16], port: u16| {
             m.ranges.iter().any(|&(lo, hi)| lo <= port && port <= hi)
-                || m.named.is_some_and(|i| sets.named_ports.get(i as usize).is_some_and(|s| s.contains(&(*addr, proto, port))))
+                || m.named.is_some_and(|i| {
+                    sets.named_ports
+                        .get(i as usize)
+                        .is_some_and(|s| s.contains(&(*addr, proto, port)))
+                })
         };
-        let required = |m: &PortMatch, addr: &[u8; 16], port: u16| m.is_any() || (ported && port_hit(m, addr, port));
-        if !required(&self.src_ports, &key.src, key.src_port) || !required(&self.dst_ports, &key.dst, key.dst_port) {
+        let required = |m: &PortMatch, addr: &[u8; 16], port: u16| {
+            m.is_any() || (ported && port_hit(m, addr, port))
+        };
+        if !required(&self.src_ports, &key.src, key.src_port)
+            || !required(&self.dst_ports, &key.dst, key.dst_port)
+        {
             return false;
         }
-        if !self.not_src_ports.is_any() && ported && port_hit(&self.not_src_ports, &key.src, key.src_port) {
+        if !self.not_src_ports.is_any()
+            && ported
+            && port_hit(&self.not_src_ports, &key.src, key.src_port)
+        {
             return false;
         }
-        if !self.not_dst_ports.is_any() && ported && port_hit(&self.not_dst_ports, &key.dst, key.dst_port) {
+        if !self.not_dst_ports.is_any()
+            && ported
+            && port_hit(&self.not_dst_ports, &key.dst, key.dst_port)
+        {
             return false;
         }
         true
@@ -227,7 +269,13 @@ mod tests {
     use super::*;
 
     fn key(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> FlowKey {
-        FlowKey { src: FlowKey::map_v4(src), dst: FlowKey::map_v4(dst), src_port: sport, dst_port: dport, proto }
+        FlowKey {
+            src: FlowKey::map_v4(src),
+            dst: FlowKey::map_v4(dst),
+            src_port: sport,
+            dst_port: dport,
+            proto,
+        }
     }
 
     fn sets() -> Sets {
@@ -235,33 +283,87 @@ mod tests {
         a.insert("198.18.0.0".parse().unwrap(), 24);
         let mut named = rustc_hash::FxHashSet::default();
         named.insert((FlowKey::map_v4([198, 18, 1, 5]), 6, 8080));
-        Sets { nets: vec![a], named_ports: vec![named] }
+        Sets {
+            nets: vec![a],
+            named_ports: vec![named],
+        }
     }
 
     fn rule(m: Match, action: Action, id: RuleId) -> Rule {
-        Rule { matches: m, action, id }
+        Rule {
+            matches: m,
+            action,
+            id,
+        }
     }
 
     #[test]
     fn first_match_decides_and_pass_skips_to_the_next_tier() {
         let s = sets();
-        let from_a = Match { src_nets: Some(0), ..Match::default() };
-        let tcp80 = Match { protocol: Some(6), dst_ports: PortMatch { ranges: vec![(80, 80)], named: None }, ..Match::default() };
+        let from_a = Match {
+            src_nets: Some(0),
+            ..Match::default()
+        };
+        let tcp80 = Match {
+            protocol: Some(6),
+            dst_ports: PortMatch {
+                ranges: vec![(80, 80)],
+                named: None,
+            },
+            ..Match::default()
+        };
         let p = Program {
             tiers: vec![
-                Tier { rules: vec![rule(from_a.clone(), Action::Pass, 1), rule(Match::default(), Action::Deny, 2)], end: TierEnd::Deny, end_id: 10 },
-                Tier { rules: vec![rule(Match::default(), Action::Log, 3), rule(tcp80, Action::Allow, 4)], end: TierEnd::Deny, end_id: 11 },
+                Tier {
+                    rules: vec![
+                        rule(from_a.clone(), Action::Pass, 1),
+                        rule(Match::default(), Action::Deny, 2),
+                    ],
+                    end: TierEnd::Deny,
+                    end_id: 10,
+                },
+                Tier {
+                    rules: vec![
+                        rule(Match::default(), Action::Log, 3),
+                        rule(tcp80, Action::Allow, 4),
+                    ],
+                    end: TierEnd::Deny,
+                    end_id: 11,
+                },
             ],
         };
         let d = p.classify(&key([198, 18, 0, 1], [198, 18, 1, 1], 6, 1000, 80), &s);
-        assert_eq!((d.verdict, d.rule, d.logged[0]), (Verdict::Allow, Some(4), Some(3)));
+        assert_eq!(
+            (d.verdict, d.rule, d.logged[0]),
+            (Verdict::Allow, Some(4), Some(3))
+        );
         let d = p.classify(&key([198, 18, 0, 1], [198, 18, 1, 1], 6, 1000, 81), &s);
-        assert_eq!((d.verdict, d.rule), (Verdict::Deny, Some(11)), "end of tier 2");
+        assert_eq!(
+            (d.verdict, d.rule),
+            (Verdict::Deny, Some(11)),
+            "end of tier 2"
+        );
         let d = p.classify(&key([198, 18, 9, 1], [198, 18, 1, 1], 6, 1000, 80), &s);
         assert_eq!((d.verdict, d.rule), (Verdict::Deny, Some(2)));
-        let passing = Program { tiers: vec![Tier { rules: vec![], end: TierEnd::Pass, end_id: 0 }] };
-        assert_eq!(passing.classify(&key([1, 1, 1, 1], [2, 2, 2, 2], 17, 1, 2), &s).verdict, Verdict::Allow);
-        assert_eq!(Program::default().classify(&key([1, 1, 1, 1], [2, 2, 2, 2], 17, 1, 2), &s).rule, None);
+        let passing = Program {
+            tiers: vec![Tier {
+                rules: vec![],
+                end: TierEnd::Pass,
+                end_id: 0,
+            }],
+        };
+        assert_eq!(
+            passing
+                .classify(&key([1, 1, 1, 1], [2, 2, 2, 2], 17, 1, 2), &s)
+                .verdict,
+            Verdict::Allow
+        );
+        assert_eq!(
+            Program::default()
+                .classify(&key([1, 1, 1, 1], [2, 2, 2, 2], 17, 1, 2), &s)
+                .rule,
+            None
+        );
     }
 
     #[test]
@@ -270,17 +372,77 @@ mod tests {
         let k = key([198, 18, 0, 1], [198, 18, 1, 5], 6, 40000, 8080);
         let t = |m: Match| m.test(&k, &s);
         assert!(t(Match::default()));
-        assert!(!t(Match { not_protocol: Some(6), ..Match::default() }));
-        assert!(!t(Match { ip_version: Some(6), ..Match::default() }));
-        assert!(!t(Match { not_src_nets: Some(0), ..Match::default() }));
-        assert!(t(Match { not_dst_nets: Some(0), ..Match::default() }));
-        assert!(t(Match { dst_ports: PortMatch { ranges: vec![], named: Some(0) }, ..Match::default() }), "named port of 198.18.1.5");
-        assert!(!t(Match { not_dst_ports: PortMatch { ranges: vec![(8000, 9000)], named: None }, ..Match::default() }));
-        assert!(!t(Match { src_ports: PortMatch { ranges: vec![(1, 1024)], named: None }, ..Match::default() }));
-        assert!(!t(Match { icmp: Some(IcmpMatch { ty: 8, code: None }), ..Match::default() }), "ICMP condition on TCP");
+        assert!(!t(Match {
+            not_protocol: Some(6),
+            ..Match::default()
+        }));
+        assert!(!t(Match {
+            ip_version: Some(6),
+            ..Match::default()
+        }));
+        assert!(!t(Match {
+            not_src_nets: Some(0),
+            ..Match::default()
+        }));
+        assert!(t(Match {
+            not_dst_nets: Some(0),
+            ..Match::default()
+        }));
+        assert!(
+            t(Match {
+                dst_ports: PortMatch {
+                    ranges: vec![],
+                    named: Some(0)
+                },
+                ..Match::default()
+            }),
+            "named port of 198.18.1.5"
+        );
+        assert!(!t(Match {
+            not_dst_ports: PortMatch {
+                ranges: vec![(8000, 9000)],
+                named: None
+            },
+            ..Match::default()
+        }));
+        assert!(!t(Match {
+            src_ports: PortMatch {
+                ranges: vec![(1, 1024)],
+                named: None
+            },
+            ..Match::default()
+        }));
+        assert!(
+            !t(Match {
+                icmp: Some(IcmpMatch { ty: 8, code: None }),
+                ..Match::default()
+            }),
+            "ICMP condition on TCP"
+        );
         let ping = key([198, 18, 0, 1], [198, 18, 1, 5], 1, 8 << 8, 7);
-        assert!(Match { icmp: Some(IcmpMatch { ty: 8, code: Some(0) }), ..Match::default() }.test(&ping, &s));
-        assert!(!Match { not_icmp: Some(IcmpMatch { ty: 8, code: None }), ..Match::default() }.test(&ping, &s));
-        assert!(!Match { dst_ports: PortMatch { ranges: vec![(0, 65535)], named: None }, ..Match::default() }.test(&ping, &s), "ports never match ICMP");
+        assert!(Match {
+            icmp: Some(IcmpMatch {
+                ty: 8,
+                code: Some(0)
+            }),
+            ..Match::default()
+        }
+        .test(&ping, &s));
+        assert!(!Match {
+            not_icmp: Some(IcmpMatch { ty: 8, code: None }),
+            ..Match::default()
+        }
+        .test(&ping, &s));
+        assert!(
+            !Match {
+                dst_ports: PortMatch {
+                    ranges: vec![(0, 65535)],
+                    named: None
+                },
+                ..Match::default()
+            }
+            .test(&ping, &s),
+            "ports never match ICMP"
+        );
     }
 }

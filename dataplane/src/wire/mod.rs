@@ -22,8 +22,8 @@ pub mod wireguard;
 
 pub use smoltcp::wire::{
     ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message,
-    Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Address, Ipv4Packet,
-    Ipv6Address, Ipv6Packet, TcpPacket, UdpPacket,
+    Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Address, Ipv4Packet, Ipv6Address,
+    Ipv6Packet, TcpPacket, UdpPacket,
 };
 
 /// Why bytes could not be read as the header they claim to be.

@@ -14,7 +14,11 @@ use weir_perf::report::{Machine, Report};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir-bench", version, about = "weir's benchmark harness: every figure beside its anchor, measured in the same run")]
+#[command(
+    name = "weir-bench",
+    version,
+    about = "weir's benchmark harness: every figure beside its anchor, measured in the same run"
+)]
 struct Cli {
     /// Print one JSON object instead of the table.
     #[arg(long, global = true)]
@@ -68,7 +72,10 @@ fn main() -> ExitCode {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = cli.cpu.unwrap_or(cpus - 1);
     if cpu >= cpus {
-        eprintln!("weir-bench: --cpu {cpu} does not exist (this machine has CPUs 0..{})", cpus - 1);
+        eprintln!(
+            "weir-bench: --cpu {cpu} does not exist (this machine has CPUs 0..{})",
+            cpus - 1
+        );
         return ExitCode::from(2);
     }
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
@@ -76,11 +83,15 @@ fn main() -> ExitCode {
         eprintln!("weir-bench: could not pin to CPU {cpu}; figures will be noisier");
     }
     let mut results = Vec::new();
-    let mut notes = vec![format!("measuring thread and anchors pinned to CPU {cpu}; medians of {} runs", cli.runs)];
+    let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
     let (bench, lpm_args) = match &cli.command {
         Command::Pipeline { lpm, seconds } => {
-            progress(cli.json, "pipeline: 64 B and 1500 B frames");
-            let cfg = PipelineBenchConfig { runs: cli.runs, duration: Duration::from_secs_f64(*seconds), ..Default::default() };
+            progress("pipeline: 64 B and 1500 B frames");
+            let cfg = PipelineBenchConfig {
+                runs: cli.runs,
+                duration: Duration::from_secs_f64(*seconds),
+                ..Default::default()
+            };
             results.extend(pipeline::run(&cfg));
             notes.push(
                 "pipeline figures include the harness (header refresh, batch push/drain); harness_only_* shows that share".into(),
@@ -89,14 +100,16 @@ fn main() -> ExitCode {
         }
         Command::Lpm { lpm } => ("lpm", lpm),
     };
-    progress(cli.json, "lpm: building tables and running anchors");
+    progress("lpm: building tables and running anchors");
     let cfg = LpmBenchConfig {
         routes: lpm_args.routes,
         lookups: lpm_args.lookups,
         runs: cli.runs,
         cpu: Some(cpu),
         dpdk: !lpm_args.no_dpdk,
-        workdir: lpm_args.workdir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))),
+        workdir: lpm_args.workdir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
+        }),
     };
     match lpm::run(&cfg) {
         Ok((r, n)) => {
@@ -108,7 +121,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let report = Report { bench: bench.to_string(), machine: Machine::detect(pinned.then_some(cpu)), results, notes };
+    let report = Report {
+        bench: bench.to_string(),
+        machine: Machine::detect(pinned.then_some(cpu)),
+        results,
+        notes,
+    };
     if cli.json {
         println!("{}", report.to_json());
     } else {
@@ -117,10 +135,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn progress(json: bool, what: &str) {
-    if !json {
-        eprintln!("weir-bench: {what} ...");
-    } else {
-        eprintln!("weir-bench: {what}");
-    }
+/// Progress goes to stderr, so `--json` output on stdout stays one clean object.
+fn progress(what: &str) {
+    eprintln!("weir-bench: {what} ...");
 }
