@@ -1,0 +1,855 @@
+//! Reading policy objects from Kubernetes-style YAML, and gathering them into a
+//! [`Cluster`].
+//!
+//! Input is what `kubectl apply -f` takes: any number of documents separated by `---`,
+//! each an object with `apiVersion` and `kind`, or a `kind: List` (or `PodList`,
+//! `NetworkPolicyList`, ...) whose `items` are objects, as `kubectl get -o yaml` prints.
+//! Empty documents are skipped. Each object is decoded into its typed form and validated
+//! ([`super::model`]); the first problem in a file stops that file with a [`LoadError`] that
+//! names the file, the document (counted from 1 in file order, empty ones included) and,
+//! inside a list, the item (`items[3]`), then the object and the field.
+//!
+//! Kubernetes kinds are decoded with `k8s-openapi`, which ignores fields it does not know;
+//! so that a typo such as `podSelecter` cannot silently turn a policy into "select every
+//! pod", the decoded object is written back and compared with the input, and any field that
+//! did not survive is reported, as `kubectl`'s strict field validation would. weir.dev kinds
+//! are decoded strictly in the first place.
+//!
+//! [`Cluster::from_objects`] then checks what only the whole set can show (duplicates,
+//! references to tiers that do not exist, two pods with one address) and fills in what
+//! Kubernetes and Calico create implicitly: a namespace for every namespace that objects
+//! live in, the `default` tier, and a label-less service account for every one a pod names.
+
+// Load errors carry the origin and the object's identity so that they can name both; they
+// are built once per bad document, far from any hot path, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::model::{
+    compare_order, GlobalNetworkPolicy, GlobalNetworkSet, K8sNetworkPolicy, Kind, Namespace,
+    NamespacedName, NetworkPolicy, NetworkSet, NetworkSetWire, ObjectRef, Pod, PolicyWire,
+    ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
+};
+use super::selector::Labels;
+
+/// Where an object came from: file, document, and list item if it was in a List.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// The name the caller gave the input (normally its path).
+    pub source: String,
+    /// The document, counted from 1 in file order.
+    pub document: usize,
+    /// The index in the document's `items`, for objects inside a List.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} document {}", self.source, self.document)?;
+        if let Some(item) = self.item {
+            write!(f, " items[{item}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// One loaded object and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// The file, document and item.
+    pub origin: Origin,
+    /// The validated object.
+    pub resource: Resource,
+}
+
+/// A validated object of one of the kinds weir reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    /// `v1` Namespace.
+    Namespace(Namespace),
+    /// `v1` Pod.
+    Pod(Pod),
+    /// `v1` ServiceAccount.
+    ServiceAccount(ServiceAccount),
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    K8sNetworkPolicy(K8sNetworkPolicy),
+    /// `weir.dev/v1` Tier.
+    Tier(Tier),
+    /// `weir.dev/v1` NetworkPolicy.
+    NetworkPolicy(NetworkPolicy),
+    /// `weir.dev/v1` GlobalNetworkPolicy.
+    GlobalNetworkPolicy(GlobalNetworkPolicy),
+    /// `weir.dev/v1` NetworkSet.
+    NetworkSet(NetworkSet),
+    /// `weir.dev/v1` GlobalNetworkSet.
+    GlobalNetworkSet(GlobalNetworkSet),
+}
+
+impl Resource {
+    /// Which object this is.
+    pub fn object_ref(&self) -> ObjectRef {
+        match self {
+            Resource::Namespace(o) => ObjectRef::cluster(Kind::Namespace, &o.name),
+            Resource::Pod(o) => ObjectRef::namespaced(Kind::Pod, &o.namespace, &o.name),
+            Resource::ServiceAccount(o) => {
+                ObjectRef::namespaced(Kind::ServiceAccount, &o.namespace, &o.name)
+            }
+            Resource::K8sNetworkPolicy(o) => {
+                ObjectRef::namespaced(Kind::K8sNetworkPolicy, &o.namespace, &o.name)
+            }
+            Resource::Tier(o) => ObjectRef::cluster(Kind::Tier, &o.name),
+            Resource::NetworkPolicy(o) => {
+                ObjectRef::namespaced(Kind::NetworkPolicy, &o.namespace, &o.name)
+            }
+            Resource::GlobalNetworkPolicy(o) => {
+                ObjectRef::cluster(Kind::GlobalNetworkPolicy, &o.name)
+            }
+            Resource::NetworkSet(o) => {
+                ObjectRef::namespaced(Kind::NetworkSet, &o.namespace, &o.name)
+            }
+            Resource::GlobalNetworkSet(o) => ObjectRef::cluster(Kind::GlobalNetworkSet, &o.name),
+        }
+    }
+}
+
+/// Why input could not be loaded. Every variant says where: file and document, and the
+/// object and field where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The text is not YAML.
+    #[error("{source_name} document {document}: not valid YAML: {message}")]
+    Yaml {
+        /// The input's name.
+        source_name: String,
+        /// The document where parsing failed, counted from 1.
+        document: usize,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A document is not an object with `apiVersion` and `kind`.
+    #[error("{origin}: {message}")]
+    NotAnObject {
+        /// Where.
+        origin: Origin,
+        /// What is missing.
+        message: String,
+    },
+    /// A document of a kind weir does not read.
+    #[error(
+        "{origin}: unknown kind \"{kind}\" (apiVersion \"{api_version}\"): weir reads v1 \
+         Namespace, Pod, ServiceAccount and List; networking.k8s.io/v1 NetworkPolicy; and \
+         weir.dev/v1 Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet and GlobalNetworkSet"
+    )]
+    UnknownKind {
+        /// Where.
+        origin: Origin,
+        /// The document's `apiVersion`.
+        api_version: String,
+        /// The document's `kind`.
+        kind: String,
+    },
+    /// An object that does not decode or does not validate.
+    #[error("{origin}: {error}")]
+    Invalid {
+        /// Where.
+        origin: Origin,
+        /// Which object and field, and what is wrong.
+        error: ValidationError,
+    },
+    /// Two objects with the same kind, namespace and name.
+    #[error("{object} is defined twice: in {first} and in {second}")]
+    Duplicate {
+        /// The object.
+        object: ObjectRef,
+        /// Where it was first defined.
+        first: Origin,
+        /// Where it was defined again.
+        second: Origin,
+    },
+}
+
+/// Reads every object in a multi-document YAML text. `source` names the input in errors
+/// (normally its path). Stops at the first problem.
+pub fn load_documents(yaml: &str, source: &str) -> Result<Vec<Object>, LoadError> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+        let number = index + 1;
+        let value = Value::deserialize(document).map_err(|e| LoadError::Yaml {
+            source_name: source.to_owned(),
+            document: number,
+            message: e.to_string(),
+        })?;
+        let origin = Origin {
+            source: source.to_owned(),
+            document: number,
+            item: None,
+        };
+        if value.is_null() {
+            continue;
+        }
+        let (api_version, kind) = type_of(&value, &origin, None)?;
+        if kind == "List" || kind.ends_with("List") {
+            let item_type = kind
+                .strip_suffix("List")
+                .filter(|k| !k.is_empty())
+                .map(|k| (api_version.clone(), k.to_owned()));
+            let items = match value.get("items") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Sequence(items)) => items.clone(),
+                Some(_) => {
+                    return Err(LoadError::NotAnObject {
+                        origin,
+                        message: format!("items: a {kind}'s items must be a list"),
+                    })
+                }
+            };
+            for (i, mut item) in items.into_iter().enumerate() {
+                let origin = Origin {
+                    item: Some(i),
+                    ..origin.clone()
+                };
+                if let (Some((v, k)), Value::Mapping(map)) = (&item_type, &mut item) {
+                    // Typed lists (`PodList`) may leave the items' type implicit.
+                    map.entry("apiVersion".into())
+                        .or_insert_with(|| v.as_str().into());
+                    map.entry("kind".into())
+                        .or_insert_with(|| k.as_str().into());
+                }
+                let (api_version, kind) = type_of(&item, &origin, Some(i))?;
+                if kind.ends_with("List") {
+                    return Err(LoadError::NotAnObject {
+                        origin,
+                        message: format!("a {kind} inside a list is not supported"),
+                    });
+                }
+                objects.push(decode_object(item, &api_version, &kind, origin)?);
+            }
+        } else {
+            objects.push(decode_object(value, &api_version, &kind, origin)?);
+        }
+    }
+    Ok(objects)
+}
+
+/// Everything that was loaded, checked as a whole, keyed for lookup.
+///
+/// Invariants after [`Cluster::from_objects`]: every namespaced object's namespace is in
+/// `namespaces`; every pod's service account is in `service_accounts`; `tiers` contains
+/// `default` and every tier a policy names; no two pods (outside the host network) share
+/// an address.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cluster {
+    /// Namespaces by name, including implicit ones (only the name label).
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Pods.
+    pub pods: BTreeMap<NamespacedName, Pod>,
+    /// Service accounts, including a label-less one for each name a pod uses that was not
+    /// loaded.
+    pub service_accounts: BTreeMap<NamespacedName, ServiceAccount>,
+    /// Kubernetes NetworkPolicies.
+    pub k8s_policies: BTreeMap<NamespacedName, K8sNetworkPolicy>,
+    /// weir.dev NetworkPolicies.
+    pub policies: BTreeMap<NamespacedName, NetworkPolicy>,
+    /// weir.dev GlobalNetworkPolicies by name.
+    pub global_policies: BTreeMap<String, GlobalNetworkPolicy>,
+    /// Tiers by name, including the implicit `default` tier.
+    pub tiers: BTreeMap<String, Tier>,
+    /// weir.dev NetworkSets.
+    pub network_sets: BTreeMap<NamespacedName, NetworkSet>,
+    /// weir.dev GlobalNetworkSets by name.
+    pub global_network_sets: BTreeMap<String, GlobalNetworkSet>,
+    /// Where each loaded object came from (implicit objects have no entry).
+    pub origins: BTreeMap<ObjectRef, Origin>,
+}
+
+impl Cluster {
+    /// Gathers objects into a cluster, reporting every problem found rather than the first.
+    pub fn from_objects(objects: Vec<Object>) -> Result<Cluster, Vec<LoadError>> {
+        let mut cluster = Cluster::default();
+        let mut errors = Vec::new();
+        for Object { origin, resource } in objects {
+            let object = resource.object_ref();
+            if let Some(first) = cluster.origins.get(&object) {
+                errors.push(LoadError::Duplicate {
+                    object,
+                    first: first.clone(),
+                    second: origin,
+                });
+                continue;
+            }
+            cluster.origins.insert(object, origin);
+            let key = |ns: &str, name: &str| NamespacedName::new(ns, name);
+            match resource {
+                Resource::Namespace(o) => {
+                    cluster.namespaces.insert(o.name.clone(), o);
+                }
+                Resource::Pod(o) => {
+                    cluster.pods.insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::ServiceAccount(o) => {
+                    cluster
+                        .service_accounts
+                        .insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::K8sNetworkPolicy(o) => {
+                    cluster.k8s_policies.insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::Tier(o) => {
+                    cluster.tiers.insert(o.name.clone(), o);
+                }
+                Resource::NetworkPolicy(o) => {
+                    cluster.policies.insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::GlobalNetworkPolicy(o) => {
+                    cluster.global_policies.insert(o.name.clone(), o);
+                }
+                Resource::NetworkSet(o) => {
+                    cluster.network_sets.insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::GlobalNetworkSet(o) => {
+                    cluster.global_network_sets.insert(o.name.clone(), o);
+                }
+            }
+        }
+
+        cluster
+            .tiers
+            .entry(DEFAULT_TIER.to_owned())
+            .or_insert_with(Tier::implicit_default);
+
+        let used_namespaces: Vec<String> = cluster
+            .origins
+            .keys()
+            .filter_map(|o| o.namespace.clone())
+            .collect();
+        for ns in used_namespaces {
+            cluster
+                .namespaces
+                .entry(ns.clone())
+                .or_insert_with(|| Namespace::implicit(&ns));
+        }
+
+        for pod in cluster.pods.values() {
+            cluster
+                .service_accounts
+                .entry(NamespacedName::new(&pod.namespace, &pod.service_account))
+                .or_insert_with(|| ServiceAccount {
+                    namespace: pod.namespace.clone(),
+                    name: pod.service_account.clone(),
+                    labels: Labels::new(),
+                });
+        }
+
+        let tier_refs = cluster
+            .policies
+            .values()
+            .map(|p| {
+                (
+                    ObjectRef::namespaced(Kind::NetworkPolicy, &p.namespace, &p.name),
+                    &p.spec.tier,
+                )
+            })
+            .chain(cluster.global_policies.values().map(|p| {
+                (
+                    ObjectRef::cluster(Kind::GlobalNetworkPolicy, &p.name),
+                    &p.spec.tier,
+                )
+            }));
+        for (object, tier) in tier_refs {
+            if !cluster.tiers.contains_key(tier) {
+                errors.push(cluster.invalid(
+                    object,
+                    "spec.tier",
+                    format!("tier \"{tier}\" does not exist: define a Tier named {tier}"),
+                ));
+            }
+        }
+
+        let mut owners: BTreeMap<IpAddr, &Pod> = BTreeMap::new();
+        let mut clashes = Vec::new();
+        for pod in cluster.pods.values().filter(|p| !p.host_network) {
+            for ip in &pod.ips {
+                if let Some(owner) = owners.insert(*ip, pod) {
+                    clashes.push((
+                        ObjectRef::namespaced(Kind::Pod, &pod.namespace, &pod.name),
+                        format!(
+                            "{ip} is also the address of Pod {}/{}; pod addresses must be unique",
+                            owner.namespace, owner.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for (object, message) in clashes {
+            errors.push(cluster.invalid(object, "status.podIPs", message));
+        }
+
+        if errors.is_empty() {
+            Ok(cluster)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Loads and gathers several inputs, given as `(name, yaml)`: every file is read (each
+    /// stops at its own first problem) and all problems are returned together.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Cluster, Vec<LoadError>> {
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for (name, yaml) in sources {
+            match load_documents(yaml, name) {
+                Ok(loaded) => objects.extend(loaded),
+                Err(e) => errors.push(e),
+            }
+        }
+        match Cluster::from_objects(objects) {
+            Ok(cluster) if errors.is_empty() => Ok(cluster),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+
+    /// The tiers in evaluation order: by `order`, unordered last, ties by name.
+    pub fn ordered_tiers(&self) -> Vec<&Tier> {
+        let mut tiers: Vec<&Tier> = self.tiers.values().collect();
+        tiers.sort_by(|a, b| compare_order((a.order, &a.name), (b.order, &b.name)));
+        tiers
+    }
+
+    /// The labels of a namespace (`None` if there is no such namespace).
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&Labels> {
+        self.namespaces.get(namespace).map(|ns| &ns.labels)
+    }
+
+    fn invalid(&self, object: ObjectRef, field: &str, message: String) -> LoadError {
+        let origin = self
+            .origins
+            .get(&object)
+            .cloned()
+            .unwrap_or_else(|| Origin {
+                source: String::new(),
+                document: 0,
+                item: None,
+            });
+        LoadError::Invalid {
+            origin,
+            error: ValidationError {
+                object,
+                field: field.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+/// Reads `apiVersion` and `kind`.
+fn type_of(
+    value: &Value,
+    origin: &Origin,
+    item: Option<usize>,
+) -> Result<(String, String), LoadError> {
+    let what = if item.is_some() {
+        "list item"
+    } else {
+        "document"
+    };
+    if !value.is_mapping() {
+        return Err(LoadError::NotAnObject {
+            origin: origin.clone(),
+            message: format!(
+                "the {what} is not a Kubernetes object (a mapping with apiVersion and kind)"
+            ),
+        });
+    }
+    let field = |name: &str| match value.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(LoadError::NotAnObject {
+            origin: origin.clone(),
+            message: format!("the {what} has no `{name}`: every object needs apiVersion and kind"),
+        }),
+    };
+    Ok((field("apiVersion")?, field("kind")?))
+}
+
+/// Decodes and validates one object of a known type.
+fn decode_object(
+    value: Value,
+    api_version: &str,
+    kind: &str,
+    origin: Origin,
+) -> Result<Object, LoadError> {
+    let Some(kind) = Kind::from_type(api_version, kind) else {
+        return Err(LoadError::UnknownKind {
+            origin,
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        });
+    };
+    let object = object_ref_of(&value, kind);
+    let fail = |error: ValidationError| LoadError::Invalid {
+        origin: origin.clone(),
+        error,
+    };
+    let resource = match kind {
+        Kind::Namespace => Resource::Namespace(
+            Namespace::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::Pod => {
+            Resource::Pod(Pod::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?)
+        }
+        Kind::ServiceAccount => Resource::ServiceAccount(
+            ServiceAccount::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::K8sNetworkPolicy => Resource::K8sNetworkPolicy(
+            K8sNetworkPolicy::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::Tier => Resource::Tier(
+            Tier::from_wire(decode::<TierWire>(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::NetworkPolicy => Resource::NetworkPolicy(
+            NetworkPolicy::from_wire(decode::<PolicyWire>(value, &object, &origin)?)
+                .map_err(fail)?,
+        ),
+        Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(
+            GlobalNetworkPolicy::from_wire(decode::<PolicyWire>(value, &object, &origin)?)
+                .map_err(fail)?,
+        ),
+        Kind::NetworkSet => Resource::NetworkSet(
+            NetworkSet::from_wire(decode::<NetworkSetWire>(value, &object, &origin)?)
+                .map_err(fail)?,
+        ),
+        Kind::GlobalNetworkSet => Resource::GlobalNetworkSet(
+            GlobalNetworkSet::from_wire(decode::<NetworkSetWire>(value, &object, &origin)?)
+                .map_err(fail)?,
+        ),
+    };
+    Ok(Object { origin, resource })
+}
+
+/// The object a document describes, read before decoding so that decode errors can name
+/// it.
+fn object_ref_of(value: &Value, kind: Kind) -> ObjectRef {
+    let meta = |name: &str| {
+        value
+            .get("metadata")
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let name = meta("name").unwrap_or_default();
+    if kind.is_namespaced() {
+        ObjectRef::namespaced(kind, meta("namespace").unwrap_or("default"), name)
+    } else {
+        ObjectRef::cluster(kind, name)
+    }
+}
+
+/// Decodes a document strictly into `T`, reporting the path of a failure.
+fn decode<T: DeserializeOwned>(
+    value: Value,
+    object: &ObjectRef,
+    origin: &Origin,
+) -> Result<T, LoadError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        LoadError::Invalid {
+            origin: origin.clone(),
+            error: ValidationError {
+                object: object.clone(),
+                field: if path == "." {
+                    "(top level)".to_owned()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            },
+        }
+    })
+}
+
+/// Decodes a Kubernetes object with k8s-openapi and rejects fields it dropped.
+fn decode_k8s<T: DeserializeOwned + serde::Serialize>(
+    value: Value,
+    object: &ObjectRef,
+    origin: &Origin,
+) -> Result<T, LoadError> {
+    let typed: T = decode(value.clone(), object, origin)?;
+    // Serialising a k8s-openapi value into a YAML value cannot fail (string keys only); if
+    // it somehow did, the strictness check is skipped rather than the object rejected.
+    if let Ok(known) = serde_yaml::to_value(&typed) {
+        if let Some(field) = first_unknown_field(&value, &known, "") {
+            return Err(LoadError::Invalid {
+                origin: origin.clone(),
+                error: ValidationError {
+                    object: object.clone(),
+                    field,
+                    message: "unknown field (Kubernetes would reject it under strict field \
+                              validation)"
+                        .to_owned(),
+                },
+            });
+        }
+    }
+    Ok(typed)
+}
+
+/// The path of the first field present (and not null) in `input` but missing in `known`.
+fn first_unknown_field(input: &Value, known: &Value, path: &str) -> Option<String> {
+    match (input, known) {
+        (Value::Mapping(input), Value::Mapping(known)) => {
+            for (key, value) in input {
+                if value.is_null() {
+                    continue;
+                }
+                let name = match key {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                };
+                let here = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
+                match known.get(key) {
+                    None => return Some(here),
+                    Some(inner) => {
+                        if let Some(found) = first_unknown_field(value, inner, &here) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        (Value::Sequence(input), Value::Sequence(known)) => input
+            .iter()
+            .zip(known)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_unknown_field(a, b, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{PolicyTypes, TierDefaultAction, NAMESPACE_NAME_LABEL};
+    use super::super::selector::Selector;
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../../tests/fixtures/policy/all-kinds.yaml");
+
+    fn load(yaml: &str) -> Result<Vec<Object>, LoadError> {
+        load_documents(yaml, "in.yaml")
+    }
+
+    fn cluster(yaml: &str) -> Result<Cluster, Vec<String>> {
+        Cluster::from_objects(load(yaml).unwrap())
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn fixture_with_every_kind_loads() {
+        let objects = load_documents(FIXTURE, "all-kinds.yaml").unwrap();
+        let mut kinds: Vec<Kind> = objects
+            .iter()
+            .map(|o| o.resource.object_ref().kind)
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds, Kind::ALL.to_vec(), "one of each kind");
+        let c = Cluster::from_objects(objects).unwrap();
+        assert_eq!(c.namespaces["shop"].labels["team"], "retail");
+        assert_eq!(c.namespaces["shop"].labels[NAMESPACE_NAME_LABEL], "shop");
+        let web = &c.pods[&NamespacedName::new("shop", "web")];
+        assert_eq!(web.ips.len(), 2);
+        assert_eq!(web.service_account, "web-sa");
+        assert_eq!(
+            c.service_accounts[&NamespacedName::new("shop", "web-sa")].labels["tier"],
+            "front"
+        );
+        let knp = &c.k8s_policies[&NamespacedName::new("shop", "db-ingress")];
+        assert_eq!(
+            knp.types,
+            PolicyTypes {
+                ingress: true,
+                egress: false
+            }
+        );
+        let np = &c.policies[&NamespacedName::new("shop", "allow-web")];
+        assert_eq!(np.spec.tier, "security");
+        let gnp = &c.global_policies["security.deny-external"];
+        assert!(gnp.spec.types.egress);
+        assert_eq!(c.tiers["security"].default_action, TierDefaultAction::Pass);
+        let order: Vec<&str> = c.ordered_tiers().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(order, ["security", "default"]);
+        assert_eq!(c.network_sets.len(), 1);
+        assert_eq!(c.global_network_sets.len(), 1);
+        assert_eq!(
+            c.origins[&ObjectRef::cluster(Kind::Tier, "security")].to_string(),
+            "all-kinds.yaml document 1"
+        );
+    }
+
+    #[test]
+    fn documents_lists_and_empty_documents() {
+        let yaml = "---\n# a comment only\n---\napiVersion: v1\nkind: Namespace\nmetadata: \
+                    {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  \
+                    kind: Namespace\n  metadata: {name: b}\n- apiVersion: weir.dev/v1\n  kind: \
+                    Tier\n  metadata: {name: t}\n---\napiVersion: v1\nkind: PodList\nitems:\n- \
+                    metadata: {name: p, namespace: b}\n";
+        let objects = load(yaml).unwrap();
+        let refs: Vec<String> = objects
+            .iter()
+            .map(|o| format!("{} @ {}", o.resource.object_ref(), o.origin))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "Namespace a @ in.yaml document 2",
+                "Namespace b @ in.yaml document 4 items[0]",
+                "Tier t @ in.yaml document 4 items[1]",
+                "Pod b/p @ in.yaml document 5 items[0]",
+            ]
+        );
+        assert_eq!(load("").unwrap(), vec![]);
+        assert_eq!(
+            load("apiVersion: v1\nkind: List\nitems: []\n").unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_name_the_kind_file_and_document() {
+        let e = load(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: \
+                      apps/v1\nkind: Deployment\nmetadata: {name: d}\n",
+        )
+        .unwrap_err();
+        assert!(matches!(&e, LoadError::UnknownKind { kind, .. } if kind == "Deployment"));
+        assert!(e.to_string().starts_with(
+            "in.yaml document 2: unknown kind \"Deployment\" (apiVersion \"apps/v1\"): weir reads"
+        ));
+        let e = load("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\n").unwrap_err();
+        assert!(e.to_string().contains(
+            "unknown kind \"NetworkPolicy\" (apiVersion \
+                                        \"projectcalico.org/v3\")"
+        ));
+        let e = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n")
+            .unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("in.yaml document 1 items[0]: unknown kind \"Service\""));
+    }
+
+    #[test]
+    fn malformed_documents() {
+        let e = load("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkey: [unclosed\n")
+            .unwrap_err();
+        assert!(matches!(e, LoadError::Yaml { document: 2, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("in.yaml document 2: not valid YAML: "),
+            "{e}"
+        );
+        let e = load("- just\n- a list\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "in.yaml document 1: the document is not a Kubernetes object (a mapping with \
+             apiVersion and kind)"
+        );
+        let e = load("kind: Pod\nmetadata: {name: a}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "in.yaml document 1: the document has no `apiVersion`: every object needs \
+             apiVersion and kind"
+        );
+        let e = load("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: 3}\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "in.yaml document 1: Pod default/a: spec.containers: \
+                                           invalid type: integer `3`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_errors_across_files() {
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        let errors = Cluster::from_sources([("one.yaml", ns), ("two.yaml", ns)]).unwrap_err();
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["Namespace a is defined twice: in one.yaml document 1 and in two.yaml document 1"]
+        );
+        // The same name in two kinds or two namespaces is fine.
+        let c = cluster(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\n---\n\
+             apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata: {name: p}\n---\n\
+             apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n",
+        )
+        .unwrap();
+        assert_eq!((c.k8s_policies.len(), c.policies.len()), (1, 2));
+    }
+
+    #[test]
+    fn implicit_namespaces_tier_and_service_accounts() {
+        let c = cluster(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: orphan, labels: {a: \
+             b}}\nspec: {serviceAccountName: robot, containers: []}\n---\napiVersion: \
+             weir.dev/v1\nkind: NetworkSet\nmetadata: {name: s, namespace: other}\n",
+        )
+        .unwrap();
+        assert_eq!(c.namespaces["orphan"], Namespace::implicit("orphan"));
+        assert_eq!(
+            c.namespace_labels("orphan"),
+            Some(&Labels::from([(
+                NAMESPACE_NAME_LABEL.to_owned(),
+                "orphan".to_owned()
+            )]))
+        );
+        assert!(c.namespaces.contains_key("other"));
+        assert_eq!(c.tiers["default"], Tier::implicit_default());
+        assert!(c.service_accounts[&NamespacedName::new("orphan", "robot")]
+            .labels
+            .is_empty());
+        let sel = Selector::parse("kubernetes.io/metadata.name == 'orphan'").unwrap();
+        assert!(sel.matches(&c.namespaces["orphan"].labels));
+    }
+
+    #[test]
+    fn cluster_checks_tiers_and_pod_addresses() {
+        let errors = cluster(
+            "apiVersion: weir.dev/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec: \
+             {tier: missing}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a}\nstatus: \
+             {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\nstatus: \
+             {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: h}\nspec: \
+             {hostNetwork: true, containers: []}\nstatus: {podIP: 10.0.0.1}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "in.yaml document 1: GlobalNetworkPolicy g: spec.tier: tier \"missing\" does \
+                 not exist: define a Tier named missing",
+                "in.yaml document 3: Pod default/b: status.podIPs: 10.0.0.1 is also the address \
+                 of Pod default/a; pod addresses must be unique",
+            ]
+        );
+    }
+}

@@ -1,0 +1,2879 @@
+//! The policy objects as typed, validated Rust values.
+//!
+//! Two families of objects feed the policy compiler:
+//!
+//! - **Kubernetes** (`v1` Namespace, Pod and ServiceAccount; `networking.k8s.io/v1`
+//!   NetworkPolicy). They are parsed with `k8s-openapi`'s types, so field names and shapes
+//!   are exactly the API's, then validated as the API server would (the checks of
+//!   `pkg/apis/networking/validation` and `pkg/apis/core/validation` that matter for policy)
+//!   and defaulted as the API server does (`SetDefaults_NetworkPolicy`, protocol TCP).
+//! - **weir.dev/v1** (Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet,
+//!   GlobalNetworkSet): Calico's `projectcalico.org/v3` shapes under weir's API group, with
+//!   Calico's validation rules (`libcalico-go/lib/validator/v3`) and defaults. Unknown fields
+//!   are errors, so a typo (`notNet`) cannot silently widen a rule.
+//!
+//! Validation happens once, here, at load time: selectors are parsed, CIDRs and ports
+//! checked, defaults filled in. The compiler therefore works on values that cannot be
+//! malformed. Every error is a [`ValidationError`] naming the object, the field path
+//! (`spec.ingress[0].source.nets[1]`) and what to do.
+//!
+//! Two deliberate differences from the APIs, both stricter and both for the user's sake:
+//! a CIDR with host bits set in a weir.dev object is an error ("did you mean
+//! 10.0.0.0/24?") where Calico silently masks it; and a weir.dev policy whose `types` leave
+//! out a direction that it has rules for is an error, where Calico ignores those rules.
+//! Kubernetes objects get no such extras: what the API server accepts is accepted.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+
+use super::selector::{
+    from_label_selector, validate_dns_label, validate_dns_subdomain, validate_label_key,
+    validate_label_value, Labels, Selector,
+};
+
+/// The label Kubernetes puts on every namespace, holding the namespace's name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The tier that policies name when they name none, and where Kubernetes NetworkPolicies
+/// live.
+pub const DEFAULT_TIER: &str = "default";
+
+/// The `default` tier's order (Calico's `DefaultTierOrder`): user tiers with a lower order
+/// run before it, tiers without an order after it.
+pub const DEFAULT_TIER_ORDER: f64 = 1_000_000.0;
+
+/// The order Kubernetes NetworkPolicies take inside the `default` tier, as in Calico (which
+/// converts them to `knp.default.*` policies with order 1000).
+pub const K8S_POLICY_ORDER: f64 = 1000.0;
+
+/// The kinds of object weir reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `v1` Namespace.
+    Namespace,
+    /// `v1` Pod.
+    Pod,
+    /// `v1` ServiceAccount.
+    ServiceAccount,
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    K8sNetworkPolicy,
+    /// `weir.dev/v1` Tier.
+    Tier,
+    /// `weir.dev/v1` NetworkPolicy.
+    NetworkPolicy,
+    /// `weir.dev/v1` GlobalNetworkPolicy.
+    GlobalNetworkPolicy,
+    /// `weir.dev/v1` NetworkSet.
+    NetworkSet,
+    /// `weir.dev/v1` GlobalNetworkSet.
+    GlobalNetworkSet,
+}
+
+impl Kind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Kind; 9] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::ServiceAccount,
+        Kind::K8sNetworkPolicy,
+        Kind::Tier,
+        Kind::NetworkPolicy,
+        Kind::GlobalNetworkPolicy,
+        Kind::NetworkSet,
+        Kind::GlobalNetworkSet,
+    ];
+
+    /// The `apiVersion` this kind is read under.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Namespace | Kind::Pod | Kind::ServiceAccount => "v1",
+            Kind::K8sNetworkPolicy => "networking.k8s.io/v1",
+            _ => "weir.dev/v1",
+        }
+    }
+
+    /// The `kind` field's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::K8sNetworkPolicy | Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Tier => "Tier",
+            Kind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+            Kind::NetworkSet => "NetworkSet",
+            Kind::GlobalNetworkSet => "GlobalNetworkSet",
+        }
+    }
+
+    /// Looks a kind up by `apiVersion` and `kind`.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.api_version() == api_version && k.name() == kind)
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn is_namespaced(self) -> bool {
+        !matches!(
+            self,
+            Kind::Namespace | Kind::Tier | Kind::GlobalNetworkPolicy | Kind::GlobalNetworkSet
+        )
+    }
+}
+
+/// `NetworkPolicy` is ambiguous between the two API groups, so both spell out their
+/// `apiVersion`; the other kinds are shown by name alone.
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::K8sNetworkPolicy | Kind::NetworkPolicy => {
+                write!(f, "{} {}", self.api_version(), self.name())
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// A namespace and a name: the key of a namespaced object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamespacedName {
+    /// The namespace.
+    pub namespace: String,
+    /// The name inside the namespace.
+    pub name: String,
+}
+
+impl NamespacedName {
+    /// Builds a key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> NamespacedName {
+        NamespacedName {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for NamespacedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Which object something is about: kind, namespace (for namespaced kinds) and name.
+/// Displayed as `Pod shop/web` or `Tier security`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// The object's kind.
+    pub kind: Kind,
+    /// The namespace, for namespaced kinds.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// A reference to a namespaced object.
+    pub fn namespaced(kind: Kind, namespace: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: Some(namespace.to_owned()),
+            name: name.to_owned(),
+        }
+    }
+
+    /// A reference to a cluster-scoped object.
+    pub fn cluster(kind: Kind, name: &str) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// An object that is not valid: which object, which field, what is wrong.
+///
+/// Displayed as `weir.dev/v1 NetworkPolicy shop/allow-web: spec.ingress[0].source.nets[1]:
+/// "10.0.0.1/33" is not a CIDR: prefix length 33 exceeds 32`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {field}: {message}")]
+pub struct ValidationError {
+    /// The object.
+    pub object: ObjectRef,
+    /// Path of the field inside the object, as written in YAML (`spec.ingress[0].ports[1]`).
+    pub field: String,
+    /// What is wrong, and where possible what to write instead.
+    pub message: String,
+}
+
+/// An IP protocol number, shown by name where it has one.
+///
+/// Names and numbers are the same thing here: `protocol: TCP` and `protocol: 6` give the
+/// same value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Protocol(u8);
+
+impl Protocol {
+    /// ICMP (1).
+    pub const ICMP: Protocol = Protocol(1);
+    /// TCP (6).
+    pub const TCP: Protocol = Protocol(6);
+    /// UDP (17).
+    pub const UDP: Protocol = Protocol(17);
+    /// ICMPv6 (58).
+    pub const ICMPV6: Protocol = Protocol(58);
+    /// SCTP (132).
+    pub const SCTP: Protocol = Protocol(132);
+    /// UDP-Lite (136).
+    pub const UDPLITE: Protocol = Protocol(136);
+
+    const NAMED: [(&'static str, Protocol); 6] = [
+        ("TCP", Protocol::TCP),
+        ("UDP", Protocol::UDP),
+        ("SCTP", Protocol::SCTP),
+        ("ICMP", Protocol::ICMP),
+        ("ICMPv6", Protocol::ICMPV6),
+        ("UDPLite", Protocol::UDPLITE),
+    ];
+
+    /// The protocol with this number; `None` for 0, which is not a protocol a rule can name.
+    pub fn from_number(number: u8) -> Option<Protocol> {
+        (number != 0).then_some(Protocol(number))
+    }
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        self.0
+    }
+
+    /// The protocol with this exact (case-sensitive) name: TCP, UDP, SCTP, ICMP, ICMPv6 or
+    /// UDPLite.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Protocol::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
+    }
+
+    /// Whether the protocol has ports, so that port matches mean something (TCP, UDP,
+    /// SCTP, UDP-Lite).
+    pub fn has_ports(self) -> bool {
+        matches!(
+            self,
+            Protocol::TCP | Protocol::UDP | Protocol::SCTP | Protocol::UDPLITE
+        )
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Protocol::NAMED.iter().find(|(_, p)| p == self) {
+            Some((name, _)) => f.write_str(name),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    /// The family of an address.
+    pub fn of(ip: IpAddr) -> IpFamily {
+        match ip {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// The family of a network.
+    pub fn of_net(net: &IpNet) -> IpFamily {
+        IpFamily::of(net.addr())
+    }
+}
+
+impl fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        })
+    }
+}
+
+/// A port match: a range of numbers (a single port is a range of one) or a named port,
+/// resolved per destination pod through its containerPorts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortMatch {
+    /// Ports `first..=last`; `first <= last` always holds.
+    Range {
+        /// The first port in the range.
+        first: u16,
+        /// The last port in the range, inclusive.
+        last: u16,
+    },
+    /// A named port (an IANA service name as in containerPorts' `name`).
+    Named(String),
+}
+
+impl PortMatch {
+    /// A single port.
+    pub fn single(port: u16) -> PortMatch {
+        PortMatch::Range {
+            first: port,
+            last: port,
+        }
+    }
+}
+
+impl fmt::Display for PortMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortMatch::Range { first, last } if first == last => write!(f, "{first}"),
+            PortMatch::Range { first, last } => write!(f, "{first}:{last}"),
+            PortMatch::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Which directions a policy applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PolicyTypes {
+    /// The policy applies to traffic into the selected endpoints.
+    pub ingress: bool,
+    /// The policy applies to traffic out of the selected endpoints.
+    pub egress: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes objects
+// ---------------------------------------------------------------------------------------
+
+/// A `v1` Namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// The namespace's name.
+    pub name: String,
+    /// Its labels, always including `kubernetes.io/metadata.name: <name>`, which the API
+    /// server sets on every namespace.
+    pub labels: Labels,
+}
+
+impl Namespace {
+    /// A namespace that exists only because objects were found in it: its labels are just
+    /// the automatic name label.
+    pub fn implicit(name: &str) -> Namespace {
+        Namespace {
+            name: name.to_owned(),
+            labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]),
+        }
+    }
+
+    /// Validates a Namespace as parsed from the API.
+    pub fn from_api(namespace: core::Namespace) -> Result<Namespace, ValidationError> {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::Namespace, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_label)?;
+        let mut labels = cx.labels(&namespace.metadata)?;
+        // The API server overwrites whatever the user wrote for this label.
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
+        Ok(Namespace { name, labels })
+    }
+}
+
+/// A `v1` ServiceAccount. Only its labels matter to policy (`serviceAccountSelector`,
+/// `serviceAccounts.selector`); a pod naming a service account that was not loaded is
+/// treated as naming one without labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+    /// The labels.
+    pub labels: Labels,
+}
+
+impl ServiceAccount {
+    /// Validates a ServiceAccount as parsed from the API.
+    pub fn from_api(account: core::ServiceAccount) -> Result<ServiceAccount, ValidationError> {
+        let (namespace, name) = namespaced_identity(&account.metadata);
+        let object = ObjectRef::namespaced(Kind::ServiceAccount, &namespace, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        let labels = cx.labels(&account.metadata)?;
+        Ok(ServiceAccount {
+            namespace,
+            name,
+            labels,
+        })
+    }
+}
+
+/// A `v1` Pod, reduced to what policy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+    /// The labels.
+    pub labels: Labels,
+    /// `status.podIPs` in order (or `status.podIP` when only that is set): at most one
+    /// address per family. Empty for a pod that has no address yet.
+    pub ips: Vec<IpAddr>,
+    /// The ports of `spec.containers[*].ports`, which named ports resolve against.
+    pub container_ports: Vec<ContainerPort>,
+    /// `spec.serviceAccountName`, `"default"` when unset.
+    pub service_account: String,
+    /// `spec.hostNetwork`: such a pod uses its node's addresses and is not subject to pod
+    /// network policy.
+    pub host_network: bool,
+}
+
+/// One entry of a container's `ports`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerPort {
+    /// The port's name, unique within the pod, if it has one.
+    pub name: Option<String>,
+    /// `containerPort`.
+    pub port: u16,
+    /// `protocol`, TCP when unset.
+    pub protocol: Protocol,
+}
+
+impl Pod {
+    /// The pod's IPv4 address, if it has one.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The pod's IPv6 address, if it has one.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// The pod's address of one family, if it has one.
+    pub fn ip(&self, family: IpFamily) -> Option<IpAddr> {
+        self.ips
+            .iter()
+            .copied()
+            .find(|ip| IpFamily::of(*ip) == family)
+    }
+
+    /// Resolves a named port on this pod. Kubernetes resolves a name together with the
+    /// rule's protocol: a `dns` port declared for UDP does not match a TCP rule naming `dns`.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.container_ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name) && p.protocol == protocol)
+            .map(|p| p.port)
+    }
+
+    /// Validates a Pod as parsed from the API.
+    pub fn from_api(pod: core::Pod) -> Result<Pod, ValidationError> {
+        let (namespace, name) = namespaced_identity(&pod.metadata);
+        let object = ObjectRef::namespaced(Kind::Pod, &namespace, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        let labels = cx.labels(&pod.metadata)?;
+
+        let spec = pod.spec.unwrap_or_default();
+        let service_account = spec
+            .service_account_name
+            .or(spec.service_account)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        if let Err(why) = validate_dns_subdomain(&service_account) {
+            return Err(cx.err("spec.serviceAccountName", why));
+        }
+
+        let mut container_ports = Vec::new();
+        let mut names = BTreeSet::new();
+        for (c, container) in spec.containers.iter().enumerate() {
+            for (p, port) in container.ports.iter().flatten().enumerate() {
+                let field = format!("spec.containers[{c}].ports[{p}]");
+                let number = u16::try_from(port.container_port)
+                    .ok()
+                    .filter(|n| *n != 0)
+                    .ok_or_else(|| {
+                        cx.err(
+                            &format!("{field}.containerPort"),
+                            format!("{} must be between 1 and 65535", port.container_port),
+                        )
+                    })?;
+                let protocol = match port.protocol.as_deref() {
+                    None => Protocol::TCP,
+                    Some(text) => k8s_protocol(text)
+                        .map_err(|why| cx.err(&format!("{field}.protocol"), why))?,
+                };
+                if let Some(port_name) = &port.name {
+                    validate_port_name(port_name)
+                        .map_err(|why| cx.err(&format!("{field}.name"), why))?;
+                    if !names.insert(port_name.clone()) {
+                        return Err(cx.err(
+                            &format!("{field}.name"),
+                            format!("port name \"{port_name}\" is used twice in this pod"),
+                        ));
+                    }
+                }
+                container_ports.push(ContainerPort {
+                    name: port.name.clone(),
+                    port: number,
+                    protocol,
+                });
+            }
+        }
+
+        let status = pod.status.unwrap_or_default();
+        let mut ips = Vec::new();
+        let listed: Vec<(String, String)> = match status.pod_ips {
+            Some(list) if !list.is_empty() => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, ip)| (format!("status.podIPs[{i}].ip"), ip.ip))
+                .collect(),
+            _ => status
+                .pod_ip
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| vec![("status.podIP".to_owned(), ip)])
+                .unwrap_or_default(),
+        };
+        for (field, text) in listed {
+            let ip: IpAddr = text
+                .parse()
+                .map_err(|_| cx.err(&field, format!("\"{text}\" is not an IP address")))?;
+            if ips
+                .iter()
+                .any(|seen| IpFamily::of(*seen) == IpFamily::of(ip))
+            {
+                return Err(cx.err(
+                    &field,
+                    format!(
+                        "a pod has at most one {} address; {text} is a second one",
+                        IpFamily::of(ip)
+                    ),
+                ));
+            }
+            ips.push(ip);
+        }
+
+        Ok(Pod {
+            namespace,
+            name,
+            labels,
+            ips,
+            container_ports,
+            service_account,
+            host_network: spec.host_network.unwrap_or(false),
+        })
+    }
+}
+
+/// A `networking.k8s.io/v1` NetworkPolicy, validated and defaulted.
+///
+/// Semantics (from the API reference): a pod selected by at least one policy of a type is
+/// isolated in that direction, and allowed exactly the union of the rules of the policies
+/// that select it; rules only allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sNetworkPolicy {
+    /// The namespace; the policy selects pods only here.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+    /// `spec.podSelector`; an empty selector (or none) selects every pod in the namespace.
+    pub pod_selector: Selector,
+    /// `spec.policyTypes`, defaulted: when omitted (or empty), Ingress, plus Egress if the
+    /// policy has at least one egress rule.
+    pub types: PolicyTypes,
+    /// `spec.ingress`: each rule's peers are sources.
+    pub ingress: Vec<K8sRule>,
+    /// `spec.egress`: each rule's peers are destinations.
+    pub egress: Vec<K8sRule>,
+}
+
+/// One ingress or egress rule of a Kubernetes NetworkPolicy. Traffic matches when it
+/// matches one of the peers **and** one of the ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sRule {
+    /// `from` / `to`: `None` when the field is missing or empty, which matches every peer
+    /// (any address, inside the cluster or not). Otherwise never empty; the peers are ORed.
+    pub peers: Option<Vec<K8sPeer>>,
+    /// `ports`: `None` when missing or empty, which matches every port and protocol.
+    /// Otherwise never empty; the entries are ORed.
+    pub ports: Option<Vec<K8sPort>>,
+}
+
+/// One peer of a Kubernetes NetworkPolicy rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum K8sPeer {
+    /// Pods: `podSelector` and/or `namespaceSelector`. Both in one peer means pods matching
+    /// `pods` **in** namespaces matching `namespaces` (AND); a peer with only a
+    /// namespaceSelector has `pods == Selector::All`.
+    Pods {
+        /// Which namespaces the pods may be in.
+        namespaces: NamespaceScope,
+        /// Which pods, by their labels.
+        pods: Selector,
+    },
+    /// `ipBlock`: addresses in `cidr` but in none of `except`. Kubernetes intends this for
+    /// addresses outside the cluster; whether pod IPs match is implementation-defined (the
+    /// API reference says so), and weir, like Calico, matches them.
+    IpBlock {
+        /// The block, masked to its prefix.
+        cidr: IpNet,
+        /// Sub-blocks excluded from it, each strictly inside `cidr`.
+        except: Vec<IpNet>,
+    },
+}
+
+/// The namespaces a Kubernetes peer's pods may be in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceScope {
+    /// No namespaceSelector: the policy's own namespace.
+    PolicyNamespace,
+    /// Namespaces whose labels match (`namespaceSelector: {}` is `Selected(All)`: every
+    /// namespace).
+    Selected(Selector),
+}
+
+/// One entry of a Kubernetes rule's `ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sPort {
+    /// `protocol`, TCP when unset.
+    pub protocol: Protocol,
+    /// `port` (with `endPort`, a range); `None` matches every port of the protocol.
+    pub port: Option<PortMatch>,
+}
+
+impl K8sNetworkPolicy {
+    /// Validates and defaults a NetworkPolicy as parsed from the API. A policy without a
+    /// `spec` is treated as having an empty one (selects every pod in the namespace, denies
+    /// all ingress), which is what the API server stores for it.
+    pub fn from_api(
+        policy: networking::NetworkPolicy,
+    ) -> Result<K8sNetworkPolicy, ValidationError> {
+        let (namespace, name) = namespaced_identity(&policy.metadata);
+        let object = ObjectRef::namespaced(Kind::K8sNetworkPolicy, &namespace, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        cx.labels(&policy.metadata)?;
+        let spec = policy.spec.unwrap_or_default();
+
+        let pod_selector =
+            cx.label_selector("spec.podSelector", &spec.pod_selector.unwrap_or_default())?;
+
+        let ingress = spec
+            .ingress
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                cx.k8s_rule(&format!("spec.ingress[{i}]"), "from", rule.from, rule.ports)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let egress = spec
+            .egress
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| cx.k8s_rule(&format!("spec.egress[{i}]"), "to", rule.to, rule.ports))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // API reference, NetworkPolicySpec.policyTypes: "If this field is not specified, it
+        // will default based on the existence of ingress or egress rules; policies that
+        // contain an egress section are assumed to affect egress, and all policies (whether
+        // or not they contain an ingress section) are assumed to affect ingress."
+        // SetDefaults_NetworkPolicy applies this when the list is empty, and tests
+        // `len(spec.Egress) != 0`, so `egress: []` does not add Egress.
+        let types = match spec.policy_types.filter(|t| !t.is_empty()) {
+            None => PolicyTypes {
+                ingress: true,
+                egress: !egress.is_empty(),
+            },
+            Some(list) => {
+                if list.len() > 2 {
+                    return Err(cx.err(
+                        "spec.policyTypes",
+                        "may not specify more than two policyTypes (Ingress and Egress)",
+                    ));
+                }
+                let mut types = PolicyTypes::default();
+                for (i, t) in list.iter().enumerate() {
+                    match t.as_str() {
+                        "Ingress" => types.ingress = true,
+                        "Egress" => types.egress = true,
+                        other => {
+                            return Err(cx.err(
+                                &format!("spec.policyTypes[{i}]"),
+                                format!(
+                                    "\"{other}\" is not a policy type: use Ingress or Egress \
+                                     (case matters)"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                types
+            }
+        };
+
+        Ok(K8sNetworkPolicy {
+            namespace,
+            name,
+            pod_selector,
+            types,
+            ingress,
+            egress,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// weir.dev/v1 objects
+// ---------------------------------------------------------------------------------------
+
+/// What a tier does with traffic that none of its policies' rules decided, for endpoints
+/// that at least one of its policies selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TierDefaultAction {
+    /// Drop it (the default).
+    #[default]
+    Deny,
+    /// Hand it to the next tier.
+    Pass,
+}
+
+/// A `weir.dev/v1` Tier: an ordered group of policies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    /// The name (a DNS label: no dots).
+    pub name: String,
+    /// `spec.order`: lower runs first; `None` runs after every ordered tier. Ties are
+    /// broken by name (see [`compare_order`]).
+    pub order: Option<f64>,
+    /// `spec.defaultAction`, Deny when unset.
+    pub default_action: TierDefaultAction,
+}
+
+impl Tier {
+    /// The `default` tier as it exists when no Tier object names it.
+    pub fn implicit_default() -> Tier {
+        Tier {
+            name: DEFAULT_TIER.to_owned(),
+            order: Some(DEFAULT_TIER_ORDER),
+            default_action: TierDefaultAction::Deny,
+        }
+    }
+}
+
+/// The action of a weir.dev rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Accept the packet; stop evaluating.
+    Allow,
+    /// Drop the packet; stop evaluating.
+    Deny,
+    /// Skip the rest of this tier; continue with the next tier.
+    Pass,
+    /// Record the packet and continue with the next rule.
+    Log,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Allow => "Allow",
+            Action::Deny => "Deny",
+            Action::Pass => "Pass",
+            Action::Log => "Log",
+        })
+    }
+}
+
+/// The fields shared by [`NetworkPolicy`] and [`GlobalNetworkPolicy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    /// `spec.tier`, `"default"` when unset.
+    pub tier: String,
+    /// `spec.order`: lower runs first within the tier; `None` after every ordered policy.
+    /// Ties are broken by name (see [`compare_order`]).
+    pub order: Option<f64>,
+    /// `spec.selector`: the endpoints the policy applies to (`all()` when unset).
+    pub selector: Selector,
+    /// `spec.serviceAccountSelector`: further restricts the endpoints to those whose
+    /// service account's labels match (`all()` when unset).
+    pub service_account_selector: Selector,
+    /// `spec.types`, defaulted as Calico does when omitted: Ingress if there are no egress
+    /// rules; Egress if there are egress rules and no ingress rules; both if both.
+    pub types: PolicyTypes,
+    /// `spec.ingress`, in order.
+    pub ingress: Vec<Rule>,
+    /// `spec.egress`, in order.
+    pub egress: Vec<Rule>,
+}
+
+/// A `weir.dev/v1` NetworkPolicy: applies to endpoints in its own namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkPolicy {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+    /// The policy proper.
+    pub spec: PolicySpec,
+}
+
+/// A `weir.dev/v1` GlobalNetworkPolicy: applies to endpoints in every namespace that
+/// `namespace_selector` matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalNetworkPolicy {
+    /// The name.
+    pub name: String,
+    /// `spec.namespaceSelector`, matched against namespace labels (`all()` when unset).
+    pub namespace_selector: Selector,
+    /// The policy proper.
+    pub spec: PolicySpec,
+}
+
+/// One rule of a weir.dev policy. Every present match must hold (AND); absent ones match
+/// anything. The first rule that matches decides, except Log, which continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// `action`.
+    pub action: Action,
+    /// `ipVersion`: restricts the rule to one family.
+    pub ip_version: Option<IpFamily>,
+    /// `protocol`.
+    pub protocol: Option<Protocol>,
+    /// `notProtocol`.
+    pub not_protocol: Option<Protocol>,
+    /// `icmp` (only with protocol ICMP or ICMPv6).
+    pub icmp: Option<IcmpMatch>,
+    /// `notICMP` (only with protocol ICMP or ICMPv6).
+    pub not_icmp: Option<IcmpMatch>,
+    /// `source`.
+    pub source: EntityRule,
+    /// `destination`.
+    pub destination: EntityRule,
+}
+
+/// An ICMP type, and optionally code, to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IcmpMatch {
+    /// `type` (0-254); `None` matches any type (and then `code` is `None` too).
+    pub icmp_type: Option<u8>,
+    /// `code` (0-255); only with a type.
+    pub code: Option<u8>,
+}
+
+/// A rule's `source` or `destination`.
+///
+/// Semantics, as in Calico: `nets` matches the address; `selector` matches endpoints (pods
+/// and network sets) by label: in a NetworkPolicy, those in the policy's namespace; in a
+/// GlobalNetworkPolicy, those anywhere. `namespaceSelector` switches the scope to the
+/// matching namespaces (`global()`: the cluster-wide GlobalNetworkSets). All present fields
+/// must match; the `not*` fields must not.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EntityRule {
+    /// `nets`: the address is in one of them (empty: any address).
+    pub nets: Vec<IpNet>,
+    /// `notNets`: the address is in none of them.
+    pub not_nets: Vec<IpNet>,
+    /// `selector`.
+    pub selector: Option<Selector>,
+    /// `notSelector`.
+    pub not_selector: Option<Selector>,
+    /// `namespaceSelector`.
+    pub namespace_selector: Option<Selector>,
+    /// `ports`: the port matches one of them (empty: any port).
+    pub ports: Vec<PortMatch>,
+    /// `notPorts`: the port matches none of them.
+    pub not_ports: Vec<PortMatch>,
+    /// `serviceAccounts`: the endpoint runs as a matching service account.
+    pub service_accounts: Option<ServiceAccountMatch>,
+}
+
+/// A rule's `serviceAccounts`: endpoints whose service account is named in `names` (if
+/// any are listed) and whose labels match `selector` (if given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountMatch {
+    /// `names`: service account names, in the endpoint's namespace.
+    pub names: Vec<String>,
+    /// `selector`, over service account labels.
+    pub selector: Option<Selector>,
+}
+
+/// A `weir.dev/v1` NetworkSet: labelled CIDRs in a namespace, which selectors in that
+/// namespace's policies can match like endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSet {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+    /// The labels selectors match.
+    pub labels: Labels,
+    /// `spec.nets`.
+    pub nets: Vec<IpNet>,
+}
+
+/// A `weir.dev/v1` GlobalNetworkSet: labelled CIDRs matched by GlobalNetworkPolicy
+/// selectors and by `namespaceSelector: global()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalNetworkSet {
+    /// The name.
+    pub name: String,
+    /// The labels selectors match.
+    pub labels: Labels,
+    /// `spec.nets`.
+    pub nets: Vec<IpNet>,
+}
+
+/// Orders tiers or policies: lower `order` first; no order after every ordered one; equal
+/// orders (including two unordered) by name.
+pub fn compare_order(a: (Option<f64>, &str), b: (Option<f64>, &str)) -> Ordering {
+    let by_order = match (a.0, b.0) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    by_order.then_with(|| a.1.cmp(b.1))
+}
+
+// ---------------------------------------------------------------------------------------
+// weir.dev wire format (what the YAML says) and its validation
+// ---------------------------------------------------------------------------------------
+
+/// A weir.dev document: `apiVersion`, `kind`, `metadata`, `spec`; nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct WireObject<S> {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TierSpecWire {
+    order: Option<f64>,
+    default_action: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PolicySpecWire {
+    tier: Option<String>,
+    order: Option<f64>,
+    selector: Option<String>,
+    namespace_selector: Option<String>,
+    service_account_selector: Option<String>,
+    types: Option<Vec<String>>,
+    ingress: Option<Vec<RuleWire>>,
+    egress: Option<Vec<RuleWire>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RuleWire {
+    action: Option<String>,
+    ip_version: Option<i64>,
+    protocol: Option<Scalar>,
+    not_protocol: Option<Scalar>,
+    icmp: Option<IcmpWire>,
+    #[serde(rename = "notICMP")]
+    not_icmp: Option<IcmpWire>,
+    source: Option<EntityWire>,
+    destination: Option<EntityWire>,
+    /// Calico's per-rule annotations: accepted and ignored.
+    #[allow(dead_code)]
+    metadata: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IcmpWire {
+    #[serde(rename = "type")]
+    icmp_type: Option<i64>,
+    code: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EntityWire {
+    nets: Option<Vec<String>>,
+    not_nets: Option<Vec<String>>,
+    selector: Option<String>,
+    not_selector: Option<String>,
+    namespace_selector: Option<String>,
+    ports: Option<Vec<Scalar>>,
+    not_ports: Option<Vec<Scalar>>,
+    service_accounts: Option<ServiceAccountsWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceAccountsWire {
+    names: Option<Vec<String>>,
+    selector: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetworkSetSpecWire {
+    nets: Option<Vec<String>>,
+}
+
+/// A YAML scalar that may be a number or a string (protocols, ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scalar {
+    Int(i64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Scalar, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number or a string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Str(s) => write!(f, "\"{s}\""),
+        }
+    }
+}
+
+pub(crate) type TierWire = WireObject<TierSpecWire>;
+pub(crate) type PolicyWire = WireObject<PolicySpecWire>;
+pub(crate) type NetworkSetWire = WireObject<NetworkSetSpecWire>;
+
+impl Tier {
+    pub(crate) fn from_wire(wire: TierWire) -> Result<Tier, ValidationError> {
+        let name = wire.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::Tier, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_label)?;
+        cx.labels(&wire.metadata)?;
+        let spec = wire.spec.unwrap_or_default();
+        let mut order = cx.order("spec.order", spec.order)?;
+        if name == DEFAULT_TIER {
+            match order {
+                None => order = Some(DEFAULT_TIER_ORDER),
+                Some(o) if o == DEFAULT_TIER_ORDER => {}
+                Some(o) => {
+                    return Err(cx.err(
+                        "spec.order",
+                        format!(
+                            "the default tier's order is fixed at {DEFAULT_TIER_ORDER}; {o} \
+                             is not allowed (give other tiers lower or higher orders instead)"
+                        ),
+                    ))
+                }
+            }
+        }
+        let default_action = match spec.default_action.as_deref() {
+            None | Some("Deny") => TierDefaultAction::Deny,
+            Some("Pass") => TierDefaultAction::Pass,
+            Some(other) => {
+                return Err(cx.err(
+                    "spec.defaultAction",
+                    format!("\"{other}\" is not a tier default action: use Deny or Pass"),
+                ))
+            }
+        };
+        Ok(Tier {
+            name,
+            order,
+            default_action,
+        })
+    }
+}
+
+impl NetworkPolicy {
+    pub(crate) fn from_wire(wire: PolicyWire) -> Result<NetworkPolicy, ValidationError> {
+        let (namespace, name) = namespaced_identity(&wire.metadata);
+        let object = ObjectRef::namespaced(Kind::NetworkPolicy, &namespace, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_policy_name)?;
+        cx.labels(&wire.metadata)?;
+        let spec = wire.spec.unwrap_or_default();
+        if spec.namespace_selector.is_some() {
+            return Err(cx.err(
+                "spec.namespaceSelector",
+                "a NetworkPolicy applies to its own namespace only; use a \
+                 GlobalNetworkPolicy to select namespaces",
+            ));
+        }
+        let spec = cx.policy_spec(spec)?;
+        Ok(NetworkPolicy {
+            namespace,
+            name,
+            spec,
+        })
+    }
+}
+
+impl GlobalNetworkPolicy {
+    pub(crate) fn from_wire(wire: PolicyWire) -> Result<GlobalNetworkPolicy, ValidationError> {
+        let name = wire.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::GlobalNetworkPolicy, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_policy_name)?;
+        cx.labels(&wire.metadata)?;
+        let mut spec = wire.spec.unwrap_or_default();
+        let namespace_selector = cx.selector(
+            "spec.namespaceSelector",
+            spec.namespace_selector.take(),
+            false,
+        )?;
+        let spec = cx.policy_spec(spec)?;
+        Ok(GlobalNetworkPolicy {
+            name,
+            namespace_selector: namespace_selector.unwrap_or(Selector::All),
+            spec,
+        })
+    }
+}
+
+impl NetworkSet {
+    pub(crate) fn from_wire(wire: NetworkSetWire) -> Result<NetworkSet, ValidationError> {
+        let (namespace, name) = namespaced_identity(&wire.metadata);
+        let object = ObjectRef::namespaced(Kind::NetworkSet, &namespace, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        let labels = cx.labels(&wire.metadata)?;
+        let nets = cx.nets("spec.nets", wire.spec.unwrap_or_default().nets)?;
+        Ok(NetworkSet {
+            namespace,
+            name,
+            labels,
+            nets,
+        })
+    }
+}
+
+impl GlobalNetworkSet {
+    pub(crate) fn from_wire(wire: NetworkSetWire) -> Result<GlobalNetworkSet, ValidationError> {
+        let name = wire.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::GlobalNetworkSet, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        let labels = cx.labels(&wire.metadata)?;
+        let nets = cx.nets("spec.nets", wire.spec.unwrap_or_default().nets)?;
+        Ok(GlobalNetworkSet { name, labels, nets })
+    }
+}
+
+/// The namespace and name of a namespaced object; the namespace defaults to `default`, as
+/// `kubectl apply` does for a manifest that names none.
+pub(crate) fn namespaced_identity(meta: &ObjectMeta) -> (String, String) {
+    (
+        meta.namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Parses a CIDR for a weir.dev object: `addr/len` with no bits set past the prefix, or a
+/// bare address meaning a single host.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let net = parse_cidr_parts(text, true)?;
+    let masked = net.trunc();
+    if masked != net {
+        return Err(format!(
+            "\"{text}\" has bits set after the /{} prefix: did you mean \"{masked}\"?",
+            net.prefix_len()
+        ));
+    }
+    Ok(net)
+}
+
+/// Parses an `ipBlock` CIDR the way the Kubernetes API server does by default
+/// (`IsValidCIDRForLegacyField` without `StrictIPCIDRValidation`): a prefix length is
+/// required, and an address with host bits set ("interface address" form, e.g.
+/// `10.0.0.1/24`) is accepted and means its network (`10.0.0.0/24`), as Go's
+/// `net.ParseCIDR` reads it.
+pub fn parse_k8s_cidr(text: &str) -> Result<IpNet, String> {
+    Ok(parse_cidr_parts(text, false)?.trunc())
+}
+
+fn parse_cidr_parts(text: &str, bare_ip_ok: bool) -> Result<IpNet, String> {
+    let (addr_text, len_text) = match text.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr_text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a CIDR: \"{addr_text}\" is not an IP address"))?;
+    let max = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let len = match len_text {
+        None if bare_ip_ok => max,
+        None => {
+            return Err(format!(
+                "\"{text}\" is not a CIDR: it needs a prefix length, e.g. \"{text}/{max}\""
+            ))
+        }
+        Some(len) => {
+            if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "\"{text}\" is not a CIDR: prefix length \"{len}\" is not a number"
+                ));
+            }
+            match len.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    return Err(format!(
+                        "\"{text}\" is not a CIDR: prefix length {len} exceeds {max}"
+                    ))
+                }
+            }
+        }
+    };
+    IpNet::new(addr, len).map_err(|e| format!("\"{text}\" is not a CIDR: {e}"))
+}
+
+/// Checks a named port the way Kubernetes does (`IsValidPortName`, an IANA service name):
+/// 1-15 lower-case letters, digits and `-`, at least one letter, no `-` at either end and
+/// no `--`.
+pub fn validate_port_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let problem = if name.is_empty() || name.len() > 15 {
+        Some("must be 1 to 15 characters")
+    } else if !ok_chars {
+        Some("must contain only lower-case letters, digits and '-'")
+    } else if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        Some("must contain at least one letter")
+    } else if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        Some("must not start or end with '-' or contain \"--\"")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(format!("port name \"{name}\" {why}")),
+    }
+}
+
+/// Calico's policy names: a DNS label, or two joined by one dot (`tier.policy`).
+fn validate_policy_name(name: &str) -> Result<(), String> {
+    let mut parts = name.split('.');
+    let ok = match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), None, _) => validate_dns_label(a).is_ok(),
+        (Some(a), Some(b), None) => validate_dns_label(a).is_ok() && validate_dns_label(b).is_ok(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" must be a DNS label (lower-case alphanumeric characters or '-'), or two \
+             of them joined by one '.'"
+        ))
+    }
+}
+
+fn k8s_protocol(text: &str) -> Result<Protocol, String> {
+    match text {
+        "TCP" => Ok(Protocol::TCP),
+        "UDP" => Ok(Protocol::UDP),
+        "SCTP" => Ok(Protocol::SCTP),
+        other => Err(format!(
+            "\"{other}\" is not a supported protocol: use TCP, UDP or SCTP (case matters)"
+        )),
+    }
+}
+
+/// Error-building context: the object being validated.
+struct Cx<'a> {
+    object: &'a ObjectRef,
+}
+
+impl Cx<'_> {
+    fn err(&self, field: &str, message: impl Into<String>) -> ValidationError {
+        ValidationError {
+            object: self.object.clone(),
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn name(
+        &self,
+        name: &str,
+        rule: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<(), ValidationError> {
+        if name.is_empty() {
+            return Err(self.err("metadata.name", "is required"));
+        }
+        rule(name).map_err(|why| self.err("metadata.name", why))
+    }
+
+    fn labels(&self, meta: &ObjectMeta) -> Result<Labels, ValidationError> {
+        let labels = meta.labels.clone().unwrap_or_default();
+        for (key, value) in &labels {
+            validate_label_key(key).map_err(|why| self.err("metadata.labels", why))?;
+            validate_label_value(value)
+                .map_err(|why| self.err(&format!("metadata.labels.{key}"), why))?;
+        }
+        Ok(labels)
+    }
+
+    fn label_selector(&self, field: &str, ls: &LabelSelector) -> Result<Selector, ValidationError> {
+        from_label_selector(ls).map_err(|e| self.err(&format!("{field}.{}", e.field), e.message))
+    }
+
+    /// Parses an optional weir selector. `global_ok`: `global()` may appear, and then only
+    /// alone (Calico: "global() cannot be combined with other selectors").
+    fn selector(
+        &self,
+        field: &str,
+        text: Option<String>,
+        global_ok: bool,
+    ) -> Result<Option<Selector>, ValidationError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let selector = Selector::parse(&text)
+            .map_err(|e| self.err(field, format!("invalid selector: {e}")))?;
+        if selector.mentions_global() && !(global_ok && selector == Selector::Global) {
+            return Err(self.err(
+                field,
+                if global_ok {
+                    "global() cannot be combined with other selectors"
+                } else {
+                    "global() can only be used, alone, in a rule's namespaceSelector"
+                },
+            ));
+        }
+        Ok(Some(selector))
+    }
+
+    fn order(&self, field: &str, order: Option<f64>) -> Result<Option<f64>, ValidationError> {
+        match order {
+            Some(o) if !o.is_finite() => {
+                Err(self.err(field, format!("{o} is not a finite number")))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn nets(&self, field: &str, nets: Option<Vec<String>>) -> Result<Vec<IpNet>, ValidationError> {
+        nets.unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                parse_cidr(text).map_err(|why| self.err(&format!("{field}[{i}]"), why))
+            })
+            .collect()
+    }
+
+    fn k8s_rule(
+        &self,
+        field: &str,
+        peers_name: &str,
+        peers: Option<Vec<networking::NetworkPolicyPeer>>,
+        ports: Option<Vec<networking::NetworkPolicyPort>>,
+    ) -> Result<K8sRule, ValidationError> {
+        let peers = peers
+            .filter(|p| !p.is_empty())
+            .map(|list| {
+                list.into_iter()
+                    .enumerate()
+                    .map(|(j, peer)| self.k8s_peer(&format!("{field}.{peers_name}[{j}]"), peer))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let ports = ports
+            .filter(|p| !p.is_empty())
+            .map(|list| {
+                list.into_iter()
+                    .enumerate()
+                    .map(|(j, port)| self.k8s_port(&format!("{field}.ports[{j}]"), port))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(K8sRule { peers, ports })
+    }
+
+    /// `ValidateNetworkPolicyPeer`: at least one of podSelector, namespaceSelector and
+    /// ipBlock; ipBlock alone.
+    fn k8s_peer(
+        &self,
+        field: &str,
+        peer: networking::NetworkPolicyPeer,
+    ) -> Result<K8sPeer, ValidationError> {
+        let count = usize::from(peer.pod_selector.is_some())
+            + usize::from(peer.namespace_selector.is_some())
+            + usize::from(peer.ip_block.is_some());
+        if count == 0 {
+            return Err(self.err(
+                field,
+                "must specify a peer: podSelector, namespaceSelector or ipBlock",
+            ));
+        }
+        if let Some(block) = peer.ip_block {
+            if count > 1 {
+                return Err(self.err(
+                    field,
+                    "may not specify both ipBlock and another peer; list them as separate peers",
+                ));
+            }
+            return self.ip_block(&format!("{field}.ipBlock"), block);
+        }
+        let pods = match &peer.pod_selector {
+            Some(ls) => self.label_selector(&format!("{field}.podSelector"), ls)?,
+            None => Selector::All,
+        };
+        let namespaces = match &peer.namespace_selector {
+            Some(ls) => NamespaceScope::Selected(
+                self.label_selector(&format!("{field}.namespaceSelector"), ls)?,
+            ),
+            None => NamespaceScope::PolicyNamespace,
+        };
+        Ok(K8sPeer::Pods { namespaces, pods })
+    }
+
+    /// `ValidateIPBlock`: a valid cidr; every except a valid CIDR that is a strict subset of
+    /// it ("must be a strict subset of `cidr`").
+    fn ip_block(
+        &self,
+        field: &str,
+        block: networking::IPBlock,
+    ) -> Result<K8sPeer, ValidationError> {
+        if block.cidr.is_empty() {
+            return Err(self.err(&format!("{field}.cidr"), "is required"));
+        }
+        let cidr =
+            parse_k8s_cidr(&block.cidr).map_err(|why| self.err(&format!("{field}.cidr"), why))?;
+        let mut except = Vec::new();
+        for (i, text) in block.except.unwrap_or_default().iter().enumerate() {
+            let at = format!("{field}.except[{i}]");
+            let net = parse_k8s_cidr(text).map_err(|why| self.err(&at, why))?;
+            if !cidr.contains(&net.network()) || net.prefix_len() <= cidr.prefix_len() {
+                return Err(self.err(
+                    &at,
+                    format!("\"{text}\" must be a strict subset of `cidr` ({cidr})"),
+                ));
+            }
+            except.push(net);
+        }
+        Ok(K8sPeer::IpBlock { cidr, except })
+    }
+
+    /// `ValidateNetworkPolicyPort`: protocol TCP/UDP/SCTP (default TCP); port 1-65535 or a
+    /// port name; endPort only with a numeric port, 1-65535 and `>= port`.
+    fn k8s_port(
+        &self,
+        field: &str,
+        port: networking::NetworkPolicyPort,
+    ) -> Result<K8sPort, ValidationError> {
+        let protocol = match port.protocol.as_deref() {
+            None => Protocol::TCP,
+            Some(text) => {
+                k8s_protocol(text).map_err(|why| self.err(&format!("{field}.protocol"), why))?
+            }
+        };
+        let in_range = |n: i32, sub: &str| {
+            u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                self.err(
+                    &format!("{field}.{sub}"),
+                    format!("{n} must be between 1 and 65535"),
+                )
+            })
+        };
+        let matched = match (port.port, port.end_port) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(self.err(
+                    &format!("{field}.port"),
+                    "must be specified when endPort is specified",
+                ))
+            }
+            (Some(IntOrString::Int(n)), end) => {
+                let first = in_range(n, "port")?;
+                let last = match end {
+                    None => first,
+                    Some(e) => {
+                        let last = in_range(e, "endPort")?;
+                        if last < first {
+                            return Err(self.err(
+                                &format!("{field}.endPort"),
+                                format!("{e} must be greater than or equal to `port` ({n})"),
+                            ));
+                        }
+                        last
+                    }
+                };
+                Some(PortMatch::Range { first, last })
+            }
+            (Some(IntOrString::String(name)), end) => {
+                if end.is_some() {
+                    return Err(self.err(
+                        &format!("{field}.endPort"),
+                        format!("may not be specified when `port` is non-numeric (\"{name}\")"),
+                    ));
+                }
+                validate_port_name(&name).map_err(|why| self.err(&format!("{field}.port"), why))?;
+                Some(PortMatch::Named(name))
+            }
+        };
+        Ok(K8sPort {
+            protocol,
+            port: matched,
+        })
+    }
+
+    fn policy_spec(&self, spec: PolicySpecWire) -> Result<PolicySpec, ValidationError> {
+        let tier = spec.tier.unwrap_or_else(|| DEFAULT_TIER.to_owned());
+        validate_dns_label(&tier).map_err(|why| self.err("spec.tier", why))?;
+        let order = self.order("spec.order", spec.order)?;
+        let selector = self
+            .selector("spec.selector", spec.selector, false)?
+            .unwrap_or(Selector::All);
+        let service_account_selector = self
+            .selector(
+                "spec.serviceAccountSelector",
+                spec.service_account_selector,
+                false,
+            )?
+            .unwrap_or(Selector::All);
+        let ingress = spec
+            .ingress
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| self.rule(&format!("spec.ingress[{i}]"), r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let egress = spec
+            .egress
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| self.rule(&format!("spec.egress[{i}]"), r))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // Calico's defaulting of an empty `types` (its NetworkPolicy reference):
+        // no egress rules → [Ingress]; egress rules only → [Egress]; both → both.
+        let types = match spec.types.filter(|t| !t.is_empty()) {
+            None => PolicyTypes {
+                ingress: !ingress.is_empty() || egress.is_empty(),
+                egress: !egress.is_empty(),
+            },
+            Some(list) => {
+                let mut types = PolicyTypes::default();
+                for (i, t) in list.iter().enumerate() {
+                    let slot = match t.as_str() {
+                        "Ingress" => &mut types.ingress,
+                        "Egress" => &mut types.egress,
+                        other => {
+                            return Err(self.err(
+                                &format!("spec.types[{i}]"),
+                                format!(
+                                    "\"{other}\" is not a policy type: use Ingress or Egress \
+                                     (case matters)"
+                                ),
+                            ))
+                        }
+                    };
+                    if *slot {
+                        return Err(self.err(
+                            &format!("spec.types[{i}]"),
+                            format!("'{t}' type specified more than once"),
+                        ));
+                    }
+                    *slot = true;
+                }
+                if !types.ingress && !ingress.is_empty() {
+                    return Err(self.err(
+                        "spec.ingress",
+                        "the policy has ingress rules but spec.types does not include \
+                         Ingress, so they would never apply: add Ingress to spec.types or \
+                         remove the rules",
+                    ));
+                }
+                if !types.egress && !egress.is_empty() {
+                    return Err(self.err(
+                        "spec.egress",
+                        "the policy has egress rules but spec.types does not include Egress, \
+                         so they would never apply: add Egress to spec.types or remove the \
+                         rules",
+                    ));
+                }
+                types
+            }
+        };
+
+        Ok(PolicySpec {
+            tier,
+            order,
+            selector,
+            service_account_selector,
+            types,
+            ingress,
+            egress,
+        })
+    }
+
+    /// Calico's `validateRule`, `validateICMPFields` and `validateEntityRule`.
+    fn rule(&self, field: &str, rule: RuleWire) -> Result<Rule, ValidationError> {
+        let at = |sub: &str| format!("{field}.{sub}");
+        let action = match rule.action.as_deref() {
+            Some("Allow") => Action::Allow,
+            Some("Deny") => Action::Deny,
+            Some("Pass") => Action::Pass,
+            Some("Log") => Action::Log,
+            None => {
+                return Err(self.err(&at("action"), "is required: Allow, Deny, Pass or Log"));
+            }
+            Some(other) => {
+                return Err(self.err(
+                    &at("action"),
+                    format!("\"{other}\" is not an action: use Allow, Deny, Pass or Log"),
+                ))
+            }
+        };
+        let ip_version = match rule.ip_version {
+            None => None,
+            Some(4) => Some(IpFamily::V4),
+            Some(6) => Some(IpFamily::V6),
+            Some(n) => return Err(self.err(&at("ipVersion"), format!("{n} is not 4 or 6"))),
+        };
+        let protocol = rule
+            .protocol
+            .as_ref()
+            .map(|p| weir_protocol(p).map_err(|why| self.err(&at("protocol"), why)))
+            .transpose()?;
+        let not_protocol = rule
+            .not_protocol
+            .as_ref()
+            .map(|p| weir_protocol(p).map_err(|why| self.err(&at("notProtocol"), why)))
+            .transpose()?;
+
+        let is_icmp = |p: Option<Protocol>| matches!(p, Some(Protocol::ICMP | Protocol::ICMPV6));
+        let icmp = self.icmp(&at("icmp"), rule.icmp, is_icmp(protocol))?;
+        let not_icmp = self.icmp(&at("notICMP"), rule.not_icmp, is_icmp(protocol))?;
+        let mentions = |p: Protocol| protocol == Some(p) || not_protocol == Some(p);
+        if mentions(Protocol::ICMP) && ip_version == Some(IpFamily::V6) {
+            return Err(self.err(
+                &at("ipVersion"),
+                "must be 4 with protocol ICMP (ICMPv6 is the IPv6 protocol)",
+            ));
+        }
+        if mentions(Protocol::ICMPV6) && ip_version == Some(IpFamily::V4) {
+            return Err(self.err(
+                &at("ipVersion"),
+                "must be 6 with protocol ICMPv6 (ICMP is the IPv4 protocol)",
+            ));
+        }
+
+        let source = self.entity(&at("source"), rule.source.unwrap_or_default(), protocol)?;
+        let destination = self.entity(
+            &at("destination"),
+            rule.destination.unwrap_or_default(),
+            protocol,
+        )?;
+
+        // All nets of a rule are of one family, and of ipVersion's if it is set.
+        let mut seen: Option<(IpFamily, String)> = None;
+        for (name, nets) in [
+            ("source.nets", &source.nets),
+            ("source.notNets", &source.not_nets),
+            ("destination.nets", &destination.nets),
+            ("destination.notNets", &destination.not_nets),
+        ] {
+            for (i, net) in nets.iter().enumerate() {
+                let family = IpFamily::of_net(net);
+                let here = at(&format!("{name}[{i}]"));
+                if let Some(v) = ip_version.filter(|v| *v != family) {
+                    return Err(self.err(
+                        &here,
+                        format!("{net} is {family} but the rule's ipVersion is {v}"),
+                    ));
+                }
+                match &seen {
+                    Some((first, where_first)) if *first != family => {
+                        return Err(self.err(
+                            &here,
+                            format!(
+                                "{net} is {family} but {where_first} is {first}: a rule's nets \
+                                 must all be of one IP version; split it into two rules"
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => seen = Some((family, here)),
+                }
+            }
+        }
+
+        Ok(Rule {
+            action,
+            ip_version,
+            protocol,
+            not_protocol,
+            icmp,
+            not_icmp,
+            source,
+            destination,
+        })
+    }
+
+    fn icmp(
+        &self,
+        field: &str,
+        icmp: Option<IcmpWire>,
+        protocol_is_icmp: bool,
+    ) -> Result<Option<IcmpMatch>, ValidationError> {
+        let Some(icmp) = icmp else {
+            return Ok(None);
+        };
+        if !protocol_is_icmp {
+            return Err(self.err(
+                field,
+                "rules that match ICMP fields must set protocol to ICMP or ICMPv6",
+            ));
+        }
+        let icmp_type =
+            icmp.icmp_type
+                .map(|t| {
+                    u8::try_from(t).ok().filter(|t| *t <= 254).ok_or_else(|| {
+                        self.err(&format!("{field}.type"), format!("{t} is not 0-254"))
+                    })
+                })
+                .transpose()?;
+        let code = icmp
+            .code
+            .map(|c| {
+                u8::try_from(c)
+                    .map_err(|_| self.err(&format!("{field}.code"), format!("{c} is not 0-255")))
+            })
+            .transpose()?;
+        if code.is_some() && icmp_type.is_none() {
+            return Err(self.err(
+                &format!("{field}.code"),
+                "an ICMP code needs an ICMP type: set type as well",
+            ));
+        }
+        Ok(Some(IcmpMatch { icmp_type, code }))
+    }
+
+    fn entity(
+        &self,
+        field: &str,
+        entity: EntityWire,
+        protocol: Option<Protocol>,
+    ) -> Result<EntityRule, ValidationError> {
+        let at = |sub: &str| format!("{field}.{sub}");
+        let nets = self.nets(&at("nets"), entity.nets)?;
+        let not_nets = self.nets(&at("notNets"), entity.not_nets)?;
+        let selector = self.selector(&at("selector"), entity.selector, false)?;
+        let not_selector = self.selector(&at("notSelector"), entity.not_selector, false)?;
+        let namespace_selector =
+            self.selector(&at("namespaceSelector"), entity.namespace_selector, true)?;
+        let mut port_lists = [Vec::new(), Vec::new()];
+        for (slot, (name, list)) in port_lists
+            .iter_mut()
+            .zip([("ports", entity.ports), ("notPorts", entity.not_ports)])
+        {
+            let list = list.unwrap_or_default();
+            if list.is_empty() {
+                continue;
+            }
+            if !protocol.is_some_and(Protocol::has_ports) {
+                return Err(self.err(
+                    &at(name),
+                    "rules that match ports must set protocol to TCP, UDP, SCTP or UDPLite",
+                ));
+            }
+            for (i, port) in list.iter().enumerate() {
+                slot.push(
+                    weir_port(port).map_err(|why| self.err(&at(&format!("{name}[{i}]")), why))?,
+                );
+            }
+        }
+        let [ports, not_ports] = port_lists;
+        let service_accounts = entity
+            .service_accounts
+            .map(|sa| {
+                let names = sa.names.unwrap_or_default();
+                for (i, name) in names.iter().enumerate() {
+                    validate_dns_subdomain(name).map_err(|why| {
+                        self.err(&at(&format!("serviceAccounts.names[{i}]")), why)
+                    })?;
+                }
+                let selector =
+                    self.selector(&at("serviceAccounts.selector"), sa.selector, false)?;
+                Ok(ServiceAccountMatch { names, selector })
+            })
+            .transpose()?;
+        Ok(EntityRule {
+            nets,
+            not_nets,
+            selector,
+            not_selector,
+            namespace_selector,
+            ports,
+            not_ports,
+            service_accounts,
+        })
+    }
+}
+
+/// A weir.dev protocol: a name (TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite; case matters, as
+/// in Calico) or a number 1-255.
+fn weir_protocol(value: &Scalar) -> Result<Protocol, String> {
+    let number = match value {
+        Scalar::Int(n) => Some(*n),
+        Scalar::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(s.parse::<i64>().unwrap_or(i64::MAX))
+        }
+        Scalar::Str(s) => {
+            return Protocol::from_name(s).ok_or_else(|| {
+                format!(
+                    "\"{s}\" is not a protocol: use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite \
+                     (case matters) or a number 1-255"
+                )
+            })
+        }
+    };
+    number
+        .and_then(|n| u8::try_from(n).ok())
+        .and_then(Protocol::from_number)
+        .ok_or_else(|| format!("{value} is not a protocol number: use 1-255"))
+}
+
+/// A weir.dev port: a number 0-65535, a range `"lo:hi"` with `lo <= hi`, or a port name.
+fn weir_port(value: &Scalar) -> Result<PortMatch, String> {
+    let number = |text: &str| -> Result<u16, String> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{value} is not a port: \"{text}\" is not a number"));
+        }
+        text.parse::<u16>()
+            .map_err(|_| format!("{value} is not a port: {text} exceeds 65535"))
+    };
+    match value {
+        Scalar::Int(n) => u16::try_from(*n)
+            .map(PortMatch::single)
+            .map_err(|_| format!("{n} is not a port: use 0-65535")),
+        Scalar::Str(s) => {
+            if let Some((lo, hi)) = s.split_once(':') {
+                let (first, last) = (number(lo)?, number(hi)?);
+                if first > last {
+                    return Err(format!(
+                        "{value} is not a port range: the first port must not exceed the last"
+                    ));
+                }
+                Ok(PortMatch::Range { first, last })
+            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                number(s).map(PortMatch::single)
+            } else {
+                validate_port_name(s)?;
+                Ok(PortMatch::Named(s.clone()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::{load_documents, LoadError, Object};
+    use super::*;
+
+    /// Loads one YAML document and returns the single object or the error's text.
+    fn load_one(yaml: &str) -> Result<Object, String> {
+        match load_documents(yaml, "test.yaml") {
+            Ok(mut objects) => {
+                assert_eq!(objects.len(), 1, "{yaml}");
+                Ok(objects.remove(0))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn invalid(yaml: &str) -> ValidationError {
+        match load_documents(yaml, "test.yaml") {
+            Err(LoadError::Invalid { error, .. }) => error,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn k8s_policy(spec: &str) -> String {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  \
+             namespace: shop\nspec:\n{}",
+            indent(spec)
+        )
+    }
+
+    fn weir_policy(spec: &str) -> String {
+        format!(
+            "apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-web\n  \
+             namespace: shop\nspec:\n{}",
+            indent(spec)
+        )
+    }
+
+    fn indent(text: &str) -> String {
+        text.lines().map(|l| format!("  {l}\n")).collect()
+    }
+
+    fn as_k8s(object: Object) -> K8sNetworkPolicy {
+        match object.resource {
+            super::super::load::Resource::K8sNetworkPolicy(p) => p,
+            other => panic!("not a k8s policy: {other:?}"),
+        }
+    }
+
+    fn as_weir(object: Object) -> NetworkPolicy {
+        match object.resource {
+            super::super::load::Resource::NetworkPolicy(p) => p,
+            other => panic!("not a weir policy: {other:?}"),
+        }
+    }
+
+    fn k8s(spec: &str) -> K8sNetworkPolicy {
+        as_k8s(load_one(&k8s_policy(spec)).unwrap())
+    }
+
+    fn weir(spec: &str) -> NetworkPolicy {
+        as_weir(load_one(&weir_policy(spec)).unwrap())
+    }
+
+    #[test]
+    fn k8s_policy_types_default_from_the_api_reference() {
+        let types = |spec: &str| k8s(spec).types;
+        let both = PolicyTypes {
+            ingress: true,
+            egress: true,
+        };
+        let ingress_only = PolicyTypes {
+            ingress: true,
+            egress: false,
+        };
+        assert_eq!(types("podSelector: {}"), ingress_only);
+        assert_eq!(types("podSelector: {}\ningress: [{}]"), ingress_only);
+        assert_eq!(
+            types("podSelector: {}\negress: [{}]"),
+            both,
+            "egress adds Egress"
+        );
+        assert_eq!(
+            types("podSelector: {}\negress: []"),
+            ingress_only,
+            "an empty egress list does not"
+        );
+        assert_eq!(
+            types("podSelector: {}\npolicyTypes: []\negress: [{}]"),
+            both
+        );
+        assert_eq!(
+            types("podSelector: {}\npolicyTypes: [Egress]"),
+            PolicyTypes {
+                ingress: false,
+                egress: true
+            }
+        );
+        assert_eq!(
+            types("podSelector: {}\npolicyTypes: [Egress]\ningress: [{}]"),
+            PolicyTypes {
+                ingress: false,
+                egress: true
+            },
+            "the API accepts rules for a type it does not list (they never apply)"
+        );
+    }
+
+    #[test]
+    fn k8s_policy_rules_peers_and_ports() {
+        let p = k8s("podSelector:\n  matchLabels: {app: db}\ningress:\n- from:\n  - podSelector: \
+                     {matchLabels: {app: web}}\n    namespaceSelector: {matchLabels: {team: a}}\n  \
+                     - podSelector: {}\n  - namespaceSelector: {}\n  - ipBlock: {cidr: \
+                     10.0.0.0/8, except: [10.1.0.0/16]}\n  ports:\n  - port: 5432\n  - protocol: \
+                     UDP\n    port: 8000\n    endPort: 8100\n  - port: metrics\n  - protocol: SCTP\n- {}");
+        assert_eq!(p.pod_selector.to_string(), "app == \"db\"");
+        let rule = &p.ingress[0];
+        let peers = rule.peers.as_ref().unwrap();
+        assert_eq!(
+            peers[0],
+            K8sPeer::Pods {
+                namespaces: NamespaceScope::Selected(Selector::parse("team == 'a'").unwrap()),
+                pods: Selector::parse("app == 'web'").unwrap(),
+            }
+        );
+        assert_eq!(
+            peers[1],
+            K8sPeer::Pods {
+                namespaces: NamespaceScope::PolicyNamespace,
+                pods: Selector::All
+            }
+        );
+        assert_eq!(
+            peers[2],
+            K8sPeer::Pods {
+                namespaces: NamespaceScope::Selected(Selector::All),
+                pods: Selector::All
+            }
+        );
+        assert_eq!(
+            peers[3],
+            K8sPeer::IpBlock {
+                cidr: "10.0.0.0/8".parse().unwrap(),
+                except: vec!["10.1.0.0/16".parse().unwrap()]
+            }
+        );
+        let ports = rule.ports.as_ref().unwrap();
+        assert_eq!(
+            ports[0],
+            K8sPort {
+                protocol: Protocol::TCP,
+                port: Some(PortMatch::single(5432))
+            },
+            "protocol defaults to TCP"
+        );
+        assert_eq!(
+            ports[1],
+            K8sPort {
+                protocol: Protocol::UDP,
+                port: Some(PortMatch::Range {
+                    first: 8000,
+                    last: 8100
+                })
+            }
+        );
+        assert_eq!(ports[2].port, Some(PortMatch::Named("metrics".into())));
+        assert_eq!(
+            ports[3],
+            K8sPort {
+                protocol: Protocol::SCTP,
+                port: None
+            }
+        );
+        assert_eq!(
+            p.ingress[1],
+            K8sRule {
+                peers: None,
+                ports: None
+            },
+            "an empty rule matches everything"
+        );
+    }
+
+    #[test]
+    fn k8s_missing_pod_selector_or_spec_selects_all() {
+        assert_eq!(k8s("ingress: []").pod_selector, Selector::All);
+        let p = as_k8s(
+            load_one(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\n",
+            )
+            .unwrap(),
+        );
+        assert_eq!(p.namespace, "default", "namespace defaults as with kubectl");
+        assert_eq!(p.pod_selector, Selector::All);
+        assert!(p.types.ingress && !p.types.egress);
+    }
+
+    #[test]
+    fn k8s_ipblock_accepts_host_bits_like_the_api_server() {
+        let p = k8s("egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.1/24, except: [10.0.0.9/30]}");
+        assert_eq!(
+            p.egress[0].peers.as_ref().unwrap()[0],
+            K8sPeer::IpBlock {
+                cidr: "10.0.0.0/24".parse().unwrap(),
+                except: vec!["10.0.0.8/30".parse().unwrap()]
+            }
+        );
+        let v6 = k8s(
+            "egress:\n- to:\n  - ipBlock: {cidr: '2001:db8::/32', except: ['2001:db8:1::/48']}",
+        );
+        assert!(matches!(
+            v6.egress[0].peers.as_ref().unwrap()[0],
+            K8sPeer::IpBlock { .. }
+        ));
+    }
+
+    #[test]
+    fn k8s_validation_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "ingress:\n- ports:\n  - port: 80\n    endPort: 79",
+                "spec.ingress[0].ports[0].endPort",
+                "79 must be greater than or equal to `port` (80)",
+            ),
+            (
+                "ingress:\n- ports:\n  - port: http\n    endPort: 90",
+                "spec.ingress[0].ports[0].endPort",
+                "may not be specified when `port` is non-numeric (\"http\")",
+            ),
+            (
+                "ingress:\n- ports:\n  - endPort: 90",
+                "spec.ingress[0].ports[0].port",
+                "must be specified when endPort is specified",
+            ),
+            (
+                "ingress:\n- ports:\n  - port: 0",
+                "spec.ingress[0].ports[0].port",
+                "0 must be between 1 and 65535",
+            ),
+            (
+                "ingress:\n- ports:\n  - port: 80\n    endPort: 70000",
+                "spec.ingress[0].ports[0].endPort",
+                "70000 must be between 1 and 65535",
+            ),
+            (
+                "ingress:\n- ports:\n  - port: \"80\"",
+                "spec.ingress[0].ports[0].port",
+                "port name \"80\" must contain at least one letter",
+            ),
+            (
+                "ingress:\n- ports:\n  - protocol: tcp",
+                "spec.ingress[0].ports[0].protocol",
+                "\"tcp\" is not a supported protocol: use TCP, UDP or SCTP (case matters)",
+            ),
+            (
+                "ingress:\n- ports:\n  - protocol: ICMP",
+                "spec.ingress[0].ports[0].protocol",
+                "\"ICMP\" is not a supported protocol: use TCP, UDP or SCTP (case matters)",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}",
+                "spec.egress[0].to[0].ipBlock.except[0]",
+                "\"192.168.0.0/16\" must be a strict subset of `cidr` (10.0.0.0/8)",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}",
+                "spec.egress[0].to[0].ipBlock.except[0]",
+                "\"10.0.0.0/8\" must be a strict subset of `cidr` (10.0.0.0/8)",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.0/8, except: ['2001:db8::/64']}",
+                "spec.egress[0].to[0].ipBlock.except[0]",
+                "\"2001:db8::/64\" must be a strict subset of `cidr` (10.0.0.0/8)",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.0/33}",
+                "spec.egress[0].to[0].ipBlock.cidr",
+                "\"10.0.0.0/33\" is not a CIDR: prefix length 33 exceeds 32",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.1}",
+                "spec.egress[0].to[0].ipBlock.cidr",
+                "\"10.0.0.1\" is not a CIDR: it needs a prefix length, e.g. \"10.0.0.1/32\"",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: ''}",
+                "spec.egress[0].to[0].ipBlock.cidr",
+                "is required",
+            ),
+            (
+                "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.0/8}\n    podSelector: {}",
+                "spec.egress[0].to[0]",
+                "may not specify both ipBlock and another peer; list them as separate peers",
+            ),
+            (
+                "ingress:\n- from:\n  - {}",
+                "spec.ingress[0].from[0]",
+                "must specify a peer: podSelector, namespaceSelector or ipBlock",
+            ),
+            (
+                "ingress:\n- from:\n  - podSelector:\n      matchExpressions:\n      - {key: a, \
+                 operator: In}",
+                "spec.ingress[0].from[0].podSelector.matchExpressions[0].values",
+                "must be specified when `operator` is 'In' (an empty set would match nothing)",
+            ),
+            (
+                "podSelector:\n  matchExpressions:\n  - {key: a, operator: Exists, values: [x]}",
+                "spec.podSelector.matchExpressions[0].values",
+                "may not be specified when `operator` is 'Exists'; remove the values",
+            ),
+            (
+                "policyTypes: [Ingress, Sideways]",
+                "spec.policyTypes[1]",
+                "\"Sideways\" is not a policy type: use Ingress or Egress (case matters)",
+            ),
+            (
+                "policyTypes: [Ingress, Egress, Ingress]",
+                "spec.policyTypes",
+                "may not specify more than two policyTypes (Ingress and Egress)",
+            ),
+        ];
+        for (spec, field, message) in cases {
+            let e = invalid(&k8s_policy(spec));
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                (*field, *message),
+                "{spec}"
+            );
+            assert_eq!(
+                e.object,
+                ObjectRef::namespaced(Kind::K8sNetworkPolicy, "shop", "p")
+            );
+        }
+    }
+
+    #[test]
+    fn weir_error_display_names_object_field_and_problem() {
+        let e = invalid(&weir_policy(
+            "ingress:\n- action: Allow\n  source:\n    nets: [10.0.0.0/8, 10.0.0.1/33]",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "weir.dev/v1 NetworkPolicy shop/allow-web: spec.ingress[0].source.nets[1]: \
+             \"10.0.0.1/33\" is not a CIDR: prefix length 33 exceeds 32"
+        );
+    }
+
+    #[test]
+    fn weir_policy_defaults() {
+        let p = weir("");
+        assert_eq!(p.spec.tier, "default");
+        assert_eq!(p.spec.order, None);
+        assert_eq!(p.spec.selector, Selector::All);
+        assert_eq!(p.spec.service_account_selector, Selector::All);
+        let ingress = PolicyTypes {
+            ingress: true,
+            egress: false,
+        };
+        let egress = PolicyTypes {
+            ingress: false,
+            egress: true,
+        };
+        let both = PolicyTypes {
+            ingress: true,
+            egress: true,
+        };
+        assert_eq!(p.spec.types, ingress, "no rules: Ingress");
+        assert_eq!(weir("ingress: [{action: Allow}]").spec.types, ingress);
+        assert_eq!(
+            weir("egress: [{action: Allow}]").spec.types,
+            egress,
+            "Calico: egress only"
+        );
+        assert_eq!(
+            weir("ingress: [{action: Allow}]\negress: [{action: Deny}]")
+                .spec
+                .types,
+            both
+        );
+        assert_eq!(
+            weir("types: []\negress: [{action: Allow}]").spec.types,
+            egress
+        );
+        assert_eq!(weir("types: [Egress, Ingress]").spec.types, both);
+        let p = weir("tier: security\norder: 10.5\nselector: app == 'web'");
+        assert_eq!(p.spec.tier, "security");
+        assert_eq!(p.spec.order, Some(10.5));
+        assert_eq!(p.spec.selector, Selector::parse("app == 'web'").unwrap());
+    }
+
+    #[test]
+    fn weir_rule_fields() {
+        let p = weir(
+            "ingress:\n- action: Allow\n  protocol: TCP\n  ipVersion: 4\n  source:\n    nets: \
+             [10.0.0.0/8, 192.168.1.1]\n    notNets: [10.9.0.0/16]\n    selector: role == \
+             'fe'\n    notSelector: has(test)\n    namespaceSelector: global()\n    ports: [80, \
+             '8000:8080', http, '443']\n    notPorts: [8001]\n    serviceAccounts:\n      \
+             names: [api]\n      selector: team == 'a'\n- action: Log\n  protocol: 58\n  icmp: \
+             {type: 128, code: 0}\n- action: Pass\n  notProtocol: UDPLite\n- action: Deny\n  \
+             protocol: ICMP\n  notICMP: {type: 8}\n  destination: {nets: ['10.0.0.0/8']}",
+        );
+        let r = &p.spec.ingress[0];
+        assert_eq!(r.action, Action::Allow);
+        assert_eq!(r.protocol, Some(Protocol::TCP));
+        assert_eq!(r.ip_version, Some(IpFamily::V4));
+        assert_eq!(
+            r.source.nets,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.168.1.1/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.source.namespace_selector, Some(Selector::Global));
+        assert_eq!(
+            r.source.ports,
+            vec![
+                PortMatch::single(80),
+                PortMatch::Range {
+                    first: 8000,
+                    last: 8080
+                },
+                PortMatch::Named("http".into()),
+                PortMatch::single(443)
+            ]
+        );
+        assert_eq!(r.source.not_ports, vec![PortMatch::single(8001)]);
+        assert_eq!(
+            r.source.service_accounts,
+            Some(ServiceAccountMatch {
+                names: vec!["api".into()],
+                selector: Some(Selector::parse("team == 'a'").unwrap())
+            })
+        );
+        assert_eq!(r.destination, EntityRule::default());
+        let log = &p.spec.ingress[1];
+        assert_eq!(
+            (log.action, log.protocol),
+            (Action::Log, Some(Protocol::ICMPV6))
+        );
+        assert_eq!(
+            log.icmp,
+            Some(IcmpMatch {
+                icmp_type: Some(128),
+                code: Some(0)
+            })
+        );
+        assert_eq!(p.spec.ingress[2].not_protocol, Some(Protocol::UDPLITE));
+        assert_eq!(
+            p.spec.ingress[3].not_icmp,
+            Some(IcmpMatch {
+                icmp_type: Some(8),
+                code: None
+            })
+        );
+        assert_eq!(Protocol::ICMPV6.to_string(), "ICMPv6");
+        assert_eq!(Protocol::from_number(99).unwrap().to_string(), "99");
+    }
+
+    #[test]
+    fn weir_validation_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "ingress: [{action: Allow, source: {nets: [10.0.0.1/24]}}]",
+                "spec.ingress[0].source.nets[0]",
+                "\"10.0.0.1/24\" has bits set after the /24 prefix: did you mean \"10.0.0.0/24\"?",
+            ),
+            (
+                "ingress: [{action: Allow, source: {nets: [10.0.0/24]}}]",
+                "spec.ingress[0].source.nets[0]",
+                "\"10.0.0/24\" is not a CIDR: \"10.0.0\" is not an IP address",
+            ),
+            (
+                "ingress: [{action: Allow, source: {nets: ['10.0.0.0/x']}}]",
+                "spec.ingress[0].source.nets[0]",
+                "\"10.0.0.0/x\" is not a CIDR: prefix length \"x\" is not a number",
+            ),
+            (
+                "egress: [{action: Allow, destination: {notNets: ['2001:db8::/129']}}]",
+                "spec.egress[0].destination.notNets[0]",
+                "\"2001:db8::/129\" is not a CIDR: prefix length 129 exceeds 128",
+            ),
+            (
+                "ingress: [{action: Allow, source: {selector: app = 'x'}}]",
+                "spec.ingress[0].source.selector",
+                "invalid selector: at position 4: expected \"==\", \"!=\", \"in\", \"not in\", \
+                 \"starts with\", \"ends with\" or \"contains\" but found \"=\" (selector: app = \
+                 'x')",
+            ),
+            (
+                "selector: has(app",
+                "spec.selector",
+                "invalid selector: at position 7: expected \")\" but found the end of the \
+                 selector (selector: has(app)",
+            ),
+            (
+                "selector: global()",
+                "spec.selector",
+                "global() can only be used, alone, in a rule's namespaceSelector",
+            ),
+            (
+                "ingress: [{action: Allow, source: {namespaceSelector: global() || has(a)}}]",
+                "spec.ingress[0].source.namespaceSelector",
+                "global() cannot be combined with other selectors",
+            ),
+            (
+                "serviceAccountSelector: a in {",
+                "spec.serviceAccountSelector",
+                "invalid selector: at position 6: expected a quoted string but found the end \
+                 of the selector (selector: a in {)",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: TCP, destination: {ports: ['90:80']}}]",
+                "spec.ingress[0].destination.ports[0]",
+                "\"90:80\" is not a port range: the first port must not exceed the last",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: TCP, destination: {ports: [70000]}}]",
+                "spec.ingress[0].destination.ports[0]",
+                "70000 is not a port: use 0-65535",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: TCP, destination: {ports: ['1:70000']}}]",
+                "spec.ingress[0].destination.ports[0]",
+                "\"1:70000\" is not a port: 70000 exceeds 65535",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: TCP, destination: {ports: [Web_Port]}}]",
+                "spec.ingress[0].destination.ports[0]",
+                "port name \"Web_Port\" must contain only lower-case letters, digits and '-'",
+            ),
+            (
+                "ingress: [{action: Allow, destination: {ports: [80]}}]",
+                "spec.ingress[0].destination.ports",
+                "rules that match ports must set protocol to TCP, UDP, SCTP or UDPLite",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: ICMP, source: {notPorts: [80]}}]",
+                "spec.ingress[0].source.notPorts",
+                "rules that match ports must set protocol to TCP, UDP, SCTP or UDPLite",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: tcp}]",
+                "spec.ingress[0].protocol",
+                "\"tcp\" is not a protocol: use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite (case \
+                 matters) or a number 1-255",
+            ),
+            (
+                "ingress: [{action: Allow, notProtocol: 256}]",
+                "spec.ingress[0].notProtocol",
+                "256 is not a protocol number: use 1-255",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: 0}]",
+                "spec.ingress[0].protocol",
+                "0 is not a protocol number: use 1-255",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: ICMP, icmp: {code: 1}}]",
+                "spec.ingress[0].icmp.code",
+                "an ICMP code needs an ICMP type: set type as well",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: ICMP, icmp: {type: 255}}]",
+                "spec.ingress[0].icmp.type",
+                "255 is not 0-254",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: TCP, icmp: {type: 8}}]",
+                "spec.ingress[0].icmp",
+                "rules that match ICMP fields must set protocol to ICMP or ICMPv6",
+            ),
+            (
+                "ingress: [{action: Allow, notICMP: {type: 8}}]",
+                "spec.ingress[0].notICMP",
+                "rules that match ICMP fields must set protocol to ICMP or ICMPv6",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: ICMP, ipVersion: 6}]",
+                "spec.ingress[0].ipVersion",
+                "must be 4 with protocol ICMP (ICMPv6 is the IPv6 protocol)",
+            ),
+            (
+                "ingress: [{action: Allow, protocol: ICMPv6, ipVersion: 4}]",
+                "spec.ingress[0].ipVersion",
+                "must be 6 with protocol ICMPv6 (ICMP is the IPv4 protocol)",
+            ),
+            (
+                "ingress: [{action: Allow, ipVersion: 5}]",
+                "spec.ingress[0].ipVersion",
+                "5 is not 4 or 6",
+            ),
+            (
+                "ingress: [{action: Allow, ipVersion: 6, source: {nets: [10.0.0.0/8]}}]",
+                "spec.ingress[0].source.nets[0]",
+                "10.0.0.0/8 is IPv4 but the rule's ipVersion is IPv6",
+            ),
+            (
+                "ingress: [{action: Allow, source: {nets: [10.0.0.0/8]}, destination: {notNets: \
+                 ['::/0']}}]",
+                "spec.ingress[0].destination.notNets[0]",
+                "::/0 is IPv6 but spec.ingress[0].source.nets[0] is IPv4: a rule's nets must all \
+                 be of one IP version; split it into two rules",
+            ),
+            (
+                "ingress: [{protocol: TCP}]",
+                "spec.ingress[0].action",
+                "is required: Allow, Deny, Pass or Log",
+            ),
+            (
+                "egress: [{action: Accept}]",
+                "spec.egress[0].action",
+                "\"Accept\" is not an action: use Allow, Deny, Pass or Log",
+            ),
+            (
+                "types: [Ingress, Ingress]",
+                "spec.types[1]",
+                "'Ingress' type specified more than once",
+            ),
+            (
+                "types: [ingress]",
+                "spec.types[0]",
+                "\"ingress\" is not a policy type: use Ingress or Egress (case matters)",
+            ),
+            (
+                "types: [Ingress]\negress: [{action: Allow}]",
+                "spec.egress",
+                "the policy has egress rules but spec.types does not include Egress, so they \
+                 would never apply: add Egress to spec.types or remove the rules",
+            ),
+            ("order: .nan", "spec.order", "NaN is not a finite number"),
+            (
+                "tier: Security",
+                "spec.tier",
+                "\"Security\" must be a DNS label: at most 63 lower-case alphanumeric \
+                 characters or '-', starting and ending with an alphanumeric character",
+            ),
+            (
+                "namespaceSelector: all()",
+                "spec.namespaceSelector",
+                "a NetworkPolicy applies to its own namespace only; use a GlobalNetworkPolicy \
+                 to select namespaces",
+            ),
+            (
+                "ingress: [{action: Allow, source: {serviceAccounts: {names: [Bad]}}}]",
+                "spec.ingress[0].source.serviceAccounts.names[0]",
+                "\"Bad\" must be a DNS subdomain: lower-case alphanumeric characters, '-' and \
+                 '.', starting and ending with an alphanumeric character",
+            ),
+        ];
+        for (spec, field, message) in cases {
+            let e = invalid(&weir_policy(spec));
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                (*field, *message),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_are_decode_errors() {
+        let e = load_documents(
+            &weir_policy("ingress: [{action: Allow, source: {notNet: [10.0.0.0/8]}}]"),
+            "f.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "f.yaml document 1: weir.dev/v1 NetworkPolicy shop/allow-web: \
+                               spec.ingress[0].source.notNet: unknown field `notNet`"
+            ),
+            "{e}"
+        );
+        let e = load_documents(&weir_policy("order: high"), "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("spec.order: invalid type: string \"high\""),
+            "{e}"
+        );
+        let e = load_documents(&k8s_policy("podSelecter: {}"), "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "f.yaml document 1: networking.k8s.io/v1 NetworkPolicy shop/p: spec.podSelecter: \
+             unknown field (Kubernetes would reject it under strict field validation)"
+        );
+    }
+
+    #[test]
+    fn tiers() {
+        let tier = |yaml: &str| match load_one(&format!(
+            "apiVersion: weir.dev/v1\nkind: Tier\nmetadata: {{name: security}}\n{yaml}"
+        )) {
+            Ok(Object {
+                resource: super::super::load::Resource::Tier(t),
+                ..
+            }) => Ok(t),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            tier("").unwrap(),
+            Tier {
+                name: "security".into(),
+                order: None,
+                default_action: TierDefaultAction::Deny
+            }
+        );
+        assert_eq!(
+            tier("spec: {order: 100, defaultAction: Pass}").unwrap(),
+            Tier {
+                name: "security".into(),
+                order: Some(100.0),
+                default_action: TierDefaultAction::Pass
+            }
+        );
+        let e = tier("spec: {defaultAction: Allow}").unwrap_err();
+        assert!(
+            e.ends_with(
+                "Tier security: spec.defaultAction: \"Allow\" is not a tier default \
+                             action: use Deny or Pass"
+            ),
+            "{e}"
+        );
+        let e =
+            load_one("apiVersion: weir.dev/v1\nkind: Tier\nmetadata: {name: a.b}\n").unwrap_err();
+        assert!(
+            e.contains("Tier a.b: metadata.name: \"a.b\" must be a DNS label"),
+            "{e}"
+        );
+        let e = load_one(
+            "apiVersion: weir.dev/v1\nkind: Tier\nmetadata: {name: default}\nspec: {order: 5}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("the default tier's order is fixed at 1000000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn network_sets_and_global_policies() {
+        let objects = load_documents(
+            "apiVersion: weir.dev/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.block}\n\
+             spec:\n  namespaceSelector: team == 'a'\n  egress: [{action: Deny}]\n---\n\
+             apiVersion: weir.dev/v1\nkind: GlobalNetworkSet\nmetadata: {name: ext, labels: \
+             {kind: ext}}\nspec: {nets: ['192.0.2.0/24', '2001:db8::/32']}\n---\n\
+             apiVersion: weir.dev/v1\nkind: NetworkSet\nmetadata: {name: office, namespace: \
+             shop}\nspec: {nets: [198.51.100.7]}\n",
+            "sets.yaml",
+        )
+        .unwrap();
+        let super::super::load::Resource::GlobalNetworkPolicy(g) = &objects[0].resource else {
+            panic!("{:?}", objects[0]);
+        };
+        assert_eq!(g.namespace_selector.to_string(), "team == \"a\"");
+        assert!(g.spec.types.egress && !g.spec.types.ingress);
+        let super::super::load::Resource::GlobalNetworkSet(s) = &objects[1].resource else {
+            panic!("{:?}", objects[1]);
+        };
+        assert_eq!(s.nets.len(), 2);
+        assert_eq!(s.labels.get("kind").map(String::as_str), Some("ext"));
+        let super::super::load::Resource::NetworkSet(n) = &objects[2].resource else {
+            panic!("{:?}", objects[2]);
+        };
+        assert_eq!(n.nets, vec!["198.51.100.7/32".parse::<IpNet>().unwrap()]);
+        let e = load_documents(
+            "apiVersion: weir.dev/v1\nkind: NetworkSet\nmetadata: {name: s}\nspec: {nets: \
+             [192.0.2.1/24]}\n",
+            "s.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "s.yaml document 1: NetworkSet default/s: spec.nets[0]: \"192.0.2.1/24\" has bits \
+             set after the /24 prefix: did you mean \"192.0.2.0/24\"?"
+        );
+    }
+
+    #[test]
+    fn pods() {
+        let pod = |yaml: &str| {
+            load_one(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: shop, labels: \
+                 {{app: web}}}}\n{yaml}"
+            ))
+            .map(|o| match o.resource {
+                super::super::load::Resource::Pod(p) => p,
+                other => panic!("{other:?}"),
+            })
+        };
+        let p = pod(
+            "spec:\n  containers:\n  - name: c\n    ports:\n    - {containerPort: 80, name: \
+             http}\n    - {containerPort: 53, name: dns, protocol: UDP}\nstatus:\n  podIPs: [{ip: \
+             10.1.0.5}, {ip: 'fd00::5'}]\n",
+        )
+        .unwrap();
+        assert_eq!(p.service_account, "default");
+        assert_eq!(p.ipv4(), Some(Ipv4Addr::new(10, 1, 0, 5)));
+        assert_eq!(p.ipv6(), Some("fd00::5".parse().unwrap()));
+        assert_eq!(p.ip(IpFamily::V6), p.ipv6().map(IpAddr::V6));
+        assert_eq!(p.named_port("http", Protocol::TCP), Some(80));
+        assert_eq!(p.named_port("dns", Protocol::UDP), Some(53));
+        assert_eq!(
+            p.named_port("dns", Protocol::TCP),
+            None,
+            "name and protocol together"
+        );
+        assert!(!p.host_network);
+
+        let p = pod("spec:\n  serviceAccountName: api\n  hostNetwork: true\n  containers: []\nstatus: {podIP: 10.0.0.1}\n")
+            .unwrap();
+        assert_eq!(p.service_account, "api");
+        assert!(p.host_network);
+        assert_eq!(p.ips, vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))]);
+        assert!(pod("").unwrap().ips.is_empty());
+
+        let e = pod("status:\n  podIPs: [{ip: 10.0.0.1}, {ip: 10.0.0.2}]\n").unwrap_err();
+        assert!(
+            e.ends_with(
+                "Pod shop/web: status.podIPs[1].ip: a pod has at most one IPv4 \
+                             address; 10.0.0.2 is a second one"
+            ),
+            "{e}"
+        );
+        let e = pod("status:\n  podIPs: [{ip: 10.0.0.300}]\n").unwrap_err();
+        assert!(
+            e.ends_with("status.podIPs[0].ip: \"10.0.0.300\" is not an IP address"),
+            "{e}"
+        );
+        let e = pod("spec:\n  containers:\n  - name: c\n    ports: [{containerPort: 70000}]\n")
+            .unwrap_err();
+        assert!(
+            e.ends_with(
+                "spec.containers[0].ports[0].containerPort: 70000 must be between \
+                             1 and 65535"
+            ),
+            "{e}"
+        );
+        let e = pod(
+            "spec:\n  containers:\n  - name: c\n    ports: [{containerPort: 80, name: \
+                     a, protocol: ICMP}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.ends_with(
+                "spec.containers[0].ports[0].protocol: \"ICMP\" is not a supported \
+                             protocol: use TCP, UDP or SCTP (case matters)"
+            ),
+            "{e}"
+        );
+        let e = pod(
+            "spec:\n  containers:\n  - name: c\n    ports: [{containerPort: 80, name: \
+                     web}]\n  - name: d\n    ports: [{containerPort: 81, name: web}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.ends_with(
+                "spec.containers[1].ports[0].name: port name \"web\" is used twice \
+                             in this pod"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn namespaces_always_carry_their_name_label() {
+        let o = load_one(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a, \
+             kubernetes.io/metadata.name: wrong}}\n",
+        )
+        .unwrap();
+        let super::super::load::Resource::Namespace(ns) = o.resource else {
+            panic!("{o:?}");
+        };
+        assert_eq!(
+            ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str),
+            Some("shop")
+        );
+        assert_eq!(ns.labels.get("team").map(String::as_str), Some("a"));
+        let e = load_one("apiVersion: v1\nkind: Namespace\nmetadata: {name: Shop}\n").unwrap_err();
+        assert!(
+            e.contains("Namespace Shop: metadata.name: \"Shop\" must be a DNS label"),
+            "{e}"
+        );
+        let e =
+            load_one("apiVersion: v1\nkind: Namespace\nmetadata: {labels: {a: b}}\n").unwrap_err();
+        assert!(e.ends_with("Namespace : metadata.name: is required"), "{e}");
+        let e =
+            load_one("apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {a: 'x y'}}\n")
+                .unwrap_err();
+        assert!(e.contains("metadata.labels.a: label value \"x y\""), "{e}");
+    }
+
+    #[test]
+    fn ordering_puts_unordered_last_and_breaks_ties_by_name() {
+        let mut items = vec![
+            (None, "b"),
+            (Some(10.0), "z"),
+            (None, "a"),
+            (Some(1.0), "y"),
+            (Some(10.0), "m"),
+        ];
+        items.sort_by(|a, b| compare_order(*a, *b));
+        assert_eq!(
+            items,
+            vec![
+                (Some(1.0), "y"),
+                (Some(10.0), "m"),
+                (Some(10.0), "z"),
+                (None, "a"),
+                (None, "b")
+            ]
+        );
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert_eq!(parse_cidr("10.0.0.0/8"), Ok("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(parse_cidr("::1"), Ok("::1/128".parse().unwrap()));
+        assert!(parse_cidr("10.0.0.0/+8").is_err());
+        assert!(parse_cidr("10.0.0.0/").is_err());
+        assert!(parse_cidr("").is_err());
+        assert_eq!(
+            parse_k8s_cidr("10.0.0.1/8"),
+            Ok("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_k8s_cidr("10.0.0.0/08"),
+            Ok("10.0.0.0/8".parse().unwrap())
+        );
+        assert!(parse_k8s_cidr("10.0.0.0").is_err());
+    }
+}
