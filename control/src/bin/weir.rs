@@ -1,5 +1,6 @@
 //! `weir`: the agent and its tools.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,30 @@ enum Command {
     /// Run the in-memory demo: a node with three pods, scripted frames through the real
     /// pipeline, expected versus seen. Exits non-zero if any frame misbehaves.
     Demo,
+    /// Network policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Decide probes against Kubernetes YAML (Namespaces, Pods, ServiceAccounts, Kubernetes
+    /// NetworkPolicies, weir.dev objects) with the compiled classifier the dataplane runs.
+    /// Prints {"verdicts": [...], "explanations": [...]}, one entry per probe.
+    Eval {
+        /// A multi-document YAML file; repeat for several.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// A JSON list of probes: [{"from": "ns/pod", "to": "ns/pod", "port": 80,
+        /// "protocol": "TCP"}]; from/to may be IP addresses outside the cluster.
+        #[arg(long)]
+        probes: PathBuf,
+        /// Which of the pods' addresses to use.
+        #[arg(long, default_value = "IPv4", value_parser = ["IPv4", "IPv6"])]
+        family: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,5 +66,48 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Policy {
+            command:
+                PolicyCommand::Eval {
+                    files,
+                    probes,
+                    family,
+                },
+        } => match policy_eval(&files, &probes, &family) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(lines) => {
+                for line in lines {
+                    eprintln!("weir policy eval: {line}");
+                }
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn read(path: &Path) -> Result<String, Vec<String>> {
+    std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])
+}
+
+fn policy_eval(files: &[PathBuf], probes: &Path, family: &str) -> Result<String, Vec<String>> {
+    use weir_control::policy::{eval, load::Cluster, model::IpFamily};
+    let mut texts = Vec::new();
+    for f in files {
+        texts.push((f.display().to_string(), read(f)?));
+    }
+    let cluster = Cluster::from_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let probes_name = probes.display().to_string();
+    let list = eval::parse_probes(&read(probes)?, &probes_name).map_err(|e| vec![e])?;
+    let family = if family == "IPv6" {
+        IpFamily::V6
+    } else {
+        IpFamily::V4
+    };
+    let report =
+        eval::evaluate(&cluster, &list, family, &probes_name).map_err(|e| vec![e.to_string()])?;
+    serde_json::to_string_pretty(&report).map_err(|e| vec![e.to_string()])
 }

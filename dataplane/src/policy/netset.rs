@@ -66,6 +66,50 @@ impl NetSet {
         self.v6 = union(&self.v6, &other.v6);
     }
 
+    /// The union of many prefixes at once: one sort and merge, where repeated `insert`s
+    /// would rebuild the set for each (thousands of pod addresses).
+    pub fn from_prefixes(prefixes: impl IntoIterator<Item = (IpAddr, u8)>) -> Self {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (addr, len) in prefixes {
+            match addr {
+                IpAddr::V4(a) => v4.push(range32(u32::from(a), len)),
+                IpAddr::V6(a) => v6.push(range128(u128::from(a), len)),
+            }
+        }
+        NetSet {
+            v4: union(&v4, &[]),
+            v6: union(&v6, &[]),
+        }
+    }
+
+    /// Removes every address of `other`.
+    pub fn subtract(&mut self, other: &NetSet) {
+        for &r in &other.v4 {
+            self.v4 = difference(&self.v4, r);
+        }
+        for &r in &other.v6 {
+            self.v6 = difference(&self.v6, r);
+        }
+    }
+
+    /// The addresses in both sets.
+    pub fn intersection(&self, other: &NetSet) -> NetSet {
+        NetSet {
+            v4: intersect(&self.v4, &other.v4),
+            v6: intersect(&self.v6, &other.v6),
+        }
+    }
+
+    /// The IPv4 intervals, inclusive, sorted and disjoint.
+    pub fn v4_intervals(&self) -> &[(u32, u32)] {
+        &self.v4
+    }
+
+    /// The IPv6 intervals, inclusive, sorted and disjoint.
+    pub fn v6_intervals(&self) -> &[(u128, u128)] {
+        &self.v6
+    }
+
     /// Whether the set holds no address.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
@@ -161,6 +205,23 @@ fn union<T: Step>(a: &[(T, T)], b: &[(T, T)]) -> Vec<(T, T)> {
     out
 }
 
+fn intersect<T: Step>(a: &[(T, T)], b: &[(T, T)]) -> Vec<(T, T)> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo <= hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
 fn difference<T: Step>(a: &[(T, T)], (rlo, rhi): (T, T)) -> Vec<(T, T)> {
     let mut out = Vec::with_capacity(a.len() + 1);
     for &(lo, hi) in a {
@@ -232,6 +293,22 @@ mod tests {
         full.remove("0.0.0.0".parse().unwrap(), 0);
         assert!(!full.contains_ip("1.2.3.4".parse().unwrap()));
         assert!(full.contains_ip("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bulk_build_intersection_and_subtraction() {
+        let hosts = (0..=255u8).map(|i| (IpAddr::from([198, 18, 0, i]), 32));
+        let s = NetSet::from_prefixes(hosts.chain([("2001:db8::".parse().unwrap(), 64)]));
+        assert_eq!(s.v4_intervals(), &[(0xc612_0000, 0xc612_00ff)]);
+        assert_eq!(s.v6_intervals().len(), 1);
+        let half = NetSet::from_prefixes([("198.18.0.128".parse().unwrap(), 25)]);
+        let both = s.intersection(&half);
+        assert_eq!(both.v4_intervals(), &[(0xc612_0080, 0xc612_00ff)]);
+        assert!(both.v6_intervals().is_empty());
+        let mut rest = s.clone();
+        rest.subtract(&half);
+        assert_eq!(rest.v4_intervals(), &[(0xc612_0000, 0xc612_007f)]);
+        assert_eq!(rest.v6_intervals(), s.v6_intervals());
     }
 
     proptest! {

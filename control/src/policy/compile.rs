@@ -1,0 +1,710 @@
+//! The policy compiler: a validated [`Cluster`] in, the dataplane's [`PolicyTables`] out.
+//!
+//! Everything that can be decided once is decided here, so that workers only evaluate:
+//!
+//! - **Selectors become address sets.** A peer (`podSelector`, `namespaceSelector`, both,
+//!   `ipBlock` with `except`) or a weir.dev entity (`nets`, `selector`,
+//!   `namespaceSelector`, `serviceAccounts`, network sets) is resolved to the exact
+//!   [`NetSet`] of addresses it denotes, IPv4 and IPv6 together. Identical sets are stored
+//!   once.
+//! - **Named ports become (address, protocol, port) sets**, built from the containerPorts
+//!   of every pod that declares the name with that protocol. A rule tests the packet's
+//!   destination against it, which is exactly "resolved per destination pod".
+//! - **Tiers are flattened per endpoint and direction.** For each pod, the policies that
+//!   select it are gathered in evaluation order (tier order, then policy order, ties broken
+//!   by name) into a [`Program`]. A tier none of whose policies selects the pod is left
+//!   out, as in Calico; a pod selected by no policy in a direction gets no program and is
+//!   open in that direction (Kubernetes: "non-isolated").
+//!
+//! Kubernetes NetworkPolicies live in the `default` tier at order 1000; each of their rules
+//! compiles to `Allow` rules (one per port entry), and the tier's end (Deny) gives the
+//! default deny of a selected pod. The union of all their rules is therefore what is
+//! allowed, as the API specifies.
+//!
+//! The cost of classifying a packet depends on the rules of the policies that select its
+//! two endpoints, not on how many rules the cluster has: that is what keeps lookups flat.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use rustc_hash::FxHashSet;
+use weir_dataplane::flow::FlowKey;
+use weir_dataplane::policy::program::{
+    IcmpMatch as CompiledIcmp, Match, NetSetId, PortMatch as CompiledPorts, PortSetId,
+};
+use weir_dataplane::policy::{
+    Action as CompiledAction, Direction, EndpointPolicy, NetSet, PolicyTables, Program,
+    Rule as CompiledRule, RuleId, RuleInfo, Sets, Tier as CompiledTier, TierEnd,
+};
+use weir_dataplane::snapshot::EndpointId;
+
+use super::load::Cluster;
+use super::model::{
+    compare_order, Action, EntityRule, IpFamily, K8sPeer, K8sRule, NamespaceScope, NamespacedName,
+    Pod, PolicySpec, PortMatch, Protocol, Rule, TierDefaultAction, K8S_POLICY_ORDER,
+};
+use super::selector::{Labels, Selector};
+
+/// The compiled form of a cluster's policy.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    /// What the workers (and `weir policy eval`) classify with.
+    pub tables: PolicyTables,
+    /// The endpoint id of every pod that has an address and is not on the host network.
+    pub endpoints: BTreeMap<NamespacedName, EndpointId>,
+    /// Each policy once, in evaluation order (tier order, then policy order), before its
+    /// rules were copied into the programs of the endpoints it selects.
+    pub policies: Vec<CompiledPolicy>,
+}
+
+/// One policy as compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// Its tier.
+    pub tier: String,
+    /// `namespace/name` for namespaced policies, `name` for global ones.
+    pub name: String,
+    /// The addresses of the endpoints it selects.
+    pub selected: NetSet,
+    /// Its ingress rules; `None` if it does not apply to ingress.
+    pub ingress: Option<Vec<CompiledRule>>,
+    /// Its egress rules; `None` if it does not apply to egress.
+    pub egress: Option<Vec<CompiledRule>>,
+}
+
+impl Compiled {
+    /// The endpoint id of a pod.
+    pub fn endpoint(&self, pod: &NamespacedName) -> Option<EndpointId> {
+        self.endpoints.get(pod).copied()
+    }
+}
+
+/// Which policy object a [`CompiledPolicy`] came from.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    K8s(&'a super::model::K8sNetworkPolicy),
+    Weir {
+        namespace: Option<&'a str>,
+        namespace_selector: Option<&'a Selector>,
+        spec: &'a PolicySpec,
+    },
+}
+
+/// A policy in evaluation order, with what the compiler needs to place it.
+struct Entry<'a> {
+    tier: usize,
+    namespace: Option<&'a str>,
+    source: Source<'a>,
+    /// `Kind namespace/name`, for explanations.
+    label: String,
+    name: String,
+}
+
+/// One endpoint: a pod with an address.
+struct Endpoint<'a> {
+    pod: &'a Pod,
+    ns_labels: &'a Labels,
+    sa_labels: &'a Labels,
+}
+
+/// Where a weir.dev entity selector looks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    /// Pods and network sets of one namespace.
+    Namespace(String),
+    /// Pods and network sets of the namespaces a selector matches; `global()` adds the
+    /// global network sets.
+    Namespaces(Selector),
+    /// Every pod and the global network sets (a GlobalNetworkPolicy without a
+    /// namespaceSelector).
+    Cluster,
+}
+
+/// A set's intervals, the key under which identical sets are stored once.
+type SetKey = (Vec<(u32, u32)>, Vec<(u128, u128)>);
+
+struct Compiler<'a> {
+    cluster: &'a Cluster,
+    endpoints: Vec<Endpoint<'a>>,
+    by_namespace: BTreeMap<&'a str, Vec<usize>>,
+    nets: Vec<NetSet>,
+    net_ids: HashMap<SetKey, NetSetId>,
+    named_ports: Vec<FxHashSet<([u8; 16], u8, u16)>>,
+    named_ids: HashMap<(String, Option<u8>), PortSetId>,
+    rules: Vec<RuleInfo>,
+}
+
+/// Compiles a validated cluster. Infallible: every object was validated when it was
+/// loaded, and whatever the combination of objects, it has a meaning.
+pub fn compile(cluster: &Cluster) -> Compiled {
+    let empty = Labels::new();
+    let mut endpoints = Vec::new();
+    let mut ids = BTreeMap::new();
+    let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (name, pod) in &cluster.pods {
+        if pod.host_network || pod.ips.is_empty() {
+            continue;
+        }
+        let index = endpoints.len();
+        ids.insert(name.clone(), index as EndpointId);
+        by_namespace
+            .entry(pod.namespace.as_str())
+            .or_default()
+            .push(index);
+        endpoints.push(Endpoint {
+            pod,
+            ns_labels: cluster.namespace_labels(&pod.namespace).unwrap_or(&empty),
+            sa_labels: cluster
+                .service_accounts
+                .get(&NamespacedName::new(&pod.namespace, &pod.service_account))
+                .map_or(&empty, |sa| &sa.labels),
+        });
+    }
+    let mut c = Compiler {
+        cluster,
+        endpoints,
+        by_namespace,
+        nets: Vec::new(),
+        net_ids: HashMap::new(),
+        named_ports: Vec::new(),
+        named_ids: HashMap::new(),
+        rules: Vec::new(),
+    };
+
+    let tiers = cluster.ordered_tiers();
+    let entries = c.ordered_entries(&tiers);
+
+    // Tier ends: one rule id per tier and direction.
+    let tier_ends: Vec<[RuleId; 2]> = tiers
+        .iter()
+        .map(|t| {
+            [Direction::Ingress, Direction::Egress].map(|direction| {
+                c.rule_id(RuleInfo {
+                    tier: t.name.clone(),
+                    policy: String::new(),
+                    direction,
+                    index: None,
+                })
+            })
+        })
+        .collect();
+
+    // Each policy's rules, compiled once.
+    let mut compiled = Vec::with_capacity(entries.len());
+    let mut selected_by: Vec<Vec<usize>> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let ingress = c.policy_rules(entry, Direction::Ingress, &tiers[entry.tier].name);
+        let egress = c.policy_rules(entry, Direction::Egress, &tiers[entry.tier].name);
+        let selected: Vec<usize> = c
+            .candidates(entry)
+            .filter(|&e| c.selects(entry, e))
+            .collect();
+        let set = NetSet::from_prefixes(
+            selected
+                .iter()
+                .flat_map(|&e| host_prefixes(c.endpoints[e].pod)),
+        );
+        compiled.push(CompiledPolicy {
+            tier: tiers[entry.tier].name.clone(),
+            name: entry.name.clone(),
+            selected: set,
+            ingress,
+            egress,
+        });
+        selected_by.push(selected);
+    }
+
+    // Per endpoint, the entries that select it, in evaluation order.
+    let mut applies: Vec<Vec<usize>> = vec![Vec::new(); c.endpoints.len()];
+    for (p, selected) in selected_by.iter().enumerate() {
+        for &e in selected {
+            applies[e].push(p);
+        }
+    }
+    let program = |direction: Direction, list: &[usize]| -> Option<Program> {
+        let mut tiers_out: Vec<CompiledTier> = Vec::new();
+        let mut current: Option<usize> = None;
+        for &p in list {
+            let rules = match direction {
+                Direction::Ingress => compiled[p].ingress.as_ref(),
+                Direction::Egress => compiled[p].egress.as_ref(),
+            };
+            let Some(rules) = rules else { continue };
+            let tier = entries[p].tier;
+            if current != Some(tier) {
+                current = Some(tier);
+                tiers_out.push(CompiledTier {
+                    rules: Vec::new(),
+                    end: match tiers[tier].default_action {
+                        TierDefaultAction::Deny => TierEnd::Deny,
+                        TierDefaultAction::Pass => TierEnd::Pass,
+                    },
+                    end_id: tier_ends[tier][usize::from(direction == Direction::Egress)],
+                });
+            }
+            if let Some(t) = tiers_out.last_mut() {
+                t.rules.extend(rules.iter().cloned());
+            }
+        }
+        (!tiers_out.is_empty()).then_some(Program { tiers: tiers_out })
+    };
+    let endpoint_policies = applies
+        .iter()
+        .map(|list| EndpointPolicy {
+            ingress: program(Direction::Ingress, list),
+            egress: program(Direction::Egress, list),
+        })
+        .collect();
+
+    Compiled {
+        tables: PolicyTables {
+            endpoints: endpoint_policies,
+            sets: Sets {
+                nets: c.nets,
+                named_ports: c.named_ports,
+            },
+            rules: c.rules,
+        },
+        endpoints: ids,
+        policies: compiled,
+    }
+}
+
+/// `addr/32` or `addr/128` for each address of a pod.
+fn host_prefixes(pod: &Pod) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
+    pod.ips.iter().map(|&ip| {
+        (
+            ip,
+            match IpFamily::of(ip) {
+                IpFamily::V4 => 32,
+                IpFamily::V6 => 128,
+            },
+        )
+    })
+}
+
+/// The flow-key form of an address.
+fn key_addr(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => FlowKey::map_v4(a.octets()),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+impl<'a> Compiler<'a> {
+    fn rule_id(&mut self, info: RuleInfo) -> RuleId {
+        self.rules.push(info);
+        (self.rules.len() - 1) as RuleId
+    }
+
+    fn intern(&mut self, set: NetSet) -> NetSetId {
+        let key = (set.v4_intervals().to_vec(), set.v6_intervals().to_vec());
+        if let Some(&id) = self.net_ids.get(&key) {
+            return id;
+        }
+        let id = self.nets.len() as NetSetId;
+        self.nets.push(set);
+        self.net_ids.insert(key, id);
+        id
+    }
+
+    /// Every policy in evaluation order: by tier, then by (order, name) inside the tier.
+    fn ordered_entries(&self, tiers: &[&super::model::Tier]) -> Vec<Entry<'a>> {
+        let tier_index: HashMap<&str, usize> = tiers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        let default_tier = tier_index[super::model::DEFAULT_TIER];
+        let mut entries: Vec<(Option<f64>, Entry<'a>)> = Vec::new();
+        for (name, p) in &self.cluster.k8s_policies {
+            entries.push((
+                Some(K8S_POLICY_ORDER),
+                Entry {
+                    tier: default_tier,
+                    namespace: Some(&p.namespace),
+                    source: Source::K8s(p),
+                    label: format!("networking.k8s.io NetworkPolicy {name}"),
+                    name: name.to_string(),
+                },
+            ));
+        }
+        for (name, p) in &self.cluster.policies {
+            entries.push((
+                p.spec.order,
+                Entry {
+                    tier: tier_index[p.spec.tier.as_str()],
+                    namespace: Some(&p.namespace),
+                    source: Source::Weir {
+                        namespace: Some(&p.namespace),
+                        namespace_selector: None,
+                        spec: &p.spec,
+                    },
+                    label: format!("NetworkPolicy {name}"),
+                    name: name.to_string(),
+                },
+            ));
+        }
+        for (name, p) in &self.cluster.global_policies {
+            entries.push((
+                p.spec.order,
+                Entry {
+                    tier: tier_index[p.spec.tier.as_str()],
+                    namespace: None,
+                    source: Source::Weir {
+                        namespace: None,
+                        namespace_selector: Some(&p.namespace_selector),
+                        spec: &p.spec,
+                    },
+                    label: format!("GlobalNetworkPolicy {name}"),
+                    name: name.clone(),
+                },
+            ));
+        }
+        entries.sort_by(|(oa, a), (ob, b)| {
+            a.tier
+                .cmp(&b.tier)
+                .then_with(|| compare_order((*oa, &a.name), (*ob, &b.name)))
+        });
+        entries.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The endpoints a policy could select: its namespace's, or all for a global one.
+    fn candidates(&self, entry: &Entry<'a>) -> Box<dyn Iterator<Item = usize> + '_> {
+        match entry.namespace {
+            Some(ns) => Box::new(
+                self.by_namespace
+                    .get(ns)
+                    .map(|v| v.as_slice())
+                    .unwrap_or(&[])
+                    .iter()
+                    .copied(),
+            ),
+            None => Box::new(0..self.endpoints.len()),
+        }
+    }
+
+    fn selects(&self, entry: &Entry<'a>, e: usize) -> bool {
+        let ep = &self.endpoints[e];
+        match entry.source {
+            Source::K8s(p) => p.pod_selector.matches(&ep.pod.labels),
+            Source::Weir {
+                namespace_selector,
+                spec,
+                ..
+            } => {
+                namespace_selector.is_none_or(|s| s.matches(ep.ns_labels))
+                    && spec.selector.matches(&ep.pod.labels)
+                    && spec.service_account_selector.matches(ep.sa_labels)
+            }
+        }
+    }
+
+    /// A policy's compiled rules in one direction; `None` if it does not apply to it.
+    fn policy_rules(
+        &mut self,
+        entry: &Entry<'a>,
+        direction: Direction,
+        tier: &str,
+    ) -> Option<Vec<CompiledRule>> {
+        let ingress = direction == Direction::Ingress;
+        match entry.source {
+            Source::K8s(p) => {
+                let applies = if ingress {
+                    p.types.ingress
+                } else {
+                    p.types.egress
+                };
+                if !applies {
+                    return None;
+                }
+                let rules = if ingress { &p.ingress } else { &p.egress };
+                let mut out = Vec::new();
+                for (i, rule) in rules.iter().enumerate() {
+                    let id = self.rule_id(RuleInfo {
+                        tier: tier.to_owned(),
+                        policy: entry.label.clone(),
+                        direction,
+                        index: Some(i),
+                    });
+                    self.k8s_rule(&p.namespace, rule, ingress, id, &mut out);
+                }
+                Some(out)
+            }
+            Source::Weir {
+                namespace, spec, ..
+            } => {
+                let applies = if ingress {
+                    spec.types.ingress
+                } else {
+                    spec.types.egress
+                };
+                if !applies {
+                    return None;
+                }
+                let rules = if ingress { &spec.ingress } else { &spec.egress };
+                let scope = match namespace {
+                    Some(ns) => Scope::Namespace(ns.to_owned()),
+                    None => Scope::Cluster,
+                };
+                let mut out = Vec::with_capacity(rules.len());
+                for (i, rule) in rules.iter().enumerate() {
+                    let id = self.rule_id(RuleInfo {
+                        tier: tier.to_owned(),
+                        policy: entry.label.clone(),
+                        direction,
+                        index: Some(i),
+                    });
+                    out.push(self.weir_rule(&scope, rule, id));
+                }
+                Some(out)
+            }
+        }
+    }
+
+    /// A Kubernetes rule: the peers' union as the remote side, one Allow rule per port
+    /// entry (one with no port condition if the rule lists no ports).
+    fn k8s_rule(
+        &mut self,
+        namespace: &str,
+        rule: &K8sRule,
+        ingress: bool,
+        id: RuleId,
+        out: &mut Vec<CompiledRule>,
+    ) {
+        let peers = rule.peers.as_ref().map(|peers| {
+            let mut set = NetSet::new();
+            for peer in peers {
+                set.extend(&self.k8s_peer(namespace, peer));
+            }
+            self.intern(set)
+        });
+        let base = Match {
+            src_nets: if ingress { peers } else { None },
+            dst_nets: if ingress { None } else { peers },
+            ..Match::default()
+        };
+        let Some(ports) = &rule.ports else {
+            out.push(CompiledRule {
+                matches: base,
+                action: CompiledAction::Allow,
+                id,
+            });
+            return;
+        };
+        for port in ports {
+            let dst_ports = match &port.port {
+                None => CompiledPorts::default(),
+                Some(p) => self.ports(std::slice::from_ref(p), Some(port.protocol)),
+            };
+            out.push(CompiledRule {
+                matches: Match {
+                    protocol: Some(port.protocol.number()),
+                    dst_ports,
+                    ..base.clone()
+                },
+                action: CompiledAction::Allow,
+                id,
+            });
+        }
+    }
+
+    fn k8s_peer(&self, namespace: &str, peer: &K8sPeer) -> NetSet {
+        match peer {
+            K8sPeer::IpBlock { cidr, except } => {
+                let mut set = NetSet::from_prefixes([(cidr.addr(), cidr.prefix_len())]);
+                for e in except {
+                    set.remove(e.addr(), e.prefix_len());
+                }
+                set
+            }
+            K8sPeer::Pods { namespaces, pods } => {
+                let in_scope: Vec<usize> = match namespaces {
+                    NamespaceScope::PolicyNamespace => self
+                        .by_namespace
+                        .get(namespace)
+                        .cloned()
+                        .unwrap_or_default(),
+                    NamespaceScope::Selected(sel) => (0..self.endpoints.len())
+                        .filter(|&e| sel.matches(self.endpoints[e].ns_labels))
+                        .collect(),
+                };
+                NetSet::from_prefixes(
+                    in_scope
+                        .into_iter()
+                        .filter(|&e| pods.matches(&self.endpoints[e].pod.labels))
+                        .flat_map(|e| host_prefixes(self.endpoints[e].pod)),
+                )
+            }
+        }
+    }
+
+    fn weir_rule(&mut self, scope: &Scope, rule: &Rule, id: RuleId) -> CompiledRule {
+        let protocol = rule.protocol;
+        let (src_nets, not_src_nets) = self.entity_sets(scope, &rule.source);
+        let (dst_nets, not_dst_nets) = self.entity_sets(scope, &rule.destination);
+        let icmp =
+            |m: &super::model::IcmpMatch| m.icmp_type.map(|ty| CompiledIcmp { ty, code: m.code });
+        CompiledRule {
+            matches: Match {
+                protocol: protocol.map(Protocol::number),
+                not_protocol: rule.not_protocol.map(Protocol::number),
+                ip_version: rule.ip_version.map(|f| match f {
+                    IpFamily::V4 => 4,
+                    IpFamily::V6 => 6,
+                }),
+                src_nets,
+                not_src_nets,
+                dst_nets,
+                not_dst_nets,
+                src_ports: self.ports(&rule.source.ports, protocol),
+                not_src_ports: self.ports(&rule.source.not_ports, protocol),
+                dst_ports: self.ports(&rule.destination.ports, protocol),
+                not_dst_ports: self.ports(&rule.destination.not_ports, protocol),
+                icmp: rule.icmp.as_ref().and_then(icmp),
+                not_icmp: rule.not_icmp.as_ref().and_then(icmp),
+            },
+            action: match rule.action {
+                Action::Allow => CompiledAction::Allow,
+                Action::Deny => CompiledAction::Deny,
+                Action::Pass => CompiledAction::Pass,
+                Action::Log => CompiledAction::Log,
+            },
+            id,
+        }
+    }
+
+    /// The positive and negative address sets of a weir.dev entity. Positive: `nets`
+    /// and the selected endpoints and network sets, both required when both are given.
+    /// Negative: `notNets` and what `notSelector` selects.
+    fn entity_sets(
+        &mut self,
+        scope: &Scope,
+        entity: &EntityRule,
+    ) -> (Option<NetSetId>, Option<NetSetId>) {
+        let nets = (!entity.nets.is_empty())
+            .then(|| NetSet::from_prefixes(entity.nets.iter().map(|n| (n.addr(), n.prefix_len()))));
+        let selects = entity.selector.is_some()
+            || entity.namespace_selector.is_some()
+            || entity.service_accounts.is_some();
+        let selected = selects.then(|| {
+            let scope = match &entity.namespace_selector {
+                Some(sel) => Scope::Namespaces(sel.clone()),
+                None => scope.clone(),
+            };
+            let selector = entity.selector.clone().unwrap_or(Selector::All);
+            self.selected_set(&scope, &selector, entity.service_accounts.as_ref())
+        });
+        let positive = match (nets, selected) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (Some(a), Some(b)) => Some(a.intersection(&b)),
+        };
+        let mut negative = (!entity.not_nets.is_empty()).then(|| {
+            NetSet::from_prefixes(entity.not_nets.iter().map(|n| (n.addr(), n.prefix_len())))
+        });
+        if let Some(not_selector) = &entity.not_selector {
+            let scope = match &entity.namespace_selector {
+                Some(sel) => Scope::Namespaces(sel.clone()),
+                None => scope.clone(),
+            };
+            let set = self.selected_set(&scope, not_selector, None);
+            negative.get_or_insert_with(NetSet::new).extend(&set);
+        }
+        (
+            positive.map(|s| self.intern(s)),
+            negative.map(|s| self.intern(s)),
+        )
+    }
+
+    /// The addresses of the pods and network sets a selector picks in a scope.
+    fn selected_set(
+        &self,
+        scope: &Scope,
+        selector: &Selector,
+        accounts: Option<&super::model::ServiceAccountMatch>,
+    ) -> NetSet {
+        let in_namespace = |ns: &str| -> bool {
+            match scope {
+                Scope::Namespace(n) => n == ns,
+                Scope::Namespaces(sel) => self
+                    .cluster
+                    .namespace_labels(ns)
+                    .is_some_and(|labels| sel.matches(labels)),
+                Scope::Cluster => true,
+            }
+        };
+        let account_ok = |e: &Endpoint<'_>| {
+            accounts.is_none_or(|a| {
+                (a.names.is_empty() || a.names.contains(&e.pod.service_account))
+                    && a.selector.as_ref().is_none_or(|s| s.matches(e.sa_labels))
+            })
+        };
+        let mut prefixes: Vec<(IpAddr, u8)> = Vec::new();
+        for e in &self.endpoints {
+            if in_namespace(&e.pod.namespace) && selector.matches(&e.pod.labels) && account_ok(e) {
+                prefixes.extend(host_prefixes(e.pod));
+            }
+        }
+        // Network sets have no service account: a serviceAccounts match excludes them.
+        if accounts.is_none() {
+            for set in self.cluster.network_sets.values() {
+                if in_namespace(&set.namespace) && selector.matches(&set.labels) {
+                    prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
+                }
+            }
+            let global = match scope {
+                Scope::Cluster => true,
+                Scope::Namespaces(sel) => sel.mentions_global(),
+                Scope::Namespace(_) => false,
+            };
+            if global {
+                for set in self.cluster.global_network_sets.values() {
+                    if selector.matches(&set.labels) {
+                        prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
+                    }
+                }
+            }
+        }
+        NetSet::from_prefixes(prefixes)
+    }
+
+    /// Port ranges, and named ports as one (address, protocol, port) set.
+    fn ports(&mut self, ports: &[PortMatch], protocol: Option<Protocol>) -> CompiledPorts {
+        let mut out = CompiledPorts::default();
+        let mut names: Vec<&str> = Vec::new();
+        for p in ports {
+            match p {
+                PortMatch::Range { first, last } => out.ranges.push((*first, *last)),
+                PortMatch::Named(name) => names.push(name),
+            }
+        }
+        if !names.is_empty() {
+            names.sort_unstable();
+            names.dedup();
+            let key = (names.join(","), protocol.map(Protocol::number));
+            let id = match self.named_ids.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let mut set = FxHashSet::default();
+                    for e in &self.endpoints {
+                        for cp in &e.pod.container_ports {
+                            let named = cp.name.as_deref().is_some_and(|n| names.contains(&n));
+                            if named && protocol.is_none_or(|p| p == cp.protocol) {
+                                for &ip in &e.pod.ips {
+                                    set.insert((key_addr(ip), cp.protocol.number(), cp.port));
+                                }
+                            }
+                        }
+                    }
+                    let id = self.named_ports.len() as PortSetId;
+                    self.named_ports.push(set);
+                    self.named_ids.insert(key, id);
+                    id
+                }
+            };
+            out.named = Some(id);
+        }
+        out
+    }
+}
