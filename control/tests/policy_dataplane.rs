@@ -121,3 +121,40 @@ fn compiled_policy_decides_frames_and_a_new_deny_cuts_the_flow() {
     assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 2);
     d.counters().check_accounting().unwrap();
 }
+
+const LOG_THEN_ALLOW: &str = r#"
+apiVersion: weir.dev/v1
+kind: GlobalNetworkPolicy
+metadata: {name: audit}
+spec:
+  selector: app == 'db'
+  ingress:
+  - {action: Log, protocol: TCP}
+  - {action: Allow}
+"#;
+
+#[test]
+fn log_rules_leave_rate_limited_records_naming_the_rule() {
+    let (s, ports) = snapshot(LOG_THEN_ALLOW, 1);
+    let [(client_if, client_ip, client_mac), (db_if, db_ip, _)] = ports[..] else {
+        panic!("two pods")
+    };
+    let mut d = MemDriver::new(256, 256);
+    // 100 new flows in one instant: every one is allowed, at most a burst is logged.
+    for port in 0..100u16 {
+        let f = craft::tcp4(client_mac, GW_MAC, client_ip, db_ip, 40000 + port, 5432, 60);
+        d.inject(client_if, &f).unwrap();
+    }
+    d.run(&s, 1_000);
+    assert_eq!(d.take_tx(db_if).len(), 100);
+    let logs = d.pipeline().policy_state().take_logs();
+    assert_eq!(logs.len(), 20, "the burst of the log rate limit");
+    let info = &s.policy.rules[logs[0].rule as usize];
+    assert_eq!(
+        (info.policy.as_str(), info.index),
+        ("GlobalNetworkPolicy audit", Some(0))
+    );
+    assert!(logs
+        .iter()
+        .all(|l| l.flow.dst_port == 5432 && l.generation == 1));
+}
