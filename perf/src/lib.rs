@@ -1,6 +1,9 @@
 //! weir's benchmark harness. Each benchmark runs its anchor in the same process run, on the
 //! same pinned core, and reports medians, ranges and ratios (see `report`).
 
+pub mod dpdk;
 pub mod lpm;
 pub mod pipeline;
+pub mod policy;
 pub mod report;
+pub mod rng;

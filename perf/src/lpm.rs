@@ -62,7 +62,9 @@ use weir_dataplane::route::naive::{NaiveTrie4, NaiveTrie6};
 use weir_dataplane::route::v4::DEFAULT_TBL8_GROUPS_LIMIT;
 use weir_dataplane::route::{Ipv4Lpm, Ipv6Lpm, LpmError, MISS};
 
-use crate::report::{median_min_max, BenchResult, Machine};
+use crate::dpdk::{find_in_path, tail, HugepageReservation};
+use crate::report::{count_label, median_min_max, BenchResult, Machine};
+use crate::rng::{shuffle, SplitMix64};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -220,7 +222,7 @@ pub fn v4_routes(routes: usize, seed: u64) -> Vec<(Ipv4Addr, u8, u32)> {
         for _ in 0..count {
             let (lo, hi) = (edge as u64, (edge + step) as u64);
             let prefix = if hi > lo {
-                lo + rng.next() % (hi - lo)
+                lo + rng.next_u64() % (hi - lo)
             } else {
                 lo
             };
@@ -228,7 +230,7 @@ pub fn v4_routes(routes: usize, seed: u64) -> Vec<(Ipv4Addr, u8, u32)> {
             out.push((
                 Ipv4Addr::from(addr),
                 depth as u8,
-                (rng.next() & NEXT_HOP_MASK) as u32,
+                (rng.next_u64() & NEXT_HOP_MASK) as u32,
             ));
             edge += step;
         }
@@ -248,7 +250,7 @@ pub fn v4_lookups(routes: &[(Ipv4Addr, u8, u32)], count: usize, seed: u64) -> Ve
         .map(|i| {
             let (prefix, len, _) = routes[i % routes.len()];
             let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-            u32::from(prefix) | (rng.next() as u32 & host)
+            u32::from(prefix) | (rng.next_u64() as u32 & host)
         })
         .collect()
 }
@@ -270,7 +272,7 @@ pub fn v6_routes(routes: usize, seed: u64) -> Vec<(Ipv6Addr, u8, u32)> {
             out.push((
                 Ipv6Addr::from(addr),
                 len,
-                (rng.next() & NEXT_HOP_MASK) as u32,
+                (rng.next_u64() & NEXT_HOP_MASK) as u32,
             ));
         }
     };
@@ -279,9 +281,9 @@ pub fn v6_routes(routes: usize, seed: u64) -> Vec<(Ipv6Addr, u8, u32)> {
         add(&mut out, &mut rng, a, 48);
     }
     while out.len() < n48 + n64 {
-        let a = if n48 > 0 && rng.next() & 1 == 0 {
-            let parent = u128::from(out[(rng.next() % n48 as u64) as usize].0);
-            parent | (u128::from(rng.next() as u16) << 64)
+        let a = if n48 > 0 && rng.next_u64() & 1 == 0 {
+            let parent = u128::from(out[(rng.next_u64() % n48 as u64) as usize].0);
+            parent | (u128::from(rng.next_u64() as u16) << 64)
         } else {
             global(&mut rng)
         };
@@ -289,7 +291,8 @@ pub fn v6_routes(routes: usize, seed: u64) -> Vec<(Ipv6Addr, u8, u32)> {
     }
     while out.len() < n48 + n64 + n128 {
         let a = if n64 > 0 {
-            u128::from(out[n48 + (rng.next() % n64 as u64) as usize].0) | u128::from(rng.next())
+            u128::from(out[n48 + (rng.next_u64() % n64 as u64) as usize].0)
+                | u128::from(rng.next_u64())
         } else {
             global(&mut rng)
         };
@@ -713,14 +716,6 @@ fn advise_pages(storage: &[u32], pages: PageSize) {
 #[cfg(not(target_os = "linux"))]
 fn advise_pages(_: &[u32], _: PageSize) {}
 
-/// Fisher-Yates with splitmix64.
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut rng = SplitMix64(seed);
-    for i in (1..items.len()).rev() {
-        items.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
-}
-
 /// This process's anonymous memory on transparent huge pages, in KiB.
 fn anon_huge_pages_kb() -> u64 {
     std::fs::read_to_string("/proc/self/smaps_rollup")
@@ -892,15 +887,6 @@ fn variant_note(
     )
 }
 
-/// "100k" for 100000, the plain number otherwise.
-fn count_label(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 {
-        format!("{}k", n / 1000)
-    } else {
-        n.to_string()
-    }
-}
-
 /// What `dpdk-test-fib` looks up: the same routes and addresses as weir.
 struct DpdkInputs<'a> {
     routes4: &'a [(Ipv4Addr, u8, u32)],
@@ -989,18 +975,19 @@ impl Dpdk {
             }
         };
 
-        let (no_huge, reservation) = match HugepageReservation::ensure(mem4.max(mem6)) {
-            Ok((reservation, note)) => {
-                notes.extend(note);
-                (false, reservation)
-            }
-            Err(why) => {
-                notes.push(format!(
-                    "dpdk-test-fib ran with --no-huge (4 KiB pages): {why}"
-                ));
-                (true, None)
-            }
-        };
+        let (no_huge, reservation) =
+            match HugepageReservation::ensure(mem4.max(mem6), "dpdk-test-fib") {
+                Ok((reservation, note)) => {
+                    notes.extend(note);
+                    (false, reservation)
+                }
+                Err(why) => {
+                    notes.push(format!(
+                        "dpdk-test-fib ran with --no-huge (4 KiB pages): {why}"
+                    ));
+                    (true, None)
+                }
+            };
         Ok(Dpdk {
             bin,
             cpu: cfg.cpu.unwrap_or(0),
@@ -1147,91 +1134,6 @@ impl Drop for Dpdk {
     }
 }
 
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-/// A raised `nr_hugepages`, put back to its old value on drop.
-struct HugepageReservation {
-    old: u64,
-}
-
-impl HugepageReservation {
-    /// Makes sure `mb` MiB of free hugepages exist, raising `nr_hugepages` if needed and
-    /// allowed. Returns the reservation to undo, if any, and a note; an error says why DPDK
-    /// must run without hugepages.
-    fn ensure(mb: usize) -> Result<(Option<Self>, Option<String>), String> {
-        let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| e.to_string())?;
-        let field = |name: &str| {
-            meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let page_kb = field("Hugepagesize:").ok_or("no hugepage support in /proc/meminfo")?;
-        let free = field("HugePages_Free:").unwrap_or(0);
-        let need = (mb as u64 * 1024).div_ceil(page_kb);
-        if free >= need {
-            return Ok((None, None));
-        }
-        if !is_root() {
-            return Err(format!(
-                "{free} free hugepages, {need} needed, and only root may reserve more"
-            ));
-        }
-        let old: u64 = std::fs::read_to_string(NR_HUGEPAGES)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(format!("cannot read {NR_HUGEPAGES}"))?;
-        let want = old + (need - free);
-        std::fs::write(NR_HUGEPAGES, want.to_string())
-            .map_err(|e| format!("cannot raise {NR_HUGEPAGES} to {want}: {e}"))?;
-        let reservation = HugepageReservation { old };
-        let got = std::fs::read_to_string(NR_HUGEPAGES)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(old);
-        if got < want {
-            // `reservation` drops here and puts the old value back.
-            return Err(format!(
-                "raising {NR_HUGEPAGES} from {old} to {want} gave only {got} (memory too \
-                 fragmented?)"
-            ));
-        }
-        Ok((
-            Some(reservation),
-            Some(format!(
-                "raised {NR_HUGEPAGES} from {old} to {want} ({page_kb} kB pages) for \
-                 dpdk-test-fib; restored afterwards"
-            )),
-        ))
-    }
-}
-
-impl Drop for HugepageReservation {
-    fn drop(&mut self) {
-        let _ = std::fs::write(NR_HUGEPAGES, self.old.to_string());
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
@@ -1241,11 +1143,6 @@ fn io_error(path: &Path, doing: &str, source: io::Error) -> LpmBenchError {
         what: format!("{doing} {}", path.display()),
         source,
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn mask6(len: u8) -> u128 {
@@ -1310,23 +1207,6 @@ fn read_lines<T>(path: &Path, parse: impl Fn(&str) -> Option<T>) -> io::Result<V
         out.push(item);
     }
     Ok(out)
-}
-
-/// Steele, Lea, Flood's splitmix64: small, fast, and good enough to draw test data.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn next_u128(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
 }
 
 #[cfg(test)]

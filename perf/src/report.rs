@@ -121,10 +121,13 @@ impl BenchResult {
     }
 }
 
-/// Whether smaller figures are better for this unit.
+/// Whether smaller figures are better for this unit: times, memory (`B`, `KiB`, `MiB`,
+/// `GiB`) and `slowdown` (how many times slower one case is than another).
 pub fn lower_is_better(unit: &str) -> bool {
-    matches!(unit, "ns" | "us" | "ms" | "s" | "cycles")
-        || unit.ends_with("/op")
+    matches!(
+        unit,
+        "ns" | "us" | "ms" | "s" | "cycles" | "B" | "KiB" | "MiB" | "GiB" | "slowdown"
+    ) || unit.ends_with("/op")
         || unit.ends_with("/pkt")
         || unit.ends_with("/lookup")
 }
@@ -205,6 +208,15 @@ impl Report {
     }
 }
 
+/// "100k" for 100000, the plain number otherwise: how result names spell counts.
+pub fn count_label(n: usize) -> String {
+    if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
 fn fmt_num(v: f64) -> String {
     if v.abs() >= 1e6 {
         format!("{:.3}e6", v / 1e6)
@@ -231,6 +243,10 @@ mod tests {
         assert_eq!(fast.ratio, Some(2.0));
         let rate = BenchResult::from_samples("x", "Mpps", vec![20.0]).with_anchor("a", 10.0);
         assert_eq!(rate.ratio, Some(2.0));
+        let small = BenchResult::from_samples("x", "MiB", vec![5.0]).with_anchor("a", 10.0);
+        assert_eq!(small.ratio, Some(2.0));
+        let flat = BenchResult::from_samples("x", "slowdown", vec![1.2]).with_anchor("a", 1.5);
+        assert!(flat.ratio.unwrap() > 1.0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use weir_perf::lpm::{self, LpmBenchConfig};
 use weir_perf::pipeline::{self, PipelineBenchConfig};
+use weir_perf::policy::{self, PolicyBenchConfig};
 use weir_perf::report::{Machine, Report};
 
 #[global_allocator]
@@ -49,6 +50,33 @@ enum Command {
         #[command(flatten)]
         lpm: LpmArgs,
     },
+    /// Policy classification on generated clusters of 10 to 100k rules, beside a linear scan
+    /// of the same rules and dpdk-test-acl on the equivalent 5-tuple rules; build time and
+    /// memory too.
+    Policy {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PolicyArgs {
+    /// Rule counts to measure, comma-separated; each gets its own generated cluster.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 1_000, 10_000, 100_000])]
+    rules: Vec<usize>,
+    /// Probe 5-tuples per timed pass.
+    #[arg(long, default_value_t = 1_000_000)]
+    packets: usize,
+    /// Skip the dpdk-test-acl anchor (the linear scan then anchors the classification).
+    #[arg(long)]
+    no_dpdk: bool,
+    /// Directory for the rule and trace files shared with dpdk-test-acl.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Seconds one dpdk-test-acl run (build and classification) may take before it is
+    /// killed and reported as infeasible.
+    #[arg(long, default_value_t = 120)]
+    acl_timeout: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +112,31 @@ fn main() -> ExitCode {
     }
     let mut results = Vec::new();
     let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
+    if let Command::Policy { policy: args } = &cli.command {
+        progress("policy: generating clusters, compiling, running anchors");
+        let cfg = PolicyBenchConfig {
+            rules: args.rules.clone(),
+            packets: args.packets,
+            runs: cli.runs,
+            cpu: Some(cpu),
+            dpdk: !args.no_dpdk,
+            workdir: args.workdir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
+            }),
+            acl_timeout: Duration::from_secs(args.acl_timeout),
+        };
+        match policy::run(&cfg) {
+            Ok((r, n)) => {
+                results.extend(r);
+                notes.extend(n);
+            }
+            Err(e) => {
+                eprintln!("weir-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return print_report("policy", pinned.then_some(cpu), results, notes, cli.json);
+    }
     let (bench, lpm_args) = match &cli.command {
         Command::Pipeline { lpm, seconds } => {
             progress("pipeline: 64 B and 1500 B frames");
@@ -99,6 +152,7 @@ fn main() -> ExitCode {
             ("pipeline", lpm)
         }
         Command::Lpm { lpm } => ("lpm", lpm),
+        Command::Policy { .. } => unreachable!("handled above"),
     };
     progress("lpm: building tables and running anchors");
     let cfg = LpmBenchConfig {
@@ -121,13 +175,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    print_report(bench, pinned.then_some(cpu), results, notes, cli.json)
+}
+
+fn print_report(
+    bench: &str,
+    pinned_cpu: Option<usize>,
+    results: Vec<weir_perf::report::BenchResult>,
+    notes: Vec<String>,
+    json: bool,
+) -> ExitCode {
     let report = Report {
         bench: bench.to_string(),
-        machine: Machine::detect(pinned.then_some(cpu)),
+        machine: Machine::detect(pinned_cpu),
         results,
         notes,
     };
-    if cli.json {
+    if json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
