@@ -42,4 +42,18 @@ assert anchored and all(x["ratio"] for x in anchored), "LPM results must carry t
 print("bench smoke ok:", len(r["results"]), "results")
 PY
 
+say "policy benchmark smoke (short, with the dpdk-test-acl anchor)"
+target/release/weir-bench policy --runs 1 --rules 10,1000 --packets 100000 --json > target/bench-policy-smoke.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-policy-smoke.json"))
+assert r["bench"] == "policy", r
+names = {x["name"] for x in r["results"]}
+for need in ("policy_10_rules_classify_rate", "policy_1k_rules_classify_rate", "policy_1k_rules_build_ms"):
+    assert need in names, (need, sorted(names))
+rated = [x for x in r["results"] if x["name"].endswith("_classify_rate")]
+assert rated and all(x["anchor"] and x["ratio"] for x in rated), "classification rates must carry the ACL anchor"
+print("policy bench smoke ok:", len(r["results"]), "results")
+PY
+
 say "all tests passed"
