@@ -34,10 +34,10 @@
 //!   list, deny SMTP, allow monitoring, Pass otherwise). "Rules" counts every ingress and
 //!   egress rule of every policy, exactly R. Addresses: pods in 198.18.0.0–198.19.127.255,
 //!   "external" peers in 198.19.128.0/17 (RFC 2544 benchmarking space).
-//! - **Probes** ([`generate_probes`]): TCP (80%) and UDP 5-tuples, 72% between pods of one
-//!   namespace, 15% across namespaces, 8% from external addresses to pods, 5% from pods to
-//!   external addresses; destination ports half drawn from the ports the rules name (named
-//!   ports resolved), half uniformly. Endpoint ids are resolved beforehand, as the dataplane
+//! - **Probes** ([`generate_probes`]): TCP (80%) and UDP 5-tuples from a source pod drawn
+//!   uniformly: 72% to another pod of its namespace, 15% to any other pod, 8% from an
+//!   external address to it instead, 5% to an external address; destination ports half drawn
+//!   from the ports the rules name (named ports resolved), half uniformly. Endpoint ids are resolved beforehand, as the dataplane
 //!   has them from its address lookup.
 //! - **The linear scan** ([`flatten`]) is the same policy as plain first-match 5-tuple rules
 //!   (one source interval, one destination interval, one port range each, protocol or any):
@@ -62,8 +62,9 @@
 //!   anchor is its best algorithm (`scalar`, `sse`, `avx2`, `avx512x16`, `avx512x32`: all
 //!   run in the first round unless one run takes over [`ACL_ALL_ALGS_MAX`], and in later
 //!   rounds while that fits [`ACL_BUDGET`] per size, otherwise only the fastest so far) and
-//!   the others are listed in the notes. A build that fails, runs out of memory ([`ACL_DATA_LIMIT_FRACTION`] of
-//!   available memory) or passes `--acl-timeout` is reported in the notes, not as a failure.
+//!   the others are listed in the notes. A build that fails, runs out of memory (its heap is
+//!   capped at [`ACL_DATA_LIMIT_FRACTION`] of the available memory with `prlimit --data`) or
+//!   passes `--acl-timeout` is reported in the notes, not as a failure.
 //! - **Same core, interleaved rounds.** The measuring thread and `dpdk-test-acl` (`-l <cpu>`)
 //!   run on the same CPU; each of `runs` rounds times weir, the linear scan and DPDK, so that
 //!   noise on a shared VM hits all of them alike. weir's build time is `compile` once per
@@ -73,7 +74,8 @@
 //! `dpdk-test-acl` runs with `--in-memory` on hugepages, which the benchmark reserves as root
 //! (raising `/proc/sys/vm/nr_hugepages` and putting it back afterwards, also on error), or
 //! with `--no-huge`, which the notes then say. Its file prefix and the work directory carry
-//! the process id; the work files are removed afterwards.
+//! the process id; the work files are removed afterwards unless `keep_files` asks to keep the
+//! rule and trace files for `perf/anchors/acl.sh`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -126,6 +128,8 @@ pub struct PolicyBenchConfig {
     pub workdir: PathBuf,
     /// How long one `dpdk-test-acl` run (build and classification) may take.
     pub acl_timeout: Duration,
+    /// Leave `dpdk-test-acl`'s rule and trace files in `workdir` (for `anchors/acl.sh`).
+    pub keep_files: bool,
 }
 
 impl Default for PolicyBenchConfig {
@@ -139,6 +143,7 @@ impl Default for PolicyBenchConfig {
             dpdk: true,
             workdir: std::env::temp_dir().join(format!("weir-bench-policy-{}", std::process::id())),
             acl_timeout: Duration::from_secs(120),
+            keep_files: false,
         }
     }
 }
@@ -194,7 +199,7 @@ pub fn run(cfg: &PolicyBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), P
     } else {
         None
     };
-    let made_workdir = acl_bin.is_some() && !cfg.workdir.exists();
+    let made_workdir = acl_bin.is_some() && !cfg.keep_files && !cfg.workdir.exists();
     if acl_bin.is_some() {
         std::fs::create_dir_all(&cfg.workdir).map_err(|e| io_error(&cfg.workdir, "creating", e))?;
     }
@@ -1954,14 +1959,20 @@ fn measure_size(
         .collect();
 
     // Right answers first: weir on every probe, the linear scan on its prefix.
-    let mut allowed = 0u64;
+    let (mut allowed, mut linear_allowed) = (0u64, 0u64);
     let mut decided = 0usize;
     for (i, p) in probes.iter().enumerate() {
         let d = compiled.tables.evaluate(p.src, p.dst, &p.key);
         allowed += u64::from(d.verdict == Verdict::Allow);
-        decided += usize::from(d.egress.or(d.ingress).is_some_and(|d| d.rule.is_some()));
+        decided += usize::from(
+            [d.egress, d.ingress]
+                .iter()
+                .flatten()
+                .any(|d| d.rule.is_some()),
+        );
         if i < linear_n {
             let linear = flat.classify(&tuples[i]);
+            linear_allowed += u64::from(linear == Verdict::Allow);
             if linear != d.verdict {
                 return Err(PolicyBenchError::WrongAnswer(format!(
                     "{target} rules, probe {i} ({} -> {}, proto {}, port {} -> {}): weir \
@@ -1977,10 +1988,6 @@ fn measure_size(
             }
         }
     }
-    let linear_allowed = tuples
-        .iter()
-        .filter(|t| flat.classify(t) == Verdict::Allow)
-        .count() as u64;
     let programs: usize = compiled
         .tables
         .endpoints
@@ -2356,6 +2363,9 @@ struct Acl {
     workdir: PathBuf,
     file_prefix: String,
     timeout: Duration,
+    /// Where the thread reading its output runs: any CPU but `cpu`.
+    reader_cpu: Option<usize>,
+    keep_files: bool,
     unsupported: BTreeSet<&'static str>,
     hugepage_notes: BTreeSet<String>,
 }
@@ -2395,11 +2405,15 @@ enum AclOutcome {
 
 impl Acl {
     fn new(bin: PathBuf, cfg: &PolicyBenchConfig) -> Self {
+        let cpu = cfg.cpu.unwrap_or(0);
+        let cpus = crate::report::Machine::detect(None).logical_cpus;
         Acl {
             bin,
             stdbuf: find_in_path("stdbuf"),
             prlimit: find_in_path("prlimit"),
-            cpu: cfg.cpu.unwrap_or(0),
+            cpu,
+            reader_cpu: (0..cpus).find(|&c| c != cpu),
+            keep_files: cfg.keep_files,
             workdir: cfg.workdir.clone(),
             file_prefix: format!("weiracl{}", std::process::id()),
             timeout: cfg.acl_timeout,
@@ -2546,8 +2560,17 @@ impl Acl {
                 case.traces
             ));
         }
-        for f in [&case.rules_file, &case.trace_file, &case.log_file] {
-            let _ = std::fs::remove_file(f);
+        let _ = std::fs::remove_file(&case.log_file);
+        if self.keep_files {
+            notes.push(format!(
+                "{} rules: dpdk-test-acl's inputs kept: {} and {} (perf/anchors/acl.sh runs them)",
+                case.label,
+                case.rules_file.display(),
+                case.trace_file.display()
+            ));
+        } else {
+            let _ = std::fs::remove_file(&case.rules_file);
+            let _ = std::fs::remove_file(&case.trace_file);
         }
         notes
     }
@@ -2614,7 +2637,13 @@ impl Acl {
             })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
+        // The reader timestamps the lines that bound the build. On the measuring CPU it
+        // would only run when dpdk-test-acl yields, so it runs on another one.
+        let elsewhere = self.reader_cpu;
         let reader = std::thread::spawn(move || {
+            if let Some(id) = elsewhere {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if tx.send((Instant::now(), line)).is_err() {
@@ -2715,6 +2744,12 @@ impl Acl {
         }
         if self.stdbuf.is_none() {
             notes.push("no stdbuf on PATH: dpdk-test-acl's build time was not measured".into());
+        } else if self.reader_cpu.is_none() {
+            notes.push(
+                "one CPU only: dpdk-test-acl's output was read on its own CPU, so its build \
+                 times may be late by up to its classification time"
+                    .into(),
+            );
         }
         notes
     }

@@ -77,6 +77,10 @@ struct PolicyArgs {
     /// killed and reported as infeasible.
     #[arg(long, default_value_t = 120)]
     acl_timeout: u64,
+    /// Keep dpdk-test-acl's rule and trace files in the work directory (perf/anchors/acl.sh
+    /// reruns DPDK on them by hand).
+    #[arg(long)]
+    keep_files: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
                 std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
             }),
             acl_timeout: Duration::from_secs(args.acl_timeout),
+            keep_files: args.keep_files,
         };
         match policy::run(&cfg) {
             Ok((r, n)) => {
