@@ -2367,7 +2367,8 @@ struct Acl {
     reader_cpu: Option<usize>,
     keep_files: bool,
     unsupported: BTreeSet<&'static str>,
-    hugepage_notes: BTreeSet<String>,
+    /// What `HugepageReservation` said at each size (raised, or why not).
+    hugepage_notes: Vec<String>,
 }
 
 /// One size's DPDK inputs and state.
@@ -2418,7 +2419,7 @@ impl Acl {
             file_prefix: format!("weiracl{}", std::process::id()),
             timeout: cfg.acl_timeout,
             unsupported: BTreeSet::new(),
-            hugepage_notes: BTreeSet::new(),
+            hugepage_notes: Vec::new(),
         }
     }
 
@@ -2461,7 +2462,7 @@ impl Acl {
                 case._hugepages = reservation;
             }
             Err(why) => {
-                self.hugepage_notes.insert(format!(
+                self.hugepage_notes.push(format!(
                     "dpdk-test-acl ran with --no-huge (4 KiB pages): {why}"
                 ));
                 case.no_huge = true;
@@ -2735,7 +2736,16 @@ impl Acl {
 
     /// Notes about every size: algorithms skipped, hugepages, how build time was taken.
     fn finish(self) -> Vec<String> {
-        let mut notes: Vec<String> = self.hugepage_notes.into_iter().collect();
+        // One note for all sizes: the first, and how many sizes said the same kind of thing.
+        let mut notes = Vec::new();
+        if let Some(first) = self.hugepage_notes.first() {
+            let more = self.hugepage_notes.len() - 1;
+            notes.push(if more == 0 {
+                first.clone()
+            } else {
+                format!("{first} (at the first size; likewise for {more} more, each on its own)")
+            });
+        }
         if !self.unsupported.is_empty() {
             notes.push(format!(
                 "dpdk-test-acl algorithms this CPU or build cannot run, skipped: {}",
