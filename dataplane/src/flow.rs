@@ -35,6 +35,14 @@ impl FlowKey {
         out
     }
 
+    /// Stores any address in key form: IPv4 mapped, IPv6 as is (the inverse of `src_ip`).
+    pub fn map_ip(addr: IpAddr) -> [u8; 16] {
+        match addr {
+            IpAddr::V4(a) => FlowKey::map_v4(a.octets()),
+            IpAddr::V6(a) => a.octets(),
+        }
+    }
+
     /// Whether both addresses are IPv4-mapped.
     pub fn is_v4(&self) -> bool {
         self.src[..12] == V4_MAPPED && self.dst[..12] == V4_MAPPED

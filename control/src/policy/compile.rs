@@ -131,6 +131,9 @@ struct Compiler<'a> {
     net_ids: HashMap<SetKey, NetSetId>,
     named_ports: Vec<FxHashSet<([u8; 16], u8, u16)>>,
     named_ids: HashMap<(String, Option<u8>), PortSetId>,
+    /// Resolved selectors without a serviceAccounts match: many rules repeat a selector,
+    /// and resolving one walks every endpoint.
+    selected: HashMap<(Scope, Selector), NetSet>,
     rules: Vec<RuleInfo>,
 }
 
@@ -168,6 +171,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
         net_ids: HashMap::new(),
         named_ports: Vec::new(),
         named_ids: HashMap::new(),
+        selected: HashMap::new(),
         rules: Vec::new(),
     };
 
@@ -281,14 +285,6 @@ fn host_prefixes(pod: &Pod) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
             },
         )
     })
-}
-
-/// The flow-key form of an address.
-fn key_addr(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(a) => FlowKey::map_v4(a.octets()),
-        IpAddr::V6(a) => a.octets(),
-    }
 }
 
 impl<'a> Compiler<'a> {
@@ -617,8 +613,27 @@ impl<'a> Compiler<'a> {
         )
     }
 
-    /// The addresses of the pods and network sets a selector picks in a scope.
+    /// The addresses of the pods and network sets a selector picks in a scope, cached when
+    /// no serviceAccounts match narrows it.
     fn selected_set(
+        &mut self,
+        scope: &Scope,
+        selector: &Selector,
+        accounts: Option<&super::model::ServiceAccountMatch>,
+    ) -> NetSet {
+        if accounts.is_some() {
+            return self.resolve(scope, selector, accounts);
+        }
+        let key = (scope.clone(), selector.clone());
+        if let Some(set) = self.selected.get(&key) {
+            return set.clone();
+        }
+        let set = self.resolve(scope, selector, None);
+        self.selected.insert(key, set.clone());
+        set
+    }
+
+    fn resolve(
         &self,
         scope: &Scope,
         selector: &Selector,
@@ -692,7 +707,11 @@ impl<'a> Compiler<'a> {
                             let named = cp.name.as_deref().is_some_and(|n| names.contains(&n));
                             if named && protocol.is_none_or(|p| p == cp.protocol) {
                                 for &ip in &e.pod.ips {
-                                    set.insert((key_addr(ip), cp.protocol.number(), cp.port));
+                                    set.insert((
+                                        FlowKey::map_ip(ip),
+                                        cp.protocol.number(),
+                                        cp.port,
+                                    ));
                                 }
                             }
                         }

@@ -137,8 +137,8 @@ pub fn evaluate_compiled(
             )
         };
         let key = FlowKey {
-            src: key_addr(from.ip),
-            dst: key_addr(to.ip),
+            src: FlowKey::map_ip(from.ip),
+            dst: FlowKey::map_ip(to.ip),
             src_port,
             dst_port,
             proto: protocol.number(),
@@ -153,13 +153,6 @@ pub fn evaluate_compiled(
             .push(explain(&compiled.tables, &from, &to, &decision));
     }
     Ok(report)
-}
-
-fn key_addr(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(a) => FlowKey::map_v4(a.octets()),
-        IpAddr::V6(a) => a.octets(),
-    }
 }
 
 fn side(
