@@ -3,6 +3,7 @@
 //! drop reason.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use weir_dataplane::craft;
@@ -121,8 +122,12 @@ fn default_policy() -> PolicyTables {
         direction,
         index: Some(0),
     };
-    let a_egress = Program {
-        tiers: vec![Tier {
+    let sets = Sets {
+        nets: vec![blocked],
+        named_ports: vec![],
+    };
+    let a_egress = Program::new(
+        vec![Tier {
             rules: vec![Rule {
                 matches: Match {
                     dst_nets: Some(0),
@@ -134,9 +139,10 @@ fn default_policy() -> PolicyTables {
             end: TierEnd::Pass,
             end_id: 2,
         }],
-    };
-    let b_ingress = Program {
-        tiers: vec![Tier {
+        &sets,
+    );
+    let b_ingress = Program::new(
+        vec![Tier {
             rules: vec![Rule {
                 matches: Match {
                     protocol: Some(17),
@@ -152,22 +158,20 @@ fn default_policy() -> PolicyTables {
             end: TierEnd::Pass,
             end_id: 2,
         }],
-    };
+        &sets,
+    );
     PolicyTables {
         endpoints: vec![
             EndpointPolicy {
                 ingress: None,
-                egress: Some(a_egress),
+                egress: Some(Arc::new(a_egress)),
             },
             EndpointPolicy {
-                ingress: Some(b_ingress),
+                ingress: Some(Arc::new(b_ingress)),
                 egress: None,
             },
         ],
-        sets: Sets {
-            nets: vec![blocked],
-            named_ports: vec![],
-        },
+        sets,
         rules: vec![
             info("demo/a-egress", Direction::Egress),
             info("demo/b-ingress", Direction::Ingress),
@@ -858,13 +862,14 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
     b.pod(pod("a", A_MAC, A4, A6, 1500)).unwrap();
     b.pod(pod("b", B_MAC, B4, B6, 1500)).unwrap();
     b.uplink("up0", UP_MAC, 1500).unwrap();
-    let closed = Program {
-        tiers: vec![Tier {
+    let closed = Program::new(
+        vec![Tier {
             rules: vec![],
             end: TierEnd::Deny,
             end_id: 1,
         }],
-    };
+        &Sets::default(),
+    );
     let web = Rule {
         matches: Match {
             protocol: Some(6),
@@ -877,13 +882,14 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
         action: Action::Allow,
         id: 0,
     };
-    let b_ingress = Program {
-        tiers: vec![Tier {
+    let b_ingress = Program::new(
+        vec![Tier {
             rules: if b_allows_80 { vec![web] } else { vec![] },
             end: TierEnd::Deny,
             end_id: 1,
         }],
-    };
+        &Sets::default(),
+    );
     let info = RuleInfo {
         tier: "default".into(),
         policy: "demo/p".into(),
@@ -893,11 +899,11 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
     b.policy(PolicyTables {
         endpoints: vec![
             EndpointPolicy {
-                ingress: Some(closed),
+                ingress: Some(Arc::new(closed)),
                 egress: None,
             },
             EndpointPolicy {
-                ingress: Some(b_ingress),
+                ingress: Some(Arc::new(b_ingress)),
                 egress: None,
             },
         ],

@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use weir_dataplane::flow::FlowKey;
@@ -225,7 +226,14 @@ pub fn compile(cluster: &Cluster) -> Compiled {
             applies[e].push(p);
         }
     }
-    let program = |direction: Direction, list: &[usize]| -> Option<Program> {
+    let sets = Sets {
+        nets: c.nets,
+        named_ports: c.named_ports,
+    };
+    // Endpoints selected by the same policies share one program (and its decision
+    // structure): the pods of one workload usually do.
+    let mut programs: HashMap<Vec<CompiledTier>, Arc<Program>> = HashMap::new();
+    let mut program = |direction: Direction, list: &[usize]| -> Option<Arc<Program>> {
         let mut tiers_out: Vec<CompiledTier> = Vec::new();
         let mut current: Option<usize> = None;
         for &p in list {
@@ -250,7 +258,15 @@ pub fn compile(cluster: &Cluster) -> Compiled {
                 t.rules.extend(rules.iter().cloned());
             }
         }
-        (!tiers_out.is_empty()).then_some(Program { tiers: tiers_out })
+        if tiers_out.is_empty() {
+            return None;
+        }
+        if let Some(shared) = programs.get(&tiers_out) {
+            return Some(shared.clone());
+        }
+        let built = Arc::new(Program::new(tiers_out.clone(), &sets));
+        programs.insert(tiers_out, built.clone());
+        Some(built)
     };
     let endpoint_policies = applies
         .iter()
@@ -263,10 +279,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
     Compiled {
         tables: PolicyTables {
             endpoints: endpoint_policies,
-            sets: Sets {
-                nets: c.nets,
-                named_ports: c.named_ports,
-            },
+            sets,
             rules: c.rules,
         },
         endpoints: ids,

@@ -14,6 +14,7 @@
 //! depends on the endpoint's own rules, not on how many rules the cluster has.
 
 use crate::flow::FlowKey;
+use crate::policy::index::Index;
 use crate::policy::netset::NetSet;
 
 /// What a rule does when it matches.
@@ -50,7 +51,7 @@ pub type PortSetId = u32;
 
 /// Port conditions: inclusive ranges, plus optionally named ports resolved to the
 /// (address, protocol, port) triples of the pods that declare them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PortMatch {
     pub ranges: Vec<(u16, u16)>,
     pub named: Option<PortSetId>,
@@ -71,7 +72,7 @@ pub struct IcmpMatch {
 }
 
 /// Everything a rule can test; every present condition must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Match {
     pub protocol: Option<u8>,
     pub not_protocol: Option<u8>,
@@ -90,7 +91,7 @@ pub struct Match {
 }
 
 /// One compiled rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub matches: Match,
     pub action: Action,
@@ -98,7 +99,7 @@ pub struct Rule {
 }
 
 /// One tier's slice of a program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tier {
     /// Rules of the applicable policies, in policy then rule order.
     pub rules: Vec<Rule>,
@@ -107,11 +108,19 @@ pub struct Tier {
     pub end_id: RuleId,
 }
 
-/// The program of one endpoint in one direction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The program of one endpoint in one direction: its tiers, and the decision structure
+/// built from them (see `index`). Endpoints with the same policies share one program.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
-    pub tiers: Vec<Tier>,
+    tiers: Vec<Tier>,
+    index: Index,
+    /// At most [`SCAN_RULES`] rules: testing them in turn is cheaper than the five field
+    /// lookups of the decision structure.
+    small: bool,
 }
+
+/// Programs with at most this many rules are classified by testing the rules in turn.
+pub const SCAN_RULES: usize = 3;
 
 /// The address sets and port sets programs refer to.
 #[derive(Debug, Clone, Default)]
@@ -133,9 +142,65 @@ pub struct Decision {
 /// How many `Log` hits one decision records.
 pub const MAX_LOGGED: usize = 2;
 
+impl Default for Program {
+    /// A program without tiers: everything is allowed.
+    fn default() -> Self {
+        Program::new(Vec::new(), &Sets::default())
+    }
+}
+
 impl Program {
-    /// Classifies the packet `key` (see `flow` for the byte order).
+    /// The program of `tiers`, whose rules refer to `sets`.
+    pub fn new(tiers: Vec<Tier>, sets: &Sets) -> Program {
+        let index = Index::build(&tiers, sets);
+        let small = tiers.iter().map(|t| t.rules.len()).sum::<usize>() <= SCAN_RULES;
+        Program {
+            tiers,
+            index,
+            small,
+        }
+    }
+
+    /// The tiers, in evaluation order.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.tiers
+    }
+
+    /// Classifies the packet `key` (see `flow` for the byte order) through the decision
+    /// structure: the cost does not grow with the number of rules.
+    #[inline]
     pub fn classify(&self, key: &FlowKey, sets: &Sets) -> Decision {
+        if self.small {
+            self.classify_by_scan(key, sets)
+        } else {
+            self.index.classify(&self.tiers, key, sets)
+        }
+    }
+
+    /// Classifies through the decision structure whatever the program's size.
+    pub fn classify_indexed(&self, key: &FlowKey, sets: &Sets) -> Decision {
+        self.index.classify(&self.tiers, key, sets)
+    }
+
+    /// See [`Index::warm`].
+    #[inline]
+    pub fn warm(&self) -> u32 {
+        self.index.warm()
+    }
+
+    /// Heap bytes of the decision structure (the tiers not counted).
+    pub fn index_bytes(&self) -> usize {
+        self.index.memory_bytes()
+    }
+
+    /// Address intervals in the decision structure.
+    pub fn address_intervals(&self) -> usize {
+        self.index.address_intervals()
+    }
+
+    /// Classifies `key` by testing the rules one after another: the definition that the
+    /// decision structure must agree with (tests hold them against each other).
+    pub fn classify_by_scan(&self, key: &FlowKey, sets: &Sets) -> Decision {
         let mut logged = [None; MAX_LOGGED];
         let mut n_logged = 0;
         for tier in &self.tiers {
@@ -312,8 +377,8 @@ mod tests {
             },
             ..Match::default()
         };
-        let p = Program {
-            tiers: vec![
+        let p = Program::new(
+            vec![
                 Tier {
                     rules: vec![
                         rule(from_a.clone(), Action::Pass, 1),
@@ -331,7 +396,8 @@ mod tests {
                     end_id: 11,
                 },
             ],
-        };
+            &s,
+        );
         let d = p.classify(&key([198, 18, 0, 1], [198, 18, 1, 1], 6, 1000, 80), &s);
         assert_eq!(
             (d.verdict, d.rule, d.logged[0]),
@@ -345,13 +411,14 @@ mod tests {
         );
         let d = p.classify(&key([198, 18, 9, 1], [198, 18, 1, 1], 6, 1000, 80), &s);
         assert_eq!((d.verdict, d.rule), (Verdict::Deny, Some(2)));
-        let passing = Program {
-            tiers: vec![Tier {
+        let passing = Program::new(
+            vec![Tier {
                 rules: vec![],
                 end: TierEnd::Pass,
                 end_id: 0,
             }],
-        };
+            &s,
+        );
         assert_eq!(
             passing
                 .classify(&key([1, 1, 1, 1], [2, 2, 2, 2], 17, 1, 2), &s)
@@ -444,5 +511,210 @@ mod tests {
             .test(&ping, &s),
             "ports never match ICMP"
         );
+    }
+
+    mod against_the_scan {
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+        /// A small address space, so that generated sets and packets meet often.
+        fn v4(i: u16) -> IpAddr {
+            IpAddr::V4(Ipv4Addr::new(198, 18, (i >> 8) as u8 & 3, i as u8))
+        }
+
+        fn v6(i: u16) -> IpAddr {
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                i >> 8 & 3,
+                i & 0xff,
+            ))
+        }
+
+        fn net_set() -> impl Strategy<Value = NetSet> {
+            let prefix = (any::<bool>(), any::<u16>(), 22u8..=32).prop_map(|(six, i, len)| {
+                if six {
+                    (v6(i), len + 96)
+                } else {
+                    (v4(i), len)
+                }
+            });
+            (
+                prop::collection::vec(prefix.clone(), 0..6),
+                prop::collection::vec(prefix, 0..3),
+            )
+                .prop_map(|(add, except)| {
+                    let mut s = NetSet::from_prefixes(add);
+                    for (a, l) in except {
+                        s.remove(a, l);
+                    }
+                    s
+                })
+        }
+
+        const PROTOS: [u8; 6] = [1, 6, 17, 58, 132, 47];
+
+        fn ports() -> impl Strategy<Value = PortMatch> {
+            prop_oneof![
+                3 => Just(PortMatch::default()),
+                2 => prop::collection::vec((0u16..40, 0u16..20), 1..3).prop_map(|r| PortMatch {
+                    ranges: r.into_iter().map(|(lo, w)| (lo, lo + w)).collect(),
+                    named: None,
+                }),
+                1 => (0u32..2, prop::collection::vec((0u16..40, 0u16..5), 0..2)).prop_map(
+                    |(n, r)| PortMatch {
+                        ranges: r.into_iter().map(|(lo, w)| (lo, lo + w)).collect(),
+                        named: Some(n),
+                    }
+                ),
+            ]
+        }
+
+        fn option<T: std::fmt::Debug + Clone>(
+            s: impl Strategy<Value = T>,
+        ) -> impl Strategy<Value = Option<T>> {
+            prop_oneof![3 => Just(None), 1 => s.prop_map(Some)]
+        }
+
+        fn icmp() -> impl Strategy<Value = IcmpMatch> {
+            (0u8..4, option(0u8..3)).prop_map(|(ty, code)| IcmpMatch { ty, code })
+        }
+
+        fn matches(sets: u32) -> impl Strategy<Value = Match> {
+            let proto = prop::sample::select(PROTOS.to_vec());
+            let set = 0..sets;
+            (
+                (
+                    option(proto.clone()),
+                    option(proto),
+                    option(prop_oneof![Just(4u8), Just(6u8)]),
+                ),
+                (
+                    option(set.clone()),
+                    option(set.clone()),
+                    option(set.clone()),
+                    option(set),
+                ),
+                (ports(), ports(), ports(), ports()),
+                (option(icmp()), option(icmp())),
+            )
+                .prop_map(
+                    |((p, np, v), (sn, nsn, dn, ndn), (sp, nsp, dp, ndp), (i, ni))| Match {
+                        protocol: p,
+                        not_protocol: np,
+                        ip_version: v,
+                        src_nets: sn,
+                        not_src_nets: nsn,
+                        dst_nets: dn,
+                        not_dst_nets: ndn,
+                        src_ports: sp,
+                        not_src_ports: nsp,
+                        dst_ports: dp,
+                        not_dst_ports: ndp,
+                        icmp: i,
+                        not_icmp: ni,
+                    },
+                )
+        }
+
+        fn action() -> impl Strategy<Value = Action> {
+            prop_oneof![
+                Just(Action::Allow),
+                Just(Action::Deny),
+                Just(Action::Pass),
+                Just(Action::Log)
+            ]
+        }
+
+        fn tiers(sets: u32) -> impl Strategy<Value = Vec<Tier>> {
+            let tier = (
+                // Up to 150 rules in one tier: bitmaps of more than one word.
+                prop_oneof![4 => 0usize..8, 1 => 60usize..150],
+                any::<bool>(),
+            )
+                .prop_flat_map(move |(n, deny)| {
+                    prop::collection::vec((matches(sets), action()), n)
+                        .prop_map(move |rules| (rules, deny))
+                });
+            prop::collection::vec(tier, 0..4).prop_map(|tiers| {
+                let mut id = 0;
+                tiers
+                    .into_iter()
+                    .map(|(rules, deny)| {
+                        let rules = rules
+                            .into_iter()
+                            .map(|(matches, action)| {
+                                id += 1;
+                                Rule {
+                                    matches,
+                                    action,
+                                    id,
+                                }
+                            })
+                            .collect();
+                        id += 1;
+                        Tier {
+                            rules,
+                            end: if deny { TierEnd::Deny } else { TierEnd::Pass },
+                            end_id: id,
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        fn flow_key() -> impl Strategy<Value = FlowKey> {
+            (
+                any::<bool>(),
+                any::<u16>(),
+                any::<u16>(),
+                prop::sample::select(PROTOS.to_vec()),
+                0u16..70,
+                prop_oneof![0u16..70, (0u16..5, 0u16..4).prop_map(|(t, c)| t << 8 | c)],
+            )
+                .prop_map(|(six, s, d, proto, sp, dp)| {
+                    let (src, dst) = if six { (v6(s), v6(d)) } else { (v4(s), v4(d)) };
+                    FlowKey {
+                        src: FlowKey::map_ip(src),
+                        dst: FlowKey::map_ip(dst),
+                        // For ICMP the source port field carries type and code.
+                        src_port: if matches!(proto, 1 | 58) { dp } else { sp },
+                        dst_port: dp,
+                        proto,
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn the_decision_structure_decides_like_the_scan(
+                (nets, program) in prop::collection::vec(net_set(), 1..6)
+                    .prop_flat_map(|nets| {
+                        let n = nets.len() as u32;
+                        (Just(nets), tiers(n))
+                    }),
+                keys in prop::collection::vec(flow_key(), 64),
+            ) {
+                let named_set = |port: u16| {
+                    (0..1024u16)
+                        .step_by(3)
+                        .flat_map(|i| {
+                            [6u8, 17, 132].map(|p| (FlowKey::map_ip(v4(i)), p, port + i % 7))
+                        })
+                        .collect::<rustc_hash::FxHashSet<_>>()
+                };
+                let sets = Sets { nets, named_ports: vec![named_set(3), named_set(30)] };
+                let p = Program::new(program, &sets);
+                for k in &keys {
+                    prop_assert_eq!(p.classify_indexed(k, &sets), p.classify_by_scan(k, &sets), "{:?}", k);
+                }
+            }
+        }
     }
 }
