@@ -5,6 +5,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod bpf;
 pub mod mem;
+pub mod xsk;
 
 pub use mem::{InjectError, MemDriver};

@@ -1,0 +1,1 @@
+//! XDP programs assembled in Rust (placeholder: being written).
