@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
-ensure_apt build-essential pkg-config dpdk iproute2 ethtool
+ensure_apt build-essential pkg-config dpdk iproute2 ethtool iputils-ping iperf3
 ensure_rust_components
 ensure_cargo_tool cargo-fuzz cargo-fuzz
 

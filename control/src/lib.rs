@@ -3,5 +3,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod demo;
 pub mod policy;

@@ -5,8 +5,10 @@
 
 #![deny(unsafe_code)]
 
+pub mod afxdp;
 pub mod bpf;
 pub mod mem;
+pub mod signals;
 pub mod xsk;
 
 pub use mem::{InjectError, MemDriver};

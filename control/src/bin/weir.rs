@@ -24,6 +24,14 @@ enum Command {
     /// Run the in-memory demo: a node with three pods, scripted frames through the real
     /// pipeline, expected versus seen. Exits non-zero if any frame misbehaves.
     Demo,
+    /// Run the node agent: attach the configured interfaces to an AF_XDP worker and forward
+    /// with policy from the file datastore, until SIGTERM or SIGINT.
+    Agent {
+        /// The agent's YAML configuration (node, uplink, podCidrs, cores, datastore,
+        /// listen, frames).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Network policy tools.
     Policy {
         #[command(subcommand)]
@@ -66,6 +74,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Agent { config } => {
+            let run = || -> Result<(), String> {
+                let config =
+                    weir_control::agent::AgentConfig::load(&config).map_err(|e| e.to_string())?;
+                weir_workers::signals::install()
+                    .map_err(|e| format!("installing signal handlers: {e}"))?;
+                weir_control::agent::run(&config, weir_workers::signals::flag())
+                    .map_err(|e| e.to_string())
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Policy {
             command:
                 PolicyCommand::Eval {

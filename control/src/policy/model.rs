@@ -24,7 +24,7 @@
 //! Kubernetes objects get no such extras: what the API server accepts is accepted.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -455,6 +455,8 @@ pub struct Pod {
     /// `spec.hostNetwork`: such a pod uses its node's addresses and is not subject to pod
     /// network policy.
     pub host_network: bool,
+    /// `metadata.annotations` (the agent reads its `weir.dev/` keys).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One entry of a container's `ports`.
@@ -509,6 +511,7 @@ impl Pod {
         let cx = Cx { object: &object };
         cx.name(&name, validate_dns_subdomain)?;
         let labels = cx.labels(&pod.metadata)?;
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
 
         let spec = pod.spec.unwrap_or_default();
         let service_account = spec
@@ -598,6 +601,7 @@ impl Pod {
             container_ports,
             service_account,
             host_network: spec.host_network.unwrap_or(false),
+            annotations,
         })
     }
 }

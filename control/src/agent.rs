@@ -1,0 +1,465 @@
+//! `weir agent`: attaches the node's interfaces to an AF_XDP worker and forwards with the
+//! pipeline, its policy compiled from a file datastore.
+//!
+//! This first agent reads its endpoints from the datastore directory once at start-up
+//! (the watching, incremental control plane comes with its own work): ordinary Kubernetes
+//! YAML (Namespaces, Pods with `status.podIPs`, NetworkPolicies and the weir.dev objects).
+//! A pod is local to this node when it carries the annotation `weir.dev/interface` (its
+//! host-side veth) and `weir.dev/mac` (the MAC of its `eth0`).
+//!
+//! It serves `/metrics` (Prometheus text), `/healthz` and `/readyz` on a local port, and
+//! stops cleanly on SIGTERM or SIGINT; the XDP programs are attached through bpf_links,
+//! so the kernel detaches them even if the agent is killed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use weir_dataplane::snapshot::{Mac, PodSpec, Publisher};
+use weir_dataplane::{DropReason, SnapshotBuilder};
+use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig, WorkerReport};
+use weir_workers::bpf::UplinkFilter;
+
+use crate::policy::compile::compile;
+use crate::policy::load::Cluster;
+
+/// The agent's configuration file (YAML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's name.
+    pub node: String,
+    /// The uplink interface, if the node has one weir should take traffic from.
+    #[serde(default)]
+    pub uplink: Option<String>,
+    /// Pod CIDRs of the cluster: the uplink's XDP program takes traffic to them.
+    #[serde(default)]
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// UDP ports the uplink program takes (WireGuard, VXLAN).
+    #[serde(default = "default_udp_ports")]
+    pub uplink_udp_ports: Vec<u16>,
+    /// The cores workers run on (one worker per core; this version runs one worker).
+    pub cores: Vec<usize>,
+    /// The file datastore: a directory of YAML files.
+    pub datastore: PathBuf,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Number of UMEM frames.
+    #[serde(default = "default_frames")]
+    pub frames: u32,
+}
+
+fn default_udp_ports() -> Vec<u16> {
+    vec![51820, 4789]
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9180".into()
+}
+
+fn default_frames() -> u32 {
+    4096
+}
+
+/// Annotation naming a local pod's host-side interface.
+pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
+/// Annotation holding a local pod's MAC.
+pub const MAC_ANNOTATION: &str = "weir.dev/mac";
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("config {path}: {why}")]
+    Config { path: String, why: String },
+    #[error("datastore {path}: {why}")]
+    Datastore { path: String, why: String },
+    #[error("pod {pod}: {why}")]
+    Pod { pod: String, why: String },
+    #[error("interface {name:?}: {why}")]
+    Interface { name: String, why: String },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error("worker: {0}")]
+    Worker(String),
+    #[error("metrics listener on {addr}: {why}")]
+    Listen { addr: String, why: String },
+}
+
+impl AgentConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
+        let err = |why: String| AgentError::Config {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let de = serde_yaml::Deserializer::from_str(&text);
+        let config: AgentConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| err(e.to_string()))?;
+        if config.cores.is_empty() {
+            return Err(err("cores: name at least one core".into()));
+        }
+        if config.cores.len() > 1 {
+            return Err(err(format!(
+                "cores: {} cores given; this version runs one worker, name one core",
+                config.cores.len()
+            )));
+        }
+        if config.frames < 512 || !config.frames.is_power_of_two() {
+            return Err(err(format!(
+                "frames: {} is not a power of two of at least 512",
+                config.frames
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// Loads every `.yaml`/`.yml` file of the datastore directory, in name order.
+pub fn load_datastore(dir: &Path) -> Result<Cluster, AgentError> {
+    let err = |why: String| AgentError::Datastore {
+        path: dir.display().to_string(),
+        why,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| err(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut texts = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
+        texts.push((f.display().to_string(), text));
+    }
+    Cluster::from_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str()))).map_err(|errors| {
+        err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
+    })
+}
+
+fn sysfs(name: &str, what: &str) -> Result<String, AgentError> {
+    let path = format!("/sys/class/net/{name}/{what}");
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| AgentError::Interface {
+            name: name.into(),
+            why: format!("{path}: {e}"),
+        })
+}
+
+fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn interface_mac(name: &str) -> Result<Mac, AgentError> {
+    let text = sysfs(name, "address")?;
+    parse_mac(&text).ok_or_else(|| AgentError::Interface {
+        name: name.into(),
+        why: format!("unreadable MAC {text:?}"),
+    })
+}
+
+fn interface_mtu(name: &str) -> Result<u16, AgentError> {
+    let text = sysfs(name, "mtu")?;
+    text.parse().map_err(|_| AgentError::Interface {
+        name: name.into(),
+        why: format!("unreadable MTU {text:?}"),
+    })
+}
+
+/// The snapshot of this node from the datastore, and the interfaces to attach.
+pub fn build_node(
+    config: &AgentConfig,
+    cluster: &Cluster,
+) -> Result<(SnapshotBuilder, Vec<PortSpec>), AgentError> {
+    let compiled = compile(cluster);
+    let mut b = SnapshotBuilder::new();
+    let mut ports = Vec::new();
+    // Snapshot endpoint ids must be the compiler's: pods are added in id order.
+    let mut by_id: Vec<_> = compiled.endpoints.iter().collect();
+    by_id.sort_by_key(|(_, &id)| id);
+    for (name, &id) in by_id {
+        let pod = &cluster.pods[name];
+        let who = format!("{}/{}", pod.namespace, pod.name);
+        let perr = |why: String| AgentError::Pod {
+            pod: who.clone(),
+            why,
+        };
+        let interface = pod.annotations.get(INTERFACE_ANNOTATION).ok_or_else(|| {
+            perr(format!(
+                "no {INTERFACE_ANNOTATION} annotation: this agent serves one node, and every \
+                 pod in its datastore must be local (name its host-side interface)"
+            ))
+        })?;
+        let mac = pod
+            .annotations
+            .get(MAC_ANNOTATION)
+            .and_then(|m| parse_mac(m))
+            .ok_or_else(|| perr(format!("{MAC_ANNOTATION}: missing or not a MAC")))?;
+        let (mut ipv4, mut ipv6) = (None, None);
+        for ip in &pod.ips {
+            match ip {
+                IpAddr::V4(a) => ipv4 = Some(*a),
+                IpAddr::V6(a) => ipv6 = Some(*a),
+            }
+        }
+        let (_, endpoint) = b
+            .pod(PodSpec {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                interface: interface.clone(),
+                gateway_mac: interface_mac(interface)?,
+                mac,
+                ipv4,
+                ipv6,
+                mtu: interface_mtu(interface)?,
+            })
+            .map_err(|e| perr(e.to_string()))?;
+        if endpoint != id {
+            return Err(perr(format!(
+                "endpoint id {endpoint} differs from the policy's {id}"
+            )));
+        }
+        ports.push(PortSpec {
+            name: interface.clone(),
+            uplink_filter: None,
+        });
+    }
+    if let Some(up) = &config.uplink {
+        b.uplink(up, interface_mac(up)?, interface_mtu(up)?)
+            .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+        let mut filter = UplinkFilter {
+            v4: Vec::new(),
+            v6: Vec::new(),
+            udp_ports: config.uplink_udp_ports.clone(),
+        };
+        for net in &config.pod_cidrs {
+            match net {
+                ipnet::IpNet::V4(n) => filter.v4.push((n.network(), n.prefix_len())),
+                ipnet::IpNet::V6(n) => filter.v6.push((n.network(), n.prefix_len())),
+            }
+        }
+        ports.push(PortSpec {
+            name: up.clone(),
+            uplink_filter: Some(filter),
+        });
+    }
+    b.policy(compiled.tables);
+    Ok((b, ports))
+}
+
+/// Runs the agent until SIGTERM/SIGINT (or `stop`).
+pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
+    let cluster = load_datastore(&config.datastore)?;
+    let (builder, ports) = build_node(config, &cluster)?;
+    let mut publisher = Publisher::new();
+    let snapshot = publisher
+        .publish(builder)
+        .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+    let listener = TcpListener::bind(&config.listen).map_err(|e| AgentError::Listen {
+        addr: config.listen.clone(),
+        why: e.to_string(),
+    })?;
+    let reports: Vec<Arc<Mutex<WorkerReport>>> =
+        vec![Arc::new(Mutex::new(WorkerReport::default()))];
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let (reports, ready) = (reports.clone(), ready.clone());
+        std::thread::Builder::new()
+            .name("weir-http".into())
+            .spawn(move || serve_http(&listener, &reports, &ready, stop))
+            .map_err(|e| AgentError::Worker(e.to_string()))?;
+    }
+
+    let worker_config = WorkerConfig {
+        umem: weir_workers::xsk::UmemConfig {
+            frame_count: config.frames,
+            ..weir_workers::xsk::UmemConfig::default()
+        },
+        ..WorkerConfig::default()
+    };
+    let core = config.cores[0];
+    let reader = publisher.reader();
+    let report = reports[0].clone();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let handle = std::thread::Builder::new()
+        .name(format!("weir-worker-{core}"))
+        .spawn(move || {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                eprintln!("weir agent: could not pin the worker to core {core}; running unpinned");
+            }
+            let mut worker = match Worker::new(&ports, &snapshot, worker_config) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            if let Some(w) = worker.umem_warning() {
+                eprintln!("weir agent: warning: {w}");
+            }
+            let _ = started_tx.send(Ok(()));
+            worker.run(&reader, stop, &report);
+        })
+        .map_err(|e| AgentError::Worker(e.to_string()))?;
+    match started_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(AgentError::Worker(e)),
+        Err(_) => return Err(AgentError::Worker("the worker thread ended".into())),
+    }
+    ready.store(true, Ordering::SeqCst);
+    eprintln!(
+        "weir agent: node {} forwarding on core {core}; metrics on http://{}/metrics",
+        config.node, config.listen
+    );
+    let _ = handle.join();
+    eprintln!("weir agent: stopped");
+    Ok(())
+}
+
+fn serve_http(
+    listener: &TcpListener,
+    reports: &[Arc<Mutex<WorkerReport>>],
+    ready: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    // Non-blocking accept with a short sleep, so the thread notices a stop.
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut conn, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 1024];
+        let n = conn.read(&mut buf).unwrap_or(0);
+        let request = String::from_utf8_lossy(&buf[..n]);
+        let path = request.split_whitespace().nth(1).unwrap_or("/");
+        let (status, body) = match path {
+            "/healthz" => ("200 OK", "ok\n".to_owned()),
+            "/readyz" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_owned()),
+            "/readyz" => ("503 Service Unavailable", "not ready\n".to_owned()),
+            "/metrics" => ("200 OK", metrics(reports)),
+            _ => ("404 Not Found", "not found\n".to_owned()),
+        };
+        let _ = write!(
+            conn,
+            "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+/// Prometheus text for the workers' reports.
+pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
+    let mut out = String::new();
+    let snapshots: Vec<WorkerReport> = reports
+        .iter()
+        .map(|r| r.lock().map(|r| r.clone()).unwrap_or_default())
+        .collect();
+    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    };
+    let per = |f: &dyn Fn(&WorkerReport) -> u64| -> Vec<(String, u64)> {
+        snapshots
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("worker=\"{i}\""), f(r)))
+            .collect()
+    };
+    family(
+        "weir_rx_packets_total",
+        "Frames that entered the pipeline.",
+        "counter",
+        per(&|r| r.pipeline.rx),
+    );
+    family(
+        "weir_tx_packets_total",
+        "Frames handed to an output.",
+        "counter",
+        per(&|r| r.pipeline.tx),
+    );
+    family(
+        "weir_xsk_rx_frames_total",
+        "Frames received from AF_XDP sockets.",
+        "counter",
+        per(&|r| r.rx_frames),
+    );
+    family(
+        "weir_xsk_tx_frames_total",
+        "Frames given to AF_XDP TX rings.",
+        "counter",
+        per(&|r| r.tx_frames),
+    );
+    family(
+        "weir_tx_ring_full_total",
+        "Times a TX ring had no room.",
+        "counter",
+        per(&|r| r.tx_ring_full),
+    );
+    family(
+        "weir_fill_starved_total",
+        "Times the free list could not top up the fill rings.",
+        "counter",
+        per(&|r| r.fill_starved),
+    );
+    family(
+        "weir_worker_sleeps_total",
+        "Idle sleeps in poll(2).",
+        "counter",
+        per(&|r| r.sleeps),
+    );
+    let mut drops = Vec::new();
+    for (i, r) in snapshots.iter().enumerate() {
+        for reason in DropReason::ALL {
+            drops.push((
+                format!("worker=\"{i}\",reason=\"{}\"", reason.name()),
+                r.pipeline.dropped(reason),
+            ));
+        }
+    }
+    family(
+        "weir_drops_total",
+        "Frames dropped, by reason.",
+        "counter",
+        drops,
+    );
+    let mut rings = BTreeMap::new();
+    for (i, r) in snapshots.iter().enumerate() {
+        for p in &r.ports {
+            rings.insert(
+                format!("worker=\"{i}\",interface=\"{}\"", p.name),
+                p.rx_ring_full,
+            );
+        }
+    }
+    family(
+        "weir_xsk_rx_ring_full_total",
+        "Kernel: frames dropped because the RX ring was full.",
+        "counter",
+        rings.into_iter().collect(),
+    );
+    out
+}

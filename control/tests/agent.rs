@@ -1,0 +1,516 @@
+//! `weir agent` on real interfaces (root; CI runs it): a "node" network namespace running
+//! the agent, two "pod" namespaces attached by veth pairs and configured Calico-style
+//! (address/32 and /128, default routes via 169.254.1.1 and fe80::1, answered by weir).
+//! Traffic: ping both ways over IPv4 and IPv6, TCP with iperf3 both ways with veth TX
+//! offload on and off, a flow denied by policy (dropped and counted), a spoofed source
+//! (dropped and counted), and SIGKILL of the agent mid-traffic (no XDP program left
+//! behind; a restarted agent forwards again).
+//!
+//! Names carry the process id; a guard removes namespaces and stops the agent even when an
+//! assertion fails. Addresses are from 198.18.0.0/15 and 2001:db8::/32 only.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Lab {
+    pid: u32,
+    node: String,
+    pods: [String; 2],
+    dir: PathBuf,
+    agent: Option<Child>,
+}
+
+const A4: &str = "198.18.1.10";
+const B4: &str = "198.18.1.11";
+const A6: &str = "2001:db8:1::10";
+const B6: &str = "2001:db8:1::11";
+
+fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Lab {
+    fn host_if(&self, i: usize) -> String {
+        format!("wh{}{}", ["a", "b"][i], self.pid)
+    }
+
+    fn port(&self) -> u16 {
+        20000 + (self.pid % 20000) as u16
+    }
+
+    fn new() -> Lab {
+        assert_eq!(
+            // SAFETY-free check of the effective user: root is needed for namespaces.
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .unwrap_or(""),
+            "0",
+            "this scenario test needs root (network namespaces, AF_XDP); CI runs it as root"
+        );
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("weir-agent-test-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("datastore")).unwrap();
+        let lab = Lab {
+            pid,
+            node: format!("weir-n-{pid}"),
+            pods: [format!("weir-a-{pid}"), format!("weir-b-{pid}")],
+            dir,
+            agent: None,
+        };
+        ok(&["ip", "netns", "add", &lab.node]);
+        for ns in &lab.pods {
+            ok(&["ip", "netns", "add", ns]);
+        }
+        ok(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]);
+        for (i, (v4, v6)) in [(A4, A6), (B4, B6)].into_iter().enumerate() {
+            let (ns, host) = (&lab.pods[i], lab.host_if(i));
+            ok(&[
+                "ip", "-n", &lab.node, "link", "add", &host, "type", "veth", "peer", "name",
+                "eth0", "netns", ns,
+            ]);
+            ok(&["ip", "-n", &lab.node, "link", "set", &host, "up"]);
+            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            ok(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            ok(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/32"),
+                "dev",
+                "eth0",
+            ]);
+            ok(&[
+                "ip",
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/128"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            ok(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+                "scope",
+                "link",
+            ]);
+            ok(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+            ]);
+            ok(&[
+                "ip", "-n", ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+            ]);
+        }
+        lab
+    }
+
+    fn pod_mac(&self, i: usize) -> String {
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.pods[i],
+            "cat",
+            "/sys/class/net/eth0/address",
+        ])
+        .trim()
+        .to_owned()
+    }
+
+    fn write_datastore(&self) {
+        let pod = |i: usize, name: &str, v4: &str, v6: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: shop\n  name: {name}\n  \
+                 labels: {{app: {name}}}\n  annotations:\n    weir.dev/interface: {}\n    \
+                 weir.dev/mac: \"{}\"\nstatus:\n  podIPs: [{{ip: \"{v4}\"}}, {{ip: \"{v6}\"}}]\n",
+                self.host_if(i),
+                self.pod_mac(i)
+            )
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n{}---\n{}---\n\
+             apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata:\n  namespace: shop\n  \
+             name: no-udp-9999\nspec:\n  selector: app == 'b'\n  types: [Ingress]\n  \
+             ingress:\n  - action: Deny\n    protocol: UDP\n    destination:\n      \
+             ports: [9999]\n  - action: Allow\n",
+            pod(0, "a", A4, A6),
+            pod(1, "b", B4, B6),
+        );
+        std::fs::write(self.dir.join("datastore/cluster.yaml"), text).unwrap();
+        let config = format!(
+            "node: node-{}\ncores: [1]\ndatastore: {}\nlisten: 127.0.0.1:{}\nframes: 4096\n",
+            self.pid,
+            self.dir.join("datastore").display(),
+            self.port()
+        );
+        std::fs::write(self.dir.join("agent.yaml"), config).unwrap();
+    }
+
+    fn start_agent(&mut self) {
+        let log = std::fs::File::create(self.dir.join("agent.log")).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                env!("CARGO_BIN_EXE_weir"),
+                "agent",
+                "--config",
+            ])
+            .arg(self.dir.join("agent.yaml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.http("/readyz").contains("ready") && !self.http("/readyz").contains("not") {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.agent.as_mut().map(Child::try_wait) {
+                panic!("the agent exited ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready in 10 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The agent's log and its non-zero metrics, for failure messages.
+    fn log(&self) -> String {
+        let metrics: Vec<String> = self
+            .http("/metrics")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+            .map(str::to_owned)
+            .collect();
+        format!(
+            "{}\nmetrics:\n{}",
+            std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default(),
+            metrics.join("\n")
+        )
+    }
+
+    fn http(&self, path: &str) -> String {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && \
+             timeout 2 cat <&3",
+            self.port()
+        );
+        let out = sh(&["ip", "netns", "exec", &self.node, "bash", "-c", &script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn metric(&self, name_and_labels: &str) -> u64 {
+        self.http("/metrics")
+            .lines()
+            .find(|l| l.starts_with(name_and_labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn in_pod(&self, i: usize, args: &[&str]) -> Output {
+        let mut all = vec!["ip", "netns", "exec", &self.pods[i]];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
+    fn ping(&self, from: usize, to: &str) -> bool {
+        self.in_pod(from, &["ping", "-c", "3", "-i", "0.2", "-W", "1", to])
+            .status
+            .success()
+    }
+
+    /// Counter values are published every 100 ms.
+    fn settle(&self) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn xdp_attached(&self, i: usize) -> bool {
+        ok(&["ip", "-n", &self.node, "link", "show", &self.host_if(i)]).contains("xdp")
+    }
+
+    fn kill_agent(&mut self, signal: &str) {
+        if let Some(mut child) = self.agent.take() {
+            // `ip netns exec` execs the agent, so the child's pid is the agent's.
+            let _ = sh(&["kill", signal, &child.id().to_string()]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_agent("-KILL");
+        for ns in self.pods.iter().chain([&self.node]) {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
+    let mut lab = Lab::new();
+    lab.write_datastore();
+    lab.start_agent();
+    assert!(
+        lab.xdp_attached(0) && lab.xdp_attached(1),
+        "XDP on both host veths"
+    );
+
+    // Ping both ways, both families.
+    assert!(lab.ping(0, B4), "a -> b IPv4: {}", lab.log());
+    assert!(lab.ping(1, A4), "b -> a IPv4");
+    assert!(lab.ping(0, B6), "a -> b IPv6");
+    assert!(lab.ping(1, A6), "b -> a IPv6");
+
+    // TCP both ways, with the pods' TX offload on (partial checksums) and off.
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[1],
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            B4,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = lab.in_pod(
+        0,
+        &[
+            "iperf3",
+            "-c",
+            B4,
+            "-t",
+            "1",
+            "-J",
+            "--connect-timeout",
+            "2000",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "iperf3 a -> b: {}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let _ = server.0.wait();
+    for i in 0..2 {
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.pods[i],
+            "ethtool",
+            "-K",
+            "eth0",
+            "tx",
+            "off",
+        ]);
+    }
+    let server2 = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[1],
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            B4,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    server = KillOnDrop(server2);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = lab.in_pod(
+        0,
+        &[
+            "iperf3",
+            "-c",
+            B4,
+            "-t",
+            "1",
+            "-R",
+            "-J",
+            "--connect-timeout",
+            "2000",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "iperf3 b -> a (reverse), tx offload off"
+    );
+    let _ = server.0.wait();
+
+    // A denied flow: UDP to b's port 9999 is dropped and counted; other UDP is not.
+    lab.settle();
+    let denied = "weir_drops_total{worker=\"0\",reason=\"policy_denied_ingress\"}";
+    let before = lab.metric(denied);
+    let udp = |port: u16| {
+        let script = format!("for i in 1 2 3 4 5; do echo probe > /dev/udp/{B4}/{port}; done");
+        lab.in_pod(0, &["bash", "-c", &script]);
+    };
+    udp(9999);
+    lab.settle();
+    assert_eq!(
+        lab.metric(denied),
+        before + 5,
+        "five UDP datagrams to 9999 denied"
+    );
+    udp(9998);
+    lab.settle();
+    assert_eq!(lab.metric(denied), before + 5, "UDP to 9998 is allowed");
+
+    // Anti-spoofing: a sends with an address that is not its own.
+    let spoofed = "weir_drops_total{worker=\"0\",reason=\"spoofed_ip\"}";
+    let before = lab.metric(spoofed);
+    ok(&[
+        "ip",
+        "-n",
+        &lab.pods[0],
+        "addr",
+        "add",
+        "198.18.1.99/32",
+        "dev",
+        "eth0",
+    ]);
+    assert!(
+        !lab.in_pod(
+            0,
+            &[
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+                "198.18.1.99",
+                B4
+            ]
+        )
+        .status
+        .success(),
+        "a spoofed ping gets no answer"
+    );
+    lab.settle();
+    assert!(lab.metric(spoofed) >= before + 2, "spoofed frames counted");
+
+    // SIGKILL mid-traffic: the kernel detaches the programs; a new agent forwards again.
+    let flood = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[0],
+            "ping",
+            "-i",
+            "0.01",
+            "-c",
+            "300",
+            "-W",
+            "1",
+            B4,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut flood = KillOnDrop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.kill_agent("-KILL");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (lab.xdp_attached(0) || lab.xdp_attached(1)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !lab.xdp_attached(0) && !lab.xdp_attached(1),
+        "no XDP program left after SIGKILL"
+    );
+    let _ = flood.0.kill();
+    let _ = flood.0.wait();
+    lab.start_agent();
+    assert!(
+        lab.ping(0, B4),
+        "forwarding again after a restart: {}",
+        lab.log()
+    );
+
+    // SIGTERM: a clean stop, programs detached.
+    lab.kill_agent("-TERM");
+    assert!(!lab.xdp_attached(0) && !lab.xdp_attached(1));
+    assert!(
+        lab.log().contains("stopped"),
+        "clean shutdown: {}",
+        lab.log()
+    );
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
