@@ -44,7 +44,13 @@ fn enter_netns(name: &str) {
 
 fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "cat", &format!("/sys/class/net/{dev}/address")])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "cat",
+            &format!("/sys/class/net/{dev}/address"),
+        ])
         .output()
         .expect("read MAC");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -78,12 +84,43 @@ fn root_frames_are_accounted_for_under_a_ping_flood() {
     let hosts = [format!("wqa{pid}"), format!("wqb{pid}")];
     let addrs = ["198.18.7.1", "198.18.7.2"];
     for (i, ns) in [&a, &b].into_iter().enumerate() {
-        ip(&["-n", &node, "link", "add", &hosts[i], "type", "veth", "peer", "name", "eth0", "netns", ns]);
+        ip(&[
+            "-n", &node, "link", "add", &hosts[i], "type", "veth", "peer", "name", "eth0", "netns",
+            ns,
+        ]);
         ip(&["-n", &node, "link", "set", &hosts[i], "up"]);
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("{}/32", addrs[i]), "dev", "eth0"]);
-        ip(&["-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
-        ip(&["-n", ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/32", addrs[i]),
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ]);
     }
     let mut builder = SnapshotBuilder::new();
     for (i, ns) in [&a, &b].into_iter().enumerate() {
@@ -146,7 +183,10 @@ fn root_frames_are_accounted_for_under_a_ping_flood() {
         .expect("worker started");
     // A bounded flood: 20 000 echo requests with 16 in flight.
     let out = Command::new("ip")
-        .args(["netns", "exec", &a, "ping", "-f", "-l", "16", "-c", "20000", "-w", "30", addrs[1]])
+        .args([
+            "netns", "exec", &a, "ping", "-q", "-f", "-l", "16", "-c", "20000", "-w", "30",
+            addrs[1],
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -154,9 +194,16 @@ fn root_frames_are_accounted_for_under_a_ping_flood() {
     let _ = done_tx.send(());
     let (rx, tx, pipeline_tx) = worker.join().expect("worker thread").expect("worker");
     let summary = String::from_utf8_lossy(&out.stdout);
+    // With 16 in flight, ping sends a few more than the count and stops once the count
+    // is answered, without waiting for the last few.
+    let received: u64 = summary
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
     assert!(
-        summary.contains("20000 received"),
-        "every echo answered through weir: {summary}"
+        received >= 20_000,
+        "echoes answered through weir: {summary}"
     );
     // Requests and replies, plus ARP.
     assert!(rx >= 40_000, "frames received: {rx}");
