@@ -64,9 +64,9 @@ fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
 #[test]
 fn root_frames_are_accounted_for_under_a_ping_flood() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "this test needs root (network namespaces, AF_XDP); CI runs it as root"
     );
     let pid = std::process::id();
