@@ -260,6 +260,26 @@ impl Lab {
         sh(&all)
     }
 
+    /// A one-shot iperf3 server on pod b, stopped when dropped.
+    fn iperf3_server(&self) -> KillOnDrop {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.pods[1],
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                B4,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    }
+
     fn ping(&self, from: usize, to: &str) -> bool {
         self.in_pod(from, &["ping", "-c", "3", "-i", "0.2", "-W", "1", to])
             .status
@@ -316,22 +336,7 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
     assert!(lab.ping(1, A6), "b -> a IPv6");
 
     // TCP both ways, with the pods' TX offload on (partial checksums) and off.
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.pods[1],
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            B4,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(server);
+    let mut server = lab.iperf3_server();
     std::thread::sleep(Duration::from_millis(300));
     let run = lab.in_pod(
         0,
@@ -365,22 +370,7 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
             "off",
         ]);
     }
-    let server2 = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.pods[1],
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            B4,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    server = KillOnDrop(server2);
+    server = lab.iperf3_server();
     std::thread::sleep(Duration::from_millis(300));
     let run = lab.in_pod(
         0,

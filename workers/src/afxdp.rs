@@ -137,6 +137,8 @@ pub struct Worker {
     batch: Batch,
     pipeline: Pipeline,
     rx: Vec<(u64, u32)>,
+    /// The sockets as `poll(2)` wants them, built once.
+    pollfds: Vec<libc::pollfd>,
     report: WorkerReport,
     idle: u32,
     config: WorkerConfig,
@@ -234,6 +236,14 @@ impl Worker {
                 .collect(),
             ..WorkerReport::default()
         };
+        let pollfds = built
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.socket.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         let mut worker = Worker {
             umem,
             ports: built,
@@ -243,6 +253,7 @@ impl Worker {
             batch: Batch::new(),
             pipeline: Pipeline::with_conntrack(config.conntrack),
             rx: Vec::with_capacity(BATCH_SIZE),
+            pollfds,
             report,
             idle: 0,
             config,
@@ -382,7 +393,7 @@ impl Worker {
                 self.idle = 0;
                 // Wake the kernel when a fill ring asks for it (copy mode on veth does).
                 if self.ports.iter().any(|p| p.socket.fill_needs_wakeup()) {
-                    poll_sockets(&self.fds(), 0);
+                    poll_sockets(&mut self.pollfds, 0);
                 }
             }
             if last_report.elapsed() >= Duration::from_millis(100) {
@@ -393,14 +404,10 @@ impl Worker {
         self.publish(report);
     }
 
-    fn fds(&self) -> Vec<i32> {
-        self.ports.iter().map(|p| p.socket.fd()).collect()
-    }
-
     fn sleep(&mut self) {
         self.report.sleeps += 1;
         let ms = self.config.sleep.as_millis().min(i32::MAX as u128) as i32;
-        poll_sockets(&self.fds(), ms);
+        poll_sockets(&mut self.pollfds, ms);
     }
 
     fn publish(&mut self, report: &Mutex<WorkerReport>) {
@@ -458,18 +465,10 @@ impl Worker {
     }
 }
 
-/// `poll(2)` on `fds` for input, up to `timeout_ms` (0: just look). Errors (EINTR) are
+/// `poll(2)` on `pfds` (built once per worker) for input, up to `timeout_ms` (0: just look). Errors (EINTR) are
 /// treated as a wake-up.
 #[allow(unsafe_code)]
-fn poll_sockets(fds: &[i32], timeout_ms: i32) {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+fn poll_sockets(pfds: &mut [libc::pollfd], timeout_ms: i32) {
     // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd
     // structures that outlives the call.
     unsafe {
