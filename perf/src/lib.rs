@@ -2,6 +2,7 @@
 //! same pinned core, and reports medians, ranges and ratios (see `report`).
 
 pub mod dpdk;
+pub mod forward;
 pub mod lpm;
 pub mod pipeline;
 pub mod policy;

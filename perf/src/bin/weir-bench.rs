@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use weir_perf::forward::{self, ForwardBenchConfig};
 use weir_perf::lpm::{self, LpmBenchConfig};
 use weir_perf::pipeline::{self, PipelineBenchConfig};
 use weir_perf::policy::{self, PolicyBenchConfig};
@@ -50,6 +51,14 @@ enum Command {
         #[command(flatten)]
         lpm: LpmArgs,
     },
+    /// Real frames through one forwarder core: weir (plain and with a policy of --rules
+    /// rules) beside dpdk-testpmd io forwarding over net_af_xdp and the kernel's forwarding
+    /// (plain and with the same rules in nftables), on the same veths and core: rate
+    /// delivered, loss, and latency at half load. Needs root.
+    Forward {
+        #[command(flatten)]
+        forward: ForwardArgs,
+    },
     /// Policy classification on generated clusters of 10 to 100k rules, beside a linear scan
     /// of the same rules and dpdk-test-acl on the equivalent 5-tuple rules; build time and
     /// memory too.
@@ -81,6 +90,37 @@ struct PolicyArgs {
     /// reruns DPDK on them by hand).
     #[arg(long)]
     keep_files: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ForwardArgs {
+    /// Frame sizes on the wire (with FCS), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 1500])]
+    sizes: Vec<usize>,
+    /// Seconds per trial (each size is measured at full rate, then at --load).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Rules in the policy variants (0: none).
+    #[arg(long, default_value_t = 1000)]
+    rules: usize,
+    /// Fraction of each forwarder's own rate at which latency is measured.
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+    /// UDP source ports the traffic cycles through.
+    #[arg(long, default_value_t = 16)]
+    flows: u16,
+    /// CPU of the traffic engine (default: the first CPU that is not --cpu).
+    #[arg(long)]
+    gen_cpu: Option<usize>,
+    /// The weir binary (default: `weir` beside this program).
+    #[arg(long)]
+    weir: Option<PathBuf>,
+    /// Skip the dpdk-testpmd anchor.
+    #[arg(long)]
+    no_dpdk: bool,
+    /// Skip the kernel anchors.
+    #[arg(long)]
+    no_kernel: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +156,42 @@ fn main() -> ExitCode {
     }
     let mut results = Vec::new();
     let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
+    if let Command::Forward { forward: args } = &cli.command {
+        progress("forward: building the namespaces, starting the traffic engine");
+        let gen_cpu = args.gen_cpu.unwrap_or(if cpu == 0 { 1 } else { 0 });
+        let weir = args.weir.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("weir")))
+                .unwrap_or_else(|| PathBuf::from("weir"))
+        });
+        let cfg = ForwardBenchConfig {
+            runs: cli.runs,
+            seconds: args.seconds,
+            sizes: args.sizes.clone(),
+            rules: args.rules,
+            cpu,
+            gen_cpu,
+            weir,
+            testpmd: !args.no_dpdk,
+            kernel: !args.no_kernel,
+            load: args.load,
+            flows: args.flows,
+            workdir: std::env::temp_dir()
+                .join(format!("weir-bench-forward-{}", std::process::id())),
+        };
+        match forward::run(&cfg) {
+            Ok((r, n)) => {
+                results.extend(r);
+                notes.extend(n);
+            }
+            Err(e) => {
+                eprintln!("weir-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return print_report("forward", pinned.then_some(cpu), results, notes, cli.json);
+    }
     if let Command::Policy { policy: args } = &cli.command {
         progress("policy: generating clusters, compiling, running anchors");
         let cfg = PolicyBenchConfig {
@@ -157,7 +233,7 @@ fn main() -> ExitCode {
             ("pipeline", lpm)
         }
         Command::Lpm { lpm } => ("lpm", lpm),
-        Command::Policy { .. } => unreachable!("handled above"),
+        Command::Policy { .. } | Command::Forward { .. } => unreachable!("handled above"),
     };
     progress("lpm: building tables and running anchors");
     let cfg = LpmBenchConfig {

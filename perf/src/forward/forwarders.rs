@@ -1,0 +1,561 @@
+//! The forwarders `weir-bench forward` compares, each started in the node namespace on the
+//! same two veths and stopped again (cleanly, or by force from `Drop`):
+//!
+//! - **weir**: the real `weir agent` binary with `cores: [cpu]`, its datastore holding the
+//!   two pods and, for the policy variant, a Kubernetes NetworkPolicy with `rules` ingress
+//!   rules on the sink pod.
+//! - **testpmd**: `dpdk-testpmd` in `io` forwarding mode over two `net_af_xdp` ports, its
+//!   forwarding lcore on `cpu` (its main lcore, which only waits for Enter, on the
+//!   generator's CPU). It loads its own XDP program and removes it on exit.
+//! - **kernel**: IPv4 forwarding in the node namespace, with the generator veth's receive
+//!   processing steered to `cpu` by RPS (otherwise it would run on the generator's CPU,
+//!   where veth delivers), static routes and a permanent neighbour entry for the sink;
+//!   for the policy variant an nftables forward chain with the same rules as the weir
+//!   policy, in the same order, ending in a drop.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::lab::{format_mac, ns_exec, output, Lab, Mac, GEN_IP, SINK_IP};
+use super::traffic::UDP_PORT;
+
+/// Which forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// weir, with `rules` policy rules on the sink (0: no policy).
+    Weir { rules: usize },
+    /// dpdk-testpmd io forwarding over net_af_xdp.
+    Testpmd,
+    /// Linux routing, with an nftables chain of `rules` rules (0: no nftables).
+    Kernel { rules: usize },
+}
+
+impl Kind {
+    /// The name results carry: `weir`, `weir_1k_rules`, `testpmd_io`, `kernel`,
+    /// `kernel_nft_1k_rules`.
+    pub fn label(&self) -> String {
+        match *self {
+            Kind::Weir { rules: 0 } => "weir".into(),
+            Kind::Weir { rules } => format!("weir_{}_rules", crate::report::count_label(rules)),
+            Kind::Testpmd => "testpmd_io".into(),
+            Kind::Kernel { rules: 0 } => "kernel".into(),
+            Kind::Kernel { rules } => {
+                format!("kernel_nft_{}_rules", crate::report::count_label(rules))
+            }
+        }
+    }
+}
+
+/// One rule of the benchmark policy: traffic from `source` to the sink on `protocol`
+/// (6 or 17) port `port` is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub source: Ipv4Addr,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// `n` rules: distinct TCP sources in 198.19.0.0/16 with varied ports, and, in the middle,
+/// the one rule the benchmark traffic matches (UDP from the generator to port 9). A
+/// first-match list must walk half of it; weir's index does not care where it is.
+pub fn bench_rules(n: usize) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = (0..n.saturating_sub(1))
+        .map(|i| Rule {
+            source: Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8),
+            protocol: 6,
+            port: 1000 + (i % 5000) as u16,
+        })
+        .collect();
+    if n > 0 {
+        rules.insert(
+            rules.len() / 2,
+            Rule {
+                source: GEN_IP,
+                protocol: 17,
+                port: UDP_PORT,
+            },
+        );
+    }
+    rules
+}
+
+/// The weir datastore: the namespace, the two pods (their host-side interfaces and MACs
+/// as annotations) and, when `rules` is not empty, the NetworkPolicy on the sink.
+pub fn weir_datastore(gen: (&str, &Mac), sink: (&str, &Mac), rules: &[Rule]) -> String {
+    let pod = |name: &str, ip: Ipv4Addr, host: &str, mac: &[u8; 6]| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: bench\n  name: {name}\n  \
+             labels: {{app: {name}}}\n  annotations:\n    weir.dev/interface: {host}\n    \
+             weir.dev/mac: \"{}\"\nstatus:\n  podIPs: [{{ip: \"{ip}\"}}]\n",
+            format_mac(mac)
+        )
+    };
+    let mut text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n---\n{}---\n{}",
+        pod("gen", GEN_IP, gen.0, gen.1),
+        pod("sink", SINK_IP, sink.0, sink.1),
+    );
+    if !rules.is_empty() {
+        text.push_str(
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  \
+             namespace: bench\n  name: sink-ingress\nspec:\n  podSelector:\n    \
+             matchLabels: {app: sink}\n  policyTypes: [Ingress]\n  ingress:\n",
+        );
+        for r in rules {
+            text.push_str(&format!(
+                "  - from: [{{ipBlock: {{cidr: {}/32}}}}]\n    ports: [{{protocol: {}, port: {}}}]\n",
+                r.source,
+                if r.protocol == 17 { "UDP" } else { "TCP" },
+                r.port
+            ));
+        }
+    }
+    text
+}
+
+/// The nftables ruleset equivalent to `rules` on the sink: a forward hook that sends the
+/// sink's traffic through the rules in order, and drops what none accepts.
+pub fn nft_ruleset(table: &str, rules: &[Rule]) -> String {
+    let mut text = format!(
+        "table ip {table} {{\n  chain forward {{\n    type filter hook forward priority 0; \
+         policy accept;\n    ip daddr {SINK_IP} jump sink_ingress\n  }}\n  chain sink_ingress {{\n"
+    );
+    for r in rules {
+        text.push_str(&format!(
+            "    ip saddr {} {} dport {} accept\n",
+            r.source,
+            if r.protocol == 17 { "udp" } else { "tcp" },
+            r.port
+        ));
+    }
+    text.push_str("    drop\n  }\n}\n");
+    text
+}
+
+/// What the forwarders need besides the lab.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The forwarder's CPU.
+    pub cpu: usize,
+    /// The generator's CPU (testpmd's idle main lcore goes there).
+    pub gen_cpu: usize,
+    /// The `weir` binary.
+    pub weir: PathBuf,
+    /// Scratch directory (configs, logs).
+    pub workdir: PathBuf,
+    /// A hugetlbfs mount for testpmd, if one could be made.
+    pub huge_dir: Option<PathBuf>,
+}
+
+/// A started forwarder; [`Running::stop`] stops it and reports whether it left the
+/// interfaces clean. Dropping it without `stop` forces it down.
+#[derive(Debug)]
+pub struct Running<'a> {
+    kind: Kind,
+    lab: &'a Lab,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+    nft_table: Option<String>,
+    kernel: bool,
+}
+
+impl<'a> Running<'a> {
+    /// Starts `kind` and waits until it says it is up.
+    pub fn start(kind: Kind, lab: &'a Lab, setup: &Setup) -> Result<Running<'a>, String> {
+        let log = setup.workdir.join(format!("{}.log", kind.label()));
+        let mut running = Running {
+            kind,
+            lab,
+            child: None,
+            stdin: None,
+            log: log.clone(),
+            nft_table: None,
+            kernel: false,
+        };
+        match kind {
+            Kind::Weir { rules } => running.start_weir(setup, rules)?,
+            Kind::Testpmd => running.start_testpmd(setup)?,
+            Kind::Kernel { rules } => running.start_kernel(setup, rules)?,
+        }
+        Ok(running)
+    }
+
+    fn start_weir(&mut self, setup: &Setup, rules: usize) -> Result<(), String> {
+        if !setup.weir.is_file() {
+            return Err(format!(
+                "{} not found: build it with `cargo build --release -p weir-control` (or pass \
+                 --weir)",
+                setup.weir.display()
+            ));
+        }
+        let ds = setup.workdir.join(format!("datastore-{rules}"));
+        std::fs::create_dir_all(&ds).map_err(|e| format!("{}: {e}", ds.display()))?;
+        let write = |path: &Path, text: &str| {
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write(
+            &ds.join("cluster.yaml"),
+            &weir_datastore(
+                (&self.lab.gen_host, &self.lab.gen_mac),
+                (&self.lab.sink_host, &self.lab.sink_mac),
+                &bench_rules(rules),
+            ),
+        )?;
+        let config = setup.workdir.join(format!("agent-{rules}.yaml"));
+        write(
+            &config,
+            &format!(
+                "node: bench\ncores: [{}]\ndatastore: {}\nlisten: 127.0.0.1:9180\nframes: 4096\n",
+                setup.cpu,
+                ds.display()
+            ),
+        )?;
+        let log = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lab.node])
+            .arg(&setup.weir)
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("weir agent: {e}"))?;
+        self.child = Some(child);
+        self.wait_for_log("forwarding on core", Duration::from_secs(30))
+    }
+
+    fn start_testpmd(&mut self, setup: &Setup) -> Result<(), String> {
+        let testpmd = crate::dpdk::find_in_path("dpdk-testpmd")
+            .ok_or("dpdk-testpmd not found (Debian package dpdk)")?;
+        let lab = self.lab;
+        let mut cmd = Command::new("ip");
+        // Line-buffered, so that its "Press enter to exit" reaches the log when printed.
+        cmd.args(["netns", "exec", &lab.node, "stdbuf", "-oL", "-eL"])
+            .arg(testpmd)
+            .arg("-l")
+            .arg(format!("{},{}", setup.gen_cpu, setup.cpu))
+            .arg("--main-lcore")
+            .arg(setup.gen_cpu.to_string())
+            .args(["--no-pci", "--file-prefix"])
+            .arg(format!("weir-fwd-{}", std::process::id()));
+        match &setup.huge_dir {
+            Some(dir) => {
+                cmd.arg("--huge-dir").arg(dir).args(["-m", "512"]);
+            }
+            None => {
+                cmd.args(["--no-huge", "-m", "1024"]);
+            }
+        }
+        cmd.arg("--vdev")
+            .arg(format!("net_af_xdp0,iface={}", lab.gen_host))
+            .arg("--vdev")
+            .arg(format!("net_af_xdp1,iface={}", lab.sink_host))
+            .args([
+                "--",
+                "--forward-mode=io",
+                "--auto-start",
+                "--nb-cores=1",
+                "--total-num-mbufs=16384",
+            ]);
+        let log = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("dpdk-testpmd: {e}"))?;
+        self.stdin = child.stdin.take();
+        self.child = Some(child);
+        self.wait_for_log("Press enter to exit", Duration::from_secs(60))
+    }
+
+    fn start_kernel(&mut self, setup: &Setup, rules: usize) -> Result<(), String> {
+        self.kernel = true;
+        let lab = self.lab;
+        let node = lab.node.as_str();
+        for setting in [
+            "net.ipv4.ip_forward=1".to_string(),
+            "net.ipv4.conf.all.rp_filter=0".to_string(),
+            "net.ipv4.conf.default.rp_filter=0".to_string(),
+            format!("net.ipv4.conf.{}.rp_filter=0", lab.gen_host),
+        ] {
+            ns_exec(node, &["sysctl", "-q", "-w", &setting])?;
+        }
+        let sink = format!("{SINK_IP}/32");
+        let gen = format!("{GEN_IP}/32");
+        output(&[
+            "ip",
+            "-n",
+            node,
+            "route",
+            "replace",
+            &sink,
+            "dev",
+            &lab.sink_host,
+        ])?;
+        output(&[
+            "ip",
+            "-n",
+            node,
+            "route",
+            "replace",
+            &gen,
+            "dev",
+            &lab.gen_host,
+        ])?;
+        output(&[
+            "ip",
+            "-n",
+            node,
+            "neigh",
+            "replace",
+            &SINK_IP.to_string(),
+            "lladdr",
+            &format_mac(&lab.sink_mac),
+            "dev",
+            &lab.sink_host,
+            "nud",
+            "permanent",
+        ])?;
+        let mask = format!("{:x}", 1u64 << setup.cpu);
+        ns_exec(
+            node,
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "echo {mask} > /sys/class/net/{}/queues/rx-0/rps_cpus",
+                    lab.gen_host
+                ),
+            ],
+        )?;
+        if rules > 0 {
+            let table = format!("weir_bench_{}", std::process::id());
+            let file = setup.workdir.join("ruleset.nft");
+            std::fs::write(&file, nft_ruleset(&table, &bench_rules(rules)))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let file = file.display().to_string();
+            ns_exec(node, &["nft", "-f", &file])?;
+            self.nft_table = Some(table);
+        }
+        Ok(())
+    }
+
+    fn wait_for_log(&mut self, line: &str, timeout: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains(line) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "{} exited ({status}) before it was up:\n{}",
+                        self.kind.label(),
+                        crate::dpdk::tail(&text, 15)
+                    ));
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(format!(
+                    "{} not up after {} s:\n{}",
+                    self.kind.label(),
+                    timeout.as_secs(),
+                    crate::dpdk::tail(&text, 15)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the forwarder and checks that it left no XDP program behind.
+    pub fn stop(mut self) -> Result<(), String> {
+        let result = self.shut_down(false);
+        let lab = self.lab;
+        for dev in [&lab.gen_host, &lab.sink_host] {
+            if lab.xdp_attached(dev)? {
+                let _ = output(&[
+                    "ip", "-n", &lab.node, "link", "set", "dev", dev, "xdp", "off",
+                ]);
+                return Err(format!(
+                    "{} left an XDP program on {dev} (removed)",
+                    self.kind.label()
+                ));
+            }
+        }
+        result
+    }
+
+    fn shut_down(&mut self, force: bool) -> Result<(), String> {
+        let mut result = Ok(());
+        if let Some(mut stdin) = self.stdin.take() {
+            // testpmd: Enter ends it.
+            let _ = stdin.write_all(b"\n");
+        }
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as libc::pid_t;
+            if !force && self.kind != Kind::Testpmd {
+                // SAFETY: kill(2) on the pid of a child this process started and has not
+                // yet reaped, so the pid cannot have been reused.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(if force { 0 } else { 15 });
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        if !status.success() && !force {
+                            result = Err(format!(
+                                "{} exited with {status}: {}",
+                                self.kind.label(),
+                                crate::dpdk::tail(
+                                    &std::fs::read_to_string(&self.log).unwrap_or_default(),
+                                    10
+                                )
+                            ));
+                        }
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        if !force {
+                            result = Err(format!(
+                                "{} did not stop within 15 s; killed",
+                                self.kind.label()
+                            ));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if self.kernel {
+            self.kernel = false;
+            let lab = self.lab;
+            let node = lab.node.as_str();
+            if let Some(table) = self.nft_table.take() {
+                if let Err(e) = ns_exec(node, &["nft", "delete", "table", "ip", &table]) {
+                    result = result.and(Err(e));
+                }
+            }
+            let _ = ns_exec(node, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"]);
+            let _ = ns_exec(
+                node,
+                &[
+                    "sh",
+                    "-c",
+                    &format!(
+                        "echo 0 > /sys/class/net/{}/queues/rx-0/rps_cpus",
+                        lab.gen_host
+                    ),
+                ],
+            );
+            for net in [format!("{SINK_IP}/32"), format!("{GEN_IP}/32")] {
+                let _ = output(&["ip", "-n", node, "route", "del", &net]);
+            }
+            let _ = output(&[
+                "ip",
+                "-n",
+                node,
+                "neigh",
+                "del",
+                &SINK_IP.to_string(),
+                "dev",
+                &lab.sink_host,
+            ]);
+        }
+        result
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = self.shut_down(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benchmark_rule_is_in_the_middle_and_sources_are_distinct() {
+        let rules = bench_rules(1000);
+        assert_eq!(rules.len(), 1000);
+        let at = rules
+            .iter()
+            .position(|r| r.source == GEN_IP && r.protocol == 17 && r.port == UDP_PORT)
+            .unwrap();
+        assert_eq!(at, 499);
+        let mut sources: Vec<_> = rules.iter().map(|r| r.source).collect();
+        sources.sort();
+        sources.dedup();
+        assert_eq!(sources.len(), 1000);
+        assert!(bench_rules(0).is_empty());
+    }
+
+    #[test]
+    fn the_weir_datastore_loads_and_compiles_to_the_same_rules() {
+        let text = weir_datastore(
+            ("wfg1", &[2, 0, 0, 0, 0, 1]),
+            ("wfs1", &[2, 0, 0, 0, 0, 2]),
+            &bench_rules(1000),
+        );
+        let cluster =
+            weir_control::policy::load::Cluster::from_sources([("bench.yaml", text.as_str())])
+                .unwrap();
+        assert_eq!(cluster.pods.len(), 2);
+        let compiled = weir_control::policy::compile::compile(&cluster);
+        assert_eq!(compiled.endpoints.len(), 2);
+        let id = |name: &str| {
+            compiled
+                .endpoints
+                .iter()
+                .find(|(n, _)| n.name == name)
+                .map(|(_, &id)| id)
+        };
+        let verdict = |proto: u8, port: u16| {
+            let key = weir_dataplane::flow::FlowKey {
+                src: weir_dataplane::flow::FlowKey::map_v4(GEN_IP.octets()),
+                dst: weir_dataplane::flow::FlowKey::map_v4(SINK_IP.octets()),
+                src_port: 1024,
+                dst_port: port,
+                proto,
+            };
+            compiled
+                .tables
+                .evaluate(id("gen"), id("sink"), &key)
+                .verdict
+        };
+        use weir_dataplane::policy::Verdict;
+        assert_eq!(verdict(17, UDP_PORT), Verdict::Allow);
+        assert_eq!(verdict(17, UDP_PORT + 1), Verdict::Deny);
+        assert_eq!(verdict(6, UDP_PORT), Verdict::Deny);
+        let plain = weir_datastore(("a", &[2; 6]), ("b", &[4; 6]), &[]);
+        assert!(!plain.contains("NetworkPolicy"));
+    }
+
+    #[test]
+    fn the_nft_ruleset_has_every_rule_in_order_and_ends_in_drop() {
+        let rules = bench_rules(5);
+        let text = nft_ruleset("t", &rules);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("ip saddr"))
+            .collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[2], format!("ip saddr {GEN_IP} udp dport 9 accept"));
+        assert!(text.trim_end().ends_with("drop\n  }\n}") || text.contains("    drop\n"));
+    }
+}

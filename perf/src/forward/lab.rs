@@ -1,0 +1,176 @@
+//! The forwarding benchmark's topology: three network namespaces made for the run and
+//! removed when the [`Lab`] drops (also on error or panic).
+//!
+//! ```text
+//!  gen ns              node ns                         sink ns
+//!  eth0 ──veth── wfg<pid>   [forwarder]   wfs<pid> ──veth── eth0
+//!  198.18.9.1                                         198.18.9.2
+//! ```
+//!
+//! The generator and sink interfaces carry no address in their namespaces: frames are
+//! written and read through AF_XDP, so the kernels there never send a frame of their own.
+//! IPv6 is disabled in all three namespaces for the same reason (no router solicitations,
+//! no MLD reports on the wire). Every name carries the process id.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+/// The generator pod's address.
+pub const GEN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 1);
+/// The sink pod's address.
+pub const SINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 2);
+/// The interface name inside the generator and sink namespaces.
+pub const POD_IF: &str = "eth0";
+
+/// The namespaces and veth pairs of one run.
+#[derive(Debug)]
+pub struct Lab {
+    pub node: String,
+    pub gen: String,
+    pub sink: String,
+    /// Node-side end of the generator's veth.
+    pub gen_host: String,
+    /// Node-side end of the sink's veth.
+    pub sink_host: String,
+    pub gen_mac: Mac,
+    pub sink_mac: Mac,
+    pub gen_host_mac: Mac,
+    pub sink_host_mac: Mac,
+    created: Vec<String>,
+}
+
+impl Lab {
+    /// Creates the namespaces and veths and brings them up.
+    pub fn create() -> Result<Lab, String> {
+        let pid = std::process::id();
+        let mut lab = Lab {
+            node: format!("weir-fwd-node-{pid}"),
+            gen: format!("weir-fwd-gen-{pid}"),
+            sink: format!("weir-fwd-sink-{pid}"),
+            gen_host: format!("wfg{pid}"),
+            sink_host: format!("wfs{pid}"),
+            gen_mac: [0; 6],
+            sink_mac: [0; 6],
+            gen_host_mac: [0; 6],
+            sink_host_mac: [0; 6],
+            created: Vec::new(),
+        };
+        for ns in [lab.node.clone(), lab.gen.clone(), lab.sink.clone()] {
+            ip(&["netns", "add", &ns])?;
+            lab.created.push(ns.clone());
+            for key in ["all", "default"] {
+                ns_exec(
+                    &ns,
+                    &[
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+                    ],
+                )?;
+            }
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        for (host, pod) in [
+            (lab.gen_host.clone(), lab.gen.clone()),
+            (lab.sink_host.clone(), lab.sink.clone()),
+        ] {
+            ip(&[
+                "-n", &lab.node, "link", "add", &host, "type", "veth", "peer", "name", POD_IF,
+                "netns", &pod,
+            ])?;
+            ip(&["-n", &lab.node, "link", "set", &host, "up"])?;
+            ip(&["-n", &pod, "link", "set", POD_IF, "up"])?;
+        }
+        lab.gen_mac = mac_of(&lab.gen, POD_IF)?;
+        lab.sink_mac = mac_of(&lab.sink, POD_IF)?;
+        lab.gen_host_mac = mac_of(&lab.node, &lab.gen_host)?;
+        lab.sink_host_mac = mac_of(&lab.node, &lab.sink_host)?;
+        Ok(lab)
+    }
+
+    /// Whether an XDP program is attached to a node-side interface.
+    pub fn xdp_attached(&self, host_if: &str) -> Result<bool, String> {
+        let out = output(&["ip", "-n", &self.node, "link", "show", "dev", host_if])?;
+        Ok(out.contains(" xdp") || out.contains("prog/xdp"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth ends, and with them any XDP program.
+        for ns in self.created.drain(..) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
+
+/// Runs `ip` with `args`; an error carries its stderr.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let mut all = vec!["ip"];
+    all.extend_from_slice(args);
+    output(&all).map(drop)
+}
+
+/// Runs a command inside namespace `ns` (`ip netns exec`).
+pub fn ns_exec(ns: &str, args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    output(&all)
+}
+
+/// Runs a command and returns its stdout; an error names the command and its stderr.
+pub fn output(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn mac_of(ns: &str, dev: &str) -> Result<Mac, String> {
+    let text = ns_exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+    parse_mac(text.trim()).ok_or_else(|| format!("{ns}/{dev}: unreadable MAC {text:?}"))
+}
+
+/// "aa:bb:cc:dd:ee:ff" as bytes.
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Bytes as "aa:bb:cc:dd:ee:ff".
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip_and_bad_ones_are_refused() {
+        let mac = parse_mac("0a:1b:2c:3d:4e:5f").unwrap();
+        assert_eq!(format_mac(&mac), "0a:1b:2c:3d:4e:5f");
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e"), None);
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f:00"), None);
+        assert_eq!(parse_mac("zz:1b:2c:3d:4e:5f"), None);
+    }
+}

@@ -1,0 +1,523 @@
+//! The traffic engine of `weir-bench forward`: one thread, pinned to its own core, that
+//! writes UDP frames into the generator namespace's `eth0` through an AF_XDP socket and
+//! reads them back from the sink namespace's `eth0` through another, taking the send time
+//! out of each payload for the latency histogram.
+//!
+//! Built on weir's own AF_XDP layer (`weir_workers::xsk`): it is the fastest generator on
+//! this topology (trafgen and `pktgen` go through the qdisc layer, testpmd's `txonly`
+//! cannot also receive and timestamp in the same process), and it lets one thread both
+//! send and receive, so that both timestamps come from the same clock on the same core.
+//!
+//! Payload of every frame (after the 42 bytes of Ethernet, IPv4 and UDP headers):
+//! a 16-bit trial tag, the 64-bit sequence number and the 64-bit send time
+//! (`CLOCK_MONOTONIC`, ns), which fills a 60-byte frame (64 B on the wire with the FCS)
+//! exactly. Frames of another trial, and foreign frames, are not counted as delivered.
+//!
+//! Every trial is bounded in time and in packets, and the engine stops when its
+//! [`Traffic`] handle drops.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use weir_workers::bpf::{self, AttachMode, XdpLink, XdpProgram, XskMap};
+use weir_workers::xsk::{SocketConfig, Umem, UmemConfig, XskSocket};
+
+use super::lab::{Mac, POD_IF};
+
+/// The UDP destination port of the benchmark traffic (discard).
+pub const UDP_PORT: u16 = 9;
+/// The shortest frame the engine sends: 60 bytes, 64 on the wire with the FCS.
+pub const MIN_FRAME: usize = 60;
+/// The longest: a 1500-byte IP packet in its Ethernet header.
+pub const MAX_FRAME: usize = 1514;
+
+const PAYLOAD: usize = 42;
+const TAG_AT: usize = PAYLOAD;
+const SEQ_AT: usize = PAYLOAD + 2;
+const TS_AT: usize = PAYLOAD + 10;
+const BATCH: usize = 64;
+const FRAMES: u32 = 4096;
+/// Latencies above this are clamped into the histogram's top bucket.
+const MAX_LATENCY_NS: u64 = 10_000_000_000;
+
+/// The one flow (with `flows` source ports) the generator sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub src_mac: Mac,
+    /// The next hop's MAC: the node-side interface of the generator's veth.
+    pub dst_mac: Mac,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    /// Number of UDP source ports the sequence numbers cycle through (from 1024).
+    pub flows: u16,
+}
+
+/// One trial: frame size, offered rate (`None`: as fast as the generator goes), and its
+/// bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct TrialSpec {
+    pub frame_len: usize,
+    pub rate_pps: Option<f64>,
+    pub duration: Duration,
+    pub max_packets: u64,
+}
+
+/// What a trial saw.
+#[derive(Debug)]
+pub struct TrialOutcome {
+    /// Frames the generator's TX ring accepted.
+    pub sent: u64,
+    /// Frames of this trial that reached the sink.
+    pub delivered: u64,
+    /// Frames of other trials or other senders that reached the sink.
+    pub foreign: u64,
+    /// Seconds the generator sent for.
+    pub send_seconds: f64,
+    /// Sending rounds in which the generator had fewer free frames than it wanted to send
+    /// (its completions lagged).
+    pub out_of_frames: u64,
+    /// Sending rounds in all.
+    pub rounds: u64,
+    /// One-way latency, generator TX to sink RX, in ns.
+    pub latency_ns: Histogram<u64>,
+}
+
+impl TrialOutcome {
+    /// Frames per second the generator offered.
+    pub fn offered_pps(&self) -> f64 {
+        self.sent as f64 / self.send_seconds.max(1e-9)
+    }
+
+    /// Frames per second delivered to the sink.
+    pub fn delivered_pps(&self) -> f64 {
+        self.delivered as f64 / self.send_seconds.max(1e-9)
+    }
+
+    /// Share of the sending rounds that were short of frames, in percent.
+    pub fn stalled_pct(&self) -> f64 {
+        100.0 * self.out_of_frames as f64 / self.rounds.max(1) as f64
+    }
+
+    /// Share of the sent frames that never arrived, in percent.
+    pub fn loss_pct(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        100.0 * self.sent.saturating_sub(self.delivered) as f64 / self.sent as f64
+    }
+}
+
+enum Cmd {
+    Trial(TrialSpec, Sender<Result<TrialOutcome, String>>),
+}
+
+/// The running engine; dropping it stops its thread and detaches the sink's program.
+#[derive(Debug)]
+pub struct Traffic {
+    cmd: Option<Sender<Cmd>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// Starts the engine thread on `cpu`, with its sockets in namespaces `gen_ns` and
+    /// `sink_ns` (on their `eth0`).
+    pub fn start(gen_ns: &str, sink_ns: &str, cpu: usize, flow: Flow) -> Result<Traffic, String> {
+        let (cmd_tx, cmd_rx) = channel::<Cmd>();
+        let (ready_tx, ready_rx) = channel::<Result<(), String>>();
+        let (gen_ns, sink_ns) = (gen_ns.to_owned(), sink_ns.to_owned());
+        let handle = std::thread::Builder::new()
+            .name("weir-bench-traffic".into())
+            .spawn(move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    let _ = ready_tx.send(Err(format!("cannot pin the generator to CPU {cpu}")));
+                    return;
+                }
+                let mut engine = match Engine::new(&gen_ns, &sink_ns, flow) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                serve(&mut engine, &cmd_rx);
+            })
+            .map_err(|e| format!("generator thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Traffic {
+                cmd: Some(cmd_tx),
+                handle: Some(handle),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err("the generator thread ended before it was ready".into())
+            }
+        }
+    }
+
+    /// Runs one trial and waits for its outcome.
+    pub fn trial(&self, spec: TrialSpec) -> Result<TrialOutcome, String> {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&spec.frame_len) {
+            return Err(format!(
+                "frame size {} B is outside {MIN_FRAME}..={MAX_FRAME}",
+                spec.frame_len
+            ));
+        }
+        let (tx, rx) = channel();
+        self.cmd
+            .as_ref()
+            .ok_or("generator stopped")?
+            .send(Cmd::Trial(spec, tx))
+            .map_err(|_| "the generator thread is gone")?;
+        rx.recv().map_err(|_| "the generator thread is gone")?
+    }
+
+    /// Sends a slow trickle until a frame reaches the sink (the forwarder is up), at most
+    /// `timeout`. Returns whether one did.
+    pub fn wait_for_path(&self, frame_len: usize, timeout: Duration) -> Result<bool, String> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            let probe = self.trial(TrialSpec {
+                frame_len,
+                rate_pps: Some(10_000.0),
+                duration: Duration::from_millis(100),
+                max_packets: 1_000,
+            })?;
+            if probe.delivered > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        // Closing the channel ends the engine's loop.
+        self.cmd.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve(engine: &mut Engine, cmds: &Receiver<Cmd>) {
+    while let Ok(cmd) = cmds.recv() {
+        match cmd {
+            Cmd::Trial(spec, reply) => {
+                let _ = reply.send(engine.trial(&spec));
+            }
+        }
+    }
+}
+
+fn enter_netns(name: &str) -> Result<(), String> {
+    let f = File::open(format!("/var/run/netns/{name}"))
+        .map_err(|e| format!("namespace {name}: {e}"))?;
+    // SAFETY: `f` is an open namespace file; setns changes only the calling thread, which
+    // is the engine's own.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r != 0 {
+        return Err(format!("setns {name}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// Field order is drop order: sockets close before their UMEMs are unmapped, and the
+// sink's program is detached first.
+struct Engine {
+    _link: XdpLink,
+    _program: XdpProgram,
+    gen: XskSocket,
+    sink: XskSocket,
+    _map: XskMap,
+    gen_umem: Umem,
+    sink_umem: Umem,
+    gen_free: Vec<u64>,
+    sink_free: Vec<u64>,
+    flow: Flow,
+    trials: u16,
+    descs: Vec<(u64, u32)>,
+    rx: Vec<(u64, u32)>,
+}
+
+impl Engine {
+    fn new(gen_ns: &str, sink_ns: &str, flow: Flow) -> Result<Engine, String> {
+        let umem_cfg = UmemConfig {
+            frame_count: FRAMES,
+            ..UmemConfig::default()
+        };
+        let sock_cfg = SocketConfig::default();
+        enter_netns(gen_ns)?;
+        let gen_umem = Umem::new(&umem_cfg).map_err(|e| format!("generator UMEM: {e}"))?;
+        let gen_if = bpf::ifindex(POD_IF).map_err(|e| format!("{gen_ns}: {e}"))?;
+        let gen = XskSocket::bind(&gen_umem, gen_if, 0, &sock_cfg, None)
+            .map_err(|e| format!("generator socket: {e}"))?;
+        enter_netns(sink_ns)?;
+        let sink_umem = Umem::new(&umem_cfg).map_err(|e| format!("sink UMEM: {e}"))?;
+        let sink_if = bpf::ifindex(POD_IF).map_err(|e| format!("{sink_ns}: {e}"))?;
+        let mut sink = XskSocket::bind(&sink_umem, sink_if, 0, &sock_cfg, None)
+            .map_err(|e| format!("sink socket: {e}"))?;
+        let map = XskMap::new(1).map_err(|e| format!("sink map: {e}"))?;
+        map.set(0, sink.fd())
+            .map_err(|e| format!("sink map: {e}"))?;
+        let program = XdpProgram::redirect_all(&map).map_err(|e| format!("sink program: {e}"))?;
+        let link = XdpLink::attach(&program, sink_if, AttachMode::NativeOrGeneric)
+            .map_err(|e| format!("sink program: {e}"))?;
+        let mut sink_free: Vec<u64> = sink_umem.frames().collect();
+        sink.fill(&mut sink_free);
+        let gen_free = gen_umem.frames().collect();
+        Ok(Engine {
+            _link: link,
+            _program: program,
+            gen,
+            sink,
+            _map: map,
+            gen_umem,
+            sink_umem,
+            gen_free,
+            sink_free,
+            flow,
+            trials: 0,
+            descs: Vec::with_capacity(BATCH),
+            rx: Vec::with_capacity(256),
+        })
+    }
+
+    fn trial(&mut self, spec: &TrialSpec) -> Result<TrialOutcome, String> {
+        self.trials = self.trials.wrapping_add(1);
+        let tag = self.trials;
+        let len = spec.frame_len;
+        // Every generator frame must be back before the template is rewritten.
+        let waited = now_ns();
+        while self.gen_free.len() < FRAMES as usize {
+            self.gen.complete(&mut self.gen_free);
+            let _ = self.gen.kick();
+            if now_ns() - waited > 2_000_000_000 {
+                return Err(format!(
+                    "{} generator frames still in the kernel's hands after 2 s",
+                    FRAMES as usize - self.gen_free.len()
+                ));
+            }
+        }
+        let template = frame_template(&self.flow, len);
+        for &addr in &self.gen_free {
+            let frame = self
+                .gen_umem
+                .packet_mut(addr, len as u32)
+                .ok_or("generator frame outside the UMEM")?;
+            frame.copy_from_slice(&template);
+            frame[TAG_AT..TAG_AT + 2].copy_from_slice(&tag.to_be_bytes());
+        }
+        let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
+            .map_err(|e| format!("histogram: {e}"))?;
+        let (mut sent, mut delivered, mut foreign) = (0u64, 0u64, 0u64);
+        let (mut out_of_frames, mut rounds) = (0u64, 0u64);
+        let start = now_ns();
+        let deadline = start + spec.duration.as_nanos() as u64;
+        let mut end = start;
+        loop {
+            let t = now_ns();
+            if t >= deadline || sent >= spec.max_packets {
+                end = end.max(t);
+                break;
+            }
+            self.gen.complete(&mut self.gen_free);
+            let due = match spec.rate_pps {
+                None => BATCH as u64,
+                Some(rate) => {
+                    let owed = ((t - start) as f64 * rate / 1e9) as u64;
+                    owed.saturating_sub(sent).min(BATCH as u64)
+                }
+            }
+            .min(spec.max_packets - sent) as usize;
+            if due > 0 {
+                rounds += 1;
+                let n = due.min(self.gen_free.len());
+                if n < due {
+                    out_of_frames += 1;
+                }
+                self.descs.clear();
+                for k in 0..n {
+                    let addr = self.gen_free[self.gen_free.len() - 1 - k];
+                    let seq = sent + k as u64;
+                    let frame = self
+                        .gen_umem
+                        .packet_mut(addr, len as u32)
+                        .ok_or("generator frame outside the UMEM")?;
+                    let sport = 1024 + (seq % u64::from(self.flow.flows.max(1))) as u16;
+                    frame[34..36].copy_from_slice(&sport.to_be_bytes());
+                    frame[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
+                    frame[TS_AT..TS_AT + 8].copy_from_slice(&t.to_le_bytes());
+                    self.descs.push((addr, len as u32));
+                }
+                let accepted = self.gen.send(&self.descs);
+                let keep = self.gen_free.len() - accepted;
+                self.gen_free.truncate(keep);
+                sent += accepted as u64;
+            }
+            let _ = self.gen.kick();
+            self.receive(tag, &mut hist, &mut delivered, &mut foreign);
+        }
+        // Drain: until nothing arrives for 50 ms (at most 1 s).
+        let drain_start = now_ns();
+        let mut last_seen = drain_start;
+        loop {
+            let before = delivered + foreign;
+            self.gen.complete(&mut self.gen_free);
+            let _ = self.gen.kick();
+            self.receive(tag, &mut hist, &mut delivered, &mut foreign);
+            let t = now_ns();
+            if delivered + foreign > before {
+                last_seen = t;
+            }
+            if t - last_seen > 50_000_000 || t - drain_start > 1_000_000_000 {
+                break;
+            }
+        }
+        Ok(TrialOutcome {
+            sent,
+            delivered,
+            foreign,
+            send_seconds: (end - start) as f64 / 1e9,
+            out_of_frames,
+            rounds,
+            latency_ns: hist,
+        })
+    }
+
+    fn receive(
+        &mut self,
+        tag: u16,
+        hist: &mut Histogram<u64>,
+        delivered: &mut u64,
+        foreign: &mut u64,
+    ) {
+        self.rx.clear();
+        let n = self.sink.recv(&mut self.rx, 256);
+        if n > 0 {
+            let now = now_ns();
+            for &(addr, len) in &self.rx {
+                match self
+                    .sink_umem
+                    .packet(addr, len)
+                    .and_then(|p| bench_frame(p, tag))
+                {
+                    Some(sent_at) => {
+                        *delivered += 1;
+                        hist.saturating_record(
+                            now.saturating_sub(sent_at).clamp(1, MAX_LATENCY_NS),
+                        );
+                    }
+                    None => *foreign += 1,
+                }
+                self.sink_free.push(self.sink_umem.frame_base(addr));
+            }
+        }
+        self.sink.fill(&mut self.sink_free);
+        if self.sink.fill_needs_wakeup() {
+            let _ = self.sink.wake_rx();
+        }
+    }
+}
+
+/// The send time of a benchmark frame of trial `tag`, or `None` for anything else.
+fn bench_frame(p: &[u8], tag: u16) -> Option<u64> {
+    if p.len() < MIN_FRAME
+        || p[12..14] != [0x08, 0x00]
+        || p[23] != 17
+        || p[36..38] != UDP_PORT.to_be_bytes()
+        || p[TAG_AT..TAG_AT + 2] != tag.to_be_bytes()
+    {
+        return None;
+    }
+    Some(u64::from_le_bytes(p[TS_AT..TS_AT + 8].try_into().ok()?))
+}
+
+/// An Ethernet + IPv4 + UDP frame of `len` bytes for `flow`, payload zeroed; the UDP
+/// checksum is 0 (none, legal over IPv4), so the per-frame fields need no checksum update.
+pub fn frame_template(flow: &Flow, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&flow.dst_mac);
+    f[6..12].copy_from_slice(&flow.src_mac);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len = (len - 14) as u16;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f[20..22].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&flow.src_ip.octets());
+    f[30..34].copy_from_slice(&flow.dst_ip.octets());
+    let mut sum = 0u32;
+    for pair in f[14..34].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f[34..36].copy_from_slice(&1024u16.to_be_bytes());
+    f[36..38].copy_from_slice(&UDP_PORT.to_be_bytes());
+    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow() -> Flow {
+        Flow {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: Ipv4Addr::new(198, 18, 9, 1),
+            dst_ip: Ipv4Addr::new(198, 18, 9, 2),
+            flows: 4,
+        }
+    }
+
+    #[test]
+    fn the_template_parses_as_ipv4_udp_with_a_valid_header_checksum() {
+        for len in [MIN_FRAME, 512, MAX_FRAME] {
+            let f = frame_template(&flow(), len);
+            let ip = smoltcp::wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
+            assert!(ip.verify_checksum(), "{len}");
+            assert_eq!(usize::from(ip.total_len()), len - 14);
+            let udp = smoltcp::wire::UdpPacket::new_checked(ip.payload()).unwrap();
+            assert_eq!(udp.dst_port(), UDP_PORT);
+            assert_eq!(usize::from(udp.len()), len - 34);
+        }
+    }
+
+    #[test]
+    fn only_frames_of_the_current_trial_are_counted() {
+        let mut f = frame_template(&flow(), MIN_FRAME);
+        f[TAG_AT..TAG_AT + 2].copy_from_slice(&7u16.to_be_bytes());
+        f[TS_AT..TS_AT + 8].copy_from_slice(&1234u64.to_le_bytes());
+        assert_eq!(bench_frame(&f, 7), Some(1234));
+        assert_eq!(bench_frame(&f, 8), None);
+        assert_eq!(bench_frame(&f[..59], 7), None);
+        f[23] = 6;
+        assert_eq!(bench_frame(&f, 7), None);
+    }
+}
