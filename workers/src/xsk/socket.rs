@@ -264,10 +264,16 @@ impl XskSocket {
     /// Moves as many frame addresses as fit from the end of `free` into the fill ring;
     /// returns how many moved.
     pub fn fill(&mut self, free: &mut Vec<u64>) -> usize {
+        self.fill_from(free, usize::MAX)
+    }
+
+    /// Moves up to `max` frame addresses from the end of `free` into the fill ring (as
+    /// many as fit); returns how many moved.
+    pub fn fill_from(&mut self, free: &mut Vec<u64>, max: usize) -> usize {
         let Some(fill) = self.fill.as_mut() else {
             return 0;
         };
-        let want = u32::try_from(free.len()).unwrap_or(u32::MAX);
+        let want = u32::try_from(free.len().min(max)).unwrap_or(u32::MAX);
         let n = fill.reserve(want);
         let start = free.len() - n as usize;
         for (k, &addr) in free[start..].iter().enumerate() {
@@ -367,6 +373,14 @@ impl XskSocket {
             Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => Ok(()),
             _ => Err(self.syscall_error("sendto (TX wakeup)", e)),
         }
+    }
+
+    /// TX descriptors submitted that the kernel has not yet taken. In copy mode each wakeup
+    /// takes at most a small budget (32 frames on current kernels), so a sender kicks
+    /// again while this is not zero.
+    pub fn tx_pending(&self) -> u32 {
+        let mem = self.tx.mem();
+        mem.producer_index().wrapping_sub(mem.consumer_index())
     }
 
     /// Wakes the kernel to refill from the fill ring (`recvfrom` with `MSG_DONTWAIT`),
