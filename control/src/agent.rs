@@ -44,7 +44,8 @@ pub struct AgentConfig {
     /// UDP ports the uplink program takes (WireGuard, VXLAN).
     #[serde(default = "default_udp_ports")]
     pub uplink_udp_ports: Vec<u16>,
-    /// The cores workers run on (one worker per core; this version runs one worker).
+    /// The cores workers run on, one pinned worker per core. Pod interfaces are spread
+    /// over the workers in turn; the uplink goes to the first.
     pub cores: Vec<usize>,
     /// The file datastore: a directory of YAML files.
     pub datastore: PathBuf,
@@ -106,11 +107,18 @@ impl AgentConfig {
         if config.cores.is_empty() {
             return Err(err("cores: name at least one core".into()));
         }
-        if config.cores.len() > 1 {
-            return Err(err(format!(
-                "cores: {} cores given; this version runs one worker, name one core",
-                config.cores.len()
-            )));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut seen = std::collections::BTreeSet::new();
+        for &core in &config.cores {
+            if !seen.insert(core) {
+                return Err(err(format!("cores: core {core} is named twice")));
+            }
+            if core >= cpus {
+                return Err(err(format!(
+                    "cores: core {core} does not exist here (CPUs 0..{})",
+                    cpus - 1
+                )));
+            }
         }
         if config.frames < 512 || !config.frames.is_power_of_two() {
             return Err(err(format!(
@@ -264,6 +272,25 @@ pub fn build_node(
     Ok((b, ports))
 }
 
+/// Buffers on each handoff lane between two workers.
+const HANDOFF_DEPTH: usize = 1024;
+
+/// Deals the ports out to `workers` workers: uplinks to the first worker, pod interfaces
+/// round-robin in the order given (the first pod to the first worker).
+pub fn spread(ports: &[PortSpec], workers: usize) -> Vec<Vec<PortSpec>> {
+    let mut out = vec![Vec::new(); workers.max(1)];
+    let (uplinks, pods): (Vec<&PortSpec>, Vec<&PortSpec>) =
+        ports.iter().partition(|p| p.uplink_filter.is_some());
+    for p in uplinks {
+        out[0].push(p.clone());
+    }
+    let n = out.len();
+    for (i, p) in pods.into_iter().enumerate() {
+        out[i % n].push(p.clone());
+    }
+    out
+}
+
 /// Runs the agent until SIGTERM/SIGINT (or `stop`).
 pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
     let cluster = load_datastore(&config.datastore)?;
@@ -276,8 +303,10 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         addr: config.listen.clone(),
         why: e.to_string(),
     })?;
-    let reports: Vec<Arc<Mutex<WorkerReport>>> =
-        vec![Arc::new(Mutex::new(WorkerReport::default()))];
+    let workers = config.cores.len();
+    let reports: Vec<Arc<Mutex<WorkerReport>>> = (0..workers)
+        .map(|_| Arc::new(Mutex::new(WorkerReport::default())))
+        .collect();
     let ready = Arc::new(AtomicBool::new(false));
     {
         let (reports, ready) = (reports.clone(), ready.clone());
@@ -294,41 +323,79 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         },
         ..WorkerConfig::default()
     };
-    let core = config.cores[0];
-    let reader = publisher.reader();
-    let report = reports[0].clone();
+    let assigned = spread(&ports, workers);
+    let owner: Vec<(String, usize)> = assigned
+        .iter()
+        .enumerate()
+        .flat_map(|(w, ps)| ps.iter().map(move |p| (p.name.clone(), w)))
+        .collect();
+    let links = weir_workers::handoff::mesh(workers, HANDOFF_DEPTH, &owner)
+        .map_err(|e| AgentError::Worker(format!("handoff wakers: {e}")))?;
     let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let handle = std::thread::Builder::new()
-        .name(format!("weir-worker-{core}"))
-        .spawn(move || {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                eprintln!("weir agent: could not pin the worker to core {core}; running unpinned");
-            }
-            let mut worker = match Worker::new(&ports, &snapshot, worker_config) {
-                Ok(w) => w,
-                Err(e) => {
-                    let _ = started_tx.send(Err(e.to_string()));
-                    return;
+    let mut handles = Vec::new();
+    for ((w, ports), links) in assigned.into_iter().enumerate().zip(links) {
+        let core = config.cores[w];
+        let (reader, report, snapshot) = (publisher.reader(), reports[w].clone(), snapshot.clone());
+        let (started_tx, worker_config) = (started_tx.clone(), worker_config.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("weir-worker-{core}"))
+            .spawn(move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    eprintln!(
+                        "weir agent: could not pin worker {w} to core {core}; running unpinned"
+                    );
                 }
-            };
-            if let Some(w) = worker.umem_warning() {
-                eprintln!("weir agent: warning: {w}");
+                let built = Worker::new(&ports, &snapshot, worker_config).and_then(|mut worker| {
+                    worker.connect(&snapshot, links)?;
+                    Ok(worker)
+                });
+                let mut worker = match built {
+                    Ok(worker) => worker,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("worker {w} (core {core}): {e}")));
+                        return;
+                    }
+                };
+                if let Some(warning) = worker.umem_warning() {
+                    eprintln!("weir agent: warning: worker {w}: {warning}");
+                }
+                let _ = started_tx.send(Ok(()));
+                worker.run(&reader, stop, &report);
+            })
+            .map_err(|e| AgentError::Worker(e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(started_tx);
+    for _ in 0..workers {
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // The others stop with the flag; their sockets and programs go with them.
+                stop.store(true, Ordering::SeqCst);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(AgentError::Worker(e));
             }
-            let _ = started_tx.send(Ok(()));
-            worker.run(&reader, stop, &report);
-        })
-        .map_err(|e| AgentError::Worker(e.to_string()))?;
-    match started_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(AgentError::Worker(e)),
-        Err(_) => return Err(AgentError::Worker("the worker thread ended".into())),
+            Err(_) => return Err(AgentError::Worker("a worker thread ended".into())),
+        }
     }
     ready.store(true, Ordering::SeqCst);
     eprintln!(
-        "weir agent: node {} forwarding on core {core}; metrics on http://{}/metrics",
-        config.node, config.listen
+        "weir agent: node {} forwarding on core{} {}; metrics on http://{}/metrics",
+        config.node,
+        if workers > 1 { "s" } else { "" },
+        config
+            .cores
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.listen
     );
-    let _ = handle.join();
+    for h in handles {
+        let _ = h.join();
+    }
     eprintln!("weir agent: stopped");
     Ok(())
 }
@@ -426,6 +493,24 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
         per(&|r| r.fill_starved),
     );
     family(
+        "weir_handoff_out_total",
+        "Frames handed to the worker that owns their output interface.",
+        "counter",
+        per(&|r| r.handoff_out),
+    );
+    family(
+        "weir_handoff_in_total",
+        "Frames other workers handed to this one.",
+        "counter",
+        per(&|r| r.handoff_in),
+    );
+    family(
+        "weir_handoff_dropped_total",
+        "Frames dropped at a handoff (the owning worker was behind, or no room here).",
+        "counter",
+        per(&|r| r.handoff_dropped),
+    );
+    family(
         "weir_worker_sleeps_total",
         "Idle sleeps in poll(2).",
         "counter",
@@ -462,4 +547,62 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
         rings.into_iter().collect(),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, uplink: bool) -> PortSpec {
+        PortSpec {
+            name: name.into(),
+            uplink_filter: uplink.then(|| UplinkFilter {
+                v4: Vec::new(),
+                v6: Vec::new(),
+                udp_ports: vec![51820],
+            }),
+        }
+    }
+
+    #[test]
+    fn ports_are_dealt_round_robin_with_the_uplink_on_the_first_worker() {
+        let ports = [
+            port("a", false),
+            port("b", false),
+            port("up", true),
+            port("c", false),
+        ];
+        let names = |ws: &[Vec<PortSpec>]| -> Vec<Vec<String>> {
+            ws.iter()
+                .map(|w| w.iter().map(|p| p.name.clone()).collect())
+                .collect()
+        };
+        assert_eq!(names(&spread(&ports, 2)), [vec!["up", "a", "c"], vec!["b"]]);
+        assert_eq!(names(&spread(&ports, 1)), [vec!["up", "a", "b", "c"]]);
+        let three = spread(&ports, 3);
+        assert_eq!(three.iter().map(Vec::len).sum::<usize>(), 4);
+    }
+
+    #[test]
+    fn cores_must_be_distinct_and_exist() {
+        let dir = std::env::temp_dir().join(format!("weir-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |cores: &str| {
+            let path = dir.join("agent.yaml");
+            std::fs::write(
+                &path,
+                format!("node: n\ncores: {cores}\ndatastore: /nonexistent\n"),
+            )
+            .unwrap();
+            AgentConfig::load(&path)
+        };
+        assert!(write("[0]").is_ok());
+        let twice = write("[0, 0]").unwrap_err().to_string();
+        assert!(twice.contains("named twice"), "{twice}");
+        let missing = write("[4096]").unwrap_err().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        let none = write("[]").unwrap_err().to_string();
+        assert!(none.contains("at least one core"), "{none}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,8 +1,9 @@
 //! `weir agent` on real interfaces (root; CI runs it): a "node" network namespace running
-//! the agent, two "pod" namespaces attached by veth pairs and configured Calico-style
+//! the agent with two workers (one per pod, so that pod-to-pod traffic crosses the
+//! handoff between workers), two "pod" namespaces attached by veth pairs and configured Calico-style
 //! (address/32 and /128, default routes via 169.254.1.1 and fe80::1, answered by weir).
-//! Traffic: ping both ways over IPv4 and IPv6, TCP with iperf3 both ways with veth TX
-//! offload on and off, a flow denied by policy (dropped and counted), a spoofed source
+//! Traffic: ping both ways over IPv4 and IPv6; TCP and UDP with iperf3 both ways over both
+//! families, with veth TX offload on and off; a flow denied by policy (dropped and counted), a spoofed source
 //! (dropped and counted), and SIGKILL of the agent mid-traffic (no XDP program left
 //! behind; a restarted agent forwards again).
 //!
@@ -178,7 +179,7 @@ impl Lab {
         );
         std::fs::write(self.dir.join("datastore/cluster.yaml"), text).unwrap();
         let config = format!(
-            "node: node-{}\ncores: [1]\ndatastore: {}\nlisten: 127.0.0.1:{}\nframes: 4096\n",
+            "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{}\nframes: 4096\n",
             self.pid,
             self.dir.join("datastore").display(),
             self.port()
@@ -260,9 +261,12 @@ impl Lab {
         sh(&all)
     }
 
-    /// A one-shot iperf3 server on pod b, stopped when dropped.
-    fn iperf3_server(&self) -> KillOnDrop {
-        let child = Command::new("ip")
+    /// One iperf3 test against a one-shot server on pod b at `to` (its IPv4 or IPv6
+    /// address): TCP or UDP (10 Mbit/s), a -> b or with `reverse` b -> a, one second.
+    /// Returns the client's end-of-test summary (`end.sum_received` for TCP, `end.sum`
+    /// for UDP, which carries the receiver's loss).
+    fn iperf3(&self, to: &str, udp: bool, reverse: bool) -> Result<serde_json::Value, String> {
+        let server = Command::new("ip")
             .args([
                 "netns",
                 "exec",
@@ -271,13 +275,40 @@ impl Lab {
                 "-s",
                 "-1",
                 "-B",
-                B4,
+                to,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        KillOnDrop(child)
+            .map_err(|e| e.to_string())?;
+        let server = KillOnDrop(server);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args = vec![
+            "iperf3",
+            "-c",
+            to,
+            "-t",
+            "1",
+            "-J",
+            "--connect-timeout",
+            "2000",
+        ];
+        if udp {
+            args.extend(["-u", "-b", "10M"]);
+        }
+        if reverse {
+            args.push("-R");
+        }
+        let run = self.in_pod(0, &args);
+        drop(server);
+        let out = String::from_utf8_lossy(&run.stdout);
+        if !run.status.success() {
+            return Err(format!("iperf3 failed: {out}"));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("iperf3 JSON: {e}: {out}"))?;
+        let key = if udp { "sum" } else { "sum_received" };
+        Ok(v["end"][key].clone())
     }
 
     fn ping(&self, from: usize, to: &str) -> bool {
@@ -334,63 +365,66 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
     assert!(lab.ping(1, A4), "b -> a IPv4");
     assert!(lab.ping(0, B6), "a -> b IPv6");
     assert!(lab.ping(1, A6), "b -> a IPv6");
-
-    // TCP both ways, with the pods' TX offload on (partial checksums) and off.
-    let mut server = lab.iperf3_server();
-    std::thread::sleep(Duration::from_millis(300));
-    let run = lab.in_pod(
-        0,
-        &[
-            "iperf3",
-            "-c",
-            B4,
-            "-t",
-            "1",
-            "-J",
-            "--connect-timeout",
-            "2000",
-        ],
-    );
-    assert!(
-        run.status.success(),
-        "iperf3 a -> b: {}",
-        String::from_utf8_lossy(&run.stdout)
-    );
-    let _ = server.0.wait();
-    for i in 0..2 {
-        ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &lab.pods[i],
-            "ethtool",
-            "-K",
-            "eth0",
-            "tx",
-            "off",
-        ]);
+    // Two workers, one pod each: everything between the pods crossed a handoff lane, in
+    // both directions, and none was dropped there.
+    lab.settle();
+    for w in ["0", "1"] {
+        let out = lab.metric(&format!("weir_handoff_out_total{{worker=\"{w}\"}}"));
+        let inn = lab.metric(&format!("weir_handoff_in_total{{worker=\"{w}\"}}"));
+        assert!(
+            out >= 12 && inn >= 12,
+            "worker {w}: handed out {out}, in {inn}"
+        );
+        let dropped = lab.metric(&format!("weir_handoff_dropped_total{{worker=\"{w}\"}}"));
+        assert_eq!(dropped, 0, "worker {w}: handoff drops");
     }
-    server = lab.iperf3_server();
-    std::thread::sleep(Duration::from_millis(300));
-    let run = lab.in_pod(
-        0,
-        &[
-            "iperf3",
-            "-c",
-            B4,
-            "-t",
-            "1",
-            "-R",
-            "-J",
-            "--connect-timeout",
-            "2000",
-        ],
-    );
-    assert!(
-        run.status.success(),
-        "iperf3 b -> a (reverse), tx offload off"
-    );
-    let _ = server.0.wait();
+
+    // TCP and UDP, both ways (-R: b sends), both families, with the pods' TX offload on
+    // (partial checksums) and then off.
+    for (offload, runs) in [
+        ("on", [(B4, false), (B6, true)]),
+        ("off", [(B4, true), (B6, false)]),
+    ] {
+        if offload == "off" {
+            for i in 0..2 {
+                ok(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &lab.pods[i],
+                    "ethtool",
+                    "-K",
+                    "eth0",
+                    "tx",
+                    "off",
+                ]);
+            }
+        }
+        for (to, reverse) in runs {
+            for udp in [false, true] {
+                let what = format!(
+                    "iperf3 {} {} {to}, tx offload {offload}",
+                    if udp { "UDP" } else { "TCP" },
+                    if reverse {
+                        "b -> a (reverse) from"
+                    } else {
+                        "a -> b to"
+                    },
+                );
+                let sum = lab.iperf3(to, udp, reverse);
+                let sum = sum.unwrap_or_else(|e| panic!("{what}: {e}\n{}", lab.log()));
+                if udp {
+                    let packets = sum["packets"].as_u64().unwrap_or(0);
+                    let lost = sum["lost_percent"].as_f64().unwrap_or(100.0);
+                    assert!(packets >= 100, "{what}: {packets} datagrams");
+                    assert!(lost < 5.0, "{what}: {lost}% lost");
+                } else {
+                    let bytes = sum["bytes"].as_u64().unwrap_or(0);
+                    assert!(bytes >= 1_000_000, "{what}: only {bytes} bytes");
+                }
+            }
+        }
+    }
 
     // A denied flow: UDP to b's port 9999 is dropped and counted; other UDP is not.
     lab.settle();

@@ -22,6 +22,7 @@ use weir_dataplane::snapshot::SnapshotReader;
 use weir_dataplane::{Batch, Counters, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE};
 
 use crate::bpf::{AttachMode, BpfError, UplinkFilter, XdpLink, XdpProgram, XskMap};
+use crate::handoff::Links;
 use crate::xsk::{SocketConfig, Umem, UmemConfig, XskError, XskSocket};
 
 /// Why a worker could not start.
@@ -90,6 +91,13 @@ pub struct WorkerReport {
     pub fill_starved: u64,
     /// Sleeps in `poll(2)`.
     pub sleeps: u64,
+    /// Frames handed to the worker that owns their output interface.
+    pub handoff_out: u64,
+    /// Frames other workers handed to this one (and it staged for sending).
+    pub handoff_in: u64,
+    /// Frames dropped at a handoff: no buffer free on the lane to the owner (it is behind),
+    /// or no frame or TX room here for a frame handed in.
+    pub handoff_dropped: u64,
     /// RX descriptors that pointed outside the UMEM (recycled, not processed).
     pub bad_descriptors: u64,
     /// Per interface: name, whether XDP runs in native mode, and the kernel's statistics.
@@ -148,6 +156,12 @@ pub struct Worker {
     report: WorkerReport,
     idle: u32,
     config: WorkerConfig,
+    /// Lanes to and from the other workers (empty when this is the only one).
+    links: Links,
+    /// Snapshot interface index to the worker that owns it, for interfaces not here.
+    remote_of: Vec<Option<usize>>,
+    /// Per other worker: whether this round handed it frames (to wake it after).
+    handed: Vec<bool>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -263,9 +277,82 @@ impl Worker {
             report,
             idle: 0,
             config,
+            links: Links::default(),
+            remote_of: Vec::new(),
+            handed: Vec::new(),
         };
         worker.refill();
         Ok(worker)
+    }
+
+    /// Joins the handoff mesh: frames whose output interface another worker owns go to it
+    /// over `links`, and frames handed in are sent here. `snapshot` maps the interface
+    /// names of `links.remote` to its indices.
+    pub fn connect(&mut self, snapshot: &Snapshot, links: Links) -> Result<(), WorkerError> {
+        let mut remote_of = Vec::new();
+        for (name, owner) in &links.remote {
+            let index = snapshot
+                .interface_by_name(name)
+                .ok_or_else(|| WorkerError::UnknownInterface(name.clone()))?;
+            let at = usize::from(index);
+            if remote_of.len() <= at {
+                remote_of.resize(at + 1, None);
+            }
+            remote_of[at] = Some(*owner);
+        }
+        self.handed = vec![false; links.outbound.len()];
+        self.pollfds.truncate(self.ports.len());
+        if let Some(waker) = links.wakers.get(links.me) {
+            self.pollfds.push(libc::pollfd {
+                fd: waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        self.remote_of = remote_of;
+        self.links = links;
+        Ok(())
+    }
+
+    /// Frames other workers handed over: each is copied into a free frame of ours and
+    /// staged on its output port.
+    fn take_handoffs(&mut self) {
+        let frame_size = u64::from(self.umem.frame_size());
+        let mut budget = BATCH_SIZE;
+        for lane in &self.links.inbound {
+            while budget > 0 {
+                let Some(parcel) = lane.receive() else { break };
+                budget -= 1;
+                let len = usize::from(parcel.len);
+                let port = self.port_of.get(usize::from(parcel.out)).copied().flatten();
+                let staged = match (port, self.free.last().copied()) {
+                    (Some(i), Some(addr))
+                        if self.ports[i].staged.len() < STAGE_LIMIT && len as u64 <= frame_size =>
+                    {
+                        match self.umem.packet_mut(addr, len as u32) {
+                            Some(dst) => {
+                                dst.copy_from_slice(&parcel.bytes[..len]);
+                                self.free.pop();
+                                self.ports[i].staged.push((addr, len as u32));
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    _ => false,
+                };
+                if staged {
+                    self.report.handoff_in += 1;
+                } else {
+                    self.report.handoff_dropped += 1;
+                }
+                lane.recycle(parcel.bytes);
+            }
+        }
+    }
+
+    fn handoffs_waiting(&self) -> bool {
+        self.links.inbound.iter().any(|l| l.waiting() > 0)
     }
 
     /// The UMEM's hugepage warning, if it fell back to 4 KiB pages.
@@ -296,6 +383,9 @@ impl Worker {
             p.lent_tx -= n.min(p.lent_tx);
         }
         self.refill();
+        if !self.links.inbound.is_empty() {
+            self.take_handoffs();
+        }
 
         let mut received = 0;
         for p in &mut self.ports {
@@ -345,6 +435,13 @@ impl Worker {
                 &self.port_of,
                 &mut self.free,
             );
+            let (area, remote_of, links, handed, report) = (
+                self.umem.region(),
+                &self.remote_of,
+                &self.links,
+                &mut self.handed,
+                &mut self.report,
+            );
             self.batch.drain(|frame, meta| {
                 let Some(out) = pipeline.settle(meta.next) else {
                     free.push(frame.chunk());
@@ -355,6 +452,26 @@ impl Worker {
                         pipeline.transmitted();
                         ports[i].staged.push((frame.addr(), frame.len() as u32));
                     }
+                    None if remote_of.get(usize::from(out)).copied().flatten().is_some() => {
+                        // Another worker owns the output: copy the frame to it.
+                        let owner = remote_of[usize::from(out)].unwrap_or(0);
+                        let start = frame.addr() as usize;
+                        let sent = match (
+                            links.outbound.get(owner).and_then(Option::as_ref),
+                            area.get(start..start + frame.len()),
+                        ) {
+                            (Some(lane), Some(bytes)) => lane.send(out, bytes),
+                            _ => false,
+                        };
+                        if sent {
+                            pipeline.transmitted();
+                            report.handoff_out += 1;
+                            handed[owner] = true;
+                        } else {
+                            report.handoff_dropped += 1;
+                        }
+                        free.push(frame.chunk());
+                    }
                     _ => {
                         // No socket for that output on this worker, or it is backed up.
                         pipeline.tx_full();
@@ -362,6 +479,13 @@ impl Worker {
                     }
                 }
             });
+        }
+        for (w, flag) in self.handed.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                if let Some(waker) = self.links.wakers.get(w) {
+                    waker.wake();
+                }
+            }
         }
         for p in &mut self.ports {
             if !p.staged.is_empty() {
@@ -406,6 +530,7 @@ impl Worker {
                     .ports
                     .iter()
                     .all(|p| p.staged.is_empty() && p.socket.tx_pending() == 0)
+                && !self.handoffs_waiting()
             {
                 self.idle += 1;
                 if self.idle >= self.config.idle_polls {
@@ -428,9 +553,23 @@ impl Worker {
     }
 
     fn sleep(&mut self) {
+        let waker = self.links.wakers.get(self.links.me).cloned();
+        if let Some(w) = &waker {
+            // Say so first, then look once more: a parcel queued before the flag was
+            // visible brought no signal.
+            w.set_sleeping(true);
+            if self.handoffs_waiting() {
+                w.set_sleeping(false);
+                return;
+            }
+        }
         self.report.sleeps += 1;
         let ms = self.config.sleep.as_millis().min(i32::MAX as u128) as i32;
         poll_sockets(&mut self.pollfds, ms);
+        if let Some(w) = &waker {
+            w.set_sleeping(false);
+            w.clear();
+        }
     }
 
     fn publish(&mut self, report: &Mutex<WorkerReport>) {

@@ -7,6 +7,7 @@
 
 pub mod afxdp;
 pub mod bpf;
+pub mod handoff;
 pub mod mem;
 pub mod signals;
 pub mod xsk;

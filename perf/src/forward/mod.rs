@@ -87,9 +87,10 @@ struct Samples {
     p99_us: Vec<f64>,
     p999_us: Vec<f64>,
     load_loss_pct: Vec<f64>,
-    /// Share of the generator's sending rounds that found no free frame: the forwarder
-    /// held the generator's frames (veth frees a sent frame only when its copy is done
-    /// with, which for the kernel is after forwarding), so it set the pace.
+    /// Share of the generator's sending rounds that could not send all they wanted (no
+    /// free frame, or a full TX ring): the forwarder held the generator back (veth
+    /// completes a sent frame only when its copy is done with, which for the kernel is
+    /// after forwarding), so it set the pace.
     stalled_pct: Vec<f64>,
 }
 
@@ -371,8 +372,8 @@ fn assemble(
                 ));
             } else if stalled >= KEPT_UP_LOSS_PCT {
                 notes.push(format!(
-                    "{label} at {size} B held the generator's frames ({stalled:.0}% of its \
-                     rounds found none free): it set the pace, so its rate is its own"
+                    "{label} at {size} B held the generator back ({stalled:.0}% of its sending \
+                     rounds were short): it set the pace, so its rate is its own"
                 ));
             }
             let load_loss = median(&s.load_loss_pct);

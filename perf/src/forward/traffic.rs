@@ -78,8 +78,8 @@ pub struct TrialOutcome {
     pub foreign: u64,
     /// Seconds the generator sent for.
     pub send_seconds: f64,
-    /// Sending rounds in which the generator had fewer free frames than it wanted to send
-    /// (its completions lagged).
+    /// Sending rounds in which the generator could not send all it wanted: too few free
+    /// frames (completions lagged) or a full TX ring (the kernel had not taken them).
     pub out_of_frames: u64,
     /// Sending rounds in all.
     pub rounds: u64,
@@ -371,6 +371,10 @@ impl Engine {
                     self.descs.push((addr, len as u32));
                 }
                 let accepted = self.gen.send(&self.descs);
+                if accepted < n && n == due {
+                    // Frames there, but the TX ring full: the kernel has not taken them.
+                    out_of_frames += 1;
+                }
                 let keep = self.gen_free.len() - accepted;
                 self.gen_free.truncate(keep);
                 sent += accepted as u64;
