@@ -38,3 +38,23 @@ ensure_rust_components() {
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 }
+
+# ensure_hugepages MIB : makes sure MIB MiB of free 2 MiB hugepages exist for the workers'
+# UMEMs, raising vm.nr_hugepages by the shortfall. The old value is put back when the
+# calling script exits, so the machine is left as it was found.
+ensure_hugepages() {
+  local need_pages=$(( ($1 + 1) / 2 ))
+  local free old
+  free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+  old=$(cat /proc/sys/vm/nr_hugepages)
+  if [ "${free:-0}" -lt "$need_pages" ]; then
+    local want=$(( old + need_pages - free ))
+    say "reserving hugepages: vm.nr_hugepages $old -> $want (restored on exit)"
+    echo "$want" | as_root tee /proc/sys/vm/nr_hugepages >/dev/null
+    trap "echo $old | as_root tee /proc/sys/vm/nr_hugepages >/dev/null" EXIT
+    free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+    if [ "${free:-0}" -lt "$need_pages" ]; then
+      say "warning: only ${free:-0} hugepages free (memory fragmented?); UMEMs fall back to 4 KiB pages"
+    fi
+  fi
+}

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test, a fuzz smoke of every
-# wire-facing parser, and a short run of the benchmark harness with its DPDK anchor.
-# Installs what it needs (Debian packages, cargo-fuzz) idempotently.
+# wire-facing parser, and short runs of the benchmark harness with their anchors.
+# Installs what it needs (Debian packages, cargo-fuzz, hugepages) idempotently.
 source "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
-ensure_apt build-essential pkg-config dpdk iproute2 ethtool iputils-ping iperf3
+ensure_apt build-essential pkg-config dpdk iproute2 ethtool iputils-ping iperf3 nftables
 ensure_rust_components
+# UMEMs of the AF_XDP tests and the forwarding benchmark smoke (weir, the traffic engine,
+# dpdk-testpmd's memory).
+ensure_hugepages 640
 ensure_cargo_tool cargo-fuzz cargo-fuzz
 
 say "cargo fmt --check"
@@ -54,6 +57,24 @@ for need in ("policy_10_rules_classify_rate", "policy_1k_rules_classify_rate", "
 rated = [x for x in r["results"] if x["name"].endswith("_classify_rate")]
 assert rated and all(x["anchor"] and x["ratio"] for x in rated), "classification rates must carry the ACL anchor"
 print("policy bench smoke ok:", len(r["results"]), "results")
+PY
+
+say "forwarding benchmark smoke (short: weir beside dpdk-testpmd and the kernel with nftables)"
+cargo build --release --locked -p weir-perf -p weir-control
+target/release/weir-bench forward --runs 1 --seconds 0.3 --sizes 64 --rules 100 --json > target/bench-forward-smoke.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-forward-smoke.json"))
+assert r["bench"] == "forward", r
+by = {x["name"]: x for x in r["results"]}
+for kind in ("weir", "weir_100_rules", "testpmd_io", "kernel", "kernel_nft_100_rules"):
+    need = f"forward_64B_{kind}_mpps"
+    assert need in by, (need, sorted(by))
+    assert by[need]["value"] > 0, (need, by[need])
+    assert by[f"forward_64B_{kind}_p99_us"]["value"] > 0
+assert by["forward_64B_weir_mpps"]["anchor"]["name"] == "testpmd_io"
+assert by["forward_64B_weir_100_rules_mpps_vs_kernel_nft_100_rules"]["ratio"] > 0
+print("forward bench smoke ok:", len(r["results"]), "results")
 PY
 
 say "all tests passed"

@@ -107,7 +107,12 @@ impl AgentConfig {
         if config.cores.is_empty() {
             return Err(err("cores: name at least one core".into()));
         }
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The machine's CPUs, not this process's affinity mask (which a parent may have
+        // narrowed): workers pin themselves.
+        let cpus = std::fs::read_to_string("/proc/cpuinfo")
+            .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+            .unwrap_or(0)
+            .max(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let mut seen = std::collections::BTreeSet::new();
         for &core in &config.cores {
             if !seen.insert(core) {

@@ -379,7 +379,7 @@ impl Engine {
                 self.gen_free.truncate(keep);
                 sent += accepted as u64;
             }
-            let _ = self.gen.kick();
+            self.push_out();
             self.receive(tag, &mut hist, &mut delivered, &mut foreign);
         }
         // Drain: until nothing arrives for 50 ms (at most 1 s).
@@ -407,6 +407,17 @@ impl Engine {
             rounds,
             latency_ns: hist,
         })
+    }
+
+    /// Kicks until the kernel has taken the TX ring or stops taking (copy mode sends 32
+    /// frames per wakeup; a kick that takes nothing means the kernel pushes back).
+    fn push_out(&mut self) {
+        for _ in 0..(BATCH / 32 + 2) {
+            let before = self.gen.tx_pending();
+            if before == 0 || self.gen.kick().is_err() || self.gen.tx_pending() == before {
+                break;
+            }
+        }
     }
 
     fn receive(
