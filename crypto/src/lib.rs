@@ -1,1 +1,46 @@
+//! weir's WireGuard: the node key, the peers of a worker with their sessions (boringtun's
+//! protocol, `ring`'s ChaCha20-Poly1305), and the outer headers between nodes.
+//!
+//! No socket, no clock and no random source of its own beyond what boringtun reads (the
+//! monotonic clock for its timers, the OS for ephemeral keys): the worker that owns a
+//! [`peers::Peers`] feeds it messages and ticks.
+
 #![forbid(unsafe_code)]
+
+pub mod keys;
+pub mod outer;
+pub mod peers;
+
+pub use keys::{parse_public, KeyError, NodeKey};
+pub use outer::{pod_mtu, OuterPath};
+pub use peers::{Opened, PeerConfig, PeerError, PeerId, Peers, Sealed, WgCounters, WgDrop};
+
+/// WireGuard's default port.
+pub const DEFAULT_PORT: u16 = 51820;
+
+/// What happens to traffic for a node without a usable peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncryptionMode {
+    /// Dropped and counted; never sent in clear. The default when WireGuard is on.
+    #[default]
+    Required,
+    /// Sent in clear, counted and logged.
+    Preferred,
+    /// No WireGuard.
+    Off,
+}
+
+impl std::str::FromStr for EncryptionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "required" => Ok(EncryptionMode::Required),
+            "preferred" => Ok(EncryptionMode::Preferred),
+            "off" => Ok(EncryptionMode::Off),
+            other => Err(format!(
+                "encryption mode {other:?}: expected required, preferred or off"
+            )),
+        }
+    }
+}
