@@ -303,9 +303,7 @@ impl Peers {
     pub fn set_key(&mut self, key: NodeKey) {
         self.limiter = Arc::new(RateLimiter::new(&key.public(), self.handshake_limit));
         for p in self.slots.iter_mut().flatten() {
-            // Only fails on a key of the wrong form, which a NodeKey cannot be; a peer
-            // that refused would keep no session and be re-created on the next set_peers.
-            let _ = p.tunn.set_static_private(
+            p.tunn.set_static_private(
                 key.secret().clone(),
                 key.public(),
                 Some(self.limiter.clone()),
