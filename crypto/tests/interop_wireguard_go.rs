@@ -318,11 +318,8 @@ impl Weir {
 #[test]
 fn weir_and_wireguard_go_exchange_traffic_both_ways_and_recover_from_a_restart() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "needs root (namespaces, TUN); CI runs it as root"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "needs root (namespaces, TUN); CI runs it as root");
     let mut lab = Lab::new();
     let weir_key = NodeKey::from_bytes([0x11; 32]);
     let peer_key = NodeKey::from_bytes([0x22; 32]);
