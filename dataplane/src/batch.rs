@@ -64,6 +64,9 @@ pub mod flags {
     pub const ICMP_ERROR: u8 = 1 << 3;
     /// An ICMPv6 neighbour discovery message (types 133–137).
     pub const NDP: u8 = 1 << 4;
+    /// Routed to a remote node over WireGuard: the driver seals it for the node's peer
+    /// before it leaves through `out` (the uplink).
+    pub const ENCRYPT: u8 = 1 << 5;
 }
 
 /// Metadata of one packet. Offsets are from the first packet byte.

@@ -252,6 +252,9 @@ pub enum AdjacencyAction {
     /// The next hop needs an encapsulation this build has no stage for: drop, never send
     /// in clear.
     TunnelUnavailable,
+    /// A remote node over WireGuard: rewrite and hand to the driver for sealing, then out
+    /// of `out` (the uplink) to `macs`. `mtu` is the uplink's less the tunnel overhead.
+    Encrypt,
     /// The next hop's MAC (or the uplink) is not known yet.
     NeighborUnresolved,
     /// The node's own stack is the next hop but no host interface is configured.
@@ -679,6 +682,23 @@ impl SnapshotBuilder {
                 tunnel: Tunnel::None,
             } => match (uplink, self.nodes.get(node as usize).and_then(|n| n.mac)) {
                 (Some(up), Some(mac)) => Adjacency::forward(up, iface(up), mac),
+                _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
+            },
+            NextHop::Remote {
+                node,
+                tunnel: Tunnel::WireGuard,
+            } => match (uplink, self.nodes.get(node as usize)) {
+                (Some(up), Some(n)) => match n.mac {
+                    Some(mac) => {
+                        let mut adj = Adjacency::forward(up, iface(up), mac);
+                        adj.action = AdjacencyAction::Encrypt;
+                        // Outer IP and UDP headers, WireGuard's header and tag.
+                        let overhead = if n.underlay.is_ipv4() { 60 } else { 80 };
+                        adj.mtu = adj.mtu.saturating_sub(overhead);
+                        adj
+                    }
+                    None => Adjacency::action(AdjacencyAction::NeighborUnresolved),
+                },
                 _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
             },
             NextHop::Remote { .. } => Adjacency::action(AdjacencyAction::TunnelUnavailable),

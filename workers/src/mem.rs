@@ -8,10 +8,11 @@
 
 use std::collections::VecDeque;
 
+use weir_dataplane::batch::{flags, Next};
 use weir_dataplane::frame::{DEFAULT_CHUNK_SIZE, DEFAULT_HEADROOM};
 use weir_dataplane::policy::ConntrackConfig;
 use weir_dataplane::{
-    Batch, Counters, Frame, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE,
+    Batch, Counters, DropReason, Frame, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE,
 };
 
 /// Why a frame could not be injected.
@@ -107,8 +108,15 @@ impl MemDriver {
             &mut self.free,
             self.tx_capacity,
         );
-        self.batch
-            .drain(|frame, meta| match pipeline.settle(meta.next) {
+        self.batch.drain(|frame, meta| {
+            // This driver has no WireGuard: what routing marked for sealing is dropped,
+            // never sent in clear.
+            let next = if meta.has(flags::ENCRYPT) {
+                Next::Drop(DropReason::TunnelUnavailable)
+            } else {
+                meta.next
+            };
+            match pipeline.settle(next) {
                 Some(out) => {
                     let out = usize::from(out);
                     if tx.len() <= out {
@@ -123,7 +131,8 @@ impl MemDriver {
                     }
                 }
                 None => free.push(frame.chunk()),
-            });
+            }
+        });
         n
     }
 

@@ -452,6 +452,15 @@ fn no_route_and_too_big_send_their_errors_and_cap_the_quote() {
         ),
     );
     assert_eq!(only_tx(&mut d, VETH_A)[54], 1);
+    // A WireGuard route to node2 (IPv4 underlay) leaves 1500 - 60 for the inner packet.
+    let mut d = one(
+        &s,
+        VETH_A,
+        &craft::udp4(A_MAC, GW_MAC, A4, "198.19.1.1".parse().unwrap(), 1, 2, 1514),
+    );
+    let e = only_tx(&mut d, VETH_A);
+    assert_eq!((e[34], e[35]), (3, 4));
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1440);
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! - Reads: `kind`, `flow.dst`, `ip_len`, `flags`, `ingress`, `ttl`; not the frame.
 //! - Writes: `out`, `nexthop` (the adjacency `rewrite` applies).
 //! - Next: `Policy`, `IcmpError` (time exceeded, unreachable, too big), or `Drop`.
-//! - Drops: `ToGateway`, `Blackhole`, `TunnelUnavailable` (VXLAN and WireGuard next hops
-//!   until their encapsulation stages exist: never sent in clear), `NeighborUnresolved`,
+//! - WireGuard next hops: like any other, with the tunnel's overhead taken off the MTU,
+//!   and flagged `ENCRYPT` for the driver, which seals them after the pipeline.
+//! - Drops: `ToGateway`, `Blackhole`, `TunnelUnavailable` (VXLAN next hops until their
+//!   encapsulation stage exists: never sent in clear), `NeighborUnresolved`,
 //!   `Hairpin`, `TooBig` (IPv4 without DF: weir does not fragment), `NoRoute` when the
 //!   host interface is the next hop but none is configured.
 
@@ -101,8 +103,10 @@ fn resolve(snapshot: &Snapshot, m: &mut Meta, nh: u32) -> Next {
         debug_assert!(nh == MISS, "next hop {nh} is not in the table");
         return unreachable;
     };
+    let mut encrypt = false;
     match adj.action {
         AdjacencyAction::Forward => {}
+        AdjacencyAction::Encrypt => encrypt = true,
         AdjacencyAction::Unreachable => return unreachable,
         AdjacencyAction::Blackhole => return Next::Drop(DropReason::Blackhole),
         AdjacencyAction::TunnelUnavailable => return Next::Drop(DropReason::TunnelUnavailable),
@@ -121,6 +125,11 @@ fn resolve(snapshot: &Snapshot, m: &mut Meta, nh: u32) -> Next {
             return Next::IcmpError(IcmpErrorKind::TooBig, DropReason::TooBig);
         }
         return Next::Drop(DropReason::TooBig);
+    }
+    // Only a packet that goes on is sealed: an ICMP error made in its place goes back
+    // to its source in clear, like any other.
+    if encrypt {
+        m.flags |= flags::ENCRYPT;
     }
     Next::Policy
 }

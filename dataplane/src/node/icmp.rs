@@ -89,7 +89,15 @@ pub fn run(
             m.next = Next::Drop(reason);
             continue;
         }
-        let out_mtu = snapshot.interface(m.out).map_or(0, |i| i.mtu);
+        // The next hop's MTU: the interface's, less the tunnel's overhead for WireGuard.
+        let out_mtu = snapshot
+            .fib
+            .adjacencies
+            .get(m.nexthop as usize)
+            .filter(|a| a.out == m.out)
+            .map(|a| a.mtu)
+            .or_else(|| snapshot.interface(m.out).map(|i| i.mtu))
+            .unwrap_or(0);
         let built = match m.kind {
             L3Kind::Ipv4 => build_v4(region, frame, m, kind, iface.mac, snapshot, out_mtu),
             _ => build_v6(region, frame, m, kind, iface.mac, snapshot, out_mtu),
