@@ -55,6 +55,9 @@ pub struct AgentConfig {
     /// Number of UMEM frames.
     #[serde(default = "default_frames")]
     pub frames: u32,
+    /// WireGuard between nodes (needs `uplink`).
+    #[serde(default)]
+    pub wireguard: Option<crate::wireguard::WireGuardConfig>,
 }
 
 fn default_udp_ports() -> Vec<u16> {
@@ -131,6 +134,21 @@ impl AgentConfig {
                 config.frames
             )));
         }
+        let mut config = config;
+        if let Some(wg) = &config.wireguard {
+            let mode = wg.mode().map_err(|e| err(format!("wireguard.mode: {e}")))?;
+            if mode != weir_crypto::EncryptionMode::Off {
+                if config.uplink.is_none() {
+                    return Err(err(
+                        "wireguard: needs an uplink (the interface to the other nodes)".into(),
+                    ));
+                }
+                // The uplink's XDP program must hand WireGuard's port to weir.
+                if !config.uplink_udp_ports.contains(&wg.port) {
+                    config.uplink_udp_ports.push(wg.port);
+                }
+            }
+        }
         Ok(config)
     }
 }
@@ -171,7 +189,7 @@ fn sysfs(name: &str, what: &str) -> Result<String, AgentError> {
         })
 }
 
-fn parse_mac(text: &str) -> Option<Mac> {
+pub(crate) fn parse_mac(text: &str) -> Option<Mac> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for b in &mut mac {
@@ -299,7 +317,59 @@ pub fn spread(ports: &[PortSpec], workers: usize) -> Vec<Vec<PortSpec>> {
 /// Runs the agent until SIGTERM/SIGINT (or `stop`).
 pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
     let cluster = load_datastore(&config.datastore)?;
-    let (builder, ports) = build_node(config, &cluster)?;
+    let (mut builder, ports) = build_node(config, &cluster)?;
+    let mut warnings = Vec::new();
+    let wg = match &config.wireguard {
+        Some(w) => Some((
+            w,
+            w.mode().map_err(|why| AgentError::Config {
+                path: "wireguard.mode".into(),
+                why,
+            })?,
+        )),
+        None => None,
+    };
+    let peer_configs =
+        crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
+    let mut wg_setup = match wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) {
+        Some((w, mode)) => {
+            let (key, created) = crate::wireguard::load_or_create_key(&w.key_file)?;
+            eprintln!(
+                "weir agent: WireGuard public key {} ({}), mode {}, port {}",
+                key.public_base64(),
+                if created {
+                    "new key written to the key file"
+                } else {
+                    "from the key file"
+                },
+                w.mode,
+                w.port
+            );
+            warnings.extend(crate::wireguard::check_published(
+                &config.node,
+                &key,
+                &cluster,
+            ));
+            let mut peers =
+                weir_crypto::Peers::new(key, weir_crypto::peers::DEFAULT_HANDSHAKE_LIMIT);
+            peers
+                .set_peers(peer_configs)
+                .map_err(|e| AgentError::Datastore {
+                    path: config.datastore.display().to_string(),
+                    why: e.to_string(),
+                })?;
+            Some(weir_workers::tunnel::WireGuardSetup {
+                peers,
+                port: w.port,
+                local: w.address,
+                mode,
+            })
+        }
+        None => None,
+    };
+    for w in &warnings {
+        eprintln!("weir agent: warning: {w}");
+    }
     let mut publisher = Publisher::new();
     let snapshot = publisher
         .publish(builder)
@@ -342,6 +412,12 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         let core = config.cores[w];
         let (reader, report, snapshot) = (publisher.reader(), reports[w].clone(), snapshot.clone());
         let (started_tx, worker_config) = (started_tx.clone(), worker_config.clone());
+        // WireGuard runs on the worker that owns the uplink.
+        let wg = if ports.iter().any(|p| p.uplink_filter.is_some()) {
+            wg_setup.take()
+        } else {
+            None
+        };
         let handle = std::thread::Builder::new()
             .name(format!("weir-worker-{core}"))
             .spawn(move || {
@@ -352,6 +428,9 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 }
                 let built = Worker::new(&ports, &snapshot, worker_config).and_then(|mut worker| {
                     worker.connect(&snapshot, links)?;
+                    if let Some(setup) = wg {
+                        worker.enable_wireguard(&snapshot, setup)?;
+                    }
                     Ok(worker)
                 });
                 let mut worker = match built {
@@ -514,6 +593,71 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
         "Frames dropped at a handoff (the owning worker was behind, or no room here).",
         "counter",
         per(&|r| r.handoff_dropped),
+    );
+    for (name, help, f) in [
+        (
+            "weir_wireguard_sealed_total",
+            "Packets sealed for a peer and sent.",
+            (&|r: &WorkerReport| r.tunnel.sealed) as &dyn Fn(&WorkerReport) -> u64,
+        ),
+        (
+            "weir_wireguard_opened_total",
+            "Packets opened from a peer and delivered to the pipeline.",
+            &|r: &WorkerReport| r.tunnel.opened,
+        ),
+        (
+            "weir_wireguard_control_total",
+            "Handshake, cookie and keepalive messages sent.",
+            &|r: &WorkerReport| r.tunnel.control,
+        ),
+        (
+            "weir_wireguard_no_peer_total",
+            "Packets routed over WireGuard to a node without a usable peer (dropped).",
+            &|r: &WorkerReport| r.tunnel.no_peer,
+        ),
+        (
+            "weir_wireguard_no_neighbor_total",
+            "WireGuard messages for an endpoint whose MAC is unknown (dropped).",
+            &|r: &WorkerReport| r.tunnel.no_neighbor,
+        ),
+        (
+            "weir_wireguard_handshakes_initiated_total",
+            "Handshake initiations sent.",
+            &|r: &WorkerReport| r.wireguard.handshake_initiations,
+        ),
+        (
+            "weir_wireguard_handshakes_answered_total",
+            "Handshake initiations answered.",
+            &|r: &WorkerReport| r.wireguard.handshake_responses,
+        ),
+        (
+            "weir_wireguard_cookie_replies_total",
+            "Cookie replies sent under handshake load.",
+            &|r: &WorkerReport| r.wireguard.cookie_replies,
+        ),
+    ] {
+        family(name, help, "counter", per(f));
+    }
+    let mut wg_drops = Vec::new();
+    for (i, r) in snapshots.iter().enumerate() {
+        let c = &r.wireguard;
+        for (reason, v) in [
+            ("malformed", c.malformed),
+            ("unauthenticated", c.unauthenticated),
+            ("replay", c.replayed),
+            ("not_allowed", c.not_allowed),
+            ("unknown_peer", c.unknown_peer),
+            ("under_load", c.under_load),
+            ("no_session", c.no_session),
+        ] {
+            wg_drops.push((format!("worker=\"{i}\",reason=\"{reason}\""), v));
+        }
+    }
+    family(
+        "weir_wireguard_drops_total",
+        "WireGuard messages refused, by reason.",
+        "counter",
+        wg_drops,
     );
     family(
         "weir_worker_sleeps_total",

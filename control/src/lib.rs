@@ -6,3 +6,4 @@
 pub mod agent;
 pub mod demo;
 pub mod policy;
+pub mod wireguard;

@@ -10,7 +10,11 @@
 //! Names carry the process id; a guard removes namespaces and stops the agent even when an
 //! assertion fails. Addresses are from 198.18.0.0/15 and 2001:db8::/32 only.
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::{ok, sh, KillOnDrop};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,25 +30,6 @@ const A4: &str = "198.18.1.10";
 const B4: &str = "198.18.1.11";
 const A6: &str = "2001:db8:1::10";
 const B6: &str = "2001:db8:1::11";
-
-fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    out
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 impl Lab {
     fn host_if(&self, i: usize) -> String {
@@ -528,13 +513,4 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
         "clean shutdown: {}",
         lab.log()
     );
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

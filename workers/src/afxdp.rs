@@ -23,7 +23,11 @@ use weir_dataplane::{Batch, Counters, FrameRegion, IfIndex, Pipeline, Snapshot, 
 
 use crate::bpf::{AttachMode, BpfError, UplinkFilter, XdpLink, XdpProgram, XskMap};
 use crate::handoff::Links;
+use crate::tunnel::{Inbound, Tunnel, TunnelCounters, WireGuardSetup};
 use crate::xsk::{SocketConfig, Umem, UmemConfig, XskError, XskSocket};
+use weir_crypto::peers::WgCounters;
+use weir_dataplane::batch::{flags, Next};
+use weir_dataplane::DropReason;
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +102,10 @@ pub struct WorkerReport {
     /// Frames dropped at a handoff: no buffer free on the lane to the owner (it is behind),
     /// or no frame or TX room here for a frame handed in.
     pub handoff_dropped: u64,
+    /// WireGuard, on the worker that owns the uplink: the peers' counters.
+    pub wireguard: WgCounters,
+    /// WireGuard: the tunnel's own counters.
+    pub tunnel: TunnelCounters,
     /// RX descriptors that pointed outside the UMEM (recycled, not processed).
     pub bad_descriptors: u64,
     /// Per interface: name, whether XDP runs in native mode, and the kernel's statistics.
@@ -162,6 +170,16 @@ pub struct Worker {
     remote_of: Vec<Option<usize>>,
     /// Per other worker: whether this round handed it frames (to wake it after).
     handed: Vec<bool>,
+    /// WireGuard, when this worker owns the uplink and it is on.
+    tunnel: Option<Tunnel>,
+    /// The uplink's port here, when this worker owns it.
+    uplink_port: Option<usize>,
+    /// Frames to seal this round: `(addr, len)`.
+    to_seal: Vec<(u64, u32)>,
+    /// Frames the tunnel made (replies, flushed packets, timer messages) to send.
+    control: Vec<(u64, u32)>,
+    /// Peers whose queued packets can go after a handshake reply.
+    flush: Vec<weir_crypto::PeerId>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -280,6 +298,11 @@ impl Worker {
             links: Links::default(),
             remote_of: Vec::new(),
             handed: Vec::new(),
+            tunnel: None,
+            uplink_port: None,
+            to_seal: Vec::new(),
+            control: Vec::new(),
+            flush: Vec::new(),
         };
         worker.refill();
         Ok(worker)
@@ -314,6 +337,73 @@ impl Worker {
         Ok(())
     }
 
+    /// Turns WireGuard on, on the uplink this worker owns: frames routed to remote nodes
+    /// are sealed for their peers, and WireGuard arriving on the uplink is opened into the
+    /// pipeline. Fails when this worker has no uplink.
+    pub fn enable_wireguard(
+        &mut self,
+        snapshot: &Snapshot,
+        setup: WireGuardSetup,
+    ) -> Result<(), WorkerError> {
+        let found = self.ports.iter().enumerate().find(|(_, p)| {
+            snapshot
+                .interface(p.index)
+                .is_some_and(|i| i.role == weir_dataplane::snapshot::Role::Uplink)
+        });
+        let Some((i, p)) = found else {
+            return Err(WorkerError::UnknownInterface(
+                "an uplink (WireGuard needs the worker that owns it)".into(),
+            ));
+        };
+        let tunnel = Tunnel::new(setup, snapshot, p.index)
+            .ok_or_else(|| WorkerError::UnknownInterface(p.name.clone()))?;
+        self.uplink_port = Some(i);
+        self.tunnel = Some(tunnel);
+        Ok(())
+    }
+
+    /// Seals what waits in `to_seal` and stages it, with the tunnel's control messages,
+    /// on the uplink.
+    fn seal_pending(&mut self) {
+        let frame_size = u64::from(self.umem.frame_size());
+        let (Some(tunnel), Some(up)) = (self.tunnel.as_mut(), self.uplink_port) else {
+            for (addr, _) in self.to_seal.drain(..) {
+                self.free.push(addr - addr % frame_size);
+                self.pipeline
+                    .settle(Next::Drop(DropReason::TunnelUnavailable));
+            }
+            return;
+        };
+        let area = self.umem.region_mut();
+        for (addr, len) in self.to_seal.drain(..) {
+            match tunnel.seal(area, frame_size, addr, len) {
+                Some(f) => self.control.push(f),
+                None => self.free.push(addr - addr % frame_size),
+            }
+        }
+        for id in self.flush.drain(..) {
+            while let Some(base) = self.free.pop() {
+                match tunnel.flush_into(area, frame_size, base, id) {
+                    Some(Some(f)) => self.control.push(f),
+                    Some(None) => self.free.push(base),
+                    None => {
+                        self.free.push(base);
+                        break;
+                    }
+                }
+            }
+        }
+        let port = &mut self.ports[up];
+        for f in self.control.drain(..) {
+            if port.staged.len() < STAGE_LIMIT {
+                port.staged.push(f);
+            } else {
+                self.report.tx_ring_full += 1;
+                self.free.push(f.0 - f.0 % frame_size);
+            }
+        }
+    }
+
     /// Frames other workers handed over: each is copied into a free frame of ours and
     /// staged on its output port.
     fn take_handoffs(&mut self) {
@@ -325,15 +415,23 @@ impl Worker {
                 budget -= 1;
                 let len = usize::from(parcel.len);
                 let port = self.port_of.get(usize::from(parcel.out)).copied().flatten();
+                // Frames keep the usual headroom, which sealing writes outer headers into.
+                let headroom = crate::xsk::XDP_PACKET_HEADROOM;
                 let staged = match (port, self.free.last().copied()) {
-                    (Some(i), Some(addr))
-                        if self.ports[i].staged.len() < STAGE_LIMIT && len as u64 <= frame_size =>
+                    (Some(i), Some(base))
+                        if self.ports[i].staged.len() < STAGE_LIMIT
+                            && headroom + len as u64 <= frame_size =>
                     {
+                        let addr = base + headroom;
                         match self.umem.packet_mut(addr, len as u32) {
                             Some(dst) => {
                                 dst.copy_from_slice(&parcel.bytes[..len]);
                                 self.free.pop();
-                                self.ports[i].staged.push((addr, len as u32));
+                                if parcel.seal {
+                                    self.to_seal.push((addr, len as u32));
+                                } else {
+                                    self.ports[i].staged.push((addr, len as u32));
+                                }
                                 true
                             }
                             None => false,
@@ -383,6 +481,16 @@ impl Worker {
             p.lent_tx -= n.min(p.lent_tx);
         }
         self.refill();
+        if let Some(t) = self.tunnel.as_mut() {
+            let frame_size = u64::from(self.umem.frame_size());
+            t.tick(
+                now_ns,
+                self.umem.region_mut(),
+                frame_size,
+                &mut self.free,
+                &mut self.control,
+            );
+        }
         if !self.links.inbound.is_empty() {
             self.take_handoffs();
         }
@@ -397,6 +505,30 @@ impl Worker {
             let n = p.socket.recv(&mut self.rx, room);
             p.lent_fill -= n.min(p.lent_fill);
             received += n;
+            if let Some(tunnel) = self.tunnel.as_mut().filter(|t| t.uplink == p.index) {
+                let frame_size = u64::from(self.umem.frame_size());
+                let area = self.umem.region_mut();
+                let free = &mut self.free;
+                let (control, flush) = (&mut self.control, &mut self.flush);
+                self.rx.retain_mut(|(addr, len)| {
+                    match tunnel.receive(area, frame_size, *addr, *len) {
+                        Inbound::Pass => true,
+                        Inbound::Deliver(n) => {
+                            *len = n;
+                            true
+                        }
+                        Inbound::Reply(a, l, peer) => {
+                            control.push((a, l));
+                            flush.extend(peer);
+                            false
+                        }
+                        Inbound::Done => {
+                            free.push(*addr - *addr % frame_size);
+                            false
+                        }
+                    }
+                });
+            }
             // The kernel wrote these headers on another core: touch the first line of
             // each before parsing any, so that the misses overlap instead of queueing
             // one behind the other in the pipeline.
@@ -442,12 +574,23 @@ impl Worker {
                 &mut self.handed,
                 &mut self.report,
             );
+            let (to_seal, sealing_here) = (&mut self.to_seal, self.tunnel.is_some());
             self.batch.drain(|frame, meta| {
+                let seal = meta.has(flags::ENCRYPT);
                 let Some(out) = pipeline.settle(meta.next) else {
                     free.push(frame.chunk());
                     return;
                 };
                 match port_of.get(usize::from(out)).copied().flatten() {
+                    Some(_) if seal && sealing_here => {
+                        pipeline.transmitted();
+                        to_seal.push((frame.addr(), frame.len() as u32));
+                    }
+                    Some(_) if seal => {
+                        // Flagged for WireGuard where it is off: never sent in clear.
+                        pipeline.settle(Next::Drop(DropReason::TunnelUnavailable));
+                        free.push(frame.chunk());
+                    }
                     Some(i) if ports[i].staged.len() < STAGE_LIMIT => {
                         pipeline.transmitted();
                         ports[i].staged.push((frame.addr(), frame.len() as u32));
@@ -460,7 +603,7 @@ impl Worker {
                             links.outbound.get(owner).and_then(Option::as_ref),
                             area.get(start..start + frame.len()),
                         ) {
-                            (Some(lane), Some(bytes)) => lane.send(out, bytes),
+                            (Some(lane), Some(bytes)) => lane.send_parcel(out, seal, bytes),
                             _ => false,
                         };
                         if sent {
@@ -479,6 +622,9 @@ impl Worker {
                     }
                 }
             });
+        }
+        if !self.to_seal.is_empty() || !self.control.is_empty() || !self.flush.is_empty() {
+            self.seal_pending();
         }
         for (w, flag) in self.handed.iter_mut().enumerate() {
             if std::mem::take(flag) {
@@ -574,6 +720,10 @@ impl Worker {
 
     fn publish(&mut self, report: &Mutex<WorkerReport>) {
         self.report.pipeline = self.pipeline.counters().clone();
+        if let Some(t) = &self.tunnel {
+            self.report.wireguard = t.wg_counters();
+            self.report.tunnel = t.counters;
+        }
         for (p, r) in self.ports.iter().zip(self.report.ports.iter_mut()) {
             if let Ok(s) = p.socket.statistics() {
                 r.rx_dropped = s.rx_dropped;
@@ -590,6 +740,10 @@ impl Worker {
     /// The worker's report as of now.
     pub fn report(&mut self) -> WorkerReport {
         self.report.pipeline = self.pipeline.counters().clone();
+        if let Some(t) = &self.tunnel {
+            self.report.wireguard = t.wg_counters();
+            self.report.tunnel = t.counters;
+        }
         self.report.clone()
     }
 

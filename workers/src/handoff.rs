@@ -34,6 +34,8 @@ pub const PARCEL_BYTES: usize = 2048;
 pub struct Parcel {
     pub out: u16,
     pub len: u16,
+    /// Routed over WireGuard: the receiving worker (the uplink's) seals it.
+    pub seal: bool,
     pub bytes: Box<[u8; PARCEL_BYTES]>,
 }
 
@@ -63,6 +65,11 @@ impl Lane {
     /// `out`. Returns false (nothing queued) when no buffer is free or the frame is larger
     /// than a parcel.
     pub fn send(&self, out: u16, frame: &[u8]) -> bool {
+        self.send_parcel(out, false, frame)
+    }
+
+    /// [`Lane::send`], saying whether the frame is to be sealed for WireGuard.
+    pub fn send_parcel(&self, out: u16, seal: bool, frame: &[u8]) -> bool {
         if frame.len() > PARCEL_BYTES {
             return false;
         }
@@ -73,6 +80,7 @@ impl Lane {
         let parcel = Parcel {
             out,
             len: frame.len() as u16,
+            seal,
             bytes,
         };
         // The lane has as many parcel slots as buffers, so this cannot be full.

@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod handoff;
 pub mod mem;
 pub mod signals;
+pub mod tunnel;
 pub mod xsk;
 
 pub use mem::{InjectError, MemDriver};

@@ -34,7 +34,7 @@ use serde_yaml::Value;
 
 use super::model::{
     compare_order, GlobalNetworkPolicy, GlobalNetworkSet, K8sNetworkPolicy, Kind, Namespace,
-    NamespacedName, NetworkPolicy, NetworkSet, NetworkSetWire, ObjectRef, Pod, PolicyWire,
+    NamespacedName, NetworkPolicy, NetworkSet, NetworkSetWire, Node, ObjectRef, Pod, PolicyWire,
     ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
 };
 use super::selector::Labels;
@@ -90,6 +90,8 @@ pub enum Resource {
     NetworkSet(NetworkSet),
     /// `weir.dev/v1` GlobalNetworkSet.
     GlobalNetworkSet(GlobalNetworkSet),
+    /// `v1` Node.
+    Node(Node),
 }
 
 impl Resource {
@@ -115,6 +117,7 @@ impl Resource {
                 ObjectRef::namespaced(Kind::NetworkSet, &o.namespace, &o.name)
             }
             Resource::GlobalNetworkSet(o) => ObjectRef::cluster(Kind::GlobalNetworkSet, &o.name),
+            Resource::Node(o) => ObjectRef::cluster(Kind::Node, &o.name),
         }
     }
 }
@@ -144,7 +147,7 @@ pub enum LoadError {
     /// A document of a kind weir does not read.
     #[error(
         "{origin}: unknown kind \"{kind}\" (apiVersion \"{api_version}\"): weir reads v1 \
-         Namespace, Pod, ServiceAccount and List; networking.k8s.io/v1 NetworkPolicy; and \
+         Namespace, Pod, ServiceAccount, Node and List; networking.k8s.io/v1 NetworkPolicy; and \
          weir.dev/v1 Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet and GlobalNetworkSet"
     )]
     UnknownKind {
@@ -265,6 +268,8 @@ pub struct Cluster {
     pub network_sets: BTreeMap<NamespacedName, NetworkSet>,
     /// weir.dev GlobalNetworkSets by name.
     pub global_network_sets: BTreeMap<String, GlobalNetworkSet>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
     /// Where each loaded object came from (implicit objects have no entry).
     pub origins: BTreeMap<ObjectRef, Origin>,
 }
@@ -315,6 +320,9 @@ impl Cluster {
                 }
                 Resource::GlobalNetworkSet(o) => {
                     cluster.global_network_sets.insert(o.name.clone(), o);
+                }
+                Resource::Node(o) => {
+                    cluster.nodes.insert(o.name.clone(), o);
                 }
             }
         }
@@ -534,6 +542,9 @@ fn decode_object(
             GlobalNetworkSet::from_wire(decode::<NetworkSetWire>(value, &object, &origin)?)
                 .map_err(fail)?,
         ),
+        Kind::Node => {
+            Resource::Node(Node::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?)
+        }
     };
     Ok(Object { origin, resource })
 }
@@ -663,6 +674,25 @@ mod tests {
     }
 
     #[test]
+    fn a_node_with_a_bad_pod_cidr_or_address_is_refused_by_field() {
+        let node = |cidr: &str, addr: &str| {
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: n1}}\nspec: {{podCIDRs: \
+                 [\"{cidr}\"]}}\nstatus: {{addresses: [{{type: InternalIP, address: \"{addr}\"}}]}}\n"
+            )
+        };
+        let e = load(&node("198.18.0.1/24", "198.18.250.1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.podCIDRs[0]"), "{e}");
+        let e = load(&node("198.18.0.0/24", "not-an-ip"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("status.addresses[0].address"), "{e}");
+        assert!(load(&node("198.18.0.0/24", "198.18.250.1")).is_ok());
+    }
+
+    #[test]
     fn fixture_with_every_kind_loads() {
         let objects = load_documents(FIXTURE, "all-kinds.yaml").unwrap();
         let mut kinds: Vec<Kind> = objects
@@ -673,6 +703,15 @@ mod tests {
         kinds.dedup();
         assert_eq!(kinds, Kind::ALL.to_vec(), "one of each kind");
         let c = Cluster::from_objects(objects).unwrap();
+        let node = &c.nodes["node-b"];
+        assert_eq!(node.pod_cidrs.len(), 2);
+        assert_eq!(
+            node.internal_ips,
+            ["198.18.250.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(node
+            .annotations
+            .contains_key("weir.dev/wireguard-public-key"));
         assert_eq!(c.namespaces["shop"].labels["team"], "retail");
         assert_eq!(c.namespaces["shop"].labels[NAMESPACE_NAME_LABEL], "shop");
         let web = &c.pods[&NamespacedName::new("shop", "web")];

@@ -76,11 +76,13 @@ pub enum Kind {
     NetworkSet,
     /// `weir.dev/v1` GlobalNetworkSet.
     GlobalNetworkSet,
+    /// `v1` Node (where its pods are, how to reach it, its WireGuard key).
+    Node,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::ServiceAccount,
@@ -90,12 +92,13 @@ impl Kind {
         Kind::GlobalNetworkPolicy,
         Kind::NetworkSet,
         Kind::GlobalNetworkSet,
+        Kind::Node,
     ];
 
     /// The `apiVersion` this kind is read under.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::ServiceAccount => "v1",
+            Kind::Namespace | Kind::Pod | Kind::ServiceAccount | Kind::Node => "v1",
             Kind::K8sNetworkPolicy => "networking.k8s.io/v1",
             _ => "weir.dev/v1",
         }
@@ -112,6 +115,7 @@ impl Kind {
             Kind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
             Kind::NetworkSet => "NetworkSet",
             Kind::GlobalNetworkSet => "GlobalNetworkSet",
+            Kind::Node => "Node",
         }
     }
 
@@ -126,7 +130,11 @@ impl Kind {
     pub fn is_namespaced(self) -> bool {
         !matches!(
             self,
-            Kind::Namespace | Kind::Tier | Kind::GlobalNetworkPolicy | Kind::GlobalNetworkSet
+            Kind::Namespace
+                | Kind::Tier
+                | Kind::GlobalNetworkPolicy
+                | Kind::GlobalNetworkSet
+                | Kind::Node
         )
     }
 }
@@ -1222,6 +1230,65 @@ impl GlobalNetworkSet {
         let labels = cx.labels(&wire.metadata)?;
         let nets = cx.nets("spec.nets", wire.spec.unwrap_or_default().nets)?;
         Ok(GlobalNetworkSet { name, labels, nets })
+    }
+}
+
+/// A `v1` Node, reduced to what the agent needs to reach it and its pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The name.
+    pub name: String,
+    /// The labels.
+    pub labels: Labels,
+    /// `metadata.annotations` (the agent reads `weir.dev/wireguard-public-key` and
+    /// `weir.dev/underlay-mac`).
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.podCIDRs` (or the older `spec.podCIDR`).
+    pub pod_cidrs: Vec<IpNet>,
+    /// `status.addresses` of type `InternalIP`, in order.
+    pub internal_ips: Vec<IpAddr>,
+}
+
+impl Node {
+    /// Validates a Node as parsed from the API.
+    pub fn from_api(node: core::Node) -> Result<Node, ValidationError> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::Node, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        let labels = cx.labels(&node.metadata)?;
+        let annotations = node.metadata.annotations.clone().unwrap_or_default();
+        let spec = node.spec.unwrap_or_default();
+        let (field, cidrs) = match spec.pod_cidrs {
+            Some(list) if !list.is_empty() => ("spec.podCIDRs", list),
+            _ => ("spec.podCIDR", spec.pod_cidr.into_iter().collect()),
+        };
+        let pod_cidrs = cx.nets(field, Some(cidrs))?;
+        let mut internal_ips = Vec::new();
+        for (i, a) in node
+            .status
+            .and_then(|s| s.addresses)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            if a.type_ == "InternalIP" {
+                let ip = a.address.parse().map_err(|_| {
+                    cx.err(
+                        &format!("status.addresses[{i}].address"),
+                        format!("{:?} is not an IP address", a.address),
+                    )
+                })?;
+                internal_ips.push(ip);
+            }
+        }
+        Ok(Node {
+            name,
+            labels,
+            annotations,
+            pod_cidrs,
+            internal_ips,
+        })
     }
 }
 

@@ -1,0 +1,234 @@
+//! The agent's WireGuard set-up: the node key file, the remote nodes of the datastore
+//! turned into routes and peers, and the check that this node's published key is its own.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use weir_crypto::{EncryptionMode, NodeKey, PeerConfig};
+use weir_dataplane::snapshot::{Mac, NextHop, Prefix, Tunnel};
+use weir_dataplane::SnapshotBuilder;
+
+use crate::agent::AgentError;
+use crate::policy::load::Cluster;
+
+/// Annotation carrying a node's WireGuard public key (base64).
+pub const PUBLIC_KEY_ANNOTATION: &str = "weir.dev/wireguard-public-key";
+/// Annotation giving a node's MAC on the underlay, when the kernel's neighbour table should
+/// not be asked (static underlays, tests).
+pub const UNDERLAY_MAC_ANNOTATION: &str = "weir.dev/underlay-mac";
+
+/// The `wireguard:` section of the agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WireGuardConfig {
+    /// `required` (the default: no cleartext to a node without a usable peer), `preferred`
+    /// (cleartext to such nodes, counted and logged) or `off`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// The UDP port (51820).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The node's private key; created (mode 0600) on first start.
+    pub key_file: PathBuf,
+    /// This node's address on the underlay (the uplink's).
+    pub address: IpAddr,
+}
+
+fn default_mode() -> String {
+    "required".into()
+}
+
+fn default_port() -> u16 {
+    weir_crypto::DEFAULT_PORT
+}
+
+impl WireGuardConfig {
+    /// The mode, checked.
+    pub fn mode(&self) -> Result<EncryptionMode, String> {
+        self.mode.parse()
+    }
+}
+
+/// Reads the node key from `path`, or creates it there (32 random bytes from the OS,
+/// base64, mode 0600) when the file does not exist. A key file that group or others may
+/// read is refused. The key itself never appears in an error.
+pub fn load_or_create_key(path: &Path) -> Result<(NodeKey, bool), AgentError> {
+    let err = |why: String| AgentError::Config {
+        path: path.display().to_string(),
+        why,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "the WireGuard key file has mode {mode:o}: group and others must not read \
+                     it (chmod 600)"
+                )));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let key = NodeKey::from_base64(&text)
+                .map_err(|e| err(format!("not a WireGuard private key: {e}")))?;
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .map_err(|e| err(format!("no randomness for a new key: {e}")))?;
+            let key = NodeKey::from_bytes(bytes);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
+            f.write_all(format!("{}\n", key.secret_base64()).as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            Ok((key, true))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The MAC the kernel's neighbour table holds for an IPv4 address, from `/proc/net/arp`
+/// (of the agent's network namespace).
+fn kernel_neighbor(ip: IpAddr) -> Option<Mac> {
+    let IpAddr::V4(v4) = ip else { return None };
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // IP address, HW type, Flags (0x2: complete), HW address, Mask, Device.
+        if cols.len() >= 4 && cols[0] == v4.to_string() && cols[2] != "0x0" {
+            crate::agent::parse_mac(cols[3])
+        } else {
+            None
+        }
+    })
+}
+
+/// Adds the other nodes of `cluster` to `b` (their underlay address and MAC, and a route
+/// for each of their pod CIDRs) and returns the WireGuard peers, when WireGuard is on.
+/// A node that cannot be used (no InternalIP, a malformed key) is reported in `warnings`
+/// and left out; the others are unaffected.
+pub fn remote_nodes(
+    me: &str,
+    wg: Option<(&WireGuardConfig, EncryptionMode)>,
+    cluster: &Cluster,
+    b: &mut SnapshotBuilder,
+    warnings: &mut Vec<String>,
+) -> Vec<PeerConfig> {
+    let mut peers = Vec::new();
+    for node in cluster.nodes.values().filter(|n| n.name != me) {
+        let Some(&underlay) = node.internal_ips.first() else {
+            warnings.push(format!(
+                "node {}: no InternalIP in status.addresses; its pods are unreachable",
+                node.name
+            ));
+            continue;
+        };
+        let mac = match node.annotations.get(UNDERLAY_MAC_ANNOTATION) {
+            Some(text) => match crate::agent::parse_mac(text) {
+                Some(m) => Some(m),
+                None => {
+                    warnings.push(format!(
+                        "node {}: {UNDERLAY_MAC_ANNOTATION} {text:?} is not a MAC",
+                        node.name
+                    ));
+                    None
+                }
+            },
+            None => kernel_neighbor(underlay),
+        };
+        if mac.is_none() {
+            warnings.push(format!(
+                "node {}: no MAC known for {underlay} (neither {UNDERLAY_MAC_ANNOTATION} nor \
+                 the kernel's neighbour table): traffic to its pods is dropped as \
+                 neighbor_unresolved",
+                node.name
+            ));
+        }
+        let key = match node.annotations.get(PUBLIC_KEY_ANNOTATION) {
+            Some(text) => match weir_crypto::parse_public(text) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    warnings.push(format!(
+                        "node {}: {PUBLIC_KEY_ANNOTATION}: {e}; no peer for it",
+                        node.name
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let tunnel = match wg {
+            None | Some((_, EncryptionMode::Off)) => Tunnel::None,
+            Some((_, EncryptionMode::Required)) => Tunnel::WireGuard,
+            Some((_, EncryptionMode::Preferred)) if key.is_some() => Tunnel::WireGuard,
+            Some((_, EncryptionMode::Preferred)) => {
+                warnings.push(format!(
+                    "node {}: no WireGuard key; mode preferred sends its traffic in clear",
+                    node.name
+                ));
+                Tunnel::None
+            }
+        };
+        if key.is_none() && tunnel == Tunnel::WireGuard {
+            warnings.push(format!(
+                "node {}: no usable WireGuard key; mode required drops its traffic \
+                 (wireguard_no_peer)",
+                node.name
+            ));
+        }
+        let id = b.node(&node.name, underlay, mac);
+        for net in &node.pod_cidrs {
+            match Prefix::new(net.network(), net.prefix_len()) {
+                Ok(p) => {
+                    b.route(p, NextHop::Remote { node: id, tunnel });
+                }
+                Err(e) => warnings.push(format!("node {}: pod CIDR {net}: {e}", node.name)),
+            }
+        }
+        if let (Some((config, mode)), Some(public_key)) = (wg, key) {
+            if mode != EncryptionMode::Off {
+                peers.push(PeerConfig {
+                    name: node.name.clone(),
+                    public_key,
+                    endpoint: SocketAddr::new(underlay, config.port),
+                    allowed_ips: node.pod_cidrs.clone(),
+                    persistent_keepalive: None,
+                });
+            }
+        }
+    }
+    peers
+}
+
+/// A warning when this node's object does not publish `key` (the operator, or the
+/// control plane, must put it in the annotation for the other nodes to reach this one).
+pub fn check_published(me: &str, key: &NodeKey, cluster: &Cluster) -> Option<String> {
+    let public = key.public_base64();
+    let published = cluster
+        .nodes
+        .get(me)
+        .and_then(|n| n.annotations.get(PUBLIC_KEY_ANNOTATION));
+    match published {
+        Some(p) if p.trim() == public => None,
+        Some(p) => Some(format!(
+            "node {me} publishes WireGuard key {p} but this agent's key is {public}: other \
+             nodes cannot reach this one until {PUBLIC_KEY_ANNOTATION} is updated"
+        )),
+        None => Some(format!(
+            "node {me} has no {PUBLIC_KEY_ANNOTATION} annotation: publish {public} for the \
+             other nodes to reach this one"
+        )),
+    }
+}

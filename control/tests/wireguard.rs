@@ -1,0 +1,363 @@
+//! WireGuard between two weir nodes (root; CI runs it): two "node" namespaces, each running
+//! `weir agent` with one pod, joined through a bridge in a "wire" namespace (the underlay).
+//! The capture runs on that bridge: AF_XDP sends and XDP receives bypass the packet taps
+//! of the nodes' own interfaces, so only a third party sees what really crosses. Pod-to-pod traffic across the
+//! nodes (ping both ways, TCP and UDP with iperf3) is sealed by one agent and opened by
+//! the other, and `tcpdump` on the underlay sees nothing but WireGuard (and ARP). Then
+//! node b's key is taken out of node a's datastore: in `required` mode node a drops its
+//! traffic to b (counted) and still nothing leaves in clear.
+//!
+//! Names carry the process id; guards remove namespaces and stop agents and captures even
+//! when an assertion fails. Addresses are from 198.18.0.0/15 only.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{attach_pod, mac_of, ok, require_root, sh, Agent, KillOnDrop};
+use weir_crypto::NodeKey;
+
+const UNDERLAY: [&str; 2] = ["198.18.250.1", "198.18.250.2"];
+const POD: [&str; 2] = ["198.18.10.5", "198.18.11.5"];
+const CIDR: [&str; 2] = ["198.18.10.0/24", "198.18.11.0/24"];
+const NODE: [&str; 2] = ["node-a", "node-b"];
+/// What must not cross the underlay: anything carrying a pod address, and anything that is
+/// not WireGuard (ARP and the kernels' IGMP membership reports aside).
+const CLEAR: &str = "net 198.18.10.0/23 or not (udp port 51820 or arp or igmp)";
+
+struct Lab {
+    pid: u32,
+    nodes: [String; 2],
+    pods: [String; 2],
+    wire: String,
+    dir: PathBuf,
+    keys: [NodeKey; 2],
+}
+
+impl Lab {
+    fn uplink(&self, i: usize) -> String {
+        format!("wu{}{}", ["a", "b"][i], self.pid)
+    }
+
+    fn host_if(&self, i: usize) -> String {
+        format!("wp{}{}", ["a", "b"][i], self.pid)
+    }
+
+    fn new() -> Lab {
+        require_root("the WireGuard scenario");
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("weir-wg-test-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab {
+            pid,
+            nodes: [format!("weir-wgn-a-{pid}"), format!("weir-wgn-b-{pid}")],
+            pods: [format!("weir-wgp-a-{pid}"), format!("weir-wgp-b-{pid}")],
+            wire: format!("weir-wgw-{pid}"),
+            dir,
+            keys: [
+                NodeKey::from_bytes([0x31; 32]),
+                NodeKey::from_bytes([0x32; 32]),
+            ],
+        };
+        for ns in &lab.nodes {
+            ok(&["ip", "netns", "add", ns]);
+            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let wire = lab.wire.clone();
+        ok(&["ip", "netns", "add", &wire]);
+        for key in ["all", "default"] {
+            let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+            ok(&["ip", "netns", "exec", &wire, "sysctl", "-q", "-w", &setting]);
+        }
+        ok(&["ip", "-n", &wire, "link", "add", "br0", "type", "bridge"]);
+        ok(&["ip", "-n", &wire, "link", "set", "br0", "up"]);
+        for i in 0..2 {
+            let (ns, up) = (&lab.nodes[i], lab.uplink(i));
+            let port = format!("w{}", ["a", "b"][i]);
+            let veth = [
+                "link", "add", &port, "type", "veth", "peer", "name", &up, "netns", ns,
+            ];
+            ok(&[&["ip", "-n", &wire][..], &veth[..]].concat());
+            ok(&["ip", "-n", &wire, "link", "set", &port, "master", "br0"]);
+            ok(&["ip", "-n", &wire, "link", "set", &port, "up"]);
+            // No IPv6 chatter (router solicitations, MLD) on the underlay: every frame on
+            // it must be WireGuard or ARP.
+            ok(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("net.ipv6.conf.{up}.disable_ipv6=1"),
+            ]);
+            ok(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", UNDERLAY[i]),
+                "dev",
+                &up,
+            ]);
+            ok(&["ip", "-n", ns, "link", "set", &up, "up"]);
+            attach_pod(ns, &lab.pods[i], &lab.host_if(i), POD[i]);
+            let key_file = lab.dir.join(format!("{}.key", NODE[i]));
+            std::fs::write(&key_file, format!("{}\n", lab.keys[i].secret_base64())).unwrap();
+            ok(&["chmod", "600", key_file.to_str().unwrap()]);
+        }
+        lab
+    }
+
+    /// Node `i`'s datastore: its pod, and both nodes (b's key left out when `hide_b_key`).
+    fn write_config(&self, i: usize, hide_b_key: bool) -> PathBuf {
+        let ds = self.dir.join(format!("datastore-{i}"));
+        std::fs::create_dir_all(&ds).unwrap();
+        let node = |j: usize| {
+            let key = if j == 1 && hide_b_key {
+                String::new()
+            } else {
+                format!(
+                    "    weir.dev/wireguard-public-key: \"{}\"\n",
+                    self.keys[j].public_base64()
+                )
+            };
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  annotations:\n{key}    \
+                 weir.dev/underlay-mac: \"{}\"\nspec:\n  podCIDRs: [\"{}\"]\nstatus:\n  \
+                 addresses: [{{type: InternalIP, address: \"{}\"}}]\n",
+                NODE[j],
+                mac_of(&self.nodes[j], &self.uplink(j)),
+                CIDR[j],
+                UNDERLAY[j]
+            )
+        };
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: demo\n  name: pod-{i}\n  \
+             annotations:\n    weir.dev/interface: {}\n    weir.dev/mac: \"{}\"\nstatus:\n  \
+             podIPs: [{{ip: \"{}\"}}]\n",
+            self.host_if(i),
+            mac_of(&self.pods[i], "eth0"),
+            POD[i]
+        );
+        let text = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n{pod}---\n{}---\n{}",
+            node(0),
+            node(1)
+        );
+        std::fs::write(ds.join("cluster.yaml"), text).unwrap();
+        let config = self.dir.join(format!("agent-{i}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node: {}\ncores: [1]\ndatastore: {}\nuplink: {}\npodCidrs: [198.18.10.0/23]\n\
+                 wireguard:\n  keyFile: {}\n  address: {}\n",
+                NODE[i],
+                ds.display(),
+                self.uplink(i),
+                self.dir.join(format!("{}.key", NODE[i])).display(),
+                UNDERLAY[i]
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn agent(&self, i: usize, hide_b_key: bool) -> Agent {
+        let config = self.write_config(i, hide_b_key);
+        Agent::start(
+            &self.nodes[i],
+            &config,
+            9180,
+            self.dir.join(format!("agent-{i}.log")),
+        )
+    }
+
+    fn ping(&self, from: usize, to: &str, count: &str) -> bool {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.pods[from],
+            "ping",
+            "-c",
+            count,
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            to,
+        ])
+        .status
+        .success()
+    }
+
+    /// Starts tcpdump on the underlay's bridge, writing `name`.
+    fn capture(&self, name: &str) -> (KillOnDrop, PathBuf) {
+        let file = self.dir.join(name);
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &self.wire, "tcpdump", "-i", "br0", "-n", "-U", "-w",
+            ])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump (Debian package tcpdump)");
+        std::thread::sleep(Duration::from_millis(1000));
+        (KillOnDrop(child), file)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.pods.iter().chain(&self.nodes).chain([&self.wire]) {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Stops a capture and lists the packets in it that match `filter`.
+fn matching(capture: (KillOnDrop, PathBuf), filter: &str) -> Vec<String> {
+    let (mut child, file) = capture;
+    let _ = sh(&["kill", "-INT", &child.0.id().to_string()]);
+    let _ = child.0.wait();
+    let out = sh(&["tcpdump", "-r", file.to_str().unwrap(), "-n", filter]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn iperf3(lab: &Lab, udp: bool) -> serde_json::Value {
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[1],
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            POD[1],
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = vec![
+        "ip",
+        "netns",
+        "exec",
+        &lab.pods[0],
+        "iperf3",
+        "-c",
+        POD[1],
+        "-t",
+        "1",
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    if udp {
+        args.extend(["-u", "-b", "10M"]);
+    }
+    let out = sh(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "iperf3 (udp {udp}): {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["end"][if udp { "sum" } else { "sum_received" }].clone()
+}
+
+#[test]
+fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
+    let lab = Lab::new();
+    let a = lab.agent(0, false);
+    let b = lab.agent(1, false);
+    let cap = lab.capture("underlay.pcap");
+
+    assert!(
+        lab.ping(0, POD[1], "3"),
+        "a -> b across nodes: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(
+        lab.ping(1, POD[0], "3"),
+        "b -> a across nodes: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    let tcp = iperf3(&lab, false);
+    assert!(
+        tcp["bytes"].as_u64().unwrap_or(0) > 100_000,
+        "TCP across nodes: {tcp}"
+    );
+    let udp = iperf3(&lab, true);
+    assert!(
+        udp["packets"].as_u64().unwrap_or(0) > 100,
+        "UDP across nodes: {udp}"
+    );
+    assert!(
+        udp["lost_percent"].as_f64().unwrap_or(100.0) < 5.0,
+        "UDP loss: {udp}"
+    );
+
+    for (name, agent) in [("a", &a), ("b", &b)] {
+        let sealed = agent.metric("weir_wireguard_sealed_total{worker=\"0\"}");
+        let opened = agent.metric("weir_wireguard_opened_total{worker=\"0\"}");
+        assert!(
+            sealed > 100 && opened > 100,
+            "node {name}: sealed {sealed}, opened {opened}"
+        );
+    }
+    let handshakes = a.metric("weir_wireguard_handshakes_initiated_total{worker=\"0\"}")
+        + b.metric("weir_wireguard_handshakes_initiated_total{worker=\"0\"}");
+    assert!(handshakes >= 1, "a handshake took place");
+
+    // The underlay carried WireGuard, and nothing else but ARP.
+    let file = cap.1.clone();
+    let clear = matching(cap, CLEAR);
+    assert!(
+        clear.is_empty(),
+        "frames on the underlay that are not WireGuard: {clear:#?}"
+    );
+    let wg = sh(&[
+        "tcpdump",
+        "-r",
+        file.to_str().unwrap(),
+        "-n",
+        "udp port 51820",
+    ]);
+    let n = String::from_utf8_lossy(&wg.stdout).lines().count();
+    assert!(n > 200, "{n} WireGuard packets seen on the underlay");
+
+    // Required mode, node b's key gone from node a's datastore: a drops, never clear.
+    drop(a);
+    let a = lab.agent(0, true);
+    let cap = lab.capture("underlay-nokey.pcap");
+    assert!(
+        !lab.ping(0, POD[1], "2"),
+        "no peer for node b: traffic must not pass"
+    );
+    assert!(
+        a.metric("weir_wireguard_no_peer_total{worker=\"0\"}") >= 2,
+        "dropped and counted: {}",
+        a.log()
+    );
+    let clear = matching(cap, CLEAR);
+    assert!(
+        clear.is_empty(),
+        "nothing in clear on the underlay: {clear:#?}"
+    );
+    drop(a);
+    drop(b);
+}
