@@ -24,7 +24,7 @@ say "cargo test"
 cargo test --workspace --locked
 
 say "fuzz smoke (${FUZZ_SECONDS}s per target)"
-for target in wire pipeline; do
+for target in wire pipeline wireguard; do
   mkdir -p "fuzz/corpus/$target"
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
       -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 2>&1 | tail -n 3
