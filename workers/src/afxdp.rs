@@ -382,7 +382,8 @@ impl Worker {
             }
         }
         for id in self.flush.drain(..) {
-            while let Some(base) = self.free.pop() {
+            while let Some(entry) = self.free.pop() {
+                let base = entry - entry % frame_size;
                 match tunnel.flush_into(area, frame_size, base, id) {
                     Some(Some(f)) => self.control.push(f),
                     Some(None) => self.free.push(base),
@@ -418,11 +419,13 @@ impl Worker {
                 // Frames keep the usual headroom, which sealing writes outer headers into.
                 let headroom = crate::xsk::XDP_PACKET_HEADROOM;
                 let staged = match (port, self.free.last().copied()) {
-                    (Some(i), Some(base))
+                    (Some(i), Some(entry))
                         if self.ports[i].staged.len() < STAGE_LIMIT
                             && headroom + len as u64 <= frame_size =>
                     {
-                        let addr = base + headroom;
+                        // Free-list entries are whatever address the frame last had
+                        // (completions return the TX address): start from the frame's base.
+                        let addr = entry - entry % frame_size + headroom;
                         match self.umem.packet_mut(addr, len as u32) {
                             Some(dst) => {
                                 dst.copy_from_slice(&parcel.bytes[..len]);

@@ -322,10 +322,11 @@ impl Tunnel {
         self.peers
             .tick(&mut self.out, |_, to, m| messages.push((to, m.to_vec())));
         for (to, m) in messages {
-            let Some(base) = free.pop() else {
+            let Some(entry) = free.pop() else {
                 self.counters.no_room += 1;
                 continue;
             };
+            let base = entry - entry % frame_size;
             self.scratch[..m.len()].copy_from_slice(&m);
             match self.control_into(area, frame_size, base, to, m.len()) {
                 Some(f) => send.push(f),
