@@ -8,3 +8,4 @@ pub mod pipeline;
 pub mod policy;
 pub mod report;
 pub mod rng;
+pub mod wireguard;

@@ -52,7 +52,7 @@ pub struct TunnelCounters {
 
 /// What to do with a frame received on the uplink.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Inbound {
+pub enum Inbound {
     /// Not WireGuard for this node: to the pipeline as it is.
     Pass,
     /// Opened: an Ethernet frame of this length at the same address, for the pipeline.
@@ -64,7 +64,8 @@ pub(crate) enum Inbound {
     Done,
 }
 
-pub(crate) struct Tunnel {
+/// The sealing and opening engine of the uplink's worker (public for the benchmark).
+pub struct Tunnel {
     peers: Peers,
     port: u16,
     local: IpAddr,
@@ -94,12 +95,8 @@ const BUDGET_NS: u64 = 1_000_000_000;
 
 impl Tunnel {
     /// The tunnel on `uplink` (snapshot index), with the remote nodes' MACs from
-    /// `snapshot`.
-    pub(crate) fn new(
-        setup: WireGuardSetup,
-        snapshot: &Snapshot,
-        uplink: IfIndex,
-    ) -> Option<Tunnel> {
+    /// `snapshot`; `None` when `uplink` is not the snapshot's uplink.
+    pub fn new(setup: WireGuardSetup, snapshot: &Snapshot, uplink: IfIndex) -> Option<Tunnel> {
         let iface = snapshot.interface(uplink)?;
         if iface.role != Role::Uplink {
             return None;
@@ -152,7 +149,7 @@ impl Tunnel {
     /// that owns its destination. Returns the outer frame to send, or `None` when the
     /// frame is to be recycled (counted; the packet may wait in the peer's queue for its
     /// handshake, whose message is then the frame returned).
-    pub(crate) fn seal(
+    pub fn seal(
         &mut self,
         area: &mut [u8],
         frame_size: u64,
@@ -211,13 +208,7 @@ impl Tunnel {
     }
 
     /// Looks at a frame received on the uplink.
-    pub(crate) fn receive(
-        &mut self,
-        area: &mut [u8],
-        frame_size: u64,
-        addr: u64,
-        len: u32,
-    ) -> Inbound {
+    pub fn receive(&mut self, area: &mut [u8], frame_size: u64, addr: u64, len: u32) -> Inbound {
         let (start, end) = (addr as usize, addr as usize + len as usize);
         let Some(frame) = area.get(start..end) else {
             return Inbound::Pass;

@@ -11,6 +11,7 @@ use weir_perf::lpm::{self, LpmBenchConfig};
 use weir_perf::pipeline::{self, PipelineBenchConfig};
 use weir_perf::policy::{self, PolicyBenchConfig};
 use weir_perf::report::{Machine, Report};
+use weir_perf::wireguard::{self, WireGuardBenchConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -58,6 +59,16 @@ enum Command {
     Forward {
         #[command(flatten)]
         forward: ForwardArgs,
+    },
+    /// WireGuard per core, in memory: weir's seal path (route to peer, copy, seal, outer
+    /// headers) beside the raw ring ChaCha20-Poly1305 seal and boringtun's encapsulate.
+    Wireguard {
+        /// Inner packet sizes in bytes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [64, 512, 1420])]
+        sizes: Vec<usize>,
+        /// Seconds per figure per round.
+        #[arg(long, default_value_t = 0.5)]
+        seconds: f64,
     },
     /// Policy classification on generated clusters of 10 to 100k rules, beside a linear scan
     /// of the same rules and dpdk-test-acl on the equivalent 5-tuple rules; build time and
@@ -156,6 +167,29 @@ fn main() -> ExitCode {
     }
     let mut results = Vec::new();
     let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
+    if let Command::Wireguard { sizes, seconds } = &cli.command {
+        progress("wireguard: handshakes, then weir, ring and boringtun per size");
+        if sizes.iter().any(|&s| !(20..=1440).contains(&s)) || !(*seconds > 0.0) {
+            eprintln!("weir-bench: sizes must be 20..=1440 bytes and --seconds positive");
+            return ExitCode::from(2);
+        }
+        let cfg = WireGuardBenchConfig {
+            runs: cli.runs,
+            sizes: sizes.clone(),
+            duration: Duration::from_secs_f64(*seconds),
+        };
+        match wireguard::run(&cfg) {
+            Ok((r, n)) => {
+                results.extend(r);
+                notes.extend(n);
+            }
+            Err(e) => {
+                eprintln!("weir-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return print_report("wireguard", pinned.then_some(cpu), results, notes, cli.json);
+    }
     if let Command::Forward { forward: args } = &cli.command {
         progress("forward: building the namespaces, starting the traffic engine");
         let gen_cpu = args.gen_cpu.unwrap_or(if cpu == 0 { 1 } else { 0 });
@@ -233,7 +267,9 @@ fn main() -> ExitCode {
             ("pipeline", lpm)
         }
         Command::Lpm { lpm } => ("lpm", lpm),
-        Command::Policy { .. } | Command::Forward { .. } => unreachable!("handled above"),
+        Command::Policy { .. } | Command::Forward { .. } | Command::Wireguard { .. } => {
+            unreachable!("handled above")
+        }
     };
     progress("lpm: building tables and running anchors");
     let cfg = LpmBenchConfig {
