@@ -169,7 +169,7 @@ fn main() -> ExitCode {
     let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
     if let Command::Wireguard { sizes, seconds } = &cli.command {
         progress("wireguard: handshakes, then weir, ring and boringtun per size");
-        if sizes.iter().any(|&s| !(20..=1440).contains(&s)) || !(*seconds > 0.0) {
+        if sizes.iter().any(|&s| !(20..=1440).contains(&s)) || seconds.is_nan() || *seconds <= 0.0 {
             eprintln!("weir-bench: sizes must be 20..=1440 bytes and --seconds positive");
             return ExitCode::from(2);
         }
