@@ -29,6 +29,8 @@ const CLEAR: &str = "net 198.18.10.0/23 or not (udp port 51820 or arp or igmp)";
 
 struct Lab {
     pid: u32,
+    /// Tells apart the labs of tests running at once in one process.
+    tag: char,
     nodes: [String; 2],
     pods: [String; 2],
     wire: String,
@@ -38,24 +40,31 @@ struct Lab {
 
 impl Lab {
     fn uplink(&self, i: usize) -> String {
-        format!("wu{}{}", ["a", "b"][i], self.pid)
+        format!("wu{}{}{}", self.tag, ["a", "b"][i], self.pid)
     }
 
     fn host_if(&self, i: usize) -> String {
-        format!("wp{}{}", ["a", "b"][i], self.pid)
+        format!("wp{}{}{}", self.tag, ["a", "b"][i], self.pid)
     }
 
-    fn new() -> Lab {
+    fn new(tag: char) -> Lab {
         require_root("the WireGuard scenario");
         let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("weir-wg-test-{pid}"));
+        let dir = std::env::temp_dir().join(format!("weir-wg-test-{tag}-{pid}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let lab = Lab {
             pid,
-            nodes: [format!("weir-wgn-a-{pid}"), format!("weir-wgn-b-{pid}")],
-            pods: [format!("weir-wgp-a-{pid}"), format!("weir-wgp-b-{pid}")],
-            wire: format!("weir-wgw-{pid}"),
+            tag,
+            nodes: [
+                format!("weir-wg{tag}n-a-{pid}"),
+                format!("weir-wg{tag}n-b-{pid}"),
+            ],
+            pods: [
+                format!("weir-wg{tag}p-a-{pid}"),
+                format!("weir-wg{tag}p-b-{pid}"),
+            ],
+            wire: format!("weir-wg{tag}w-{pid}"),
             dir,
             keys: [
                 NodeKey::from_bytes([0x31; 32]),
@@ -235,18 +244,11 @@ fn matching(capture: (KillOnDrop, PathBuf), filter: &str) -> Vec<String> {
         .collect()
 }
 
-fn iperf3(lab: &Lab, udp: bool) -> serde_json::Value {
+/// iperf3 from `client_ns` to a one-shot server on `addr` in `server_ns`, one second, TCP
+/// or UDP at 10 Mbit/s; the client's end-of-test summary.
+fn iperf3(client_ns: &str, server_ns: &str, addr: &str, udp: bool) -> serde_json::Value {
     let server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.pods[1],
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            POD[1],
-        ])
+        .args(["netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", addr])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -257,10 +259,10 @@ fn iperf3(lab: &Lab, udp: bool) -> serde_json::Value {
         "ip",
         "netns",
         "exec",
-        &lab.pods[0],
+        client_ns,
         "iperf3",
         "-c",
-        POD[1],
+        addr,
         "-t",
         "1",
         "-J",
@@ -272,14 +274,31 @@ fn iperf3(lab: &Lab, udp: bool) -> serde_json::Value {
     }
     let out = sh(&args);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "iperf3 (udp {udp}): {text}");
+    assert!(out.status.success(), "iperf3 to {addr} (udp {udp}): {text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["end"][if udp { "sum" } else { "sum_received" }].clone()
 }
 
+fn check_tcp_udp(client_ns: &str, server_ns: &str, addr: &str) {
+    let tcp = iperf3(client_ns, server_ns, addr, false);
+    assert!(
+        tcp["bytes"].as_u64().unwrap_or(0) > 100_000,
+        "TCP to {addr}: {tcp}"
+    );
+    let udp = iperf3(client_ns, server_ns, addr, true);
+    assert!(
+        udp["packets"].as_u64().unwrap_or(0) > 100,
+        "UDP to {addr}: {udp}"
+    );
+    assert!(
+        udp["lost_percent"].as_f64().unwrap_or(100.0) < 5.0,
+        "UDP to {addr}: {udp}"
+    );
+}
+
 #[test]
 fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
-    let lab = Lab::new();
+    let lab = Lab::new('1');
     let a = lab.agent(0, false);
     let b = lab.agent(1, false);
     let cap = lab.capture("underlay.pcap");
@@ -296,20 +315,7 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
         a.log(),
         b.log()
     );
-    let tcp = iperf3(&lab, false);
-    assert!(
-        tcp["bytes"].as_u64().unwrap_or(0) > 100_000,
-        "TCP across nodes: {tcp}"
-    );
-    let udp = iperf3(&lab, true);
-    assert!(
-        udp["packets"].as_u64().unwrap_or(0) > 100,
-        "UDP across nodes: {udp}"
-    );
-    assert!(
-        udp["lost_percent"].as_f64().unwrap_or(100.0) < 5.0,
-        "UDP loss: {udp}"
-    );
+    check_tcp_udp(&lab.pods[0], &lab.pods[1], POD[1]);
 
     for (name, agent) in [("a", &a), ("b", &b)] {
         let sealed = agent.metric("weir_wireguard_sealed_total{worker=\"0\"}");
@@ -360,4 +366,175 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
     );
     drop(a);
     drop(b);
+}
+
+/// The wireguard-go side of the interop test: its TUN device in node b's namespace.
+struct WireGuardGo {
+    ns: String,
+    tun: String,
+    key_file: PathBuf,
+    child: Option<KillOnDrop>,
+}
+
+impl WireGuardGo {
+    /// Starts wireguard-go in `ns` as node b: its key in `key_file`, listening on node b's
+    /// underlay address, its TUN holding WG_GO_ADDR, node a (`peer_key`, pods
+    /// 198.18.10.0/24) as its peer.
+    fn start(ns: &str, tun: &str, key_file: PathBuf, peer_key: &str) -> WireGuardGo {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "wireguard-go", tun])
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wireguard-go (Debian package wireguard-go)");
+        let wg = WireGuardGo {
+            ns: ns.to_owned(),
+            tun: tun.to_owned(),
+            key_file,
+            child: Some(KillOnDrop(child)),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !sh(&["ip", "-n", ns, "link", "show", tun]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wireguard-go made no interface"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let endpoint = format!("{}:51820", UNDERLAY[0]);
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "wg",
+            "set",
+            tun,
+            "private-key",
+            wg.key_file.to_str().unwrap(),
+            "listen-port",
+            "51820",
+            "peer",
+            peer_key,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            CIDR[0],
+        ]);
+        ok(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{WG_GO_ADDR}/32"),
+            "dev",
+            tun,
+        ]);
+        ok(&["ip", "-n", ns, "link", "set", tun, "up"]);
+        ok(&["ip", "-n", ns, "route", "replace", CIDR[0], "dev", tun]);
+        wg
+    }
+
+    fn stop(&mut self) {
+        self.child.take();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sh(&["ip", "-n", &self.ns, "link", "show", &self.tun])
+            .status
+            .success()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The address behind wireguard-go (in node b's pod CIDR).
+const WG_GO_ADDR: &str = "198.18.11.1";
+
+#[test]
+fn a_weir_node_and_wireguard_go_carry_pod_traffic_both_ways_and_recover_from_a_restart() {
+    let lab = Lab::new('2');
+    let a = lab.agent(0, false);
+    let cap = lab.capture("interop.pcap");
+    let tun = format!("wgg{}{}", lab.tag, lab.pid);
+    let key_file = lab.dir.join("node-b.key");
+    let node_a_key = lab.keys[0].public_base64();
+    let mut wg = WireGuardGo::start(&lab.nodes[1], &tun, key_file.clone(), &node_a_key);
+
+    // weir initiates: a pod on node a pings the address behind wireguard-go.
+    assert!(
+        lab.ping(0, WG_GO_ADDR, "3"),
+        "pod a -> wireguard-go: {}",
+        a.log()
+    );
+    // wireguard-go's side pings the pod.
+    let from_wg = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.nodes[1],
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        POD[0],
+    ]);
+    assert!(
+        from_wg.status.success(),
+        "wireguard-go -> pod a: {}",
+        a.log()
+    );
+    check_tcp_udp(&lab.pods[0], &lab.nodes[1], WG_GO_ADDR);
+    let shown = ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.nodes[1],
+        "wg",
+        "show",
+        &tun,
+        "latest-handshakes",
+    ]);
+    assert!(shown.contains(&node_a_key), "wg knows node a: {shown}");
+
+    // wireguard-go restarts with the same key and no session; it initiates again and
+    // weir answers.
+    wg.stop();
+    let mut wg = WireGuardGo::start(&lab.nodes[1], &tun, key_file, &node_a_key);
+    let again = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.nodes[1],
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "3",
+        POD[0],
+    ]);
+    assert!(
+        again.status.success(),
+        "after wireguard-go restarted: {}",
+        a.log()
+    );
+    assert!(
+        a.metric("weir_wireguard_handshakes_answered_total{worker=\"0\"}") >= 1,
+        "weir answered the restarted peer's handshake: {}",
+        a.log()
+    );
+    let clear = matching(cap, CLEAR);
+    assert!(
+        clear.is_empty(),
+        "frames on the underlay that are not WireGuard: {clear:#?}"
+    );
+    wg.stop();
+    drop(a);
 }
