@@ -9,3 +9,4 @@ pub mod policy;
 pub mod report;
 pub mod rng;
 pub mod wireguard;
+pub mod wireguard_e2e;

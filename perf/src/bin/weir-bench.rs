@@ -69,6 +69,15 @@ enum Command {
         /// Seconds per figure per round.
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
+        /// Skip part (b), end to end between two nodes (it needs root).
+        #[arg(long)]
+        no_e2e: bool,
+        /// Seconds per end-to-end iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        e2e_seconds: u32,
+        /// The weir binary for part (b) (default: `weir` beside this program).
+        #[arg(long)]
+        weir: Option<PathBuf>,
     },
     /// Policy classification on generated clusters of 10 to 100k rules, beside a linear scan
     /// of the same rules and dpdk-test-acl on the equivalent 5-tuple rules; build time and
@@ -167,7 +176,14 @@ fn main() -> ExitCode {
     }
     let mut results = Vec::new();
     let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
-    if let Command::Wireguard { sizes, seconds } = &cli.command {
+    if let Command::Wireguard {
+        sizes,
+        seconds,
+        no_e2e,
+        e2e_seconds,
+        weir,
+    } = &cli.command
+    {
         progress("wireguard: handshakes, then weir, ring and boringtun per size");
         if sizes.iter().any(|&s| !(20..=1440).contains(&s)) || seconds.is_nan() || *seconds <= 0.0 {
             eprintln!("weir-bench: sizes must be 20..=1440 bytes and --seconds positive");
@@ -188,17 +204,34 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        if !*no_e2e {
+            progress("wireguard: end to end between two nodes (weir on, off, wireguard-go)");
+            let cfg = weir_perf::wireguard_e2e::E2eConfig {
+                runs: cli.runs,
+                seconds: *e2e_seconds,
+                weir: weir.clone().unwrap_or_else(|| sibling("weir")),
+                cpus: [if cpu == 0 { 1 } else { 0 }, cpu],
+                workdir: std::env::temp_dir().join(format!("weir-bench-wg-{}", std::process::id())),
+            };
+            let outcome = weir_perf::wireguard_e2e::run(&cfg);
+            let _ = std::fs::remove_dir_all(&cfg.workdir);
+            match outcome {
+                Ok((r, n)) => {
+                    results.extend(r);
+                    notes.extend(n);
+                }
+                Err(e) => {
+                    eprintln!("weir-bench: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         return print_report("wireguard", pinned.then_some(cpu), results, notes, cli.json);
     }
     if let Command::Forward { forward: args } = &cli.command {
         progress("forward: building the namespaces, starting the traffic engine");
         let gen_cpu = args.gen_cpu.unwrap_or(if cpu == 0 { 1 } else { 0 });
-        let weir = args.weir.clone().unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("weir")))
-                .unwrap_or_else(|| PathBuf::from("weir"))
-        });
+        let weir = args.weir.clone().unwrap_or_else(|| sibling("weir"));
         let cfg = ForwardBenchConfig {
             runs: cli.runs,
             seconds: args.seconds,
@@ -314,6 +347,14 @@ fn print_report(
         print!("{}", report.to_table());
     }
     ExitCode::SUCCESS
+}
+
+/// A program beside this one (`target/release/weir` beside `weir-bench`).
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Progress goes to stderr, so `--json` output on stdout stays one clean object.
