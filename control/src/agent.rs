@@ -11,7 +11,7 @@
 //! stops cleanly on SIGTERM or SIGINT; the XDP programs are attached through bpf_links,
 //! so the kernel detaches them even if the agent is killed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, TcpListener};
@@ -295,6 +295,76 @@ pub fn build_node(
     Ok((b, ports))
 }
 
+/// The datastore's YAML files with their size and modification time: a change in this
+/// list is a change to apply.
+fn datastore_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A new snapshot and peer set from the datastore as it is now. Refused (with the reason)
+/// when the datastore does not load, when the local interfaces would change (attaching
+/// new ones needs a restart), or when the peer set is invalid: the running tables stay.
+fn reload(
+    config: &AgentConfig,
+    ports: &BTreeSet<String>,
+    key: Option<&weir_crypto::NodeKey>,
+) -> Result<(SnapshotBuilder, Vec<weir_crypto::PeerConfig>, Vec<String>), AgentError> {
+    let cluster = load_datastore(&config.datastore)?;
+    let (mut builder, new_ports) = build_node(config, &cluster)?;
+    let names: BTreeSet<String> = new_ports.iter().map(|p| p.name.clone()).collect();
+    if &names != ports {
+        return Err(AgentError::Datastore {
+            path: config.datastore.display().to_string(),
+            why: format!(
+                "the local interfaces would change from {ports:?} to {names:?}; restart the \
+                 agent to attach them"
+            ),
+        });
+    }
+    let mut warnings = Vec::new();
+    let wg = match &config.wireguard {
+        Some(w) => Some((
+            w,
+            w.mode().map_err(|why| AgentError::Config {
+                path: "wireguard.mode".into(),
+                why,
+            })?,
+        )),
+        None => None,
+    };
+    let peers =
+        crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
+    if let Some(key) = key {
+        // Checked here, so that a refused set never reaches the worker.
+        weir_crypto::Peers::new(key.clone(), 1)
+            .set_peers(peers.clone())
+            .map_err(|e| AgentError::Datastore {
+                path: config.datastore.display().to_string(),
+                why: e.to_string(),
+            })?;
+        warnings.extend(crate::wireguard::check_published(
+            &config.node,
+            key,
+            &cluster,
+        ));
+    }
+    Ok((builder, peers, warnings))
+}
+
 /// Buffers on each handoff lane between two workers.
 const HANDOFF_DEPTH: usize = 1024;
 
@@ -331,6 +401,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     };
     let peer_configs =
         crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
+    let mut node_key: Option<weir_crypto::NodeKey> = None;
     let mut wg_setup = match wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) {
         Some((w, mode)) => {
             let (key, created) = crate::wireguard::load_or_create_key(&w.key_file)?;
@@ -350,6 +421,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 &key,
                 &cluster,
             ));
+            node_key = Some(key.clone());
             let mut peers =
                 weir_crypto::Peers::new(key, weir_crypto::peers::DEFAULT_HANDSHAKE_LIMIT);
             peers
@@ -367,6 +439,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         }
         None => None,
     };
+    let mailbox: weir_workers::tunnel::SharedPeerMailbox = Arc::default();
     for w in &warnings {
         eprintln!("weir agent: warning: {w}");
     }
@@ -398,6 +471,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         },
         ..WorkerConfig::default()
     };
+    let port_names: BTreeSet<String> = ports.iter().map(|p| p.name.clone()).collect();
     let assigned = spread(&ports, workers);
     let owner: Vec<(String, usize)> = assigned
         .iter()
@@ -414,7 +488,12 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         let (started_tx, worker_config) = (started_tx.clone(), worker_config.clone());
         // WireGuard runs on the worker that owns the uplink.
         let wg = if ports.iter().any(|p| p.uplink_filter.is_some()) {
-            wg_setup.take()
+            wg_setup
+                .take()
+                .map(|wireguard| weir_workers::afxdp::WireGuardOnWorker {
+                    wireguard,
+                    mailbox: Some(mailbox.clone()),
+                })
         } else {
             None
         };
@@ -477,6 +556,48 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             .join(", "),
         config.listen
     );
+    // The control loop: apply datastore edits while the workers run.
+    let mut seen = datastore_fingerprint(&config.datastore);
+    while !stop.load(Ordering::SeqCst) && handles.iter().any(|h| !h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = datastore_fingerprint(&config.datastore);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match reload(config, &port_names, node_key.as_ref()) {
+            Ok((builder, peers, warnings)) => {
+                for w in &warnings {
+                    eprintln!("weir agent: warning: {w}");
+                }
+                match publisher.publish(builder) {
+                    Ok(snapshot) => {
+                        if node_key.is_some() {
+                            let neighbors = snapshot
+                                .nodes
+                                .iter()
+                                .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
+                                .collect();
+                            if let Ok(mut slot) = mailbox.pending.lock() {
+                                *slot = Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
+                            }
+                        }
+                        eprintln!(
+                            "weir agent: datastore reloaded (generation {})",
+                            snapshot.generation
+                        );
+                    }
+                    Err(e) => eprintln!(
+                        "weir agent: datastore change rejected: {e}; the last good tables keep \
+                         serving"
+                    ),
+                }
+            }
+            Err(e) => eprintln!(
+                "weir agent: datastore change rejected: {e}; the last good tables keep serving"
+            ),
+        }
+    }
     for h in handles {
         let _ = h.join();
     }

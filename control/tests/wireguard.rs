@@ -116,11 +116,19 @@ impl Lab {
             ]);
             ok(&["ip", "-n", ns, "link", "set", &up, "up"]);
             attach_pod(ns, &lab.pods[i], &lab.host_if(i), POD[i]);
-            let key_file = lab.dir.join(format!("{}.key", NODE[i]));
-            std::fs::write(&key_file, format!("{}\n", lab.keys[i].secret_base64())).unwrap();
+        }
+        lab.write_keys();
+        lab
+    }
+
+    /// Writes both nodes' key files (mode 0600).
+    fn write_keys(&self) {
+        for i in 0..2 {
+            let key_file = self.dir.join(format!("{}.key", NODE[i]));
+            let _ = std::fs::remove_file(&key_file);
+            std::fs::write(&key_file, format!("{}\n", self.keys[i].secret_base64())).unwrap();
             ok(&["chmod", "600", key_file.to_str().unwrap()]);
         }
-        lab
     }
 
     /// Node `i`'s datastore: its pod, and both nodes (b's key left out when `hide_b_key`).
@@ -298,7 +306,7 @@ fn check_tcp_udp(client_ns: &str, server_ns: &str, addr: &str) {
 
 #[test]
 fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
-    let lab = Lab::new('1');
+    let mut lab = Lab::new('1');
     let a = lab.agent(0, false);
     let b = lab.agent(1, false);
     let cap = lab.capture("underlay.pcap");
@@ -364,8 +372,59 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
         clear.is_empty(),
         "nothing in clear on the underlay: {clear:#?}"
     );
+
+    // Live edits of node a's datastore, the agent running all along:
+    // b's key comes back, and b becomes reachable without a restart.
+    lab.write_config(0, false);
+    wait_for_log(&a, "datastore reloaded", 1);
+    assert!(lab.ping(0, POD[1], "3"), "peer added live: {}", a.log());
+    // b changes its key (b restarts; a only sees its datastore change).
+    drop(b);
+    lab.keys[1] = NodeKey::from_bytes([0x33; 32]);
+    lab.write_keys();
+    let b = lab.agent(1, false);
+    lab.write_config(0, false);
+    wait_for_log(&a, "datastore reloaded", 2);
+    assert!(
+        lab.ping(0, POD[1], "3"),
+        "re-keyed live: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    // A malformed edit is refused with its reason; the last good tables keep serving.
+    let bad = lab.dir.join("datastore-0/zz-bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Node\nmetadata: {name: bad}\nspec: {podCIDRs: [\"198.18.300.0/24\"]}\n").unwrap();
+    wait_for_log(&a, "datastore change rejected", 1);
+    assert!(
+        a.log().contains("spec.podCIDRs[0]"),
+        "the reason names the field: {}",
+        a.log()
+    );
+    assert!(
+        lab.ping(0, POD[1], "2"),
+        "still forwarding after a bad edit: {}",
+        a.log()
+    );
+    std::fs::remove_file(&bad).unwrap();
     drop(a);
     drop(b);
+}
+
+/// Waits (at most 10 s) until the agent's log holds `line` at least `times` times.
+fn wait_for_log(agent: &Agent, line: &str, times: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+        if log.matches(line).count() >= times {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {line:?} ({times}) in 10 s: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The wireguard-go side of the interop test: its TUN device in node b's namespace.

@@ -23,7 +23,14 @@ use weir_dataplane::{Batch, Counters, FrameRegion, IfIndex, Pipeline, Snapshot, 
 
 use crate::bpf::{AttachMode, BpfError, UplinkFilter, XdpLink, XdpProgram, XskMap};
 use crate::handoff::Links;
-use crate::tunnel::{Inbound, Tunnel, TunnelCounters, WireGuardSetup};
+use crate::tunnel::{Inbound, SharedPeerMailbox, Tunnel, TunnelCounters, WireGuardSetup};
+
+/// WireGuard for the uplink's worker: the set-up, and where later peer sets arrive.
+#[derive(Debug)]
+pub struct WireGuardOnWorker {
+    pub wireguard: WireGuardSetup,
+    pub mailbox: Option<SharedPeerMailbox>,
+}
 use crate::xsk::{SocketConfig, Umem, UmemConfig, XskError, XskSocket};
 use weir_crypto::peers::WgCounters;
 use weir_dataplane::batch::{flags, Next};
@@ -343,7 +350,7 @@ impl Worker {
     pub fn enable_wireguard(
         &mut self,
         snapshot: &Snapshot,
-        setup: WireGuardSetup,
+        setup: WireGuardOnWorker,
     ) -> Result<(), WorkerError> {
         let found = self.ports.iter().enumerate().find(|(_, p)| {
             snapshot
@@ -355,8 +362,11 @@ impl Worker {
                 "an uplink (WireGuard needs the worker that owns it)".into(),
             ));
         };
-        let tunnel = Tunnel::new(setup, snapshot, p.index)
+        let mut tunnel = Tunnel::new(setup.wireguard, snapshot, p.index)
             .ok_or_else(|| WorkerError::UnknownInterface(p.name.clone()))?;
+        if let Some(m) = setup.mailbox {
+            tunnel.set_mailbox(m);
+        }
         self.uplink_port = Some(i);
         self.tunnel = Some(tunnel);
         Ok(())

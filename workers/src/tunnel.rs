@@ -11,9 +11,10 @@
 //! (see `handoff`), so no lock is taken per packet.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use weir_crypto::outer::{self, OuterPath, ETH_LEN};
-use weir_crypto::peers::{Opened, PeerId, Peers, Sealed, WgCounters};
+use weir_crypto::peers::{Opened, PeerConfig, PeerId, Peers, Sealed, WgCounters};
 use weir_crypto::EncryptionMode;
 use weir_dataplane::snapshot::{Mac, Role};
 use weir_dataplane::{IfIndex, Snapshot};
@@ -30,6 +31,27 @@ pub struct WireGuardSetup {
     pub local: IpAddr,
     pub mode: EncryptionMode,
 }
+
+/// A new peer set and the underlay neighbours that go with it, left by the control thread
+/// for the uplink's worker, which takes it on its next timer tick (a `try_lock` every
+/// 100 ms; never on the packet path).
+#[derive(Debug, Default)]
+pub struct PeerUpdate {
+    pub peers: Vec<PeerConfig>,
+    /// Underlay address and MAC of every remote node.
+    pub neighbors: Vec<(IpAddr, Mac)>,
+}
+
+/// Where the control thread leaves a [`PeerUpdate`], and where the worker reports back
+/// the outcome (`Err` with the reason when the set was refused; the old one stays).
+#[derive(Debug, Default)]
+pub struct PeerMailbox {
+    pub pending: Mutex<Option<PeerUpdate>>,
+    pub applied: Mutex<Option<Result<u64, String>>>,
+}
+
+/// Shared handle to a [`PeerMailbox`].
+pub type SharedPeerMailbox = Arc<PeerMailbox>;
 
 /// Counters of the tunnel beyond the peers' own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +70,9 @@ pub struct TunnelCounters {
     pub opened: u64,
     /// Handshake, cookie and keepalive messages sent.
     pub control: u64,
+    /// Peer sets taken from the mailbox, and refused.
+    pub peer_updates: u64,
+    pub peer_updates_refused: u64,
 }
 
 /// What to do with a frame received on the uplink.
@@ -77,6 +102,7 @@ pub struct Tunnel {
     pub(crate) counters: TunnelCounters,
     last_tick_ns: u64,
     last_budget_ns: u64,
+    mailbox: Option<SharedPeerMailbox>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -118,7 +144,36 @@ impl Tunnel {
             counters: TunnelCounters::default(),
             last_tick_ns: 0,
             last_budget_ns: 0,
+            mailbox: None,
         })
+    }
+
+    /// Where peer updates will come from.
+    pub fn set_mailbox(&mut self, mailbox: SharedPeerMailbox) {
+        self.mailbox = Some(mailbox);
+    }
+
+    fn take_update(&mut self) {
+        let Some(mailbox) = &self.mailbox else { return };
+        let update = match mailbox.pending.try_lock() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => None,
+        };
+        let Some(update) = update else { return };
+        let outcome = match self.peers.set_peers(update.peers) {
+            Ok(()) => {
+                self.neighbors = update.neighbors;
+                self.counters.peer_updates += 1;
+                Ok(self.counters.peer_updates)
+            }
+            Err(e) => {
+                self.counters.peer_updates_refused += 1;
+                Err(e.to_string())
+            }
+        };
+        if let Ok(mut applied) = mailbox.applied.lock() {
+            *applied = Some(outcome);
+        }
     }
 
     pub(crate) fn wg_counters(&self) -> WgCounters {
@@ -309,6 +364,7 @@ impl Tunnel {
             return;
         }
         self.last_tick_ns = now_ns;
+        self.take_update();
         let mut messages: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
         self.peers
             .tick(&mut self.out, |_, to, m| messages.push((to, m.to_vec())));
