@@ -123,10 +123,10 @@ impl Lab {
 
     /// Writes both nodes' key files (mode 0600).
     fn write_keys(&self) {
-        for i in 0..2 {
-            let key_file = self.dir.join(format!("{}.key", NODE[i]));
+        for (name, key) in NODE.iter().zip(&self.keys) {
+            let key_file = self.dir.join(format!("{name}.key"));
             let _ = std::fs::remove_file(&key_file);
-            std::fs::write(&key_file, format!("{}\n", self.keys[i].secret_base64())).unwrap();
+            std::fs::write(&key_file, format!("{}\n", key.secret_base64())).unwrap();
             ok(&["chmod", "600", key_file.to_str().unwrap()]);
         }
     }
