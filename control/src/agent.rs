@@ -416,11 +416,11 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 w.mode,
                 w.port
             );
-            warnings.extend(crate::wireguard::check_published(
-                &config.node,
-                &key,
-                &cluster,
-            ));
+            match crate::wireguard::publish_key(&config.node, &key, &cluster) {
+                Ok(Some(done)) => eprintln!("weir agent: {done}"),
+                Ok(None) => {}
+                Err(warning) => warnings.push(warning),
+            }
             node_key = Some(key.clone());
             let mut peers =
                 weir_crypto::Peers::new(key, weir_crypto::peers::DEFAULT_HANDSHAKE_LIMIT);

@@ -232,3 +232,153 @@ pub fn check_published(me: &str, key: &NodeKey, cluster: &Cluster) -> Option<Str
         )),
     }
 }
+
+/// Publishes this node's public key in its Node object of the file datastore, when that
+/// object is the only document of its file: the file is rewritten with the annotation set
+/// (a temporary file, fsync, rename). Returns what was done, `Ok(None)` when the key was
+/// already published, or a warning when the agent cannot do it safely (no Node object, or
+/// one that shares its file with other objects, whose formatting the agent will not
+/// touch).
+pub fn publish_key(me: &str, key: &NodeKey, cluster: &Cluster) -> Result<Option<String>, String> {
+    if check_published(me, key, cluster).is_none() {
+        return Ok(None);
+    }
+    let public = key.public_base64();
+    let object = crate::policy::model::ObjectRef::cluster(crate::policy::model::Kind::Node, me);
+    let Some(origin) = cluster.origins.get(&object) else {
+        return Err(format!(
+            "node {me} has no Node object in the datastore: add one with annotation \
+             {PUBLIC_KEY_ANNOTATION}: \"{public}\" for the other nodes to reach this one"
+        ));
+    };
+    let path = PathBuf::from(&origin.source);
+    let manual = |why: &str| {
+        format!(
+            "{}: {why}; set {PUBLIC_KEY_ANNOTATION}: \"{public}\" on node {me} by hand",
+            path.display()
+        )
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| manual(&e.to_string()))?;
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(serde_yaml::Value::deserialize)
+        .collect::<Result<_, _>>()
+        .map_err(|e| manual(&e.to_string()))?;
+    if docs.len() != 1 || origin.item.is_some() {
+        return Err(manual("the Node object shares its file with other objects"));
+    }
+    let mut doc = docs.into_iter().next().unwrap_or_default();
+    let annotations = doc
+        .get_mut("metadata")
+        .and_then(|m| m.as_mapping_mut())
+        .map(|m| {
+            m.entry("annotations".into())
+                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()))
+        })
+        .and_then(|a| {
+            if a.is_null() {
+                *a = serde_yaml::Value::Mapping(Default::default());
+            }
+            a.as_mapping_mut()
+        })
+        .ok_or_else(|| manual("its metadata is not a mapping"))?;
+    annotations.insert(PUBLIC_KEY_ANNOTATION.into(), public.clone().into());
+    let out = serde_yaml::to_string(&doc).map_err(|e| manual(&e.to_string()))?;
+    let tmp = path.with_extension("weir-tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        manual(&e.to_string())
+    })?;
+    Ok(Some(format!(
+        "published WireGuard public key {public} in {}",
+        path.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_doc(annotations: &str) -> String {
+        format!(
+            "# node a\napiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n{annotations}spec:\n  \
+             podCIDRs: [198.18.10.0/24]\nstatus:\n  addresses: [{{type: InternalIP, address: \
+             198.18.250.1}}]\n"
+        )
+    }
+
+    fn load(dir: &Path) -> Cluster {
+        crate::agent::load_datastore(dir).unwrap()
+    }
+
+    #[test]
+    fn the_key_is_published_in_a_node_file_of_its_own_and_not_in_a_shared_one() {
+        let dir = std::env::temp_dir().join(format!("weir-publish-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = NodeKey::from_bytes([9; 32]);
+        let file = dir.join("node-a.yaml");
+        std::fs::write(&file, node_doc("")).unwrap();
+        let done = publish_key("node-a", &key, &load(&dir)).unwrap();
+        assert!(done.unwrap().contains(&key.public_base64()));
+        let after = load(&dir);
+        assert_eq!(check_published("node-a", &key, &after), None);
+        assert_eq!(after.nodes["node-a"].pod_cidrs.len(), 1, "the rest is kept");
+        assert_eq!(
+            publish_key("node-a", &key, &after),
+            Ok(None),
+            "already published"
+        );
+        // A wrong key published is replaced too.
+        let other = NodeKey::from_bytes([8; 32]);
+        assert!(publish_key("node-a", &other, &after).unwrap().is_some());
+        // Shared file: left alone, with a warning naming the annotation and the key.
+        std::fs::write(
+            &file,
+            format!(
+                "{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n",
+                node_doc("")
+            ),
+        )
+        .unwrap();
+        let warn = publish_key("node-a", &key, &load(&dir)).unwrap_err();
+        assert!(warn.contains(PUBLIC_KEY_ANNOTATION) && warn.contains(&key.public_base64()));
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .starts_with("# node a"));
+        // No Node object at all.
+        std::fs::remove_file(&file).unwrap();
+        assert!(publish_key("node-a", &key, &load(&dir)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_key_file_is_created_private_and_a_readable_one_refused() {
+        let dir = std::env::temp_dir().join(format!("weir-keyfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/wg.key");
+        let (key, created) = load_or_create_key(&path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, created) = load_or_create_key(&path).unwrap();
+        assert!(!created);
+        assert_eq!(again.public_base64(), key.public_base64());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("chmod 600") && !e.contains(&key.secret_base64()),
+            "{e}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "not a key").unwrap();
+        let e = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(e.contains("not a WireGuard private key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

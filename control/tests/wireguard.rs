@@ -253,8 +253,15 @@ fn matching(capture: (KillOnDrop, PathBuf), filter: &str) -> Vec<String> {
 }
 
 /// iperf3 from `client_ns` to a one-shot server on `addr` in `server_ns`, one second, TCP
-/// or UDP at 10 Mbit/s; the client's end-of-test summary.
-fn iperf3(client_ns: &str, server_ns: &str, addr: &str, udp: bool) -> serde_json::Value {
+/// or UDP at 10 Mbit/s, the client sending or (`reverse`) receiving; the client's
+/// end-of-test summary.
+fn iperf3(
+    client_ns: &str,
+    server_ns: &str,
+    addr: &str,
+    udp: bool,
+    reverse: bool,
+) -> serde_json::Value {
     let server = Command::new("ip")
         .args(["netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", addr])
         .stdout(Stdio::null())
@@ -280,28 +287,31 @@ fn iperf3(client_ns: &str, server_ns: &str, addr: &str, udp: bool) -> serde_json
     if udp {
         args.extend(["-u", "-b", "10M"]);
     }
+    if reverse {
+        args.push("-R");
+    }
     let out = sh(&args);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "iperf3 to {addr} (udp {udp}): {text}");
+    assert!(
+        out.status.success(),
+        "iperf3 to {addr} (udp {udp}, reverse {reverse}): {text}"
+    );
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["end"][if udp { "sum" } else { "sum_received" }].clone()
 }
 
+/// TCP and UDP, both directions, between `client_ns` and `addr` in `server_ns`.
 fn check_tcp_udp(client_ns: &str, server_ns: &str, addr: &str) {
-    let tcp = iperf3(client_ns, server_ns, addr, false);
-    assert!(
-        tcp["bytes"].as_u64().unwrap_or(0) > 100_000,
-        "TCP to {addr}: {tcp}"
-    );
-    let udp = iperf3(client_ns, server_ns, addr, true);
-    assert!(
-        udp["packets"].as_u64().unwrap_or(0) > 100,
-        "UDP to {addr}: {udp}"
-    );
-    assert!(
-        udp["lost_percent"].as_f64().unwrap_or(100.0) < 5.0,
-        "UDP to {addr}: {udp}"
-    );
+    for reverse in [false, true] {
+        let tcp = iperf3(client_ns, server_ns, addr, false, reverse);
+        let bytes = tcp["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes > 100_000, "TCP with {addr}, reverse {reverse}: {tcp}");
+        let udp = iperf3(client_ns, server_ns, addr, true, reverse);
+        let packets = udp["packets"].as_u64().unwrap_or(0);
+        let lost = udp["lost_percent"].as_f64().unwrap_or(100.0);
+        assert!(packets > 100, "UDP with {addr}, reverse {reverse}: {udp}");
+        assert!(lost < 5.0, "UDP with {addr}, reverse {reverse}: {udp}");
+    }
 }
 
 #[test]
