@@ -1,8 +1,12 @@
 //! The WireGuard benchmark, in memory (`weir-bench wireguard`): per core, for inner packets
 //! of 64, 512 and 1420 bytes, how many packets per second
 //!
-//! - **weir's seal path** does: the worker's [`Tunnel::seal`] on a frame as the pipeline
-//!   leaves it (peer chosen by the destination's allowed IPs, the inner packet copied out,
+//! - **weir's pipeline with encryption** does: batches of 256 frames from a pod to a pod of
+//!   another node through the pipeline (parse, anti-spoof, route, policy, rewrite), then
+//!   every frame routing flagged sealed by [`Tunnel::seal`], as the uplink's worker does;
+//!   the harness restores each whole frame every round, which is counted in;
+//! - **weir's seal path** alone does: the worker's [`Tunnel::seal`] on a frame as the
+//!   pipeline leaves it (peer chosen by the destination's allowed IPs, the inner packet copied out,
 //!   sealed by the peer's boringtun session straight into the frame, outer Ethernet, IPv4
 //!   and UDP headers written in front), the frame rewound for the next round;
 //! - **`ring` ChaCha20-Poly1305** seals in place with no protocol around it (the
@@ -22,8 +26,11 @@ use boringtun::noise::{Tunn, TunnResult};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use weir_crypto::peers::{Opened, PeerConfig, Peers, Sealed};
 use weir_crypto::{EncryptionMode, NodeKey};
-use weir_dataplane::snapshot::{NextHop, Prefix, Tunnel as TunnelKind};
-use weir_dataplane::SnapshotBuilder;
+use weir_dataplane::batch::flags;
+use weir_dataplane::snapshot::{NextHop, PodSpec, Prefix, Tunnel as TunnelKind};
+use weir_dataplane::{
+    craft, Batch, Frame, FrameRegion, Pipeline, Snapshot, SnapshotBuilder, BATCH_SIZE,
+};
 use weir_workers::tunnel::{Tunnel, WireGuardSetup};
 
 use crate::report::BenchResult;
@@ -120,6 +127,18 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
     // weir: the tunnel of node a's uplink worker, over a snapshot with node b behind it.
     let (peers_a, _peers_b) = session_pair()?;
     let mut sb = SnapshotBuilder::new();
+    let (pod_if, _) = sb
+        .pod(PodSpec {
+            namespace: "bench".into(),
+            name: "pod-a".into(),
+            interface: "veth-a".into(),
+            gateway_mac: [0xee; 6],
+            mac: POD_MAC,
+            ipv4: Some(Ipv4Addr::new(198, 18, 10, 5)),
+            ipv6: None,
+            mtu: 1500,
+        })
+        .map_err(|e| e.to_string())?;
     let uplink = sb
         .uplink("up0", [2, 0, 0, 0, 0, 1], 1500)
         .map_err(|e| e.to_string())?;
@@ -150,7 +169,8 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
     let key =
         LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).map_err(|_| "ring key")?);
 
-    let mut samples: Vec<[Vec<f64>; 3]> = vec![Default::default(); cfg.sizes.len()];
+    let mut samples: Vec<[Vec<f64>; 4]> = vec![Default::default(); cfg.sizes.len()];
+    let mut pipeline = Pipeline::new();
     let mut area = vec![0u8; FRAME as usize];
     let mut dst = vec![0u8; 2048];
     let mut scratch = vec![0u8; 2048];
@@ -196,13 +216,30 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
                 }
             });
             samples[k][2].push(r);
+            // weir: the pipeline, then sealing
+            samples[k][3].push(pipeline_and_seal(
+                &snapshot,
+                &mut pipeline,
+                &mut tunnel,
+                pod_if,
+                size,
+                cfg.duration,
+            )?);
         }
     }
     let mut out = Vec::new();
     for (k, &size) in cfg.sizes.iter().enumerate() {
-        let [weir, raw, bt] = &samples[k];
+        let [weir, raw, bt, piped] = &samples[k];
         let mpps = |v: &[f64]| v.iter().map(|x| x / 1e6).collect::<Vec<f64>>();
         let med = |v: &[f64]| crate::report::median_min_max(&mpps(v)).0;
+        out.push(
+            BenchResult::from_samples(
+                format!("wireguard_{size}B_weir_pipeline_seal_mpps"),
+                "Mpps",
+                mpps(piped),
+            )
+            .with_anchor("ring_chacha20poly1305_seal", med(raw)),
+        );
         out.push(
             BenchResult::from_samples(
                 format!("wireguard_{size}B_weir_seal_mpps"),
@@ -251,6 +288,84 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
         ),
     ];
     Ok((out, notes))
+}
+
+const POD_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+
+/// Packets per second through the pipeline and the seal, batches of 256 frames from the
+/// pod to pods of node b, each whole frame restored every round.
+fn pipeline_and_seal(
+    snapshot: &Snapshot,
+    pipeline: &mut Pipeline,
+    tunnel: &mut Tunnel,
+    pod_if: u16,
+    size: usize,
+    duration: Duration,
+) -> Result<f64, String> {
+    let chunk = FRAME as usize;
+    let templates: Vec<Vec<u8>> = (0..BATCH_SIZE)
+        .map(|k| {
+            craft::udp4(
+                POD_MAC,
+                [0xee; 6],
+                Ipv4Addr::new(198, 18, 10, 5),
+                Ipv4Addr::new(198, 18, 11, (k % 250 + 1) as u8),
+                10000 + k as u16,
+                5201,
+                14 + size,
+            )
+        })
+        .collect();
+    let mut mem = vec![0u8; BATCH_SIZE * chunk];
+    let mut frames: Vec<Frame> = {
+        let mut region = FrameRegion::new(&mut mem, chunk);
+        templates
+            .iter()
+            .enumerate()
+            .map(|(k, t)| region.fill((k * chunk) as u64, HEADROOM as usize, t))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{e:?}"))?
+    };
+    let mut batch = Batch::new();
+    let mut to_seal: Vec<(u64, u32)> = Vec::with_capacity(BATCH_SIZE);
+    let (mut packets, mut sealed, mut now) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    loop {
+        {
+            let mut region = FrameRegion::new(&mut mem, chunk);
+            for (mut f, t) in frames.drain(..).zip(&templates) {
+                f.set_len(t.len(), chunk);
+                region.data_mut(&f).copy_from_slice(t);
+                batch
+                    .push(f, pod_if)
+                    .map_err(|_| "a batch holds BATCH_SIZE frames")?;
+            }
+            pipeline.process(snapshot, &mut region, &mut batch, now);
+            batch.drain(|f, m| {
+                if m.has(flags::ENCRYPT) && pipeline.settle(m.next).is_some() {
+                    to_seal.push((f.addr(), f.len() as u32));
+                }
+                frames.push(f);
+            });
+        }
+        for (addr, len) in to_seal.drain(..) {
+            if tunnel.seal(&mut mem, FRAME, addr, len).is_some() {
+                sealed += 1;
+            }
+        }
+        packets += BATCH_SIZE as u64;
+        now += 1000;
+        if packets % (64 * BATCH_SIZE as u64) == 0 && start.elapsed() >= duration {
+            break;
+        }
+    }
+    if sealed != packets {
+        return Err(format!(
+            "pipeline and seal: {sealed} of {packets} packets sealed ({:?})",
+            pipeline.counters()
+        ));
+    }
+    Ok(packets as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Two boringtun tunnels with a session (a initiated).
