@@ -171,18 +171,22 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
 
     let mut samples: Vec<[Vec<f64>; 4]> = vec![Default::default(); cfg.sizes.len()];
     let mut pipeline = Pipeline::new();
-    let mut area = vec![0u8; FRAME as usize];
+    let mut area = vec![0u8; 2 * FRAME as usize];
     let mut dst = vec![0u8; 2048];
     let mut scratch = vec![0u8; 2048];
     for _ in 0..cfg.runs {
         for (k, &size) in cfg.sizes.iter().enumerate() {
             let inner = inner_packet(size);
             let len = (14 + size) as u32;
-            // weir
+            // weir: the packet in frame 0, sealed into frame 1 (a free frame, as the
+            // worker has them), frame 1 handed back after "sending".
             let mut sealed_ok = true;
+            let mut free: Vec<u64> = Vec::with_capacity(2);
             let r = rate(cfg.duration, || {
                 area[HEADROOM as usize + 14..HEADROOM as usize + 14 + size].copy_from_slice(&inner);
-                match tunnel.seal(&mut area, FRAME, HEADROOM, len) {
+                free.clear();
+                free.push(FRAME);
+                match tunnel.seal(&mut area, FRAME, HEADROOM, len, &mut free) {
                     Some(f) => {
                         black_box(f);
                     }
@@ -316,7 +320,12 @@ fn pipeline_and_seal(
             )
         })
         .collect();
-    let mut mem = vec![0u8; BATCH_SIZE * chunk];
+    // The batch's frames, then as many free frames for the sealed messages.
+    let mut mem = vec![0u8; 2 * BATCH_SIZE * chunk];
+    let spares: Vec<u64> = (BATCH_SIZE..2 * BATCH_SIZE)
+        .map(|k| (k * chunk) as u64)
+        .collect();
+    let mut free: Vec<u64> = Vec::with_capacity(2 * BATCH_SIZE);
     let mut frames: Vec<Frame> = {
         let mut region = FrameRegion::new(&mut mem, chunk);
         templates
@@ -348,8 +357,11 @@ fn pipeline_and_seal(
                 frames.push(f);
             });
         }
+        // The worker's free list: the spare frames (the sent messages come back to it).
+        free.clear();
+        free.extend(&spares);
         for (addr, len) in to_seal.drain(..) {
-            if tunnel.seal(&mut mem, FRAME, addr, len).is_some() {
+            if tunnel.seal(&mut mem, FRAME, addr, len, &mut free).is_some() {
                 sealed += 1;
             }
         }

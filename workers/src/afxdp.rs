@@ -386,7 +386,7 @@ impl Worker {
         };
         let area = self.umem.region_mut();
         for (addr, len) in self.to_seal.drain(..) {
-            match tunnel.seal(area, frame_size, addr, len) {
+            match tunnel.seal(area, frame_size, addr, len, &mut self.free) {
                 Some(f) => self.control.push(f),
                 None => self.free.push(addr - addr % frame_size),
             }

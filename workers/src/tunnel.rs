@@ -204,12 +204,18 @@ impl Tunnel {
     /// that owns its destination. Returns the outer frame to send, or `None` when the
     /// frame is to be recycled (counted; the packet may wait in the peer's queue for its
     /// handshake, whose message is then the frame returned).
+    ///
+    /// When `free` has a frame, the message is sealed straight from the packet into that
+    /// frame (boringtun seals from one buffer into another, so this saves a copy) and the
+    /// packet's own frame goes back to `free`; otherwise the packet is copied aside and
+    /// sealed back into its own frame, in its headroom.
     pub fn seal(
         &mut self,
         area: &mut [u8],
         frame_size: u64,
         addr: u64,
         len: u32,
+        free: &mut Vec<u64>,
     ) -> Option<(u64, u32)> {
         let (start, end) = (addr as usize, addr as usize + len as usize);
         let inner = area.get(start + ETH_LEN..end)?;
@@ -217,10 +223,9 @@ impl Tunnel {
         if n < 20 || n > self.scratch.len() {
             return None;
         }
-        self.scratch[..n].copy_from_slice(inner);
-        let dst: IpAddr = match self.scratch[0] >> 4 {
-            4 => IpAddr::from(<[u8; 4]>::try_from(&self.scratch[16..20]).ok()?),
-            6 if n >= 40 => IpAddr::from(<[u8; 16]>::try_from(&self.scratch[24..40]).ok()?),
+        let dst: IpAddr = match inner[0] >> 4 {
+            4 => IpAddr::from(<[u8; 4]>::try_from(&inner[16..20]).ok()?),
+            6 if n >= 40 => IpAddr::from(<[u8; 16]>::try_from(&inner[24..40]).ok()?),
             _ => return None,
         };
         let Some(peer) = self.peers.route(dst) else {
@@ -230,35 +235,79 @@ impl Tunnel {
         let path = self.path_to(self.peers.endpoint(peer)?)?;
         let hdr = path.header_len() as u64;
         let base = addr - addr % frame_size;
-        // The message starts 16 bytes before the inner packet did (its header).
-        let new_start = (addr + ETH_LEN as u64).checked_sub(16 + hdr)?;
-        if new_start < base {
-            self.counters.no_room += 1;
-            return None;
-        }
-        let chunk_end = (base + frame_size) as usize;
-        let msg_start = (new_start + hdr) as usize;
-        let wg_len =
-            match self
-                .peers
-                .seal(peer, &self.scratch[..n], &mut area[msg_start..chunk_end])
-            {
-                Sealed::Message(m) => {
-                    self.counters.sealed += 1;
-                    m.len()
-                }
-                Sealed::Handshake(m) => {
-                    self.counters.control += 1;
-                    m.len()
-                }
-                Sealed::Queued => return None,
-                Sealed::NoPeer => {
-                    self.counters.no_peer += 1;
+        // Where the outer frame goes: a free frame, or this one's headroom.
+        let spare = match free.pop() {
+            Some(e) if e - e % frame_size != base => Some(e - e % frame_size),
+            Some(e) => {
+                free.push(e);
+                None
+            }
+            None => None,
+        };
+        let (new_start, chunk_end) = match spare {
+            Some(other) => (other + XDP_PACKET_HEADROOM, other + frame_size),
+            None => {
+                // The message starts 16 bytes before the inner packet did (its header).
+                let s = (addr + ETH_LEN as u64).checked_sub(16 + hdr)?;
+                if s < base {
+                    self.counters.no_room += 1;
                     return None;
                 }
-            };
-        let total =
-            outer::write_headers(&mut area[new_start as usize..chunk_end], &path, wg_len).ok()?;
+                (s, base + frame_size)
+            }
+        };
+        let msg_start = (new_start + hdr) as usize;
+        let chunk_end = chunk_end as usize;
+        let sealed = match spare {
+            Some(other) => {
+                // Two different frames of the area: the packet's and the spare one.
+                let (src, dst) = if other > base {
+                    let (lo, hi) = area.split_at_mut(other as usize);
+                    (
+                        &lo[start + ETH_LEN..end],
+                        &mut hi[msg_start - other as usize..chunk_end - other as usize],
+                    )
+                } else {
+                    let (lo, hi) = area.split_at_mut(base as usize);
+                    (
+                        &hi[start + ETH_LEN - base as usize..end - base as usize],
+                        &mut lo[msg_start..chunk_end],
+                    )
+                };
+                self.peers.seal(peer, src, dst)
+            }
+            None => {
+                self.scratch[..n].copy_from_slice(&area[start + ETH_LEN..end]);
+                self.peers
+                    .seal(peer, &self.scratch[..n], &mut area[msg_start..chunk_end])
+            }
+        };
+        let wg_len = match sealed {
+            Sealed::Message(m) => {
+                self.counters.sealed += 1;
+                m.len()
+            }
+            Sealed::Handshake(m) => {
+                self.counters.control += 1;
+                m.len()
+            }
+            Sealed::Queued | Sealed::NoPeer => {
+                if matches!(sealed, Sealed::NoPeer) {
+                    self.counters.no_peer += 1;
+                }
+                free.extend(spare);
+                return None;
+            }
+        };
+        let Ok(total) =
+            outer::write_headers(&mut area[new_start as usize..chunk_end], &path, wg_len)
+        else {
+            free.extend(spare);
+            return None;
+        };
+        if spare.is_some() {
+            free.push(base);
+        }
         Some((new_start, total as u32))
     }
 
@@ -287,12 +336,11 @@ impl Tunnel {
                 } else {
                     [0x08, 0x00]
                 };
-                self.scratch[..n].copy_from_slice(packet);
                 let f = &mut area[start..end];
                 f[0..6].copy_from_slice(&self.uplink_mac);
                 // The source MAC stays the sender's; the pipeline does not read it here.
                 f[12..14].copy_from_slice(&ethertype);
-                f[ETH_LEN..ETH_LEN + n].copy_from_slice(&self.scratch[..n]);
+                f[ETH_LEN..ETH_LEN + n].copy_from_slice(packet);
                 self.counters.opened += 1;
                 Inbound::Deliver((ETH_LEN + n) as u32)
             }
