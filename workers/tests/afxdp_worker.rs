@@ -61,8 +61,20 @@ fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
     mac
 }
 
-#[test]
-fn root_frames_are_accounted_for_under_a_ping_flood() {
+/// What the workers moved in one flood.
+#[derive(Debug, Default)]
+struct Moved {
+    rx: u64,
+    tx: u64,
+    handoff_out: u64,
+    handoff_in: u64,
+    handoff_dropped: u64,
+}
+
+/// Two pods, `workers` workers (pod i's interface on worker i % workers), and a bounded
+/// ping flood of `count` echo requests with `inflight` in flight from pod a to pod b,
+/// every worker checking its frame accounting after every round.
+fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
@@ -71,9 +83,9 @@ fn root_frames_are_accounted_for_under_a_ping_flood() {
     );
     let pid = std::process::id();
     let (node, a, b) = (
-        format!("weir-wn-{pid}"),
-        format!("weir-wa-{pid}"),
-        format!("weir-wb-{pid}"),
+        format!("weir-wn{tag}-{pid}"),
+        format!("weir-wa{tag}-{pid}"),
+        format!("weir-wb{tag}-{pid}"),
     );
     let lab = Lab {
         names: vec![node.clone(), a.clone(), b.clone()],
@@ -81,7 +93,7 @@ fn root_frames_are_accounted_for_under_a_ping_flood() {
     for ns in &lab.names {
         ip(&["netns", "add", ns]);
     }
-    let hosts = [format!("wqa{pid}"), format!("wqb{pid}")];
+    let hosts = [format!("wq{tag}a{pid}"), format!("wq{tag}b{pid}")];
     let addrs = ["198.18.7.1", "198.18.7.2"];
     for (i, ns) in [&a, &b].into_iter().enumerate() {
         ip(&[
@@ -137,76 +149,136 @@ fn root_frames_are_accounted_for_under_a_ping_flood() {
             })
             .unwrap();
     }
-    let snapshot = builder.build(1).unwrap();
-    let ports: Vec<PortSpec> = hosts
+    let snapshot = std::sync::Arc::new(builder.build(1).unwrap());
+    let owner: Vec<(String, usize)> = hosts
         .iter()
-        .map(|h| PortSpec {
-            name: h.clone(),
-            uplink_filter: None,
-        })
+        .enumerate()
+        .map(|(i, h)| (h.clone(), i % workers))
         .collect();
-
-    let node_for_worker = node.clone();
+    let links = weir_workers::handoff::mesh(workers, 256, &owner).unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let worker = std::thread::spawn(move || -> Result<(u64, u64, u64), String> {
-        enter_netns(&node_for_worker);
-        // A small UMEM, so that frames are recycled many times over.
-        let config = WorkerConfig {
-            umem: UmemConfig {
-                frame_count: 1024,
-                ..UmemConfig::default()
-            },
-            ..WorkerConfig::default()
-        };
-        let mut w = Worker::new(&ports, &snapshot, config).map_err(|e| e.to_string())?;
-        ready_tx.send(()).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let mut rounds = 0u64;
-        // Bounded: until the flood is over (signalled) or 60 s.
-        while done_rx.try_recv().is_err() && started.elapsed() < Duration::from_secs(60) {
-            w.poll_once(&snapshot, started.elapsed().as_nanos() as u64);
-            rounds += 1;
-            w.check_accounting()
-                .map_err(|e| format!("after round {rounds}: {e}"))?;
-        }
-        // Drain what is still in flight, then check once more.
-        for _ in 0..1000 {
-            w.poll_once(&snapshot, started.elapsed().as_nanos() as u64);
-        }
-        w.check_accounting()?;
-        let r = w.report();
-        Ok((r.rx_frames, r.tx_frames, r.pipeline.tx))
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("worker started");
-    // A bounded flood: 20 000 echo requests with 16 in flight.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (w, links) in links.into_iter().enumerate() {
+        let ports: Vec<PortSpec> = owner
+            .iter()
+            .filter(|(_, o)| *o == w)
+            .map(|(h, _)| PortSpec {
+                name: h.clone(),
+                uplink_filter: None,
+            })
+            .collect();
+        let (node, snapshot, ready_tx, done) = (
+            node.clone(),
+            snapshot.clone(),
+            ready_tx.clone(),
+            done.clone(),
+        );
+        threads.push(std::thread::spawn(move || -> Result<Moved, String> {
+            enter_netns(&node);
+            // A small UMEM, so that frames are recycled many times over.
+            let config = WorkerConfig {
+                umem: UmemConfig {
+                    frame_count: 1024,
+                    ..UmemConfig::default()
+                },
+                ..WorkerConfig::default()
+            };
+            let mut wk = Worker::new(&ports, &snapshot, config).map_err(|e| e.to_string())?;
+            wk.connect(&snapshot, links).map_err(|e| e.to_string())?;
+            ready_tx.send(()).map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            let mut rounds = 0u64;
+            // Bounded: until the flood is over (signalled) or 90 s.
+            while !done.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(90)
+            {
+                wk.poll_once(&snapshot, started.elapsed().as_nanos() as u64);
+                rounds += 1;
+                wk.check_accounting()
+                    .map_err(|e| format!("worker {w} after round {rounds}: {e}"))?;
+            }
+            // Drain what is still in flight, then check once more.
+            for _ in 0..1000 {
+                wk.poll_once(&snapshot, started.elapsed().as_nanos() as u64);
+            }
+            wk.check_accounting()?;
+            let r = wk.report();
+            Ok(Moved {
+                rx: r.rx_frames,
+                tx: r.tx_frames,
+                handoff_out: r.handoff_out,
+                handoff_in: r.handoff_in,
+                handoff_dropped: r.handoff_dropped,
+            })
+        }));
+    }
+    for _ in 0..workers {
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("worker started");
+    }
     let out = Command::new("ip")
         .args([
-            "netns", "exec", &a, "ping", "-q", "-f", "-l", "16", "-c", "20000", "-w", "30",
+            "netns",
+            "exec",
+            &a,
+            "ping",
+            "-q",
+            "-f",
+            "-l",
+            &inflight.to_string(),
+            "-c",
+            &count.to_string(),
+            "-w",
+            "60",
             addrs[1],
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
         .expect("ping");
-    let _ = done_tx.send(());
-    let (rx, tx, pipeline_tx) = worker.join().expect("worker thread").expect("worker");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut moved = Moved::default();
+    for t in threads {
+        let m = t.join().expect("worker thread").expect("worker");
+        moved.rx += m.rx;
+        moved.tx += m.tx;
+        moved.handoff_out += m.handoff_out;
+        moved.handoff_in += m.handoff_in;
+        moved.handoff_dropped += m.handoff_dropped;
+    }
     let summary = String::from_utf8_lossy(&out.stdout);
-    // With 16 in flight, ping sends a few more than the count and stops once the count
-    // is answered, without waiting for the last few.
+    // With several in flight, ping sends a few more than the count and stops once the
+    // count is answered, without waiting for the last few.
     let received: u64 = summary
         .split(", ")
         .find_map(|part| part.strip_suffix(" received"))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(
-        received >= 20_000,
-        "echoes answered through weir: {summary}"
+        received >= u64::from(count),
+        "echoes answered through weir: {summary} ({moved:?})"
     );
-    // Requests and replies, plus ARP.
-    assert!(rx >= 40_000, "frames received: {rx}");
-    assert!(tx >= 40_000 && pipeline_tx >= 40_000, "frames sent: {tx}");
     drop(lab);
+    moved
+}
+
+#[test]
+fn root_frames_are_accounted_for_under_a_ping_flood() {
+    let m = flood("1", 1, 20_000, 16);
+    // Requests and replies, plus ARP.
+    assert!(m.rx >= 40_000, "frames received: {m:?}");
+    assert!(m.tx >= 40_000, "frames sent: {m:?}");
+    assert_eq!(m.handoff_out, 0, "one worker hands nothing over");
+}
+
+#[test]
+fn root_frames_are_accounted_for_across_two_workers_over_a_million_frame_moves() {
+    // 250 000 requests and as many replies: every one received by one worker, handed
+    // over, and sent by the other.
+    let m = flood("2", 2, 250_000, 32);
+    assert!(m.rx >= 500_000 && m.tx >= 500_000, "{m:?}");
+    assert!(m.handoff_out >= 500_000, "{m:?}");
+    assert_eq!(m.handoff_out, m.handoff_in + m.handoff_dropped, "{m:?}");
 }
