@@ -27,7 +27,8 @@ use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig, WorkerReport};
 use weir_workers::bpf::UplinkFilter;
 
 use crate::policy::compile::compile;
-use crate::policy::load::Cluster;
+use crate::policy::load::{load_documents_each, Cluster, LoadError, Object};
+use crate::policy::model::ObjectRef;
 
 /// The agent's configuration file (YAML).
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +180,90 @@ pub fn load_datastore(dir: &Path) -> Result<Cluster, AgentError> {
     })
 }
 
+/// The objects the running tables were built from, by identity.
+pub type LastGood = BTreeMap<ObjectRef, Object>;
+
+/// Loads the datastore object by object, for a change to a running agent. An object that
+/// does not decode or validate is refused with its reason and its last good version (in
+/// `last`) is kept; a file that cannot be read or parsed keeps what it held before. Returns
+/// the cluster, the objects it was built from, and one line per refusal. Fails only when
+/// the objects kept and taken do not make a consistent cluster (a duplicate, two pods on
+/// one address); then nothing changes.
+pub fn load_datastore_keeping(
+    dir: &Path,
+    last: &LastGood,
+) -> Result<(Cluster, LastGood, Vec<String>), AgentError> {
+    let err = |why: String| AgentError::Datastore {
+        path: dir.display().to_string(),
+        why,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| err(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut taken = LastGood::new();
+    let mut refused = Vec::new();
+    for f in &files {
+        let name = f.display().to_string();
+        let results = match std::fs::read_to_string(f) {
+            Ok(text) => load_documents_each(&text, &name),
+            Err(e) => vec![Err(LoadError::Yaml {
+                source_name: name.clone(),
+                document: 0,
+                message: e.to_string(),
+            })],
+        };
+        let mut unreadable = false;
+        for r in results {
+            match r {
+                Ok(o) => {
+                    let id = o.resource.object_ref();
+                    if let Some(first) = taken.get(&id) {
+                        refused.push(format!(
+                            "{id} is defined again in {} (first in {}); the second is ignored",
+                            o.origin, first.origin
+                        ));
+                    } else {
+                        taken.insert(id, o);
+                    }
+                }
+                Err(LoadError::Invalid { origin, error }) => match last.get(&error.object) {
+                    Some(old) => {
+                        refused.push(format!(
+                            "{origin}: {error}; its last good version stays in force"
+                        ));
+                        taken
+                            .entry(error.object.clone())
+                            .or_insert_with(|| old.clone());
+                    }
+                    None => refused.push(format!("{origin}: {error}; not applied")),
+                },
+                Err(other) => {
+                    unreadable = true;
+                    refused.push(format!(
+                        "{other}; what this file held before stays in force"
+                    ));
+                }
+            }
+        }
+        if unreadable {
+            for (id, o) in last.iter().filter(|(_, o)| o.origin.source == name) {
+                taken.entry(id.clone()).or_insert_with(|| o.clone());
+            }
+        }
+    }
+    let cluster = Cluster::from_objects(taken.values().cloned().collect()).map_err(|errors| {
+        err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
+    })?;
+    Ok((cluster, taken, refused))
+}
+
 fn sysfs(name: &str, what: &str) -> Result<String, AgentError> {
     let path = format!("/sys/class/net/{name}/{what}");
     std::fs::read_to_string(&path)
@@ -318,12 +403,25 @@ fn datastore_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::Sys
 /// A new snapshot and peer set from the datastore as it is now. Refused (with the reason)
 /// when the datastore does not load, when the local interfaces would change (attaching
 /// new ones needs a restart), or when the peer set is invalid: the running tables stay.
+#[allow(clippy::type_complexity)]
 fn reload(
     config: &AgentConfig,
     ports: &BTreeSet<String>,
     key: Option<&weir_crypto::NodeKey>,
-) -> Result<(SnapshotBuilder, Vec<weir_crypto::PeerConfig>, Vec<String>), AgentError> {
-    let cluster = load_datastore(&config.datastore)?;
+    last: &LastGood,
+) -> Result<
+    (
+        SnapshotBuilder,
+        Vec<weir_crypto::PeerConfig>,
+        Vec<String>,
+        LastGood,
+    ),
+    AgentError,
+> {
+    let (cluster, kept, refused) = load_datastore_keeping(&config.datastore, last)?;
+    for r in &refused {
+        eprintln!("weir agent: datastore object refused: {r}");
+    }
     let (mut builder, new_ports) = build_node(config, &cluster)?;
     let names: BTreeSet<String> = new_ports.iter().map(|p| p.name.clone()).collect();
     if &names != ports {
@@ -362,7 +460,7 @@ fn reload(
             &cluster,
         ));
     }
-    Ok((builder, peers, warnings))
+    Ok((builder, peers, warnings, kept))
 }
 
 /// Buffers on each handoff lane between two workers.
@@ -386,7 +484,15 @@ pub fn spread(ports: &[PortSpec], workers: usize) -> Vec<Vec<PortSpec>> {
 
 /// Runs the agent until SIGTERM/SIGINT (or `stop`).
 pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
-    let cluster = load_datastore(&config.datastore)?;
+    // At start-up every object must be valid: there is no earlier version to fall back on.
+    let (cluster, mut last_good, refused) =
+        load_datastore_keeping(&config.datastore, &LastGood::new())?;
+    if !refused.is_empty() {
+        return Err(AgentError::Datastore {
+            path: config.datastore.display().to_string(),
+            why: refused.join("; "),
+        });
+    }
     let (mut builder, ports) = build_node(config, &cluster)?;
     let mut warnings = Vec::new();
     let wg = match &config.wireguard {
@@ -565,8 +671,9 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             continue;
         }
         seen = now;
-        match reload(config, &port_names, node_key.as_ref()) {
-            Ok((builder, peers, warnings)) => {
+        match reload(config, &port_names, node_key.as_ref(), &last_good) {
+            Ok((builder, peers, warnings, kept)) => {
+                last_good = kept;
                 for w in &warnings {
                     eprintln!("weir agent: warning: {w}");
                 }
@@ -851,6 +958,70 @@ mod tests {
         assert_eq!(names(&spread(&ports, 1)), [vec!["up", "a", "b", "c"]]);
         let three = spread(&ports, 3);
         assert_eq!(three.iter().map(Vec::len).sum::<usize>(), 4);
+    }
+
+    #[test]
+    fn a_refused_edit_keeps_each_objects_last_good_version() {
+        let dir = std::env::temp_dir().join(format!("weir-keeping-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ns = |name: &str, label: &str| {
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{team: {label}}}}}\n")
+        };
+        let set = |cidr: &str| {
+            format!(
+                "apiVersion: weir.dev/v1\nkind: GlobalNetworkSet\nmetadata: {{name: blocked}}\n\
+                 spec: {{nets: [\"{cidr}\"]}}\n"
+            )
+        };
+        std::fs::write(
+            dir.join("a.yaml"),
+            format!("{}---\n{}", ns("shop", "retail"), set("198.18.5.0/24")),
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.yaml"), ns("bank", "money")).unwrap();
+        let (c, last, refused) = load_datastore_keeping(&dir, &LastGood::new()).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(c.global_network_sets["blocked"].nets.len(), 1);
+
+        // An invalid edit of an existing object keeps its last good version; the valid
+        // part of the same file applies; an unreadable file keeps what it held.
+        std::fs::write(
+            dir.join("a.yaml"),
+            format!("{}---\n{}", ns("shop", "online"), set("198.18.5.0/33")),
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.yaml"), "apiVersion: v1\nkind: [unclosed\n").unwrap();
+        std::fs::write(dir.join("c.yaml"), set("bad").replace("blocked", "fresh")).unwrap();
+        let (c, last2, refused) = load_datastore_keeping(&dir, &last).unwrap();
+        assert_eq!(
+            c.namespaces["shop"].labels["team"], "online",
+            "the valid part applies"
+        );
+        let kept = &c.global_network_sets["blocked"].nets;
+        assert_eq!(kept.len(), 1, "last good version kept");
+        assert_eq!(
+            c.namespaces["bank"].labels["team"], "money",
+            "unreadable file kept"
+        );
+        assert!(
+            !c.global_network_sets.contains_key("fresh"),
+            "a new invalid object is not applied"
+        );
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(refused
+            .iter()
+            .any(|r| r.contains("spec.nets[0]") && r.contains("last good")));
+        assert!(refused.iter().any(|r| r.contains("not applied")));
+
+        // A removed file takes its objects with it.
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        let (c, _, _) = load_datastore_keeping(&dir, &last2).unwrap();
+        assert!(
+            !c.namespaces.contains_key("bank"),
+            "a removed file takes its objects"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -401,20 +401,34 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
         a.log(),
         b.log()
     );
-    // A malformed edit is refused with its reason; the last good tables keep serving.
+    // A malformed new object is refused with its reason; the rest of the edit applies.
     let bad = lab.dir.join("datastore-0/zz-bad.yaml");
-    std::fs::write(&bad, "apiVersion: v1\nkind: Node\nmetadata: {name: bad}\nspec: {podCIDRs: [\"198.18.300.0/24\"]}\n").unwrap();
-    wait_for_log(&a, "datastore change rejected", 1);
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Node\nmetadata: {name: bad}\nspec: {podCIDRs: [\"198.18.300.0/24\"]}\n",
+    )
+    .unwrap();
+    wait_for_log(&a, "; not applied", 1);
     assert!(
         a.log().contains("spec.podCIDRs[0]"),
         "the reason names the field: {}",
         a.log()
     );
+    assert!(lab.ping(0, POD[1], "2"), "still forwarding: {}", a.log());
+    // A malformed edit of node b itself: b's last good version stays in force, and so
+    // does the route to its pods.
+    let file = lab.dir.join("datastore-0/cluster.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let broken = text.replace(&format!("\"{}\"", CIDR[1]), "\"198.18.11.0/33\"");
+    assert_ne!(text, broken);
+    std::fs::write(&file, broken).unwrap();
+    wait_for_log(&a, "its last good version stays in force", 1);
     assert!(
         lab.ping(0, POD[1], "2"),
-        "still forwarding after a bad edit: {}",
+        "node b's last good version keeps serving: {}",
         a.log()
     );
+    lab.write_config(0, false);
     std::fs::remove_file(&bad).unwrap();
     drop(a);
     drop(b);

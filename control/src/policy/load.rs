@@ -181,14 +181,27 @@ pub enum LoadError {
 /// Reads every object in a multi-document YAML text. `source` names the input in errors
 /// (normally its path). Stops at the first problem.
 pub fn load_documents(yaml: &str, source: &str) -> Result<Vec<Object>, LoadError> {
-    let mut objects = Vec::new();
+    load_documents_each(yaml, source).into_iter().collect()
+}
+
+/// Reads every object in a multi-document YAML text, one result per object: a document
+/// that does not decode or validate is an error in its place and the others still load.
+/// A YAML syntax error ends the text there (what follows cannot be read reliably).
+pub fn load_documents_each(yaml: &str, source: &str) -> Vec<Result<Object, LoadError>> {
+    let mut out = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
         let number = index + 1;
-        let value = Value::deserialize(document).map_err(|e| LoadError::Yaml {
-            source_name: source.to_owned(),
-            document: number,
-            message: e.to_string(),
-        })?;
+        let value = match Value::deserialize(document) {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(Err(LoadError::Yaml {
+                    source_name: source.to_owned(),
+                    document: number,
+                    message: e.to_string(),
+                }));
+                break;
+            }
+        };
         let origin = Origin {
             source: source.to_owned(),
             document: number,
@@ -197,7 +210,13 @@ pub fn load_documents(yaml: &str, source: &str) -> Result<Vec<Object>, LoadError
         if value.is_null() {
             continue;
         }
-        let (api_version, kind) = type_of(&value, &origin, None)?;
+        let (api_version, kind) = match type_of(&value, &origin, None) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
         if kind == "List" || kind.ends_with("List") {
             let item_type = kind
                 .strip_suffix("List")
@@ -207,10 +226,11 @@ pub fn load_documents(yaml: &str, source: &str) -> Result<Vec<Object>, LoadError
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Sequence(items)) => items.clone(),
                 Some(_) => {
-                    return Err(LoadError::NotAnObject {
+                    out.push(Err(LoadError::NotAnObject {
                         origin,
                         message: format!("items: a {kind}'s items must be a list"),
-                    })
+                    }));
+                    continue;
                 }
             };
             for (i, mut item) in items.into_iter().enumerate() {
@@ -225,20 +245,27 @@ pub fn load_documents(yaml: &str, source: &str) -> Result<Vec<Object>, LoadError
                     map.entry("kind".into())
                         .or_insert_with(|| k.as_str().into());
                 }
-                let (api_version, kind) = type_of(&item, &origin, Some(i))?;
+                let (api_version, kind) = match type_of(&item, &origin, Some(i)) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        out.push(Err(e));
+                        continue;
+                    }
+                };
                 if kind.ends_with("List") {
-                    return Err(LoadError::NotAnObject {
+                    out.push(Err(LoadError::NotAnObject {
                         origin,
                         message: format!("a {kind} inside a list is not supported"),
-                    });
+                    }));
+                    continue;
                 }
-                objects.push(decode_object(item, &api_version, &kind, origin)?);
+                out.push(decode_object(item, &api_version, &kind, origin));
             }
         } else {
-            objects.push(decode_object(value, &api_version, &kind, origin)?);
+            out.push(decode_object(value, &api_version, &kind, origin));
         }
     }
-    Ok(objects)
+    out
 }
 
 /// Everything that was loaded, checked as a whole, keyed for lookup.
