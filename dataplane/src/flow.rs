@@ -76,20 +76,27 @@ impl FlowKey {
         let a = (self.src, self.src_port);
         let b = (self.dst, self.dst_port);
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &x in bytes {
-                h ^= u64::from(x);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
+        // Word at a time (five multiplies, not one per byte): this runs for every packet.
+        let word = |x: &[u8; 16], i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&x[i..i + 8]);
+            u64::from_le_bytes(w)
         };
-        eat(&lo.0);
-        eat(&lo.1.to_be_bytes());
-        eat(&hi.0);
-        eat(&hi.1.to_be_bytes());
-        eat(&[self.proto]);
+        let mix = |h: u64, v: u64| (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        h = mix(h, word(&lo.0, 0));
+        h = mix(h, word(&lo.0, 8));
+        h = mix(h, word(&hi.0, 0));
+        h = mix(h, word(&hi.0, 8));
+        h = mix(
+            h,
+            u64::from(lo.1) << 48 | u64::from(hi.1) << 32 | u64::from(self.proto),
+        );
+        // Final avalanche (MurmurHash3's fmix64).
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 33)
     }
 }
@@ -119,6 +126,36 @@ mod tests {
         assert_eq!(k.src_ip(), "198.18.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(k.src_ip().to_string(), "198.18.0.1");
         assert_eq!(k.reversed().dst_port, 1234);
+    }
+
+    #[test]
+    fn symmetric_hash_spreads_similar_flows_over_buckets() {
+        // 65 536 flows that differ only in a source port and the last address byte.
+        let mut low = vec![0u32; 1024];
+        let mut high = vec![0u32; 1024];
+        for i in 0..65_536u32 {
+            let k = FlowKey {
+                src: FlowKey::map_v4([198, 18, 0, (i >> 8) as u8]),
+                dst: FlowKey::map_v4([198, 18, 1, 1]),
+                src_port: 1024 + (i & 0xff) as u16,
+                dst_port: 80,
+                proto: 6,
+            };
+            let h = k.symmetric_hash();
+            low[(h & 1023) as usize] += 1;
+            high[(h >> 54) as usize] += 1;
+        }
+        // 64 per bucket on average; a good hash stays well under twice that.
+        assert!(
+            low.iter().all(|&n| n < 128),
+            "low bits: max {:?}",
+            low.iter().max()
+        );
+        assert!(
+            high.iter().all(|&n| n < 128),
+            "high bits: max {:?}",
+            high.iter().max()
+        );
     }
 
     #[test]
