@@ -415,6 +415,7 @@ fn reload(
         Vec<weir_crypto::PeerConfig>,
         Vec<String>,
         LastGood,
+        usize,
     ),
     AgentError,
 > {
@@ -460,7 +461,36 @@ fn reload(
             &cluster,
         ));
     }
-    Ok((builder, peers, warnings, kept))
+    Ok((builder, peers, warnings, kept, refused.len()))
+}
+
+/// Upper bounds (seconds) of the change-to-snapshot histogram's buckets.
+pub const APPLY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// The control loop's counters for `/metrics`: datastore changes applied and rejected,
+/// objects refused, and the time from noticing a change to publishing its snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ControlStats {
+    pub applied: u64,
+    pub rejected: u64,
+    pub refused_objects: u64,
+    pub generation: u64,
+    /// Observations at or under each bound of [`APPLY_BUCKETS`] (cumulative).
+    pub apply_buckets: [u64; APPLY_BUCKETS.len()],
+    pub apply_count: u64,
+    pub apply_sum: f64,
+}
+
+impl ControlStats {
+    fn observe(&mut self, secs: f64) {
+        for (bound, n) in APPLY_BUCKETS.iter().zip(self.apply_buckets.iter_mut()) {
+            if secs <= *bound {
+                *n += 1;
+            }
+        }
+        self.apply_count += 1;
+        self.apply_sum += secs;
+    }
 }
 
 /// Buffers on each handoff lane between two workers.
@@ -562,11 +592,15 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         .map(|_| Arc::new(Mutex::new(WorkerReport::default())))
         .collect();
     let ready = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(Mutex::new(ControlStats {
+        generation: snapshot.generation,
+        ..ControlStats::default()
+    }));
     {
-        let (reports, ready) = (reports.clone(), ready.clone());
+        let (reports, ready, control) = (reports.clone(), ready.clone(), control.clone());
         std::thread::Builder::new()
             .name("weir-http".into())
-            .spawn(move || serve_http(&listener, &reports, &ready, stop))
+            .spawn(move || serve_http(&listener, &reports, &control, &ready, stop))
             .map_err(|e| AgentError::Worker(e.to_string()))?;
     }
 
@@ -671,9 +705,13 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             continue;
         }
         seen = now;
-        match reload(config, &port_names, node_key.as_ref(), &last_good) {
-            Ok((builder, peers, warnings, kept)) => {
+        let noticed = std::time::Instant::now();
+        let outcome = reload(config, &port_names, node_key.as_ref(), &last_good);
+        let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
+        match outcome {
+            Ok((builder, peers, warnings, kept, refused)) => {
                 last_good = kept;
+                stats.refused_objects += refused as u64;
                 for w in &warnings {
                     eprintln!("weir agent: warning: {w}");
                 }
@@ -689,20 +727,32 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                                 *slot = Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
                             }
                         }
+                        stats.applied += 1;
+                        stats.generation = snapshot.generation;
+                        stats.observe(noticed.elapsed().as_secs_f64());
                         eprintln!(
                             "weir agent: datastore reloaded (generation {})",
                             snapshot.generation
                         );
                     }
-                    Err(e) => eprintln!(
-                        "weir agent: datastore change rejected: {e}; the last good tables keep \
-                         serving"
-                    ),
+                    Err(e) => {
+                        stats.rejected += 1;
+                        eprintln!(
+                            "weir agent: datastore change rejected: {e}; the last good tables \
+                             keep serving"
+                        );
+                    }
                 }
             }
-            Err(e) => eprintln!(
-                "weir agent: datastore change rejected: {e}; the last good tables keep serving"
-            ),
+            Err(e) => {
+                stats.rejected += 1;
+                eprintln!(
+                    "weir agent: datastore change rejected: {e}; the last good tables keep serving"
+                );
+            }
+        }
+        if let Ok(mut shared) = control.lock() {
+            *shared = stats;
         }
     }
     for h in handles {
@@ -715,6 +765,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
 fn serve_http(
     listener: &TcpListener,
     reports: &[Arc<Mutex<WorkerReport>>],
+    control: &Mutex<ControlStats>,
     ready: &AtomicBool,
     stop: &AtomicBool,
 ) {
@@ -737,7 +788,10 @@ fn serve_http(
             "/healthz" => ("200 OK", "ok\n".to_owned()),
             "/readyz" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_owned()),
             "/readyz" => ("503 Service Unavailable", "not ready\n".to_owned()),
-            "/metrics" => ("200 OK", metrics(reports)),
+            "/metrics" => {
+                let stats = control.lock().map(|s| s.clone()).unwrap_or_default();
+                ("200 OK", metrics(reports) + &control_metrics(&stats))
+            }
             _ => ("404 Not Found", "not found\n".to_owned()),
         };
         let _ = write!(
@@ -746,6 +800,52 @@ fn serve_http(
             body.len()
         );
     }
+}
+
+/// Prometheus text for the control loop.
+pub fn control_metrics(s: &ControlStats) -> String {
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "weir_datastore_changes_applied_total",
+            "Datastore changes published as a new snapshot.",
+            s.applied,
+        ),
+        (
+            "weir_datastore_changes_rejected_total",
+            "Datastore changes refused whole (the running tables kept serving).",
+            s.rejected,
+        ),
+        (
+            "weir_datastore_objects_refused_total",
+            "Objects refused in changes that were applied (their last good version kept).",
+            s.refused_objects,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_snapshot_generation The generation of the snapshot the workers read.\n\
+         # TYPE weir_snapshot_generation gauge\nweir_snapshot_generation {}",
+        s.generation
+    );
+    let name = "weir_datastore_apply_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From noticing a datastore change to publishing its snapshot.\n\
+         # TYPE {name} histogram"
+    );
+    for (bound, n) in APPLY_BUCKETS.iter().zip(s.apply_buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", s.apply_count);
+    let _ = writeln!(out, "{name}_sum {}", s.apply_sum);
+    let _ = writeln!(out, "{name}_count {}", s.apply_count);
+    out
 }
 
 /// Prometheus text for the workers' reports.
@@ -1022,6 +1122,32 @@ mod tests {
             "a removed file takes its objects"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_apply_histogram_is_cumulative_and_well_formed() {
+        let mut s = ControlStats::default();
+        for secs in [0.0005, 0.003, 0.003, 0.2, 5.0] {
+            s.observe(secs);
+        }
+        let text = control_metrics(&s);
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "weir_datastore_apply_seconds_bucket{{le=\"{le}\"}}"
+                    ))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(bucket("0.001"), Some(1));
+        assert_eq!(bucket("0.005"), Some(3));
+        assert_eq!(bucket("0.25"), Some(4));
+        assert_eq!(bucket("1"), Some(4));
+        assert_eq!(bucket("+Inf"), Some(5));
+        assert!(text.contains("weir_datastore_apply_seconds_count 5"));
+        assert!(text.contains("# TYPE weir_datastore_apply_seconds histogram"));
     }
 
     #[test]

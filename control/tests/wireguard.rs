@@ -430,6 +430,16 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
     );
     lab.write_config(0, false);
     std::fs::remove_file(&bad).unwrap();
+    // Each applied change was counted and timed; the refusals too.
+    wait_for_log(&a, "datastore reloaded", 5);
+    let applied = a.metric("weir_datastore_changes_applied_total");
+    let timed = a.metric("weir_datastore_apply_seconds_count");
+    let refused = a.metric("weir_datastore_objects_refused_total");
+    assert!(
+        applied >= 5 && timed == applied,
+        "applied {applied}, timed {timed}"
+    );
+    assert!(refused >= 2, "objects refused: {refused}");
     drop(a);
     drop(b);
 }
