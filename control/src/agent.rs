@@ -848,6 +848,107 @@ pub fn control_metrics(s: &ControlStats) -> String {
     out
 }
 
+/// A per-worker counter family: name, help, and the field it reads.
+type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
+
+/// The per-worker counters `/metrics` shows, one family each.
+const PER_WORKER: [Family; 19] = [
+    (
+        "weir_rx_packets_total",
+        "Frames that entered the pipeline.",
+        |r| r.pipeline.rx,
+    ),
+    (
+        "weir_tx_packets_total",
+        "Frames handed to an output.",
+        |r| r.pipeline.tx,
+    ),
+    (
+        "weir_xsk_rx_frames_total",
+        "Frames received from AF_XDP sockets.",
+        |r| r.rx_frames,
+    ),
+    (
+        "weir_xsk_tx_frames_total",
+        "Frames given to AF_XDP TX rings.",
+        |r| r.tx_frames,
+    ),
+    (
+        "weir_tx_ring_full_total",
+        "Times a TX ring had no room.",
+        |r| r.tx_ring_full,
+    ),
+    (
+        "weir_fill_starved_total",
+        "Times the free list could not top up the fill rings.",
+        |r| r.fill_starved,
+    ),
+    (
+        "weir_handoff_out_total",
+        "Frames handed to the worker that owns their output interface.",
+        |r| r.handoff_out,
+    ),
+    (
+        "weir_handoff_in_total",
+        "Frames other workers handed to this one.",
+        |r| r.handoff_in,
+    ),
+    (
+        "weir_handoff_dropped_total",
+        "Frames dropped at a handoff (the owning worker was behind, or no room here).",
+        |r| r.handoff_dropped,
+    ),
+    ("weir_worker_sleeps_total", "Idle sleeps in poll(2).", |r| {
+        r.sleeps
+    }),
+    (
+        "weir_wireguard_sealed_total",
+        "Packets sealed for a peer and sent.",
+        |r| r.tunnel.sealed,
+    ),
+    (
+        "weir_wireguard_opened_total",
+        "Packets opened from a peer and delivered to the pipeline.",
+        |r| r.tunnel.opened,
+    ),
+    (
+        "weir_wireguard_control_total",
+        "Handshake, cookie and keepalive messages sent.",
+        |r| r.tunnel.control,
+    ),
+    (
+        "weir_wireguard_no_peer_total",
+        "Packets routed over WireGuard to a node without a usable peer (dropped).",
+        |r| r.tunnel.no_peer,
+    ),
+    (
+        "weir_wireguard_no_neighbor_total",
+        "WireGuard messages for an endpoint whose MAC is unknown (dropped).",
+        |r| r.tunnel.no_neighbor,
+    ),
+    (
+        "weir_wireguard_unusable_total",
+        "Frames the tunnel could not seal or deliver: not IP, too short or too long, or no \
+         room for the headers (dropped).",
+        |r| r.tunnel.unusable,
+    ),
+    (
+        "weir_wireguard_handshakes_initiated_total",
+        "Handshake initiations sent.",
+        |r| r.wireguard.handshake_initiations,
+    ),
+    (
+        "weir_wireguard_handshakes_answered_total",
+        "Handshake initiations answered.",
+        |r| r.wireguard.handshake_responses,
+    ),
+    (
+        "weir_wireguard_cookie_replies_total",
+        "Cookie replies sent under handshake load.",
+        |r| r.wireguard.cookie_replies,
+    ),
+];
+
 /// Prometheus text for the workers' reports.
 pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
     let mut out = String::new();
@@ -868,103 +969,8 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
             .map(|(i, r)| (format!("worker=\"{i}\""), f(r)))
             .collect()
     };
-    family(
-        "weir_rx_packets_total",
-        "Frames that entered the pipeline.",
-        "counter",
-        per(&|r| r.pipeline.rx),
-    );
-    family(
-        "weir_tx_packets_total",
-        "Frames handed to an output.",
-        "counter",
-        per(&|r| r.pipeline.tx),
-    );
-    family(
-        "weir_xsk_rx_frames_total",
-        "Frames received from AF_XDP sockets.",
-        "counter",
-        per(&|r| r.rx_frames),
-    );
-    family(
-        "weir_xsk_tx_frames_total",
-        "Frames given to AF_XDP TX rings.",
-        "counter",
-        per(&|r| r.tx_frames),
-    );
-    family(
-        "weir_tx_ring_full_total",
-        "Times a TX ring had no room.",
-        "counter",
-        per(&|r| r.tx_ring_full),
-    );
-    family(
-        "weir_fill_starved_total",
-        "Times the free list could not top up the fill rings.",
-        "counter",
-        per(&|r| r.fill_starved),
-    );
-    family(
-        "weir_handoff_out_total",
-        "Frames handed to the worker that owns their output interface.",
-        "counter",
-        per(&|r| r.handoff_out),
-    );
-    family(
-        "weir_handoff_in_total",
-        "Frames other workers handed to this one.",
-        "counter",
-        per(&|r| r.handoff_in),
-    );
-    family(
-        "weir_handoff_dropped_total",
-        "Frames dropped at a handoff (the owning worker was behind, or no room here).",
-        "counter",
-        per(&|r| r.handoff_dropped),
-    );
-    for (name, help, f) in [
-        (
-            "weir_wireguard_sealed_total",
-            "Packets sealed for a peer and sent.",
-            (&|r: &WorkerReport| r.tunnel.sealed) as &dyn Fn(&WorkerReport) -> u64,
-        ),
-        (
-            "weir_wireguard_opened_total",
-            "Packets opened from a peer and delivered to the pipeline.",
-            &|r: &WorkerReport| r.tunnel.opened,
-        ),
-        (
-            "weir_wireguard_control_total",
-            "Handshake, cookie and keepalive messages sent.",
-            &|r: &WorkerReport| r.tunnel.control,
-        ),
-        (
-            "weir_wireguard_no_peer_total",
-            "Packets routed over WireGuard to a node without a usable peer (dropped).",
-            &|r: &WorkerReport| r.tunnel.no_peer,
-        ),
-        (
-            "weir_wireguard_no_neighbor_total",
-            "WireGuard messages for an endpoint whose MAC is unknown (dropped).",
-            &|r: &WorkerReport| r.tunnel.no_neighbor,
-        ),
-        (
-            "weir_wireguard_handshakes_initiated_total",
-            "Handshake initiations sent.",
-            &|r: &WorkerReport| r.wireguard.handshake_initiations,
-        ),
-        (
-            "weir_wireguard_handshakes_answered_total",
-            "Handshake initiations answered.",
-            &|r: &WorkerReport| r.wireguard.handshake_responses,
-        ),
-        (
-            "weir_wireguard_cookie_replies_total",
-            "Cookie replies sent under handshake load.",
-            &|r: &WorkerReport| r.wireguard.cookie_replies,
-        ),
-    ] {
-        family(name, help, "counter", per(f));
+    for (name, help, field) in PER_WORKER {
+        family(name, help, "counter", per(&field));
     }
     let mut wg_drops = Vec::new();
     for (i, r) in snapshots.iter().enumerate() {
@@ -986,12 +992,6 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
         "WireGuard messages refused, by reason.",
         "counter",
         wg_drops,
-    );
-    family(
-        "weir_worker_sleeps_total",
-        "Idle sleeps in poll(2).",
-        "counter",
-        per(&|r| r.sleeps),
     );
     let mut drops = Vec::new();
     for (i, r) in snapshots.iter().enumerate() {

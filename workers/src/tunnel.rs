@@ -61,9 +61,12 @@ pub struct TunnelCounters {
     pub no_peer: u64,
     /// Messages for an endpoint whose MAC is not known.
     pub no_neighbor: u64,
-    /// Frames that waited for a handshake and were dropped because the frame had no room
-    /// (or the UMEM no free frame) for the handshake message.
+    /// Frames or messages dropped for want of room: no headroom for the outer headers,
+    /// no free frame for a timer's message.
     pub no_room: u64,
+    /// Frames the tunnel could not seal or deliver: not IP, too short or too long, a peer
+    /// without endpoint, headers that would not fit (dropped).
+    pub unusable: u64,
     /// Frames sealed and sent.
     pub sealed: u64,
     /// Inner packets delivered to the pipeline.
@@ -148,6 +151,12 @@ impl Tunnel {
         })
     }
 
+    /// Counts a frame the tunnel cannot use; the caller recycles it.
+    fn unusable<T>(&mut self) -> Option<T> {
+        self.counters.unusable += 1;
+        None
+    }
+
     /// Where peer updates will come from.
     pub fn set_mailbox(&mut self, mailbox: SharedPeerMailbox) {
         self.mailbox = Some(mailbox);
@@ -218,21 +227,30 @@ impl Tunnel {
         free: &mut Vec<u64>,
     ) -> Option<(u64, u32)> {
         let (start, end) = (addr as usize, addr as usize + len as usize);
-        let inner = area.get(start + ETH_LEN..end)?;
+        let Some(inner) = area.get(start + ETH_LEN..end) else {
+            return self.unusable();
+        };
         let n = inner.len();
         if n < 20 || n > self.scratch.len() {
-            return None;
+            return self.unusable();
         }
         let dst: IpAddr = match inner[0] >> 4 {
-            4 => IpAddr::from(<[u8; 4]>::try_from(&inner[16..20]).ok()?),
-            6 if n >= 40 => IpAddr::from(<[u8; 16]>::try_from(&inner[24..40]).ok()?),
-            _ => return None,
+            4 => IpAddr::from([inner[16], inner[17], inner[18], inner[19]]),
+            6 if n >= 40 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&inner[24..40]);
+                IpAddr::from(a)
+            }
+            _ => return self.unusable(),
         };
         let Some(peer) = self.peers.route(dst) else {
             self.counters.no_peer += 1;
             return None;
         };
-        let path = self.path_to(self.peers.endpoint(peer)?)?;
+        let Some(endpoint) = self.peers.endpoint(peer) else {
+            return self.unusable();
+        };
+        let path = self.path_to(endpoint)?;
         let hdr = path.header_len() as u64;
         let base = addr - addr % frame_size;
         // Where the outer frame goes: a free frame, or this one's headroom.
@@ -248,7 +266,7 @@ impl Tunnel {
             Some(other) => (other + XDP_PACKET_HEADROOM, other + frame_size),
             None => {
                 // The message starts 16 bytes before the inner packet did (its header).
-                let s = (addr + ETH_LEN as u64).checked_sub(16 + hdr)?;
+                let s = (addr + ETH_LEN as u64).saturating_sub(16 + hdr);
                 if s < base {
                     self.counters.no_room += 1;
                     return None;
@@ -303,7 +321,7 @@ impl Tunnel {
             outer::write_headers(&mut area[new_start as usize..chunk_end], &path, wg_len)
         else {
             free.extend(spare);
-            return None;
+            return self.unusable();
         };
         if spare.is_some() {
             free.push(base);
@@ -329,6 +347,7 @@ impl Tunnel {
             Opened::Packet { packet, .. } => {
                 let n = packet.len();
                 if start + ETH_LEN + n > end {
+                    self.counters.unusable += 1;
                     return Inbound::Done;
                 }
                 let ethertype: [u8; 2] = if packet[0] >> 4 == 6 {
@@ -371,10 +390,13 @@ impl Tunnel {
         let end = (base + frame_size) as usize;
         let hdr = path.header_len();
         if start + hdr + m > end {
+            self.counters.no_room += 1;
             return None;
         }
         area[start + hdr..start + hdr + m].copy_from_slice(&self.scratch[..m]);
-        let total = outer::write_headers(&mut area[start..end], &path, m).ok()?;
+        let Ok(total) = outer::write_headers(&mut area[start..end], &path, m) else {
+            return self.unusable();
+        };
         self.counters.control += 1;
         Some((start as u64, total as u32))
     }
