@@ -98,6 +98,28 @@ pub enum AgentError {
 }
 
 impl AgentConfig {
+    /// The WireGuard section and its mode, if there is one.
+    pub fn wireguard_mode(
+        &self,
+    ) -> Result<
+        Option<(
+            &crate::wireguard::WireGuardConfig,
+            weir_crypto::EncryptionMode,
+        )>,
+        AgentError,
+    > {
+        match &self.wireguard {
+            Some(w) => w
+                .mode()
+                .map(|m| Some((w, m)))
+                .map_err(|why| AgentError::Config {
+                    path: "wireguard.mode".into(),
+                    why,
+                }),
+            None => Ok(None),
+        }
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
         let err = |why: String| AgentError::Config {
@@ -154,30 +176,27 @@ impl AgentConfig {
     }
 }
 
-/// Loads every `.yaml`/`.yml` file of the datastore directory, in name order.
-pub fn load_datastore(dir: &Path) -> Result<Cluster, AgentError> {
-    let err = |why: String| AgentError::Datastore {
-        path: dir.display().to_string(),
-        why,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| err(e.to_string()))?
+/// Loads the datastore for a start: every object must be valid, since there is no earlier
+/// version to fall back on. Returns the cluster and the objects it was built from.
+pub fn load_datastore(dir: &Path) -> Result<(Cluster, LastGood), AgentError> {
+    let (cluster, objects, refused) = load_datastore_keeping(dir, &LastGood::new())?;
+    if !refused.is_empty() {
+        return Err(AgentError::Datastore {
+            path: dir.display().to_string(),
+            why: refused.join("; "),
+        });
+    }
+    Ok((cluster, objects))
+}
+
+/// The datastore's `.yaml`/`.yml` files, in name order.
+fn datastore_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
-    let mut texts = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
-        texts.push((f.display().to_string(), text));
-    }
-    Cluster::from_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str()))).map_err(|errors| {
-        err(errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "))
-    })
+    Ok(files)
 }
 
 /// The objects the running tables were built from, by identity.
@@ -197,12 +216,7 @@ pub fn load_datastore_keeping(
         path: dir.display().to_string(),
         why,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| err(e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
+    let files = datastore_files(dir).map_err(|e| err(e.to_string()))?;
     let mut taken = LastGood::new();
     let mut refused = Vec::new();
     for f in &files {
@@ -274,7 +288,8 @@ fn sysfs(name: &str, what: &str) -> Result<String, AgentError> {
         })
 }
 
-pub(crate) fn parse_mac(text: &str) -> Option<Mac> {
+/// "aa:bb:cc:dd:ee:ff" as bytes.
+pub fn parse_mac(text: &str) -> Option<Mac> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for b in &mut mac {
@@ -383,21 +398,16 @@ pub fn build_node(
 /// The datastore's YAML files with their size and modification time: a change in this
 /// list is a change to apply.
 fn datastore_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    datastore_files(dir)
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .map(|p| {
             let meta = std::fs::metadata(&p).ok();
             let len = meta.as_ref().map_or(0, |m| m.len());
             let modified = meta.and_then(|m| m.modified().ok());
             (p, len, modified)
         })
-        .collect();
-    files.sort();
-    files
+        .collect()
 }
 
 /// A new snapshot and peer set from the datastore as it is now. Refused (with the reason)
@@ -435,16 +445,7 @@ fn reload(
         });
     }
     let mut warnings = Vec::new();
-    let wg = match &config.wireguard {
-        Some(w) => Some((
-            w,
-            w.mode().map_err(|why| AgentError::Config {
-                path: "wireguard.mode".into(),
-                why,
-            })?,
-        )),
-        None => None,
-    };
+    let wg = config.wireguard_mode()?;
     let peers =
         crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
     if let Some(key) = key {
@@ -514,27 +515,10 @@ pub fn spread(ports: &[PortSpec], workers: usize) -> Vec<Vec<PortSpec>> {
 
 /// Runs the agent until SIGTERM/SIGINT (or `stop`).
 pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
-    // At start-up every object must be valid: there is no earlier version to fall back on.
-    let (cluster, mut last_good, refused) =
-        load_datastore_keeping(&config.datastore, &LastGood::new())?;
-    if !refused.is_empty() {
-        return Err(AgentError::Datastore {
-            path: config.datastore.display().to_string(),
-            why: refused.join("; "),
-        });
-    }
+    let (cluster, mut last_good) = load_datastore(&config.datastore)?;
     let (mut builder, ports) = build_node(config, &cluster)?;
     let mut warnings = Vec::new();
-    let wg = match &config.wireguard {
-        Some(w) => Some((
-            w,
-            w.mode().map_err(|why| AgentError::Config {
-                path: "wireguard.mode".into(),
-                why,
-            })?,
-        )),
-        None => None,
-    };
+    let wg = config.wireguard_mode()?;
     let peer_configs =
         crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
     let mut node_key: Option<weir_crypto::NodeKey> = None;

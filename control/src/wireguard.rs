@@ -313,7 +313,7 @@ mod tests {
     }
 
     fn load(dir: &Path) -> Cluster {
-        crate::agent::load_datastore(dir).unwrap()
+        crate::agent::load_datastore(dir).unwrap().0
     }
 
     #[test]

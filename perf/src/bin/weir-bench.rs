@@ -10,7 +10,7 @@ use weir_perf::forward::{self, ForwardBenchConfig};
 use weir_perf::lpm::{self, LpmBenchConfig};
 use weir_perf::pipeline::{self, PipelineBenchConfig};
 use weir_perf::policy::{self, PolicyBenchConfig};
-use weir_perf::report::{Machine, Report};
+use weir_perf::report::{BenchResult, Machine, Report};
 use weir_perf::wireguard::{self, WireGuardBenchConfig};
 
 #[global_allocator]
@@ -194,15 +194,8 @@ fn main() -> ExitCode {
             sizes: sizes.clone(),
             duration: Duration::from_secs_f64(*seconds),
         };
-        match wireguard::run(&cfg) {
-            Ok((r, n)) => {
-                results.extend(r);
-                notes.extend(n);
-            }
-            Err(e) => {
-                eprintln!("weir-bench: {e}");
-                return ExitCode::FAILURE;
-            }
+        if !take(wireguard::run(&cfg), &mut results, &mut notes) {
+            return ExitCode::FAILURE;
         }
         if !*no_e2e {
             progress("wireguard: end to end between two nodes (weir on, off, wireguard-go)");
@@ -215,15 +208,8 @@ fn main() -> ExitCode {
             };
             let outcome = weir_perf::wireguard_e2e::run(&cfg);
             let _ = std::fs::remove_dir_all(&cfg.workdir);
-            match outcome {
-                Ok((r, n)) => {
-                    results.extend(r);
-                    notes.extend(n);
-                }
-                Err(e) => {
-                    eprintln!("weir-bench: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if !take(outcome, &mut results, &mut notes) {
+                return ExitCode::FAILURE;
             }
         }
         return print_report("wireguard", pinned.then_some(cpu), results, notes, cli.json);
@@ -247,15 +233,8 @@ fn main() -> ExitCode {
             workdir: std::env::temp_dir()
                 .join(format!("weir-bench-forward-{}", std::process::id())),
         };
-        match forward::run(&cfg) {
-            Ok((r, n)) => {
-                results.extend(r);
-                notes.extend(n);
-            }
-            Err(e) => {
-                eprintln!("weir-bench: {e}");
-                return ExitCode::FAILURE;
-            }
+        if !take(forward::run(&cfg), &mut results, &mut notes) {
+            return ExitCode::FAILURE;
         }
         return print_report("forward", pinned.then_some(cpu), results, notes, cli.json);
     }
@@ -273,15 +252,8 @@ fn main() -> ExitCode {
             acl_timeout: Duration::from_secs(args.acl_timeout),
             keep_files: args.keep_files,
         };
-        match policy::run(&cfg) {
-            Ok((r, n)) => {
-                results.extend(r);
-                notes.extend(n);
-            }
-            Err(e) => {
-                eprintln!("weir-bench: {e}");
-                return ExitCode::FAILURE;
-            }
+        if !take(policy::run(&cfg), &mut results, &mut notes) {
+            return ExitCode::FAILURE;
         }
         return print_report("policy", pinned.then_some(cpu), results, notes, cli.json);
     }
@@ -315,15 +287,8 @@ fn main() -> ExitCode {
             std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
         }),
     };
-    match lpm::run(&cfg) {
-        Ok((r, n)) => {
-            results.extend(r);
-            notes.extend(n);
-        }
-        Err(e) => {
-            eprintln!("weir-bench: {e}");
-            return ExitCode::FAILURE;
-        }
+    if !take(lpm::run(&cfg), &mut results, &mut notes) {
+        return ExitCode::FAILURE;
     }
     print_report(bench, pinned.then_some(cpu), results, notes, cli.json)
 }
@@ -331,7 +296,7 @@ fn main() -> ExitCode {
 fn print_report(
     bench: &str,
     pinned_cpu: Option<usize>,
-    results: Vec<weir_perf::report::BenchResult>,
+    results: Vec<BenchResult>,
     notes: Vec<String>,
     json: bool,
 ) -> ExitCode {
@@ -347,6 +312,26 @@ fn print_report(
         print!("{}", report.to_table());
     }
     ExitCode::SUCCESS
+}
+
+/// Adds a benchmark's results and notes to the report, or prints its error; returns
+/// whether it ran.
+fn take<E: std::fmt::Display>(
+    outcome: Result<(Vec<BenchResult>, Vec<String>), E>,
+    results: &mut Vec<BenchResult>,
+    notes: &mut Vec<String>,
+) -> bool {
+    match outcome {
+        Ok((r, n)) => {
+            results.extend(r);
+            notes.extend(n);
+            true
+        }
+        Err(e) => {
+            eprintln!("weir-bench: {e}");
+            false
+        }
+    }
 }
 
 /// A program beside this one (`target/release/weir` beside `weir-bench`).

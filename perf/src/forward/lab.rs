@@ -143,15 +143,7 @@ fn mac_of(ns: &str, dev: &str) -> Result<Mac, String> {
     parse_mac(text.trim()).ok_or_else(|| format!("{ns}/{dev}: unreadable MAC {text:?}"))
 }
 
-/// "aa:bb:cc:dd:ee:ff" as bytes.
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
+pub use weir_control::agent::parse_mac;
 
 /// Bytes as "aa:bb:cc:dd:ee:ff".
 pub fn format_mac(mac: &Mac) -> String {
