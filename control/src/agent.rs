@@ -73,8 +73,7 @@ fn default_frames() -> u32 {
     4096
 }
 
-/// Annotation naming a local pod's host-side interface.
-pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
+pub use crate::calc::INTERFACE_ANNOTATION;
 /// Annotation holding a local pod's MAC.
 pub const MAC_ANNOTATION: &str = "weir.dev/mac";
 

@@ -1,9 +1,10 @@
-//! weir's control plane. For now: the in-memory demo behind `weir demo`. The datastores,
-//! the calculation graph, IPAM and the CNI server grow here.
+//! weir's control plane: the datastores, the calculation that turns cluster state into a
+//! node's tables, the agent that runs the workers, and the in-memory demo.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod calc;
 pub mod demo;
 pub mod policy;
 pub mod wireguard;

@@ -1104,6 +1104,7 @@ impl Generator {
                 .collect(),
             service_account: "default".into(),
             host_network: false,
+            node_name: None,
             annotations: Default::default(),
         }));
         Ok((NamespacedName::new(namespace, name), addr))

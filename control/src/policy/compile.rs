@@ -23,6 +23,17 @@
 //!
 //! The cost of classifying a packet depends on the rules of the policies that select its
 //! two endpoints, not on how many rules the cluster has: that is what keeps lookups flat.
+//!
+//! # Compiling for one node, again and again
+//!
+//! An agent needs programs for its own pods only, while their rules still name pods
+//! anywhere in the cluster. [`compile_local`] builds the endpoints of the pods it is given,
+//! compiles only the policies that select one of them, and resolves selectors through a
+//! [`Cache`] kept between compilations. Resolving a selector is what costs (it walks the
+//! pods in scope); everything else is proportional to the node's share of the cluster.
+//! The cache is kept exact by the calculation (`crate::calc`), which tells it what
+//! changed: a label index maps each label key to the cached selectors that read it, so a
+//! pod's label change re-resolves only the selectors whose result it can flip.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -124,6 +135,273 @@ enum Scope {
 /// A set's intervals, the key under which identical sets are stored once.
 type SetKey = (Vec<(u32, u32)>, Vec<(u128, u128)>);
 
+/// A cached selector resolution: what a selector picks in a scope, pods and network sets,
+/// or pods only (a Kubernetes peer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    scope: Scope,
+    selector: Selector,
+    pods_only: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: CacheKey,
+    /// `None` once invalidated; resolved again when next asked for.
+    set: Option<NetSet>,
+    /// The compilation that last asked for it.
+    used: u64,
+}
+
+/// Selector resolutions and named-port sets kept between compilations, with the indexes
+/// that say which of them a change can affect. See the module doc.
+#[derive(Debug, Default)]
+pub struct Cache {
+    slots: Vec<Slot>,
+    ids: HashMap<CacheKey, usize>,
+    /// Slots whose scope is one namespace, by that namespace.
+    by_namespace: HashMap<String, Vec<usize>>,
+    /// Slots whose scope spans namespaces (a namespaceSelector, or the cluster).
+    cross: Vec<usize>,
+    /// The label index: label key to the slots whose selector reads it.
+    by_key: HashMap<String, Vec<usize>>,
+    /// Slots whose scope is chosen by a namespaceSelector.
+    by_ns_selector: Vec<usize>,
+    named: HashMap<(String, Option<u8>), FxHashSet<([u8; 16], u8, u16)>>,
+    generation: u64,
+    /// Resolutions answered from the cache, and computed.
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Whether a pod is an endpoint (has an address and its own network).
+fn is_endpoint(pod: &Pod) -> bool {
+    !pod.host_network && !pod.ips.is_empty()
+}
+
+impl Cache {
+    /// Number of cached selector resolutions (valid or not).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        *self = Cache {
+            hits: self.hits,
+            misses: self.misses,
+            ..Cache::default()
+        };
+    }
+
+    fn admits(scope: &Scope, namespace: &str, ns_labels: &Labels) -> bool {
+        match scope {
+            Scope::Namespace(n) => n == namespace,
+            Scope::Namespaces(sel) => sel.matches(ns_labels),
+            Scope::Cluster => true,
+        }
+    }
+
+    fn invalidate(&mut self, slot: usize) {
+        self.slots[slot].set = None;
+    }
+
+    /// A pod was added (`old` None), removed (`new` None) or changed; `ns_labels` are its
+    /// namespace's labels. Invalidates exactly the resolutions whose result can differ.
+    pub fn pod_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>, ns_labels: &Labels) {
+        let (old_ep, new_ep) = (
+            old.filter(|p| is_endpoint(p)),
+            new.filter(|p| is_endpoint(p)),
+        );
+        let Some(namespace) = old.or(new).map(|p| p.namespace.clone()) else {
+            return;
+        };
+        let named =
+            |p: Option<&Pod>| p.is_some_and(|p| p.container_ports.iter().any(|c| c.name.is_some()));
+        if (named(old) || named(new))
+            && (old_ep.map(|p| (&p.ips, &p.container_ports))
+                != new_ep.map(|p| (&p.ips, &p.container_ports)))
+        {
+            self.named.clear();
+        }
+        if old_ep.is_none() && new_ep.is_none() {
+            return;
+        }
+        let candidates: Vec<usize> = match (old_ep, new_ep) {
+            (Some(a), Some(b)) if a.ips == b.ips => {
+                // Same addresses: only selectors reading a changed label can flip.
+                let mut changed: Vec<&str> = a
+                    .labels
+                    .iter()
+                    .filter(|(k, v)| b.labels.get(*k) != Some(*v))
+                    .map(|(k, _)| k.as_str())
+                    .chain(
+                        b.labels
+                            .keys()
+                            .filter(|k| !a.labels.contains_key(*k))
+                            .map(String::as_str),
+                    )
+                    .collect();
+                changed.sort_unstable();
+                changed.dedup();
+                let mut c: Vec<usize> = changed
+                    .iter()
+                    .filter_map(|k| self.by_key.get(*k))
+                    .flatten()
+                    .copied()
+                    .collect();
+                c.sort_unstable();
+                c.dedup();
+                c.retain(|&s| {
+                    let sel = &self.slots[s].key.selector;
+                    sel.matches(&a.labels) != sel.matches(&b.labels)
+                });
+                c
+            }
+            _ => {
+                let hit =
+                    |sel: &Selector, p: Option<&Pod>| p.is_some_and(|p| sel.matches(&p.labels));
+                self.by_namespace
+                    .get(&namespace)
+                    .into_iter()
+                    .flatten()
+                    .chain(self.cross.iter())
+                    .copied()
+                    .filter(|&s| {
+                        let sel = &self.slots[s].key.selector;
+                        hit(sel, old_ep) || hit(sel, new_ep)
+                    })
+                    .collect()
+            }
+        };
+        for s in candidates {
+            if Self::admits(&self.slots[s].key.scope, &namespace, ns_labels) {
+                self.invalidate(s);
+            }
+        }
+    }
+
+    /// A namespace's labels changed (or it appeared or went): the resolutions scoped by a
+    /// namespaceSelector that now picks it differently.
+    pub fn namespace_changed(&mut self, old: &Labels, new: &Labels) {
+        let hit: Vec<usize> = self
+            .by_ns_selector
+            .iter()
+            .copied()
+            .filter(|&s| match &self.slots[s].key.scope {
+                Scope::Namespaces(sel) => sel.matches(old) != sel.matches(new),
+                _ => false,
+            })
+            .collect();
+        for s in hit {
+            self.invalidate(s);
+        }
+    }
+
+    /// A NetworkSet (`namespace` Some) or GlobalNetworkSet changed; the labels before and
+    /// after, `None` where it did not exist.
+    pub fn network_set_changed(
+        &mut self,
+        namespace: Option<(&str, &Labels)>,
+        old: Option<&Labels>,
+        new: Option<&Labels>,
+    ) {
+        let hit: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| {
+                let key = &self.slots[s].key;
+                if key.pods_only {
+                    return false;
+                }
+                let in_scope = match (namespace, &key.scope) {
+                    (Some((ns, labels)), scope) => Self::admits(scope, ns, labels),
+                    (None, Scope::Cluster) => true,
+                    (None, Scope::Namespaces(sel)) => sel.mentions_global(),
+                    (None, Scope::Namespace(_)) => false,
+                };
+                in_scope
+                    && (old.is_some_and(|l| key.selector.matches(l))
+                        || new.is_some_and(|l| key.selector.matches(l)))
+            })
+            .collect();
+        for s in hit {
+            self.invalidate(s);
+        }
+    }
+
+    fn get(&mut self, key: &CacheKey) -> Option<&NetSet> {
+        let generation = self.generation;
+        let &id = self.ids.get(key)?;
+        let slot = &mut self.slots[id];
+        slot.used = generation;
+        slot.set.as_ref()
+    }
+
+    fn put(&mut self, key: CacheKey, set: NetSet) {
+        if let Some(&id) = self.ids.get(&key) {
+            self.slots[id].set = Some(set);
+            return;
+        }
+        let id = self.slots.len();
+        match &key.scope {
+            Scope::Namespace(ns) => self.by_namespace.entry(ns.clone()).or_default().push(id),
+            Scope::Namespaces(_) => {
+                self.cross.push(id);
+                self.by_ns_selector.push(id);
+            }
+            Scope::Cluster => self.cross.push(id),
+        }
+        let mut keys = Vec::new();
+        key.selector.keys(&mut keys);
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            self.by_key.entry(k.to_owned()).or_default().push(id);
+        }
+        self.ids.insert(key.clone(), id);
+        self.slots.push(Slot {
+            key,
+            set: Some(set),
+            used: self.generation,
+        });
+    }
+
+    /// Drops the resolutions the last compilation did not use once they outnumber the
+    /// used ones, so that policies that come and go do not make the cache grow forever.
+    fn trim(&mut self) {
+        let used = self
+            .slots
+            .iter()
+            .filter(|s| s.used == self.generation)
+            .count();
+        if self.slots.len() - used <= used.max(256) {
+            return;
+        }
+        let generation = self.generation;
+        let keep: Vec<Slot> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(|s| s.used == generation)
+            .collect();
+        let (hits, misses, named) = (self.hits, self.misses, std::mem::take(&mut self.named));
+        *self = Cache {
+            hits,
+            misses,
+            named,
+            generation,
+            ..Cache::default()
+        };
+        for slot in keep {
+            if let Some(set) = slot.set {
+                self.put(slot.key, set);
+            }
+        }
+    }
+}
+
 struct Compiler<'a> {
     cluster: &'a Cluster,
     endpoints: Vec<Endpoint<'a>>,
@@ -133,20 +411,48 @@ struct Compiler<'a> {
     named_ports: Vec<FxHashSet<([u8; 16], u8, u16)>>,
     named_ids: HashMap<(String, Option<u8>), PortSetId>,
     /// Resolved selectors without a serviceAccounts match: many rules repeat a selector,
-    /// and resolving one walks every endpoint.
-    selected: HashMap<(Scope, Selector), NetSet>,
+    /// and resolving one walks every pod in its scope.
+    cache: Cache,
+    /// Whether every pod is an endpoint here (then every policy is compiled, even one
+    /// that selects nothing, so that explanations can name it).
+    whole: bool,
     rules: Vec<RuleInfo>,
 }
 
-/// Compiles a validated cluster. Infallible: every object was validated when it was
-/// loaded, and whatever the combination of objects, it has a meaning.
+/// Compiles a validated cluster, every pod an endpoint. Infallible: every object was
+/// validated when it was loaded, and whatever the combination of objects, it has a meaning.
 pub fn compile(cluster: &Cluster) -> Compiled {
+    let all: Vec<&NamespacedName> = cluster.pods.keys().collect();
+    compile_with(cluster, all, &mut Cache::default(), true)
+}
+
+/// Compiles for one node: only the pods named in `local` (in that order, those with an
+/// address and their own network) become endpoints, and only the policies that select one
+/// of them are compiled. Selectors resolve against the whole cluster through `cache`,
+/// which must have been told of every change since it was last used (see [`Cache`]).
+pub fn compile_local<'n>(
+    cluster: &Cluster,
+    local: impl IntoIterator<Item = &'n NamespacedName>,
+    cache: &mut Cache,
+) -> Compiled {
+    compile_with(cluster, local, cache, false)
+}
+
+fn compile_with<'n>(
+    cluster: &Cluster,
+    local: impl IntoIterator<Item = &'n NamespacedName>,
+    cache: &mut Cache,
+    whole: bool,
+) -> Compiled {
     let empty = Labels::new();
     let mut endpoints = Vec::new();
     let mut ids = BTreeMap::new();
     let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (name, pod) in &cluster.pods {
-        if pod.host_network || pod.ips.is_empty() {
+    for name in local {
+        let Some((name, pod)) = cluster.pods.get_key_value(name) else {
+            continue;
+        };
+        if !is_endpoint(pod) {
             continue;
         }
         let index = endpoints.len();
@@ -164,6 +470,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
                 .map_or(&empty, |sa| &sa.labels),
         });
     }
+    cache.generation += 1;
     let mut c = Compiler {
         cluster,
         endpoints,
@@ -172,7 +479,8 @@ pub fn compile(cluster: &Cluster) -> Compiled {
         net_ids: HashMap::new(),
         named_ports: Vec::new(),
         named_ids: HashMap::new(),
-        selected: HashMap::new(),
+        cache: std::mem::take(cache),
+        whole,
         rules: Vec::new(),
     };
 
@@ -194,16 +502,21 @@ pub fn compile(cluster: &Cluster) -> Compiled {
         })
         .collect();
 
-    // Each policy's rules, compiled once.
+    // Each policy's rules, compiled once; for one node, only the policies that select
+    // one of its endpoints.
     let mut compiled = Vec::with_capacity(entries.len());
     let mut selected_by: Vec<Vec<usize>> = Vec::with_capacity(entries.len());
+    let mut placed = Vec::with_capacity(entries.len());
     for entry in &entries {
-        let ingress = c.policy_rules(entry, Direction::Ingress, &tiers[entry.tier].name);
-        let egress = c.policy_rules(entry, Direction::Egress, &tiers[entry.tier].name);
         let selected: Vec<usize> = c
             .candidates(entry)
             .filter(|&e| c.selects(entry, e))
             .collect();
+        if selected.is_empty() && !c.whole {
+            continue;
+        }
+        let ingress = c.policy_rules(entry, Direction::Ingress, &tiers[entry.tier].name);
+        let egress = c.policy_rules(entry, Direction::Egress, &tiers[entry.tier].name);
         let set = NetSet::from_prefixes(
             selected
                 .iter()
@@ -217,6 +530,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
             egress,
         });
         selected_by.push(selected);
+        placed.push(entry.tier);
     }
 
     // Per endpoint, the entries that select it, in evaluation order.
@@ -242,7 +556,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
                 Direction::Egress => compiled[p].egress.as_ref(),
             };
             let Some(rules) = rules else { continue };
-            let tier = entries[p].tier;
+            let tier = placed[p];
             if current != Some(tier) {
                 current = Some(tier);
                 tiers_out.push(CompiledTier {
@@ -276,6 +590,8 @@ pub fn compile(cluster: &Cluster) -> Compiled {
         })
         .collect();
 
+    c.cache.trim();
+    *cache = c.cache;
     Compiled {
         tables: PolicyTables {
             endpoints: endpoint_policies,
@@ -326,7 +642,7 @@ impl<'a> Compiler<'a> {
             .collect();
         let default_tier = tier_index[super::model::DEFAULT_TIER];
         let mut entries: Vec<(Option<f64>, Entry<'a>)> = Vec::new();
-        for (name, p) in &self.cluster.k8s_policies {
+        for (name, p) in self.in_endpoint_namespaces(&self.cluster.k8s_policies) {
             entries.push((
                 Some(K8S_POLICY_ORDER),
                 Entry {
@@ -338,7 +654,7 @@ impl<'a> Compiler<'a> {
                 },
             ));
         }
-        for (name, p) in &self.cluster.policies {
+        for (name, p) in self.in_endpoint_namespaces(&self.cluster.policies) {
             entries.push((
                 p.spec.order,
                 Entry {
@@ -376,6 +692,21 @@ impl<'a> Compiler<'a> {
                 .then_with(|| compare_order((*oa, &a.name), (*ob, &b.name)))
         });
         entries.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// A map's namespaced objects; for one node, only those in a namespace where it has an
+    /// endpoint (the others cannot select any).
+    fn in_endpoint_namespaces<'m, T>(
+        &self,
+        map: &'m BTreeMap<NamespacedName, T>,
+    ) -> Vec<(&'m NamespacedName, &'m T)> {
+        if self.whole {
+            return map.iter().collect();
+        }
+        self.by_namespace
+            .keys()
+            .flat_map(|ns| in_namespace(map, ns))
+            .collect()
     }
 
     /// The endpoints a policy could select: its namespace's, or all for a global one.
@@ -518,7 +849,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn k8s_peer(&self, namespace: &str, peer: &K8sPeer) -> NetSet {
+    fn k8s_peer(&mut self, namespace: &str, peer: &K8sPeer) -> NetSet {
         match peer {
             K8sPeer::IpBlock { cidr, except } => {
                 let mut set = NetSet::from_prefixes([(cidr.addr(), cidr.prefix_len())]);
@@ -528,22 +859,15 @@ impl<'a> Compiler<'a> {
                 set
             }
             K8sPeer::Pods { namespaces, pods } => {
-                let in_scope: Vec<usize> = match namespaces {
-                    NamespaceScope::PolicyNamespace => self
-                        .by_namespace
-                        .get(namespace)
-                        .cloned()
-                        .unwrap_or_default(),
-                    NamespaceScope::Selected(sel) => (0..self.endpoints.len())
-                        .filter(|&e| sel.matches(self.endpoints[e].ns_labels))
-                        .collect(),
+                let scope = match namespaces {
+                    NamespaceScope::PolicyNamespace => Scope::Namespace(namespace.to_owned()),
+                    NamespaceScope::Selected(sel) => Scope::Namespaces(sel.clone()),
                 };
-                NetSet::from_prefixes(
-                    in_scope
-                        .into_iter()
-                        .filter(|&e| pods.matches(&self.endpoints[e].pod.labels))
-                        .flat_map(|e| host_prefixes(self.endpoints[e].pod)),
-                )
+                self.cached(CacheKey {
+                    scope,
+                    selector: pods.clone(),
+                    pods_only: true,
+                })
             }
         }
     }
@@ -635,49 +959,93 @@ impl<'a> Compiler<'a> {
         accounts: Option<&super::model::ServiceAccountMatch>,
     ) -> NetSet {
         if accounts.is_some() {
-            return self.resolve(scope, selector, accounts);
+            return self.resolve(scope, selector, accounts, false);
         }
-        let key = (scope.clone(), selector.clone());
-        if let Some(set) = self.selected.get(&key) {
-            return set.clone();
+        self.cached(CacheKey {
+            scope: scope.clone(),
+            selector: selector.clone(),
+            pods_only: false,
+        })
+    }
+
+    fn cached(&mut self, key: CacheKey) -> NetSet {
+        if let Some(set) = self.cache.get(&key) {
+            let set = set.clone();
+            self.cache.hits += 1;
+            return set;
         }
-        let set = self.resolve(scope, selector, None);
-        self.selected.insert(key, set.clone());
+        self.cache.misses += 1;
+        let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
+        self.cache.put(key, set.clone());
         set
     }
 
+    /// What a selector picks in a scope, walking the cluster's pods (and network sets
+    /// unless `pods_only`).
     fn resolve(
         &self,
         scope: &Scope,
         selector: &Selector,
         accounts: Option<&super::model::ServiceAccountMatch>,
+        pods_only: bool,
     ) -> NetSet {
-        let in_namespace = |ns: &str| -> bool {
-            match scope {
-                Scope::Namespace(n) => n == ns,
-                Scope::Namespaces(sel) => self
-                    .cluster
-                    .namespace_labels(ns)
-                    .is_some_and(|labels| sel.matches(labels)),
-                Scope::Cluster => true,
-            }
-        };
-        let account_ok = |e: &Endpoint<'_>| {
+        let cluster = self.cluster;
+        let empty = Labels::new();
+        let account_ok = |pod: &Pod| {
             accounts.is_none_or(|a| {
-                (a.names.is_empty() || a.names.contains(&e.pod.service_account))
-                    && a.selector.as_ref().is_none_or(|s| s.matches(e.sa_labels))
+                let sa_labels = cluster
+                    .service_accounts
+                    .get(&NamespacedName::new(&pod.namespace, &pod.service_account))
+                    .map_or(&empty, |sa| &sa.labels);
+                (a.names.is_empty() || a.names.contains(&pod.service_account))
+                    && a.selector.as_ref().is_none_or(|s| s.matches(sa_labels))
             })
         };
         let mut prefixes: Vec<(IpAddr, u8)> = Vec::new();
-        for e in &self.endpoints {
-            if in_namespace(&e.pod.namespace) && selector.matches(&e.pod.labels) && account_ok(e) {
-                prefixes.extend(host_prefixes(e.pod));
+        let take = |pod: &Pod, prefixes: &mut Vec<(IpAddr, u8)>| {
+            if is_endpoint(pod) && selector.matches(&pod.labels) && account_ok(pod) {
+                prefixes.extend(host_prefixes(pod));
+            }
+        };
+        // The namespaces in scope; `None` for all of them.
+        let namespaces: Option<Vec<&str>> = match scope {
+            Scope::Namespace(n) => Some(vec![n.as_str()]),
+            Scope::Namespaces(sel) => Some(
+                cluster
+                    .namespaces
+                    .iter()
+                    .filter(|(_, ns)| sel.matches(&ns.labels))
+                    .map(|(name, _)| name.as_str())
+                    .collect(),
+            ),
+            Scope::Cluster => None,
+        };
+        match &namespaces {
+            Some(list) => {
+                for ns in list {
+                    for (_, pod) in in_namespace(&cluster.pods, ns) {
+                        take(pod, &mut prefixes);
+                    }
+                }
+            }
+            None => {
+                for pod in cluster.pods.values() {
+                    take(pod, &mut prefixes);
+                }
             }
         }
         // Network sets have no service account: a serviceAccounts match excludes them.
-        if accounts.is_none() {
-            for set in self.cluster.network_sets.values() {
-                if in_namespace(&set.namespace) && selector.matches(&set.labels) {
+        if accounts.is_none() && !pods_only {
+            let sets: Vec<&super::model::NetworkSet> = match &namespaces {
+                Some(list) => list
+                    .iter()
+                    .flat_map(|ns| in_namespace(&cluster.network_sets, ns))
+                    .map(|(_, set)| set)
+                    .collect(),
+                None => cluster.network_sets.values().collect(),
+            };
+            for set in sets {
+                if selector.matches(&set.labels) {
                     prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
                 }
             }
@@ -687,7 +1055,7 @@ impl<'a> Compiler<'a> {
                 Scope::Namespace(_) => false,
             };
             if global {
-                for set in self.cluster.global_network_sets.values() {
+                for set in cluster.global_network_sets.values() {
                     if selector.matches(&set.labels) {
                         prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
                     }
@@ -714,21 +1082,14 @@ impl<'a> Compiler<'a> {
             let id = match self.named_ids.get(&key) {
                 Some(&id) => id,
                 None => {
-                    let mut set = FxHashSet::default();
-                    for e in &self.endpoints {
-                        for cp in &e.pod.container_ports {
-                            let named = cp.name.as_deref().is_some_and(|n| names.contains(&n));
-                            if named && protocol.is_none_or(|p| p == cp.protocol) {
-                                for &ip in &e.pod.ips {
-                                    set.insert((
-                                        FlowKey::map_ip(ip),
-                                        cp.protocol.number(),
-                                        cp.port,
-                                    ));
-                                }
-                            }
+                    let set = match self.cache.named.get(&key) {
+                        Some(set) => set.clone(),
+                        None => {
+                            let set = self.named_port_set(&names, protocol);
+                            self.cache.named.insert(key.clone(), set.clone());
+                            set
                         }
-                    }
+                    };
                     let id = self.named_ports.len() as PortSetId;
                     self.named_ports.push(set);
                     self.named_ids.insert(key, id);
@@ -739,4 +1100,34 @@ impl<'a> Compiler<'a> {
         }
         out
     }
+
+    /// (address, protocol, port) of every endpoint's container port with one of the names.
+    fn named_port_set(
+        &self,
+        names: &[&str],
+        protocol: Option<Protocol>,
+    ) -> FxHashSet<([u8; 16], u8, u16)> {
+        let mut set = FxHashSet::default();
+        for pod in self.cluster.pods.values().filter(|p| is_endpoint(p)) {
+            for cp in &pod.container_ports {
+                let named = cp.name.as_deref().is_some_and(|n| names.contains(&n));
+                if named && protocol.is_none_or(|p| p == cp.protocol) {
+                    for &ip in &pod.ips {
+                        set.insert((FlowKey::map_ip(ip), cp.protocol.number(), cp.port));
+                    }
+                }
+            }
+        }
+        set
+    }
+}
+
+/// The objects of one namespace in a map keyed by namespace and name.
+fn in_namespace<'m, T>(
+    map: &'m BTreeMap<NamespacedName, T>,
+    namespace: &str,
+) -> impl Iterator<Item = (&'m NamespacedName, &'m T)> + 'm {
+    let namespace = namespace.to_owned();
+    map.range(NamespacedName::new(namespace.clone(), String::new())..)
+        .take_while(move |(k, _)| k.namespace == namespace)
 }

@@ -463,6 +463,9 @@ pub struct Pod {
     /// `spec.hostNetwork`: such a pod uses its node's addresses and is not subject to pod
     /// network policy.
     pub host_network: bool,
+    /// `spec.nodeName`: the node the pod runs on, `None` while unscheduled (and in file
+    /// datastores that leave it out).
+    pub node_name: Option<String>,
     /// `metadata.annotations` (the agent reads its `weir.dev/` keys).
     pub annotations: BTreeMap<String, String>,
 }
@@ -609,6 +612,7 @@ impl Pod {
             container_ports,
             service_account,
             host_network: spec.host_network.unwrap_or(false),
+            node_name: spec.node_name.filter(|n| !n.is_empty()),
             annotations,
         })
     }

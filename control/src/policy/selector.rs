@@ -176,6 +176,28 @@ impl Selector {
         }
     }
 
+    /// The label keys the expression reads. Whether it matches a label set depends on
+    /// these keys' values only, so a label change that touches none of them cannot change
+    /// its result: the calculation's label index rests on this.
+    pub fn keys<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Selector::All | Selector::Global => {}
+            Selector::Has(k)
+            | Selector::Eq(k, _)
+            | Selector::Ne(k, _)
+            | Selector::In(k, _)
+            | Selector::NotIn(k, _)
+            | Selector::StartsWith(k, _)
+            | Selector::EndsWith(k, _)
+            | Selector::Contains(k, _) => out.push(k),
+            Selector::Not(inner) => inner.keys(out),
+            Selector::And(left, right) | Selector::Or(left, right) => {
+                left.keys(out);
+                right.keys(out);
+            }
+        }
+    }
+
     /// `self && other`.
     pub fn and(self, other: Selector) -> Selector {
         Selector::And(Box::new(self), Box::new(other))

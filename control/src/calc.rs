@@ -1,0 +1,460 @@
+//! The calculation: cluster state in, this node's policy tables out, change by change.
+//!
+//! A [`Calculator`] holds the model (every validated object, by identity) and applies
+//! [`Change`]s to it one object at a time, keeping the invariants
+//! [`Cluster::from_objects`] establishes for a whole load: namespaced objects have their
+//! namespace, pods their service account, policies their tier, and no two pods share an
+//! address. A change that would break one is refused with a reason naming the object and
+//! field, and the object's last good version stays (the rest of the change applies).
+//!
+//! Each change also tells the selector [`Cache`] what it touched, through its label index,
+//! so that [`Calculator::compile`] re-resolves only the selectors whose result can differ
+//! and compiles only the policies that select one of this node's pods. A relist (after a
+//! watch expired, or the file datastore read again) is a [`Change::Resync`]: the calculator
+//! works out the difference and applies it in the same step, so the tables go from the old
+//! state to the new one without passing through an empty one.
+//!
+//! Which pods are this node's: those whose `spec.nodeName` is the node, or that have no
+//! node name but carry the `weir.dev/interface` annotation (the file datastore's way of
+//! saying "attached here"), and that have the annotation: a pod scheduled here but not yet
+//! attached is not an endpoint, so nothing reaches it until its interface and its policy
+//! arrive together in one snapshot.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::policy::compile::{compile_local, Cache, Compiled};
+use crate::policy::load::{Cluster, Object, Resource};
+use crate::policy::model::{
+    Kind, Namespace, NamespacedName, ObjectRef, Pod, ServiceAccount, Tier, DEFAULT_TIER,
+};
+use crate::policy::selector::Labels;
+
+/// The annotation that names a local pod's host-side interface.
+pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
+
+/// One change to the cluster's state.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An object as it now is, validated.
+    Upsert(Object),
+    /// An object is gone.
+    Delete(ObjectRef),
+    /// Every object of these kinds, as listed now: what is not in the list is gone.
+    Resync {
+        /// The kinds the list covers.
+        kinds: Vec<Kind>,
+        /// Their objects.
+        objects: Vec<Object>,
+    },
+}
+
+/// A change, or part of one, that was not applied; the object's last good version (if
+/// any) stays in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The object.
+    pub object: ObjectRef,
+    /// The field at fault, if one is.
+    pub field: String,
+    /// Why.
+    pub message: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.object, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.object, self.field, self.message)
+        }
+    }
+}
+
+/// The model and the selector cache of one node. See the module doc.
+#[derive(Debug)]
+pub struct Calculator {
+    node: String,
+    cluster: Cluster,
+    objects: BTreeMap<ObjectRef, Object>,
+    /// Endpoint addresses and the pod holding each.
+    owners: HashMap<IpAddr, NamespacedName>,
+    local: BTreeSet<NamespacedName>,
+    cache: Cache,
+}
+
+fn refusal(object: &ObjectRef, field: &str, message: String) -> Refusal {
+    Refusal {
+        object: object.clone(),
+        field: field.to_owned(),
+        message,
+    }
+}
+
+impl Calculator {
+    /// An empty model for node `node`.
+    pub fn new(node: &str) -> Calculator {
+        let mut cluster = Cluster::default();
+        cluster
+            .tiers
+            .insert(DEFAULT_TIER.to_owned(), Tier::implicit_default());
+        Calculator {
+            node: node.to_owned(),
+            cluster,
+            objects: BTreeMap::new(),
+            owners: HashMap::new(),
+            local: BTreeSet::new(),
+            cache: Cache::default(),
+        }
+    }
+
+    /// The model as it stands.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The objects the model holds, by identity.
+    pub fn objects(&self) -> &BTreeMap<ObjectRef, Object> {
+        &self.objects
+    }
+
+    /// This node's attached pods, in name order (the endpoint order of [`Self::compile`]).
+    pub fn local_pods(&self) -> impl Iterator<Item = &NamespacedName> {
+        self.local.iter()
+    }
+
+    /// Selector resolutions cached.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Whether a pod is attached to this node.
+    pub fn is_local(&self, pod: &Pod) -> bool {
+        pod.annotations.contains_key(INTERFACE_ANNOTATION)
+            && pod.node_name.as_ref().is_none_or(|n| *n == self.node)
+    }
+
+    /// Compiles this node's tables from the model as it is now.
+    pub fn compile(&mut self) -> Compiled {
+        compile_local(&self.cluster, self.local.iter(), &mut self.cache)
+    }
+
+    /// Applies one change; returns what was refused.
+    pub fn apply(&mut self, change: Change) -> Vec<Refusal> {
+        let mut refused = Vec::new();
+        match change {
+            Change::Upsert(object) => self.upsert(object, &mut refused),
+            Change::Delete(object) => self.delete(&object, &mut refused),
+            Change::Resync { kinds, objects } => self.resync(&kinds, objects, &mut refused),
+        }
+        refused
+    }
+
+    fn resync(&mut self, kinds: &[Kind], objects: Vec<Object>, refused: &mut Vec<Refusal>) {
+        let listed: BTreeSet<ObjectRef> = objects.iter().map(|o| o.resource.object_ref()).collect();
+        let gone: Vec<ObjectRef> = self
+            .objects
+            .keys()
+            .filter(|o| kinds.contains(&o.kind) && !listed.contains(*o))
+            .cloned()
+            .collect();
+        // Namespaces and tiers first, so that what lives in them finds them; deletions of
+        // those last, after what lived in them is gone.
+        let rank = |k: Kind| match k {
+            Kind::Namespace | Kind::Tier => 0,
+            _ => 1,
+        };
+        let mut objects = objects;
+        objects.sort_by_key(|o| rank(o.resource.object_ref().kind));
+        for o in objects {
+            let id = o.resource.object_ref();
+            if self
+                .objects
+                .get(&id)
+                .is_some_and(|old| old.resource == o.resource)
+            {
+                continue;
+            }
+            self.upsert(o, refused);
+        }
+        let mut gone = gone;
+        gone.sort_by_key(|o| std::cmp::Reverse(rank(o.kind)));
+        for o in gone {
+            self.delete(&o, refused);
+        }
+    }
+
+    fn ns_labels(&self, namespace: &str) -> Labels {
+        self.cluster
+            .namespace_labels(namespace)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Makes sure a namespace used by an object exists (implicitly if not loaded).
+    fn ensure_namespace(&mut self, namespace: &str) {
+        if !self.cluster.namespaces.contains_key(namespace) {
+            // A namespace nothing lived in contributed to no set: nothing to invalidate.
+            self.cluster
+                .namespaces
+                .insert(namespace.to_owned(), Namespace::implicit(namespace));
+        }
+    }
+
+    fn upsert(&mut self, object: Object, refused: &mut Vec<Refusal>) {
+        let id = object.resource.object_ref();
+        if let Some(namespace) = &id.namespace {
+            self.ensure_namespace(namespace);
+        }
+        match &object.resource {
+            Resource::Namespace(ns) => {
+                let old = self.ns_labels(&ns.name);
+                self.cache.namespace_changed(&old, &ns.labels);
+                self.cluster.namespaces.insert(ns.name.clone(), ns.clone());
+            }
+            Resource::Pod(pod) => {
+                let key = NamespacedName::new(&pod.namespace, &pod.name);
+                if !pod.host_network {
+                    if let Some((ip, owner)) = pod
+                        .ips
+                        .iter()
+                        .find_map(|ip| self.owners.get(ip).filter(|o| **o != key).map(|o| (ip, o)))
+                    {
+                        refused.push(refusal(
+                            &id,
+                            "status.podIPs",
+                            format!(
+                                "{ip} is also the address of Pod {owner}; pod addresses must \
+                                 be unique, so this version is not applied"
+                            ),
+                        ));
+                        return;
+                    }
+                }
+                let old = self.cluster.pods.get(&key).cloned();
+                self.cache
+                    .pod_changed(old.as_ref(), Some(pod), &self.ns_labels(&pod.namespace));
+                if let Some(old) = &old {
+                    if !old.host_network {
+                        for ip in &old.ips {
+                            self.owners.remove(ip);
+                        }
+                    }
+                }
+                if !pod.host_network {
+                    for ip in &pod.ips {
+                        self.owners.insert(*ip, key.clone());
+                    }
+                }
+                let account = NamespacedName::new(&pod.namespace, &pod.service_account);
+                self.cluster
+                    .service_accounts
+                    .entry(account)
+                    .or_insert_with(|| ServiceAccount {
+                        namespace: pod.namespace.clone(),
+                        name: pod.service_account.clone(),
+                        labels: Labels::new(),
+                    });
+                if self.is_local(pod) {
+                    self.local.insert(key.clone());
+                } else {
+                    self.local.remove(&key);
+                }
+                self.cluster.pods.insert(key, pod.clone());
+            }
+            Resource::ServiceAccount(sa) => {
+                self.cluster
+                    .service_accounts
+                    .insert(NamespacedName::new(&sa.namespace, &sa.name), sa.clone());
+            }
+            Resource::K8sNetworkPolicy(p) => {
+                self.cluster
+                    .k8s_policies
+                    .insert(NamespacedName::new(&p.namespace, &p.name), p.clone());
+            }
+            Resource::Tier(t) => {
+                self.cluster.tiers.insert(t.name.clone(), t.clone());
+            }
+            Resource::NetworkPolicy(p) => {
+                if !self.cluster.tiers.contains_key(&p.spec.tier) {
+                    refused.push(missing_tier(&id, &p.spec.tier));
+                    return;
+                }
+                self.cluster
+                    .policies
+                    .insert(NamespacedName::new(&p.namespace, &p.name), p.clone());
+            }
+            Resource::GlobalNetworkPolicy(p) => {
+                if !self.cluster.tiers.contains_key(&p.spec.tier) {
+                    refused.push(missing_tier(&id, &p.spec.tier));
+                    return;
+                }
+                self.cluster
+                    .global_policies
+                    .insert(p.name.clone(), p.clone());
+            }
+            Resource::NetworkSet(set) => {
+                let key = NamespacedName::new(&set.namespace, &set.name);
+                let labels = self.ns_labels(&set.namespace);
+                let old = self
+                    .cluster
+                    .network_sets
+                    .get(&key)
+                    .map(|s| s.labels.clone());
+                self.cache.network_set_changed(
+                    Some((&set.namespace, &labels)),
+                    old.as_ref(),
+                    Some(&set.labels),
+                );
+                self.cluster.network_sets.insert(key, set.clone());
+            }
+            Resource::GlobalNetworkSet(set) => {
+                let old = self
+                    .cluster
+                    .global_network_sets
+                    .get(&set.name)
+                    .map(|s| s.labels.clone());
+                self.cache
+                    .network_set_changed(None, old.as_ref(), Some(&set.labels));
+                self.cluster
+                    .global_network_sets
+                    .insert(set.name.clone(), set.clone());
+            }
+            Resource::Node(n) => {
+                self.cluster.nodes.insert(n.name.clone(), n.clone());
+            }
+        }
+        self.cluster
+            .origins
+            .insert(id.clone(), object.origin.clone());
+        self.objects.insert(id, object);
+    }
+
+    fn delete(&mut self, id: &ObjectRef, refused: &mut Vec<Refusal>) {
+        if !self.objects.contains_key(id) {
+            return;
+        }
+        let named =
+            |ns: &Option<String>| NamespacedName::new(ns.clone().unwrap_or_default(), &id.name);
+        match id.kind {
+            Kind::Namespace => {
+                let used = self
+                    .objects
+                    .keys()
+                    .any(|o| o.namespace.as_deref() == Some(id.name.as_str()));
+                let old = self.ns_labels(&id.name);
+                if used {
+                    // Its objects are still here (their deletions follow): it stays, bare.
+                    let bare = Namespace::implicit(&id.name);
+                    self.cache.namespace_changed(&old, &bare.labels);
+                    self.cluster.namespaces.insert(id.name.clone(), bare);
+                } else {
+                    self.cluster.namespaces.remove(&id.name);
+                }
+            }
+            Kind::Pod => {
+                let key = named(&id.namespace);
+                if let Some(old) = self.cluster.pods.remove(&key) {
+                    self.cache
+                        .pod_changed(Some(&old), None, &self.ns_labels(&old.namespace));
+                    for ip in &old.ips {
+                        if self.owners.get(ip) == Some(&key) {
+                            self.owners.remove(ip);
+                        }
+                    }
+                }
+                self.local.remove(&key);
+            }
+            Kind::ServiceAccount => {
+                let key = named(&id.namespace);
+                let used = self
+                    .cluster
+                    .pods
+                    .values()
+                    .any(|p| p.namespace == key.namespace && p.service_account == key.name);
+                if used {
+                    if let Some(sa) = self.cluster.service_accounts.get_mut(&key) {
+                        sa.labels.clear();
+                    }
+                } else {
+                    self.cluster.service_accounts.remove(&key);
+                }
+            }
+            Kind::K8sNetworkPolicy => {
+                self.cluster.k8s_policies.remove(&named(&id.namespace));
+            }
+            Kind::Tier => {
+                let users: Vec<String> = self
+                    .cluster
+                    .policies
+                    .values()
+                    .filter(|p| p.spec.tier == id.name)
+                    .map(|p| format!("NetworkPolicy {}/{}", p.namespace, p.name))
+                    .chain(
+                        self.cluster
+                            .global_policies
+                            .values()
+                            .filter(|p| p.spec.tier == id.name)
+                            .map(|p| format!("GlobalNetworkPolicy {}", p.name)),
+                    )
+                    .collect();
+                if !users.is_empty() {
+                    refused.push(refusal(
+                        id,
+                        "",
+                        format!(
+                            "deleted while {} still use it; it stays in force until they are \
+                             gone",
+                            users.join(", ")
+                        ),
+                    ));
+                    return;
+                }
+                if id.name == DEFAULT_TIER {
+                    self.cluster
+                        .tiers
+                        .insert(DEFAULT_TIER.to_owned(), Tier::implicit_default());
+                } else {
+                    self.cluster.tiers.remove(&id.name);
+                }
+            }
+            Kind::NetworkPolicy => {
+                self.cluster.policies.remove(&named(&id.namespace));
+            }
+            Kind::GlobalNetworkPolicy => {
+                self.cluster.global_policies.remove(&id.name);
+            }
+            Kind::NetworkSet => {
+                let key = named(&id.namespace);
+                if let Some(old) = self.cluster.network_sets.remove(&key) {
+                    let labels = self.ns_labels(&old.namespace);
+                    self.cache.network_set_changed(
+                        Some((&old.namespace, &labels)),
+                        Some(&old.labels),
+                        None,
+                    );
+                }
+            }
+            Kind::GlobalNetworkSet => {
+                if let Some(old) = self.cluster.global_network_sets.remove(&id.name) {
+                    self.cache
+                        .network_set_changed(None, Some(&old.labels), None);
+                }
+            }
+            Kind::Node => {
+                self.cluster.nodes.remove(&id.name);
+            }
+        }
+        self.cluster.origins.remove(id);
+        self.objects.remove(id);
+    }
+}
+
+fn missing_tier(id: &ObjectRef, tier: &str) -> Refusal {
+    refusal(
+        id,
+        "spec.tier",
+        format!("tier \"{tier}\" does not exist: define a Tier named {tier}"),
+    )
+}

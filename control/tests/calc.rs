@@ -1,0 +1,339 @@
+//! The incremental calculation against a compilation from scratch: after every change of a
+//! long random sequence (pod labels, addresses, pods coming and going, namespace labels,
+//! policies, network sets, clashing addresses), this node's tables from the calculator
+//! (selector cache, label index, only local policies) must equal those compiled from the
+//! same objects with an empty cache.
+
+use weir_control::calc::{Calculator, Change};
+use weir_control::policy::compile::{compile_local, Cache, Compiled};
+use weir_control::policy::load::{load_documents, Cluster, Object};
+use weir_control::policy::model::{Kind, ObjectRef};
+
+/// xorshift64*: deterministic, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
+        of[self.below(of.len())]
+    }
+}
+
+const NAMESPACES: usize = 6;
+const PODS: usize = 40;
+const APPS: &[&str] = &["web", "db", "cache"];
+const TEAMS: &[&str] = &["a", "b", "c"];
+
+fn one(yaml: &str) -> Object {
+    load_documents(yaml, "generated")
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+        .remove(0)
+}
+
+fn namespace(rng: &mut Rng, i: usize) -> Object {
+    one(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns{i}\n  labels:\n    team: {}\n",
+        rng.pick(TEAMS)
+    ))
+}
+
+fn pod(rng: &mut Rng, i: usize, ip: usize) -> Object {
+    let ns = i % NAMESPACES;
+    let local = rng.below(3) == 0;
+    let node = if local { "node-a" } else { "node-b" };
+    let ports = if rng.below(2) == 0 {
+        "    ports:\n    - name: http\n      containerPort: 8080\n"
+    } else {
+        ""
+    };
+    one(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod{i}\n  namespace: ns{ns}\n  labels:\n    \
+         app: {}\n    tier: {}\n  annotations:\n    weir.dev/interface: veth{i}\nspec:\n  nodeName: \
+         {node}\n  containers:\n  - name: c\n{ports}status:\n  podIPs:\n  - ip: 198.18.{}.{}\n",
+        rng.pick(APPS),
+        rng.pick(&["front", "back"]),
+        ip / 250,
+        ip % 250 + 1
+    ))
+}
+
+fn policy(rng: &mut Rng, i: usize) -> Object {
+    let ns = rng.below(NAMESPACES);
+    match rng.below(4) {
+        0 => one(&format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: k{i}\n  \
+             namespace: ns{ns}\nspec:\n  podSelector:\n    matchLabels:\n      app: {}\n  \
+             ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app: {}\n    \
+             - namespaceSelector:\n        matchLabels:\n          team: {}\n      podSelector:\n        \
+             matchLabels:\n          tier: back\n    ports:\n    - port: http\n",
+            rng.pick(APPS),
+            rng.pick(APPS),
+            rng.pick(TEAMS)
+        )),
+        1 => one(&format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: k{i}\n  \
+             namespace: ns{ns}\nspec:\n  podSelector: {{}}\n  policyTypes: [Egress]\n  egress:\n  \
+             - to:\n    - namespaceSelector:\n        matchExpressions:\n        - key: team\n          \
+             operator: NotIn\n          values: [{}]\n",
+            rng.pick(TEAMS)
+        )),
+        2 => one(&format!(
+            "apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata:\n  name: w{i}\n  namespace: \
+             ns{ns}\nspec:\n  tier: security\n  order: {}\n  selector: app == '{}'\n  ingress:\n  \
+             - action: Allow\n    source:\n      selector: tier == 'front'\n      \
+             namespaceSelector: team == '{}'\n  - action: Deny\n    source:\n      selector: \
+             role == 'bad'\n",
+            rng.below(100),
+            rng.pick(APPS),
+            rng.pick(TEAMS)
+        )),
+        _ => one(&format!(
+            "apiVersion: weir.dev/v1\nkind: GlobalNetworkPolicy\nmetadata:\n  name: \
+             security.g{i}\nspec:\n  tier: security\n  order: {}\n  selector: app in {{'{}'}}\n  \
+             types: [Egress]\n  egress:\n  - action: Deny\n    destination:\n      selector: \
+             role == 'bad'\n      namespaceSelector: global()\n  - action: Allow\n    \
+             destination:\n      selector: app == '{}'\n  - action: Pass\n",
+            rng.below(100),
+            rng.pick(APPS),
+            rng.pick(APPS)
+        )),
+    }
+}
+
+fn network_set(rng: &mut Rng, i: usize) -> Object {
+    let role = rng.pick(&["bad", "good"]);
+    if rng.below(2) == 0 {
+        one(&format!(
+            "apiVersion: weir.dev/v1\nkind: GlobalNetworkSet\nmetadata:\n  name: g{i}\n  labels:\n    \
+             role: {role}\nspec:\n  nets: [198.19.{i}.0/24]\n"
+        ))
+    } else {
+        one(&format!(
+            "apiVersion: weir.dev/v1\nkind: NetworkSet\nmetadata:\n  name: s{i}\n  namespace: \
+             ns{}\n  labels:\n    role: {role}\nspec:\n  nets: [198.19.{}.0/24]\n",
+            rng.below(NAMESPACES),
+            100 + i
+        ))
+    }
+}
+
+/// Everything that decides a packet's verdict, in a comparable form.
+fn fingerprint(c: &Compiled) -> String {
+    let mut out = format!("{:?}\n{:?}\n", c.endpoints, c.tables.rules);
+    for n in &c.tables.sets.nets {
+        out += &format!("{n:?}\n");
+    }
+    for p in &c.tables.sets.named_ports {
+        let mut v: Vec<_> = p.iter().collect();
+        v.sort();
+        out += &format!("{v:?}\n");
+    }
+    for e in &c.tables.endpoints {
+        out += &format!(
+            "{:?} {:?}\n",
+            e.ingress.as_ref().map(|p| p.tiers()),
+            e.egress.as_ref().map(|p| p.tiers())
+        );
+    }
+    out
+}
+
+fn from_scratch(calc: &Calculator) -> Compiled {
+    let cluster = Cluster::from_objects(calc.objects().values().cloned().collect())
+        .unwrap_or_else(|e| panic!("the calculator's objects do not make a cluster: {e:?}"));
+    compile_local(&cluster, calc.local_pods(), &mut Cache::default())
+}
+
+#[test]
+fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut calc = Calculator::new("node-a");
+    let tier = one(
+        "apiVersion: weir.dev/v1\nkind: Tier\nmetadata:\n  name: security\nspec:\n  order: 10\n  \
+         defaultAction: Pass\n",
+    );
+    assert!(calc.apply(Change::Upsert(tier)).is_empty());
+    for i in 0..NAMESPACES {
+        let o = namespace(&mut rng, i);
+        assert!(calc.apply(Change::Upsert(o)).is_empty());
+    }
+    for i in 0..PODS {
+        let o = pod(&mut rng, i, i);
+        assert!(calc.apply(Change::Upsert(o)).is_empty());
+    }
+    for i in 0..12 {
+        let o = policy(&mut rng, i);
+        assert!(calc.apply(Change::Upsert(o)).is_empty());
+    }
+    for i in 0..4 {
+        let o = network_set(&mut rng, i);
+        assert!(calc.apply(Change::Upsert(o)).is_empty());
+    }
+    let first = calc.compile();
+    assert!(!first.endpoints.is_empty(), "some pods are local");
+    assert_eq!(fingerprint(&first), fingerprint(&from_scratch(&calc)));
+
+    let mut next_ip = PODS;
+    let mut clashes = 0;
+    for step in 0..400 {
+        let change = match rng.below(8) {
+            // A pod's labels (and maybe its node) change; same address.
+            0 | 1 => {
+                let i = rng.below(PODS);
+                let current = calc
+                    .objects()
+                    .keys()
+                    .find(|o| o.kind == Kind::Pod && o.name == format!("pod{i}"));
+                let ip = match current {
+                    Some(_) => i,
+                    None => {
+                        next_ip += 1;
+                        next_ip
+                    }
+                };
+                Change::Upsert(pod(&mut rng, i, ip))
+            }
+            // A pod is re-addressed, or takes another pod's address (refused).
+            2 => {
+                let i = rng.below(PODS);
+                if rng.below(4) == 0 {
+                    Change::Upsert(pod(&mut rng, i, (i + 1) % PODS))
+                } else {
+                    next_ip += 1;
+                    Change::Upsert(pod(&mut rng, i, next_ip))
+                }
+            }
+            3 => {
+                let i = rng.below(PODS);
+                Change::Delete(ObjectRef::namespaced(
+                    Kind::Pod,
+                    &format!("ns{}", i % NAMESPACES),
+                    &format!("pod{i}"),
+                ))
+            }
+            4 => {
+                let i = rng.below(NAMESPACES);
+                Change::Upsert(namespace(&mut rng, i))
+            }
+            5 => {
+                let i = rng.below(20);
+                Change::Upsert(policy(&mut rng, i))
+            }
+            6 => {
+                let i = rng.below(6);
+                Change::Upsert(network_set(&mut rng, i))
+            }
+            _ => {
+                let i = rng.below(6);
+                let kind = if rng.below(2) == 0 {
+                    Kind::GlobalNetworkSet
+                } else {
+                    Kind::K8sNetworkPolicy
+                };
+                match calc
+                    .objects()
+                    .keys()
+                    .find(|o| o.kind == kind && o.name.ends_with(&i.to_string()))
+                {
+                    Some(o) => Change::Delete(o.clone()),
+                    None => Change::Upsert(network_set(&mut rng, i)),
+                }
+            }
+        };
+        let refused = calc.apply(change);
+        for r in &refused {
+            assert_eq!(r.field, "status.podIPs", "{r}");
+            assert!(r.to_string().contains("is also the address of Pod"), "{r}");
+            clashes += 1;
+        }
+        let incremental = calc.compile();
+        assert_eq!(
+            fingerprint(&incremental),
+            fingerprint(&from_scratch(&calc)),
+            "step {step}: the incremental tables differ from a full compilation"
+        );
+    }
+    assert!(clashes > 0, "the sequence tried some address clashes");
+    assert!(
+        calc.cache().hits > calc.cache().misses,
+        "the cache answered most resolutions ({} hits, {} misses)",
+        calc.cache().hits,
+        calc.cache().misses
+    );
+}
+
+#[test]
+fn a_relist_swaps_to_the_new_state_in_one_step() {
+    let mut rng = Rng(7);
+    let mut calc = Calculator::new("node-a");
+    let mut objects: Vec<Object> = (0..NAMESPACES).map(|i| namespace(&mut rng, i)).collect();
+    objects.extend((0..PODS).map(|i| pod(&mut rng, i, i)));
+    let kinds = vec![Kind::Namespace, Kind::Pod];
+    assert!(calc
+        .apply(Change::Resync {
+            kinds: kinds.clone(),
+            objects: objects.clone()
+        })
+        .is_empty());
+    assert_eq!(calc.cluster().pods.len(), PODS);
+    // The relist lost half the pods and relabelled a namespace.
+    let mut second: Vec<Object> = (0..NAMESPACES).map(|i| namespace(&mut rng, i)).collect();
+    second.extend((0..PODS / 2).map(|i| pod(&mut rng, i, i)));
+    assert!(calc
+        .apply(Change::Resync {
+            kinds,
+            objects: second.clone()
+        })
+        .is_empty());
+    assert_eq!(calc.cluster().pods.len(), PODS / 2);
+    let mut expected: Vec<_> = second.iter().map(|o| o.resource.clone()).collect();
+    let mut held: Vec<_> = calc
+        .objects()
+        .values()
+        .map(|o| o.resource.clone())
+        .collect();
+    expected.sort_by_key(|r| r.object_ref());
+    held.sort_by_key(|r| r.object_ref());
+    assert_eq!(held, expected);
+    assert_eq!(
+        fingerprint(&calc.compile()),
+        fingerprint(&from_scratch(&calc))
+    );
+}
+
+#[test]
+fn a_tier_in_use_is_not_deleted_and_a_policy_needs_its_tier() {
+    let mut calc = Calculator::new("node-a");
+    let policy = one(
+        "apiVersion: weir.dev/v1\nkind: GlobalNetworkPolicy\nmetadata:\n  name: sec.x\nspec:\n  \
+         tier: sec\n  selector: all()\n  ingress:\n  - action: Allow\n",
+    );
+    let refused = calc.apply(Change::Upsert(policy.clone()));
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].field, "spec.tier");
+    assert!(calc.cluster().global_policies.is_empty());
+    let tier =
+        one("apiVersion: weir.dev/v1\nkind: Tier\nmetadata:\n  name: sec\nspec:\n  order: 1\n");
+    assert!(calc.apply(Change::Upsert(tier)).is_empty());
+    assert!(calc.apply(Change::Upsert(policy)).is_empty());
+    let refused = calc.apply(Change::Delete(ObjectRef::cluster(Kind::Tier, "sec")));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].message.contains("GlobalNetworkPolicy sec.x"));
+    assert!(calc.cluster().tiers.contains_key("sec"));
+    calc.apply(Change::Delete(ObjectRef::cluster(
+        Kind::GlobalNetworkPolicy,
+        "sec.x",
+    )));
+    assert!(calc
+        .apply(Change::Delete(ObjectRef::cluster(Kind::Tier, "sec")))
+        .is_empty());
+    assert!(!calc.cluster().tiers.contains_key("sec"));
+}
