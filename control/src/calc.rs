@@ -23,6 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use crate::policy::compile::{compile_local, Cache, Compiled};
 use crate::policy::load::{Cluster, Object, Resource};
@@ -47,6 +50,34 @@ pub enum Change {
         kinds: Vec<Kind>,
         /// Their objects.
         objects: Vec<Object>,
+    },
+}
+
+/// What a datastore reports to the control loop.
+#[derive(Debug)]
+pub enum Update {
+    /// A change to apply, and when it was received.
+    Change {
+        /// The change.
+        change: Change,
+        /// When the watch delivered it.
+        noticed: Instant,
+    },
+    /// An object was refused by validation (already logged and reported as an Event).
+    Invalid {
+        /// The object, if its identity could be read.
+        object: Option<ObjectRef>,
+        /// Why, naming the field.
+        message: String,
+    },
+    /// A kind's first complete list has been delivered.
+    Synced(Kind),
+    /// A watch failed; kube-rs retries it with backoff.
+    WatchError {
+        /// The kind.
+        kind: Kind,
+        /// What went wrong.
+        message: String,
     },
 }
 
@@ -457,4 +488,104 @@ fn missing_tier(id: &ObjectRef, tier: &str) -> Refusal {
         "spec.tier",
         format!("tier \"{tier}\" does not exist: define a Tier named {tier}"),
     )
+}
+
+/// What one published calculation covered.
+#[derive(Debug)]
+pub struct Batch {
+    /// Changes applied.
+    pub changes: usize,
+    /// When the first of them was received.
+    pub first_noticed: Instant,
+    /// What the calculator refused.
+    pub refused: Vec<Refusal>,
+    /// Objects the datastore refused (failed validation).
+    pub invalid: usize,
+    /// Whether this is the first publication (every kind listed once).
+    pub first: bool,
+}
+
+/// What [`drive`] remembers between calls: the kinds listed so far, and whether it has
+/// published.
+#[derive(Debug, Default)]
+pub struct DriveState {
+    synced: BTreeSet<Kind>,
+    published: bool,
+}
+
+impl DriveState {
+    /// Whether every one of `kinds` has been listed once.
+    pub fn synced(&self, kinds: &[Kind]) -> bool {
+        kinds.iter().all(|k| self.synced.contains(k))
+    }
+}
+
+/// The control loop: takes updates from a datastore, applies them, and after every burst
+/// (updates arriving within `window` of the first) hands the calculator to `publish` once,
+/// from the moment every one of `kinds` has been listed once: nothing is published
+/// from a partial view of the cluster. Returns when `stop` is set, the datastore goes
+/// away, or `publish` returns false.
+pub fn drive(
+    updates: &Receiver<Update>,
+    calc: &mut Calculator,
+    kinds: &[Kind],
+    window: Duration,
+    stop: &AtomicBool,
+    state: &mut DriveState,
+    mut publish: impl FnMut(&mut Calculator, Batch) -> bool,
+) {
+    let DriveState { synced, published } = state;
+    let mut pending: Option<Batch> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = match &pending {
+            Some(b) => window.saturating_sub(b.first_noticed.elapsed()),
+            None => Duration::from_millis(100),
+        };
+        let update = match updates.recv_timeout(wait) {
+            Ok(u) => Some(u),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        match update {
+            Some(Update::Change { change, noticed }) => {
+                let batch = pending.get_or_insert_with(|| Batch {
+                    changes: 0,
+                    first_noticed: noticed,
+                    refused: Vec::new(),
+                    invalid: 0,
+                    first: false,
+                });
+                batch.changes += 1;
+                batch.refused.extend(calc.apply(change));
+                continue;
+            }
+            Some(Update::Invalid { .. }) => {
+                if let Some(b) = pending.as_mut() {
+                    b.invalid += 1;
+                }
+                continue;
+            }
+            Some(Update::Synced(kind)) => {
+                synced.insert(kind);
+            }
+            Some(Update::WatchError { kind, message }) => {
+                eprintln!("weir agent: watching {kind}: {message}; retrying with backoff, the last tables keep serving");
+                continue;
+            }
+            None => {}
+        }
+        let all_synced = kinds.iter().all(|k| synced.contains(k));
+        let due = pending
+            .as_ref()
+            .is_some_and(|b| b.first_noticed.elapsed() >= window);
+        if all_synced && (due || (!*published && pending.is_some())) {
+            if let Some(mut batch) = pending.take() {
+                batch.first = !*published;
+                *published = true;
+                if !publish(calc, batch) {
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -6,5 +6,6 @@
 pub mod agent;
 pub mod calc;
 pub mod demo;
+pub mod k8s;
 pub mod policy;
 pub mod wireguard;

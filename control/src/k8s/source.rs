@@ -1,0 +1,220 @@
+//! The Kubernetes datastore: one kube-rs watcher per kind, turned into [`Change`]s.
+//!
+//! Each kind is watched as a `DynamicObject` and validated by weir's own loader, object by
+//! object: an object that does not decode or validate (a bad CIDR, selector or port) is
+//! reported with the object and the field, as a log line and a Kubernetes Event on the
+//! object, and everything else keeps flowing. Decoding the whole list into typed objects
+//! would let one bad object fail every list of its kind.
+//!
+//! The calculator is the store: the watcher's list-then-watch protocol (resourceVersion,
+//! bookmarks, relist on 410 Gone, retries with backoff while the API server is away) is
+//! kube-rs's, and each complete list (`Init` … `InitDone`) becomes one
+//! [`Change::Resync`], which the calculator applies in one step. A kube-rs reflector
+//! `Store` beside it would hold every object twice.
+
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource, ResourceExt};
+
+use crate::calc::{Change, Update};
+use crate::policy::load::{load_documents_each, LoadError, Object};
+use crate::policy::model::{Kind, ObjectRef};
+
+/// The kinds the control plane reads, with their API resources.
+pub fn watched() -> Vec<(Kind, ApiResource)> {
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::networking::v1 as net;
+    let weir = |kind: &str, plural: &str| ApiResource {
+        group: "weir.dev".into(),
+        version: "v1".into(),
+        api_version: "weir.dev/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    vec![
+        (Kind::Namespace, ApiResource::erase::<core::Namespace>(&())),
+        (Kind::Pod, ApiResource::erase::<core::Pod>(&())),
+        (
+            Kind::ServiceAccount,
+            ApiResource::erase::<core::ServiceAccount>(&()),
+        ),
+        (Kind::Node, ApiResource::erase::<core::Node>(&())),
+        (
+            Kind::K8sNetworkPolicy,
+            ApiResource::erase::<net::NetworkPolicy>(&()),
+        ),
+        (Kind::Tier, weir("Tier", "tiers")),
+        (Kind::NetworkPolicy, weir("NetworkPolicy", "networkpolicies")),
+        (
+            Kind::GlobalNetworkPolicy,
+            weir("GlobalNetworkPolicy", "globalnetworkpolicies"),
+        ),
+        (Kind::NetworkSet, weir("NetworkSet", "networksets")),
+        (
+            Kind::GlobalNetworkSet,
+            weir("GlobalNetworkSet", "globalnetworksets"),
+        ),
+    ]
+}
+
+/// Where objects read from the API say they came from.
+pub const SOURCE: &str = "kubernetes";
+
+/// Validates one object from the API with the loader. `Err` carries the object (when
+/// its identity could be read) and the reason.
+pub fn to_object(
+    object: &DynamicObject,
+    resource: &ApiResource,
+) -> Result<Object, (Option<ObjectRef>, String)> {
+    let mut value = serde_json::to_value(object).map_err(|e| (None, e.to_string()))?;
+    if let Some(map) = value.as_object_mut() {
+        // List items come without their type; the loader wants it.
+        map.insert("apiVersion".into(), resource.api_version.clone().into());
+        map.insert("kind".into(), resource.kind.clone().into());
+    }
+    // JSON is YAML: the loader reads it as it reads the file datastore.
+    let mut loaded = load_documents_each(&value.to_string(), SOURCE);
+    match loaded.pop() {
+        Some(Ok(o)) if loaded.is_empty() => Ok(o),
+        Some(Err(LoadError::Invalid { error, .. })) => {
+            let message = format!("{}: {}", error.field, error.message);
+            Err((Some(error.object), message))
+        }
+        Some(Err(other)) => Err((None, other.to_string())),
+        _ => Err((None, "not exactly one object".into())),
+    }
+}
+
+fn object_ref(kind: Kind, object: &DynamicObject) -> ObjectRef {
+    let name = object.name_any();
+    match object.namespace() {
+        Some(ns) if kind.is_namespaced() => ObjectRef::namespaced(kind, &ns, &name),
+        _ => ObjectRef::cluster(kind, &name),
+    }
+}
+
+/// Watches every kind in [`watched`] until the receiving end of `updates` is dropped.
+/// `node` names the reporting instance on Events.
+pub async fn run(client: Client, node: String, updates: Sender<Update>) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "weir-agent".into(),
+            instance: Some(node),
+        },
+    );
+    let watches = watched().into_iter().map(|(kind, resource)| {
+        watch_kind(
+            client.clone(),
+            kind,
+            resource,
+            updates.clone(),
+            recorder.clone(),
+        )
+    });
+    futures::future::join_all(watches).await;
+}
+
+async fn watch_kind(
+    client: Client,
+    kind: Kind,
+    resource: ApiResource,
+    updates: Sender<Update>,
+    recorder: Recorder,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let mut stream = watcher::watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .boxed();
+    let mut listing: Option<Vec<Object>> = None;
+    let mut synced = false;
+    while let Some(event) = stream.next().await {
+        let noticed = Instant::now();
+        let send = |u: Update| updates.send(u).is_ok();
+        let refuse = |object: &DynamicObject, who: Option<ObjectRef>, message: String| {
+            let who = who.unwrap_or_else(|| object_ref(kind, object));
+            eprintln!("weir agent: {who} refused: {message}; its last good version stays");
+            let reference = object.object_ref(&resource);
+            let recorder = recorder.clone();
+            let note = format!("refused by weir: {message}");
+            tokio::spawn(async move {
+                let event = KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "InvalidObject".into(),
+                    note: Some(note.chars().take(1000).collect()),
+                    action: "Validate".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    eprintln!("weir agent: could not post an Event: {e}");
+                }
+            });
+            send(Update::Invalid {
+                object: Some(who),
+                message,
+            })
+        };
+        let alive = match event {
+            Ok(Event::Init) => {
+                listing = Some(Vec::new());
+                true
+            }
+            Ok(Event::InitApply(o)) => match to_object(&o, &resource) {
+                Ok(valid) => {
+                    listing.get_or_insert_with(Vec::new).push(valid);
+                    true
+                }
+                Err((who, message)) => refuse(&o, who, message),
+            },
+            Ok(Event::InitDone) => {
+                let objects = listing.take().unwrap_or_default();
+                let ok = send(Update::Change {
+                    change: Change::Resync {
+                        kinds: vec![kind],
+                        objects,
+                    },
+                    noticed,
+                });
+                if ok && !synced {
+                    synced = true;
+                    send(Update::Synced(kind))
+                } else {
+                    ok
+                }
+            }
+            Ok(Event::Apply(o)) => match to_object(&o, &resource) {
+                Ok(valid) => send(Update::Change {
+                    change: Change::Upsert(valid),
+                    noticed,
+                }),
+                Err((who, message)) => refuse(&o, who, message),
+            },
+            Ok(Event::Delete(o)) => send(Update::Change {
+                change: Change::Delete(object_ref(kind, &o)),
+                noticed,
+            }),
+            Err(e) => send(Update::WatchError {
+                kind,
+                message: e.to_string(),
+            }),
+        };
+        if !alive {
+            return;
+        }
+    }
+}
+
+/// The API resource of a kind, for tests and tools.
+pub fn resource_of(kind: Kind) -> Option<ApiResource> {
+    watched()
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, r)| r)
+}
+

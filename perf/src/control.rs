@@ -1,0 +1,324 @@
+//! `weir-bench control`: the control plane at cluster scale, through the real kube-rs
+//! watchers against the project's fake API server.
+//!
+//! A generated cluster (by default 10 000 pods and 5 000 Kubernetes NetworkPolicies across
+//! 500 namespaces, plus weir.dev tiers, global policies, network sets and global network
+//! sets, and 100 nodes) is loaded into the fake API server. The agent's control loop
+//! ([`weir_control::calc::drive`] with the Kubernetes source) then runs for node `node-0`,
+//! which hosts 1 % of the pods, and the benchmark reports:
+//!
+//! - `control_initial_sync_ms`: from starting the watchers to the first published tables;
+//! - `control_event_to_snapshot_us` (p50 and p99): 1 000 single changes made one at a time
+//!   (a pod's labels, a new policy, a namespace's labels, in turn), each from the moment
+//!   the API server accepts it to the moment the tables that include it are published;
+//!   anchor: a full recompute of the same state (this node's tables compiled with an empty
+//!   selector cache), timed after a sample of the changes;
+//! - `control_snapshot_build_us`: the calculation alone, per change;
+//! - memory: the growth of the process's peak resident set from before the watchers start
+//!   (the fake server's copy already loaded) to after the initial sync, beside the goal
+//!   of 2 KiB per pod plus 1 KiB per rule.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use weir_control::calc::{drive, Calculator, DriveState, Update};
+use weir_control::k8s::fake::FakeApi;
+use weir_control::k8s::source;
+use weir_control::policy::compile::{compile_local, Cache};
+
+use crate::report::BenchResult;
+use crate::rng::SplitMix64 as Rng;
+
+/// The benchmark's scale and length.
+#[derive(Debug, Clone)]
+pub struct ControlBenchConfig {
+    pub namespaces: usize,
+    pub pods: usize,
+    pub policies: usize,
+    pub nodes: usize,
+    /// Single changes measured.
+    pub changes: usize,
+    /// Changes after which the full recompute is timed too.
+    pub full_recomputes: usize,
+    /// The control loop's coalescing window.
+    pub window: Duration,
+}
+
+impl Default for ControlBenchConfig {
+    fn default() -> Self {
+        ControlBenchConfig {
+            namespaces: 500,
+            pods: 10_000,
+            policies: 5_000,
+            nodes: 100,
+            changes: 1_000,
+            full_recomputes: 50,
+            window: Duration::from_micros(200),
+        }
+    }
+}
+
+/// The node whose tables are calculated.
+pub const NODE: &str = "node-0";
+
+const APPS: usize = 8;
+const TEAMS: usize = 10;
+
+fn namespace(i: usize, team: usize) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("ns-{i}"),
+        "labels": {"team": format!("t{team}"), "kubernetes.io/metadata.name": format!("ns-{i}")}}})
+}
+
+fn pod(cfg: &ControlBenchConfig, i: usize, app: usize) -> Value {
+    let ns = i % cfg.namespaces;
+    let node = i % cfg.nodes;
+    let mut annotations = json!({});
+    if node == 0 {
+        annotations = json!({"weir.dev/interface": format!("p{i}"), "weir.dev/mac": "02:00:00:00:00:01"});
+    }
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{i}"), "namespace": format!("ns-{ns}"),
+            "labels": {"app": format!("a{app}"), "tier": if i % 3 == 0 { "front" } else { "back" }},
+            "annotations": annotations},
+        "spec": {"nodeName": format!("node-{node}"), "containers": [{"name": "c", "image": "app:1",
+            "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"podIPs": [{"ip": format!("198.18.{}.{}", i / 250, i % 250 + 1)}]}})
+}
+
+fn k8s_policy(cfg: &ControlBenchConfig, i: usize, rng: &mut Rng) -> Value {
+    let ns = i % cfg.namespaces;
+    let (app, from, team) = (
+        rng.below(APPS as u64),
+        rng.below(APPS as u64),
+        rng.below(TEAMS as u64),
+    );
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": format!("np-{i}"), "namespace": format!("ns-{ns}")},
+        "spec": {"podSelector": {"matchLabels": {"app": format!("a{app}")}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": format!("a{from}")}}}],
+                 "ports": [{"port": 8080, "protocol": "TCP"}]},
+                {"from": [{"namespaceSelector": {"matchLabels": {"team": format!("t{team}")}},
+                           "podSelector": {"matchLabels": {"tier": "front"}}}],
+                 "ports": [{"port": "http"}]}]}})
+}
+
+/// The generated cluster, as API objects in creation order.
+pub fn generate(cfg: &ControlBenchConfig) -> Vec<Value> {
+    let mut rng = Rng(0xC0_7701);
+    let mut out = Vec::new();
+    for (name, order) in [("security", 100), ("platform", 200)] {
+        out.push(json!({"apiVersion": "weir.dev/v1", "kind": "Tier", "metadata": {"name": name},
+            "spec": {"order": order, "defaultAction": "Pass"}}));
+    }
+    for n in 0..cfg.nodes {
+        out.push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{n}")},
+            "spec": {"podCIDRs": [format!("198.19.{n}.0/24")]},
+            "status": {"addresses": [{"type": "InternalIP", "address": format!("198.18.250.{}", n + 1)}]}}));
+    }
+    for i in 0..cfg.namespaces {
+        out.push(namespace(i, i % TEAMS));
+    }
+    for i in 0..cfg.pods {
+        out.push(pod(cfg, i, rng.below(APPS as u64) as usize));
+    }
+    for i in 0..cfg.policies {
+        out.push(k8s_policy(cfg, i, &mut rng));
+    }
+    for i in 0..50 {
+        out.push(json!({"apiVersion": "weir.dev/v1", "kind": "GlobalNetworkSet",
+            "metadata": {"name": format!("gset-{i}"), "labels": {"role": if i % 2 == 0 { "blocked" } else { "partner" }}},
+            "spec": {"nets": [format!("198.19.{}.0/24", 128 + i)]}}));
+    }
+    for i in 0..cfg.namespaces / 5 {
+        out.push(json!({"apiVersion": "weir.dev/v1", "kind": "NetworkSet",
+            "metadata": {"name": format!("set-{i}"), "namespace": format!("ns-{}", i * 5), "labels": {"role": "partner"}},
+            "spec": {"nets": [format!("198.19.{}.{}/32", 200 + i / 250, i % 250)]}}));
+    }
+    for i in 0..20 {
+        let tier = if i % 2 == 0 { "security" } else { "platform" };
+        out.push(json!({"apiVersion": "weir.dev/v1", "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": format!("{tier}.g{i}")},
+            "spec": {"tier": tier, "order": i, "selector": format!("app == 'a{}'", i % APPS),
+                "namespaceSelector": format!("team != 't{}'", i % TEAMS),
+                "egress": [
+                    {"action": "Deny", "destination": {"selector": "role == 'blocked'", "namespaceSelector": "global()"}},
+                    {"action": "Allow", "destination": {"selector": "role == 'partner'"}},
+                    {"action": "Pass"}],
+                "ingress": [{"action": "Pass"}]}}));
+    }
+    out
+}
+
+/// Rules in the generated cluster (each Kubernetes rule counts once per port entry).
+fn rule_count(cfg: &ControlBenchConfig) -> usize {
+    cfg.policies * 2 + 20 * 4
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One publication seen by the benchmark.
+struct Published {
+    at: Instant,
+    build: Duration,
+}
+
+/// Runs the benchmark.
+pub fn run(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let fake = FakeApi::new();
+    let objects = generate(cfg);
+    for o in &objects {
+        fake.apply(o.clone())
+            .map_err(|e| format!("loading the fake API server: {e}"))?;
+    }
+    drop(objects);
+    let rss_before = peak_rss_kib();
+
+    let (tx, rx) = mpsc::channel::<Update>();
+    let (pub_tx, pub_rx) = mpsc::channel::<Published>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let client = {
+        let _guard = runtime.enter();
+        fake.client()
+    };
+    runtime.spawn(source::run(client, NODE.to_owned(), tx));
+    let kinds: Vec<_> = source::watched().into_iter().map(|(k, _)| k).collect();
+    let loop_stop = stop.clone();
+    let window = cfg.window;
+    let control = std::thread::spawn(move || {
+        let mut calc = Calculator::new(NODE);
+        let mut state = DriveState::default();
+        drive(&rx, &mut calc, &kinds, window, &loop_stop, &mut state, |calc, _batch| {
+            let t = Instant::now();
+            let compiled = calc.compile();
+            let build = t.elapsed();
+            std::hint::black_box(&compiled);
+            pub_tx
+                .send(Published {
+                    at: Instant::now(),
+                    build,
+                })
+                .is_ok()
+        });
+        calc
+    });
+
+    let first = pub_rx
+        .recv_timeout(Duration::from_secs(300))
+        .map_err(|_| "no tables published within 300 s of starting the watchers".to_string())?;
+    let initial_ms = (first.at - started).as_secs_f64() * 1e3;
+    let rss_after = peak_rss_kib();
+
+    // Single changes, one at a time.
+    let mut rng = Rng(0x5EED);
+    let mut latencies = Vec::with_capacity(cfg.changes);
+    let mut builds = Vec::with_capacity(cfg.changes);
+    let mut kinds_done = [0usize; 3];
+    for c in 0..cfg.changes {
+        let which = c % 3;
+        let object = match which {
+            0 => {
+                // A pod's labels: half the time one of this node's pods.
+                let i = rng.below(cfg.pods as u64) as usize;
+                let i = if c % 2 == 0 { i - i % cfg.nodes } else { i };
+                pod(cfg, i, rng.below(APPS as u64) as usize)
+            }
+            1 => k8s_policy(cfg, cfg.policies + c, &mut rng),
+            _ => {
+                let i = rng.below(cfg.namespaces as u64) as usize;
+                namespace(i, rng.below(TEAMS as u64) as usize)
+            }
+        };
+        // Drain anything stale (there should be nothing).
+        while pub_rx.try_recv().is_ok() {}
+        let t0 = Instant::now();
+        fake.apply(object).map_err(|e| format!("change {c}: {e}"))?;
+        let seen = pub_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| format!("change {c}: no tables published within 10 s"))?;
+        latencies.push((seen.at - t0).as_secs_f64() * 1e6);
+        builds.push(seen.build.as_secs_f64() * 1e6);
+        kinds_done[which] += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let calc = control
+        .join()
+        .map_err(|_| "the control loop panicked".to_string())?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    // The anchor: the same state compiled from scratch.
+    let local: Vec<_> = calc.local_pods().cloned().collect();
+    let mut full = Vec::new();
+    for _ in 0..cfg.full_recomputes.max(1) {
+        let t = Instant::now();
+        let compiled = compile_local(calc.cluster(), local.iter(), &mut Cache::default());
+        full.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(compiled);
+    }
+    let full_median = crate::report::median_min_max(&full).0;
+
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    let rules = rule_count(cfg);
+    let grown_kib = rss_after.saturating_sub(rss_before) as f64;
+    let budget_kib = (2 * cfg.pods + rules) as f64;
+    let results = vec![
+        BenchResult::from_samples("control_initial_sync_ms", "ms", vec![initial_ms]),
+        BenchResult::from_samples("control_event_to_snapshot_p50_us", "us", vec![p50])
+            .with_anchor("full recompute of the same state (median)", full_median),
+        BenchResult::from_samples("control_event_to_snapshot_p99_us", "us", vec![p99])
+            .with_anchor("goal: 10 ms", 10_000.0),
+        BenchResult::from_samples("control_snapshot_build_us", "us", builds)
+            .with_anchor("full recompute of the same state", full_median),
+        BenchResult::from_samples("control_memory_growth_kib", "KiB", vec![grown_kib])
+            .with_anchor("goal: 2 KiB per pod + 1 KiB per rule", budget_kib),
+    ];
+    let notes = vec![
+        format!(
+            "cluster: {} pods, {} Kubernetes NetworkPolicies ({rules} rules with the weir.dev \
+             global policies) in {} namespaces, {} nodes; node {NODE} hosts {} pods",
+            cfg.pods,
+            cfg.policies,
+            cfg.namespaces,
+            cfg.nodes,
+            local.len()
+        ),
+        format!(
+            "changes: {} pod label changes, {} policy adds, {} namespace label changes, one at a \
+             time; coalescing window {} us; full recompute timed {} times",
+            kinds_done[0],
+            kinds_done[1],
+            kinds_done[2],
+            cfg.window.as_micros(),
+            full.len()
+        ),
+        format!(
+            "peak RSS {} KiB before the watchers (fake API server loaded), {} KiB after the \
+             initial sync; {} selector resolutions cached",
+            rss_before,
+            rss_after,
+            calc.cache().len()
+        ),
+    ];
+    Ok((results, notes))
+}
