@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod crd;
 pub mod demo;
 pub mod policy;
 pub mod wireguard;
