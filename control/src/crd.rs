@@ -223,6 +223,9 @@ pub struct TierSpec {
 }
 
 /// A NetworkPolicy: ordered rules for the endpoints of its own namespace.
+// Two printer columns of one type repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "weir.dev",
@@ -276,6 +279,9 @@ pub struct NetworkPolicySpec {
 
 /// A GlobalNetworkPolicy: ordered rules for endpoints in every namespace its
 /// `namespaceSelector` matches.
+// Two printer columns of one type repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "weir.dev",
@@ -581,6 +587,9 @@ pub struct IpPoolSpec {
 
 /// A HostEndpoint: a node's interface or addresses, which policy can select by label like a
 /// pod.
+// Two printer columns of one type repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "weir.dev",
