@@ -355,6 +355,32 @@ impl Calculator {
             Resource::Node(n) => {
                 self.cluster.nodes.insert(n.name.clone(), n.clone());
             }
+            Resource::IpPool(pool) => {
+                let clash = self.cluster.ip_pools.values().find(|p| {
+                    p.name != pool.name
+                        && (p.cidr.contains(&pool.cidr.network())
+                            || pool.cidr.contains(&p.cidr.network()))
+                });
+                if let Some(other) = clash {
+                    refused.push(refusal(
+                        &id,
+                        "spec.cidr",
+                        format!(
+                            "{} overlaps IPPool {} ({}): pools must not overlap",
+                            pool.cidr, other.name, other.cidr
+                        ),
+                    ));
+                    return;
+                }
+                self.cluster
+                    .ip_pools
+                    .insert(pool.name.clone(), pool.clone());
+            }
+            Resource::HostEndpoint(h) => {
+                self.cluster
+                    .host_endpoints
+                    .insert(h.name.clone(), h.clone());
+            }
         }
         self.cluster
             .origins
@@ -475,6 +501,12 @@ impl Calculator {
             }
             Kind::Node => {
                 self.cluster.nodes.remove(&id.name);
+            }
+            Kind::IpPool => {
+                self.cluster.ip_pools.remove(&id.name);
+            }
+            Kind::HostEndpoint => {
+                self.cluster.host_endpoints.remove(&id.name);
             }
         }
         self.cluster.origins.remove(id);

@@ -143,3 +143,31 @@ fn invalid_input_exits_non_zero_naming_the_object_and_field() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/weir.yaml"), "{err}");
 }
+
+#[test]
+fn crds_writes_then_checks_and_names_every_drifted_file() {
+    let s = Scratch::new("crds");
+    let dir = s.0.join("crds");
+    let dir_arg = dir.to_str().unwrap();
+    let (ok, out, err) = weir(&["crds", "--out", dir_arg]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("wrote 8 files"), "{out}");
+    let (ok, _, err) = weir(&["crds", "--check", dir_arg]);
+    assert!(ok, "{err}");
+
+    std::fs::write(dir.join("tiers.weir.dev.yaml"), "edited\n").unwrap();
+    std::fs::remove_file(dir.join("ippools.weir.dev.yaml")).unwrap();
+    std::fs::write(dir.join("stale.yaml"), "").unwrap();
+    let (ok, _, err) = weir(&["crds", "--check", dir_arg]);
+    assert!(!ok);
+    for expected in [
+        "differ: tiers.weir.dev.yaml",
+        "missing: ippools.weir.dev.yaml",
+        "(extra): stale.yaml",
+        "run `cargo run -p weir-control --bin weir -- crds --out deploy/crds`",
+    ] {
+        assert!(err.contains(expected), "{err}");
+    }
+    let (ok, _, err) = weir(&["crds"]);
+    assert!(!ok && err.contains("--out"), "{err}");
+}

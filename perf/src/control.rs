@@ -77,7 +77,8 @@ fn pod(cfg: &ControlBenchConfig, i: usize, app: usize) -> Value {
     let node = i % cfg.nodes;
     let mut annotations = json!({});
     if node == 0 {
-        annotations = json!({"weir.dev/interface": format!("p{i}"), "weir.dev/mac": "02:00:00:00:00:01"});
+        annotations =
+            json!({"weir.dev/interface": format!("p{i}"), "weir.dev/mac": "02:00:00:00:00:01"});
     }
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("pod-{i}"), "namespace": format!("ns-{ns}"),
@@ -111,8 +112,10 @@ pub fn generate(cfg: &ControlBenchConfig) -> Vec<Value> {
     let mut rng = Rng(0xC0_7701);
     let mut out = Vec::new();
     for (name, order) in [("security", 100), ("platform", 200)] {
-        out.push(json!({"apiVersion": "weir.dev/v1", "kind": "Tier", "metadata": {"name": name},
-            "spec": {"order": order, "defaultAction": "Pass"}}));
+        out.push(
+            json!({"apiVersion": "weir.dev/v1", "kind": "Tier", "metadata": {"name": name},
+            "spec": {"order": order, "defaultAction": "Pass"}}),
+        );
     }
     for n in 0..cfg.nodes {
         out.push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{n}")},
@@ -206,18 +209,26 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
     let control = std::thread::spawn(move || {
         let mut calc = Calculator::new(NODE);
         let mut state = DriveState::default();
-        drive(&rx, &mut calc, &kinds, window, &loop_stop, &mut state, |calc, _batch| {
-            let t = Instant::now();
-            let compiled = calc.compile();
-            let build = t.elapsed();
-            std::hint::black_box(&compiled);
-            pub_tx
-                .send(Published {
-                    at: Instant::now(),
-                    build,
-                })
-                .is_ok()
-        });
+        drive(
+            &rx,
+            &mut calc,
+            &kinds,
+            window,
+            &loop_stop,
+            &mut state,
+            |calc, _batch| {
+                let t = Instant::now();
+                let compiled = calc.compile();
+                let build = t.elapsed();
+                std::hint::black_box(&compiled);
+                pub_tx
+                    .send(Published {
+                        at: Instant::now(),
+                        build,
+                    })
+                    .is_ok()
+            },
+        );
         calc
     });
 
@@ -277,7 +288,8 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
 
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let pct =
+        |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
     let (p50, p99) = (pct(0.50), pct(0.99));
     let rules = rule_count(cfg);
     let grown_kib = rss_after.saturating_sub(rss_before) as f64;

@@ -37,6 +37,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Write the weir.dev CustomResourceDefinitions (one YAML file per CRD and a
+    /// kustomization.yaml), or check that a directory holds exactly what would be written.
+    Crds {
+        /// The directory to write into (created if needed).
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "check",
+            conflicts_with = "check"
+        )]
+        out: Option<PathBuf>,
+        /// The directory to compare; exits non-zero naming the files that differ, are
+        /// missing or are not generated.
+        #[arg(long, value_name = "DIR")]
+        check: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +107,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Crds { out, check } => match crds(out.as_deref(), check.as_deref()) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weir crds: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Policy {
             command:
                 PolicyCommand::Eval {
@@ -135,4 +161,28 @@ fn policy_eval(files: &[PathBuf], probes: &Path, family: &str) -> Result<String,
     let report =
         eval::evaluate(&cluster, &list, family, &probes_name).map_err(|e| vec![e.to_string()])?;
     serde_json::to_string_pretty(&report).map_err(|e| vec![e.to_string()])
+}
+
+fn crds(out: Option<&Path>, check: Option<&Path>) -> Result<String, String> {
+    use weir_control::crd;
+    match (out, check) {
+        (_, Some(dir)) => {
+            let drift = crd::check(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            if drift.is_empty() {
+                Ok(format!("{}: up to date", dir.display()))
+            } else {
+                Err(format!("{}: {drift}", dir.display()))
+            }
+        }
+        (Some(dir), None) => {
+            let written = crd::write(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            Ok(format!(
+                "wrote {} files to {}",
+                written.len(),
+                dir.display()
+            ))
+        }
+        // clap requires one of the two.
+        (None, None) => Err("give --out DIR or --check DIR".to_owned()),
+    }
 }

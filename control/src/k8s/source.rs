@@ -50,7 +50,10 @@ pub fn watched() -> Vec<(Kind, ApiResource)> {
             ApiResource::erase::<net::NetworkPolicy>(&()),
         ),
         (Kind::Tier, weir("Tier", "tiers")),
-        (Kind::NetworkPolicy, weir("NetworkPolicy", "networkpolicies")),
+        (
+            Kind::NetworkPolicy,
+            weir("NetworkPolicy", "networkpolicies"),
+        ),
         (
             Kind::GlobalNetworkPolicy,
             weir("GlobalNetworkPolicy", "globalnetworkpolicies"),
@@ -60,6 +63,8 @@ pub fn watched() -> Vec<(Kind, ApiResource)> {
             Kind::GlobalNetworkSet,
             weir("GlobalNetworkSet", "globalnetworksets"),
         ),
+        (Kind::IpPool, weir("IPPool", "ippools")),
+        (Kind::HostEndpoint, weir("HostEndpoint", "hostendpoints")),
     ]
 }
 
@@ -217,4 +222,3 @@ pub fn resource_of(kind: Kind) -> Option<ApiResource> {
         .find(|(k, _)| *k == kind)
         .map(|(_, r)| r)
 }
-

@@ -33,9 +33,10 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::model::{
-    compare_order, GlobalNetworkPolicy, GlobalNetworkSet, K8sNetworkPolicy, Kind, Namespace,
-    NamespacedName, NetworkPolicy, NetworkSet, NetworkSetWire, Node, ObjectRef, Pod, PolicyWire,
-    ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
+    compare_order, GlobalNetworkPolicy, GlobalNetworkPolicyWire, GlobalNetworkSet,
+    GlobalNetworkSetWire, HostEndpoint, HostEndpointWire, IpPool, IpPoolWire, K8sNetworkPolicy,
+    Kind, Namespace, NamespacedName, NetworkPolicy, NetworkPolicyWire, NetworkSet, NetworkSetWire,
+    Node, ObjectRef, Pod, ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
 };
 use super::selector::Labels;
 
@@ -92,6 +93,10 @@ pub enum Resource {
     GlobalNetworkSet(GlobalNetworkSet),
     /// `v1` Node.
     Node(Node),
+    /// `weir.dev/v1` IPPool.
+    IpPool(IpPool),
+    /// `weir.dev/v1` HostEndpoint.
+    HostEndpoint(HostEndpoint),
 }
 
 impl Resource {
@@ -118,6 +123,8 @@ impl Resource {
             }
             Resource::GlobalNetworkSet(o) => ObjectRef::cluster(Kind::GlobalNetworkSet, &o.name),
             Resource::Node(o) => ObjectRef::cluster(Kind::Node, &o.name),
+            Resource::IpPool(o) => ObjectRef::cluster(Kind::IpPool, &o.name),
+            Resource::HostEndpoint(o) => ObjectRef::cluster(Kind::HostEndpoint, &o.name),
         }
     }
 }
@@ -148,7 +155,8 @@ pub enum LoadError {
     #[error(
         "{origin}: unknown kind \"{kind}\" (apiVersion \"{api_version}\"): weir reads v1 \
          Namespace, Pod, ServiceAccount, Node and List; networking.k8s.io/v1 NetworkPolicy; and \
-         weir.dev/v1 Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet and GlobalNetworkSet"
+         weir.dev/v1 Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, \
+         IPPool and HostEndpoint"
     )]
     UnknownKind {
         /// Where.
@@ -273,7 +281,7 @@ pub fn load_documents_each(yaml: &str, source: &str) -> Vec<Result<Object, LoadE
 /// Invariants after [`Cluster::from_objects`]: every namespaced object's namespace is in
 /// `namespaces`; every pod's service account is in `service_accounts`; `tiers` contains
 /// `default` and every tier a policy names; no two pods (outside the host network) share
-/// an address.
+/// an address; no two IP pools overlap.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cluster {
     /// Namespaces by name, including implicit ones (only the name label).
@@ -297,6 +305,10 @@ pub struct Cluster {
     pub global_network_sets: BTreeMap<String, GlobalNetworkSet>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
+    /// weir.dev IPPools by name; no two overlap.
+    pub ip_pools: BTreeMap<String, IpPool>,
+    /// weir.dev HostEndpoints by name.
+    pub host_endpoints: BTreeMap<String, HostEndpoint>,
     /// Where each loaded object came from (implicit objects have no entry).
     pub origins: BTreeMap<ObjectRef, Origin>,
 }
@@ -350,6 +362,12 @@ impl Cluster {
                 }
                 Resource::Node(o) => {
                     cluster.nodes.insert(o.name.clone(), o);
+                }
+                Resource::IpPool(o) => {
+                    cluster.ip_pools.insert(o.name.clone(), o);
+                }
+                Resource::HostEndpoint(o) => {
+                    cluster.host_endpoints.insert(o.name.clone(), o);
                 }
             }
         }
@@ -424,6 +442,29 @@ impl Cluster {
         }
         for (object, message) in clashes {
             errors.push(cluster.invalid(object, "status.podIPs", message));
+        }
+
+        // Each address belongs to at most one pool, so IPAM never has to choose. Reported
+        // on the later pool by name, naming the earlier.
+        let pools: Vec<&IpPool> = cluster.ip_pools.values().collect();
+        let mut overlaps = Vec::new();
+        for (i, later) in pools.iter().enumerate() {
+            for earlier in &pools[..i] {
+                if earlier.cidr.contains(&later.cidr.network())
+                    || later.cidr.contains(&earlier.cidr.network())
+                {
+                    overlaps.push((
+                        ObjectRef::cluster(Kind::IpPool, &later.name),
+                        format!(
+                            "{} overlaps IPPool {} ({}): pools must not overlap",
+                            later.cidr, earlier.name, earlier.cidr
+                        ),
+                    ));
+                }
+            }
+        }
+        for (object, message) in overlaps {
+            errors.push(cluster.invalid(object, "spec.cidr", message));
         }
 
         if errors.is_empty() {
@@ -554,24 +595,33 @@ fn decode_object(
             Tier::from_wire(decode::<TierWire>(value, &object, &origin)?).map_err(fail)?,
         ),
         Kind::NetworkPolicy => Resource::NetworkPolicy(
-            NetworkPolicy::from_wire(decode::<PolicyWire>(value, &object, &origin)?)
+            NetworkPolicy::from_wire(decode::<NetworkPolicyWire>(value, &object, &origin)?)
                 .map_err(fail)?,
         ),
         Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(
-            GlobalNetworkPolicy::from_wire(decode::<PolicyWire>(value, &object, &origin)?)
-                .map_err(fail)?,
+            GlobalNetworkPolicy::from_wire(decode::<GlobalNetworkPolicyWire>(
+                value, &object, &origin,
+            )?)
+            .map_err(fail)?,
         ),
         Kind::NetworkSet => Resource::NetworkSet(
             NetworkSet::from_wire(decode::<NetworkSetWire>(value, &object, &origin)?)
                 .map_err(fail)?,
         ),
         Kind::GlobalNetworkSet => Resource::GlobalNetworkSet(
-            GlobalNetworkSet::from_wire(decode::<NetworkSetWire>(value, &object, &origin)?)
+            GlobalNetworkSet::from_wire(decode::<GlobalNetworkSetWire>(value, &object, &origin)?)
                 .map_err(fail)?,
         ),
         Kind::Node => {
             Resource::Node(Node::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?)
         }
+        Kind::IpPool => Resource::IpPool(
+            IpPool::from_wire(decode::<IpPoolWire>(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::HostEndpoint => Resource::HostEndpoint(
+            HostEndpoint::from_wire(decode::<HostEndpointWire>(value, &object, &origin)?)
+                .map_err(fail)?,
+        ),
     };
     Ok(Object { origin, resource })
 }
@@ -765,6 +815,18 @@ mod tests {
         assert_eq!(order, ["security", "default"]);
         assert_eq!(c.network_sets.len(), 1);
         assert_eq!(c.global_network_sets.len(), 1);
+        let pool = &c.ip_pools["pods-v4"];
+        assert_eq!(
+            (pool.cidr.to_string(), pool.block_size, pool.disabled),
+            ("198.18.64.0/18".to_owned(), 24, false)
+        );
+        assert_eq!(pool.node_selector.to_string(), "zone == \"b\"");
+        let hep = &c.host_endpoints["node-b-uplink"];
+        assert_eq!(
+            (hep.node.as_str(), hep.interface_name.as_deref()),
+            ("node-b", Some("eth0"))
+        );
+        assert_eq!(hep.labels["role"], "uplink");
         assert_eq!(
             c.origins[&ObjectRef::cluster(Kind::Tier, "security")].to_string(),
             "all-kinds.yaml document 1"
@@ -896,6 +958,34 @@ mod tests {
             .is_empty());
         let sel = Selector::parse("kubernetes.io/metadata.name == 'orphan'").unwrap();
         assert!(sel.matches(&c.namespaces["orphan"].labels));
+    }
+
+    #[test]
+    fn overlapping_ip_pools_are_errors_naming_both() {
+        let pool = |name: &str, cidr: &str| {
+            format!("apiVersion: weir.dev/v1\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{cidr: \"{cidr}\"}}\n---\n")
+        };
+        let ok = format!(
+            "{}{}{}",
+            pool("a", "198.18.0.0/16"),
+            pool("b", "198.19.0.0/16"),
+            pool("c", "2001:db8::/48")
+        );
+        assert_eq!(cluster(&ok).unwrap().ip_pools.len(), 3);
+        let errors = cluster(&format!(
+            "{}{}{}",
+            pool("wide", "198.18.0.0/15"),
+            pool("inner", "198.19.4.0/24"),
+            pool("v6", "2001:db8::/48")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "in.yaml document 1: IPPool wide: spec.cidr: 198.18.0.0/15 overlaps IPPool inner \
+              (198.19.4.0/24): pools must not overlap"
+            ]
+        );
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //!   `pkg/apis/networking/validation` and `pkg/apis/core/validation` that matter for policy)
 //!   and defaulted as the API server does (`SetDefaults_NetworkPolicy`, protocol TCP).
 //! - **weir.dev/v1** (Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet,
-//!   GlobalNetworkSet): Calico's `projectcalico.org/v3` shapes under weir's API group, with
-//!   Calico's validation rules (`libcalico-go/lib/validator/v3`) and defaults. Unknown fields
-//!   are errors, so a typo (`notNet`) cannot silently widen a rule.
+//!   GlobalNetworkSet, IPPool, HostEndpoint): Calico's `projectcalico.org/v3` shapes under
+//!   weir's API group, with Calico's validation rules (`libcalico-go/lib/validator/v3`) and
+//!   defaults. They are decoded into the CRD types of [`crate::crd`], strictly: unknown
+//!   fields are errors, so a typo (`notNet`) cannot silently widen a rule. IP pools and host
+//!   endpoints are kept in the model for IPAM and host policy; the policy compiler does not
+//!   read them yet.
 //!
 //! Validation happens once, here, at load time: selectors are parsed, CIDRs and ports
 //! checked, defaults filled in. The compiler therefore works on values that cannot be
@@ -34,6 +37,8 @@ use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
+
+use crate::crd::{self, Scalar};
 
 use super::selector::{
     from_label_selector, validate_dns_label, validate_dns_subdomain, validate_label_key,
@@ -78,11 +83,15 @@ pub enum Kind {
     GlobalNetworkSet,
     /// `v1` Node (where its pods are, how to reach it, its WireGuard key).
     Node,
+    /// `weir.dev/v1` IPPool.
+    IpPool,
+    /// `weir.dev/v1` HostEndpoint.
+    HostEndpoint,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::ServiceAccount,
@@ -93,6 +102,8 @@ impl Kind {
         Kind::NetworkSet,
         Kind::GlobalNetworkSet,
         Kind::Node,
+        Kind::IpPool,
+        Kind::HostEndpoint,
     ];
 
     /// The `apiVersion` this kind is read under.
@@ -116,6 +127,8 @@ impl Kind {
             Kind::NetworkSet => "NetworkSet",
             Kind::GlobalNetworkSet => "GlobalNetworkSet",
             Kind::Node => "Node",
+            Kind::IpPool => "IPPool",
+            Kind::HostEndpoint => "HostEndpoint",
         }
     }
 
@@ -135,6 +148,8 @@ impl Kind {
                 | Kind::GlobalNetworkPolicy
                 | Kind::GlobalNetworkSet
                 | Kind::Node
+                | Kind::IpPool
+                | Kind::HostEndpoint
         )
     }
 }
@@ -978,6 +993,48 @@ pub struct GlobalNetworkSet {
     pub nets: Vec<IpNet>,
 }
 
+/// The block size of an IPv4 pool that names none (Calico's default: blocks of 64
+/// addresses).
+pub const DEFAULT_IPV4_BLOCK_SIZE: u8 = 26;
+
+/// The block size of an IPv6 pool that names none (Calico's default: blocks of 64
+/// addresses).
+pub const DEFAULT_IPV6_BLOCK_SIZE: u8 = 122;
+
+/// A `weir.dev/v1` IPPool: a range pod addresses are allocated from, in blocks of
+/// `block_size`, on the nodes `node_selector` matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpPool {
+    /// The name.
+    pub name: String,
+    /// `spec.cidr`, with no host bits set.
+    pub cidr: IpNet,
+    /// `spec.blockSize`: a prefix length between the pool's own and 32 (IPv4) or 128
+    /// (IPv6); [`DEFAULT_IPV4_BLOCK_SIZE`] or [`DEFAULT_IPV6_BLOCK_SIZE`] when unset.
+    pub block_size: u8,
+    /// `spec.nodeSelector`, over node labels (`all()` when unset).
+    pub node_selector: Selector,
+    /// `spec.disabled`: no new addresses come from this pool (false when unset).
+    pub disabled: bool,
+}
+
+/// A `weir.dev/v1` HostEndpoint: one of a node's interfaces, or a set of its addresses,
+/// which selectors match by the endpoint's labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEndpoint {
+    /// The name.
+    pub name: String,
+    /// The labels selectors match.
+    pub labels: Labels,
+    /// `spec.node`: the node the endpoint is on.
+    pub node: String,
+    /// `spec.interfaceName`: the interface (`*` for all of the node's interfaces, as in
+    /// Calico). At least one of this and `expected_ips` is present.
+    pub interface_name: Option<String>,
+    /// `spec.expectedIPs`.
+    pub expected_ips: Vec<IpAddr>,
+}
+
 /// Orders tiers or policies: lower `order` first; no order after every ordered one; equal
 /// orders (including two unordered) by name.
 pub fn compare_order(a: (Option<f64>, &str), b: (Option<f64>, &str)) -> Ordering {
@@ -991,7 +1048,8 @@ pub fn compare_order(a: (Option<f64>, &str), b: (Option<f64>, &str)) -> Ordering
 }
 
 // ---------------------------------------------------------------------------------------
-// weir.dev wire format (what the YAML says) and its validation
+// weir.dev wire format (what the YAML says, the spec types of `crate::crd`) and its
+// validation
 // ---------------------------------------------------------------------------------------
 
 /// A weir.dev document: `apiVersion`, `kind`, `metadata`, `spec`; nothing else.
@@ -1007,118 +1065,13 @@ pub(crate) struct WireObject<S> {
     spec: Option<S>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct TierSpecWire {
-    order: Option<f64>,
-    default_action: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct PolicySpecWire {
-    tier: Option<String>,
-    order: Option<f64>,
-    selector: Option<String>,
-    namespace_selector: Option<String>,
-    service_account_selector: Option<String>,
-    types: Option<Vec<String>>,
-    ingress: Option<Vec<RuleWire>>,
-    egress: Option<Vec<RuleWire>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RuleWire {
-    action: Option<String>,
-    ip_version: Option<i64>,
-    protocol: Option<Scalar>,
-    not_protocol: Option<Scalar>,
-    icmp: Option<IcmpWire>,
-    #[serde(rename = "notICMP")]
-    not_icmp: Option<IcmpWire>,
-    source: Option<EntityWire>,
-    destination: Option<EntityWire>,
-    /// Calico's per-rule annotations: accepted and ignored.
-    #[allow(dead_code)]
-    metadata: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IcmpWire {
-    #[serde(rename = "type")]
-    icmp_type: Option<i64>,
-    code: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EntityWire {
-    nets: Option<Vec<String>>,
-    not_nets: Option<Vec<String>>,
-    selector: Option<String>,
-    not_selector: Option<String>,
-    namespace_selector: Option<String>,
-    ports: Option<Vec<Scalar>>,
-    not_ports: Option<Vec<Scalar>>,
-    service_accounts: Option<ServiceAccountsWire>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceAccountsWire {
-    names: Option<Vec<String>>,
-    selector: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NetworkSetSpecWire {
-    nets: Option<Vec<String>>,
-}
-
-/// A YAML scalar that may be a number or a string (protocols, ports).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Scalar {
-    Int(i64),
-    Str(String),
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Scalar, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number or a string")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar::Int(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar::Int(i64::try_from(v).unwrap_or(i64::MAX)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Str(v.to_owned()))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-impl fmt::Display for Scalar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scalar::Int(n) => write!(f, "{n}"),
-            Scalar::Str(s) => write!(f, "\"{s}\""),
-        }
-    }
-}
-
-pub(crate) type TierWire = WireObject<TierSpecWire>;
-pub(crate) type PolicyWire = WireObject<PolicySpecWire>;
-pub(crate) type NetworkSetWire = WireObject<NetworkSetSpecWire>;
+pub(crate) type TierWire = WireObject<crd::TierSpec>;
+pub(crate) type NetworkPolicyWire = WireObject<crd::NetworkPolicySpec>;
+pub(crate) type GlobalNetworkPolicyWire = WireObject<crd::GlobalNetworkPolicySpec>;
+pub(crate) type NetworkSetWire = WireObject<crd::NetworkSetSpec>;
+pub(crate) type GlobalNetworkSetWire = WireObject<crd::GlobalNetworkSetSpec>;
+pub(crate) type IpPoolWire = WireObject<crd::IpPoolSpec>;
+pub(crate) type HostEndpointWire = WireObject<crd::HostEndpointSpec>;
 
 impl Tier {
     pub(crate) fn from_wire(wire: TierWire) -> Result<Tier, ValidationError> {
@@ -1163,7 +1116,7 @@ impl Tier {
 }
 
 impl NetworkPolicy {
-    pub(crate) fn from_wire(wire: PolicyWire) -> Result<NetworkPolicy, ValidationError> {
+    pub(crate) fn from_wire(wire: NetworkPolicyWire) -> Result<NetworkPolicy, ValidationError> {
         let (namespace, name) = namespaced_identity(&wire.metadata);
         let object = ObjectRef::namespaced(Kind::NetworkPolicy, &namespace, &name);
         let cx = Cx { object: &object };
@@ -1177,7 +1130,7 @@ impl NetworkPolicy {
                  GlobalNetworkPolicy to select namespaces",
             ));
         }
-        let spec = cx.policy_spec(spec)?;
+        let spec = cx.policy_spec(spec.into())?;
         Ok(NetworkPolicy {
             namespace,
             name,
@@ -1187,7 +1140,9 @@ impl NetworkPolicy {
 }
 
 impl GlobalNetworkPolicy {
-    pub(crate) fn from_wire(wire: PolicyWire) -> Result<GlobalNetworkPolicy, ValidationError> {
+    pub(crate) fn from_wire(
+        wire: GlobalNetworkPolicyWire,
+    ) -> Result<GlobalNetworkPolicy, ValidationError> {
         let name = wire.metadata.name.clone().unwrap_or_default();
         let object = ObjectRef::cluster(Kind::GlobalNetworkPolicy, &name);
         let cx = Cx { object: &object };
@@ -1226,7 +1181,9 @@ impl NetworkSet {
 }
 
 impl GlobalNetworkSet {
-    pub(crate) fn from_wire(wire: NetworkSetWire) -> Result<GlobalNetworkSet, ValidationError> {
+    pub(crate) fn from_wire(
+        wire: GlobalNetworkSetWire,
+    ) -> Result<GlobalNetworkSet, ValidationError> {
         let name = wire.metadata.name.clone().unwrap_or_default();
         let object = ObjectRef::cluster(Kind::GlobalNetworkSet, &name);
         let cx = Cx { object: &object };
@@ -1234,6 +1191,118 @@ impl GlobalNetworkSet {
         let labels = cx.labels(&wire.metadata)?;
         let nets = cx.nets("spec.nets", wire.spec.unwrap_or_default().nets)?;
         Ok(GlobalNetworkSet { name, labels, nets })
+    }
+}
+
+impl IpPool {
+    pub(crate) fn from_wire(wire: IpPoolWire) -> Result<IpPool, ValidationError> {
+        let name = wire.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::IpPool, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        cx.labels(&wire.metadata)?;
+        let spec = wire.spec.unwrap_or_default();
+        let text = spec.cidr.ok_or_else(|| {
+            cx.err(
+                "spec.cidr",
+                "is required: the pool's network, e.g. 10.244.0.0/16",
+            )
+        })?;
+        let cidr = parse_cidr_parts(&text, false)
+            .and_then(|net| {
+                if net.trunc() == net {
+                    Ok(net)
+                } else {
+                    Err(format!(
+                        "\"{text}\" has bits set after the /{} prefix: did you mean \"{}\"?",
+                        net.prefix_len(),
+                        net.trunc()
+                    ))
+                }
+            })
+            .map_err(|why| cx.err("spec.cidr", why))?;
+        let max = cidr.max_prefix_len();
+        let block_size = match spec.block_size {
+            None if max == 32 => DEFAULT_IPV4_BLOCK_SIZE,
+            None => DEFAULT_IPV6_BLOCK_SIZE,
+            Some(n) => u8::try_from(n)
+                .ok()
+                .filter(|n| (cidr.prefix_len()..=max).contains(n))
+                .ok_or_else(|| {
+                    cx.err(
+                        "spec.blockSize",
+                        format!(
+                            "{n} is not a block size for {cidr}: use a prefix length from {} \
+                             (the pool's own) to {max}",
+                            cidr.prefix_len()
+                        ),
+                    )
+                })?,
+        };
+        if block_size < cidr.prefix_len() {
+            // Only the defaults can get here: a pool smaller than one default block.
+            return Err(cx.err(
+                "spec.blockSize",
+                format!(
+                    "the default block size /{block_size} is larger than the pool {cidr}: set \
+                     blockSize between {} and {max}",
+                    cidr.prefix_len()
+                ),
+            ));
+        }
+        let node_selector = cx
+            .selector("spec.nodeSelector", spec.node_selector, false)?
+            .unwrap_or(Selector::All);
+        Ok(IpPool {
+            name,
+            cidr,
+            block_size,
+            node_selector,
+            disabled: spec.disabled.unwrap_or(false),
+        })
+    }
+}
+
+impl HostEndpoint {
+    pub(crate) fn from_wire(wire: HostEndpointWire) -> Result<HostEndpoint, ValidationError> {
+        let name = wire.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::HostEndpoint, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        let labels = cx.labels(&wire.metadata)?;
+        let spec = wire.spec.unwrap_or_default();
+        let node = spec
+            .node
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| cx.err("spec.node", "is required: the name of the endpoint's node"))?;
+        validate_dns_subdomain(&node).map_err(|why| cx.err("spec.node", why))?;
+        if let Some(interface) = &spec.interface_name {
+            validate_interface_name(interface).map_err(|why| cx.err("spec.interfaceName", why))?;
+        }
+        let mut expected_ips: Vec<IpAddr> = Vec::new();
+        for (i, text) in spec.expected_ips.unwrap_or_default().iter().enumerate() {
+            let field = format!("spec.expectedIPs[{i}]");
+            let ip: IpAddr = text
+                .parse()
+                .map_err(|_| cx.err(&field, format!("\"{text}\" is not an IP address")))?;
+            if expected_ips.contains(&ip) {
+                return Err(cx.err(&field, format!("{ip} is listed twice")));
+            }
+            expected_ips.push(ip);
+        }
+        if spec.interface_name.is_none() && expected_ips.is_empty() {
+            return Err(cx.err(
+                "spec",
+                "a host endpoint needs spec.interfaceName, spec.expectedIPs or both",
+            ));
+        }
+        Ok(HostEndpoint {
+            name,
+            labels,
+            node,
+            interface_name: spec.interface_name,
+            expected_ips,
+        })
     }
 }
 
@@ -1390,6 +1459,25 @@ pub fn validate_port_name(name: &str) -> Result<(), String> {
     match problem {
         None => Ok(()),
         Some(why) => Err(format!("port name \"{name}\" {why}")),
+    }
+}
+
+/// A host endpoint's interface: `*` (every interface of the node, as in Calico), or a Linux
+/// interface name, which Calico restricts to 1-15 of letters, digits, `_`, `.` and `-`.
+fn validate_interface_name(name: &str) -> Result<(), String> {
+    let ok = name == "*"
+        || (!name.is_empty()
+            && name.len() <= 15
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not an interface name: use 1 to 15 letters, digits, '_', '.' or '-', \
+             or * for every interface"
+        ))
     }
 }
 
@@ -1662,7 +1750,10 @@ impl Cx<'_> {
         })
     }
 
-    fn policy_spec(&self, spec: PolicySpecWire) -> Result<PolicySpec, ValidationError> {
+    fn policy_spec(
+        &self,
+        spec: crd::GlobalNetworkPolicySpec,
+    ) -> Result<PolicySpec, ValidationError> {
         let tier = spec.tier.unwrap_or_else(|| DEFAULT_TIER.to_owned());
         validate_dns_label(&tier).map_err(|why| self.err("spec.tier", why))?;
         let order = self.order("spec.order", spec.order)?;
@@ -1754,7 +1845,7 @@ impl Cx<'_> {
     }
 
     /// Calico's `validateRule`, `validateICMPFields` and `validateEntityRule`.
-    fn rule(&self, field: &str, rule: RuleWire) -> Result<Rule, ValidationError> {
+    fn rule(&self, field: &str, rule: crd::Rule) -> Result<Rule, ValidationError> {
         let at = |sub: &str| format!("{field}.{sub}");
         let action = match rule.action.as_deref() {
             Some("Allow") => Action::Allow,
@@ -1860,7 +1951,7 @@ impl Cx<'_> {
     fn icmp(
         &self,
         field: &str,
-        icmp: Option<IcmpWire>,
+        icmp: Option<crd::IcmpFields>,
         protocol_is_icmp: bool,
     ) -> Result<Option<IcmpMatch>, ValidationError> {
         let Some(icmp) = icmp else {
@@ -1899,7 +1990,7 @@ impl Cx<'_> {
     fn entity(
         &self,
         field: &str,
-        entity: EntityWire,
+        entity: crd::EntityRule,
         protocol: Option<Protocol>,
     ) -> Result<EntityRule, ValidationError> {
         let at = |sub: &str| format!("{field}.{sub}");
@@ -2795,6 +2886,197 @@ mod tests {
             "s.yaml document 1: NetworkSet default/s: spec.nets[0]: \"192.0.2.1/24\" has bits \
              set after the /24 prefix: did you mean \"192.0.2.0/24\"?"
         );
+    }
+
+    fn ip_pool(spec: &str) -> Result<IpPool, String> {
+        match load_one(&format!(
+            "apiVersion: weir.dev/v1\nkind: IPPool\nmetadata: {{name: pool}}\n{spec}"
+        ))? {
+            Object {
+                resource: super::super::load::Resource::IpPool(p),
+                ..
+            } => Ok(p),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ip_pools_default_their_block_size_by_family() {
+        let v4 = ip_pool("spec: {cidr: 198.18.0.0/16}").unwrap();
+        assert_eq!(
+            v4,
+            IpPool {
+                name: "pool".into(),
+                cidr: "198.18.0.0/16".parse().unwrap(),
+                block_size: DEFAULT_IPV4_BLOCK_SIZE,
+                node_selector: Selector::All,
+                disabled: false,
+            }
+        );
+        let v6 = ip_pool("spec: {cidr: '2001:db8::/48', disabled: true}").unwrap();
+        assert_eq!(
+            (v6.block_size, v6.disabled),
+            (DEFAULT_IPV6_BLOCK_SIZE, true)
+        );
+        let exact =
+            ip_pool("spec: {cidr: 198.18.0.0/24, blockSize: 24, nodeSelector: \"zone == 'a'\"}")
+                .unwrap();
+        assert_eq!(exact.block_size, 24);
+        assert_eq!(exact.node_selector.to_string(), "zone == \"a\"");
+        assert_eq!(
+            ip_pool("spec: {cidr: 198.18.0.0/24, blockSize: 32}")
+                .unwrap()
+                .block_size,
+            32
+        );
+    }
+
+    #[test]
+    fn invalid_ip_pools_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("", "spec.cidr", "is required"),
+            ("spec: {blockSize: 26}", "spec.cidr", "is required"),
+            (
+                "spec: {cidr: 198.18.0.1/16}",
+                "spec.cidr",
+                "did you mean \"198.18.0.0/16\"?",
+            ),
+            (
+                "spec: {cidr: 198.18.0.0}",
+                "spec.cidr",
+                "needs a prefix length",
+            ),
+            (
+                "spec: {cidr: 198.18.0.0/33}",
+                "spec.cidr",
+                "prefix length 33 exceeds 32",
+            ),
+            ("spec: {cidr: pods}", "spec.cidr", "is not an IP address"),
+            (
+                "spec: {cidr: 198.18.0.0/16, blockSize: 12}",
+                "spec.blockSize",
+                "12 is not a block size for 198.18.0.0/16: use a prefix length from 16",
+            ),
+            (
+                "spec: {cidr: 198.18.0.0/16, blockSize: 33}",
+                "spec.blockSize",
+                "to 32",
+            ),
+            (
+                "spec: {cidr: '2001:db8::/48', blockSize: 129}",
+                "spec.blockSize",
+                "to 128",
+            ),
+            (
+                "spec: {cidr: 198.18.0.0/16, blockSize: -1}",
+                "spec.blockSize",
+                "-1 is not",
+            ),
+            (
+                "spec: {cidr: 198.18.0.0/28}",
+                "spec.blockSize",
+                "the default block size /26 is larger than the pool 198.18.0.0/28",
+            ),
+            (
+                "spec: {cidr: 198.18.0.0/16, nodeSelector: 'zone =='}",
+                "spec.nodeSelector",
+                "invalid selector",
+            ),
+        ];
+        for (spec, field, message) in cases {
+            let e = ip_pool(spec).unwrap_err();
+            assert!(
+                e.contains(&format!("IPPool pool: {field}: ")) && e.contains(message),
+                "{spec}: {e}"
+            );
+        }
+        let e = ip_pool("spec: {cidr: 198.18.0.0/16, vxlanMode: Always}").unwrap_err();
+        assert!(e.contains("spec.vxlanMode: unknown field"), "{e}");
+        let e = ip_pool("spec: {cidr: 198.18.0.0/16, disabled: 'no'}").unwrap_err();
+        assert!(e.contains("spec.disabled: invalid type"), "{e}");
+    }
+
+    fn host_endpoint(spec: &str) -> Result<HostEndpoint, String> {
+        match load_one(&format!(
+            "apiVersion: weir.dev/v1\nkind: HostEndpoint\nmetadata: {{name: hep, labels: {{role: \
+             edge}}}}\n{spec}"
+        ))? {
+            Object {
+                resource: super::super::load::Resource::HostEndpoint(h),
+                ..
+            } => Ok(h),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_endpoints() {
+        let hep = host_endpoint(
+            "spec: {node: n1, interfaceName: eth0, expectedIPs: [198.18.0.1, '2001:db8::1']}",
+        )
+        .unwrap();
+        assert_eq!(
+            hep,
+            HostEndpoint {
+                name: "hep".into(),
+                labels: Labels::from([("role".to_owned(), "edge".to_owned())]),
+                node: "n1".into(),
+                interface_name: Some("eth0".into()),
+                expected_ips: vec![
+                    "198.18.0.1".parse().unwrap(),
+                    "2001:db8::1".parse().unwrap()
+                ],
+            }
+        );
+        assert!(host_endpoint("spec: {node: n1, interfaceName: '*'}").is_ok());
+        assert_eq!(
+            host_endpoint("spec: {node: n1, expectedIPs: [198.18.0.1]}")
+                .unwrap()
+                .interface_name,
+            None
+        );
+        let cases: &[(&str, &str, &str)] = &[
+            ("", "spec.node", "is required"),
+            ("spec: {interfaceName: eth0}", "spec.node", "is required"),
+            ("spec: {node: N_1, interfaceName: eth0}", "spec.node", "N_1"),
+            (
+                "spec: {node: n1}",
+                "spec",
+                "needs spec.interfaceName, spec.expectedIPs or both",
+            ),
+            (
+                "spec: {node: n1, expectedIPs: []}",
+                "spec",
+                "needs spec.interfaceName",
+            ),
+            (
+                "spec: {node: n1, interfaceName: 'eth 0'}",
+                "spec.interfaceName",
+                "is not an interface name",
+            ),
+            (
+                "spec: {node: n1, interfaceName: a-very-long-interface}",
+                "spec.interfaceName",
+                "is not an interface name",
+            ),
+            (
+                "spec: {node: n1, expectedIPs: [198.18.0.0/24]}",
+                "spec.expectedIPs[0]",
+                "is not an IP address",
+            ),
+            (
+                "spec: {node: n1, expectedIPs: [198.18.0.1, 198.18.0.1]}",
+                "spec.expectedIPs[1]",
+                "198.18.0.1 is listed twice",
+            ),
+        ];
+        for (spec, field, message) in cases {
+            let e = host_endpoint(spec).unwrap_err();
+            assert!(
+                e.contains(&format!("HostEndpoint hep: {field}: ")) && e.contains(message),
+                "{spec}: {e}"
+            );
+        }
     }
 
     #[test]
