@@ -26,7 +26,9 @@ use weir_dataplane::{DropReason, SnapshotBuilder};
 use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig, WorkerReport};
 use weir_workers::bpf::UplinkFilter;
 
-use crate::policy::compile::compile;
+use crate::calc::{drive, Calculator, Change, DriveState, Update};
+use crate::policy::compile::Compiled;
+use crate::policy::model::Kind;
 use crate::policy::load::{load_documents_each, Cluster, LoadError, Object};
 use crate::policy::model::ObjectRef;
 
@@ -48,8 +50,17 @@ pub struct AgentConfig {
     /// The cores workers run on, one pinned worker per core. Pod interfaces are spread
     /// over the workers in turn; the uplink goes to the first.
     pub cores: Vec<usize>,
-    /// The file datastore: a directory of YAML files.
-    pub datastore: PathBuf,
+    /// The file datastore: a directory of YAML files. Exactly one of `datastore` and
+    /// `kubernetes` is set.
+    #[serde(default)]
+    pub datastore: Option<PathBuf>,
+    /// Read cluster state from the Kubernetes API.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
+    /// How long the control loop waits after a change for more before it recalculates
+    /// (microseconds): a burst of changes becomes one new snapshot.
+    #[serde(default = "default_coalesce")]
+    pub coalesce_micros: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[serde(default = "default_listen")]
     pub listen: String,
@@ -59,6 +70,20 @@ pub struct AgentConfig {
     /// WireGuard between nodes (needs `uplink`).
     #[serde(default)]
     pub wireguard: Option<crate::wireguard::WireGuardConfig>,
+}
+
+/// Where the Kubernetes datastore finds its API server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file. Left out: the pod's service account (in a cluster), or
+    /// `$KUBECONFIG` / `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+fn default_coalesce() -> u64 {
+    1000
 }
 
 fn default_udp_ports() -> Vec<u16> {
@@ -97,6 +122,14 @@ pub enum AgentError {
 }
 
 impl AgentConfig {
+    /// The datastore, for messages.
+    pub fn datastore_name(&self) -> String {
+        match &self.datastore {
+            Some(dir) => dir.display().to_string(),
+            None => "kubernetes".into(),
+        }
+    }
+
     /// The WireGuard section and its mode, if there is one.
     pub fn wireguard_mode(
         &self,
@@ -131,6 +164,19 @@ impl AgentConfig {
             serde_path_to_error::deserialize(de).map_err(|e| err(e.to_string()))?;
         if config.cores.is_empty() {
             return Err(err("cores: name at least one core".into()));
+        }
+        match (&config.datastore, &config.kubernetes) {
+            (Some(_), None) | (None, Some(_)) => {}
+            (None, None) => {
+                return Err(err(
+                    "name a datastore: `datastore: <directory of YAML>` or `kubernetes: {}`".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "`datastore` and `kubernetes` are both set: choose one".into(),
+                ))
+            }
         }
         // The machine's CPUs, not this process's affinity mask (which a parent may have
         // narrowed): workers pin themselves.
@@ -317,8 +363,8 @@ fn interface_mtu(name: &str) -> Result<u16, AgentError> {
 pub fn build_node(
     config: &AgentConfig,
     cluster: &Cluster,
+    compiled: Compiled,
 ) -> Result<(SnapshotBuilder, Vec<PortSpec>), AgentError> {
-    let compiled = compile(cluster);
     let mut b = SnapshotBuilder::new();
     let mut ports = Vec::new();
     // Snapshot endpoint ids must be the compiler's: pods are added in id order.
@@ -409,34 +455,31 @@ fn datastore_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::Sys
         .collect()
 }
 
-/// A new snapshot and peer set from the datastore as it is now. Refused (with the reason)
-/// when the datastore does not load, when the local interfaces would change (attaching
-/// new ones needs a restart), or when the peer set is invalid: the running tables stay.
-#[allow(clippy::type_complexity)]
-fn reload(
+/// What one calculation gives the agent: the snapshot to publish, the interfaces it
+/// needs, the WireGuard peers, and warnings for the operator.
+type Calculated = (
+    SnapshotBuilder,
+    Vec<PortSpec>,
+    Vec<weir_crypto::PeerConfig>,
+    Vec<String>,
+);
+
+/// This node's snapshot and peer set from the calculator's model. Refused (with the reason)
+/// when the local interfaces would change from `ports` (attaching new ones needs a restart)
+/// or when the peer set is invalid: the running tables stay.
+fn calculate(
     config: &AgentConfig,
-    ports: &BTreeSet<String>,
+    ports: Option<&BTreeSet<String>>,
     key: Option<&weir_crypto::NodeKey>,
-    last: &LastGood,
-) -> Result<
-    (
-        SnapshotBuilder,
-        Vec<weir_crypto::PeerConfig>,
-        Vec<String>,
-        LastGood,
-        usize,
-    ),
-    AgentError,
-> {
-    let (cluster, kept, refused) = load_datastore_keeping(&config.datastore, last)?;
-    for r in &refused {
-        eprintln!("weir agent: datastore object refused: {r}");
-    }
-    let (mut builder, new_ports) = build_node(config, &cluster)?;
+    calc: &mut Calculator,
+) -> Result<Calculated, AgentError> {
+    let compiled = calc.compile();
+    let cluster = calc.cluster();
+    let (mut builder, new_ports) = build_node(config, cluster, compiled)?;
     let names: BTreeSet<String> = new_ports.iter().map(|p| p.name.clone()).collect();
-    if &names != ports {
+    if let Some(ports) = ports.filter(|p| **p != names) {
         return Err(AgentError::Datastore {
-            path: config.datastore.display().to_string(),
+            path: config.datastore_name(),
             why: format!(
                 "the local interfaces would change from {ports:?} to {names:?}; restart the \
                  agent to attach them"
@@ -444,24 +487,123 @@ fn reload(
         });
     }
     let mut warnings = Vec::new();
+    let unattached = cluster
+        .pods
+        .values()
+        .filter(|p| p.node_name.as_deref() == Some(config.node.as_str()) && !calc.is_local(p))
+        .count();
+    if unattached > 0 {
+        warnings.push(format!(
+            "{unattached} pod(s) scheduled on this node have no {INTERFACE_ANNOTATION} \
+             annotation yet: they are not attached, and nothing reaches them until they are"
+        ));
+    }
     let wg = config.wireguard_mode()?;
     let peers =
-        crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
+        crate::wireguard::remote_nodes(&config.node, wg, cluster, &mut builder, &mut warnings);
     if let Some(key) = key {
         // Checked here, so that a refused set never reaches the worker.
         weir_crypto::Peers::new(key.clone(), 1)
             .set_peers(peers.clone())
             .map_err(|e| AgentError::Datastore {
-                path: config.datastore.display().to_string(),
+                path: config.datastore_name(),
                 why: e.to_string(),
             })?;
         warnings.extend(crate::wireguard::check_published(
             &config.node,
             key,
-            &cluster,
+            cluster,
         ));
     }
-    Ok((builder, peers, warnings, kept, refused.len()))
+    Ok((builder, new_ports, peers, warnings))
+}
+
+/// Watches the file datastore (every 250 ms) and sends each change as a relist of every
+/// kind; objects that do not validate keep their last good version (see
+/// [`load_datastore_keeping`]).
+fn watch_files(
+    dir: PathBuf,
+    mut last: LastGood,
+    updates: std::sync::mpsc::Sender<Update>,
+    control: Arc<Mutex<ControlStats>>,
+    stop: &'static AtomicBool,
+) {
+    let mut seen = datastore_fingerprint(&dir);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = datastore_fingerprint(&dir);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let noticed = std::time::Instant::now();
+        match load_datastore_keeping(&dir, &last) {
+            Ok((_, kept, refused)) => {
+                for r in refused {
+                    eprintln!("weir agent: datastore object refused: {r}");
+                    let _ = updates.send(Update::Invalid {
+                        object: None,
+                        message: r,
+                    });
+                }
+                last = kept.clone();
+                let change = Change::Resync {
+                    kinds: Kind::ALL.to_vec(),
+                    objects: kept.into_values().collect(),
+                };
+                if updates.send(Update::Change { change, noticed }).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if let Ok(mut stats) = control.lock() {
+                    stats.rejected += 1;
+                }
+                eprintln!(
+                    "weir agent: datastore change rejected: {e}; the last good tables keep serving"
+                );
+            }
+        }
+    }
+}
+
+/// Runs the Kubernetes datastore on a runtime of its own until the agent stops (or the
+/// client cannot be made: then the error is printed and the updates channel closes).
+fn watch_kubernetes(
+    k: KubernetesConfig,
+    node: String,
+    updates: std::sync::mpsc::Sender<Update>,
+    stop: &'static AtomicBool,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir agent: kubernetes datastore: no runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let client = match crate::k8s::source::client(k.kubeconfig.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("weir agent: kubernetes datastore: {e}");
+                return;
+            }
+        };
+        let watching = crate::k8s::source::run(client, node, updates);
+        let stopped = async {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            () = watching => {}
+            () = stopped => {}
+        }
+    });
 }
 
 /// Upper bounds (seconds) of the change-to-snapshot histogram's buckets.
@@ -514,12 +656,60 @@ pub fn spread(ports: &[PortSpec], workers: usize) -> Vec<Vec<PortSpec>> {
 
 /// Runs the agent until SIGTERM/SIGINT (or `stop`).
 pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
-    let (cluster, mut last_good) = load_datastore(&config.datastore)?;
-    let (mut builder, ports) = build_node(config, &cluster)?;
-    let mut warnings = Vec::new();
+    let control = Arc::new(Mutex::new(ControlStats::default()));
+    let mut calc = Calculator::new(&config.node);
+    let (tx, rx) = std::sync::mpsc::channel::<Update>();
+    let kinds: Vec<Kind> = match (&config.datastore, &config.kubernetes) {
+        (Some(dir), _) => {
+            // At start every object must be valid: there is no earlier version to keep.
+            let (_, last_good) = load_datastore(dir)?;
+            let change = Change::Resync {
+                kinds: Kind::ALL.to_vec(),
+                objects: last_good.values().cloned().collect(),
+            };
+            let noticed = std::time::Instant::now();
+            let _ = tx.send(Update::Change { change, noticed });
+            for kind in Kind::ALL {
+                let _ = tx.send(Update::Synced(kind));
+            }
+            let (dir, control) = (dir.clone(), control.clone());
+            std::thread::Builder::new()
+                .name("weir-datastore".into())
+                .spawn(move || watch_files(dir, last_good, tx, control, stop))
+                .map_err(|e| AgentError::Worker(e.to_string()))?;
+            Kind::ALL.to_vec()
+        }
+        (None, k) => {
+            let (k, node) = (k.clone().unwrap_or_default(), config.node.clone());
+            std::thread::Builder::new()
+                .name("weir-kubernetes".into())
+                .spawn(move || watch_kubernetes(k, node, tx, stop))
+                .map_err(|e| AgentError::Worker(e.to_string()))?;
+            eprintln!("weir agent: waiting for the first full list of every kind from the API server");
+            crate::k8s::source::watched().into_iter().map(|(k, _)| k).collect()
+        }
+    };
+    let window = Duration::from_micros(config.coalesce_micros);
+    let mut drive_state = DriveState::default();
+    let mut first: Option<Result<Calculated, AgentError>> = None;
+    drive(&rx, &mut calc, &kinds, window, stop, &mut drive_state, |calc, batch| {
+        for r in &batch.refused {
+            eprintln!("weir agent: {r}; not applied");
+        }
+        first = Some(calculate(config, None, None, calc));
+        false
+    });
+    let (mut builder, ports, peer_configs, mut warnings) = match first {
+        Some(result) => result?,
+        None if stop.load(Ordering::SeqCst) => return Ok(()),
+        None => {
+            return Err(AgentError::Datastore {
+                path: config.datastore_name(),
+                why: "the datastore ended before its first full sync (see above)".into(),
+            })
+        }
+    };
     let wg = config.wireguard_mode()?;
-    let peer_configs =
-        crate::wireguard::remote_nodes(&config.node, wg, &cluster, &mut builder, &mut warnings);
     let mut node_key: Option<weir_crypto::NodeKey> = None;
     let mut wg_setup = match wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) {
         Some((w, mode)) => {
@@ -535,7 +725,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 w.mode,
                 w.port
             );
-            match crate::wireguard::publish_key(&config.node, &key, &cluster) {
+            match crate::wireguard::publish_key(&config.node, &key, calc.cluster()) {
                 Ok(Some(done)) => eprintln!("weir agent: {done}"),
                 Ok(None) => {}
                 Err(warning) => warnings.push(warning),
@@ -546,7 +736,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             peers
                 .set_peers(peer_configs)
                 .map_err(|e| AgentError::Datastore {
-                    path: config.datastore.display().to_string(),
+                    path: config.datastore_name(),
                     why: e.to_string(),
                 })?;
             Some(weir_workers::tunnel::WireGuardSetup {
@@ -575,10 +765,10 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         .map(|_| Arc::new(Mutex::new(WorkerReport::default())))
         .collect();
     let ready = Arc::new(AtomicBool::new(false));
-    let control = Arc::new(Mutex::new(ControlStats {
-        generation: snapshot.generation,
-        ..ControlStats::default()
-    }));
+    if let Ok(mut stats) = control.lock() {
+        stats.generation = snapshot.generation;
+        stats.applied = 1;
+    }
     {
         let (reports, ready, control) = (reports.clone(), ready.clone(), control.clone());
         std::thread::Builder::new()
@@ -679,22 +869,18 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             .join(", "),
         config.listen
     );
-    // The control loop: apply datastore edits while the workers run.
-    let mut seen = datastore_fingerprint(&config.datastore);
-    while !stop.load(Ordering::SeqCst) && handles.iter().any(|h| !h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = datastore_fingerprint(&config.datastore);
-        if now == seen {
-            continue;
+    // The control loop: apply datastore changes while the workers run.
+    drive(&rx, &mut calc, &kinds, window, stop, &mut drive_state, |calc, batch| {
+        if handles.iter().all(|h| h.is_finished()) {
+            return false;
         }
-        seen = now;
-        let noticed = std::time::Instant::now();
-        let outcome = reload(config, &port_names, node_key.as_ref(), &last_good);
+        for r in &batch.refused {
+            eprintln!("weir agent: {r}; its last good version stays");
+        }
         let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
-        match outcome {
-            Ok((builder, peers, warnings, kept, refused)) => {
-                last_good = kept;
-                stats.refused_objects += refused as u64;
+        stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
+        match calculate(config, Some(&port_names), node_key.as_ref(), calc) {
+            Ok((builder, _, peers, warnings)) => {
                 for w in &warnings {
                     eprintln!("weir agent: warning: {w}");
                 }
@@ -712,10 +898,12 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                         }
                         stats.applied += 1;
                         stats.generation = snapshot.generation;
-                        stats.observe(noticed.elapsed().as_secs_f64());
+                        stats.observe(batch.first_noticed.elapsed().as_secs_f64());
                         eprintln!(
-                            "weir agent: datastore reloaded (generation {})",
-                            snapshot.generation
+                            "weir agent: datastore reloaded (generation {}, {} change{})",
+                            snapshot.generation,
+                            batch.changes,
+                            if batch.changes == 1 { "" } else { "s" }
                         );
                     }
                     Err(e) => {
@@ -737,7 +925,8 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         if let Ok(mut shared) = control.lock() {
             *shared = stats;
         }
-    }
+        true
+    });
     for h in handles {
         let _ = h.join();
     }

@@ -222,3 +222,21 @@ pub fn resource_of(kind: Kind) -> Option<ApiResource> {
         .find(|(k, _)| *k == kind)
         .map(|(_, r)| r)
 }
+
+/// A client for the API server: from `kubeconfig` when given, else inferred (the pod's
+/// service account in a cluster, or `$KUBECONFIG` / `~/.kube/config`).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no API server configuration found: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("API client: {e}"))
+}
