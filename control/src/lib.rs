@@ -5,5 +5,6 @@
 
 pub mod agent;
 pub mod demo;
+pub mod k8s;
 pub mod policy;
 pub mod wireguard;

@@ -1,0 +1,3 @@
+//! Kubernetes API plumbing for the control plane.
+
+pub mod fake;
