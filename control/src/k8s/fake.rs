@@ -232,7 +232,25 @@ impl FakeApi {
         state
             .requests
             .iter()
-            .filter(|request| request.starts_with(method_and_path_prefix))
+            .filter(|request| request.method_and_path.starts_with(method_and_path_prefix))
+            .count()
+    }
+
+    /// How many requests had the API server's `verb` (get, list, watch, create, update,
+    /// patch, delete: GET on a collection is a list or a watch) and a path starting with
+    /// `path_prefix`, e.g. `verb_count("list", "/api/v1/pods")` to see a relist.
+    pub fn verb_count(&self, verb: &str, path_prefix: &str) -> usize {
+        let state = self.lock();
+        state
+            .requests
+            .iter()
+            .filter(|request| {
+                request.verb == verb
+                    && request
+                        .method_and_path
+                        .split_once(' ')
+                        .is_some_and(|(_, path)| path.starts_with(path_prefix))
+            })
             .count()
     }
 
@@ -250,8 +268,22 @@ impl FakeApi {
     ) -> Response<ResponseBody> {
         let path = uri.path();
         let query = Query::parse(uri.query().unwrap_or_default());
+        let target = Target::parse(path);
+        let verb = match (method, target.as_ref().map(|target| target.name.is_some())) {
+            (&Method::GET, Some(false)) if query.flag("watch") => "watch",
+            (&Method::GET, Some(false)) => "list",
+            (&Method::GET, _) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, _) => "delete",
+            _ => "",
+        };
         let mut state = self.lock();
-        state.requests.push(format!("{method} {path}"));
+        state.requests.push(Served {
+            method_and_path: format!("{method} {path}"),
+            verb,
+        });
         if state.down {
             return ApiError::new(
                 503,
@@ -263,7 +295,7 @@ impl FakeApi {
         if path == "/version" && method == Method::GET {
             return json_response(StatusCode::OK, &version_info());
         }
-        let Some(target) = Target::parse(path) else {
+        let Some(target) = target else {
             return ApiError::new(
                 404,
                 "NotFound",
@@ -438,10 +470,18 @@ struct State {
     /// Every write after `compacted`, oldest first.
     history: Vec<Change>,
     watches: Vec<Watch>,
-    /// "METHOD path" of every request.
-    requests: Vec<String>,
+    requests: Vec<Served>,
     /// Objects created so far, for `uid` and `generateName`.
     created: u64,
+}
+
+/// A request, as [`FakeApi::request_count`] and [`FakeApi::verb_count`] count them.
+#[derive(Debug)]
+struct Served {
+    /// "METHOD path", without the query.
+    method_and_path: String,
+    /// The API server's verb: get, list, watch, create, update, patch or delete.
+    verb: &'static str,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
