@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams, WatchEvent, WatchParams,
+    PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
 };
 use kube::runtime::events::{Event as Note, EventType, Recorder};
 use kube::runtime::watcher::{self, Event};
@@ -255,6 +255,15 @@ async fn objects_are_created_read_replaced_patched_and_deleted() {
         api.resource_version().to_string()
     );
 
+    let stale = Preconditions {
+        resource_version: Some("1".into()),
+        uid: None,
+    };
+    let error = pods
+        .delete("web", &DeleteParams::default().preconditions(stale))
+        .await
+        .unwrap_err();
+    assert_eq!(status_code(&error), 409);
     let deleted = pods.delete("web", &DeleteParams::default()).await.unwrap();
     assert_eq!(
         deleted.left().map(|pod| pod.name_any()).as_deref(),
@@ -510,4 +519,56 @@ async fn recorded_events_are_kept() {
         api.verb_count("create", "/apis/events.k8s.io/v1/namespaces/default/events"),
         1
     );
+}
+
+#[tokio::test]
+async fn a_streaming_list_needs_no_list_request() {
+    let api = FakeApi::new();
+    api.apply(pod("default", "a")).unwrap();
+    api.apply(pod("other", "b")).unwrap();
+    let pods: Api<Pod> = Api::all(api.client());
+    let config = watcher::Config::default().streaming_lists();
+    let mut stream = watcher::watcher(pods, config).boxed();
+    let mut seen = Vec::new();
+    loop {
+        match bounded("the initial events", stream.next()).await {
+            Some(Ok(Event::InitDone)) => break,
+            Some(Ok(event)) => seen.push(describe(&event)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["init", "init-apply a", "init-apply b"]);
+    assert_eq!(api.verb_count("list", "/api/v1/pods"), 0);
+}
+
+#[tokio::test]
+async fn a_selected_watch_sees_objects_enter_and_leave() {
+    let api = FakeApi::new();
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
+    let params = WatchParams::default().labels("app=web");
+    let version = api.resource_version().to_string();
+    let mut stream = pods.watch(&params, &version).await.unwrap().boxed();
+    let mut db = pod("default", "a");
+    db["metadata"]["labels"]["app"] = "db".into();
+    api.apply(db.clone()).unwrap();
+    api.apply(pod("other", "a")).unwrap();
+    api.apply(pod("default", "a")).unwrap();
+    api.apply(pod("default", "a")).unwrap();
+    api.apply(db).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match bounded("an event", stream.next()).await {
+            Some(Ok(WatchEvent::Added(pod))) => {
+                seen.push(format!("added {}", pod.resource_version().unwrap()))
+            }
+            Some(Ok(WatchEvent::Modified(pod))) => {
+                seen.push(format!("modified {}", pod.resource_version().unwrap()))
+            }
+            Some(Ok(WatchEvent::Deleted(pod))) => {
+                seen.push(format!("deleted {}", pod.resource_version().unwrap()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["added 3", "modified 4", "deleted 5"]);
 }

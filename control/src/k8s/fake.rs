@@ -114,7 +114,7 @@ impl FakeApi {
                     "{kind} is namespaced: metadata.namespace is missing"
                 ))
             }
-            (false, None) => (String::new(), name.to_string()),
+            (false, None | Some("")) => (String::new(), name.to_string()),
             (false, Some(_)) => {
                 return Err(format!(
                     "{kind} is cluster-scoped: remove metadata.namespace"
@@ -310,7 +310,7 @@ impl FakeApi {
             (&Method::POST, false) => state.create(&target, body),
             (&Method::PUT, true) => state.replace(&target, body),
             (&Method::PATCH, true) => state.patch(&target, content_type, body),
-            (&Method::DELETE, true) => state.remove(&target),
+            (&Method::DELETE, true) => state.remove(&target, body),
             _ => Err(ApiError::new(
                 405,
                 "MethodNotAllowed",
@@ -772,7 +772,16 @@ impl State {
 
     /// POST on a collection.
     fn create(&mut self, target: &Target, body: &[u8]) -> Result<Response<ResponseBody>, ApiError> {
-        let mut object = parse_object(target, body)?;
+        let object = parse_object(target, body)?;
+        self.create_object(target, object)
+    }
+
+    /// Stores a new object from a POST (or from a server-side apply of an absent one).
+    fn create_object(
+        &mut self,
+        target: &Target,
+        mut object: Value,
+    ) -> Result<Response<ResponseBody>, ApiError> {
         let Some(namespace) = target
             .namespace
             .clone()
@@ -868,8 +877,10 @@ impl State {
             None if media_type == "application/apply-patch+yaml"
                 && target.subresource.is_none() =>
             {
-                let created = self.create(target, body)?;
-                return Ok(created);
+                let mut object = patch;
+                check_type(&mut object, target.resource)?;
+                object["metadata"]["name"] = target.name.clone().unwrap_or_default().into();
+                return self.create_object(target, object);
             }
             None => return Err(ApiError::not_found(target)),
         };
@@ -889,6 +900,7 @@ impl State {
         mut object: Value,
     ) -> Result<Response<ResponseBody>, ApiError> {
         let stored = self.stored(target)?.clone();
+        check_type(&mut object, target.resource)?;
         check_namespace(&mut object, target)?;
         let name = target.name.as_deref().unwrap_or_default();
         match object["metadata"]["name"].as_str() {
@@ -910,7 +922,13 @@ impl State {
         let resource = &RESOURCES[target.resource];
         let object = if target.subresource.is_some() {
             let mut updated = stored.clone();
-            updated["status"] = object["status"].clone();
+            match (object.get("status"), updated.as_object_mut()) {
+                (Some(status), _) if !status.is_null() => updated["status"] = status.clone(),
+                (_, Some(fields)) => {
+                    fields.remove("status");
+                }
+                (_, None) => {}
+            }
             updated
         } else {
             if resource.status_subresource {
@@ -933,8 +951,9 @@ impl State {
         ))
     }
 
-    /// DELETE on an object: answered with its last state.
-    fn remove(&mut self, target: &Target) -> Result<Response<ResponseBody>, ApiError> {
+    /// DELETE on an object: answered with its last state. The `DeleteOptions` body's
+    /// preconditions (`uid`, `resourceVersion`) are checked: 409 `Conflict` when they fail.
+    fn remove(&mut self, target: &Target, body: &[u8]) -> Result<Response<ResponseBody>, ApiError> {
         if target.subresource.is_some() {
             return Err(ApiError::new(
                 405,
@@ -943,6 +962,31 @@ impl State {
             ));
         }
         let mut object = self.stored(target)?.clone();
+        let options: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(body).map_err(ApiError::bad_body)?
+        };
+        let preconditions = &options["preconditions"];
+        if let Some(expected) = preconditions["resourceVersion"].as_str() {
+            check_resource_version(target, &object, expected)?;
+        }
+        if let Some(expected) = preconditions["uid"].as_str() {
+            if object["metadata"]["uid"].as_str() != Some(expected) {
+                let name = target.name.as_deref().unwrap_or_default();
+                let message = format!(
+                    "Precondition failed: UID in precondition: {expected}, UID in object meta: {}",
+                    object["metadata"]["uid"].as_str().unwrap_or_default()
+                );
+                return Err(ApiError::about(
+                    target.resource,
+                    name,
+                    409,
+                    "Conflict",
+                    message,
+                ));
+            }
+        }
         let resource_version = self.commit(target.resource, target.key(), None);
         object["metadata"]["resourceVersion"] = resource_version.to_string().into();
         Ok(json_response(StatusCode::OK, &object))
@@ -1292,11 +1336,22 @@ fn parse_object(target: &Target, body: &[u8]) -> Result<Value, ApiError> {
     if !object.is_object() {
         return Err(ApiError::bad_body("not a JSON object"));
     }
-    let resource = &RESOURCES[target.resource];
-    for (field, wanted) in [
+    check_type(&mut object, target.resource)?;
+    Ok(object)
+}
+
+/// An object sent for a resource names that resource's `apiVersion` and `kind`, or
+/// none (they are filled in), and has a `metadata` object.
+fn check_type(object: &mut Value, resource: usize) -> Result<(), ApiError> {
+    if !object.is_object() {
+        return Err(ApiError::bad_body("not a JSON object"));
+    }
+    let resource = &RESOURCES[resource];
+    let wanted = [
         ("apiVersion", resource.api_version()),
-        ("kind", resource.kind.into()),
-    ] {
+        ("kind", resource.kind.to_string()),
+    ];
+    for (field, wanted) in wanted {
         match object[field].as_str() {
             None => object[field] = wanted.into(),
             Some(given) if given == wanted => {}
@@ -1312,7 +1367,7 @@ fn parse_object(target: &Target, body: &[u8]) -> Result<Value, ApiError> {
     if !object["metadata"].is_object() {
         object["metadata"] = json!({});
     }
-    Ok(object)
+    Ok(())
 }
 
 /// Sets the object's namespace from the path: an object in a namespace's collection may
