@@ -699,7 +699,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         first = Some(calculate(config, None, None, calc));
         false
     });
-    let (mut builder, ports, peer_configs, mut warnings) = match first {
+    let (builder, ports, peer_configs, mut warnings) = match first {
         Some(result) => result?,
         None if stop.load(Ordering::SeqCst) => return Ok(()),
         None => {
