@@ -28,8 +28,8 @@ use weir_workers::bpf::UplinkFilter;
 
 use crate::calc::{drive, Calculator, Change, DriveState, Update};
 use crate::policy::compile::Compiled;
-use crate::policy::model::Kind;
 use crate::policy::load::{load_documents_each, Cluster, LoadError, Object};
+use crate::policy::model::Kind;
 use crate::policy::model::ObjectRef;
 
 /// The agent's configuration file (YAML).
@@ -174,7 +174,7 @@ impl AgentConfig {
             }
             (Some(_), Some(_)) => {
                 return Err(err(
-                    "`datastore` and `kubernetes` are both set: choose one".into(),
+                    "`datastore` and `kubernetes` are both set: choose one".into()
                 ))
             }
         }
@@ -685,20 +685,33 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 .name("weir-kubernetes".into())
                 .spawn(move || watch_kubernetes(k, node, tx, stop))
                 .map_err(|e| AgentError::Worker(e.to_string()))?;
-            eprintln!("weir agent: waiting for the first full list of every kind from the API server");
-            crate::k8s::source::watched().into_iter().map(|(k, _)| k).collect()
+            eprintln!(
+                "weir agent: waiting for the first full list of every kind from the API server"
+            );
+            crate::k8s::source::watched()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
         }
     };
     let window = Duration::from_micros(config.coalesce_micros);
     let mut drive_state = DriveState::default();
     let mut first: Option<Result<Calculated, AgentError>> = None;
-    drive(&rx, &mut calc, &kinds, window, stop, &mut drive_state, |calc, batch| {
-        for r in &batch.refused {
-            eprintln!("weir agent: {r}; not applied");
-        }
-        first = Some(calculate(config, None, None, calc));
-        false
-    });
+    drive(
+        &rx,
+        &mut calc,
+        &kinds,
+        window,
+        stop,
+        &mut drive_state,
+        |calc, batch| {
+            for r in &batch.refused {
+                eprintln!("weir agent: {r}; not applied");
+            }
+            first = Some(calculate(config, None, None, calc));
+            false
+        },
+    );
     let (builder, ports, peer_configs, mut warnings) = match first {
         Some(result) => result?,
         None if stop.load(Ordering::SeqCst) => return Ok(()),
@@ -870,63 +883,72 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         config.listen
     );
     // The control loop: apply datastore changes while the workers run.
-    drive(&rx, &mut calc, &kinds, window, stop, &mut drive_state, |calc, batch| {
-        if handles.iter().all(|h| h.is_finished()) {
-            return false;
-        }
-        for r in &batch.refused {
-            eprintln!("weir agent: {r}; its last good version stays");
-        }
-        let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
-        stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
-        match calculate(config, Some(&port_names), node_key.as_ref(), calc) {
-            Ok((builder, _, peers, warnings)) => {
-                for w in &warnings {
-                    eprintln!("weir agent: warning: {w}");
-                }
-                match publisher.publish(builder) {
-                    Ok(snapshot) => {
-                        if node_key.is_some() {
-                            let neighbors = snapshot
-                                .nodes
-                                .iter()
-                                .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
-                                .collect();
-                            if let Ok(mut slot) = mailbox.pending.lock() {
-                                *slot = Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
-                            }
-                        }
-                        stats.applied += 1;
-                        stats.generation = snapshot.generation;
-                        stats.observe(batch.first_noticed.elapsed().as_secs_f64());
-                        eprintln!(
-                            "weir agent: datastore reloaded (generation {}, {} change{})",
-                            snapshot.generation,
-                            batch.changes,
-                            if batch.changes == 1 { "" } else { "s" }
-                        );
-                    }
-                    Err(e) => {
-                        stats.rejected += 1;
-                        eprintln!(
-                            "weir agent: datastore change rejected: {e}; the last good tables \
-                             keep serving"
-                        );
-                    }
-                }
+    drive(
+        &rx,
+        &mut calc,
+        &kinds,
+        window,
+        stop,
+        &mut drive_state,
+        |calc, batch| {
+            if handles.iter().all(|h| h.is_finished()) {
+                return false;
             }
-            Err(e) => {
-                stats.rejected += 1;
-                eprintln!(
+            for r in &batch.refused {
+                eprintln!("weir agent: {r}; its last good version stays");
+            }
+            let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
+            stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
+            match calculate(config, Some(&port_names), node_key.as_ref(), calc) {
+                Ok((builder, _, peers, warnings)) => {
+                    for w in &warnings {
+                        eprintln!("weir agent: warning: {w}");
+                    }
+                    match publisher.publish(builder) {
+                        Ok(snapshot) => {
+                            if node_key.is_some() {
+                                let neighbors = snapshot
+                                    .nodes
+                                    .iter()
+                                    .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
+                                    .collect();
+                                if let Ok(mut slot) = mailbox.pending.lock() {
+                                    *slot =
+                                        Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
+                                }
+                            }
+                            stats.applied += 1;
+                            stats.generation = snapshot.generation;
+                            stats.observe(batch.first_noticed.elapsed().as_secs_f64());
+                            eprintln!(
+                                "weir agent: datastore reloaded (generation {}, {} change{})",
+                                snapshot.generation,
+                                batch.changes,
+                                if batch.changes == 1 { "" } else { "s" }
+                            );
+                        }
+                        Err(e) => {
+                            stats.rejected += 1;
+                            eprintln!(
+                                "weir agent: datastore change rejected: {e}; the last good tables \
+                             keep serving"
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    stats.rejected += 1;
+                    eprintln!(
                     "weir agent: datastore change rejected: {e}; the last good tables keep serving"
                 );
+                }
             }
-        }
-        if let Ok(mut shared) = control.lock() {
-            *shared = stats;
-        }
-        true
-    });
+            if let Ok(mut shared) = control.lock() {
+                *shared = stats;
+            }
+            true
+        },
+    );
     for h in handles {
         let _ = h.join();
     }

@@ -108,7 +108,8 @@ impl fmt::Display for Refusal {
 pub struct Calculator {
     node: String,
     cluster: Cluster,
-    objects: BTreeMap<ObjectRef, Object>,
+    /// The objects held (their content lives in `cluster` only).
+    objects: BTreeSet<ObjectRef>,
     /// Endpoint addresses and the pod holding each.
     owners: HashMap<IpAddr, NamespacedName>,
     local: BTreeSet<NamespacedName>,
@@ -133,7 +134,7 @@ impl Calculator {
         Calculator {
             node: node.to_owned(),
             cluster,
-            objects: BTreeMap::new(),
+            objects: BTreeSet::new(),
             owners: HashMap::new(),
             local: BTreeSet::new(),
             cache: Cache::default(),
@@ -145,9 +146,71 @@ impl Calculator {
         &self.cluster
     }
 
-    /// The objects the model holds, by identity.
-    pub fn objects(&self) -> &BTreeMap<ObjectRef, Object> {
-        &self.objects
+    /// The objects the model holds, by identity (copied out of the model).
+    pub fn objects(&self) -> BTreeMap<ObjectRef, Object> {
+        self.objects
+            .iter()
+            .filter_map(|id| {
+                let resource = self.held(id)?;
+                let origin = self.cluster.origins.get(id)?.clone();
+                Some((id.clone(), Object { origin, resource }))
+            })
+            .collect()
+    }
+
+    /// An object as the model holds it.
+    fn held(&self, id: &ObjectRef) -> Option<Resource> {
+        let c = &self.cluster;
+        let key = || NamespacedName::new(id.namespace.clone().unwrap_or_default(), &id.name);
+        Some(match id.kind {
+            Kind::Namespace => Resource::Namespace(c.namespaces.get(&id.name)?.clone()),
+            Kind::Pod => Resource::Pod(c.pods.get(&key())?.clone()),
+            Kind::ServiceAccount => {
+                Resource::ServiceAccount(c.service_accounts.get(&key())?.clone())
+            }
+            Kind::K8sNetworkPolicy => {
+                Resource::K8sNetworkPolicy(c.k8s_policies.get(&key())?.clone())
+            }
+            Kind::Tier => Resource::Tier(c.tiers.get(&id.name)?.clone()),
+            Kind::NetworkPolicy => Resource::NetworkPolicy(c.policies.get(&key())?.clone()),
+            Kind::GlobalNetworkPolicy => {
+                Resource::GlobalNetworkPolicy(c.global_policies.get(&id.name)?.clone())
+            }
+            Kind::NetworkSet => Resource::NetworkSet(c.network_sets.get(&key())?.clone()),
+            Kind::GlobalNetworkSet => {
+                Resource::GlobalNetworkSet(c.global_network_sets.get(&id.name)?.clone())
+            }
+            Kind::Node => Resource::Node(c.nodes.get(&id.name)?.clone()),
+            Kind::IpPool => Resource::IpPool(c.ip_pools.get(&id.name)?.clone()),
+            Kind::HostEndpoint => Resource::HostEndpoint(c.host_endpoints.get(&id.name)?.clone()),
+        })
+    }
+
+    /// Whether the model holds exactly this version of the object (compared in place).
+    fn holds(&self, r: &Resource) -> bool {
+        let c = &self.cluster;
+        let key = |ns: &str, name: &str| NamespacedName::new(ns, name);
+        if !self.objects.contains(&r.object_ref()) {
+            return false;
+        }
+        match r {
+            Resource::Namespace(o) => c.namespaces.get(&o.name) == Some(o),
+            Resource::Pod(o) => c.pods.get(&key(&o.namespace, &o.name)) == Some(o),
+            Resource::ServiceAccount(o) => {
+                c.service_accounts.get(&key(&o.namespace, &o.name)) == Some(o)
+            }
+            Resource::K8sNetworkPolicy(o) => {
+                c.k8s_policies.get(&key(&o.namespace, &o.name)) == Some(o)
+            }
+            Resource::Tier(o) => c.tiers.get(&o.name) == Some(o),
+            Resource::NetworkPolicy(o) => c.policies.get(&key(&o.namespace, &o.name)) == Some(o),
+            Resource::GlobalNetworkPolicy(o) => c.global_policies.get(&o.name) == Some(o),
+            Resource::NetworkSet(o) => c.network_sets.get(&key(&o.namespace, &o.name)) == Some(o),
+            Resource::GlobalNetworkSet(o) => c.global_network_sets.get(&o.name) == Some(o),
+            Resource::Node(o) => c.nodes.get(&o.name) == Some(o),
+            Resource::IpPool(o) => c.ip_pools.get(&o.name) == Some(o),
+            Resource::HostEndpoint(o) => c.host_endpoints.get(&o.name) == Some(o),
+        }
     }
 
     /// This node's attached pods, in name order (the endpoint order of [`Self::compile`]).
@@ -186,7 +249,7 @@ impl Calculator {
         let listed: BTreeSet<ObjectRef> = objects.iter().map(|o| o.resource.object_ref()).collect();
         let gone: Vec<ObjectRef> = self
             .objects
-            .keys()
+            .iter()
             .filter(|o| kinds.contains(&o.kind) && !listed.contains(*o))
             .cloned()
             .collect();
@@ -199,12 +262,7 @@ impl Calculator {
         let mut objects = objects;
         objects.sort_by_key(|o| rank(o.resource.object_ref().kind));
         for o in objects {
-            let id = o.resource.object_ref();
-            if self
-                .objects
-                .get(&id)
-                .is_some_and(|old| old.resource == o.resource)
-            {
+            if self.holds(&o.resource) {
                 continue;
             }
             self.upsert(o, refused);
@@ -382,14 +440,12 @@ impl Calculator {
                     .insert(h.name.clone(), h.clone());
             }
         }
-        self.cluster
-            .origins
-            .insert(id.clone(), object.origin.clone());
-        self.objects.insert(id, object);
+        self.cluster.origins.insert(id.clone(), object.origin);
+        self.objects.insert(id);
     }
 
     fn delete(&mut self, id: &ObjectRef, refused: &mut Vec<Refusal>) {
-        if !self.objects.contains_key(id) {
+        if !self.objects.contains(id) {
             return;
         }
         let named =
@@ -398,7 +454,7 @@ impl Calculator {
             Kind::Namespace => {
                 let used = self
                     .objects
-                    .keys()
+                    .iter()
                     .any(|o| o.namespace.as_deref() == Some(id.name.as_str()));
                 let old = self.ns_labels(&id.name);
                 if used {

@@ -146,6 +146,24 @@ fn fingerprint(c: &Compiled) -> String {
     out
 }
 
+/// The programs (decision structures included) must be the same too: a program kept from
+/// an earlier compilation must not carry stale set contents.
+fn assert_same_programs(a: &Compiled, b: &Compiled, step: usize) {
+    assert_eq!(a.tables.endpoints.len(), b.tables.endpoints.len());
+    for (i, (x, y)) in a
+        .tables
+        .endpoints
+        .iter()
+        .zip(&b.tables.endpoints)
+        .enumerate()
+    {
+        assert!(
+            x.ingress == y.ingress && x.egress == y.egress,
+            "step {step}: endpoint {i}'s program differs from one built from scratch"
+        );
+    }
+}
+
 fn from_scratch(calc: &Calculator) -> Compiled {
     let cluster = Cluster::from_objects(calc.objects().values().cloned().collect())
         .unwrap_or_else(|e| panic!("the calculator's objects do not make a cluster: {e:?}"));
@@ -188,8 +206,8 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
             // A pod's labels (and maybe its node) change; same address.
             0 | 1 => {
                 let i = rng.below(PODS);
-                let current = calc
-                    .objects()
+                let objects = calc.objects();
+                let current = objects
                     .keys()
                     .find(|o| o.kind == Kind::Pod && o.name == format!("pod{i}"));
                 let ip = match current {
@@ -238,8 +256,8 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
                 } else {
                     Kind::K8sNetworkPolicy
                 };
-                match calc
-                    .objects()
+                let objects = calc.objects();
+                match objects
                     .keys()
                     .find(|o| o.kind == kind && o.name.ends_with(&i.to_string()))
                 {
@@ -255,11 +273,13 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
             clashes += 1;
         }
         let incremental = calc.compile();
+        let scratch = from_scratch(&calc);
         assert_eq!(
             fingerprint(&incremental),
-            fingerprint(&from_scratch(&calc)),
+            fingerprint(&scratch),
             "step {step}: the incremental tables differ from a full compilation"
         );
+        assert_same_programs(&incremental, &scratch, step);
     }
     assert!(clashes > 0, "the sequence tried some address clashes");
     assert!(

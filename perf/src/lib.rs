@@ -1,6 +1,7 @@
 //! weir's benchmark harness. Each benchmark runs its anchor in the same process run, on the
 //! same pinned core, and reports medians, ranges and ratios (see `report`).
 
+pub mod alloc;
 pub mod control;
 pub mod dpdk;
 pub mod forward;

@@ -168,10 +168,54 @@ pub struct Cache {
     /// Slots whose scope is chosen by a namespaceSelector.
     by_ns_selector: Vec<usize>,
     named: HashMap<(String, Option<u8>), FxHashSet<([u8; 16], u8, u16)>>,
+    /// Changes whenever `named` is cleared.
+    named_epoch: u64,
+    /// The programs of the last compilation.
+    programs: HashMap<Vec<CompiledTier>, KeptProgram>,
     generation: u64,
     /// Resolutions answered from the cache, and computed.
     pub hits: u64,
     pub misses: u64,
+}
+
+/// A program kept for the next compilation, with the content of the sets it names.
+#[derive(Debug)]
+struct KeptProgram {
+    nets: Vec<NetSet>,
+    /// What each named-port set it names stood for (ids are given out per compilation).
+    named: Vec<(String, Option<u8>)>,
+    named_epoch: u64,
+    program: Arc<Program>,
+}
+
+/// The address sets and named-port sets a program's rules name, in order of first use.
+fn referenced_sets(tiers: &[CompiledTier]) -> (Vec<NetSetId>, Vec<PortSetId>) {
+    let mut nets = Vec::new();
+    let mut named = Vec::new();
+    for rule in tiers.iter().flat_map(|t| &t.rules) {
+        let m = &rule.matches;
+        for id in [m.src_nets, m.not_src_nets, m.dst_nets, m.not_dst_nets]
+            .into_iter()
+            .flatten()
+        {
+            if !nets.contains(&id) {
+                nets.push(id);
+            }
+        }
+        for ports in [
+            &m.src_ports,
+            &m.not_src_ports,
+            &m.dst_ports,
+            &m.not_dst_ports,
+        ] {
+            if let Some(id) = ports.named {
+                if !named.contains(&id) {
+                    named.push(id);
+                }
+            }
+        }
+    }
+    (nets, named)
 }
 
 /// Whether a pod is an endpoint (has an address and its own network).
@@ -195,6 +239,7 @@ impl Cache {
         *self = Cache {
             hits: self.hits,
             misses: self.misses,
+            named_epoch: self.named_epoch + 1,
             ..Cache::default()
         };
     }
@@ -228,6 +273,7 @@ impl Cache {
                 != new_ep.map(|p| (&p.ips, &p.container_ports)))
         {
             self.named.clear();
+            self.named_epoch += 1;
         }
         if old_ep.is_none() && new_ep.is_none() {
             return;
@@ -387,10 +433,13 @@ impl Cache {
             .filter(|s| s.used == generation)
             .collect();
         let (hits, misses, named) = (self.hits, self.misses, std::mem::take(&mut self.named));
+        let programs = std::mem::take(&mut self.programs);
         *self = Cache {
             hits,
             misses,
             named,
+            named_epoch: self.named_epoch,
+            programs,
             generation,
             ..Cache::default()
         };
@@ -546,7 +595,16 @@ fn compile_with<'n>(
     };
     // Endpoints selected by the same policies share one program (and its decision
     // structure): the pods of one workload usually do.
+    // Across compilations, a program is reused when its tiers are the same and so is the
+    // content of every set they name (building the decision structure is what costs).
     let mut programs: HashMap<Vec<CompiledTier>, Arc<Program>> = HashMap::new();
+    let mut previous = std::mem::take(&mut c.cache.programs);
+    let named_epoch = c.cache.named_epoch;
+    let mut named_keys = vec![(String::new(), None); c.named_ids.len()];
+    for (key, &id) in &c.named_ids {
+        named_keys[id as usize] = key.clone();
+    }
+    let mut kept: HashMap<Vec<CompiledTier>, KeptProgram> = HashMap::new();
     let mut program = |direction: Direction, list: &[usize]| -> Option<Arc<Program>> {
         let mut tiers_out: Vec<CompiledTier> = Vec::new();
         let mut current: Option<usize> = None;
@@ -578,7 +636,42 @@ fn compile_with<'n>(
         if let Some(shared) = programs.get(&tiers_out) {
             return Some(shared.clone());
         }
-        let built = Arc::new(Program::new(tiers_out.clone(), &sets));
+        let (nets, named) = referenced_sets(&tiers_out);
+        let named: Vec<(String, Option<u8>)> = named
+            .iter()
+            .map(|&id| named_keys[id as usize].clone())
+            .collect();
+        let same = |k: &KeptProgram| {
+            (named.is_empty() || (k.named_epoch == named_epoch && k.named == named))
+                && k.nets.len() == nets.len()
+                && k.nets
+                    .iter()
+                    .zip(&nets)
+                    .all(|(old, &id)| sets.nets.get(id as usize) == Some(old))
+        };
+        let built = match previous.remove(&tiers_out).filter(same) {
+            Some(k) => {
+                let program = k.program.clone();
+                kept.insert(tiers_out.clone(), k);
+                program
+            }
+            None => {
+                let program = Arc::new(Program::new(tiers_out.clone(), &sets));
+                kept.insert(
+                    tiers_out.clone(),
+                    KeptProgram {
+                        nets: nets
+                            .iter()
+                            .map(|&id| sets.nets[id as usize].clone())
+                            .collect(),
+                        named,
+                        named_epoch,
+                        program: program.clone(),
+                    },
+                );
+                program
+            }
+        };
         programs.insert(tiers_out, built.clone());
         Some(built)
     };
@@ -590,6 +683,7 @@ fn compile_with<'n>(
         })
         .collect();
 
+    c.cache.programs = kept;
     c.cache.trim();
     *cache = c.cache;
     Compiled {

@@ -14,7 +14,8 @@ use weir_perf::report::{BenchResult, Machine, Report};
 use weir_perf::wireguard::{self, WireGuardBenchConfig};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: weir_perf::alloc::Counting<mimalloc::MiMalloc> =
+    weir_perf::alloc::Counting(mimalloc::MiMalloc);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +60,23 @@ enum Command {
     Forward {
         #[command(flatten)]
         forward: ForwardArgs,
+    },
+    /// The control plane at cluster scale through the fake API server: initial sync,
+    /// event-to-snapshot latency over single changes beside a full recompute, snapshot
+    /// build time, memory.
+    Control {
+        /// Pods in the generated cluster.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// Kubernetes NetworkPolicies.
+        #[arg(long, default_value_t = 5_000)]
+        policies: usize,
+        /// Namespaces.
+        #[arg(long, default_value_t = 500)]
+        namespaces: usize,
+        /// Single changes measured.
+        #[arg(long, default_value_t = 1_000)]
+        changes: usize,
     },
     /// WireGuard per core, in memory: weir's seal path (route to peer, copy, seal, outer
     /// headers) beside the raw ring ChaCha20-Poly1305 seal and boringtun's encapsulate.
@@ -176,6 +194,28 @@ fn main() -> ExitCode {
     }
     let mut results = Vec::new();
     let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
+    if let Command::Control {
+        pods,
+        policies,
+        namespaces,
+        changes,
+    } = &cli.command
+    {
+        progress(
+            "control: loading the fake API server, then syncing and changing one object at a time",
+        );
+        let cfg = weir_perf::control::ControlBenchConfig {
+            pods: *pods,
+            policies: *policies,
+            namespaces: (*namespaces).max(1),
+            changes: *changes,
+            ..weir_perf::control::ControlBenchConfig::default()
+        };
+        if !take(weir_perf::control::run(&cfg), &mut results, &mut notes) {
+            return ExitCode::FAILURE;
+        }
+        return print_report("control", pinned.then_some(cpu), results, notes, cli.json);
+    }
     if let Command::Wireguard {
         sizes,
         seconds,
@@ -272,7 +312,10 @@ fn main() -> ExitCode {
             ("pipeline", lpm)
         }
         Command::Lpm { lpm } => ("lpm", lpm),
-        Command::Policy { .. } | Command::Forward { .. } | Command::Wireguard { .. } => {
+        Command::Policy { .. }
+        | Command::Forward { .. }
+        | Command::Wireguard { .. }
+        | Command::Control { .. } => {
             unreachable!("handled above")
         }
     };
