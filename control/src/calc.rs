@@ -648,9 +648,16 @@ pub fn drive(
                 continue;
             }
             Some(Update::Invalid { .. }) => {
-                if let Some(b) = pending.as_mut() {
-                    b.invalid += 1;
-                }
+                // Reported with the next publication (a refusal alone makes one, so that
+                // it is counted at once; the tables come out the same).
+                let batch = pending.get_or_insert_with(|| Batch {
+                    changes: 0,
+                    first_noticed: Instant::now(),
+                    refused: Vec::new(),
+                    invalid: 0,
+                    first: false,
+                });
+                batch.invalid += 1;
                 continue;
             }
             Some(Update::Synced(kind)) => {
