@@ -780,7 +780,6 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let ready = Arc::new(AtomicBool::new(false));
     if let Ok(mut stats) = control.lock() {
         stats.generation = snapshot.generation;
-        stats.applied = 1;
     }
     {
         let (reports, ready, control) = (reports.clone(), ready.clone(), control.clone());
