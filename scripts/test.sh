@@ -78,4 +78,18 @@ assert by["forward_64B_weir_100_rules_mpps_vs_kernel_nft_100_rules"]["ratio"] > 
 print("forward bench smoke ok:", len(r["results"]), "results")
 PY
 
+say "control-plane benchmark smoke (a small cluster through the fake API server)"
+target/release/weir-bench control --runs 1 --pods 2000 --policies 1000 --namespaces 100 --changes 60 --json > target/bench-control-smoke.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-control-smoke.json"))
+assert r["bench"] == "control", r
+by = {x["name"]: x for x in r["results"]}
+for need in ("control_initial_sync_ms", "control_event_to_snapshot_p50_us",
+             "control_event_to_snapshot_p99_us", "control_snapshot_build_us", "control_memory_kib"):
+    assert need in by and by[need]["value"] > 0, (need, sorted(by))
+assert by["control_event_to_snapshot_p50_us"]["anchor"]["value"] > 0, "the full recompute anchor"
+print("control bench smoke ok:", len(r["results"]), "results")
+PY
+
 say "all tests passed"

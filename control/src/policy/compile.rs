@@ -35,11 +35,11 @@
 //! changed: a label index maps each label key to the cached selectors that read it, so a
 //! pod's label change re-resolves only the selectors whose result it can flip.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use weir_dataplane::flow::FlowKey;
 use weir_dataplane::policy::program::{
     IcmpMatch as CompiledIcmp, Match, NetSetId, PortMatch as CompiledPorts, PortSetId,
@@ -158,20 +158,20 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct Cache {
     slots: Vec<Slot>,
-    ids: HashMap<CacheKey, usize>,
+    ids: FxHashMap<CacheKey, usize>,
     /// Slots whose scope is one namespace, by that namespace.
-    by_namespace: HashMap<String, Vec<usize>>,
+    by_namespace: FxHashMap<String, Vec<usize>>,
     /// Slots whose scope spans namespaces (a namespaceSelector, or the cluster).
     cross: Vec<usize>,
     /// The label index: label key to the slots whose selector reads it.
-    by_key: HashMap<String, Vec<usize>>,
+    by_key: FxHashMap<String, Vec<usize>>,
     /// Slots whose scope is chosen by a namespaceSelector.
     by_ns_selector: Vec<usize>,
-    named: HashMap<(String, Option<u8>), FxHashSet<([u8; 16], u8, u16)>>,
+    named: FxHashMap<(String, Option<u8>), FxHashSet<([u8; 16], u8, u16)>>,
     /// Changes whenever `named` is cleared.
     named_epoch: u64,
     /// The programs of the last compilation.
-    programs: HashMap<Vec<CompiledTier>, KeptProgram>,
+    programs: FxHashMap<Vec<CompiledTier>, KeptProgram>,
     generation: u64,
     /// Resolutions answered from the cache, and computed.
     pub hits: u64,
@@ -456,9 +456,9 @@ struct Compiler<'a> {
     endpoints: Vec<Endpoint<'a>>,
     by_namespace: BTreeMap<&'a str, Vec<usize>>,
     nets: Vec<NetSet>,
-    net_ids: HashMap<SetKey, NetSetId>,
+    net_ids: FxHashMap<SetKey, NetSetId>,
     named_ports: Vec<FxHashSet<([u8; 16], u8, u16)>>,
-    named_ids: HashMap<(String, Option<u8>), PortSetId>,
+    named_ids: FxHashMap<(String, Option<u8>), PortSetId>,
     /// Resolved selectors without a serviceAccounts match: many rules repeat a selector,
     /// and resolving one walks every pod in its scope.
     cache: Cache,
@@ -525,9 +525,9 @@ fn compile_with<'n>(
         endpoints,
         by_namespace,
         nets: Vec::new(),
-        net_ids: HashMap::new(),
+        net_ids: FxHashMap::default(),
         named_ports: Vec::new(),
-        named_ids: HashMap::new(),
+        named_ids: FxHashMap::default(),
         cache: std::mem::take(cache),
         whole,
         rules: Vec::new(),
@@ -597,14 +597,14 @@ fn compile_with<'n>(
     // structure): the pods of one workload usually do.
     // Across compilations, a program is reused when its tiers are the same and so is the
     // content of every set they name (building the decision structure is what costs).
-    let mut programs: HashMap<Vec<CompiledTier>, Arc<Program>> = HashMap::new();
+    let mut programs: FxHashMap<Vec<CompiledTier>, Arc<Program>> = FxHashMap::default();
     let mut previous = std::mem::take(&mut c.cache.programs);
     let named_epoch = c.cache.named_epoch;
     let mut named_keys = vec![(String::new(), None); c.named_ids.len()];
     for (key, &id) in &c.named_ids {
         named_keys[id as usize] = key.clone();
     }
-    let mut kept: HashMap<Vec<CompiledTier>, KeptProgram> = HashMap::new();
+    let mut kept: FxHashMap<Vec<CompiledTier>, KeptProgram> = FxHashMap::default();
     let mut program = |direction: Direction, list: &[usize]| -> Option<Arc<Program>> {
         let mut tiers_out: Vec<CompiledTier> = Vec::new();
         let mut current: Option<usize> = None;
@@ -729,7 +729,7 @@ impl<'a> Compiler<'a> {
 
     /// Every policy in evaluation order: by tier, then by (order, name) inside the tier.
     fn ordered_entries(&self, tiers: &[&super::model::Tier]) -> Vec<Entry<'a>> {
-        let tier_index: HashMap<&str, usize> = tiers
+        let tier_index: FxHashMap<&str, usize> = tiers
             .iter()
             .enumerate()
             .map(|(i, t)| (t.name.as_str(), i))

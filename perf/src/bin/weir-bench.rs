@@ -209,6 +209,7 @@ fn main() -> ExitCode {
             policies: *policies,
             namespaces: (*namespaces).max(1),
             changes: *changes,
+            runs: cli.runs,
             ..weir_perf::control::ControlBenchConfig::default()
         };
         if !take(weir_perf::control::run(&cfg), &mut results, &mut notes) {
