@@ -33,10 +33,10 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::model::{
-    compare_order, GlobalNetworkPolicy, GlobalNetworkPolicyWire, GlobalNetworkSet,
+    compare_order, EndpointSlice, GlobalNetworkPolicy, GlobalNetworkPolicyWire, GlobalNetworkSet,
     GlobalNetworkSetWire, HostEndpoint, HostEndpointWire, IpPool, IpPoolWire, K8sNetworkPolicy,
     Kind, Namespace, NamespacedName, NetworkPolicy, NetworkPolicyWire, NetworkSet, NetworkSetWire,
-    Node, ObjectRef, Pod, ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
+    Node, ObjectRef, Pod, Service, ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
 };
 use super::selector::Labels;
 
@@ -97,6 +97,10 @@ pub enum Resource {
     IpPool(IpPool),
     /// `weir.dev/v1` HostEndpoint.
     HostEndpoint(HostEndpoint),
+    /// `v1` Service.
+    Service(Service),
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice(EndpointSlice),
 }
 
 impl Resource {
@@ -125,6 +129,10 @@ impl Resource {
             Resource::Node(o) => ObjectRef::cluster(Kind::Node, &o.name),
             Resource::IpPool(o) => ObjectRef::cluster(Kind::IpPool, &o.name),
             Resource::HostEndpoint(o) => ObjectRef::cluster(Kind::HostEndpoint, &o.name),
+            Resource::Service(o) => ObjectRef::namespaced(Kind::Service, &o.namespace, &o.name),
+            Resource::EndpointSlice(o) => {
+                ObjectRef::namespaced(Kind::EndpointSlice, &o.namespace, &o.name)
+            }
         }
     }
 }
@@ -154,9 +162,10 @@ pub enum LoadError {
     /// A document of a kind weir does not read.
     #[error(
         "{origin}: unknown kind \"{kind}\" (apiVersion \"{api_version}\"): weir reads v1 \
-         Namespace, Pod, ServiceAccount, Node and List; networking.k8s.io/v1 NetworkPolicy; and \
-         weir.dev/v1 Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, \
-         IPPool and HostEndpoint"
+         Namespace, Pod, ServiceAccount, Node, Service and List; networking.k8s.io/v1 \
+         NetworkPolicy; discovery.k8s.io/v1 EndpointSlice; and weir.dev/v1 Tier, \
+         NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, IPPool and \
+         HostEndpoint"
     )]
     UnknownKind {
         /// Where.
@@ -309,6 +318,10 @@ pub struct Cluster {
     pub ip_pools: BTreeMap<String, IpPool>,
     /// weir.dev HostEndpoints by name.
     pub host_endpoints: BTreeMap<String, HostEndpoint>,
+    /// Services (kept for the service dataplane; policy does not read them).
+    pub services: BTreeMap<NamespacedName, Service>,
+    /// EndpointSlices (kept for the service dataplane; policy does not read them).
+    pub endpoint_slices: BTreeMap<NamespacedName, EndpointSlice>,
     /// Where each loaded object came from (implicit objects have no entry).
     pub origins: BTreeMap<ObjectRef, Origin>,
 }
@@ -368,6 +381,14 @@ impl Cluster {
                 }
                 Resource::HostEndpoint(o) => {
                     cluster.host_endpoints.insert(o.name.clone(), o);
+                }
+                Resource::Service(o) => {
+                    cluster.services.insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::EndpointSlice(o) => {
+                    cluster
+                        .endpoint_slices
+                        .insert(key(&o.namespace, &o.name), o);
                 }
             }
         }
@@ -621,6 +642,12 @@ fn decode_object(
         Kind::HostEndpoint => Resource::HostEndpoint(
             HostEndpoint::from_wire(decode::<HostEndpointWire>(value, &object, &origin)?)
                 .map_err(fail)?,
+        ),
+        Kind::Service => Resource::Service(
+            Service::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::EndpointSlice => Resource::EndpointSlice(
+            EndpointSlice::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
         ),
     };
     Ok(Object { origin, resource })
@@ -877,11 +904,13 @@ mod tests {
             "unknown kind \"NetworkPolicy\" (apiVersion \
                                         \"projectcalico.org/v3\")"
         ));
-        let e = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n")
+        let e = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n")
             .unwrap_err();
         assert!(e
             .to_string()
-            .starts_with("in.yaml document 1 items[0]: unknown kind \"Service\""));
+            .starts_with("in.yaml document 1 items[0]: unknown kind \"ConfigMap\""));
+        let e = load("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\n").unwrap_err();
+        assert!(matches!(e, LoadError::UnknownKind { .. }), "{e}");
     }
 
     #[test]
