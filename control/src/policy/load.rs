@@ -762,7 +762,7 @@ fn first_unknown_field(input: &Value, known: &Value, path: &str) -> Option<Strin
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{PolicyTypes, TierDefaultAction, NAMESPACE_NAME_LABEL};
+    use super::super::model::{PolicyTypes, TargetPort, TierDefaultAction, NAMESPACE_NAME_LABEL};
     use super::super::selector::Selector;
     use super::*;
 
@@ -854,6 +854,15 @@ mod tests {
             ("node-b", Some("eth0"))
         );
         assert_eq!(hep.labels["role"], "uplink");
+        let db = &c.services[&NamespacedName::new("shop", "db")];
+        assert_eq!(db.cluster_ips.len(), 2);
+        assert_eq!(db.ports[0].target_port, TargetPort::Named("pg".into()));
+        let slice = &c.endpoint_slices[&NamespacedName::new("shop", "db-x7k2p")];
+        assert_eq!(slice.service.as_deref(), Some("db"));
+        assert_eq!(
+            slice.endpoints[0].pod,
+            Some(NamespacedName::new("shop", "db"))
+        );
         assert_eq!(
             c.origins[&ObjectRef::cluster(Kind::Tier, "security")].to_string(),
             "all-kinds.yaml document 1"
@@ -987,6 +996,32 @@ mod tests {
             .is_empty());
         let sel = Selector::parse("kubernetes.io/metadata.name == 'orphan'").unwrap();
         assert!(sel.matches(&c.namespaces["orphan"].labels));
+    }
+
+    #[test]
+    fn services_and_slices_are_keyed_by_namespace_and_name() {
+        let svc = |ns: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: \
+                 {{ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: \
+                 EndpointSlice\nmetadata: {{name: web-1, namespace: {ns}}}\naddressType: IPv4\n---\n"
+            )
+        };
+        let c = cluster(&format!("{}{}", svc("a"), svc("b"))).unwrap();
+        assert_eq!((c.services.len(), c.endpoint_slices.len()), (2, 2));
+        assert!(c.namespaces.contains_key("a") && c.namespaces.contains_key("b"));
+        assert!(c
+            .endpoint_slices
+            .contains_key(&NamespacedName::new("b", "web-1")));
+        let errors = cluster(&format!("{}{}", svc("a"), svc("a"))).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "Service a/web is defined twice: in in.yaml document 1 and in in.yaml document 3",
+                "EndpointSlice a/web-1 is defined twice: in in.yaml document 2 and in in.yaml \
+                 document 4",
+            ]
+        );
     }
 
     #[test]

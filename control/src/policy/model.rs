@@ -3721,6 +3721,445 @@ mod tests {
         }
     }
 
+    fn service(spec: &str) -> Result<Service, String> {
+        match load_one(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n{spec}"
+        ))? {
+            Object {
+                resource: super::super::load::Resource::Service(s),
+                ..
+            } => Ok(s),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn services_keep_addresses_ports_and_policies() {
+        let s = service(
+            "spec:\n  type: NodePort\n  clusterIP: 198.19.0.10\n  clusterIPs: [198.19.0.10, \
+             '2001:db8::10']\n  selector: {app: web}\n  externalTrafficPolicy: Local\n  \
+             internalTrafficPolicy: Cluster\n  sessionAffinity: ClientIP\n  \
+             sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n  ports:\n  - {name: \
+             http, port: 80, targetPort: 8080, nodePort: 30080}\n  - {name: dns, protocol: UDP, \
+             port: 53, targetPort: dns}\n  - {name: https, port: 443}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Service {
+                namespace: "shop".into(),
+                name: "web".into(),
+                service_type: ServiceType::NodePort,
+                cluster_ips: vec![
+                    "198.19.0.10".parse().unwrap(),
+                    "2001:db8::10".parse().unwrap()
+                ],
+                headless: false,
+                ports: vec![
+                    ServicePort {
+                        name: "http".into(),
+                        protocol: Protocol::TCP,
+                        port: 80,
+                        target_port: TargetPort::Number(8080),
+                        node_port: Some(30080),
+                    },
+                    ServicePort {
+                        name: "dns".into(),
+                        protocol: Protocol::UDP,
+                        port: 53,
+                        target_port: TargetPort::Named("dns".into()),
+                        node_port: None,
+                    },
+                    ServicePort {
+                        name: "https".into(),
+                        protocol: Protocol::TCP,
+                        port: 443,
+                        target_port: TargetPort::Number(443),
+                        node_port: None,
+                    },
+                ],
+                selector: Some(Labels::from([("app".to_owned(), "web".to_owned())])),
+                external_traffic_policy: Some(TrafficPolicy::Local),
+                internal_traffic_policy: Some(TrafficPolicy::Cluster),
+                session_affinity: SessionAffinity::ClientIp {
+                    timeout_seconds: 60
+                },
+            }
+        );
+
+        // Defaults: ClusterIP, no affinity, a single unnamed port, targetPort = port.
+        let s = service("spec:\n  clusterIP: 198.19.0.11\n  ports: [{port: 80}]\n").unwrap();
+        assert_eq!(s.service_type, ServiceType::ClusterIp);
+        assert_eq!(s.cluster_ips, ["198.19.0.11".parse::<IpAddr>().unwrap()]);
+        assert_eq!(s.session_affinity, SessionAffinity::None);
+        assert_eq!(s.ports[0].name, "");
+        assert_eq!(s.ports[0].target_port, TargetPort::Number(80));
+        assert_eq!(s.selector, None);
+        assert_eq!(
+            (s.external_traffic_policy, s.internal_traffic_policy),
+            (None, None)
+        );
+        let s = service("spec:\n  sessionAffinity: ClientIP\n  ports: [{port: 80}]\n").unwrap();
+        assert_eq!(
+            s.session_affinity,
+            SessionAffinity::ClientIp {
+                timeout_seconds: DEFAULT_AFFINITY_TIMEOUT_SECONDS
+            }
+        );
+        assert!(s.cluster_ips.is_empty() && !s.headless, "not allocated yet");
+
+        // Headless: "None" is no address, and ports may be left out.
+        let s = service("spec: {clusterIP: None, selector: {}}").unwrap();
+        assert!(s.headless && s.cluster_ips.is_empty());
+        assert_eq!(s.selector, None, "an empty selector is no selector");
+        let s = service("spec: {clusterIPs: [None]}").unwrap();
+        assert!(s.headless);
+        let s = service("spec: {type: ExternalName, externalName: db.example.com}").unwrap();
+        assert_eq!(s.service_type, ServiceType::ExternalName);
+        // targetPort 0 or "" is defaulted to the port, as the API server does.
+        let s = service("spec:\n  ports: [{port: 80, targetPort: 0}]\n").unwrap();
+        assert_eq!(s.ports[0].target_port, TargetPort::Number(80));
+    }
+
+    #[test]
+    fn invalid_services_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "spec: {type: Headless, ports: [{port: 80}]}",
+                "spec.type",
+                "\"Headless\" is not a service type",
+            ),
+            (
+                "spec: {clusterIP: 198.19.0.300, ports: [{port: 80}]}",
+                "spec.clusterIP",
+                "\"198.19.0.300\" is not an IP address",
+            ),
+            (
+                "spec: {clusterIPs: [198.19.0.1, 198.19.0.2], ports: [{port: 80}]}",
+                "spec.clusterIPs[1]",
+                "a service has at most one IPv4 cluster IP; 198.19.0.2 is a second one",
+            ),
+            (
+                "spec: {clusterIP: 198.19.0.1, clusterIPs: ['2001:db8::1'], ports: [{port: 80}]}",
+                "spec.clusterIPs[0]",
+                "must match spec.clusterIP",
+            ),
+            (
+                "spec: {clusterIPs: [None, 198.19.0.1]}",
+                "spec.clusterIPs[0]",
+                "must be the only cluster IP",
+            ),
+            (
+                "spec: {type: ExternalName, clusterIP: 198.19.0.1}",
+                "spec.clusterIP",
+                "must not be set for an ExternalName service",
+            ),
+            ("spec: {clusterIP: 198.19.0.1}", "spec.ports", "is required"),
+            ("spec: {ports: []}", "spec.ports", "is required"),
+            (
+                "spec:\n  ports: [{port: 80}, {port: 0, name: b}]\n",
+                "spec.ports[0].name",
+                "is required when a service has more than one port",
+            ),
+            (
+                "spec:\n  ports: [{name: a, port: 80}, {name: b, port: 0}]\n",
+                "spec.ports[1].port",
+                "0 must be between 1 and 65535",
+            ),
+            (
+                "spec:\n  ports: [{port: 70000}]\n",
+                "spec.ports[0].port",
+                "70000 must be between 1 and 65535",
+            ),
+            (
+                "spec:\n  ports: [{port: 80, targetPort: 65536}]\n",
+                "spec.ports[0].targetPort",
+                "65536 must be between 1 and 65535",
+            ),
+            (
+                "spec:\n  ports: [{port: 80, targetPort: '8080'}]\n",
+                "spec.ports[0].targetPort",
+                "port name \"8080\" must contain at least one letter",
+            ),
+            (
+                "spec:\n  ports: [{port: 80, targetPort: Web}]\n",
+                "spec.ports[0].targetPort",
+                "port name \"Web\"",
+            ),
+            (
+                "spec:\n  ports: [{port: 80, protocol: tcp}]\n",
+                "spec.ports[0].protocol",
+                "\"tcp\" is not a supported protocol: use TCP, UDP or SCTP",
+            ),
+            (
+                "spec:\n  ports: [{name: Web, port: 80}]\n",
+                "spec.ports[0].name",
+                "must be a DNS label",
+            ),
+            (
+                "spec:\n  ports: [{name: a, port: 80}, {name: a, port: 81}]\n",
+                "spec.ports[1].name",
+                "port name \"a\" is used twice in this service",
+            ),
+            (
+                "spec:\n  ports: [{name: a, port: 80}, {name: b, port: 80}]\n",
+                "spec.ports[1]",
+                "TCP 80 is listed twice",
+            ),
+            (
+                "spec:\n  ports: [{port: 80, nodePort: 30080}]\n",
+                "spec.ports[0].nodePort",
+                "may only be used when `type` is NodePort or LoadBalancer",
+            ),
+            (
+                "spec:\n  type: NodePort\n  ports: [{port: 80, nodePort: 70000}]\n",
+                "spec.ports[0].nodePort",
+                "70000 must be between 1 and 65535",
+            ),
+            (
+                "spec:\n  type: LoadBalancer\n  ports: [{name: a, port: 80, nodePort: 30080}, \
+                 {name: b, port: 81, nodePort: 30080}]\n",
+                "spec.ports[1].nodePort",
+                "TCP node port 30080 is listed twice",
+            ),
+            (
+                "spec:\n  selector: {app: 'a b'}\n  ports: [{port: 80}]\n",
+                "spec.selector.app",
+                "label value \"a b\"",
+            ),
+            (
+                "spec:\n  externalTrafficPolicy: local\n  ports: [{port: 80}]\n",
+                "spec.externalTrafficPolicy",
+                "\"local\" is not a traffic policy: use Cluster or Local",
+            ),
+            (
+                "spec:\n  internalTrafficPolicy: Node\n  ports: [{port: 80}]\n",
+                "spec.internalTrafficPolicy",
+                "\"Node\" is not a traffic policy",
+            ),
+            (
+                "spec:\n  sessionAffinity: Cookie\n  ports: [{port: 80}]\n",
+                "spec.sessionAffinity",
+                "\"Cookie\" is not a session affinity: use ClientIP or None",
+            ),
+            (
+                "spec:\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: \
+                 {timeoutSeconds: 0}}\n  ports: [{port: 80}]\n",
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                "0 must be between 1 and 86400",
+            ),
+            (
+                "spec:\n  ports: [{port: 80, targetPrt: 8080}]\n",
+                "spec.ports[0].targetPrt",
+                "unknown field",
+            ),
+        ];
+        for (spec, field, message) in cases {
+            let e = service(spec).unwrap_err();
+            assert!(
+                e.contains(&format!("Service shop/web: {field}: ")) && e.contains(message),
+                "{spec}: {e}"
+            );
+        }
+        let e = load_one(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: 1web}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("Service default/1web: metadata.name: \"1web\" must be a DNS-1035 label"),
+            "{e}"
+        );
+    }
+
+    fn endpoint_slice(body: &str) -> Result<EndpointSlice, String> {
+        match load_one(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-abc, \
+             namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\n{body}"
+        ))? {
+            Object {
+                resource: super::super::load::Resource::EndpointSlice(s),
+                ..
+            } => Ok(s),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoint_slices_default_their_conditions_as_the_api_reference_says() {
+        let s = endpoint_slice(
+            "addressType: IPv4\nendpoints:\n- addresses: [198.18.1.10]\n  nodeName: node-a\n  \
+             targetRef: {kind: Pod, name: web-1}\n- addresses: [198.18.1.11]\n  conditions: \
+             {ready: false, serving: true, terminating: true}\n  targetRef: {kind: Pod, \
+             namespace: other, name: web-2}\n- addresses: [198.18.1.12]\n  targetRef: {kind: \
+             Node, name: node-a}\nports:\n- {name: http, port: 8080}\n- {name: dns, protocol: \
+             UDP, port: 53}\n- {name: any}\n",
+        )
+        .unwrap();
+        assert_eq!(s.service.as_deref(), Some("web"));
+        assert_eq!(s.address_type, AddressType::Ipv4);
+        assert_eq!(
+            s.endpoints[0],
+            Endpoint {
+                addresses: vec!["198.18.1.10".parse().unwrap()],
+                ready: true,
+                serving: true,
+                terminating: false,
+                node_name: Some("node-a".into()),
+                pod: Some(NamespacedName::new("shop", "web-1")),
+            },
+            "unset conditions: ready and serving, not terminating"
+        );
+        let e = &s.endpoints[1];
+        assert_eq!((e.ready, e.serving, e.terminating), (false, true, true));
+        assert_eq!(e.pod, Some(NamespacedName::new("other", "web-2")));
+        assert_eq!(s.endpoints[2].pod, None, "only Pod references name a pod");
+        assert_eq!(
+            s.ports,
+            [
+                EndpointPort {
+                    name: "http".into(),
+                    protocol: Protocol::TCP,
+                    port: Some(8080)
+                },
+                EndpointPort {
+                    name: "dns".into(),
+                    protocol: Protocol::UDP,
+                    port: Some(53)
+                },
+                EndpointPort {
+                    name: "any".into(),
+                    protocol: Protocol::TCP,
+                    port: None
+                },
+            ]
+        );
+
+        let s = endpoint_slice("addressType: IPv6\nendpoints: [{addresses: ['2001:db8::5']}]\n")
+            .unwrap();
+        assert_eq!(
+            s.endpoints[0].addresses,
+            ["2001:db8::5".parse::<IpAddr>().unwrap()]
+        );
+        let s = endpoint_slice("addressType: FQDN\nendpoints: [{addresses: [db.example.com]}]\n")
+            .unwrap();
+        assert!(s.endpoints[0].addresses.is_empty());
+        let s = endpoint_slice("addressType: IPv4\n").unwrap();
+        assert!(s.endpoints.is_empty() && s.ports.is_empty());
+        assert_eq!(
+            endpoint_slice("addressType: IPv4\nports: [{port: 0}]\n")
+                .unwrap()
+                .ports[0],
+            EndpointPort {
+                name: String::new(),
+                protocol: Protocol::TCP,
+                port: Some(0)
+            }
+        );
+        let unowned = load_one(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: x}\n\
+             addressType: IPv4\n",
+        )
+        .unwrap();
+        let super::super::load::Resource::EndpointSlice(unowned) = unowned.resource else {
+            panic!("{unowned:?}");
+        };
+        assert_eq!(unowned.service, None);
+    }
+
+    #[test]
+    fn invalid_endpoint_slices_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("endpoints: []\n", "addressType", "is required"),
+            (
+                "addressType: ipv4\n",
+                "addressType",
+                "\"ipv4\" is not an address type: use IPv4, IPv6 or FQDN",
+            ),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: [198.18.1.300]}]\n",
+                "endpoints[0].addresses[0]",
+                "\"198.18.1.300\" is not an IP address",
+            ),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: [198.18.1.1]}, {addresses: \
+                 [198.18.1.2, '2001:db8::1']}]\n",
+                "endpoints[1].addresses[1]",
+                "2001:db8::1 is an IPv6 address but the slice's addressType is IPv4",
+            ),
+            (
+                "addressType: IPv6\nendpoints: [{addresses: [198.18.1.1]}]\n",
+                "endpoints[0].addresses[0]",
+                "198.18.1.1 is an IPv4 address but the slice's addressType is IPv6",
+            ),
+            (
+                "addressType: FQDN\nendpoints: [{addresses: [Not_A_Name]}]\n",
+                "endpoints[0].addresses[0]",
+                "must be a DNS subdomain",
+            ),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: []}]\n",
+                "endpoints[0].addresses",
+                "must hold at least one address",
+            ),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: [198.18.1.1], nodeName: Node_A}]\n",
+                "endpoints[0].nodeName",
+                "must be a DNS subdomain",
+            ),
+            (
+                "addressType: IPv4\nports: [{port: 70000}]\n",
+                "ports[0].port",
+                "70000 must be between 0 and 65535",
+            ),
+            (
+                "addressType: IPv4\nports: [{port: -1}]\n",
+                "ports[0].port",
+                "-1 must be between 0 and 65535",
+            ),
+            (
+                "addressType: IPv4\nports: [{name: a, port: 80, protocol: ICMP}]\n",
+                "ports[0].protocol",
+                "\"ICMP\" is not a supported protocol",
+            ),
+            (
+                "addressType: IPv4\nports: [{name: a, port: 80}, {name: a, port: 81}]\n",
+                "ports[1].name",
+                "port name \"a\" is used twice in this slice",
+            ),
+            (
+                "addressType: IPv4\nports: [{port: 80}, {port: 81}]\n",
+                "ports[1].name",
+                "port name \"\" is used twice in this slice",
+            ),
+            (
+                "addressType: IPv4\nports: [{name: HTTP, port: 80}]\n",
+                "ports[0].name",
+                "must be a DNS label",
+            ),
+            (
+                "addressType: IPv4\nendpoints: [{addresses: [198.18.1.1], ready: true}]\n",
+                "endpoints[0].ready",
+                "unknown field",
+            ),
+        ];
+        for (body, field, message) in cases {
+            let e = endpoint_slice(body).unwrap_err();
+            assert!(
+                e.contains(&format!("EndpointSlice shop/web-abc: {field}: "))
+                    && e.contains(message),
+                "{body}: {e}"
+            );
+        }
+        let many: String = (0..=MAX_SLICE_ENDPOINTS)
+            .map(|i| format!("- addresses: [198.18.{}.{}]\n", i / 250, i % 250 + 1))
+            .collect();
+        let e = endpoint_slice(&format!("addressType: IPv4\nendpoints:\n{many}")).unwrap_err();
+        assert!(
+            e.contains("endpoints: has 1001 items: a slice holds at most 1000"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn pods() {
         let pod = |yaml: &str| {
