@@ -38,6 +38,9 @@ use crate::policy::selector::Labels;
 pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
 
 /// One change to the cluster's state.
+// An upsert carries its object inline: changes arrive once per object event, far from the
+// packet path, and boxing would cost an allocation per change for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     /// An object as it now is, validated.
@@ -54,6 +57,8 @@ pub enum Change {
 }
 
 /// What a datastore reports to the control loop.
+// As with `Change`: one per object event, so the inline change is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Update {
     /// A change to apply, and when it was received.
