@@ -38,6 +38,9 @@ use crate::policy::selector::Labels;
 pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
 
 /// One change to the cluster's state.
+// An upsert carries its object inline: changes arrive once per object event, far from the
+// packet path, and boxing would cost an allocation per change for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     /// An object as it now is, validated.
@@ -54,6 +57,8 @@ pub enum Change {
 }
 
 /// What a datastore reports to the control loop.
+// As with `Change`: one per object event, so the inline change is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Update {
     /// A change to apply, and when it was received.
@@ -183,6 +188,8 @@ impl Calculator {
             Kind::Node => Resource::Node(c.nodes.get(&id.name)?.clone()),
             Kind::IpPool => Resource::IpPool(c.ip_pools.get(&id.name)?.clone()),
             Kind::HostEndpoint => Resource::HostEndpoint(c.host_endpoints.get(&id.name)?.clone()),
+            Kind::Service => Resource::Service(c.services.get(&key())?.clone()),
+            Kind::EndpointSlice => Resource::EndpointSlice(c.endpoint_slices.get(&key())?.clone()),
         })
     }
 
@@ -210,6 +217,10 @@ impl Calculator {
             Resource::Node(o) => c.nodes.get(&o.name) == Some(o),
             Resource::IpPool(o) => c.ip_pools.get(&o.name) == Some(o),
             Resource::HostEndpoint(o) => c.host_endpoints.get(&o.name) == Some(o),
+            Resource::Service(o) => c.services.get(&key(&o.namespace, &o.name)) == Some(o),
+            Resource::EndpointSlice(o) => {
+                c.endpoint_slices.get(&key(&o.namespace, &o.name)) == Some(o)
+            }
         }
     }
 
@@ -439,6 +450,17 @@ impl Calculator {
                     .host_endpoints
                     .insert(h.name.clone(), h.clone());
             }
+            // Kept for the service dataplane; no compiled policy depends on them.
+            Resource::Service(s) => {
+                self.cluster
+                    .services
+                    .insert(NamespacedName::new(&s.namespace, &s.name), s.clone());
+            }
+            Resource::EndpointSlice(s) => {
+                self.cluster
+                    .endpoint_slices
+                    .insert(NamespacedName::new(&s.namespace, &s.name), s.clone());
+            }
         }
         self.cluster.origins.insert(id.clone(), object.origin);
         self.objects.insert(id);
@@ -563,6 +585,12 @@ impl Calculator {
             }
             Kind::HostEndpoint => {
                 self.cluster.host_endpoints.remove(&id.name);
+            }
+            Kind::Service => {
+                self.cluster.services.remove(&named(&id.namespace));
+            }
+            Kind::EndpointSlice => {
+                self.cluster.endpoint_slices.remove(&named(&id.namespace));
             }
         }
         self.cluster.origins.remove(id);

@@ -357,3 +357,70 @@ fn a_tier_in_use_is_not_deleted_and_a_policy_needs_its_tier() {
         .is_empty());
     assert!(!calc.cluster().tiers.contains_key("sec"));
 }
+
+#[test]
+fn services_and_endpoint_slices_are_kept_replaced_relisted_and_deleted() {
+    let mut calc = Calculator::new("node-a");
+    let service = |ip: &str| {
+        one(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec:\n  \
+             clusterIP: {ip}\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: \
+             8080}}]\n"
+        ))
+    };
+    let slice = |name: &str| {
+        one(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  \
+             namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\naddressType: \
+             IPv4\nendpoints: [{{addresses: [198.18.1.10]}}]\nports: [{{port: 8080}}]\n"
+        ))
+    };
+    let compiled = fingerprint(&calc.compile());
+    assert!(calc
+        .apply(Change::Upsert(service("198.19.0.10")))
+        .is_empty());
+    assert!(calc.apply(Change::Upsert(slice("web-a"))).is_empty());
+    let c = calc.cluster();
+    assert_eq!((c.services.len(), c.endpoint_slices.len()), (1, 1));
+    assert!(c.namespaces.contains_key("shop"), "their namespace exists");
+    assert_eq!(
+        fingerprint(&calc.compile()),
+        compiled,
+        "policy does not read them"
+    );
+    assert!(calc
+        .apply(Change::Upsert(service("198.19.0.11")))
+        .is_empty());
+    let web = weir_control::policy::model::NamespacedName::new("shop", "web");
+    assert_eq!(
+        calc.cluster().services[&web].cluster_ips,
+        ["198.19.0.11".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // A relist of slices that lost web-a and gained web-b.
+    assert!(calc
+        .apply(Change::Resync {
+            kinds: vec![Kind::EndpointSlice],
+            objects: vec![slice("web-b")],
+        })
+        .is_empty());
+    let names: Vec<&str> = calc
+        .cluster()
+        .endpoint_slices
+        .keys()
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(names, ["web-b"]);
+    assert_eq!(calc.objects().len(), 2);
+    calc.apply(Change::Delete(ObjectRef::namespaced(
+        Kind::Service,
+        "shop",
+        "web",
+    )));
+    calc.apply(Change::Delete(ObjectRef::namespaced(
+        Kind::EndpointSlice,
+        "shop",
+        "web-b",
+    )));
+    assert!(calc.cluster().services.is_empty() && calc.cluster().endpoint_slices.is_empty());
+    assert!(calc.objects().is_empty());
+}

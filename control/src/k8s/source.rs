@@ -29,6 +29,7 @@ use crate::policy::model::{Kind, ObjectRef};
 /// The kinds the control plane reads, with their API resources.
 pub fn watched() -> Vec<(Kind, ApiResource)> {
     use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::discovery::v1 as discovery;
     use k8s_openapi::api::networking::v1 as net;
     let weir = |kind: &str, plural: &str| ApiResource {
         group: "weir.dev".into(),
@@ -65,6 +66,11 @@ pub fn watched() -> Vec<(Kind, ApiResource)> {
         ),
         (Kind::IpPool, weir("IPPool", "ippools")),
         (Kind::HostEndpoint, weir("HostEndpoint", "hostendpoints")),
+        (Kind::Service, ApiResource::erase::<core::Service>(&())),
+        (
+            Kind::EndpointSlice,
+            ApiResource::erase::<discovery::EndpointSlice>(&()),
+        ),
     ]
 }
 

@@ -153,6 +153,10 @@ struct Slot {
     used: u64,
 }
 
+/// The (address, protocol, port) of every endpoint container port that carries one of a
+/// rule's port names; addresses in [`FlowKey::map_ip`] form.
+type NamedPortSet = FxHashSet<([u8; 16], u8, u16)>;
+
 /// Selector resolutions and named-port sets kept between compilations, with the indexes
 /// that say which of them a change can affect. See the module doc.
 #[derive(Debug, Default)]
@@ -167,7 +171,7 @@ pub struct Cache {
     by_key: FxHashMap<String, Vec<usize>>,
     /// Slots whose scope is chosen by a namespaceSelector.
     by_ns_selector: Vec<usize>,
-    named: FxHashMap<(String, Option<u8>), FxHashSet<([u8; 16], u8, u16)>>,
+    named: FxHashMap<(String, Option<u8>), NamedPortSet>,
     /// Changes whenever `named` is cleared.
     named_epoch: u64,
     /// The programs of the last compilation.
@@ -457,7 +461,7 @@ struct Compiler<'a> {
     by_namespace: BTreeMap<&'a str, Vec<usize>>,
     nets: Vec<NetSet>,
     net_ids: FxHashMap<SetKey, NetSetId>,
-    named_ports: Vec<FxHashSet<([u8; 16], u8, u16)>>,
+    named_ports: Vec<NamedPortSet>,
     named_ids: FxHashMap<(String, Option<u8>), PortSetId>,
     /// Resolved selectors without a serviceAccounts match: many rules repeat a selector,
     /// and resolving one walks every pod in its scope.
@@ -1196,11 +1200,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// (address, protocol, port) of every endpoint's container port with one of the names.
-    fn named_port_set(
-        &self,
-        names: &[&str],
-        protocol: Option<Protocol>,
-    ) -> FxHashSet<([u8; 16], u8, u16)> {
+    fn named_port_set(&self, names: &[&str], protocol: Option<Protocol>) -> NamedPortSet {
         let mut set = FxHashSet::default();
         for pod in self.cluster.pods.values().filter(|p| is_endpoint(p)) {
             for cp in &pod.container_ports {

@@ -33,10 +33,10 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::model::{
-    compare_order, GlobalNetworkPolicy, GlobalNetworkPolicyWire, GlobalNetworkSet,
+    compare_order, EndpointSlice, GlobalNetworkPolicy, GlobalNetworkPolicyWire, GlobalNetworkSet,
     GlobalNetworkSetWire, HostEndpoint, HostEndpointWire, IpPool, IpPoolWire, K8sNetworkPolicy,
     Kind, Namespace, NamespacedName, NetworkPolicy, NetworkPolicyWire, NetworkSet, NetworkSetWire,
-    Node, ObjectRef, Pod, ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
+    Node, ObjectRef, Pod, Service, ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
 };
 use super::selector::Labels;
 
@@ -97,6 +97,10 @@ pub enum Resource {
     IpPool(IpPool),
     /// `weir.dev/v1` HostEndpoint.
     HostEndpoint(HostEndpoint),
+    /// `v1` Service.
+    Service(Service),
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice(EndpointSlice),
 }
 
 impl Resource {
@@ -125,6 +129,10 @@ impl Resource {
             Resource::Node(o) => ObjectRef::cluster(Kind::Node, &o.name),
             Resource::IpPool(o) => ObjectRef::cluster(Kind::IpPool, &o.name),
             Resource::HostEndpoint(o) => ObjectRef::cluster(Kind::HostEndpoint, &o.name),
+            Resource::Service(o) => ObjectRef::namespaced(Kind::Service, &o.namespace, &o.name),
+            Resource::EndpointSlice(o) => {
+                ObjectRef::namespaced(Kind::EndpointSlice, &o.namespace, &o.name)
+            }
         }
     }
 }
@@ -154,9 +162,10 @@ pub enum LoadError {
     /// A document of a kind weir does not read.
     #[error(
         "{origin}: unknown kind \"{kind}\" (apiVersion \"{api_version}\"): weir reads v1 \
-         Namespace, Pod, ServiceAccount, Node and List; networking.k8s.io/v1 NetworkPolicy; and \
-         weir.dev/v1 Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, \
-         IPPool and HostEndpoint"
+         Namespace, Pod, ServiceAccount, Node, Service and List; networking.k8s.io/v1 \
+         NetworkPolicy; discovery.k8s.io/v1 EndpointSlice; and weir.dev/v1 Tier, \
+         NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, IPPool and \
+         HostEndpoint"
     )]
     UnknownKind {
         /// Where.
@@ -309,6 +318,10 @@ pub struct Cluster {
     pub ip_pools: BTreeMap<String, IpPool>,
     /// weir.dev HostEndpoints by name.
     pub host_endpoints: BTreeMap<String, HostEndpoint>,
+    /// Services (kept for the service dataplane; policy does not read them).
+    pub services: BTreeMap<NamespacedName, Service>,
+    /// EndpointSlices (kept for the service dataplane; policy does not read them).
+    pub endpoint_slices: BTreeMap<NamespacedName, EndpointSlice>,
     /// Where each loaded object came from (implicit objects have no entry).
     pub origins: BTreeMap<ObjectRef, Origin>,
 }
@@ -368,6 +381,14 @@ impl Cluster {
                 }
                 Resource::HostEndpoint(o) => {
                     cluster.host_endpoints.insert(o.name.clone(), o);
+                }
+                Resource::Service(o) => {
+                    cluster.services.insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::EndpointSlice(o) => {
+                    cluster
+                        .endpoint_slices
+                        .insert(key(&o.namespace, &o.name), o);
                 }
             }
         }
@@ -622,6 +643,12 @@ fn decode_object(
             HostEndpoint::from_wire(decode::<HostEndpointWire>(value, &object, &origin)?)
                 .map_err(fail)?,
         ),
+        Kind::Service => Resource::Service(
+            Service::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::EndpointSlice => Resource::EndpointSlice(
+            EndpointSlice::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
     };
     Ok(Object { origin, resource })
 }
@@ -735,7 +762,7 @@ fn first_unknown_field(input: &Value, known: &Value, path: &str) -> Option<Strin
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{PolicyTypes, TierDefaultAction, NAMESPACE_NAME_LABEL};
+    use super::super::model::{PolicyTypes, TargetPort, TierDefaultAction, NAMESPACE_NAME_LABEL};
     use super::super::selector::Selector;
     use super::*;
 
@@ -827,6 +854,15 @@ mod tests {
             ("node-b", Some("eth0"))
         );
         assert_eq!(hep.labels["role"], "uplink");
+        let db = &c.services[&NamespacedName::new("shop", "db")];
+        assert_eq!(db.cluster_ips.len(), 2);
+        assert_eq!(db.ports[0].target_port, TargetPort::Named("pg".into()));
+        let slice = &c.endpoint_slices[&NamespacedName::new("shop", "db-x7k2p")];
+        assert_eq!(slice.service.as_deref(), Some("db"));
+        assert_eq!(
+            slice.endpoints[0].pod,
+            Some(NamespacedName::new("shop", "db"))
+        );
         assert_eq!(
             c.origins[&ObjectRef::cluster(Kind::Tier, "security")].to_string(),
             "all-kinds.yaml document 1"
@@ -877,11 +913,13 @@ mod tests {
             "unknown kind \"NetworkPolicy\" (apiVersion \
                                         \"projectcalico.org/v3\")"
         ));
-        let e = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n")
+        let e = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n")
             .unwrap_err();
         assert!(e
             .to_string()
-            .starts_with("in.yaml document 1 items[0]: unknown kind \"Service\""));
+            .starts_with("in.yaml document 1 items[0]: unknown kind \"ConfigMap\""));
+        let e = load("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\n").unwrap_err();
+        assert!(matches!(e, LoadError::UnknownKind { .. }), "{e}");
     }
 
     #[test]
@@ -958,6 +996,32 @@ mod tests {
             .is_empty());
         let sel = Selector::parse("kubernetes.io/metadata.name == 'orphan'").unwrap();
         assert!(sel.matches(&c.namespaces["orphan"].labels));
+    }
+
+    #[test]
+    fn services_and_slices_are_keyed_by_namespace_and_name() {
+        let svc = |ns: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: \
+                 {{ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: \
+                 EndpointSlice\nmetadata: {{name: web-1, namespace: {ns}}}\naddressType: IPv4\n---\n"
+            )
+        };
+        let c = cluster(&format!("{}{}", svc("a"), svc("b"))).unwrap();
+        assert_eq!((c.services.len(), c.endpoint_slices.len()), (2, 2));
+        assert!(c.namespaces.contains_key("a") && c.namespaces.contains_key("b"));
+        assert!(c
+            .endpoint_slices
+            .contains_key(&NamespacedName::new("b", "web-1")));
+        let errors = cluster(&format!("{}{}", svc("a"), svc("a"))).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "Service a/web is defined twice: in in.yaml document 1 and in in.yaml document 3",
+                "EndpointSlice a/web-1 is defined twice: in in.yaml document 2 and in in.yaml \
+                 document 4",
+            ]
+        );
     }
 
     #[test]
