@@ -193,7 +193,7 @@ fn main() -> ExitCode {
         eprintln!("weir-bench: could not pin to CPU {cpu}; figures will be noisier");
     }
     let mut results = Vec::new();
-    let mut notes = vec![format!("medians of {} interleaved runs", cli.runs)];
+    let mut notes = vec![format!("medians of {} runs (rounds)", cli.runs)];
     if let Command::Control {
         pods,
         policies,
