@@ -7,6 +7,7 @@ pub mod agent;
 pub mod calc;
 pub mod crd;
 pub mod demo;
+pub mod ipam;
 pub mod k8s;
 pub mod policy;
 pub mod wireguard;
