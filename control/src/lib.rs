@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod calc;
+pub mod cni;
 pub mod crd;
 pub mod demo;
 pub mod ipam;

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Smoke test for the CNI driver: drive Debian's own bridge + host-local with
+# chained portmap and bandwidth through libcni, in a network namespace made
+# here, then clean everything up (guard trap). Needs root, iproute2, iptables
+# and containernetworking-plugins. Touches only objects it creates, all named
+# after this shell's pid; addresses come from 198.18.0.0/15 only.
+#
+#   control/tests/cni/smoke.sh            (builds the driver with build.sh)
+#   CNI_DRIVER=/path/to/cni-driver control/tests/cni/smoke.sh
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+plugins=/usr/lib/cni
+pid=$$
+ns="wcni$pid"
+br="wbr$pid"
+net="weir-smoke-$pid"
+ida="weir-smoke-a-$pid"
+idb="weir-smoke-b-$pid"
+subnet=198.18.240.0/24
+tmp="$(mktemp -d "/tmp/weir-cni-smoke.$pid.XXXXXX")"
+cache="$tmp/cache"      # libcni result cache
+ipam="$tmp/ipam"        # host-local dataDir
+conf="$tmp/$net.conflist"
+passed=0
+failed=0
+
+die() { echo "smoke: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "must run as root (creates a netns, a bridge, iptables chains)"
+for p in bridge host-local portmap bandwidth; do
+    [[ -x "$plugins/$p" ]] || die "missing $plugins/$p: apt-get install -y containernetworking-plugins"
+done
+for t in ip iptables iptables-save; do
+    command -v "$t" >/dev/null || die "missing $t"
+done
+
+driver="${CNI_DRIVER:-}"
+if [[ -z "$driver" ]]; then
+    driver="$tmp/cni-driver"
+    "$here/build.sh" "$driver"
+fi
+
+# ---- state to restore ------------------------------------------------------
+links_before="$(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//')"
+declare -A chains_before
+for t in nat filter mangle; do
+    chains_before[$t]="$(iptables -t "$t" -S | awk '$1=="-N"{print $2}')"
+done
+ip_forward_before="$(cat /proc/sys/net/ipv4/ip_forward)"
+
+cleanup() {
+    local rc=$?
+    set +e
+    # Best-effort DEL first, as a runtime would, so plugins undo their own state.
+    for id in "$ida" "$idb"; do
+        "$driver" del --conflist "$conf" --container-id "$id" --netns "/run/netns/$ns" \
+            --ifname eth0 --cni-path "$plugins" --cache-dir "$cache" >/dev/null 2>&1
+    done
+    ip netns del "$ns" 2>/dev/null
+    ip link del "$br" 2>/dev/null
+    # Host links a plugin left behind (veth host ends, bandwidth's ifb "bwp*").
+    for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'); do
+        grep -qxF "$l" <<<"$links_before" && continue
+        case "$l" in veth*|bwp*) ip link del "$l" 2>/dev/null ;; esac
+    done
+    # iptables chains that did not exist before (portmap's CNI-HOSTPORT-*,
+    # CNI-DN-*): drop the rules jumping to them, then flush and delete them.
+    for t in nat filter mangle; do
+        for c in $(iptables -t "$t" -S | awk '$1=="-N"{print $2}'); do
+            grep -qxF "$c" <<<"${chains_before[$t]}" && continue
+            iptables -t "$t" -S | grep -E -- "-j $c( |\$)" | grep '^-A' | sed 's/^-A/-D/' |
+                while read -r rule; do eval iptables -t "$t" "$rule"; done
+        done
+        for c in $(iptables -t "$t" -S | awk '$1=="-N"{print $2}'); do
+            grep -qxF "$c" <<<"${chains_before[$t]}" && continue
+            iptables -t "$t" -F "$c"
+        done
+        for c in $(iptables -t "$t" -S | awk '$1=="-N"{print $2}'); do
+            grep -qxF "$c" <<<"${chains_before[$t]}" && continue
+            iptables -t "$t" -X "$c"
+        done
+    done
+    echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL: $*" >&2; failed=$((failed + 1)); }
+run() { echo "+ $*" >&2; "$@"; }
+
+cat >"$conf" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$net",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$br",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$ipam",
+        "ranges": [[{"subnet": "$subnet"}]],
+        "routes": [{"dst": "198.18.0.0/15"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+  ]
+}
+JSON
+
+run ip netns add "$ns"
+common=(--conflist "$conf" --netns "/run/netns/$ns" --ifname eth0
+    --cni-path "$plugins" --cache-dir "$cache")
+k8s_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=smoke;K8S_POD_NAME=pod-a"
+caps=(--cap 'portMappings=[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]'
+    --cap 'bandwidth={"ingressRate":1000000,"ingressBurst":100000,"egressRate":1000000,"egressBurst":100000}')
+
+# ---- version / validate ------------------------------------------------------
+run "$driver" version --conflist "$conf" --cni-path "$plugins" && ok version || bad version
+run "$driver" validate "${common[@]}" && ok validate || bad validate
+
+# ---- add ---------------------------------------------------------------------
+if res="$(run "$driver" add "${common[@]}" --container-id "$ida" --args "$k8s_args" "${caps[@]}")"; then
+    echo "$res"
+    ok "add"
+else
+    bad "add"
+fi
+addr="$(ip netns exec "$ns" ip -4 -o addr show dev eth0 | awk '{print $4}')"
+echo "netns $ns eth0: $addr"
+[[ "$addr" == 198.18.240.* ]] && ok "netns got $addr" || bad "netns address: '$addr'"
+grep -q "\"${addr%/*}\"" <<<"$res" || grep -q "${addr}" <<<"$res" && ok "result lists $addr" || bad "result lacks $addr"
+iptables -t nat -S | grep -q -- '--dport 18080' && ok "portmap DNAT rule present" || bad "no portmap rule"
+ls "$ipam/$net/" | grep -q '^198\.18\.240\.' && ok "host-local lease recorded" || bad "no host-local lease"
+
+# ---- check -------------------------------------------------------------------
+run "$driver" check "${common[@]}" --container-id "$ida" --args "$k8s_args" "${caps[@]}" && ok check || bad check
+
+# ---- check must fail once the interface is gone ---------------------------------
+# (second attachment so the first stays intact)
+run "$driver" add "${common[@]}" --ifname eth1 --container-id "$idb" --args "$k8s_args" >/dev/null && ok "add eth1 ($idb)" || bad "add eth1"
+ip netns exec "$ns" ip link del eth1
+if err="$(run "$driver" check "${common[@]}" --ifname eth1 --container-id "$idb" 2>&1 >/dev/null)"; then
+    bad "check after removing eth1 succeeded"
+else
+    echo "${err##*$'\n'}"
+    ok "check fails with CNI error JSON when eth1 is gone"
+fi
+
+# ---- status (1.0.0 list: nothing sent, like libcni 1.2) ---------------------------
+run "$driver" status "${common[@]}" && ok status || bad status
+
+# ---- gc: keep only A; B (eth1) is torn down from the libcni cache ----------------
+run "$driver" gc "${common[@]}" --valid "$ida/eth0" && ok gc || bad gc
+[[ -e "$cache/results/$net-$idb-eth1" ]] && bad "gc left $idb in cache" || ok "gc removed stale $idb"
+[[ -e "$cache/results/$net-$ida-eth0" ]] && ok "gc kept $ida" || bad "gc dropped $ida"
+
+# ---- del ---------------------------------------------------------------------
+run "$driver" del "${common[@]}" --container-id "$ida" --args "$k8s_args" "${caps[@]}" && ok del || bad del
+ip netns exec "$ns" ip link show eth0 >/dev/null 2>&1 && bad "eth0 still in netns" || ok "eth0 gone"
+iptables -t nat -S | grep -q -- '--dport 18080' && bad "portmap rule left" || ok "portmap rule removed"
+ls "$ipam/$net/" 2>/dev/null | grep -q '^198\.18\.' && bad "host-local lease left" || ok "host-local lease released"
+run "$driver" del "${common[@]}" --container-id "$ida" && ok "second del is idempotent" || bad "second del"
+
+echo "smoke: $passed passed, $failed failed"
+((failed == 0))
