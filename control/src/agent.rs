@@ -99,8 +99,7 @@ fn default_frames() -> u32 {
 }
 
 pub use crate::calc::INTERFACE_ANNOTATION;
-/// Annotation holding a local pod's MAC.
-pub const MAC_ANNOTATION: &str = "weir.dev/mac";
+pub use crate::calc::MAC_ANNOTATION;
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

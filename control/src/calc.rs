@@ -28,7 +28,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::policy::compile::{compile_local, Cache, Compiled};
-use crate::policy::load::{Cluster, Object, Resource};
+use crate::policy::load::{Cluster, Object, Origin, Resource};
 use crate::policy::model::{
     Kind, Namespace, NamespacedName, ObjectRef, Pod, ServiceAccount, Tier, DEFAULT_TIER,
 };
@@ -36,6 +36,50 @@ use crate::policy::selector::Labels;
 
 /// The annotation that names a local pod's host-side interface.
 pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
+/// The annotation that holds a local pod's MAC.
+pub const MAC_ANNOTATION: &str = "weir.dev/mac";
+
+/// A pod attached on this node through the CNI plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The pod.
+    pub pod: NamespacedName,
+    /// The runtime's container id.
+    pub container_id: String,
+    /// The host-side interface.
+    pub interface: String,
+    /// The pod interface's MAC.
+    pub mac: String,
+    /// The pod's addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// A pod as attached: its addresses and interface from the attachment, on this node.
+fn overlay(a: &Attachment, mut pod: Pod, node: &str) -> Pod {
+    pod.ips = a.ips.clone();
+    pod.host_network = false;
+    pod.node_name = Some(node.to_owned());
+    pod.annotations
+        .insert(INTERFACE_ANNOTATION.to_owned(), a.interface.clone());
+    pod.annotations
+        .insert(MAC_ANNOTATION.to_owned(), a.mac.clone());
+    pod
+}
+
+/// The pod of an attachment the datastore does not know yet: no labels, default account.
+fn bare_pod(a: &Attachment) -> Pod {
+    Pod {
+        namespace: a.pod.namespace.clone(),
+        name: a.pod.name.clone(),
+        labels: Labels::new(),
+        ips: Vec::new(),
+        container_ports: Vec::new(),
+        service_account: "default".into(),
+        host_network: false,
+        node_name: None,
+        annotations: BTreeMap::new(),
+    }
+}
 
 /// One change to the cluster's state.
 // An upsert carries its object inline: changes arrive once per object event, far from the
@@ -47,6 +91,10 @@ pub enum Change {
     Upsert(Object),
     /// An object is gone.
     Delete(ObjectRef),
+    /// A pod attached here by the CNI plugin.
+    Attach(Attachment),
+    /// A pod detached by the CNI plugin.
+    Detach(NamespacedName),
     /// Every object of these kinds, as listed now: what is not in the list is gone.
     Resync {
         /// The kinds the list covers.
@@ -74,6 +122,14 @@ pub enum Update {
         object: Option<ObjectRef>,
         /// Why, naming the field.
         message: String,
+    },
+    /// A change made on this node (a CNI attach or detach); `done` is answered once the
+    /// tables that include it are published (or with why not).
+    Local {
+        /// The change.
+        change: Change,
+        /// Where the outcome goes.
+        done: std::sync::mpsc::Sender<Result<(), String>>,
     },
     /// A kind's first complete list has been delivered.
     Synced(Kind),
@@ -119,6 +175,8 @@ pub struct Calculator {
     owners: HashMap<IpAddr, NamespacedName>,
     local: BTreeSet<NamespacedName>,
     cache: Cache,
+    /// Pods attached by the CNI plugin, with their datastore version (if any).
+    attached: BTreeMap<NamespacedName, (Attachment, Option<Pod>)>,
 }
 
 fn refusal(object: &ObjectRef, field: &str, message: String) -> Refusal {
@@ -143,6 +201,7 @@ impl Calculator {
             owners: HashMap::new(),
             local: BTreeSet::new(),
             cache: Cache::default(),
+            attached: BTreeMap::new(),
         }
     }
 
@@ -252,6 +311,8 @@ impl Calculator {
             Change::Upsert(object) => self.upsert(object, &mut refused),
             Change::Delete(object) => self.delete(&object, &mut refused),
             Change::Resync { kinds, objects } => self.resync(&kinds, objects, &mut refused),
+            Change::Attach(a) => self.attach(a, &mut refused),
+            Change::Detach(pod) => self.detach(&pod, &mut refused),
         }
         refused
     }
@@ -315,53 +376,16 @@ impl Calculator {
             }
             Resource::Pod(pod) => {
                 let key = NamespacedName::new(&pod.namespace, &pod.name);
-                if !pod.host_network {
-                    if let Some((ip, owner)) = pod
-                        .ips
-                        .iter()
-                        .find_map(|ip| self.owners.get(ip).filter(|o| **o != key).map(|o| (ip, o)))
-                    {
-                        refused.push(refusal(
-                            &id,
-                            "status.podIPs",
-                            format!(
-                                "{ip} is also the address of Pod {owner}; pod addresses must \
-                                 be unique, so this version is not applied"
-                            ),
-                        ));
-                        return;
+                let pod = match self.attached.get_mut(&key) {
+                    Some((a, raw)) => {
+                        *raw = Some(pod.clone());
+                        overlay(a, pod.clone(), &self.node)
                     }
+                    None => pod.clone(),
+                };
+                if !self.put_pod(&id, pod, refused) {
+                    return;
                 }
-                let old = self.cluster.pods.get(&key).cloned();
-                self.cache
-                    .pod_changed(old.as_ref(), Some(pod), &self.ns_labels(&pod.namespace));
-                if let Some(old) = &old {
-                    if !old.host_network {
-                        for ip in &old.ips {
-                            self.owners.remove(ip);
-                        }
-                    }
-                }
-                if !pod.host_network {
-                    for ip in &pod.ips {
-                        self.owners.insert(*ip, key.clone());
-                    }
-                }
-                let account = NamespacedName::new(&pod.namespace, &pod.service_account);
-                self.cluster
-                    .service_accounts
-                    .entry(account)
-                    .or_insert_with(|| ServiceAccount {
-                        namespace: pod.namespace.clone(),
-                        name: pod.service_account.clone(),
-                        labels: Labels::new(),
-                    });
-                if self.is_local(pod) {
-                    self.local.insert(key.clone());
-                } else {
-                    self.local.remove(&key);
-                }
-                self.cluster.pods.insert(key, pod.clone());
             }
             Resource::ServiceAccount(sa) => {
                 self.cluster
@@ -466,6 +490,105 @@ impl Calculator {
         self.objects.insert(id);
     }
 
+    /// Puts a pod's version in the model, unless one of its addresses belongs to another
+    /// pod (refused; returns false).
+    fn put_pod(&mut self, id: &ObjectRef, pod: Pod, refused: &mut Vec<Refusal>) -> bool {
+        let key = NamespacedName::new(&pod.namespace, &pod.name);
+        if !pod.host_network {
+            if let Some((ip, owner)) = pod
+                .ips
+                .iter()
+                .find_map(|ip| self.owners.get(ip).filter(|o| **o != key).map(|o| (ip, o)))
+            {
+                refused.push(refusal(
+                    id,
+                    "status.podIPs",
+                    format!(
+                        "{ip} is also the address of Pod {owner}; pod addresses must be \
+                         unique, so this version is not applied"
+                    ),
+                ));
+                return false;
+            }
+        }
+        let old = self.cluster.pods.get(&key).cloned();
+        self.cache
+            .pod_changed(old.as_ref(), Some(&pod), &self.ns_labels(&pod.namespace));
+        if let Some(old) = &old {
+            if !old.host_network {
+                for ip in &old.ips {
+                    self.owners.remove(ip);
+                }
+            }
+        }
+        if !pod.host_network {
+            for ip in &pod.ips {
+                self.owners.insert(*ip, key.clone());
+            }
+        }
+        let account = NamespacedName::new(&pod.namespace, &pod.service_account);
+        self.cluster
+            .service_accounts
+            .entry(account)
+            .or_insert_with(|| ServiceAccount {
+                namespace: pod.namespace.clone(),
+                name: pod.service_account.clone(),
+                labels: Labels::new(),
+            });
+        if self.is_local(&pod) {
+            self.local.insert(key.clone());
+        } else {
+            self.local.remove(&key);
+        }
+        self.cluster.pods.insert(key, pod);
+        true
+    }
+
+    /// Attaches a pod here (from the CNI plugin): the pod's datastore version, or a bare
+    /// one while the datastore has none yet, with the attachment's addresses and interface.
+    fn attach(&mut self, a: Attachment, refused: &mut Vec<Refusal>) {
+        let key = a.pod.clone();
+        let id = ObjectRef::namespaced(Kind::Pod, &key.namespace, &key.name);
+        self.ensure_namespace(&key.namespace);
+        let raw = match self.attached.get(&key) {
+            Some((_, raw)) => raw.clone(),
+            None => self.cluster.pods.get(&key).cloned(),
+        };
+        let pod = overlay(&a, raw.clone().unwrap_or_else(|| bare_pod(&a)), &self.node);
+        if !self.put_pod(&id, pod, refused) {
+            return;
+        }
+        self.cluster
+            .origins
+            .entry(id.clone())
+            .or_insert_with(|| Origin {
+                source: "cni".into(),
+                document: 0,
+                item: None,
+            });
+        self.objects.insert(id);
+        self.attached.insert(key, (a, raw));
+    }
+
+    /// Undoes [`Self::attach`]: the pod goes back to its datastore version (or away).
+    fn detach(&mut self, key: &NamespacedName, refused: &mut Vec<Refusal>) {
+        let Some((_, raw)) = self.attached.remove(key) else {
+            return;
+        };
+        let id = ObjectRef::namespaced(Kind::Pod, &key.namespace, &key.name);
+        match raw {
+            Some(pod) => {
+                self.put_pod(&id, pod, refused);
+            }
+            None => self.delete(&id, refused),
+        }
+    }
+
+    /// The pods attached through the CNI plugin, with their attachment.
+    pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
+        self.attached.values().map(|(a, _)| a)
+    }
+
     fn delete(&mut self, id: &ObjectRef, refused: &mut Vec<Refusal>) {
         if !self.objects.contains(id) {
             return;
@@ -490,6 +613,14 @@ impl Calculator {
             }
             Kind::Pod => {
                 let key = named(&id.namespace);
+                if let Some((a, raw)) = self.attached.get_mut(&key) {
+                    // Still attached: it stays, bare, until the plugin's DEL.
+                    if raw.take().is_some() {
+                        let pod = overlay(a, bare_pod(a), &self.node);
+                        self.put_pod(id, pod, refused);
+                    }
+                    return;
+                }
                 if let Some(old) = self.cluster.pods.remove(&key) {
                     self.cache
                         .pod_changed(Some(&old), None, &self.ns_labels(&old.namespace));
@@ -619,6 +750,8 @@ pub struct Batch {
     pub invalid: usize,
     /// Whether this is the first publication (every kind listed once).
     pub first: bool,
+    /// Callers waiting for this publication (local changes).
+    pub done: Vec<std::sync::mpsc::Sender<Result<(), String>>>,
 }
 
 /// What [`drive`] remembers between calls: the kinds listed so far, and whether it has
@@ -670,9 +803,29 @@ pub fn drive(
                     refused: Vec::new(),
                     invalid: 0,
                     first: false,
+                    done: Vec::new(),
                 });
                 batch.changes += 1;
                 batch.refused.extend(calc.apply(change));
+                continue;
+            }
+            Some(Update::Local { change, done }) => {
+                let refused = calc.apply(change);
+                if !refused.is_empty() {
+                    let why: Vec<String> = refused.iter().map(ToString::to_string).collect();
+                    let _ = done.send(Err(why.join("; ")));
+                    continue;
+                }
+                let batch = pending.get_or_insert_with(|| Batch {
+                    changes: 0,
+                    first_noticed: Instant::now(),
+                    refused: Vec::new(),
+                    invalid: 0,
+                    first: false,
+                    done: Vec::new(),
+                });
+                batch.changes += 1;
+                batch.done.push(done);
                 continue;
             }
             Some(Update::Invalid { .. }) => {
@@ -684,6 +837,7 @@ pub fn drive(
                     refused: Vec::new(),
                     invalid: 0,
                     first: false,
+                    done: Vec::new(),
                 });
                 batch.invalid += 1;
                 continue;

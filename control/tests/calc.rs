@@ -424,3 +424,59 @@ fn services_and_endpoint_slices_are_kept_replaced_relisted_and_deleted() {
     assert!(calc.cluster().services.is_empty() && calc.cluster().endpoint_slices.is_empty());
     assert!(calc.objects().is_empty());
 }
+
+#[test]
+fn a_cni_attachment_overlays_the_datastore_pod_and_detaching_restores_it() {
+    use weir_control::calc::Attachment;
+    use weir_control::policy::model::NamespacedName;
+    let mut calc = Calculator::new("node-a");
+    let key = NamespacedName::new("shop", "web-1");
+    let attachment = Attachment {
+        pod: key.clone(),
+        container_id: "c1".into(),
+        interface: "w0123456789abcd".into(),
+        mac: "02:00:00:00:00:07".into(),
+        ips: vec!["198.18.4.7".parse().unwrap()],
+    };
+    // Attached before the datastore knows the pod: a bare local endpoint.
+    assert!(calc.apply(Change::Attach(attachment.clone())).is_empty());
+    let compiled = calc.compile();
+    assert_eq!(compiled.endpoints.len(), 1);
+    assert!(calc.cluster().pods[&key].labels.is_empty());
+    // The datastore's version arrives (labels, no address yet): labels taken, the
+    // attachment's address and interface kept.
+    let listed = one(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: shop\n  labels:\n    \
+         app: web\nspec:\n  nodeName: node-a\n  containers:\n  - name: c\n",
+    );
+    assert!(calc.apply(Change::Upsert(listed)).is_empty());
+    let pod = &calc.cluster().pods[&key];
+    assert_eq!(pod.labels["app"], "web");
+    assert_eq!(pod.ips, attachment.ips);
+    assert_eq!(calc.compile().endpoints.len(), 1);
+    // Another pod claiming the attachment's address is refused.
+    let thief = one(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: thief\n  namespace: shop\nstatus:\n  \
+         podIPs:\n  - ip: 198.18.4.7\n",
+    );
+    assert_eq!(calc.apply(Change::Upsert(thief)).len(), 1);
+    // Detached: back to the datastore's version, which has no address: no endpoint.
+    assert!(calc.apply(Change::Detach(key.clone())).is_empty());
+    assert!(calc.cluster().pods[&key].ips.is_empty());
+    assert_eq!(calc.compile().endpoints.len(), 0);
+    assert_eq!(calc.attachments().count(), 0);
+    // Attach again, then the datastore deletes the pod: it stays (bare) until detached.
+    assert!(calc.apply(Change::Attach(attachment)).is_empty());
+    calc.apply(Change::Delete(ObjectRef::namespaced(
+        Kind::Pod,
+        "shop",
+        "web-1",
+    )));
+    assert_eq!(calc.compile().endpoints.len(), 1);
+    calc.apply(Change::Detach(key.clone()));
+    assert!(!calc.cluster().pods.contains_key(&key));
+    assert_eq!(
+        fingerprint(&calc.compile()),
+        fingerprint(&from_scratch(&calc))
+    );
+}

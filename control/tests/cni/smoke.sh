@@ -42,9 +42,14 @@ fi
 
 # ---- state to restore ------------------------------------------------------
 links_before="$(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//')"
+# portmap may touch ip6tables too (it probes and checks IPv6 even when unused).
+ipts=(iptables)
+command -v ip6tables >/dev/null && ipts+=(ip6tables)
 declare -A chains_before
-for t in nat filter mangle; do
-    chains_before[$t]="$(iptables -t "$t" -S | awk '$1=="-N"{print $2}')"
+for ipt in "${ipts[@]}"; do
+    for t in nat filter mangle; do
+        chains_before[$ipt/$t]="$("$ipt" -t "$t" -S 2>/dev/null | awk '$1=="-N"{print $2}')"
+    done
 done
 ip_forward_before="$(cat /proc/sys/net/ipv4/ip_forward)"
 
@@ -65,19 +70,19 @@ cleanup() {
     done
     # iptables chains that did not exist before (portmap's CNI-HOSTPORT-*,
     # CNI-DN-*): drop the rules jumping to them, then flush and delete them.
-    for t in nat filter mangle; do
-        for c in $(iptables -t "$t" -S | awk '$1=="-N"{print $2}'); do
-            grep -qxF "$c" <<<"${chains_before[$t]}" && continue
-            iptables -t "$t" -S | grep -E -- "-j $c( |\$)" | grep '^-A' | sed 's/^-A/-D/' |
-                while read -r rule; do eval iptables -t "$t" "$rule"; done
-        done
-        for c in $(iptables -t "$t" -S | awk '$1=="-N"{print $2}'); do
-            grep -qxF "$c" <<<"${chains_before[$t]}" && continue
-            iptables -t "$t" -F "$c"
-        done
-        for c in $(iptables -t "$t" -S | awk '$1=="-N"{print $2}'); do
-            grep -qxF "$c" <<<"${chains_before[$t]}" && continue
-            iptables -t "$t" -X "$c"
+    local ipt t c new
+    for ipt in "${ipts[@]}"; do
+        for t in nat filter mangle; do
+            new=()
+            for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1=="-N"{print $2}'); do
+                grep -qxF "$c" <<<"${chains_before[$ipt/$t]}" || new+=("$c")
+            done
+            for c in "${new[@]}"; do
+                "$ipt" -t "$t" -S | grep -E -- "^-A .* -j $c( |\$)" | sed 's/^-A/-D/' |
+                    while read -r rule; do eval "$ipt" -t "$t" "$rule"; done
+            done
+            for c in "${new[@]}"; do "$ipt" -t "$t" -F "$c"; done
+            for c in "${new[@]}"; do "$ipt" -t "$t" -X "$c"; done
         done
     done
     echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
@@ -91,7 +96,13 @@ ok() { echo "ok: $*"; passed=$((passed + 1)); }
 bad() { echo "FAIL: $*" >&2; failed=$((failed + 1)); }
 run() { echo "+ $*" >&2; "$@"; }
 
-cat >"$conf" <<JSON
+# The route carries an explicit gw: bridge 1.1.1's CHECK compares the result's
+# routes with the kernel's literally, and host-local fills in the gateway when
+# installing a gw-less route, so a gw-less route makes CHECK fail.
+write_conflist() { # FILE WITH_PORTMAP(yes|no)
+    local portmap=''
+    [[ $2 == yes ]] && portmap='{"type": "portmap", "capabilities": {"portMappings": true}},'
+    cat >"$1" <<JSON
 {
   "cniVersion": "1.0.0",
   "name": "$net",
@@ -105,14 +116,18 @@ cat >"$conf" <<JSON
         "type": "host-local",
         "dataDir": "$ipam",
         "ranges": [[{"subnet": "$subnet"}]],
-        "routes": [{"dst": "198.18.0.0/15"}]
+        "routes": [{"dst": "198.18.0.0/15", "gw": "198.18.240.1"}]
       }
     },
-    {"type": "portmap", "capabilities": {"portMappings": true}},
+    $portmap
     {"type": "bandwidth", "capabilities": {"bandwidth": true}}
   ]
 }
 JSON
+}
+noportmap="$tmp/$net-noportmap.conflist"
+write_conflist "$conf" yes
+write_conflist "$noportmap" no
 
 run ip netns add "$ns"
 common=(--conflist "$conf" --netns "/run/netns/$ns" --ifname eth0
@@ -140,10 +155,25 @@ iptables -t nat -S | grep -q -- '--dport 18080' && ok "portmap DNAT rule present
 ls "$ipam/$net/" | grep -q '^198\.18\.240\.' && ok "host-local lease recorded" || bad "no host-local lease"
 
 # ---- check -------------------------------------------------------------------
-run "$driver" check "${common[@]}" --container-id "$ida" --args "$k8s_args" "${caps[@]}" && ok check || bad check
+# portmap 1.1.1 (Debian 12) has a known CHECK bug on IPv4-only attachments when
+# ip6tables is usable: it looks for an IPv6 DNAT chain it never created
+# (containernetworking/plugins#819, fixed upstream after 1.1.1). Accept exactly
+# that failure, and CHECK the rest of the chain with a copy of the list without
+# portmap (same network name, so libcni uses the same cached result).
+if err="$(run "$driver" check "${common[@]}" --container-id "$ida" --args "$k8s_args" "${caps[@]}" 2>&1 >/dev/null)"; then
+    ok "check (full chain)"
+elif grep -q 'could not check ipv6 dnat' <<<"$err"; then
+    echo "${err##*$'\n'}"
+    ok "check (full chain): only portmap's known IPv6 CHECK bug"
+else
+    echo "$err" >&2
+    bad "check (full chain)"
+fi
+run "$driver" check "${common[@]}" --conflist "$noportmap" --container-id "$ida" --args "$k8s_args" "${caps[@]}" &&
+    ok "check (bridge+host-local+bandwidth)" || bad "check (bridge+host-local+bandwidth)"
 
-# ---- check must fail once the interface is gone ---------------------------------
-# (second attachment so the first stays intact)
+# ---- CHECK must fail once the interface is gone ----------------------------------
+# (second attachment, eth1, so the first stays intact)
 run "$driver" add "${common[@]}" --ifname eth1 --container-id "$idb" --args "$k8s_args" >/dev/null && ok "add eth1 ($idb)" || bad "add eth1"
 ip netns exec "$ns" ip link del eth1
 if err="$(run "$driver" check "${common[@]}" --ifname eth1 --container-id "$idb" 2>&1 >/dev/null)"; then
@@ -160,6 +190,50 @@ run "$driver" status "${common[@]}" && ok status || bad status
 run "$driver" gc "${common[@]}" --valid "$ida/eth0" && ok gc || bad gc
 [[ -e "$cache/results/$net-$idb-eth1" ]] && bad "gc left $idb in cache" || ok "gc removed stale $idb"
 [[ -e "$cache/results/$net-$ida-eth0" ]] && ok "gc kept $ida" || bad "gc dropped $ida"
+
+# ---- gc / status on a CNI 1.1.0 list, against a recording fake plugin -----------
+# Debian's plugins stop at spec 1.0.0, so the 1.1.0 GC/STATUS path is checked
+# with a script that logs its environment and stdin.
+fake="$tmp/fakebin"
+mkdir -p "$fake"
+cat >"$fake/recorder" <<'SH'
+#!/bin/bash
+d="${0%/*}"
+{ echo "CNI_COMMAND=$CNI_COMMAND CNI_CONTAINERID=$CNI_CONTAINERID CNI_NETNS=$CNI_NETNS CNI_IFNAME=$CNI_IFNAME CNI_PATH=$CNI_PATH"; cat; echo; } >>"$d/calls"
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}' ;;
+ADD) echo '{"cniVersion":"1.1.0","interfaces":[{"name":"eth0"}],"ips":[{"address":"198.18.241.2/24","interface":0}]}' ;;
+STATUS) if [[ -e "$d/unavailable" ]]; then echo '{"cniVersion":"1.1.0","code":50,"msg":"plugin not ready"}'; exit 1; fi ;;
+esac
+SH
+chmod +x "$fake/recorder"
+v110="$tmp/weir-fake-$pid.conflist"
+echo '{"cniVersion":"1.1.0","name":"weir-fake-'"$pid"'","plugins":[{"type":"recorder","marker":"m1"}]}' >"$v110"
+fcommon=(--conflist "$v110" --cni-path "$fake" --cache-dir "$tmp/fakecache")
+
+run "$driver" gc "${fcommon[@]}" --valid "c1/eth0,c2" && ok "gc 1.1.0" || bad "gc 1.1.0"
+gcin="$(grep -A1 '^CNI_COMMAND=GC ' "$fake/calls" | tail -n1)"
+echo "GC stdin: $gcin"
+grep -q '"cni.dev/valid-attachments":\[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"eth0"}\]' <<<"$gcin" &&
+    grep -q '"name":"weir-fake-' <<<"$gcin" && grep -q '"marker":"m1"' <<<"$gcin" && ! grep -q prevResult <<<"$gcin" &&
+    ok "GC stdin carries name, plugin config and valid attachments" || bad "GC stdin: $gcin"
+grep -q "^CNI_COMMAND=GC CNI_CONTAINERID= CNI_NETNS= CNI_IFNAME= CNI_PATH=$fake\$" "$fake/calls" &&
+    ok "GC env: only CNI_COMMAND and CNI_PATH set" || bad "GC env"
+run "$driver" status "${fcommon[@]}" && grep -q '^CNI_COMMAND=STATUS ' "$fake/calls" && ok "status 1.1.0" || bad "status 1.1.0"
+touch "$fake/unavailable"
+if err="$(run "$driver" status "${fcommon[@]}" 2>&1 >/dev/null)"; then
+    bad "status succeeded for an unavailable plugin"
+else
+    echo "${err##*$'\n'}"
+    grep -q '"code":50' <<<"$err" && ok "status reports code 50" || bad "status error: $err"
+fi
+# libcni 1.1.2 cannot parse a 1.1.0 result: ADD through a 1.1.0 list fails.
+if err="$(run "$driver" add "${fcommon[@]}" --container-id c1 --netns /run/netns/"$ns" 2>&1 >/dev/null)"; then
+    echo "note: ADD with a 1.1.0 result now succeeds (libcni newer than 1.1.2?)"
+else
+    echo "${err##*$'\n'}"
+    grep -q 'unsupported CNI result version' <<<"$err" && ok "ADD of a 1.1.0 result fails as documented" || bad "ADD 1.1.0: $err"
+fi
 
 # ---- del ---------------------------------------------------------------------
 run "$driver" del "${common[@]}" --container-id "$ida" --args "$k8s_args" "${caps[@]}" && ok del || bad del
