@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod attach;
 pub mod calc;
 pub mod cni;
 pub mod crd;

@@ -42,14 +42,15 @@ fi
 
 # ---- state to restore ------------------------------------------------------
 links_before="$(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//')"
-# portmap may touch ip6tables too (it probes and checks IPv6 even when unused).
+# portmap uses the nat table only, for IPv4 and (it probes and checks IPv6 even
+# when unused) IPv6. With iptables-nft, merely listing a table creates it, so
+# the nft tables present are recorded first and empty new ones dropped at the end.
 ipts=(iptables)
 command -v ip6tables >/dev/null && ipts+=(ip6tables)
+nft_tables_before="$(nft list tables 2>/dev/null || true)"
 declare -A chains_before
 for ipt in "${ipts[@]}"; do
-    for t in nat filter mangle; do
-        chains_before[$ipt/$t]="$("$ipt" -t "$t" -S 2>/dev/null | awk '$1=="-N"{print $2}')"
-    done
+    chains_before[$ipt]="$("$ipt" -t nat -S 2>/dev/null | awk '$1=="-N"{print $2}')"
 done
 ip_forward_before="$(cat /proc/sys/net/ipv4/ip_forward)"
 
@@ -68,22 +69,26 @@ cleanup() {
         grep -qxF "$l" <<<"$links_before" && continue
         case "$l" in veth*|bwp*) ip link del "$l" 2>/dev/null ;; esac
     done
-    # iptables chains that did not exist before (portmap's CNI-HOSTPORT-*,
-    # CNI-DN-*): drop the rules jumping to them, then flush and delete them.
-    local ipt t c new
+    # nat chains that did not exist before (portmap's CNI-HOSTPORT-*, CNI-DN-*):
+    # drop the rules jumping to them, then flush and delete them.
+    local ipt c new fam
     for ipt in "${ipts[@]}"; do
-        for t in nat filter mangle; do
-            new=()
-            for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1=="-N"{print $2}'); do
-                grep -qxF "$c" <<<"${chains_before[$ipt/$t]}" || new+=("$c")
-            done
-            for c in "${new[@]}"; do
-                "$ipt" -t "$t" -S | grep -E -- "^-A .* -j $c( |\$)" | sed 's/^-A/-D/' |
-                    while read -r rule; do eval "$ipt" -t "$t" "$rule"; done
-            done
-            for c in "${new[@]}"; do "$ipt" -t "$t" -F "$c"; done
-            for c in "${new[@]}"; do "$ipt" -t "$t" -X "$c"; done
+        new=()
+        for c in $("$ipt" -t nat -S 2>/dev/null | awk '$1=="-N"{print $2}'); do
+            grep -qxF "$c" <<<"${chains_before[$ipt]}" || new+=("$c")
         done
+        for c in "${new[@]}"; do
+            "$ipt" -t nat -S | grep -E -- "^-A .* -j $c( |\$)" | sed 's/^-A/-D/' |
+                while read -r rule; do eval "$ipt" -t nat "$rule"; done
+        done
+        for c in "${new[@]}"; do "$ipt" -t nat -F "$c"; done
+        for c in "${new[@]}"; do "$ipt" -t nat -X "$c"; done
+        fam=ip
+        [[ $ipt == ip6tables ]] && fam=ip6
+        if command -v nft >/dev/null && ! grep -qxF "table $fam nat" <<<"$nft_tables_before" &&
+            ! "$ipt" -t nat -S 2>/dev/null | grep -qv '^-P '; then
+            nft delete table "$fam" nat 2>/dev/null
+        fi
     done
     echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
     rm -rf "$tmp"

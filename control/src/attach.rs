@@ -1,0 +1,563 @@
+//! The agent's end of `weir-cni`: attaching and detaching pods.
+//!
+//! ADD, in order, undoing what was done if a step fails:
+//!
+//! 1. addresses from IPAM (persisted before anything uses them);
+//! 2. the veth pair, made inside the pod's network namespace with the pod end named as the
+//!    runtime asked (`eth0`) and the host end moved into the agent's namespace; the pod end
+//!    gets its /32 (/128), the MTU weir computes, and a default route via 169.254.1.1
+//!    (fe80::1);
+//! 3. the attachment handed to the control loop, which publishes a snapshot holding the
+//!    endpoint and its policy and puts the host end on a worker; ADD answers only then, so
+//!    a pod never starts unprotected, or fails after the timeout.
+//!
+//! DEL detaches the pod, deletes the host end (which takes the pair), and releases the
+//! addresses; every step tolerates what is already gone, so DEL is idempotent and works
+//! when the pod's namespace no longer exists. GC does the same for every lease whose
+//! attachment the runtime no longer lists.
+//!
+//! Interfaces are configured with `ip` (iproute2) run through `nsenter` for the pod's
+//! namespace: the runtime hands a namespace path, and the agent's crate has no unsafe code
+//! to enter it itself.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::IpAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::calc::{Attachment, Change, Update};
+use crate::cni::{code, host_interface, Attached, Command, Request, Response};
+use crate::ipam::Ipam;
+use crate::policy::model::{IpPool, NamespacedName};
+use crate::policy::selector::Labels;
+
+/// The `cni:` section of the agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CniConfig {
+    /// The socket `weir-cni` talks to.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// IPAM's state directory (see `ipam`).
+    #[serde(default = "default_ipam_dir")]
+    pub ipam_dir: PathBuf,
+    /// The pod interfaces' MTU; default: the uplink's less the tunnel's overhead (or 1500
+    /// less it without an uplink).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// How long ADD waits for the pod's policy to be programmed, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(crate::cni::DEFAULT_SOCKET)
+}
+
+fn default_ipam_dir() -> PathBuf {
+    PathBuf::from("/var/lib/weir/ipam")
+}
+
+fn default_timeout() -> u64 {
+    20
+}
+
+/// What the control loop tells the attacher after each publication.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The IP pools.
+    pub pools: Vec<IpPool>,
+    /// This node's labels (pools' nodeSelectors match them).
+    pub node_labels: Labels,
+    /// Whether the first full sync is published (ADD before it is "try again later").
+    pub ready: bool,
+}
+
+/// Serves `weir-cni`'s requests. See the module doc.
+#[derive(Debug)]
+pub struct Attacher {
+    ipam: Mutex<Ipam>,
+    view: Arc<Mutex<View>>,
+    updates: Mutex<Sender<Update>>,
+    mtu: u16,
+    timeout: Duration,
+}
+
+/// Runs a command; its stderr on failure.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Process::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `ip` inside the network namespace at `netns`.
+fn ip_in(netns: &str, args: &[&str]) -> Result<String, String> {
+    let net = format!("--net={netns}");
+    let mut all = vec![net.as_str(), "ip"];
+    all.extend_from_slice(args);
+    run("nsenter", &all)
+}
+
+fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn error(code: u32, msg: &str, details: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        msg: msg.to_owned(),
+        details: details.into(),
+    }
+}
+
+impl Attacher {
+    /// An attacher for node `node` with its IPAM state under `config.ipam_dir`.
+    pub fn new(
+        node: &str,
+        config: &CniConfig,
+        mtu: u16,
+        view: Arc<Mutex<View>>,
+        updates: Sender<Update>,
+    ) -> Result<Attacher, String> {
+        let ipam = Ipam::open(&config.ipam_dir, node).map_err(|e| e.to_string())?;
+        Ok(Attacher {
+            ipam: Mutex::new(ipam),
+            view,
+            updates: Mutex::new(updates),
+            mtu: config.mtu.unwrap_or(mtu),
+            timeout: Duration::from_secs(config.timeout_seconds.max(1)),
+        })
+    }
+
+    /// Hands a change to the control loop and waits for its publication.
+    fn publish(&self, change: Change) -> Result<(), String> {
+        let (done, outcome) = std::sync::mpsc::channel();
+        self.updates
+            .lock()
+            .map_err(|_| "the control loop is gone".to_string())?
+            .send(Update::Local { change, done })
+            .map_err(|_| "the control loop is gone".to_string())?;
+        match outcome.recv_timeout(self.timeout) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the pod's tables were not published within {} s",
+                self.timeout.as_secs()
+            )),
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: &Request) -> Response {
+        match req.command {
+            Command::Add => self.add(req),
+            Command::Del => self.del(req),
+            Command::Check => self.check(req),
+            Command::Status => self.status(),
+            Command::Gc => self.gc(req),
+        }
+    }
+
+    fn pod_of(req: &Request) -> NamespacedName {
+        match (&req.pod_namespace, &req.pod_name) {
+            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+                NamespacedName::new(ns, name)
+            }
+            // Not from a kubelet: named after the container.
+            _ => NamespacedName::new(
+                "default",
+                req.container_id.chars().take(63).collect::<String>(),
+            ),
+        }
+    }
+
+    fn status(&self) -> Response {
+        let view = self.view.lock().map(|v| v.clone()).unwrap_or_default();
+        if !view.ready {
+            return error(
+                code::NOT_AVAILABLE,
+                "the weir agent has not finished its first sync",
+                "pods cannot be attached yet",
+            );
+        }
+        let usable = view
+            .pools
+            .iter()
+            .any(|p| !p.disabled && p.node_selector.matches(&view.node_labels));
+        if !usable {
+            return error(
+                code::NOT_AVAILABLE,
+                "no IPPool serves this node",
+                "create a weir.dev/v1 IPPool whose nodeSelector matches this node",
+            );
+        }
+        Response::Ok(None)
+    }
+
+    fn add(&self, req: &Request) -> Response {
+        let view = self.view.lock().map(|v| v.clone()).unwrap_or_default();
+        if !view.ready {
+            return error(
+                code::TRY_AGAIN_LATER,
+                "the weir agent has not finished its first sync",
+                "try again shortly",
+            );
+        }
+        let pod = Self::pod_of(req);
+        let pools: Vec<&IpPool> = view.pools.iter().collect();
+        let ips = {
+            let Ok(mut ipam) = self.ipam.lock() else {
+                return error(
+                    code::AGENT_FAILURE,
+                    "IPAM is unusable",
+                    "a lock was poisoned",
+                );
+            };
+            match ipam.allocate(
+                &pools,
+                &view.node_labels,
+                &req.container_id,
+                &req.ifname,
+                Some(&pod.to_string()),
+            ) {
+                Ok(ips) => ips,
+                Err(e) => {
+                    return error(code::AGENT_FAILURE, "no address for the pod", e.to_string())
+                }
+            }
+        };
+        let host = host_interface(&req.container_id, &req.ifname);
+        let plumbed = self.plumb(req, &host, &ips);
+        let (host_mac, pod_mac) = match plumbed {
+            Ok(macs) => macs,
+            Err(why) => {
+                self.undo(req, &host);
+                return error(
+                    code::AGENT_FAILURE,
+                    "cannot set up the pod's interface",
+                    why,
+                );
+            }
+        };
+        let attachment = Attachment {
+            pod,
+            container_id: req.container_id.clone(),
+            interface: host.clone(),
+            mac: pod_mac.clone(),
+            ips: ips.clone(),
+        };
+        if let Err(why) = self.publish(Change::Attach(attachment)) {
+            let _ = self.publish(Change::Detach(Self::pod_of(req)));
+            self.undo(req, &host);
+            return error(
+                code::AGENT_FAILURE,
+                "the pod's policy could not be programmed",
+                why,
+            );
+        }
+        Response::Ok(Some(Attached {
+            host_interface: host,
+            host_mac,
+            pod_mac,
+            ips,
+            mtu: self.mtu,
+        }))
+    }
+
+    /// Creates and configures the veth pair; returns (host MAC, pod MAC).
+    fn plumb(&self, req: &Request, host: &str, ips: &[IpAddr]) -> Result<(String, String), String> {
+        let netns = req.netns.as_str();
+        if !Path::new(netns).exists() {
+            return Err(format!("the network namespace {netns} does not exist"));
+        }
+        let mtu = self.mtu.to_string();
+        let me = std::process::id().to_string();
+        let ifname = req.ifname.as_str();
+        if !interface_exists(host) {
+            ip_in(
+                netns,
+                &[
+                    "link", "add", ifname, "mtu", &mtu, "type", "veth", "peer", "name", host,
+                    "mtu", &mtu, "netns", &me,
+                ],
+            )?;
+        }
+        for ip in ips {
+            let (cidr, family) = match ip {
+                IpAddr::V4(_) => (format!("{ip}/32"), "-4"),
+                IpAddr::V6(_) => (format!("{ip}/128"), "-6"),
+            };
+            let mut args = vec![family, "addr", "replace", cidr.as_str(), "dev", ifname];
+            if ip.is_ipv6() {
+                args.push("nodad");
+            }
+            ip_in(netns, &args)?;
+        }
+        ip_in(netns, &["link", "set", "lo", "up"])?;
+        ip_in(netns, &["link", "set", ifname, "up"])?;
+        if ips.iter().any(IpAddr::is_ipv4) {
+            ip_in(
+                netns,
+                &[
+                    "-4",
+                    "route",
+                    "replace",
+                    crate::cni::GATEWAY_V4,
+                    "dev",
+                    ifname,
+                    "scope",
+                    "link",
+                ],
+            )?;
+            ip_in(
+                netns,
+                &[
+                    "-4",
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    crate::cni::GATEWAY_V4,
+                    "dev",
+                    ifname,
+                ],
+            )?;
+        }
+        if ips.iter().any(IpAddr::is_ipv6) {
+            ip_in(
+                netns,
+                &[
+                    "-6",
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    crate::cni::GATEWAY_V6,
+                    "dev",
+                    ifname,
+                ],
+            )?;
+        }
+        run("ip", &["link", "set", host, "up"])?;
+        let host_mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address"))
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let shown = ip_in(netns, &["-j", "link", "show", "dev", ifname])?;
+        let pod_mac = serde_json::from_str::<serde_json::Value>(&shown)
+            .ok()
+            .and_then(|v| v[0]["address"].as_str().map(str::to_owned))
+            .ok_or_else(|| format!("no MAC for {ifname} in {netns}"))?;
+        Ok((host_mac, pod_mac))
+    }
+
+    /// Removes the host end (and so the pair) and the leases of a request.
+    fn undo(&self, req: &Request, host: &str) {
+        if interface_exists(host) {
+            let _ = run("ip", &["link", "del", host]);
+        }
+        if let Ok(mut ipam) = self.ipam.lock() {
+            let _ = ipam.release(&req.container_id, Some(&req.ifname));
+        }
+    }
+
+    fn del(&self, req: &Request) -> Response {
+        let pod = {
+            let ipam = self.ipam.lock();
+            ipam.ok().and_then(|i| {
+                i.leases()
+                    .values()
+                    .find(|l| l.container_id == req.container_id && l.ifname == req.ifname)
+                    .and_then(|l| l.pod.clone())
+            })
+        };
+        let key = match pod.as_deref().and_then(|p| p.split_once('/')) {
+            Some((ns, name)) => NamespacedName::new(ns, name),
+            None => Self::pod_of(req),
+        };
+        if let Err(why) = self.publish(Change::Detach(key)) {
+            return error(code::AGENT_FAILURE, "the pod could not be detached", why);
+        }
+        let host = host_interface(&req.container_id, &req.ifname);
+        if interface_exists(&host) {
+            if let Err(why) = run("ip", &["link", "del", &host]) {
+                return error(code::IO_FAILURE, "cannot delete the pod's interface", why);
+            }
+        }
+        match self.ipam.lock() {
+            Ok(mut ipam) => match ipam.release(&req.container_id, Some(&req.ifname)) {
+                Ok(_) => Response::Ok(None),
+                Err(e) => error(
+                    code::IO_FAILURE,
+                    "cannot release the pod's addresses",
+                    e.to_string(),
+                ),
+            },
+            Err(_) => error(
+                code::AGENT_FAILURE,
+                "IPAM is unusable",
+                "a lock was poisoned",
+            ),
+        }
+    }
+
+    fn check(&self, req: &Request) -> Response {
+        let held: Vec<IpAddr> = match self.ipam.lock() {
+            Ok(ipam) => ipam
+                .leases()
+                .iter()
+                .filter(|(_, l)| l.container_id == req.container_id && l.ifname == req.ifname)
+                .map(|(ip, _)| *ip)
+                .collect(),
+            Err(_) => {
+                return error(
+                    code::AGENT_FAILURE,
+                    "IPAM is unusable",
+                    "a lock was poisoned",
+                )
+            }
+        };
+        if held.is_empty() {
+            return error(
+                code::AGENT_FAILURE,
+                "the container has no addresses from weir",
+                req.container_id.clone(),
+            );
+        }
+        let host = host_interface(&req.container_id, &req.ifname);
+        if !interface_exists(&host) {
+            return error(
+                code::AGENT_FAILURE,
+                "the pod's host interface is missing",
+                host,
+            );
+        }
+        let shown = match ip_in(&req.netns, &["-j", "addr", "show", "dev", &req.ifname]) {
+            Ok(s) => s,
+            Err(why) => return error(code::AGENT_FAILURE, "the pod's interface is missing", why),
+        };
+        for ip in &held {
+            if !shown.contains(&format!("\"{ip}\"")) {
+                return error(
+                    code::AGENT_FAILURE,
+                    "the pod's interface lost its address",
+                    format!("{ip} is not on {} in {}", req.ifname, req.netns),
+                );
+            }
+        }
+        Response::Ok(None)
+    }
+
+    fn gc(&self, req: &Request) -> Response {
+        let valid: Vec<(String, String)> = req
+            .valid
+            .iter()
+            .map(|v| (v.container_id.clone(), v.ifname.clone()))
+            .collect();
+        let released = match self.ipam.lock() {
+            Ok(mut ipam) => match ipam.gc(&valid) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        code::IO_FAILURE,
+                        "GC could not release leases",
+                        e.to_string(),
+                    )
+                }
+            },
+            Err(_) => {
+                return error(
+                    code::AGENT_FAILURE,
+                    "IPAM is unusable",
+                    "a lock was poisoned",
+                )
+            }
+        };
+        let mut done = std::collections::BTreeSet::new();
+        for (_, lease) in released {
+            if !done.insert((lease.container_id.clone(), lease.ifname.clone())) {
+                continue;
+            }
+            if let Some((ns, name)) = lease.pod.as_deref().and_then(|p| p.split_once('/')) {
+                let _ = self.publish(Change::Detach(NamespacedName::new(ns, name)));
+            }
+            let host = host_interface(&lease.container_id, &lease.ifname);
+            if interface_exists(&host) {
+                let _ = run("ip", &["link", "del", &host]);
+            }
+        }
+        Response::Ok(None)
+    }
+}
+
+/// Serves requests on `listener` (one thread per connection, so concurrent ADDs proceed
+/// together up to IPAM's lock and the control loop) until `stop`.
+pub fn serve(listener: UnixListener, attacher: Arc<Attacher>, stop: &'static AtomicBool) {
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let attacher = attacher.clone();
+                let _ = std::thread::Builder::new()
+                    .name("weir-cni-conn".into())
+                    .spawn(move || answer(stream, &attacher));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn answer(stream: UnixStream, attacher: &Attacher) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    let response = match BufReader::new(&stream).read_line(&mut line) {
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => attacher.handle(&req),
+            Err(e) => error(code::DECODE_FAILURE, "unreadable request", e.to_string()),
+        },
+        Err(e) => error(code::IO_FAILURE, "cannot read the request", e.to_string()),
+    };
+    let mut out = serde_json::to_string(&response).unwrap_or_default();
+    out.push('\n');
+    let mut stream = stream;
+    let _ = stream.write_all(out.as_bytes());
+}
+
+/// Binds the socket (replacing a stale one), readable by root only.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{}: another agent is serving this socket",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
+}
