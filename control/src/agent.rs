@@ -70,6 +70,9 @@ pub struct AgentConfig {
     /// WireGuard between nodes (needs `uplink`).
     #[serde(default)]
     pub wireguard: Option<crate::wireguard::WireGuardConfig>,
+    /// Serve `weir-cni` (pods attached and detached at run time, addresses from IPAM).
+    #[serde(default)]
+    pub cni: Option<crate::attach::CniConfig>,
 }
 
 /// Where the Kubernetes datastore finds its API server.
@@ -634,6 +637,66 @@ impl ControlStats {
     }
 }
 
+/// How long the control loop waits for a worker to attach or detach an interface.
+const PORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Puts the interfaces in `wanted` that no worker holds on the worker holding fewest, and
+/// takes off the ones no longer wanted. `held` maps interface to worker.
+fn reconcile_ports(
+    control: &weir_workers::ports::PortControl,
+    held: &mut BTreeMap<String, usize>,
+    wanted: &[PortSpec],
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let names: BTreeSet<&str> = wanted.iter().map(|p| p.name.as_str()).collect();
+    let gone: Vec<(String, usize)> = held
+        .iter()
+        .filter(|(n, _)| !names.contains(n.as_str()))
+        .map(|(n, w)| (n.clone(), *w))
+        .collect();
+    for (name, w) in gone {
+        match control.detach(w, &name, PORT_TIMEOUT) {
+            Ok(()) => {
+                held.remove(&name);
+                eprintln!("weir agent: interface {name} detached from worker {w}");
+            }
+            Err(why) => problems.push(format!("detaching {name}: {why}")),
+        }
+    }
+    for spec in wanted.iter().filter(|p| !held.contains_key(&p.name)) {
+        let mut load = vec![0usize; control.workers()];
+        for w in held.values() {
+            load[*w] += 1;
+        }
+        let w = (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+        match control.attach(w, spec, PORT_TIMEOUT) {
+            Ok(()) => {
+                held.insert(spec.name.clone(), w);
+                eprintln!("weir agent: interface {} attached to worker {w}", spec.name);
+            }
+            Err(why) => problems.push(format!("attaching {}: {why}", spec.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The MTU of pod interfaces: the uplink's (1500 without one) less WireGuard's overhead
+/// when it is on (80 bytes, enough for an IPv6 underlay).
+fn pod_mtu(config: &AgentConfig) -> Result<u16, AgentError> {
+    let base = match &config.uplink {
+        Some(up) => interface_mtu(up)?,
+        None => 1500,
+    };
+    let wg = config
+        .wireguard_mode()?
+        .is_some_and(|(_, m)| m != weir_crypto::EncryptionMode::Off);
+    Ok(if wg { base.saturating_sub(80) } else { base })
+}
+
 /// Buffers on each handoff lane between two workers.
 const HANDOFF_DEPTH: usize = 1024;
 
@@ -658,6 +721,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let control = Arc::new(Mutex::new(ControlStats::default()));
     let mut calc = Calculator::new(&config.node);
     let (tx, rx) = std::sync::mpsc::channel::<Update>();
+    let local_tx = tx.clone();
     let kinds: Vec<Kind> = match (&config.datastore, &config.kubernetes) {
         (Some(dir), _) => {
             // At start every object must be valid: there is no earlier version to keep.
@@ -795,8 +859,13 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         },
         ..WorkerConfig::default()
     };
-    let port_names: BTreeSet<String> = ports.iter().map(|p| p.name.clone()).collect();
     let assigned = spread(&ports, workers);
+    // Which worker holds each interface, as interfaces come and go.
+    let mut held: BTreeMap<String, usize> = assigned
+        .iter()
+        .enumerate()
+        .flat_map(|(w, ps)| ps.iter().map(move |p| (p.name.clone(), w)))
+        .collect();
     let owner: Vec<(String, usize)> = assigned
         .iter()
         .enumerate()
@@ -804,9 +873,11 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         .collect();
     let links = weir_workers::handoff::mesh(workers, HANDOFF_DEPTH, &owner)
         .map_err(|e| AgentError::Worker(format!("handoff wakers: {e}")))?;
+    let port_control = weir_workers::ports::PortControl::new(&links);
     let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for ((w, ports), links) in assigned.into_iter().enumerate().zip(links) {
+        let port_mailbox = port_control.mailbox(w);
         let core = config.cores[w];
         let (reader, report, snapshot) = (publisher.reader(), reports[w].clone(), snapshot.clone());
         let (started_tx, worker_config) = (started_tx.clone(), worker_config.clone());
@@ -831,6 +902,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 }
                 let built = Worker::new(&ports, &snapshot, worker_config).and_then(|mut worker| {
                     worker.connect(&snapshot, links)?;
+                    worker.set_port_mailbox(port_mailbox);
                     if let Some(setup) = wg {
                         worker.enable_wireguard(&snapshot, setup)?;
                     }
@@ -867,6 +939,44 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             Err(_) => return Err(AgentError::Worker("a worker thread ended".into())),
         }
     }
+    let view = Arc::new(Mutex::new(crate::attach::View::default()));
+    let update_view = |calc: &Calculator| {
+        if let Ok(mut v) = view.lock() {
+            v.pools = calc.cluster().ip_pools.values().cloned().collect();
+            v.node_labels = calc
+                .cluster()
+                .nodes
+                .get(&config.node)
+                .map(|n| n.labels.clone())
+                .unwrap_or_default();
+            v.ready = true;
+        }
+    };
+    update_view(&calc);
+    if let Some(cni) = &config.cni {
+        let mtu = pod_mtu(config)?;
+        let attacher = crate::attach::Attacher::new(&config.node, cni, mtu, view.clone(), local_tx)
+            .map_err(|why| AgentError::Config {
+                path: "cni".into(),
+                why,
+            })?;
+        let listener = crate::attach::bind(&cni.socket).map_err(|why| AgentError::Config {
+            path: "cni.socket".into(),
+            why,
+        })?;
+        let attacher = Arc::new(attacher);
+        std::thread::Builder::new()
+            .name("weir-cni".into())
+            .spawn(move || crate::attach::serve(listener, attacher, stop))
+            .map_err(|e| AgentError::Worker(e.to_string()))?;
+        eprintln!(
+            "weir agent: serving weir-cni on {} (pod MTU {mtu}, IPAM state in {})",
+            cni.socket.display(),
+            cni.ipam_dir.display()
+        );
+    } else {
+        drop(local_tx);
+    }
     ready.store(true, Ordering::SeqCst);
     eprintln!(
         "weir agent: node {} forwarding on core{} {}; metrics on http://{}/metrics",
@@ -897,50 +1007,57 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             }
             let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
             stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
-            match calculate(config, Some(&port_names), node_key.as_ref(), calc) {
-                Ok((builder, _, peers, warnings)) => {
-                    for w in &warnings {
-                        eprintln!("weir agent: warning: {w}");
-                    }
-                    match publisher.publish(builder) {
-                        Ok(snapshot) => {
-                            if node_key.is_some() {
-                                let neighbors = snapshot
-                                    .nodes
-                                    .iter()
-                                    .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
-                                    .collect();
-                                if let Ok(mut slot) = mailbox.pending.lock() {
-                                    *slot =
-                                        Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
-                                }
-                            }
-                            stats.applied += 1;
-                            stats.generation = snapshot.generation;
-                            stats.observe(batch.first_noticed.elapsed().as_secs_f64());
-                            eprintln!(
-                                "weir agent: datastore reloaded (generation {}, {} change{})",
-                                snapshot.generation,
-                                batch.changes,
-                                if batch.changes == 1 { "" } else { "s" }
-                            );
-                        }
-                        Err(e) => {
-                            stats.rejected += 1;
-                            eprintln!(
-                                "weir agent: datastore change rejected: {e}; the last good tables \
-                             keep serving"
-                            );
-                        }
+        let outcome = calculate(config, None, node_key.as_ref(), calc).and_then(
+            |(builder, new_ports, peers, warnings)| {
+                for w in &warnings {
+                    eprintln!("weir agent: warning: {w}");
+                }
+                let snapshot = publisher
+                    .publish(builder)
+                    .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+                if node_key.is_some() {
+                    let neighbors = snapshot
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
+                        .collect();
+                    if let Ok(mut slot) = mailbox.pending.lock() {
+                        *slot = Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
                     }
                 }
-                Err(e) => {
-                    stats.rejected += 1;
-                    eprintln!(
+                Ok((snapshot.generation, new_ports))
+            },
+        );
+        let answer = match outcome {
+            Ok((generation, new_ports)) => {
+                // Interfaces the new tables name are put on workers; those they no longer
+                // name are taken off (the snapshot without them is already published).
+                let result = reconcile_ports(&port_control, &mut held, &new_ports);
+                stats.applied += 1;
+                stats.generation = generation;
+                stats.observe(batch.first_noticed.elapsed().as_secs_f64());
+                update_view(calc);
+                eprintln!(
+                    "weir agent: datastore reloaded (generation {generation}, {} change{})",
+                    batch.changes,
+                    if batch.changes == 1 { "" } else { "s" }
+                );
+                if let Err(why) = &result {
+                    eprintln!("weir agent: {why}");
+                }
+                result
+            }
+            Err(e) => {
+                stats.rejected += 1;
+                eprintln!(
                     "weir agent: datastore change rejected: {e}; the last good tables keep serving"
                 );
-                }
+                Err(e.to_string())
             }
+        };
+        for done in batch.done {
+            let _ = done.send(answer.clone());
+        }
             if let Ok(mut shared) = control.lock() {
                 *shared = stats;
             }
