@@ -144,7 +144,9 @@ pub struct WorkerReport {
     /// Frames other workers handed to this one (and it staged for sending).
     pub handoff_in: u64,
     /// Frames dropped at a handoff: no buffer free on the lane to the owner (it is behind),
-    /// or no frame or TX room here for a frame handed in.
+    /// or no frame or TX room here for a frame handed in, or a frame handed in whose
+    /// output index is of another snapshot generation than the one mapped here (a few
+    /// while the workers move to a new snapshot).
     pub handoff_dropped: u64,
     /// WireGuard, on the worker that owns the uplink: the peers' counters.
     pub wireguard: WgCounters,
@@ -541,7 +543,10 @@ impl Worker {
                 let Some(parcel) = lane.receive() else { break };
                 budget -= 1;
                 let len = usize::from(parcel.len);
-                let port = self.port_of.get(usize::from(parcel.out)).copied().flatten();
+                // An index of another snapshot may name another interface here.
+                let port = (parcel.generation == self.mapped_generation)
+                    .then(|| self.port_of.get(usize::from(parcel.out)).copied().flatten())
+                    .flatten();
                 // Frames keep the usual headroom, which sealing writes outer headers into.
                 let headroom = crate::xsk::XDP_PACKET_HEADROOM;
                 let staged = match (port, self.free.last().copied()) {
@@ -869,6 +874,7 @@ impl Worker {
                 &mut self.report,
             );
             let (to_seal, sealing_here) = (&mut self.to_seal, self.tunnel.is_some());
+            let generation = self.mapped_generation;
             self.batch.drain(|frame, meta| {
                 let seal = meta.has(flags::ENCRYPT);
                 let Some(out) = pipeline.settle(meta.next) else {
@@ -897,7 +903,9 @@ impl Worker {
                             links.outbound.get(owner).and_then(Option::as_ref),
                             area.get(start..start + frame.len()),
                         ) {
-                            (Some(lane), Some(bytes)) => lane.send_parcel(out, seal, bytes),
+                            (Some(lane), Some(bytes)) => {
+                                lane.send_parcel(out, seal, generation, bytes)
+                            }
                             _ => false,
                         };
                         if sent {
