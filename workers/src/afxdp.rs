@@ -770,7 +770,8 @@ impl Worker {
     }
 
     /// One round: completions, refill, one RX burst through the pipeline, TX. Returns
-    /// the number of frames received.
+    /// the number of frames received. When `snapshot` is of another generation than the
+    /// one last mapped, the interface indices are first re-derived from the names.
     pub fn poll_once(&mut self, snapshot: &Snapshot, now_ns: u64) -> usize {
         if snapshot.generation != self.mapped_generation {
             self.remap(snapshot);
