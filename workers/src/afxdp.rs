@@ -12,7 +12,39 @@
 //! the free list, a fill ring (lent to the kernel until it comes back on that socket's RX
 //! ring), the batch, a TX staging queue, or a TX ring (lent until it completes).
 //! [`Worker::check_accounting`] verifies it from the counts and the free list.
+//!
+//! # Ports come and go
+//!
+//! Pods are created and deleted while the workers run, so a worker's interfaces are not
+//! fixed at [`Worker::new`]. [`Worker::attach_port`] binds one more socket on the
+//! worker's UMEM, attaches its XDP program and gives its fill ring its share of frames;
+//! [`Worker::detach_port`] undoes that without losing a frame: it detaches the XDP
+//! program first (nothing new arrives), returns what waits in the RX ring to the free
+//! list, pushes out what was staged and waits up to [`DETACH_WAIT`] (kicking) for the TX
+//! completions, then reads back the frames still lent to the fill ring (the entries the
+//! kernel has not consumed, between its consumer index and ours) and only then closes the
+//! socket. Frames the kernel never gives back within that bound (a TX that does not
+//! complete, or a frame the kernel took from the fill ring and kept, which happens only
+//! after it found the RX ring full) are counted as lost in [`WorkerReport::frames_lost`]
+//! and stay out of circulation: [`Worker::check_accounting`] counts them as a place of
+//! their own, so the invariant still holds and no frame can ever be handed out twice.
+//! With veth in copy mode they complete, and nothing is lost.
+//!
+//! Interfaces are named in the snapshot by index, and indices move when the agent
+//! publishes a snapshot with interfaces added or removed. A worker therefore keeps every
+//! interface by name (its own ports, and which other worker owns which interface) and
+//! re-derives its index tables (`port_of`, `remote_of`) whenever the snapshot it loads
+//! has another generation than the one it mapped: one integer compare per round on the
+//! packet path, and the re-map (which may allocate) only when the snapshot changed. A
+//! frame routed to an interface that neither this worker nor a known other worker owns
+//! (just detached, or its owner not announced yet) is dropped as `no_route` and counted
+//! in [`WorkerReport::unowned_output`].
+//!
+//! The agent drives all this through [`crate::ports::PortControl`]: a command mailbox
+//! per worker, checked with one atomic load per round (a lock only when a command
+//! waits), whose posts wake a sleeping worker through its handoff [`crate::handoff::Waker`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +55,7 @@ use weir_dataplane::{Batch, Counters, FrameRegion, IfIndex, Pipeline, Snapshot, 
 
 use crate::bpf::{AttachMode, BpfError, UplinkFilter, XdpLink, XdpProgram, XskMap};
 use crate::handoff::Links;
+use crate::ports::{PortCommand, PortMailbox};
 use crate::tunnel::{Inbound, SharedPeerMailbox, Tunnel, TunnelCounters, WireGuardSetup};
 
 /// WireGuard for the uplink's worker: the set-up, and where later peer sets arrive.
@@ -49,6 +82,10 @@ pub enum WorkerError {
     UnknownInterface(String),
     #[error("the worker owns no interface")]
     NoInterface,
+    #[error("interface {0:?} is already attached to this worker")]
+    AlreadyAttached(String),
+    #[error("interface {0:?} is not attached to this worker")]
+    NotAttached(String),
 }
 
 /// An interface a worker attaches to.
@@ -107,7 +144,9 @@ pub struct WorkerReport {
     /// Frames other workers handed to this one (and it staged for sending).
     pub handoff_in: u64,
     /// Frames dropped at a handoff: no buffer free on the lane to the owner (it is behind),
-    /// or no frame or TX room here for a frame handed in.
+    /// or no frame or TX room here for a frame handed in, or a frame handed in whose
+    /// output index is of another snapshot generation than the one mapped here (a few
+    /// while the workers move to a new snapshot).
     pub handoff_dropped: u64,
     /// WireGuard, on the worker that owns the uplink: the peers' counters.
     pub wireguard: WgCounters,
@@ -115,6 +154,17 @@ pub struct WorkerReport {
     pub tunnel: TunnelCounters,
     /// RX descriptors that pointed outside the UMEM (recycled, not processed).
     pub bad_descriptors: u64,
+    /// Frames routed to an interface that neither this worker nor a known other worker
+    /// owns (detached, or its owner not announced yet); each is also a `no_route` drop
+    /// in the pipeline's counters.
+    pub unowned_output: u64,
+    /// Frames found in a port's RX ring or TX staging queue while it was detached, and
+    /// returned to the free list unsent.
+    pub detach_dropped: u64,
+    /// Frames the kernel did not give back when a port was detached (TX not completed
+    /// within [`DETACH_WAIT`], or kept from the fill ring); they are never reused. 0 on
+    /// veth in copy mode.
+    pub frames_lost: u64,
     /// Per interface: name, whether XDP runs in native mode, and the kernel's statistics.
     pub ports: Vec<PortReport>,
 }
@@ -144,6 +194,21 @@ struct Port {
     /// Frames given to the TX ring and not yet completed.
     lent_tx: usize,
 }
+
+/// How long [`Worker::detach_port`] waits for a port's TX completions at most.
+pub const DETACH_WAIT: Duration = Duration::from_millis(100);
+
+/// How long a detached port's rings must stay quiet (no RX, nothing pending) before its
+/// fill ring is read back: lets a receive that was under way when the program was
+/// detached finish.
+const DETACH_SETTLE: Duration = Duration::from_millis(2);
+
+/// The index of a port whose interface the loaded snapshot does not have: no snapshot
+/// has that many interfaces, so the pipeline drops what arrives on it.
+const UNMAPPED: IfIndex = IfIndex::MAX;
+
+/// `mapped_generation` that no snapshot has: forces a re-map on the next round.
+const REMAP: u64 = u64::MAX;
 
 /// How often a running worker publishes its report.
 const REPORT_INTERVAL_NS: u64 = 100_000_000;
@@ -175,6 +240,15 @@ pub struct Worker {
     links: Links,
     /// Snapshot interface index to the worker that owns it, for interfaces not here.
     remote_of: Vec<Option<usize>>,
+    /// Interfaces other workers own, by name: what `remote_of` is derived from.
+    owners: Vec<(String, usize)>,
+    /// The snapshot generation `port_of`, `remote_of` and the ports' indices were
+    /// derived from.
+    mapped_generation: u64,
+    /// Frames the kernel kept when ports were detached (see the module doc).
+    lost: usize,
+    /// Where the agent's port commands arrive.
+    mailbox: Option<Arc<PortMailbox>>,
     /// Per other worker: whether this round handed it frames (to wake it after).
     handed: Vec<bool>,
     /// WireGuard, when this worker owns the uplink and it is on.
@@ -215,95 +289,41 @@ impl Worker {
         let umem = Umem::new(&config.umem).map_err(WorkerError::Umem)?;
         let mut built: Vec<Port> = Vec::with_capacity(ports.len());
         for spec in ports {
-            let name = spec.name.clone();
-            let index = snapshot
-                .interface_by_name(&name)
-                .ok_or_else(|| WorkerError::UnknownInterface(name.clone()))?;
-            let bpf = |source| WorkerError::Bpf {
-                name: name.clone(),
-                source,
-            };
-            let ifindex = crate::bpf::ifindex(&name).map_err(bpf)?;
-            let socket = XskSocket::bind(
+            let port = bind_port(
                 &umem,
-                ifindex,
-                0,
-                &config.socket,
+                spec,
+                snapshot,
+                &config,
                 built.first().map(|p| &p.socket),
-            )
-            .map_err(|source| WorkerError::Socket {
-                name: name.clone(),
-                source,
-            })?;
-            let map = XskMap::new(1).map_err(bpf)?;
-            map.set(0, socket.fd()).map_err(bpf)?;
-            let program = match &spec.uplink_filter {
-                None => XdpProgram::redirect_all(&map),
-                Some(filter) => XdpProgram::uplink(&map, filter),
-            }
-            .map_err(bpf)?;
-            let link = XdpLink::attach(&program, ifindex, config.attach).map_err(bpf)?;
-            built.push(Port {
-                name,
-                index,
-                socket,
-                link,
-                _program: program,
-                _map: map,
-                staged: Vec::with_capacity(STAGE_LIMIT),
-                lent_fill: 0,
-                lent_tx: 0,
-            });
-        }
-        let mut port_of = Vec::new();
-        for (i, p) in built.iter().enumerate() {
-            let at = usize::from(p.index);
-            if port_of.len() <= at {
-                port_of.resize(at + 1, None);
-            }
-            port_of[at] = Some(i);
+            )?;
+            built.push(port);
         }
         let mut free: Vec<u64> = umem.frames().collect();
         free.reverse();
-        // Half the frames wait in fill rings, shared evenly; the rest are for frames in
-        // flight between RX and TX completion.
-        let fill_quota = (free.len() / 2 / built.len())
-            .min(config.umem.fill_size as usize)
-            .max(1);
+        let fill_quota = fill_quota(&umem, built.len());
         let report = WorkerReport {
-            ports: built
-                .iter()
-                .map(|p| PortReport {
-                    name: p.name.clone(),
-                    native: p.link.native(),
-                    ..PortReport::default()
-                })
-                .collect(),
+            ports: built.iter().map(Port::report).collect(),
             ..WorkerReport::default()
         };
-        let pollfds = built
-            .iter()
-            .map(|p| libc::pollfd {
-                fd: p.socket.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
         let mut worker = Worker {
             umem,
             ports: built,
-            port_of,
+            port_of: Vec::new(),
             free,
             fill_quota,
             batch: Batch::new(),
             pipeline: Pipeline::with_conntrack(config.conntrack),
             rx: Vec::with_capacity(BATCH_SIZE),
-            pollfds,
+            pollfds: Vec::new(),
             report,
             idle: 0,
             config,
             links: Links::default(),
             remote_of: Vec::new(),
+            owners: Vec::new(),
+            mapped_generation: REMAP,
+            lost: 0,
+            mailbox: None,
             handed: Vec::new(),
             tunnel: None,
             uplink_port: None,
@@ -311,6 +331,8 @@ impl Worker {
             control: Vec::new(),
             flush: Vec::new(),
         };
+        worker.rebuild_pollfds();
+        worker.remap(snapshot);
         worker.refill();
         Ok(worker)
     }
@@ -319,29 +341,121 @@ impl Worker {
     /// over `links`, and frames handed in are sent here. `snapshot` maps the interface
     /// names of `links.remote` to its indices.
     pub fn connect(&mut self, snapshot: &Snapshot, links: Links) -> Result<(), WorkerError> {
-        let mut remote_of = Vec::new();
-        for (name, owner) in &links.remote {
-            let index = snapshot
-                .interface_by_name(name)
-                .ok_or_else(|| WorkerError::UnknownInterface(name.clone()))?;
-            let at = usize::from(index);
-            if remote_of.len() <= at {
-                remote_of.resize(at + 1, None);
-            }
-            remote_of[at] = Some(*owner);
+        if let Some((name, _)) = links
+            .remote
+            .iter()
+            .find(|(name, _)| snapshot.interface_by_name(name).is_none())
+        {
+            return Err(WorkerError::UnknownInterface(name.clone()));
         }
         self.handed = vec![false; links.outbound.len()];
-        self.pollfds.truncate(self.ports.len());
-        if let Some(waker) = links.wakers.get(links.me) {
-            self.pollfds.push(libc::pollfd {
-                fd: waker.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        self.remote_of = remote_of;
+        self.owners = links
+            .remote
+            .iter()
+            .filter(|(_, w)| *w != links.me)
+            .cloned()
+            .collect();
         self.links = links;
+        self.rebuild_pollfds();
+        self.remap(snapshot);
         Ok(())
+    }
+
+    /// Takes port commands from `mailbox` (see [`crate::ports::PortControl`]): a running
+    /// worker ([`Worker::run`]) looks at it once per round and serves what waits there.
+    pub fn set_port_mailbox(&mut self, mailbox: Arc<PortMailbox>) {
+        self.mailbox = Some(mailbox);
+    }
+
+    /// Binds a socket for `spec` on this worker's UMEM, attaches its XDP program, and
+    /// adds it to the ports, the poll set and the report; the fill quota is shared anew
+    /// and the new fill ring is topped up. `snapshot` must name the interface (publish
+    /// the snapshot that adds it first). Tell the other workers who owns it with
+    /// [`crate::ports::PortControl::set_owner`] ([`crate::ports::PortControl::attach`]
+    /// does).
+    pub fn attach_port(&mut self, spec: &PortSpec, snapshot: &Snapshot) -> Result<(), WorkerError> {
+        if self.ports.iter().any(|p| p.name == spec.name) {
+            return Err(WorkerError::AlreadyAttached(spec.name.clone()));
+        }
+        let port = bind_port(
+            &self.umem,
+            spec,
+            snapshot,
+            &self.config,
+            self.ports.first().map(|p| &p.socket),
+        )?;
+        self.report.ports.push(port.report());
+        self.ports.push(port);
+        self.fill_quota = fill_quota(&self.umem, self.ports.len());
+        self.rebuild_pollfds();
+        self.remap(snapshot);
+        let quota = self.fill_quota;
+        if let Some(p) = self.ports.last_mut() {
+            let want = quota.saturating_sub(p.lent_fill);
+            if self.free.len() < want {
+                self.report.fill_starved += 1;
+            }
+            p.lent_fill += p.socket.fill_from(&mut self.free, want);
+        }
+        Ok(())
+    }
+
+    /// Detaches interface `name` and gives back every frame it holds, in this order: the
+    /// XDP link goes first (nothing new arrives); what waits in the RX ring goes back to
+    /// the free list (counted in [`WorkerReport::detach_dropped`]); what is staged is
+    /// sent, and the TX completions are awaited, kicking, for up to [`DETACH_WAIT`];
+    /// the frames still in the fill ring are read back; then the socket is closed. Frames
+    /// the kernel did not return within the bound are counted in
+    /// [`WorkerReport::frames_lost`] and never reused, so [`Worker::check_accounting`]
+    /// holds either way. Blocks for a few milliseconds (at most about [`DETACH_WAIT`]).
+    /// Detaching the uplink turns WireGuard off on this worker.
+    pub fn detach_port(&mut self, name: &str) -> Result<(), WorkerError> {
+        let i = self
+            .ports
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| WorkerError::NotAttached(name.to_owned()))?;
+        let port = self.ports.remove(i);
+        self.report.ports.remove(i);
+        for slot in &mut self.port_of {
+            *slot = match *slot {
+                Some(j) if j == i => None,
+                Some(j) if j > i => Some(j - 1),
+                other => other,
+            };
+        }
+        self.uplink_port = match self.uplink_port {
+            Some(u) if u == i => {
+                self.tunnel = None;
+                None
+            }
+            Some(u) if u > i => Some(u - 1),
+            other => other,
+        };
+        self.rebuild_pollfds();
+        if !self.ports.is_empty() {
+            self.fill_quota = fill_quota(&self.umem, self.ports.len());
+        }
+        let lost = self.drain_detached(port);
+        self.lost += lost;
+        self.report.frames_lost += lost as u64;
+        Ok(())
+    }
+
+    /// Records that interface `name` is now owned by worker `worker` (`None`: by no
+    /// worker, it is gone). Frames routed to it are handed to that worker from the next
+    /// round on. An interface attached here stays this worker's whatever this says.
+    pub fn set_owner(&mut self, name: &str, worker: Option<usize>) {
+        self.owners.retain(|(n, _)| n != name);
+        if let Some(w) = worker.filter(|&w| w != self.links.me) {
+            self.owners.push((name.to_owned(), w));
+        }
+        self.mapped_generation = REMAP;
+    }
+
+    /// The names of the interfaces attached here, in port order.
+    pub fn port_names(&self) -> Vec<String> {
+        self.ports.iter().map(|p| p.name.clone()).collect()
     }
 
     /// Turns WireGuard on, on the uplink this worker owns: frames routed to remote nodes
@@ -382,6 +496,10 @@ impl Worker {
                 self.pipeline
                     .settle(Next::Drop(DropReason::TunnelUnavailable));
             }
+            for (addr, _) in self.control.drain(..) {
+                self.free.push(addr - addr % frame_size);
+            }
+            self.flush.clear();
             return;
         };
         let area = self.umem.region_mut();
@@ -425,7 +543,10 @@ impl Worker {
                 let Some(parcel) = lane.receive() else { break };
                 budget -= 1;
                 let len = usize::from(parcel.len);
-                let port = self.port_of.get(usize::from(parcel.out)).copied().flatten();
+                // An index of another snapshot may name another interface here.
+                let port = (parcel.generation == self.mapped_generation)
+                    .then(|| self.port_of.get(usize::from(parcel.out)).copied().flatten())
+                    .flatten();
                 // Frames keep the usual headroom, which sealing writes outer headers into.
                 let headroom = crate::xsk::XDP_PACKET_HEADROOM;
                 let staged = match (port, self.free.last().copied()) {
@@ -462,6 +583,168 @@ impl Worker {
         }
     }
 
+    /// Serves the port commands waiting in `mailbox`, then re-maps for `snapshot`.
+    fn serve(&mut self, mailbox: &PortMailbox, snapshot: &Snapshot) {
+        for command in mailbox.take() {
+            match command {
+                PortCommand::Attach(spec, reply) => {
+                    let r = self.attach_port(&spec, snapshot);
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                }
+                PortCommand::Detach(name, reply) => {
+                    let r = self.detach_port(&name);
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                }
+                PortCommand::SetOwner { name, worker } => self.set_owner(&name, worker),
+            }
+        }
+        self.remap(snapshot);
+    }
+
+    /// Derives the snapshot indices of the ports, `port_of` and `remote_of` from the
+    /// names, for `snapshot`. Allocates; runs only when the snapshot or the ports changed.
+    fn remap(&mut self, snapshot: &Snapshot) {
+        let by_name: HashMap<&str, IfIndex> = snapshot
+            .interfaces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| Some((x.name.as_str(), IfIndex::try_from(i).ok()?)))
+            .collect();
+        fn set(table: &mut Vec<Option<usize>>, at: IfIndex, value: usize) {
+            let at = usize::from(at);
+            if table.len() <= at {
+                table.resize(at + 1, None);
+            }
+            table[at] = Some(value);
+        }
+        self.port_of.clear();
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            p.index = by_name.get(p.name.as_str()).copied().unwrap_or(UNMAPPED);
+            if p.index != UNMAPPED {
+                set(&mut self.port_of, p.index, i);
+            }
+        }
+        self.remote_of.clear();
+        for (name, owner) in &self.owners {
+            let Some(&at) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            if self
+                .port_of
+                .get(usize::from(at))
+                .copied()
+                .flatten()
+                .is_none()
+            {
+                set(&mut self.remote_of, at, *owner);
+            }
+        }
+        if let (Some(t), Some(up)) = (self.tunnel.as_mut(), self.uplink_port) {
+            t.uplink = self.ports[up].index;
+        }
+        self.mapped_generation = snapshot.generation;
+    }
+
+    /// The poll set: every socket, then this worker's waker when it has one.
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds.clear();
+        for p in &self.ports {
+            self.pollfds.push(libc::pollfd {
+                fd: p.socket.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Some(waker) = self.links.wakers.get(self.links.me) {
+            self.pollfds.push(libc::pollfd {
+                fd: waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+    }
+
+    /// Takes every frame back from a port already removed from `ports` (see
+    /// [`Worker::detach_port`]) and closes it; returns the frames the kernel kept.
+    fn drain_detached(&mut self, port: Port) -> usize {
+        let Port {
+            mut socket,
+            link,
+            _program,
+            _map,
+            mut staged,
+            mut lent_fill,
+            mut lent_tx,
+            ..
+        } = port;
+        // No new frames once the program is gone.
+        drop(link);
+        let started = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
+        let mut rx = Vec::with_capacity(BATCH_SIZE);
+        loop {
+            rx.clear();
+            let n = socket.recv(&mut rx, BATCH_SIZE);
+            lent_fill -= n.min(lent_fill);
+            for &(addr, _) in &rx {
+                self.free.push(self.umem.frame_base(addr));
+            }
+            self.report.detach_dropped += n as u64;
+            if !staged.is_empty() {
+                let sent = socket.send(&staged);
+                staged.drain(..sent);
+                lent_tx += sent;
+                self.report.tx_frames += sent as u64;
+            }
+            for _ in 0..MAX_KICKS {
+                if socket.tx_pending() == 0 || socket.kick().is_err() {
+                    break;
+                }
+            }
+            let done = socket.complete(&mut self.free);
+            lent_tx -= done.min(lent_tx);
+            let quiet = n == 0 && staged.is_empty() && lent_tx == 0 && !socket.rx_pending();
+            if !quiet {
+                quiet_since = None;
+            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= DETACH_SETTLE {
+                break;
+            }
+            if started.elapsed() >= DETACH_WAIT {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        for (addr, _) in staged.drain(..) {
+            self.free.push(self.umem.frame_base(addr));
+            self.report.detach_dropped += 1;
+        }
+        // The frames the kernel has not taken from the fill ring are ours again once the
+        // socket is closed. Each is checked against the free list, so that no frame can
+        // get there twice whatever the kernel's consumer index says.
+        let mut unfilled = Vec::new();
+        socket.unfilled(&mut unfilled);
+        let size = u64::from(self.umem.frame_size());
+        let mut is_free = vec![false; self.umem.frame_count() as usize];
+        for &f in &self.free {
+            if let Some(b) = is_free.get_mut((f / size) as usize) {
+                *b = true;
+            }
+        }
+        for addr in unfilled {
+            if lent_fill == 0 {
+                break;
+            }
+            let base = self.umem.frame_base(addr);
+            if let Some(b) = is_free.get_mut((base / size) as usize).filter(|b| !**b) {
+                *b = true;
+                self.free.push(base);
+                lent_fill -= 1;
+            }
+        }
+        drop(socket);
+        lent_fill + lent_tx
+    }
+
     fn handoffs_waiting(&self) -> bool {
         self.links.inbound.iter().any(|l| l.waiting() > 0)
     }
@@ -487,8 +770,12 @@ impl Worker {
     }
 
     /// One round: completions, refill, one RX burst through the pipeline, TX. Returns
-    /// the number of frames received.
+    /// the number of frames received. When `snapshot` is of another generation than the
+    /// one last mapped, the interface indices are first re-derived from the names.
     pub fn poll_once(&mut self, snapshot: &Snapshot, now_ns: u64) -> usize {
+        if snapshot.generation != self.mapped_generation {
+            self.remap(snapshot);
+        }
         for p in &mut self.ports {
             let n = p.socket.complete(&mut self.free);
             p.lent_tx -= n.min(p.lent_tx);
@@ -588,6 +875,7 @@ impl Worker {
                 &mut self.report,
             );
             let (to_seal, sealing_here) = (&mut self.to_seal, self.tunnel.is_some());
+            let generation = self.mapped_generation;
             self.batch.drain(|frame, meta| {
                 let seal = meta.has(flags::ENCRYPT);
                 let Some(out) = pipeline.settle(meta.next) else {
@@ -616,7 +904,9 @@ impl Worker {
                             links.outbound.get(owner).and_then(Option::as_ref),
                             area.get(start..start + frame.len()),
                         ) {
-                            (Some(lane), Some(bytes)) => lane.send_parcel(out, seal, bytes),
+                            (Some(lane), Some(bytes)) => {
+                                lane.send_parcel(out, seal, generation, bytes)
+                            }
                             _ => false,
                         };
                         if sent {
@@ -628,9 +918,16 @@ impl Worker {
                         }
                         free.push(frame.chunk());
                     }
-                    _ => {
-                        // No socket for that output on this worker, or it is backed up.
+                    Some(_) => {
+                        // The output's staging queue is backed up.
                         pipeline.tx_full();
+                        free.push(frame.chunk());
+                    }
+                    None => {
+                        // No worker is known to own that output: detached, or its owner
+                        // not announced yet.
+                        pipeline.settle(Next::Drop(DropReason::NoRoute));
+                        report.unowned_output += 1;
                         free.push(frame.chunk());
                     }
                 }
@@ -680,6 +977,10 @@ impl Worker {
         let mut last_report_ns = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let snapshot = reader.load();
+            if let Some(mailbox) = self.mailbox.as_ref().filter(|m| m.pending()).cloned() {
+                self.serve(&mailbox, &snapshot);
+                self.idle = 0;
+            }
             // One clock read per round serves the pipeline and the report timer.
             let now_ns = started.elapsed().as_nanos() as u64;
             let n = self.poll_once(&snapshot, now_ns);
@@ -717,7 +1018,7 @@ impl Worker {
             // Say so first, then look once more: a parcel queued before the flag was
             // visible brought no signal.
             w.set_sleeping(true);
-            if self.handoffs_waiting() {
+            if self.handoffs_waiting() || self.mailbox.as_ref().is_some_and(|m| m.pending()) {
                 w.set_sleeping(false);
                 return;
             }
@@ -762,7 +1063,8 @@ impl Worker {
 
     /// Checks that every frame is in exactly one place: the free list holds no frame twice
     /// and nothing outside the UMEM, and free + lent to fill rings + staged + lent to TX
-    /// rings (+ in the batch) equals the UMEM's frame count.
+    /// rings (+ in the batch, + lost when ports were detached) equals the UMEM's frame
+    /// count.
     pub fn check_accounting(&self) -> Result<(), String> {
         let size = u64::from(self.umem.frame_size());
         let mut seen = vec![false; self.umem.frame_count() as usize];
@@ -779,19 +1081,84 @@ impl Worker {
             .iter()
             .map(|p| p.lent_fill + p.lent_tx + p.staged.len())
             .sum();
-        let total = self.free.len() + lent + self.batch.len();
+        let total = self.free.len() + lent + self.batch.len() + self.lost;
         if total != self.umem.frame_count() as usize {
             return Err(format!(
-                "{} frames accounted for ({} free, {lent} lent or staged, {} in the batch), \
-                 the UMEM has {}",
+                "{} frames accounted for ({} free, {lent} lent or staged, {} in the batch, \
+                 {} lost at detach), the UMEM has {}",
                 total,
                 self.free.len(),
                 self.batch.len(),
+                self.lost,
                 self.umem.frame_count()
             ));
         }
         Ok(())
     }
+}
+
+impl Port {
+    fn report(&self) -> PortReport {
+        PortReport {
+            name: self.name.clone(),
+            native: self.link.native(),
+            ..PortReport::default()
+        }
+    }
+}
+
+/// Binds a socket for `spec` on `umem` (sharing it with `shared`, any socket already on
+/// it, when there is one), and attaches the XDP program that feeds it.
+fn bind_port(
+    umem: &Umem,
+    spec: &PortSpec,
+    snapshot: &Snapshot,
+    config: &WorkerConfig,
+    shared: Option<&XskSocket>,
+) -> Result<Port, WorkerError> {
+    let name = spec.name.clone();
+    let index = snapshot
+        .interface_by_name(&name)
+        .ok_or_else(|| WorkerError::UnknownInterface(name.clone()))?;
+    let bpf = |source| WorkerError::Bpf {
+        name: name.clone(),
+        source,
+    };
+    let ifindex = crate::bpf::ifindex(&name).map_err(bpf)?;
+    let socket = XskSocket::bind(umem, ifindex, 0, &config.socket, shared).map_err(|source| {
+        WorkerError::Socket {
+            name: name.clone(),
+            source,
+        }
+    })?;
+    let map = XskMap::new(1).map_err(bpf)?;
+    map.set(0, socket.fd()).map_err(bpf)?;
+    let program = match &spec.uplink_filter {
+        None => XdpProgram::redirect_all(&map),
+        Some(filter) => XdpProgram::uplink(&map, filter),
+    }
+    .map_err(bpf)?;
+    let link = XdpLink::attach(&program, ifindex, config.attach).map_err(bpf)?;
+    Ok(Port {
+        name,
+        index,
+        socket,
+        link,
+        _program: program,
+        _map: map,
+        staged: Vec::with_capacity(STAGE_LIMIT),
+        lent_fill: 0,
+        lent_tx: 0,
+    })
+}
+
+/// Frames each fill ring is topped up to with `ports` ports: half the frames wait in
+/// fill rings, shared evenly; the rest are for frames in flight between RX and TX
+/// completion.
+fn fill_quota(umem: &Umem, ports: usize) -> usize {
+    (umem.frame_count() as usize / 2 / ports.max(1))
+        .min(umem.config().fill_size as usize)
+        .max(1)
 }
 
 /// `poll(2)` on `pfds` (built once per worker) for input, up to `timeout_ms` (0: just look). Errors (EINTR) are

@@ -33,6 +33,11 @@ pub const PARCEL_BYTES: usize = 2048;
 #[derive(Debug)]
 pub struct Parcel {
     pub out: u16,
+    /// The generation of the snapshot `out` indexes: indices move between snapshots, so
+    /// the receiver uses `out` only if it maps the same generation, and drops the parcel
+    /// otherwise (a few frames while workers move to a new snapshot, never a frame sent
+    /// to the wrong interface).
+    pub generation: u64,
     pub len: u16,
     /// Routed over WireGuard: the receiving worker (the uplink's) seals it.
     pub seal: bool,
@@ -65,11 +70,12 @@ impl Lane {
     /// `out`. Returns false (nothing queued) when no buffer is free or the frame is larger
     /// than a parcel.
     pub fn send(&self, out: u16, frame: &[u8]) -> bool {
-        self.send_parcel(out, false, frame)
+        self.send_parcel(out, false, 0, frame)
     }
 
-    /// [`Lane::send`], saying whether the frame is to be sealed for WireGuard.
-    pub fn send_parcel(&self, out: u16, seal: bool, frame: &[u8]) -> bool {
+    /// [`Lane::send`], saying whether the frame is to be sealed for WireGuard and which
+    /// snapshot generation `out` is an index of ([`Lane::send`] says 0).
+    pub fn send_parcel(&self, out: u16, seal: bool, generation: u64, frame: &[u8]) -> bool {
         if frame.len() > PARCEL_BYTES {
             return false;
         }
@@ -79,6 +85,7 @@ impl Lane {
         bytes[..frame.len()].copy_from_slice(frame);
         let parcel = Parcel {
             out,
+            generation,
             len: frame.len() as u16,
             seal,
             bytes,

@@ -9,6 +9,7 @@ pub mod afxdp;
 pub mod bpf;
 pub mod handoff;
 pub mod mem;
+pub mod ports;
 pub mod signals;
 pub mod tunnel;
 pub mod xsk;

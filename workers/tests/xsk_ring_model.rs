@@ -16,6 +16,8 @@ enum Op {
     Submit,
     Peek(u32),
     Release,
+    /// What the producer reads back as not consumed (a fill ring taken back on detach).
+    Unconsumed,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -24,6 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Submit),
         (0u32..20).prop_map(Op::Peek),
         Just(Op::Release),
+        Just(Op::Unconsumed),
     ]
 }
 
@@ -92,6 +95,14 @@ fn run(size: u32, start: u32, ops: &[Op]) -> Result<(), TestCaseError> {
                     m.fifo.pop_front();
                 }
                 m.peeked = 0;
+            }
+            Op::Unconsumed => {
+                // Submitted and not released, oldest first; reserved ones are not
+                // published, and peeked ones are not consumed until released.
+                let mut got = Vec::new();
+                let n = p.unconsumed(&mut got);
+                prop_assert_eq!(n as usize, got.len());
+                prop_assert_eq!(&got[..], &m.fifo.iter().copied().collect::<Vec<_>>()[..]);
             }
         }
         let ring = p.mem();

@@ -327,6 +327,34 @@ impl<T: Copy> Producer<T> {
         self.reserved = 0;
     }
 
+    /// Appends to `out` every entry published and not yet consumed: those between the
+    /// shared consumer index (as it is now) and the last submitted producer index, oldest
+    /// first; returns how many. Reserved, unsubmitted entries are not included.
+    ///
+    /// This is how frames lent to a fill ring are taken back before its socket closes.
+    /// The answer is exact only once the consumer has stopped (for a fill ring: no XDP
+    /// program redirects to the socket any more); while it still runs, some entries read
+    /// here may be consumed at the same moment.
+    pub fn unconsumed(&self, out: &mut Vec<T>) -> u32 {
+        let published = self.cached_prod.wrapping_sub(self.reserved);
+        let consumer = self.mem.consumer().load(Ordering::Acquire);
+        // A consumer index ahead of ours, or more than a ring apart, is not one a
+        // well-behaved consumer writes: read nothing rather than garbage.
+        let n = published.wrapping_sub(consumer);
+        if n > self.mem.size {
+            return 0;
+        }
+        out.reserve(n as usize);
+        for k in 0..n {
+            // SAFETY: the slot lies between the consumer index and our published producer
+            // index: written by us before `submit` and not written since (we are the only
+            // producer, and we write only reserved slots past `published`). The consumer
+            // only reads slots, so reading it here races with no write.
+            out.push(unsafe { self.mem.slot(consumer.wrapping_add(k)).read() });
+        }
+        n
+    }
+
     /// Whether the consumer asked to be woken (`XDP_RING_NEED_WAKEUP`).
     pub fn needs_wakeup(&self) -> bool {
         self.mem.flags() & libc::XDP_RING_NEED_WAKEUP != 0
@@ -452,6 +480,35 @@ mod tests {
             c.release();
         }
         assert_eq!(p.mem().producer_index(), (u32::MAX - 1).wrapping_add(20));
+    }
+
+    #[test]
+    fn unconsumed_entries_are_read_back_in_order_across_wrap() {
+        let (mut p, mut c) = RingMem::<u64>::heap(8, u32::MAX - 2).unwrap().split();
+        let mut out = Vec::new();
+        assert_eq!(p.unconsumed(&mut out), 0);
+        assert_eq!(p.reserve(6), 6);
+        for k in 0..6 {
+            p.write(k, 100 + u64::from(k));
+        }
+        p.submit();
+        assert_eq!(c.peek(2), 2);
+        // Peeked but not released: still unconsumed as far as the producer can see.
+        assert_eq!(p.unconsumed(&mut out), 6);
+        c.release();
+        out.clear();
+        assert_eq!(p.reserve(1), 1);
+        p.write(0, 999);
+        assert_eq!(
+            p.unconsumed(&mut out),
+            4,
+            "a reserved entry is not published"
+        );
+        assert_eq!(out, [102, 103, 104, 105]);
+        p.submit();
+        out.clear();
+        assert_eq!(p.unconsumed(&mut out), 5);
+        assert_eq!(out, [102, 103, 104, 105, 999]);
     }
 
     #[test]

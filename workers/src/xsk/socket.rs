@@ -284,6 +284,29 @@ impl XskSocket {
         n as usize
     }
 
+    /// Appends to `out` the frame addresses still waiting in the fill ring (lent to the
+    /// kernel and not taken yet), and returns how many. Call it on a socket that no XDP
+    /// program redirects to any more, after its RX ring is drained, just before closing
+    /// it: the kernel takes fill entries only to receive, so the answer is then exact
+    /// and those frames are the caller's again once the socket is dropped. Addresses
+    /// outside the UMEM are skipped and counted in [`XskSocket::bad_descs`].
+    pub fn unfilled(&mut self, out: &mut Vec<u64>) -> usize {
+        let Some(fill) = self.fill.as_ref() else {
+            return 0;
+        };
+        let mut lent = Vec::new();
+        fill.unconsumed(&mut lent);
+        let start = out.len();
+        for addr in lent {
+            if addr < self.umem_len {
+                out.push(addr);
+            } else {
+                self.bad_descs += 1;
+            }
+        }
+        out.len() - start
+    }
+
     /// Moves every address the completion ring holds (frames the kernel finished
     /// sending) into `free`; returns how many.
     pub fn complete(&mut self, free: &mut Vec<u64>) -> usize {

@@ -1,0 +1,263 @@
+//! Telling running workers about interfaces that come and go.
+//!
+//! Each worker has a [`PortMailbox`]: a queue of [`PortCommand`]s behind a mutex, and an
+//! atomic flag saying the queue is not empty. A running worker loads the flag once per
+//! round and takes the lock only when it is set, so an empty mailbox costs one atomic
+//! load per round and nothing per packet. Posting a command wakes the worker through its
+//! handoff [`Waker`] if it sleeps in `poll(2)`, so it is served within a round rather
+//! than after a sleep.
+//!
+//! [`PortControl`] is the agent's side: attach an interface to one worker, detach it, and
+//! tell every worker which worker owns an interface now (so frames routed to it are
+//! handed to that worker), waiting for the answer with a timeout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::afxdp::PortSpec;
+use crate::handoff::{Links, Waker};
+
+/// What a worker answers to [`PortCommand::Attach`] and [`PortCommand::Detach`]: `Err`
+/// carries the worker's error as text.
+pub type PortReply = Sender<Result<(), String>>;
+
+/// A command for one worker's ports.
+#[derive(Debug)]
+pub enum PortCommand {
+    /// Attach this interface ([`crate::afxdp::Worker::attach_port`], against the
+    /// snapshot the worker holds when it serves the command), then answer.
+    Attach(PortSpec, PortReply),
+    /// Detach the interface of this name ([`crate::afxdp::Worker::detach_port`]), then
+    /// answer.
+    Detach(String, PortReply),
+    /// Interface `name` is now owned by `worker` (`None`: by nobody, it is gone); see
+    /// [`crate::afxdp::Worker::set_owner`].
+    SetOwner { name: String, worker: Option<usize> },
+}
+
+/// One worker's command queue.
+#[derive(Debug)]
+pub struct PortMailbox {
+    /// Set while `commands` is not empty; changed only with the lock held.
+    pending: AtomicBool,
+    commands: Mutex<Vec<PortCommand>>,
+    waker: Option<Arc<Waker>>,
+}
+
+impl PortMailbox {
+    /// An empty mailbox; posts signal `waker` (the worker's handoff waker) when given.
+    pub fn new(waker: Option<Arc<Waker>>) -> PortMailbox {
+        PortMailbox {
+            pending: AtomicBool::new(false),
+            commands: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    /// Queues `command` and wakes the worker if it sleeps.
+    pub fn post(&self, command: PortCommand) {
+        {
+            let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+            commands.push(command);
+            // SeqCst, paired with the worker's: it says it sleeps, then looks here once
+            // more; we say a command waits, then look whether it sleeps.
+            self.pending.store(true, Ordering::SeqCst);
+        }
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+    }
+
+    /// Whether commands wait (one atomic load; no lock).
+    #[inline]
+    pub fn pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Every command waiting, oldest first.
+    pub fn take(&self) -> Vec<PortCommand> {
+        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        self.pending.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *commands)
+    }
+}
+
+/// The agent's handle on every worker's ports. Cloning it is cheap; all clones post to
+/// the same mailboxes.
+#[derive(Debug, Clone)]
+pub struct PortControl {
+    mailboxes: Vec<Arc<PortMailbox>>,
+}
+
+impl PortControl {
+    /// One mailbox per worker of the handoff mesh `links` (as [`crate::handoff::mesh`]
+    /// returns it), each waking its worker. Give worker `w` its mailbox with
+    /// [`crate::afxdp::Worker::set_port_mailbox`]`(control.mailbox(w))`.
+    pub fn new(links: &[Links]) -> PortControl {
+        PortControl {
+            mailboxes: links
+                .iter()
+                .map(|l| Arc::new(PortMailbox::new(l.wakers.get(l.me).cloned())))
+                .collect(),
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// Worker `worker`'s mailbox.
+    ///
+    /// # Panics
+    /// If `worker` is not below [`PortControl::workers`].
+    pub fn mailbox(&self, worker: usize) -> Arc<PortMailbox> {
+        self.mailboxes[worker].clone()
+    }
+
+    /// Attaches `spec` to worker `worker` and waits up to `timeout` for it to answer;
+    /// on success, tells every worker that `worker` owns the interface. Publish the
+    /// snapshot that names the interface before calling this.
+    ///
+    /// On a timeout the command stays queued: the worker (busy, or not running) may still
+    /// attach the port later. Detach it to be sure it is gone.
+    pub fn attach(&self, worker: usize, spec: &PortSpec, timeout: Duration) -> Result<(), String> {
+        let name = spec.name.clone();
+        self.ask(worker, timeout, |reply| {
+            PortCommand::Attach(spec.clone(), reply)
+        })?;
+        self.set_owner(&name, Some(worker));
+        Ok(())
+    }
+
+    /// Tells every worker that interface `name` has no owner any more, then detaches it
+    /// from worker `worker` and waits up to `timeout` for the answer (detaching waits for
+    /// TX completions up to [`crate::afxdp::DETACH_WAIT`], so give it more than that).
+    pub fn detach(&self, worker: usize, name: &str, timeout: Duration) -> Result<(), String> {
+        self.set_owner(name, None);
+        self.ask(worker, timeout, |reply| {
+            PortCommand::Detach(name.to_owned(), reply)
+        })
+    }
+
+    /// Tells every worker that interface `name` is owned by `worker` now (`None`: by
+    /// none). Workers apply it on their next round; no answer is awaited.
+    pub fn set_owner(&self, name: &str, worker: Option<usize>) {
+        for m in &self.mailboxes {
+            m.post(PortCommand::SetOwner {
+                name: name.to_owned(),
+                worker,
+            });
+        }
+    }
+
+    fn ask(
+        &self,
+        worker: usize,
+        timeout: Duration,
+        command: impl FnOnce(PortReply) -> PortCommand,
+    ) -> Result<(), String> {
+        let mailbox = self.mailboxes.get(worker).ok_or_else(|| {
+            format!(
+                "there is no worker {worker} (the node runs {})",
+                self.mailboxes.len()
+            )
+        })?;
+        let (reply, answer) = channel();
+        mailbox.post(command(reply));
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result.map_err(|e| format!("worker {worker}: {e}")),
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "worker {worker} did not answer within {timeout:?} (busy, or not running)"
+            )),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(format!("worker {worker} dropped the command (it stopped)"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mailbox_is_pending_until_taken_and_keeps_order() {
+        let m = PortMailbox::new(None);
+        assert!(!m.pending());
+        m.post(PortCommand::SetOwner {
+            name: "a".into(),
+            worker: Some(1),
+        });
+        m.post(PortCommand::SetOwner {
+            name: "b".into(),
+            worker: None,
+        });
+        assert!(m.pending());
+        let got = m.take();
+        assert!(!m.pending());
+        let names: Vec<&str> = got
+            .iter()
+            .map(|c| match c {
+                PortCommand::SetOwner { name, .. } => name.as_str(),
+                _ => "?",
+            })
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(m.take().is_empty());
+    }
+
+    #[test]
+    #[allow(unsafe_code)] // poll(2) on the waker
+    fn a_post_wakes_a_sleeping_worker() {
+        let links = crate::handoff::mesh(2, 1, &[]).unwrap();
+        let control = PortControl::new(&links);
+        let waker = links[1].wakers[1].clone();
+        let readable = || {
+            let mut p = libc::pollfd {
+                fd: waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no wait.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        waker.set_sleeping(true);
+        control.set_owner("x", Some(0));
+        assert!(readable());
+        assert!(control.mailbox(1).pending() && control.mailbox(0).pending());
+    }
+
+    #[test]
+    fn asking_a_worker_that_does_not_serve_times_out_and_one_that_does_answers() {
+        let links = crate::handoff::mesh(1, 1, &[]).unwrap();
+        let control = PortControl::new(&links);
+        let spec = PortSpec {
+            name: "p".into(),
+            uplink_filter: None,
+        };
+        let e = control
+            .attach(0, &spec, Duration::from_millis(10))
+            .unwrap_err();
+        assert!(e.contains("did not answer"), "{e}");
+        assert!(control.attach(3, &spec, Duration::ZERO).is_err());
+        let mailbox = control.mailbox(0);
+        mailbox.take();
+        let server = std::thread::spawn(move || {
+            for _ in 0..1000 {
+                for c in mailbox.take() {
+                    if let PortCommand::Detach(name, reply) = c {
+                        let _ = reply.send(Err(format!("{name} is not here")));
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let e = control.detach(0, "p", Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("p is not here"), "{e}");
+        server.join().unwrap();
+    }
+}
