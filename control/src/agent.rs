@@ -663,7 +663,11 @@ fn reconcile_ports(
             Err(why) => problems.push(format!("detaching {name}: {why}")),
         }
     }
-    for spec in wanted.iter().filter(|p| !held.contains_key(&p.name)) {
+    let new: Vec<&PortSpec> = wanted
+        .iter()
+        .filter(|p| !held.contains_key(&p.name))
+        .collect();
+    for spec in new {
         let mut load = vec![0usize; control.workers()];
         for w in held.values() {
             load[*w] += 1;
@@ -857,6 +861,8 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             frame_count: config.frames,
             ..weir_workers::xsk::UmemConfig::default()
         },
+        // Pods attached at run time need fill frames of their own: plan for them.
+        planned_ports: config.cni.as_ref().map_or(1, |c| c.ports_per_worker + 1),
         ..WorkerConfig::default()
     };
     let assigned = spread(&ports, workers);
@@ -1007,57 +1013,57 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             }
             let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
             stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
-        let outcome = calculate(config, None, node_key.as_ref(), calc).and_then(
-            |(builder, new_ports, peers, warnings)| {
-                for w in &warnings {
-                    eprintln!("weir agent: warning: {w}");
-                }
-                let snapshot = publisher
-                    .publish(builder)
-                    .map_err(|e| AgentError::Snapshot(e.to_string()))?;
-                if node_key.is_some() {
-                    let neighbors = snapshot
-                        .nodes
-                        .iter()
-                        .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
-                        .collect();
-                    if let Ok(mut slot) = mailbox.pending.lock() {
-                        *slot = Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
+            let outcome = calculate(config, None, node_key.as_ref(), calc).and_then(
+                |(builder, new_ports, peers, warnings)| {
+                    for w in &warnings {
+                        eprintln!("weir agent: warning: {w}");
                     }
+                    let snapshot = publisher
+                        .publish(builder)
+                        .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+                    if node_key.is_some() {
+                        let neighbors = snapshot
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
+                            .collect();
+                        if let Ok(mut slot) = mailbox.pending.lock() {
+                            *slot = Some(weir_workers::tunnel::PeerUpdate { peers, neighbors });
+                        }
+                    }
+                    Ok((snapshot.generation, new_ports))
+                },
+            );
+            let answer = match outcome {
+                Ok((generation, new_ports)) => {
+                    // Interfaces the new tables name are put on workers; those they no longer
+                    // name are taken off (the snapshot without them is already published).
+                    let result = reconcile_ports(&port_control, &mut held, &new_ports);
+                    stats.applied += 1;
+                    stats.generation = generation;
+                    stats.observe(batch.first_noticed.elapsed().as_secs_f64());
+                    update_view(calc);
+                    eprintln!(
+                        "weir agent: datastore reloaded (generation {generation}, {} change{})",
+                        batch.changes,
+                        if batch.changes == 1 { "" } else { "s" }
+                    );
+                    if let Err(why) = &result {
+                        eprintln!("weir agent: {why}");
+                    }
+                    result
                 }
-                Ok((snapshot.generation, new_ports))
-            },
-        );
-        let answer = match outcome {
-            Ok((generation, new_ports)) => {
-                // Interfaces the new tables name are put on workers; those they no longer
-                // name are taken off (the snapshot without them is already published).
-                let result = reconcile_ports(&port_control, &mut held, &new_ports);
-                stats.applied += 1;
-                stats.generation = generation;
-                stats.observe(batch.first_noticed.elapsed().as_secs_f64());
-                update_view(calc);
-                eprintln!(
-                    "weir agent: datastore reloaded (generation {generation}, {} change{})",
-                    batch.changes,
-                    if batch.changes == 1 { "" } else { "s" }
-                );
-                if let Err(why) = &result {
-                    eprintln!("weir agent: {why}");
-                }
-                result
-            }
-            Err(e) => {
-                stats.rejected += 1;
-                eprintln!(
+                Err(e) => {
+                    stats.rejected += 1;
+                    eprintln!(
                     "weir agent: datastore change rejected: {e}; the last good tables keep serving"
                 );
-                Err(e.to_string())
+                    Err(e.to_string())
+                }
+            };
+            for done in batch.done {
+                let _ = done.send(answer.clone());
             }
-        };
-        for done in batch.done {
-            let _ = done.send(answer.clone());
-        }
             if let Ok(mut shared) = control.lock() {
                 *shared = stats;
             }

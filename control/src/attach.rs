@@ -55,6 +55,14 @@ pub struct CniConfig {
     /// How long ADD waits for the pod's policy to be programmed, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// Pod interfaces each worker is planned for: the UMEM's fill frames are shared out
+    /// among this many (raise `frames` with it).
+    #[serde(default = "default_ports_per_worker")]
+    pub ports_per_worker: usize,
+}
+
+fn default_ports_per_worker() -> usize {
+    32
 }
 
 fn default_socket() -> PathBuf {

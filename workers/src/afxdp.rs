@@ -80,8 +80,6 @@ pub enum WorkerError {
     Umem(XskError),
     #[error("interface {0:?} is not in the snapshot")]
     UnknownInterface(String),
-    #[error("the worker owns no interface")]
-    NoInterface,
     #[error("interface {0:?} is already attached to this worker")]
     AlreadyAttached(String),
     #[error("interface {0:?} is not attached to this worker")]
@@ -109,6 +107,11 @@ pub struct WorkerConfig {
     pub idle_polls: u32,
     /// How long one sleep may last (the worker re-checks the stop flag after it).
     pub sleep: Duration,
+    /// Plan for this many ports when sharing the fill frames out (at least the ports the
+    /// worker has). A worker that gains ports at run time must plan for them from the
+    /// start: frames already lent to a port's fill ring stay there until packets arrive,
+    /// so a quota lowered later would leave a new port without frames.
+    pub planned_ports: usize,
 }
 
 impl Default for WorkerConfig {
@@ -120,6 +123,7 @@ impl Default for WorkerConfig {
             conntrack: ConntrackConfig::default(),
             idle_polls: 256,
             sleep: Duration::from_millis(100),
+            planned_ports: 1,
         }
     }
 }
@@ -283,9 +287,7 @@ impl Worker {
         snapshot: &Snapshot,
         config: WorkerConfig,
     ) -> Result<Worker, WorkerError> {
-        if ports.is_empty() {
-            return Err(WorkerError::NoInterface);
-        }
+        // No port yet is fine: ports are attached as pods arrive.
         let umem = Umem::new(&config.umem).map_err(WorkerError::Umem)?;
         let mut built: Vec<Port> = Vec::with_capacity(ports.len());
         for spec in ports {
@@ -300,7 +302,7 @@ impl Worker {
         }
         let mut free: Vec<u64> = umem.frames().collect();
         free.reverse();
-        let fill_quota = fill_quota(&umem, built.len());
+        let fill_quota = fill_quota(&umem, built.len().max(config.planned_ports));
         let report = WorkerReport {
             ports: built.iter().map(Port::report).collect(),
             ..WorkerReport::default()
@@ -386,7 +388,7 @@ impl Worker {
         )?;
         self.report.ports.push(port.report());
         self.ports.push(port);
-        self.fill_quota = fill_quota(&self.umem, self.ports.len());
+        self.fill_quota = fill_quota(&self.umem, self.ports.len().max(self.config.planned_ports));
         self.rebuild_pollfds();
         self.remap(snapshot);
         let quota = self.fill_quota;
@@ -434,7 +436,8 @@ impl Worker {
         };
         self.rebuild_pollfds();
         if !self.ports.is_empty() {
-            self.fill_quota = fill_quota(&self.umem, self.ports.len());
+            self.fill_quota =
+                fill_quota(&self.umem, self.ports.len().max(self.config.planned_ports));
         }
         let lost = self.drain_detached(port);
         self.lost += lost;

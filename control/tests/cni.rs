@@ -1,0 +1,463 @@
+//! `weir-cni` driven as a container runtime drives it: through libcni (a small Go driver
+//! built from Debian's libcni sources, `tests/cni/driver`), with a conflist that chains
+//! Debian's `portmap` and `bandwidth` after weir, against a running `weir agent`.
+//!
+//! - ADD three pods; their addresses come from the IPPool; ping goes through the
+//!   dataplane with the datastore's policy (db admits only app=web); the chained plugins
+//!   got weir's result (portmap's DNAT rule exists).
+//! - DEL all: no veth, no lease, no endpoint left; DEL again succeeds.
+//! - 50 ADDs at once get 50 distinct addresses, and all are deleted again.
+//! - A plugin killed (SIGKILL) in the middle of ADD leaks nothing once the runtime's GC ran.
+//! - An ADD against a stopped agent fails cleanly within the timeout, with CNI code 11.
+//!
+//! Needs root, Go and Debian's CNI packages (the test command installs them); CI runs it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ok, require_root, sh, Agent};
+
+struct Lab {
+    pid: u32,
+    node: String,
+    pods: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.pods {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        // portmap's chains live in the node's namespace and go with it.
+        let _ = sh(&["ip", "netns", "del", &self.node]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn driver() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cni-driver");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cni/build.sh");
+    let built = Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "building the libcni driver: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
+impl Lab {
+    fn pod_ns(&mut self, name: &str) -> String {
+        let ns = format!("weir-c{name}-{}", self.pid);
+        ok(&["ip", "netns", "add", &ns]);
+        self.pods.push(ns.clone());
+        ns
+    }
+
+    /// The conflist at `version` (written once, before any plugin runs).
+    fn conflist(&self, version: &str) -> PathBuf {
+        self.dir.join(format!("weir-{version}.conflist"))
+    }
+
+    fn write_conflist(&self, version: &str) {
+        let path = self.conflist(version);
+        let weir = serde_json::json!(
+            {"type": "weir-cni", "socket": self.dir.join("cni.sock"), "timeoutSeconds": 10}
+        );
+        // Debian's portmap and bandwidth speak CNI 1.0 and reject GC (new in 1.1): the 1.1
+        // list, used for GC, holds weir alone.
+        let plugins = if version == "1.1.0" {
+            serde_json::json!([weir])
+        } else {
+            serde_json::json!([
+                weir,
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+            ])
+        };
+        let text = serde_json::json!({"cniVersion": version, "name": "weir", "plugins": plugins});
+        std::fs::write(&path, text.to_string()).unwrap();
+    }
+
+    /// Runs the driver inside the node's namespace, as the kubelet's runtime would on
+    /// the node.
+    fn cni(&self, driver: &Path, args: &[&str]) -> Output {
+        let cni_path = format!(
+            "{}:/usr/lib/cni",
+            Path::new(env!("CARGO_BIN_EXE_weir-cni"))
+                .parent()
+                .unwrap()
+                .display()
+        );
+        let cache = self.dir.join("cni-cache");
+        Command::new("ip")
+            .args(["netns", "exec", &self.node])
+            .arg(driver)
+            .args(args)
+            .args(["--cni-path", &cni_path, "--cache-dir"])
+            .arg(&cache)
+            .output()
+            .unwrap()
+    }
+
+    fn add(&self, driver: &Path, ns: &str, pod: &str, id: &str) -> serde_json::Value {
+        let conflist = self.conflist("1.0.0");
+        let out = self.cni(
+            driver,
+            &[
+                "add",
+                "--conflist",
+                conflist.to_str().unwrap(),
+                "--container-id",
+                id,
+                "--netns",
+                &format!("/var/run/netns/{ns}"),
+                "--ifname",
+                "eth0",
+                "--args",
+                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}"),
+                "--cap",
+                r#"portMappings=[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]"#,
+                "--cap",
+                r#"bandwidth={"ingressRate":100000000,"ingressBurst":1000000,"egressRate":100000000,"egressBurst":1000000}"#,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "ADD {pod}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn del(&self, driver: &Path, ns: &str, pod: &str, id: &str) {
+        let conflist = self.conflist("1.0.0");
+        let out = self.cni(
+            driver,
+            &[
+                "del",
+                "--conflist",
+                conflist.to_str().unwrap(),
+                "--container-id",
+                id,
+                "--netns",
+                &format!("/var/run/netns/{ns}"),
+                "--ifname",
+                "eth0",
+                "--args",
+                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "DEL {pod}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ping(&self, from: &str, to: &str) -> bool {
+        sh(&[
+            "ip", "netns", "exec", from, "ping", "-c", "1", "-W", "1", to,
+        ])
+        .status
+        .success()
+    }
+
+    fn host_veths(&self) -> Vec<String> {
+        ok(&["ip", "-n", &self.node, "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n.starts_with('w') && n.len() == 15)
+            .collect()
+    }
+
+    fn leases(&self, node: &str) -> usize {
+        let path = self.dir.join("ipam").join(format!("leases-{node}.json"));
+        let text = std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["leases"].as_object().map_or(0, |m| m.len())
+    }
+}
+
+fn address_of(result: &serde_json::Value) -> String {
+    let cidr = result["ips"][0]["address"].as_str().unwrap();
+    cidr.split('/').next().unwrap().to_owned()
+}
+
+#[test]
+fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
+    require_root("the CNI scenario");
+    let driver = driver();
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("weir-cni-test-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("datastore")).unwrap();
+    let mut lab = Lab {
+        pid,
+        node: format!("weir-cn-{pid}"),
+        pods: Vec::new(),
+        dir,
+    };
+    ok(&["ip", "netns", "add", &lab.node]);
+    ok(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]);
+    let node = format!("node-{pid}");
+    // The pool, and the pods' labels (the runtime creates them; their addresses come from
+    // weir). db admits only app=web.
+    let pods_yaml: String = [("web", "web"), ("db", "db"), ("other", "other")]
+        .iter()
+        .map(|(name, app)| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  \
+                 labels: {{app: {app}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n"
+            )
+        })
+        .collect();
+    std::fs::write(
+        lab.dir.join("datastore/cluster.yaml"),
+        format!(
+            "apiVersion: weir.dev/v1\nkind: IPPool\nmetadata:\n  name: pods\nspec:\n  cidr: \
+             198.18.64.0/24\n  blockSize: 26\n---\napiVersion: v1\nkind: Node\nmetadata:\n  \
+             name: {node}\n{pods_yaml}---\napiVersion: networking.k8s.io/v1\nkind: \
+             NetworkPolicy\nmetadata:\n  name: db\n  namespace: shop\nspec:\n  podSelector:\n    \
+             matchLabels: {{app: db}}\n  ingress:\n  - from:\n    - podSelector:\n        \
+             matchLabels: {{app: web}}\n"
+        ),
+    )
+    .unwrap();
+    let port = 40000 + (pid % 20000) as u16;
+    let config = lab.dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node: {node}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\nframes: \
+             4096\ncni:\n  socket: {}\n  ipamDir: {}\n",
+            lab.dir.join("datastore").display(),
+            lab.dir.join("cni.sock").display(),
+            lab.dir.join("ipam").display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(&lab.node, &config, port, lab.dir.join("agent.log"));
+    // 1.0.0 for ADD, CHECK and DEL (Debian's libcni cannot read 1.1.0 results); 1.1.0 for
+    // GC, which is new in 1.1.
+    lab.write_conflist("1.0.0");
+    lab.write_conflist("1.1.0");
+
+    // Three pods attached as a runtime does.
+    let names = ["web", "db", "other"];
+    let nss: Vec<String> = names.iter().map(|n| lab.pod_ns(n)).collect();
+    let mut ips = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let started = Instant::now();
+        let result = lab.add(&driver, &nss[i], name, &format!("ctr-{name}-{pid}"));
+        let ip = address_of(&result);
+        assert!(ip.starts_with("198.18.64."), "{result}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        ips.push(ip);
+    }
+    // The chained plugins ran with weir's result: portmap's DNAT chain names the pod.
+    let nat = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.node,
+        "iptables-save",
+        "-t",
+        "nat",
+    ]);
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    assert!(nat.contains(&ips[0]), "portmap's rules: {nat}");
+    // Traffic through the dataplane, with policy.
+    assert!(
+        lab.ping(&nss[0], &ips[1]),
+        "web reaches db: {}",
+        agent.log()
+    );
+    assert!(
+        !lab.ping(&nss[2], &ips[1]),
+        "other is denied by db's policy"
+    );
+    assert!(lab.ping(&nss[2], &ips[0]), "other reaches web (no policy)");
+    assert!(
+        agent.metric("weir_drops_total{reason=\"policy_denied\"") > 0
+            || agent.log().contains("policy")
+    );
+    // CHECK passes on a healthy attachment.
+    let conflist = lab.conflist("1.0.0");
+    let check = lab.cni(
+        &driver,
+        &[
+            "check",
+            "--conflist",
+            conflist.to_str().unwrap(),
+            "--container-id",
+            &format!("ctr-web-{pid}"),
+            "--netns",
+            &format!("/var/run/netns/{}", nss[0]),
+            "--ifname",
+            "eth0",
+            "--args",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
+            // A runtime passes the same capability arguments as for ADD.
+            "--cap",
+            r#"portMappings=[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]"#,
+            "--cap",
+            r#"bandwidth={"ingressRate":100000000,"ingressBurst":1000000,"egressRate":100000000,"egressBurst":1000000}"#,
+        ],
+    );
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    // Debian's portmap cannot CHECK IPv4-only pods (containernetworking/plugins#819);
+    // everything before it in the chain must pass.
+    assert!(
+        check.status.success() || check_err.contains("could not check ipv6 dnat"),
+        "CHECK: {check_err}"
+    );
+
+    // DEL everything: nothing left; DEL again is fine.
+    for (i, name) in names.iter().enumerate() {
+        lab.del(&driver, &nss[i], name, &format!("ctr-{name}-{pid}"));
+        lab.del(&driver, &nss[i], name, &format!("ctr-{name}-{pid}"));
+    }
+    assert!(lab.host_veths().is_empty(), "{:?}", lab.host_veths());
+    assert_eq!(lab.leases(&node), 0);
+    assert!(!lab.ping(&nss[0], &ips[1]));
+
+    // 50 ADDs at once: 50 distinct addresses; then 50 DELs at once.
+    let many: Vec<String> = (0..50).map(|i| lab.pod_ns(&format!("m{i}"))).collect();
+    let results: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = many
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (lab, driver) = (&lab, &driver);
+                s.spawn(move || lab.add(driver, ns, &format!("m{i}"), &format!("ctr-m{i}-{pid}")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addresses: Vec<String> = results.iter().map(address_of).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 50, "50 distinct addresses");
+    assert_eq!(lab.host_veths().len(), 50);
+    let a0 = address_of(&results[0]);
+    let a1 = address_of(&results[1]);
+    let a2 = address_of(&results[2]);
+    assert!(
+        lab.ping(&many[0], &a1) && lab.ping(&many[2], &a0) && lab.ping(&many[1], &a2),
+        "pods attached together reach each other: {}\n{}",
+        agent.log(),
+        ok(&["ip", "-n", &many[0], "addr"])
+    );
+    std::thread::scope(|s| {
+        for (i, ns) in many.iter().enumerate() {
+            let (lab, driver) = (&lab, &driver);
+            s.spawn(move || lab.del(driver, ns, &format!("m{i}"), &format!("ctr-m{i}-{pid}")));
+        }
+    });
+    assert!(lab.host_veths().is_empty());
+    assert_eq!(lab.leases(&node), 0);
+
+    // A plugin killed mid-ADD: the runtime's GC (nothing valid) reclaims what it made.
+    let victim = lab.pod_ns("kill");
+    let cni_path = format!(
+        "{}:/usr/lib/cni",
+        Path::new(env!("CARGO_BIN_EXE_weir-cni"))
+            .parent()
+            .unwrap()
+            .display()
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.node])
+        .arg(&driver)
+        .args([
+            "add",
+            "--conflist",
+            conflist.to_str().unwrap(),
+            "--container-id",
+            &format!("ctr-kill-{pid}"),
+            "--netns",
+            &format!("/var/run/netns/{victim}"),
+            "--ifname",
+            "eth0",
+            "--args",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=kill",
+            "--cni-path",
+            &cni_path,
+            "--cache-dir",
+        ])
+        .arg(lab.dir.join("cni-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the agent has leased its address (mid-ADD), plugin and driver both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.leases(&node) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the killed ADD never reached IPAM"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // `ip netns exec` execs the driver: the child's pid is the driver's, and the plugin
+    // is its child.
+    let _ = sh(&["pkill", "-KILL", "-P", &child.id().to_string()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    // Whatever the agent finished, GC with no valid attachment removes it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lab.leases(&node),
+        1,
+        "the killed ADD left its lease for GC to find"
+    );
+    let gc_list = lab.conflist("1.1.0");
+    let gc = lab.cni(
+        &driver,
+        &["gc", "--conflist", gc_list.to_str().unwrap(), "--valid", ""],
+    );
+    assert!(
+        gc.status.success(),
+        "GC: {}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_eq!(lab.leases(&node), 0, "GC reclaimed the killed ADD's lease");
+    assert!(lab.host_veths().is_empty(), "{:?}", lab.host_veths());
+
+    // A stopped agent: ADD fails with "try again later" well within the timeout.
+    agent.stop();
+    let late = lab.pod_ns("late");
+    let started = Instant::now();
+    let out = lab.cni(
+        &driver,
+        &[
+            "add",
+            "--conflist",
+            conflist.to_str().unwrap(),
+            "--container-id",
+            &format!("ctr-late-{pid}"),
+            "--netns",
+            &format!("/var/run/netns/{late}"),
+            "--ifname",
+            "eth0",
+            "--args",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=late",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"code\":11"), "{err}");
+    assert!(err.contains("not reachable"), "{err}");
+}
