@@ -7,7 +7,8 @@ source "$(dirname "$0")/lib.sh"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
 ensure_apt build-essential pkg-config dpdk iproute2 ethtool iputils-ping iperf3 nftables \
-  wireguard-go wireguard-tools tcpdump
+  wireguard-go wireguard-tools tcpdump util-linux iptables \
+  golang-go golang-github-appc-cni-dev containernetworking-plugins
 ensure_rust_components
 # UMEMs of the AF_XDP tests and the forwarding benchmark smoke (weir, the traffic engine,
 # dpdk-testpmd's memory).
