@@ -466,28 +466,16 @@ type Calculated = (
     Vec<String>,
 );
 
-/// This node's snapshot and peer set from the calculator's model. Refused (with the reason)
-/// when the local interfaces would change from `ports` (attaching new ones needs a restart)
-/// or when the peer set is invalid: the running tables stay.
+/// This node's snapshot, the interfaces it names, and the peer set, from the calculator's
+/// model. Refused (with the reason) when the peer set is invalid: the running tables stay.
 fn calculate(
     config: &AgentConfig,
-    ports: Option<&BTreeSet<String>>,
     key: Option<&weir_crypto::NodeKey>,
     calc: &mut Calculator,
 ) -> Result<Calculated, AgentError> {
     let compiled = calc.compile();
     let cluster = calc.cluster();
     let (mut builder, new_ports) = build_node(config, cluster, compiled)?;
-    let names: BTreeSet<String> = new_ports.iter().map(|p| p.name.clone()).collect();
-    if let Some(ports) = ports.filter(|p| **p != names) {
-        return Err(AgentError::Datastore {
-            path: config.datastore_name(),
-            why: format!(
-                "the local interfaces would change from {ports:?} to {names:?}; restart the \
-                 agent to attach them"
-            ),
-        });
-    }
     let mut warnings = Vec::new();
     let unattached = cluster
         .pods
@@ -673,10 +661,15 @@ fn reconcile_ports(
             load[*w] += 1;
         }
         let w = (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+        let t = std::time::Instant::now();
         match control.attach(w, spec, PORT_TIMEOUT) {
             Ok(()) => {
                 held.insert(spec.name.clone(), w);
-                eprintln!("weir agent: interface {} attached to worker {w}", spec.name);
+                eprintln!(
+                    "weir agent: interface {} attached to worker {w} ({} ms)",
+                    spec.name,
+                    t.elapsed().as_millis()
+                );
             }
             Err(why) => problems.push(format!("attaching {}: {why}", spec.name)),
         }
@@ -775,7 +768,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             for r in &batch.refused {
                 eprintln!("weir agent: {r}; not applied");
             }
-            first = Some(calculate(config, None, None, calc));
+            first = Some(calculate(config, None, calc));
             false
         },
     );
@@ -1013,7 +1006,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             }
             let mut stats = control.lock().map(|s| s.clone()).unwrap_or_default();
             stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
-            let outcome = calculate(config, None, node_key.as_ref(), calc).and_then(
+            let outcome = calculate(config, node_key.as_ref(), calc).and_then(
                 |(builder, new_ports, peers, warnings)| {
                     for w in &warnings {
                         eprintln!("weir agent: warning: {w}");

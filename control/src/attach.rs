@@ -123,6 +123,36 @@ fn ip_in(netns: &str, args: &[&str]) -> Result<String, String> {
     run("nsenter", &all)
 }
 
+/// Runs `ip -batch -` with `commands` inside the network namespace at `netns`.
+fn ip_batch_in(netns: &str, commands: &str) -> Result<String, String> {
+    use std::process::Stdio;
+    let mut child = Process::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ip", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nsenter: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(commands.as_bytes())
+            .map_err(|e| format!("ip -batch: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("ip -batch: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip -batch in {netns}: {} (commands: {})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            commands.trim().replace('\n', "; ")
+        ))
+    }
+}
+
 fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -228,6 +258,7 @@ impl Attacher {
             );
         }
         let pod = Self::pod_of(req);
+        let started = std::time::Instant::now();
         let pools: Vec<&IpPool> = view.pools.iter().collect();
         let ips = {
             let Ok(mut ipam) = self.ipam.lock() else {
@@ -251,7 +282,9 @@ impl Attacher {
             }
         };
         let host = host_interface(&req.container_id, &req.ifname);
+        let leased = started.elapsed();
         let plumbed = self.plumb(req, &host, &ips);
+        let plumbed_at = started.elapsed();
         let (host_mac, pod_mac) = match plumbed {
             Ok(macs) => macs,
             Err(why) => {
@@ -279,6 +312,14 @@ impl Attacher {
                 why,
             );
         }
+        eprintln!(
+            "weir agent: pod {} attached in {} ms (address {} ms, interfaces {} ms, tables {} ms)",
+            Self::pod_of(req),
+            started.elapsed().as_millis(),
+            leased.as_millis(),
+            (plumbed_at - leased).as_millis(),
+            (started.elapsed() - plumbed_at).as_millis()
+        );
         Response::Ok(Some(Attached {
             host_interface: host,
             host_mac,
@@ -288,88 +329,51 @@ impl Attacher {
         }))
     }
 
-    /// Creates and configures the veth pair; returns (host MAC, pod MAC).
+    /// Creates and configures the veth pair; returns (host MAC, pod MAC). The pod side is
+    /// one `ip -batch` in the pod's namespace: process start-ups dominate an attach.
     fn plumb(&self, req: &Request, host: &str, ips: &[IpAddr]) -> Result<(String, String), String> {
         let netns = req.netns.as_str();
         if !Path::new(netns).exists() {
             return Err(format!("the network namespace {netns} does not exist"));
         }
-        let mtu = self.mtu.to_string();
-        let me = std::process::id().to_string();
-        let ifname = req.ifname.as_str();
+        let (mtu, ifname) = (self.mtu, req.ifname.as_str());
+        let mut batch = String::new();
         if !interface_exists(host) {
-            ip_in(
-                netns,
-                &[
-                    "link", "add", ifname, "mtu", &mtu, "type", "veth", "peer", "name", host,
-                    "mtu", &mtu, "netns", &me,
-                ],
-            )?;
+            batch += &format!(
+                "link add {ifname} mtu {mtu} type veth peer name {host} mtu {mtu} netns {}\n",
+                std::process::id()
+            );
         }
         for ip in ips {
-            let (cidr, family) = match ip {
-                IpAddr::V4(_) => (format!("{ip}/32"), "-4"),
-                IpAddr::V6(_) => (format!("{ip}/128"), "-6"),
-            };
-            let mut args = vec![family, "addr", "replace", cidr.as_str(), "dev", ifname];
-            if ip.is_ipv6() {
-                args.push("nodad");
+            match ip {
+                IpAddr::V4(_) => batch += &format!("addr replace {ip}/32 dev {ifname}\n"),
+                IpAddr::V6(_) => batch += &format!("addr replace {ip}/128 dev {ifname} nodad\n"),
             }
-            ip_in(netns, &args)?;
         }
-        ip_in(netns, &["link", "set", "lo", "up"])?;
-        ip_in(netns, &["link", "set", ifname, "up"])?;
+        batch += &format!("link set lo up\nlink set {ifname} up\n");
         if ips.iter().any(IpAddr::is_ipv4) {
-            ip_in(
-                netns,
-                &[
-                    "-4",
-                    "route",
-                    "replace",
-                    crate::cni::GATEWAY_V4,
-                    "dev",
-                    ifname,
-                    "scope",
-                    "link",
-                ],
-            )?;
-            ip_in(
-                netns,
-                &[
-                    "-4",
-                    "route",
-                    "replace",
-                    "default",
-                    "via",
-                    crate::cni::GATEWAY_V4,
-                    "dev",
-                    ifname,
-                ],
-            )?;
+            let gw = crate::cni::GATEWAY_V4;
+            batch += &format!(
+                "route replace {gw} dev {ifname} scope link\nroute replace default via {gw} dev {ifname}\n"
+            );
         }
         if ips.iter().any(IpAddr::is_ipv6) {
-            ip_in(
-                netns,
-                &[
-                    "-6",
-                    "route",
-                    "replace",
-                    "default",
-                    "via",
-                    crate::cni::GATEWAY_V6,
-                    "dev",
-                    ifname,
-                ],
-            )?;
+            batch += &format!(
+                "route replace default via {} dev {ifname}\n",
+                crate::cni::GATEWAY_V6
+            );
         }
+        batch += &format!("link show dev {ifname}\n");
+        let shown = ip_batch_in(netns, &batch)?;
         run("ip", &["link", "set", host, "up"])?;
         let host_mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address"))
             .map(|s| s.trim().to_owned())
             .map_err(|e| format!("{host}: {e}"))?;
-        let shown = ip_in(netns, &["-j", "link", "show", "dev", ifname])?;
-        let pod_mac = serde_json::from_str::<serde_json::Value>(&shown)
-            .ok()
-            .and_then(|v| v[0]["address"].as_str().map(str::to_owned))
+        let pod_mac = shown
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_owned)
             .ok_or_else(|| format!("no MAC for {ifname} in {netns}"))?;
         Ok((host_mac, pod_mac))
     }

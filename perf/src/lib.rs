@@ -2,6 +2,7 @@
 //! same pinned core, and reports medians, ranges and ratios (see `report`).
 
 pub mod alloc;
+pub mod attach;
 pub mod control;
 pub mod dpdk;
 pub mod forward;

@@ -78,6 +78,16 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         changes: usize,
     },
+    /// Pod attachment through libcni: ADD to the first packet answered, for weir-cni
+    /// beside Debian's bridge + host-local, pods created several at a time. Needs root.
+    Attach {
+        /// Pods timed per plugin.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Pods created at once.
+        #[arg(long, default_value_t = 10)]
+        parallel: usize,
+    },
     /// WireGuard per core, in memory: weir's seal path (route to peer, copy, seal, outer
     /// headers) beside the raw ring ChaCha20-Poly1305 seal and boringtun's encapsulate.
     Wireguard {
@@ -194,6 +204,25 @@ fn main() -> ExitCode {
     }
     let mut results = Vec::new();
     let mut notes = vec![format!("medians of {} runs (rounds)", cli.runs)];
+    if let Command::Attach { pods, parallel } = &cli.command {
+        progress("attach: weir-cni then bridge + host-local, through libcni");
+        let cfg = weir_perf::attach::AttachBenchConfig {
+            pods: *pods,
+            parallel: *parallel,
+            weir: sibling("weir"),
+            plugin_dir: sibling("weir-cni")
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+            workdir: std::env::temp_dir().join(format!("weir-bench-attach-{}", std::process::id())),
+        };
+        let outcome = weir_perf::attach::run(&cfg);
+        let _ = std::fs::remove_dir_all(&cfg.workdir);
+        if !take(outcome, &mut results, &mut notes) {
+            return ExitCode::FAILURE;
+        }
+        return print_report("attach", pinned.then_some(cpu), results, notes, cli.json);
+    }
     if let Command::Control {
         pods,
         policies,
@@ -316,7 +345,8 @@ fn main() -> ExitCode {
         Command::Policy { .. }
         | Command::Forward { .. }
         | Command::Wireguard { .. }
-        | Command::Control { .. } => {
+        | Command::Control { .. }
+        | Command::Attach { .. } => {
             unreachable!("handled above")
         }
     };
