@@ -754,6 +754,20 @@ pub struct Batch {
     pub done: Vec<std::sync::mpsc::Sender<Result<(), String>>>,
 }
 
+impl Batch {
+    /// An empty batch whose first update was received at `noticed`.
+    fn starting(noticed: Instant) -> Batch {
+        Batch {
+            changes: 0,
+            first_noticed: noticed,
+            refused: Vec::new(),
+            invalid: 0,
+            first: false,
+            done: Vec::new(),
+        }
+    }
+}
+
 /// What [`drive`] remembers between calls: the kinds listed so far, and whether it has
 /// published.
 #[derive(Debug, Default)]
@@ -797,14 +811,7 @@ pub fn drive(
         };
         match update {
             Some(Update::Change { change, noticed }) => {
-                let batch = pending.get_or_insert_with(|| Batch {
-                    changes: 0,
-                    first_noticed: noticed,
-                    refused: Vec::new(),
-                    invalid: 0,
-                    first: false,
-                    done: Vec::new(),
-                });
+                let batch = pending.get_or_insert_with(|| Batch::starting(noticed));
                 batch.changes += 1;
                 batch.refused.extend(calc.apply(change));
                 continue;
@@ -816,14 +823,7 @@ pub fn drive(
                     let _ = done.send(Err(why.join("; ")));
                     continue;
                 }
-                let batch = pending.get_or_insert_with(|| Batch {
-                    changes: 0,
-                    first_noticed: Instant::now(),
-                    refused: Vec::new(),
-                    invalid: 0,
-                    first: false,
-                    done: Vec::new(),
-                });
+                let batch = pending.get_or_insert_with(|| Batch::starting(Instant::now()));
                 batch.changes += 1;
                 batch.done.push(done);
                 continue;
@@ -831,14 +831,7 @@ pub fn drive(
             Some(Update::Invalid { .. }) => {
                 // Reported with the next publication (a refusal alone makes one, so that
                 // it is counted at once; the tables come out the same).
-                let batch = pending.get_or_insert_with(|| Batch {
-                    changes: 0,
-                    first_noticed: Instant::now(),
-                    refused: Vec::new(),
-                    invalid: 0,
-                    first: false,
-                    done: Vec::new(),
-                });
+                let batch = pending.get_or_insert_with(|| Batch::starting(Instant::now()));
                 batch.invalid += 1;
                 continue;
             }
