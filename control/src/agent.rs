@@ -954,7 +954,21 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     update_view(&calc);
     if let Some(cni) = &config.cni {
         let mtu = pod_mtu(config)?;
-        let attacher = crate::attach::Attacher::new(&config.node, cni, mtu, view.clone(), local_tx)
+        let ipam = match &config.kubernetes {
+            Some(k) => {
+                let kubeconfig = k.kubeconfig.clone();
+                crate::k8s::ipam::KubeStore::new(|| async move {
+                    crate::k8s::source::client(kubeconfig.as_deref()).await
+                })
+                .and_then(|store| crate::ipam::Ipam::with_store(Box::new(store), &config.node))
+            }
+            None => crate::ipam::Ipam::open(&cni.ipam_dir, &config.node),
+        }
+        .map_err(|e| AgentError::Config {
+            path: "cni".into(),
+            why: e.to_string(),
+        })?;
+        let attacher = crate::attach::Attacher::new(ipam, cni, mtu, view.clone(), local_tx)
             .map_err(|why| AgentError::Config {
                 path: "cni".into(),
                 why,
@@ -971,7 +985,11 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         eprintln!(
             "weir agent: serving weir-cni on {} (pod MTU {mtu}, IPAM state in {})",
             cni.socket.display(),
-            cni.ipam_dir.display()
+            if config.kubernetes.is_some() {
+                "IPAMBlock objects".to_owned()
+            } else {
+                cni.ipam_dir.display().to_string()
+            }
         );
     } else {
         drop(local_tx);

@@ -45,7 +45,8 @@ pub struct CniConfig {
     /// The socket `weir-cni` talks to.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
-    /// IPAM's state directory (see `ipam`).
+    /// IPAM's state directory with the file datastore (see `ipam`); with the Kubernetes
+    /// datastore the state is in `IPAMBlock` objects.
     #[serde(default = "default_ipam_dir")]
     pub ipam_dir: PathBuf,
     /// The pod interfaces' MTU; default: the uplink's less the tunnel's overhead (or 1500
@@ -166,15 +167,14 @@ fn error(code: u32, msg: &str, details: impl Into<String>) -> Response {
 }
 
 impl Attacher {
-    /// An attacher for node `node` with its IPAM state under `config.ipam_dir`.
+    /// An attacher allocating from `ipam`.
     pub fn new(
-        node: &str,
+        ipam: Ipam,
         config: &CniConfig,
         mtu: u16,
         view: Arc<Mutex<View>>,
         updates: Sender<Update>,
     ) -> Result<Attacher, String> {
-        let ipam = Ipam::open(&config.ipam_dir, node).map_err(|e| e.to_string())?;
         Ok(Attacher {
             ipam: Mutex::new(ipam),
             view,

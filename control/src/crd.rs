@@ -49,12 +49,16 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         GlobalNetworkSet::crd(),
         IpPool::crd(),
         HostEndpoint::crd(),
+        IpamBlock::crd(),
     ];
     for crd in &mut crds {
         // The derived root schema requires `spec`; the loader reads a missing spec as an
         // empty one for every kind whose spec fields are all optional, so the API server
         // must accept it too.
-        if !matches!(crd.spec.names.kind.as_str(), "IPPool" | "HostEndpoint") {
+        if !matches!(
+            crd.spec.names.kind.as_str(),
+            "IPPool" | "HostEndpoint" | "IPAMBlock"
+        ) {
             for version in &mut crd.spec.versions {
                 if let Some(schema) = version
                     .schema
@@ -583,6 +587,51 @@ pub struct IpPoolSpec {
     /// No new addresses are allocated from a disabled pool (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+}
+
+/// An IPAMBlock: one block of an IPPool, held by one node, with the leases of its
+/// addresses. Nodes claim a block by creating its object (the API server refuses a second
+/// creation) and change its leases with optimistic concurrency on resourceVersion. Written
+/// by the agents only.
+// Two printer columns of one type read as a duplicated attribute to clippy.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
+#[kube(
+    group = "weir.dev",
+    version = "v1",
+    kind = "IPAMBlock",
+    root = "IpamBlock",
+    plural = "ipamblocks",
+    category = "weir",
+    doc = "A block of an IPPool held by one node, with its address leases (written by weir).",
+    printcolumn(name = "CIDR", type_ = "string", json_path = ".spec.cidr"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".spec.node")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpamBlockSpec {
+    /// The block.
+    pub cidr: String,
+    /// The pool it belongs to.
+    pub pool: String,
+    /// The node holding it.
+    pub node: String,
+    /// Leases by address.
+    #[serde(default)]
+    pub leases: BTreeMap<String, IpamLeaseSpec>,
+}
+
+/// Who holds one address of an [`IpamBlock`].
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpamLeaseSpec {
+    /// The runtime's container id.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// The interface in the container.
+    pub ifname: String,
+    /// `namespace/name` of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// A HostEndpoint: a node's interface or addresses, which policy can select by label like a

@@ -23,6 +23,11 @@
 //! One node's allocations are made by its agent alone, under a lock: concurrency between
 //! plugin invocations is resolved there, never in the filesystem.
 //!
+//! With the Kubernetes datastore the same allocator keeps its state in `IPAMBlock`
+//! objects instead (`crate::k8s::ipam`): a block is claimed by creating its object, which
+//! the API server refuses a second time, and its leases are changed with optimistic
+//! concurrency on resourceVersion.
+//!
 //! Why not host-local: it allocates from one fixed range per node given in the network
 //! configuration; weir's pools, selectors and blocks are cluster objects, and leases must
 //! be reclaimable by container id.
@@ -78,10 +83,38 @@ pub enum IpamError {
     Io { path: String, why: String },
 }
 
-/// One node's allocator over a state directory. See the module doc.
+/// Where IPAM keeps its blocks and leases: files ([`FileStore`]) or, with the Kubernetes
+/// datastore, `IPAMBlock` objects (`crate::k8s::ipam::KubeStore`).
+pub trait Store: Send + std::fmt::Debug {
+    /// The blocks `node` holds (block to pool) and their leases.
+    #[allow(clippy::type_complexity)]
+    fn load(
+        &mut self,
+        node: &str,
+    ) -> Result<(BTreeMap<IpNet, String>, BTreeMap<IpAddr, Lease>), IpamError>;
+    /// Claims `block` of `pool` for `node`; `Ok(false)` when another node holds it.
+    fn claim(&mut self, node: &str, pool: &str, block: &IpNet) -> Result<bool, IpamError>;
+    /// Makes the stored leases of the `changed` blocks those of `leases` (every lease of
+    /// the node is given), durably, before returning.
+    fn save(
+        &mut self,
+        node: &str,
+        blocks: &BTreeMap<IpNet, String>,
+        leases: &BTreeMap<IpAddr, Lease>,
+        changed: &[IpNet],
+    ) -> Result<(), IpamError>;
+}
+
+/// The file store. See the module doc.
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+/// One node's allocator over a [`Store`]. See the module doc.
 #[derive(Debug)]
 pub struct Ipam {
-    dir: PathBuf,
+    store: Box<dyn Store>,
     node: String,
     leases: BTreeMap<IpAddr, Lease>,
     /// Blocks this node holds, by pool name.
@@ -119,12 +152,23 @@ fn block_file(block: &IpNet) -> String {
     block.to_string().replace(['/', ':'], "_")
 }
 
-impl Ipam {
-    /// Opens (creating if needed) the state under `dir` for node `node`.
-    pub fn open(dir: &Path, node: &str) -> Result<Ipam, IpamError> {
+impl FileStore {
+    /// The store under `dir` (created if needed).
+    pub fn new(dir: &Path) -> Result<FileStore, IpamError> {
         let blocks_dir = dir.join("blocks");
         fs::create_dir_all(&blocks_dir).map_err(|e| io_err(&blocks_dir, e))?;
-        let path = dir.join(format!("leases-{node}.json"));
+        Ok(FileStore {
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+impl Store for FileStore {
+    fn load(
+        &mut self,
+        node: &str,
+    ) -> Result<(BTreeMap<IpNet, String>, BTreeMap<IpAddr, Lease>), IpamError> {
+        let path = self.dir.join(format!("leases-{node}.json"));
         let leases = match fs::read(&path) {
             Ok(bytes) => {
                 let file: LeaseFile =
@@ -134,20 +178,8 @@ impl Ipam {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io_err(&path, e)),
         };
-        let mut ipam = Ipam {
-            dir: dir.to_owned(),
-            node: node.to_owned(),
-            leases,
-            blocks: BTreeMap::new(),
-        };
-        ipam.read_blocks()?;
-        Ok(ipam)
-    }
-
-    /// The blocks whose claim files name this node.
-    fn read_blocks(&mut self) -> Result<(), IpamError> {
         let dir = self.dir.join("blocks");
-        self.blocks.clear();
+        let mut blocks = BTreeMap::new();
         for entry in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let entry = entry.map_err(|e| io_err(&dir, e))?;
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
@@ -156,13 +188,76 @@ impl Ipam {
             else {
                 continue;
             };
-            if owner == self.node {
+            if owner == node {
                 if let Ok(block) = cidr.parse::<IpNet>() {
-                    self.blocks.insert(block, pool.to_owned());
+                    blocks.insert(block, pool.to_owned());
                 }
             }
         }
-        Ok(())
+        Ok((blocks, leases))
+    }
+
+    fn claim(&mut self, node: &str, pool: &str, block: &IpNet) -> Result<bool, IpamError> {
+        let path = self.dir.join("blocks").join(block_file(block));
+        let created = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        let mut f = match created {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let line = format!("{node} {pool} {block}\n");
+        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_all()) {
+            let _ = fs::remove_file(&path);
+            return Err(io_err(&path, e));
+        }
+        fs::File::open(self.dir.join("blocks"))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&path, e))?;
+        Ok(true)
+    }
+
+    fn save(
+        &mut self,
+        node: &str,
+        _blocks: &BTreeMap<IpNet, String>,
+        leases: &BTreeMap<IpAddr, Lease>,
+        _changed: &[IpNet],
+    ) -> Result<(), IpamError> {
+        let path = self.dir.join(format!("leases-{node}.json"));
+        let tmp = self.dir.join(format!(".leases-{node}.json.tmp"));
+        let body = serde_json::to_vec_pretty(&LeaseFile {
+            version: 1,
+            leases: leases.clone(),
+        })
+        .map_err(|e| io_err(&path, e))?;
+        let mut f = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(&body).map_err(|e| io_err(&tmp, e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&self.dir, e))
+    }
+}
+
+impl Ipam {
+    /// Opens (creating if needed) the file state under `dir` for node `node`.
+    pub fn open(dir: &Path, node: &str) -> Result<Ipam, IpamError> {
+        Ipam::with_store(Box::new(FileStore::new(dir)?), node)
+    }
+
+    /// Node `node`'s allocator over `store`.
+    pub fn with_store(mut store: Box<dyn Store>, node: &str) -> Result<Ipam, IpamError> {
+        let (blocks, leases) = store.load(node)?;
+        Ok(Ipam {
+            store,
+            node: node.to_owned(),
+            leases,
+            blocks,
+        })
     }
 
     /// The leases held, by address.
@@ -175,21 +270,16 @@ impl Ipam {
         self.blocks.keys()
     }
 
-    fn save(&self) -> Result<(), IpamError> {
-        let path = self.dir.join(format!("leases-{}.json", self.node));
-        let tmp = self.dir.join(format!(".leases-{}.json.tmp", self.node));
-        let body = serde_json::to_vec_pretty(&LeaseFile {
-            version: 1,
-            leases: self.leases.clone(),
-        })
-        .map_err(|e| io_err(&path, e))?;
-        let mut f = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.write_all(&body).map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(&self.dir, e))
+    /// Persists the leases of the blocks holding `ips`.
+    fn save(&mut self, ips: &[IpAddr]) -> Result<(), IpamError> {
+        let changed: Vec<IpNet> = self
+            .blocks
+            .keys()
+            .filter(|b| ips.iter().any(|ip| b.contains(ip)))
+            .copied()
+            .collect();
+        self.store
+            .save(&self.node, &self.blocks, &self.leases, &changed)
     }
 
     /// The addresses for `container_id`/`ifname`: one per family that has a pool for this
@@ -254,7 +344,7 @@ impl Ipam {
             );
             out.push(ip);
         }
-        if let Err(e) = self.save() {
+        if let Err(e) = self.save(&out) {
             for ip in &out {
                 self.leases.remove(ip);
             }
@@ -299,27 +389,25 @@ impl Ipam {
             .find(|ip| !reserved(*ip) && !self.leases.contains_key(ip))
     }
 
-    /// Claims the next unclaimed block of a pool; `None` when all are claimed.
+    /// Claims the next unclaimed block of a pool; `None` when all are claimed (or the
+    /// store fails, which the caller reports as exhaustion of what it could reach).
     fn claim_block(&mut self, pool: &IpPool) -> Option<IpNet> {
         let subnets = pool.cidr.subnets(pool.block_size).ok()?;
         for block in subnets.take(1 << 20) {
-            let path = self.dir.join("blocks").join(block_file(&block));
-            let created = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path);
-            let Ok(mut f) = created else { continue };
-            let line = format!("{} {} {}\n", self.node, pool.name, block);
-            if f.write_all(line.as_bytes())
-                .and_then(|()| f.sync_all())
-                .is_err()
-            {
-                let _ = fs::remove_file(&path);
+            if self.blocks.contains_key(&block) {
                 continue;
             }
-            let _ = fs::File::open(self.dir.join("blocks")).and_then(|d| d.sync_all());
-            self.blocks.insert(block, pool.name.clone());
-            return Some(block);
+            match self.store.claim(&self.node, &pool.name, &block) {
+                Ok(true) => {
+                    self.blocks.insert(block, pool.name.clone());
+                    return Some(block);
+                }
+                Ok(false) => continue,
+                Err(e) => {
+                    eprintln!("weir agent: IPAM: claiming {block}: {e}");
+                    return None;
+                }
+            }
         }
         None
     }
@@ -344,7 +432,7 @@ impl Ipam {
         for ip in &gone {
             self.leases.remove(ip);
         }
-        if let Err(e) = self.save() {
+        if let Err(e) = self.save(&gone) {
             self.leases = kept;
             return Err(e);
         }
@@ -371,7 +459,8 @@ impl Ipam {
         for (ip, _) in &gone {
             self.leases.remove(ip);
         }
-        if let Err(e) = self.save() {
+        let ips: Vec<IpAddr> = gone.iter().map(|(ip, _)| *ip).collect();
+        if let Err(e) = self.save(&ips) {
             self.leases = kept;
             return Err(e);
         }

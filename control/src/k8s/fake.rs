@@ -443,6 +443,7 @@ const RESOURCES: &[ResourceType] = &[
     ),
     resource("weir.dev", "ippools", "IPPool", false, false),
     resource("weir.dev", "hostendpoints", "HostEndpoint", false, false),
+    resource("weir.dev", "ipamblocks", "IPAMBlock", false, false),
 ];
 
 fn resource_by_kind(api_version: &str, kind: &str) -> Option<usize> {

@@ -2,4 +2,5 @@
 //! and the fake API server the tests and benchmarks run it against.
 
 pub mod fake;
+pub mod ipam;
 pub mod source;
