@@ -151,7 +151,7 @@ fn crds_writes_then_checks_and_names_every_drifted_file() {
     let dir_arg = dir.to_str().unwrap();
     let (ok, out, err) = weir(&["crds", "--out", dir_arg]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("wrote 8 files"), "{out}");
+    assert!(out.starts_with("wrote 9 files"), "{out}");
     let (ok, _, err) = weir(&["crds", "--check", dir_arg]);
     assert!(ok, "{err}");
 
