@@ -397,16 +397,27 @@ pub fn build_node(
                 IpAddr::V6(a) => ipv6 = Some(*a),
             }
         }
+        // An interface that is gone (its pod's namespace was deleted before DEL) must not
+        // stop the node's other changes: the pod keeps its endpoint, with no port, so
+        // nothing reaches it, until it is detached.
+        let present = interface_mac(interface).and_then(|m| Ok((m, interface_mtu(interface)?)));
+        let (gateway_mac, mtu) = match &present {
+            Ok((m, t)) => (*m, *t),
+            Err(e) => {
+                eprintln!("weir agent: pod {who}: {e}; it is unreachable until it is detached");
+                ([0x02, 0, 0, 0, 0, 0], 1500)
+            }
+        };
         let (_, endpoint) = b
             .pod(PodSpec {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
                 interface: interface.clone(),
-                gateway_mac: interface_mac(interface)?,
+                gateway_mac,
                 mac,
                 ipv4,
                 ipv6,
-                mtu: interface_mtu(interface)?,
+                mtu,
             })
             .map_err(|e| perr(e.to_string()))?;
         if endpoint != id {
@@ -414,10 +425,12 @@ pub fn build_node(
                 "endpoint id {endpoint} differs from the policy's {id}"
             )));
         }
-        ports.push(PortSpec {
-            name: interface.clone(),
-            uplink_filter: None,
-        });
+        if present.is_ok() {
+            ports.push(PortSpec {
+                name: interface.clone(),
+                uplink_filter: None,
+            });
+        }
     }
     if let Some(up) = &config.uplink {
         b.uplink(up, interface_mac(up)?, interface_mtu(up)?)
