@@ -220,6 +220,14 @@ mod tests {
         };
         let r = run(&cfg);
         assert_eq!(r.len(), 8);
-        assert!(r.iter().all(|x| x.value > 0.0));
+        // The net figure is the pipeline run less the harness run, clamped at zero: on a
+        // loaded machine a 5 ms harness run can take longer than the pipeline run.
+        for x in &r {
+            if x.name.ends_with("_net_ns") {
+                assert!(x.value >= 0.0 && x.value.is_finite(), "{x:?}");
+            } else {
+                assert!(x.value > 0.0 && x.value.is_finite(), "{x:?}");
+            }
+        }
     }
 }
