@@ -8,7 +8,7 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
 ensure_apt build-essential pkg-config dpdk iproute2 ethtool iputils-ping iperf3 nftables \
   wireguard-go wireguard-tools tcpdump util-linux iptables \
-  golang-go golang-github-appc-cni-dev containernetworking-plugins
+  golang-go golang-github-appc-cni-dev containernetworking-plugins python3-venv
 ensure_rust_components
 # UMEMs of the AF_XDP tests and the forwarding benchmark smoke (weir, the traffic engine,
 # dpdk-testpmd's memory).
@@ -23,6 +23,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test"
 cargo test --workspace --locked
+
+say "deploy/ manifests: kubernetes-validate --strict (offline schemas, PyPI)"
+venv="target/pyvenv"
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet kubernetes-validate
+fi
+"$venv/bin/kubernetes-validate" --strict -k 1.30.0 \
+  deploy/namespace.yaml deploy/rbac.yaml deploy/configmap.yaml deploy/daemonset.yaml deploy/crds/*.weir.dev.yaml
 
 say "fuzz smoke (${FUZZ_SECONDS}s per target)"
 for target in wire pipeline wireguard; do

@@ -36,7 +36,9 @@ use crate::policy::model::ObjectRef;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentConfig {
-    /// This node's name.
+    /// This node's name; left out (or empty), the `NODE_NAME` environment variable's
+    /// value (a DaemonSet sets it from `spec.nodeName`).
+    #[serde(default)]
     pub node: String,
     /// The uplink interface, if the node has one weir should take traffic from.
     #[serde(default)]
@@ -162,8 +164,9 @@ impl AgentConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let de = serde_yaml::Deserializer::from_str(&text);
-        let config: AgentConfig =
+        let mut config: AgentConfig =
             serde_path_to_error::deserialize(de).map_err(|e| err(e.to_string()))?;
+        config.node = node_name(&config.node, std::env::var("NODE_NAME").ok()).map_err(err)?;
         if config.cores.is_empty() {
             return Err(err("cores: name at least one core".into()));
         }
@@ -204,7 +207,6 @@ impl AgentConfig {
                 config.frames
             )));
         }
-        let mut config = config;
         if let Some(wg) = &config.wireguard {
             let mode = wg.mode().map_err(|e| err(format!("wireguard.mode: {e}")))?;
             if mode != weir_crypto::EncryptionMode::Off {
@@ -221,6 +223,22 @@ impl AgentConfig {
         }
         Ok(config)
     }
+}
+
+/// The node's name: the configuration's, else `NODE_NAME`'s.
+fn node_name(configured: &str, env: Option<String>) -> Result<String, String> {
+    let name = if configured.trim().is_empty() {
+        env.unwrap_or_default()
+    } else {
+        configured.to_owned()
+    };
+    let name = name.trim().to_owned();
+    if name.is_empty() {
+        return Err("node: name this node, or set NODE_NAME".into());
+    }
+    crate::policy::selector::validate_dns_subdomain(&name)
+        .map_err(|why| format!("node: {name:?}: {why}"))?;
+    Ok(name)
 }
 
 /// Loads the datastore for a start: every object must be valid, since there is no earlier
@@ -1487,6 +1505,14 @@ mod tests {
         assert_eq!(bucket("+Inf"), Some(5));
         assert!(text.contains("weir_datastore_apply_seconds_count 5"));
         assert!(text.contains("# TYPE weir_datastore_apply_seconds histogram"));
+    }
+
+    #[test]
+    fn the_node_name_comes_from_the_config_or_node_name() {
+        assert_eq!(node_name("a", Some("b".into())).unwrap(), "a");
+        assert_eq!(node_name("", Some("node-7".into())).unwrap(), "node-7");
+        assert!(node_name("", None).unwrap_err().contains("NODE_NAME"));
+        assert!(node_name("Bad_Name", None).is_err());
     }
 
     #[test]
