@@ -53,11 +53,16 @@ fn the_daemonset_runs_guaranteed_with_hugepages_and_probes() {
     assert_eq!(spec["hostNetwork"], true);
     let agent = &spec["containers"][0];
     let res = &agent["resources"];
-    assert_eq!(res["requests"], res["limits"], "Guaranteed QoS: requests equal limits");
+    assert_eq!(
+        res["requests"], res["limits"],
+        "Guaranteed QoS: requests equal limits"
+    );
     assert!(res["limits"]["hugepages-2Mi"].is_string());
     assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
-    let caps = agent["securityContext"]["capabilities"]["add"].as_sequence().unwrap();
+    let caps = agent["securityContext"]["capabilities"]["add"]
+        .as_sequence()
+        .unwrap();
     assert!(!caps.iter().any(|c| c == "ALL" || c == "SYS_MODULE"));
     assert_eq!(agent["securityContext"]["capabilities"]["drop"][0], "ALL");
 }
