@@ -1209,7 +1209,7 @@ pub fn control_metrics(s: &ControlStats) -> String {
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
 /// The per-worker counters `/metrics` shows, one family each.
-const PER_WORKER: [Family; 19] = [
+const PER_WORKER: [Family; 22] = [
     (
         "weir_rx_packets_total",
         "Frames that entered the pipeline.",
@@ -1254,6 +1254,22 @@ const PER_WORKER: [Family; 19] = [
         "weir_handoff_dropped_total",
         "Frames dropped at a handoff (the owning worker was behind, or no room here).",
         |r| r.handoff_dropped,
+    ),
+    (
+        "weir_unowned_output_total",
+        "Frames routed to an interface no worker holds (detached, or not announced yet; \
+         dropped, also counted as no_route).",
+        |r| r.unowned_output,
+    ),
+    (
+        "weir_detach_dropped_total",
+        "Frames found in an interface's rings while it was detached (dropped).",
+        |r| r.detach_dropped,
+    ),
+    (
+        "weir_frames_lost_total",
+        "UMEM frames the kernel still held when an interface was detached (never reused).",
+        |r| r.frames_lost,
     ),
     ("weir_worker_sleeps_total", "Idle sleeps in poll(2).", |r| {
         r.sleeps
