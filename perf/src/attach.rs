@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::forward::lab::ip;
-use crate::report::BenchResult;
+use crate::report::{percentile, BenchResult};
 
 /// The benchmark's shape.
 #[derive(Debug, Clone)]
@@ -191,10 +191,6 @@ fn measure(
     Ok(times)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 /// Runs the benchmark (root).
 pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
     if cfg.pods == 0 || cfg.parallel == 0 || cfg.pods > 250 {
@@ -311,21 +307,16 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let bridge_ms = measure(cfg, &bridge, "b", &mut made)?;
     drop(made);
 
-    let sort = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s
-    };
-    let (w, b) = (sort(&weir_ms), sort(&bridge_ms));
+    let (w, b) = (&weir_ms, &bridge_ms);
     let results = vec![
-        BenchResult::from_samples("attach_weir_p50_ms", "ms", vec![percentile(&w, 0.5)])
-            .with_anchor("bridge + host-local p50", percentile(&b, 0.5)),
-        BenchResult::from_samples("attach_weir_p99_ms", "ms", vec![percentile(&w, 0.99)])
-            .with_anchor("bridge + host-local p99", percentile(&b, 0.99)),
+        BenchResult::from_samples("attach_weir_p50_ms", "ms", vec![percentile(w, 0.5)])
+            .with_anchor("bridge + host-local p50", percentile(b, 0.5)),
+        BenchResult::from_samples("attach_weir_p99_ms", "ms", vec![percentile(w, 0.99)])
+            .with_anchor("bridge + host-local p99", percentile(b, 0.99)),
         BenchResult::from_samples(
             "attach_weir_p99_vs_goal_ms",
             "ms",
-            vec![percentile(&w, 0.99)],
+            vec![percentile(w, 0.99)],
         )
         .with_anchor("goal: 100 ms", 100.0),
     ];

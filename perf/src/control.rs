@@ -29,7 +29,7 @@ use weir_control::k8s::fake::FakeApi;
 use weir_control::k8s::source;
 use weir_control::policy::compile::{compile_local, Cache};
 
-use crate::report::BenchResult;
+use crate::report::{percentile, BenchResult};
 use crate::rng::SplitMix64 as Rng;
 
 /// The benchmark's scale and length.
@@ -340,11 +340,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     }
     let full_median = crate::report::median_min_max(&full).0;
 
-    let mut sorted = latencies.clone();
-    sorted.sort_by(f64::total_cmp);
-    let pct =
-        |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
-    let (p50, p99) = (pct(0.50), pct(0.99));
+    let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
     let rules = rule_count(cfg);
     let grown_kib = live_after - live_before;
     if live_before == 0.0 {
@@ -366,20 +362,14 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         BenchResult::from_samples("control_memory_kib", "KiB", vec![grown_kib])
             .with_anchor("goal: 2 KiB per pod + 1 KiB per rule", budget_kib),
     ];
-    let p99_of = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get((v.len() * 99).div_ceil(100).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let [mut a, mut b, mut c] = by_kind;
+    let [a, b, c] = by_kind;
     let notes = vec![
         format!(
             "p99 event to snapshot by change: pod label {:.0} us, policy add {:.0} us, namespace \
              label {:.0} us",
-            p99_of(&mut a),
-            p99_of(&mut b),
-            p99_of(&mut c)
+            percentile(&a, 0.99),
+            percentile(&b, 0.99),
+            percentile(&c, 0.99)
         ),
         format!(
             "cluster: {} pods, {} Kubernetes NetworkPolicies ({rules} rules with the weir.dev \

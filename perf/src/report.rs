@@ -148,6 +148,18 @@ pub fn median_min_max(samples: &[f64]) -> (f64, f64, f64) {
     (median, s[0], s[n - 1])
 }
 
+/// The nearest-rank percentile `p` (0.0..=1.0) of `samples`, in any order; NaN when
+/// there are none.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = (s.len() as f64 * p).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
 /// A whole report: one benchmark, its machine, its results.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -230,6 +242,16 @@ fn fmt_num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
 
     #[test]
     fn median_of_odd_and_even_sets() {
