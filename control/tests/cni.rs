@@ -87,9 +87,9 @@ impl Lab {
         std::fs::write(&path, text.to_string()).unwrap();
     }
 
-    /// Runs the driver inside the node's namespace, as the kubelet's runtime would on
-    /// the node.
-    fn cni(&self, driver: &Path, args: &[&str]) -> Output {
+    /// The driver inside the node's namespace, as the kubelet's runtime would run it on
+    /// the node, with `args` and the plugin path and cache.
+    fn driver_command(&self, driver: &Path, args: &[&str]) -> Command {
         let cni_path = format!(
             "{}:/usr/lib/cni",
             Path::new(env!("CARGO_BIN_EXE_weir-cni"))
@@ -97,39 +97,55 @@ impl Lab {
                 .unwrap()
                 .display()
         );
-        let cache = self.dir.join("cni-cache");
-        Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.node])
             .arg(driver)
             .args(args)
             .args(["--cni-path", &cni_path, "--cache-dir"])
-            .arg(&cache)
-            .output()
-            .unwrap()
+            .arg(self.dir.join("cni-cache"));
+        command
     }
 
-    fn add(&self, driver: &Path, ns: &str, pod: &str, id: &str) -> serde_json::Value {
+    fn cni(&self, driver: &Path, args: &[&str]) -> Output {
+        self.driver_command(driver, args).output().unwrap()
+    }
+
+    /// `verb` (add, check, del) for pod `pod` (container `id`) in namespace `ns`, through
+    /// the 1.0.0 list; ADD and CHECK carry the capability arguments a runtime passes.
+    fn attachment(&self, driver: &Path, verb: &str, ns: &str, pod: &str, id: &str) -> Command {
         let conflist = self.conflist("1.0.0");
-        let out = self.cni(
-            driver,
-            &[
-                "add",
-                "--conflist",
-                conflist.to_str().unwrap(),
-                "--container-id",
-                id,
-                "--netns",
-                &format!("/var/run/netns/{ns}"),
-                "--ifname",
-                "eth0",
-                "--args",
-                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}"),
+        let netns = format!("/var/run/netns/{ns}");
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}");
+        let mut all = vec![
+            verb,
+            "--conflist",
+            conflist.to_str().unwrap(),
+            "--container-id",
+            id,
+            "--netns",
+            &netns,
+            "--ifname",
+            "eth0",
+            "--args",
+            &args,
+        ];
+        if verb != "del" {
+            all.extend([
                 "--cap",
                 r#"portMappings=[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]"#,
                 "--cap",
                 r#"bandwidth={"ingressRate":100000000,"ingressBurst":1000000,"egressRate":100000000,"egressBurst":1000000}"#,
-            ],
-        );
+            ]);
+        }
+        self.driver_command(driver, &all)
+    }
+
+    fn add(&self, driver: &Path, ns: &str, pod: &str, id: &str) -> serde_json::Value {
+        let out = self
+            .attachment(driver, "add", ns, pod, id)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "ADD {pod}: {}{}",
@@ -140,23 +156,10 @@ impl Lab {
     }
 
     fn del(&self, driver: &Path, ns: &str, pod: &str, id: &str) {
-        let conflist = self.conflist("1.0.0");
-        let out = self.cni(
-            driver,
-            &[
-                "del",
-                "--conflist",
-                conflist.to_str().unwrap(),
-                "--container-id",
-                id,
-                "--netns",
-                &format!("/var/run/netns/{ns}"),
-                "--ifname",
-                "eth0",
-                "--args",
-                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}"),
-            ],
-        );
+        let out = self
+            .attachment(driver, "del", ns, pod, id)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "DEL {pod}: {}",
@@ -293,28 +296,11 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
             || agent.log().contains("policy")
     );
     // CHECK passes on a healthy attachment.
-    let conflist = lab.conflist("1.0.0");
-    let check = lab.cni(
-        &driver,
-        &[
-            "check",
-            "--conflist",
-            conflist.to_str().unwrap(),
-            "--container-id",
-            &format!("ctr-web-{pid}"),
-            "--netns",
-            &format!("/var/run/netns/{}", nss[0]),
-            "--ifname",
-            "eth0",
-            "--args",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
-            // A runtime passes the same capability arguments as for ADD.
-            "--cap",
-            r#"portMappings=[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]"#,
-            "--cap",
-            r#"bandwidth={"ingressRate":100000000,"ingressBurst":1000000,"egressRate":100000000,"egressBurst":1000000}"#,
-        ],
-    );
+    // A runtime passes the same capability arguments as for ADD.
+    let check = lab
+        .attachment(&driver, "check", &nss[0], "web", &format!("ctr-web-{pid}"))
+        .output()
+        .unwrap();
     let check_err = String::from_utf8_lossy(&check.stderr);
     // Debian's portmap cannot CHECK IPv4-only pods (containernetworking/plugins#819);
     // everything before it in the chain must pass.
@@ -372,33 +358,8 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
 
     // A plugin killed mid-ADD: the runtime's GC (nothing valid) reclaims what it made.
     let victim = lab.pod_ns("kill");
-    let cni_path = format!(
-        "{}:/usr/lib/cni",
-        Path::new(env!("CARGO_BIN_EXE_weir-cni"))
-            .parent()
-            .unwrap()
-            .display()
-    );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.node])
-        .arg(&driver)
-        .args([
-            "add",
-            "--conflist",
-            conflist.to_str().unwrap(),
-            "--container-id",
-            &format!("ctr-kill-{pid}"),
-            "--netns",
-            &format!("/var/run/netns/{victim}"),
-            "--ifname",
-            "eth0",
-            "--args",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=kill",
-            "--cni-path",
-            &cni_path,
-            "--cache-dir",
-        ])
-        .arg(lab.dir.join("cni-cache"))
+    let mut child = lab
+        .attachment(&driver, "add", &victim, "kill", &format!("ctr-kill-{pid}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -441,22 +402,10 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
     agent.stop();
     let late = lab.pod_ns("late");
     let started = Instant::now();
-    let out = lab.cni(
-        &driver,
-        &[
-            "add",
-            "--conflist",
-            conflist.to_str().unwrap(),
-            "--container-id",
-            &format!("ctr-late-{pid}"),
-            "--netns",
-            &format!("/var/run/netns/{late}"),
-            "--ifname",
-            "eth0",
-            "--args",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=late",
-        ],
-    );
+    let out = lab
+        .attachment(&driver, "add", &late, "late", &format!("ctr-late-{pid}"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(started.elapsed() < Duration::from_secs(10));
     let err = String::from_utf8_lossy(&out.stderr);
