@@ -169,8 +169,6 @@ impl fmt::Display for Refusal {
 pub struct Calculator {
     node: String,
     cluster: Cluster,
-    /// The objects held (their content lives in `cluster` only).
-    objects: BTreeSet<ObjectRef>,
     /// Endpoint addresses and the pod holding each.
     owners: HashMap<IpAddr, NamespacedName>,
     local: BTreeSet<NamespacedName>,
@@ -197,7 +195,6 @@ impl Calculator {
         Calculator {
             node: node.to_owned(),
             cluster,
-            objects: BTreeSet::new(),
             owners: HashMap::new(),
             local: BTreeSet::new(),
             cache: Cache::default(),
@@ -212,12 +209,18 @@ impl Calculator {
 
     /// The objects the model holds, by identity (copied out of the model).
     pub fn objects(&self) -> BTreeMap<ObjectRef, Object> {
-        self.objects
+        self.cluster
+            .origins
             .iter()
-            .filter_map(|id| {
+            .filter_map(|(id, origin)| {
                 let resource = self.held(id)?;
-                let origin = self.cluster.origins.get(id)?.clone();
-                Some((id.clone(), Object { origin, resource }))
+                Some((
+                    id.clone(),
+                    Object {
+                        origin: origin.clone(),
+                        resource,
+                    },
+                ))
             })
             .collect()
     }
@@ -256,7 +259,7 @@ impl Calculator {
     fn holds(&self, r: &Resource) -> bool {
         let c = &self.cluster;
         let key = |ns: &str, name: &str| NamespacedName::new(ns, name);
-        if !self.objects.contains(&r.object_ref()) {
+        if !self.cluster.origins.contains_key(&r.object_ref()) {
             return false;
         }
         match r {
@@ -320,8 +323,9 @@ impl Calculator {
     fn resync(&mut self, kinds: &[Kind], objects: Vec<Object>, refused: &mut Vec<Refusal>) {
         let listed: BTreeSet<ObjectRef> = objects.iter().map(|o| o.resource.object_ref()).collect();
         let gone: Vec<ObjectRef> = self
-            .objects
-            .iter()
+            .cluster
+            .origins
+            .keys()
             .filter(|o| kinds.contains(&o.kind) && !listed.contains(*o))
             .cloned()
             .collect();
@@ -486,8 +490,7 @@ impl Calculator {
                     .insert(NamespacedName::new(&s.namespace, &s.name), s.clone());
             }
         }
-        self.cluster.origins.insert(id.clone(), object.origin);
-        self.objects.insert(id);
+        self.cluster.origins.insert(id, object.origin);
     }
 
     /// Puts a pod's version in the model, unless one of its addresses belongs to another
@@ -558,15 +561,11 @@ impl Calculator {
         if !self.put_pod(&id, pod, refused) {
             return;
         }
-        self.cluster
-            .origins
-            .entry(id.clone())
-            .or_insert_with(|| Origin {
-                source: "cni".into(),
-                document: 0,
-                item: None,
-            });
-        self.objects.insert(id);
+        self.cluster.origins.entry(id).or_insert_with(|| Origin {
+            source: "cni".into(),
+            document: 0,
+            item: None,
+        });
         self.attached.insert(key, (a, raw));
     }
 
@@ -590,7 +589,7 @@ impl Calculator {
     }
 
     fn delete(&mut self, id: &ObjectRef, refused: &mut Vec<Refusal>) {
-        if !self.objects.contains(id) {
+        if !self.cluster.origins.contains_key(id) {
             return;
         }
         let named =
@@ -598,8 +597,9 @@ impl Calculator {
         match id.kind {
             Kind::Namespace => {
                 let used = self
-                    .objects
-                    .iter()
+                    .cluster
+                    .origins
+                    .keys()
                     .any(|o| o.namespace.as_deref() == Some(id.name.as_str()));
                 let old = self.ns_labels(&id.name);
                 if used {
@@ -725,7 +725,6 @@ impl Calculator {
             }
         }
         self.cluster.origins.remove(id);
-        self.objects.remove(id);
     }
 }
 
