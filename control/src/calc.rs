@@ -775,13 +775,6 @@ pub struct DriveState {
     published: bool,
 }
 
-impl DriveState {
-    /// Whether every one of `kinds` has been listed once.
-    pub fn synced(&self, kinds: &[Kind]) -> bool {
-        kinds.iter().all(|k| self.synced.contains(k))
-    }
-}
-
 /// The control loop: takes updates from a datastore, applies them, and after every burst
 /// (updates arriving within `window` of the first) hands the calculator to `publish` once,
 /// from the moment every one of `kinds` has been listed once: nothing is published

@@ -456,11 +456,6 @@ impl Worker {
         self.mapped_generation = REMAP;
     }
 
-    /// The names of the interfaces attached here, in port order.
-    pub fn port_names(&self) -> Vec<String> {
-        self.ports.iter().map(|p| p.name.clone()).collect()
-    }
-
     /// Turns WireGuard on, on the uplink this worker owns: frames routed to remote nodes
     /// are sealed for their peers, and WireGuard arriving on the uplink is opened into the
     /// pipeline. Fails when this worker has no uplink.

@@ -221,14 +221,6 @@ async fn watch_kind(
     }
 }
 
-/// The API resource of a kind, for tests and tools.
-pub fn resource_of(kind: Kind) -> Option<ApiResource> {
-    watched()
-        .into_iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, r)| r)
-}
-
 /// A client for the API server: from `kubeconfig` when given, else inferred (the pod's
 /// service account in a cluster, or `$KUBECONFIG` / `~/.kube/config`).
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {

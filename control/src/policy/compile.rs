@@ -238,16 +238,6 @@ impl Cache {
         self.slots.is_empty()
     }
 
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        *self = Cache {
-            hits: self.hits,
-            misses: self.misses,
-            named_epoch: self.named_epoch + 1,
-            ..Cache::default()
-        };
-    }
-
     fn admits(scope: &Scope, namespace: &str, ns_labels: &Labels) -> bool {
         match scope {
             Scope::Namespace(n) => n == namespace,
