@@ -21,9 +21,46 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the in-memory demo: a node with three pods, scripted frames through the real
-    /// pipeline, expected versus seen. Exits non-zero if any frame misbehaves.
-    Demo,
+    /// Run the demo (root): a two-node cluster on this machine built from network
+    /// namespaces, two agents with WireGuard between them, six pods attached by weir-cni,
+    /// example policies in tiers; prints the connectivity matrix (expected versus seen),
+    /// throughput and round trips. Exits non-zero if any probe differs. Removes everything
+    /// on exit and on Ctrl-C.
+    Demo {
+        /// Leave the cluster running, and print how to look at it.
+        #[arg(long)]
+        keep: bool,
+        /// Remove a cluster left by `--keep`, then exit.
+        #[arg(long, conflicts_with_all = ["keep", "in_memory"])]
+        down: bool,
+        /// Seconds of each iperf3 run.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+        seconds: u32,
+        /// UDP round trips timed per pair.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        round_trips: u64,
+        /// Instead, the pipeline alone, without root: scripted frames through the embedded
+        /// default node in memory, expected versus seen.
+        #[arg(long)]
+        in_memory: bool,
+        /// Leave this object out of the demo's datastore (the matrix then differs, and the
+        /// demo fails): for testing the demo itself.
+        #[arg(long, hide = true, value_name = "NAME")]
+        without_policy: Option<String>,
+    },
+    /// A running agent's state from its /readyz and /metrics: readiness, snapshot
+    /// generation, packets, drops by reason, WireGuard, pods attached.
+    Status {
+        /// The agent's listen port on 127.0.0.1 (run inside its network namespace).
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+    },
+    /// The demo's probes (run inside a pod's namespace by the demo).
+    #[command(hide = true)]
+    Probe {
+        #[command(subcommand)]
+        command: ProbeCommand,
+    },
     /// Run the node agent: attach the configured interfaces to an AF_XDP worker and forward
     /// with policy from the file datastore, until SIGTERM or SIGINT.
     Agent {
@@ -56,6 +93,47 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum ProbeCommand {
+    /// TCP and UDP echo on --port until --seconds pass.
+    Serve {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
+    /// Exit 0 when a TCP echo to --to answers within --timeout-ms.
+    Tcp {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Exit 0 when a UDP echo to --to answers within --timeout-ms.
+    Udp {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// --count sequential UDP echoes to --to: a JSON list of round trips in microseconds
+    /// (null for no answer within --timeout-ms).
+    Rtt {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// GET a path from 127.0.0.1:--port; prints the body, exit 0 on status 200.
+    Http {
+        #[arg(long)]
+        port: u16,
+        path: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum PolicyCommand {
     /// Decide probes against Kubernetes YAML (Namespaces, Pods, ServiceAccounts, Kubernetes
     /// NetworkPolicies, weir.dev objects) with the compiled classifier the dataplane runs.
@@ -76,20 +154,58 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Demo => match weir_control::demo::run() {
-            Ok((report, ok)) => {
-                print!("{report}");
-                if ok {
+        Command::Demo {
+            keep,
+            down,
+            seconds,
+            round_trips,
+            in_memory,
+            without_policy,
+        } => {
+            let run = || -> Result<bool, String> {
+                if down {
+                    println!("{}", weir_control::demo::cluster::down()?);
+                    return Ok(true);
+                }
+                if in_memory {
+                    let (report, ok) = weir_control::demo::frames::run()?;
+                    print!("{report}");
+                    return Ok(ok);
+                }
+                weir_workers::signals::install()
+                    .map_err(|e| format!("installing signal handlers: {e}"))?;
+                let opts = weir_control::demo::cluster::Options {
+                    keep,
+                    seconds,
+                    round_trips: usize::try_from(round_trips).unwrap_or(usize::MAX),
+                    without_policy,
+                };
+                weir_control::demo::cluster::run(&opts, weir_workers::signals::flag())
+            };
+            match run() {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("weir demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { port } => match weir_control::demo::status::render(port) {
+            Ok((text, ready)) => {
+                print!("{text}");
+                if ready {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
                 }
             }
             Err(e) => {
-                eprintln!("weir demo: {e}");
+                eprintln!("weir status: {e}");
                 ExitCode::FAILURE
             }
         },
+        Command::Probe { command } => probe(command),
         Command::Agent { config } => {
             let run = || -> Result<(), String> {
                 let config =
@@ -136,6 +252,60 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn probe(command: ProbeCommand) -> ExitCode {
+    use std::time::Duration;
+    use weir_control::demo::probe;
+    let exit = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    match command {
+        ProbeCommand::Serve { port, seconds } => {
+            match probe::serve(port, Duration::from_secs(seconds)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir probe serve: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        ProbeCommand::Tcp { to, timeout_ms } => {
+            exit(probe::tcp(to, Duration::from_millis(timeout_ms)))
+        }
+        ProbeCommand::Udp { to, timeout_ms } => {
+            exit(probe::udp(to, Duration::from_millis(timeout_ms)))
+        }
+        ProbeCommand::Rtt {
+            to,
+            count,
+            timeout_ms,
+        } => {
+            let rtts: Vec<Option<f64>> =
+                probe::udp_rtts(to, count, Duration::from_millis(timeout_ms))
+                    .into_iter()
+                    .map(|d| d.map(|d| d.as_secs_f64() * 1e6))
+                    .collect();
+            println!("{}", serde_json::Value::from(rtts));
+            ExitCode::SUCCESS
+        }
+        ProbeCommand::Http { port, path } => {
+            match probe::http_get(port, &path, Duration::from_secs(2)) {
+                Ok((status, body)) => {
+                    print!("{body}");
+                    exit(status == 200)
+                }
+                Err(e) => {
+                    eprintln!("weir probe http: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,8 @@
+//! `weir demo`: the two-node cluster on this machine ([`cluster`]), the in-memory frame
+//! check of the pipeline ([`frames`]), the probes ([`probe`]), and `weir status`
+//! ([`status`]).
+
+pub mod cluster;
+pub mod frames;
+pub mod probe;
+pub mod status;
