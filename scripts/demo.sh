@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The main job, on the embedded default node: builds weir and runs `weir demo`.
+# The main job: builds weir and runs `weir demo` (as root), a two-node cluster on this
+# machine with WireGuard between the nodes, pods attached by weir-cni, and example policies.
+# Arguments go to `weir demo` (--keep, --down, --seconds N, --in-memory).
 source "$(dirname "$0")/lib.sh"
-ensure_apt build-essential pkg-config
-say "building weir (release)"
-cargo build --release --locked -p weir-control --bin weir
-target/release/weir demo "$@"
+ensure_apt build-essential pkg-config iproute2 iperf3
+# The two agents' UMEMs (the demo runs without them too, on 4 KiB pages, with a warning).
+ensure_hugepages 128
+say "building weir and weir-cni (release)"
+cargo build --release --locked -p weir-control --bin weir --bin weir-cni
+as_root target/release/weir demo "$@"
