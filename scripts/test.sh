@@ -31,7 +31,23 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   "$venv/bin/pip" install --quiet kubernetes-validate
 fi
 "$venv/bin/kubernetes-validate" --strict -k 1.30.0 \
-  deploy/namespace.yaml deploy/rbac.yaml deploy/configmap.yaml deploy/daemonset.yaml deploy/crds/*.weir.dev.yaml
+  deploy/namespace.yaml deploy/rbac.yaml deploy/configmap.yaml deploy/daemonset.yaml deploy/crds/*.weir.dev.yaml \
+  deploy/examples/*.yaml
+
+say "deploy/ renders: kubectl kustomize, and the rendered objects validate"
+command -v kubectl >/dev/null 2>&1 || ensure_apt kubernetes-client
+kubectl kustomize deploy > target/deploy-rendered.yaml
+"$venv/bin/kubernetes-validate" --strict -k 1.30.0 target/deploy-rendered.yaml
+python3 - <<'PY'
+import re
+text = open("target/deploy-rendered.yaml").read()
+kinds = re.findall(r"^kind: (\w+)$", text, re.M)
+for need in ("CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole",
+             "ClusterRoleBinding", "ConfigMap", "DaemonSet"):
+    assert need in kinds, (need, kinds)
+assert kinds.count("CustomResourceDefinition") == 8, kinds
+print("kustomize render ok:", len(kinds), "objects")
+PY
 
 say "fuzz smoke (${FUZZ_SECONDS}s per target)"
 for target in wire pipeline wireguard; do

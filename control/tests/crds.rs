@@ -61,11 +61,11 @@ fn crds_are_structural() {
     }
 }
 
-#[test]
-fn every_fixture_object_validates_against_its_crd() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
+/// Validates every weir.dev object of the YAML files in `dir` against its CRD (after the
+/// loader accepted the file): the kinds checked.
+fn validate_dir(dir: &Path) -> Vec<String> {
     let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
@@ -81,6 +81,22 @@ fn every_fixture_object_validates_against_its_crd() {
     }
     checked.sort();
     checked.dedup();
+    checked
+}
+
+#[test]
+fn the_deploy_examples_validate_against_the_crds_and_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let checked = validate_dir(&dir);
+    for kind in ["GlobalNetworkPolicy", "IPPool", "NetworkPolicy", "Tier"] {
+        assert!(checked.iter().any(|k| k == kind), "{kind}: {checked:?}");
+    }
+}
+
+#[test]
+fn every_fixture_object_validates_against_its_crd() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
+    let checked = validate_dir(&dir);
     // IPAMBlock is IPAM's own state, written by agents, never by users: not a fixture.
     let mut kinds: Vec<String> = crd::all()
         .into_iter()

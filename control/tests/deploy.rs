@@ -43,6 +43,16 @@ fn the_kustomization_lists_files_that_exist() {
     }
     let crds = std::fs::read_to_string(deploy().join("crds/kustomization.yaml")).unwrap();
     assert!(crds.contains("ipamblocks.weir.dev.yaml"));
+    // Every generated CRD is installed by the top-level kustomization (it lists them file
+    // by file, for older kubectl releases).
+    let listed: Vec<&str> = resources.iter().filter_map(|r| r.as_str()).collect();
+    for entry in std::fs::read_dir(deploy().join("crds")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".weir.dev.yaml") {
+            let want = format!("crds/{name}");
+            assert!(listed.contains(&want.as_str()), "{want} is not listed");
+        }
+    }
 }
 
 #[test]
