@@ -627,6 +627,41 @@ fn watch_kubernetes(
     });
 }
 
+/// Publishes this node's WireGuard key on its Node object through the API server (a merge
+/// patch of the one annotation): what was done, `Ok(None)` when it was already there, or
+/// a warning (the other nodes cannot reach this one until the key is there).
+fn publish_key_kubernetes(
+    k: &KubernetesConfig,
+    node: &str,
+    key: &weir_crypto::NodeKey,
+) -> Result<Option<String>, String> {
+    let public = key.public_base64();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("publishing the WireGuard key: no runtime: {e}"))?;
+    let patched = runtime.block_on(async {
+        let client = crate::k8s::source::client(k.kubeconfig.as_deref()).await?;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::k8s::node::publish_key(client, node, &public),
+        )
+        .await
+        .map_err(|_| format!("annotating Node {node}: no answer in 10 s"))?
+    });
+    match patched {
+        Ok(true) => Ok(Some(format!(
+            "published WireGuard public key {public} on Node {node}"
+        ))),
+        Ok(false) => Ok(None),
+        Err(e) => Err(format!(
+            "{e}; the other nodes cannot reach this one until Node {node} carries \
+             {}: \"{public}\"",
+            crate::wireguard::PUBLIC_KEY_ANNOTATION
+        )),
+    }
+}
+
 /// Upper bounds (seconds) of the change-to-snapshot histogram's buckets.
 pub const APPLY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
@@ -818,8 +853,13 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let mut wg_setup = match wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) {
         Some((w, mode)) => {
             let (key, created) = crate::wireguard::load_or_create_key(&w.key_file)?;
+            let local = crate::wireguard::local_address(w, &config.node, calc.cluster())
+                .map_err(|why| AgentError::Config {
+                    path: "wireguard.address".into(),
+                    why,
+                })?;
             eprintln!(
-                "weir agent: WireGuard public key {} ({}), mode {}, port {}",
+                "weir agent: WireGuard public key {} ({}), mode {}, {local} port {}",
                 key.public_base64(),
                 if created {
                     "new key written to the key file"
@@ -829,7 +869,11 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
                 w.mode,
                 w.port
             );
-            match crate::wireguard::publish_key(&config.node, &key, calc.cluster()) {
+            let published = match &config.kubernetes {
+                Some(k) => publish_key_kubernetes(k, &config.node, &key),
+                None => crate::wireguard::publish_key(&config.node, &key, calc.cluster()),
+            };
+            match published {
                 Ok(Some(done)) => eprintln!("weir agent: {done}"),
                 Ok(None) => {}
                 Err(warning) => warnings.push(warning),
@@ -846,7 +890,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             Some(weir_workers::tunnel::WireGuardSetup {
                 peers,
                 port: w.port,
-                local: w.address,
+                local,
                 mode,
             })
         }

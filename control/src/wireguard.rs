@@ -34,8 +34,10 @@ pub struct WireGuardConfig {
     pub port: u16,
     /// The node's private key; created (mode 0600) on first start.
     pub key_file: PathBuf,
-    /// This node's address on the underlay (the uplink's).
-    pub address: IpAddr,
+    /// This node's address on the underlay (the uplink's). Left out, the first InternalIP
+    /// of this node's Node object (what a DaemonSet's shared configuration wants).
+    #[serde(default)]
+    pub address: Option<IpAddr>,
 }
 
 fn default_mode() -> String {
@@ -233,6 +235,30 @@ pub fn check_published(me: &str, key: &NodeKey, cluster: &Cluster) -> Option<Str
     }
 }
 
+/// This node's underlay address: `address` when configured, else the first InternalIP of
+/// its Node object, else an error saying what to set.
+pub fn local_address(w: &WireGuardConfig, me: &str, cluster: &Cluster) -> Result<IpAddr, String> {
+    if let Some(a) = w.address {
+        return Ok(a);
+    }
+    let node = cluster
+        .nodes
+        .values()
+        .find(|n| n.name == me)
+        .ok_or_else(|| {
+            format!(
+                "wireguard.address is not set and node {me} has no Node object to take its \
+                 InternalIP from: set wireguard.address"
+            )
+        })?;
+    node.internal_ips.first().copied().ok_or_else(|| {
+        format!(
+            "wireguard.address is not set and Node {me} has no InternalIP in \
+             status.addresses: set wireguard.address"
+        )
+    })
+}
+
 /// Publishes this node's public key in its Node object of the file datastore, when that
 /// object is the only document of its file: the file is rewritten with the annotation set
 /// (a temporary file, fsync, rename). Returns what was done, `Ok(None)` when the key was
@@ -314,6 +340,31 @@ mod tests {
 
     fn load(dir: &Path) -> Cluster {
         crate::agent::load_datastore(dir).unwrap().0
+    }
+
+    #[test]
+    fn the_underlay_address_is_configured_or_the_nodes_internal_ip() {
+        let dir = std::env::temp_dir().join(format!("weir-local-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("node-a.yaml"), node_doc("")).unwrap();
+        let cluster = load(&dir);
+        let mut w = WireGuardConfig {
+            mode: default_mode(),
+            port: default_port(),
+            key_file: dir.join("key"),
+            address: None,
+        };
+        let internal: IpAddr = "198.18.250.1".parse().unwrap();
+        assert_eq!(local_address(&w, "node-a", &cluster), Ok(internal));
+        let err = local_address(&w, "node-z", &cluster).unwrap_err();
+        assert!(err.contains("node node-z has no Node object"), "{err}");
+        w.address = Some("198.18.250.9".parse().unwrap());
+        assert_eq!(
+            local_address(&w, "node-z", &cluster),
+            Ok("198.18.250.9".parse().unwrap())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   answers and every kind has been listed.
 //! - A NetworkPolicy created in the API isolates pod b (ping stops); relabelling pod a so
 //!   that the policy admits it lets ping through again, without a restart.
+//! - With WireGuard on and no `wireguard.address`, the agent takes its underlay address
+//!   from its Node's InternalIP and publishes its public key on the Node (merge patch).
 //! - A malformed policy is refused: a log line with object and field, a Kubernetes Event,
 //!   `weir_datastore_objects_refused_total`, and the tables keep working.
 //!
@@ -156,9 +158,20 @@ fn the_agent_follows_the_kubernetes_api_and_survives_its_faults() {
     ok(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]);
     attach_pod(&lab.node, &lab.pods[0], &lab.host_if(0), A4);
     attach_pod(&lab.node, &lab.pods[1], &lab.host_if(1), B4);
+    // An uplink for WireGuard (nothing else on it: there is no other node).
+    ok(&[
+        "ip", "-n", &lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
+    for dev in ["up0", "up1"] {
+        ok(&["ip", "-n", &lab.node, "link", "set", dev, "up"]);
+    }
 
     let node = format!("node-{pid}");
     let fake = FakeApi::new();
+    fake.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+        "spec": {"podCIDRs": ["198.18.3.0/24"]},
+        "status": {"addresses": [{"type": "InternalIP", "address": "198.18.251.7"}]}}))
+        .unwrap();
     fake.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
         .unwrap();
     fake.apply(pod(&lab, 0, "a", "a", A4, &node)).unwrap();
@@ -194,8 +207,10 @@ fn the_agent_follows_the_kubernetes_api_and_survives_its_faults() {
         &config,
         format!(
             "node: {node}\ncores: [0, 1]\nkubernetes:\n  kubeconfig: {}\nlisten: \
-             127.0.0.1:{port}\nframes: 4096\n",
-            kubeconfig.display()
+             127.0.0.1:{port}\nframes: 4096\nuplink: up0\npodCidrs: [198.18.3.0/24]\n\
+             wireguard:\n  keyFile: {}\n",
+            kubeconfig.display(),
+            lab.dir.join("wg.key").display()
         ),
     )
     .unwrap();
@@ -222,6 +237,22 @@ fn the_agent_follows_the_kubernetes_api_and_survives_its_faults() {
         .log()
         .contains("waiting for the first full list of every kind"));
     lab.ping_until(true, "a reaches b with no policy", &agent);
+
+    // The key is published on the Node, and the underlay address came from it.
+    let log = agent.log();
+    let public = log
+        .split("WireGuard public key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no key in the log: {log}"));
+    let published = fake.get("v1", "Node", None, &node).unwrap();
+    assert_eq!(
+        published["metadata"]["annotations"]["weir.dev/wireguard-public-key"],
+        public,
+        "{log}"
+    );
+    assert!(log.contains(&format!("published WireGuard public key {public} on Node {node}")));
+    assert!(log.contains("198.18.251.7 port 51820"), "{log}");
 
     // A policy created in the API isolates b.
     fake.apply(isolate_b("c", "198.18.200.0/24")).unwrap();

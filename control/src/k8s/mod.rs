@@ -3,4 +3,5 @@
 
 pub mod fake;
 pub mod ipam;
+pub mod node;
 pub mod source;
