@@ -54,7 +54,8 @@ const PROBE_PORT: u16 = 8080;
 const IPERF_PORT: u16 = 5201;
 const METRICS_PORT: u16 = 9180;
 
-/// The demo's nodes: name, underlay address, pod CIDR (its IPPool), worker core.
+/// The demo's nodes: name, underlay address, pod CIDR (its IPPool), worker core (CPU 0
+/// when the machine has one).
 const NODES: [(&str, Ipv4Addr, &str, usize); 2] = [
     (
         "node-a",
@@ -291,6 +292,9 @@ impl Lab {
 
     fn agent_config(&self, i: usize) -> PathBuf {
         let (node, addr, _, core) = NODES[i];
+        // One CPU: both workers share it.
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let core = core.min(cpus - 1);
         let text = format!(
             "node: {node}\ncores: [{core}]\ndatastore: {ds}\nlisten: 127.0.0.1:{METRICS_PORT}\n\
              uplink: up0\npodCidrs: [198.18.10.0/23]\nwireguard:\n  keyFile: {dir}/{node}.key\n  \
