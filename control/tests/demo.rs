@@ -19,12 +19,15 @@ fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
-fn demo(args: &[&str]) -> Output {
+/// A short demo (1 s iperf3 runs, 50 round trips), with `args`, its output captured.
+fn spawn_demo(args: &[&str]) -> Child {
     weir()
         .arg("demo")
         .args(["--seconds", "1", "--round-trips", "50"])
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap()
 }
 
@@ -82,13 +85,7 @@ fn pid_in(out: &str) -> Option<u32> {
 fn demo_shows_every_expected_verdict_and_the_figures_and_cleans_up() {
     require_root("weir demo");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let child = weir()
-        .arg("demo")
-        .args(["--seconds", "1", "--round-trips", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_demo(&[]);
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let all = text(&out);
@@ -136,14 +133,7 @@ fn demo_shows_every_expected_verdict_and_the_figures_and_cleans_up() {
 fn a_missing_policy_makes_the_matrix_differ_and_the_demo_fail() {
     require_root("weir demo");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let child = weir()
-        .arg("demo")
-        .args(["--seconds", "1", "--round-trips", "10"])
-        .args(["--without-policy", "security.quarantine"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_demo(&["--without-policy", "security.quarantine"]);
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let all = text(&out);
@@ -189,12 +179,7 @@ fn wait_for_output(child: &mut Child, deadline: Duration, marker: &str) -> Strin
 fn ctrl_c_in_the_middle_leaves_nothing_behind() {
     require_root("weir demo");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = weir()
-        .arg("demo")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(&[]);
     let pid = child.id();
     // Interrupted once the agents run and pods are being attached.
     wait_for_output(&mut child, Duration::from_secs(60), "[4/8");
@@ -229,7 +214,7 @@ fn ctrl_c_in_the_middle_leaves_nothing_behind() {
 fn keep_leaves_the_cluster_running_until_down() {
     require_root("weir demo");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out = demo(&["--keep"]);
+    let out = spawn_demo(&["--keep"]).wait_with_output().unwrap();
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains("weir demo --down"), "{all}");

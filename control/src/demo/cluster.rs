@@ -81,6 +81,15 @@ const PODS: [(&str, &str, usize); 6] = [
     ("ops", "scanner", 1),
 ];
 
+/// Every ordered pair of distinct pods, as (namespace, name) of source and destination.
+fn pairs() -> impl Iterator<Item = ((&'static str, &'static str), (&'static str, &'static str))> {
+    PODS.iter().flat_map(|&(fns, from, _)| {
+        PODS.iter()
+            .filter(move |&&(_, to, _)| to != from)
+            .map(move |&(tns, to, _)| ((fns, from), (tns, to)))
+    })
+}
+
 /// What the demo's policies intend, written down independently of them: whether `from`
 /// reaches `to` (pod names) over TCP or UDP on the probe port, and why.
 pub fn expected(from: &str, to: &str, tcp: bool) -> (bool, &'static str) {
@@ -828,18 +837,13 @@ impl Lab {
     /// differences; true when none differ.
     fn matrix(&self, ips: &BTreeMap<&str, Ipv4Addr>) -> Res<bool> {
         let mut running = Vec::new();
-        for (_, from, _) in PODS {
-            for (_, to, _) in PODS {
-                if from == to {
-                    continue;
-                }
-                for proto in ["tcp", "udp"] {
-                    let child = self
-                        .probe_command(from, ips[to], proto, 1500)
-                        .spawn()
-                        .map_err(|e| format!("probe {from} -> {to}: {e}"))?;
-                    running.push(((from, to, proto), child));
-                }
+        for ((_, from), (_, to)) in pairs() {
+            for proto in ["tcp", "udp"] {
+                let child = self
+                    .probe_command(from, ips[to], proto, 1500)
+                    .spawn()
+                    .map_err(|e| format!("probe {from} -> {to}: {e}"))?;
+                running.push(((from, to, proto), child));
             }
         }
         let mut seen = BTreeMap::new();
@@ -1017,18 +1021,13 @@ mod tests {
         let cluster = Cluster::from_sources([("demo.yaml", yaml.as_str())]).unwrap();
         let mut probes = Vec::new();
         let mut want = Vec::new();
-        for (fns, from, _) in PODS {
-            for (tns, to, _) in PODS {
-                if from == to {
-                    continue;
-                }
-                for proto in ["TCP", "UDP"] {
-                    probes.push(serde_json::json!({
-                        "from": format!("{fns}/{from}"), "to": format!("{tns}/{to}"),
-                        "port": PROBE_PORT, "protocol": proto,
-                    }));
-                    want.push((from, to, proto, expected(from, to, proto == "TCP").0));
-                }
+        for ((fns, from), (tns, to)) in pairs() {
+            for proto in ["TCP", "UDP"] {
+                probes.push(serde_json::json!({
+                    "from": format!("{fns}/{from}"), "to": format!("{tns}/{to}"),
+                    "port": PROBE_PORT, "protocol": proto,
+                }));
+                want.push((from, to, proto, expected(from, to, proto == "TCP").0));
             }
         }
         let list =
@@ -1052,13 +1051,9 @@ mod tests {
     #[test]
     fn matrix_marks_differences_and_counts_them() {
         let mut seen = BTreeMap::new();
-        for (_, from, _) in PODS {
-            for (_, to, _) in PODS {
-                if from != to {
-                    for proto in ["tcp", "udp"] {
-                        seen.insert((from, to, proto), expected(from, to, proto == "tcp").0);
-                    }
-                }
+        for ((_, from), (_, to)) in pairs() {
+            for proto in ["tcp", "udp"] {
+                seen.insert((from, to, proto), expected(from, to, proto == "tcp").0);
             }
         }
         let good = render_matrix(&seen);
