@@ -853,11 +853,12 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let mut wg_setup = match wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) {
         Some((w, mode)) => {
             let (key, created) = crate::wireguard::load_or_create_key(&w.key_file)?;
-            let local = crate::wireguard::local_address(w, &config.node, calc.cluster())
-                .map_err(|why| AgentError::Config {
+            let local = crate::wireguard::local_address(w, &config.node, calc.cluster()).map_err(
+                |why| AgentError::Config {
                     path: "wireguard.address".into(),
                     why,
-                })?;
+                },
+            )?;
             eprintln!(
                 "weir agent: WireGuard public key {} ({}), mode {}, {local} port {}",
                 key.public_base64(),

@@ -168,10 +168,12 @@ fn the_agent_follows_the_kubernetes_api_and_survives_its_faults() {
 
     let node = format!("node-{pid}");
     let fake = FakeApi::new();
-    fake.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+    fake.apply(
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
         "spec": {"podCIDRs": ["198.18.3.0/24"]},
-        "status": {"addresses": [{"type": "InternalIP", "address": "198.18.251.7"}]}}))
-        .unwrap();
+        "status": {"addresses": [{"type": "InternalIP", "address": "198.18.251.7"}]}}),
+    )
+    .unwrap();
     fake.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
         .unwrap();
     fake.apply(pod(&lab, 0, "a", "a", A4, &node)).unwrap();
@@ -247,11 +249,12 @@ fn the_agent_follows_the_kubernetes_api_and_survives_its_faults() {
         .unwrap_or_else(|| panic!("no key in the log: {log}"));
     let published = fake.get("v1", "Node", None, &node).unwrap();
     assert_eq!(
-        published["metadata"]["annotations"]["weir.dev/wireguard-public-key"],
-        public,
+        published["metadata"]["annotations"]["weir.dev/wireguard-public-key"], public,
         "{log}"
     );
-    assert!(log.contains(&format!("published WireGuard public key {public} on Node {node}")));
+    assert!(log.contains(&format!(
+        "published WireGuard public key {public} on Node {node}"
+    )));
     assert!(log.contains("198.18.251.7 port 51820"), "{log}");
 
     // A policy created in the API isolates b.

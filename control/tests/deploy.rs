@@ -21,9 +21,18 @@ fn the_configmap_holds_an_agent_config_and_a_conflist_weir_reads() {
     assert!(config.node.is_empty(), "the node comes from NODE_NAME");
     assert!(config.cni.is_some());
     // One ConfigMap for every node: WireGuard takes each node's address from its Node.
-    let wg = config.wireguard.as_ref().expect("encryption is on by default");
-    assert!(wg.address.is_none(), "a per-node address in a shared ConfigMap");
-    assert!(wg.key_file.starts_with("/var/lib/weir"), "the key survives restarts");
+    let wg = config
+        .wireguard
+        .as_ref()
+        .expect("encryption is on by default");
+    assert!(
+        wg.address.is_none(),
+        "a per-node address in a shared ConfigMap"
+    );
+    assert!(
+        wg.key_file.starts_with("/var/lib/weir"),
+        "the key survives restarts"
+    );
     let conflist: serde_json::Value =
         serde_json::from_str(cm["data"]["10-weir.conflist"].as_str().unwrap()).unwrap();
     assert_eq!(conflist["plugins"][0]["type"], "weir-cni");

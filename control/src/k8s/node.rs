@@ -49,11 +49,18 @@ mod tests {
             .unwrap();
         assert!(publish_key(fake.client(), "n1", "KEY=").await.unwrap());
         let node = fake.get("v1", "Node", None, "n1").unwrap();
-        assert_eq!(node["metadata"]["annotations"][PUBLIC_KEY_ANNOTATION], "KEY=");
+        assert_eq!(
+            node["metadata"]["annotations"][PUBLIC_KEY_ANNOTATION],
+            "KEY="
+        );
         assert_eq!(node["metadata"]["annotations"]["other"], "kept");
         let patches = fake.verb_count("patch", "/api/v1/nodes");
         assert!(!publish_key(fake.client(), "n1", "KEY=").await.unwrap());
-        assert_eq!(fake.verb_count("patch", "/api/v1/nodes"), patches, "no patch when already there");
+        assert_eq!(
+            fake.verb_count("patch", "/api/v1/nodes"),
+            patches,
+            "no patch when already there"
+        );
         assert!(publish_key(fake.client(), "n1", "NEW=").await.unwrap());
         let err = publish_key(fake.client(), "n2", "KEY=").await.unwrap_err();
         assert!(err.contains("Node n2"), "{err}");
