@@ -3,13 +3,17 @@
 
 pub mod alloc;
 pub mod attach;
+pub mod combined;
 pub mod control;
 pub mod dpdk;
 pub mod forward;
 pub mod lpm;
 pub mod pipeline;
+pub mod plots;
 pub mod policy;
+pub mod progress;
 pub mod report;
+pub mod results_md;
 pub mod rng;
 pub mod wireguard;
 pub mod wireguard_e2e;

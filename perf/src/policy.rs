@@ -1920,7 +1920,7 @@ fn run_pinned(
     rules.sort_unstable();
     rules.dedup();
     for &r in &rules {
-        progress(&format!("policy: {r} rules"));
+        crate::progress::step(&format!("policy: {r} rules"));
         sizes.push(measure_size(cfg, r, acl.as_mut(), &mut notes)?);
     }
     if let Some(acl) = acl {
@@ -2533,7 +2533,7 @@ impl Acl {
             if self.unsupported.contains(alg) {
                 continue;
             }
-            progress(&format!(
+            crate::progress::step(&format!(
                 "policy: dpdk-test-acl on {} rules, {alg}, round {}/{rounds}",
                 case.rules,
                 round + 1
@@ -2858,11 +2858,6 @@ fn io_error(path: &Path, doing: &str, source: io::Error) -> PolicyBenchError {
         what: format!("{doing} {}", path.display()),
         source,
     }
-}
-
-/// Progress goes to stderr, so `--json` output on stdout stays one clean object.
-fn progress(what: &str) {
-    eprintln!("weir-bench: {what} ...");
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@
 //! A figure is the median of several runs; its range and the raw samples travel with it so
 //! a reader can judge the noise of a shared VM.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the benchmark ran on. Absolute figures only mean something beside this.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
     pub hostname: String,
     pub cpu_model: String,
@@ -56,14 +56,14 @@ impl Machine {
 
 /// The figure a result is compared with, measured in the same run (or, when labelled so in
 /// its name, a stated goal).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Anchor {
     pub name: String,
     pub value: f64,
 }
 
 /// One reported figure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
     pub name: String,
     /// Median of `samples`.
@@ -161,7 +161,7 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
 }
 
 /// A whole report: one benchmark, its machine, its results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub bench: String,
     pub machine: Machine,
@@ -229,7 +229,9 @@ pub fn count_label(n: usize) -> String {
     }
 }
 
-fn fmt_num(v: f64) -> String {
+/// A figure as the tables print it: three decimals in millions from 1e6 up, whole numbers
+/// from 100 up, two decimals below.
+pub fn fmt_num(v: f64) -> String {
     if v.abs() >= 1e6 {
         format!("{:.3}e6", v / 1e6)
     } else if v.abs() >= 100.0 {

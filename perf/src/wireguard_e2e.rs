@@ -451,12 +451,12 @@ pub fn run(cfg: &E2eConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
     let (mut on, mut off, mut go) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..cfg.runs {
         for (wg, samples) in [(true, &mut on), (false, &mut off)] {
-            eprintln!(
-                "weir-bench: wireguard e2e round {}/{}: weir, WireGuard {} ...",
+            crate::progress::step(&format!(
+                "wireguard e2e round {}/{}: weir, WireGuard {}",
                 round + 1,
                 cfg.runs,
                 if wg { "on" } else { "off" }
-            );
+            ));
             let mut agents = Vec::new();
             for i in 0..2 {
                 let config = topo.agent_config(i, cfg.cpus[i], &keys, wg)?;
@@ -471,11 +471,11 @@ pub fn run(cfg: &E2eConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
             samples.push(iperf3(&topo.pods[0], &topo.pods[1], POD[1], cfg.seconds)?);
             drop(agents);
         }
-        eprintln!(
-            "weir-bench: wireguard e2e round {}/{}: wireguard-go ...",
+        crate::progress::step(&format!(
+            "wireguard e2e round {}/{}: wireguard-go",
             round + 1,
             cfg.runs
-        );
+        ));
         let g = wireguard_go(&cfg.workdir, cfg.cpus)?;
         let _ = ns_exec(
             &g.nodes[0],

@@ -1,17 +1,23 @@
 //! `weir-bench`: weir's benchmark harness. Every subcommand prints a human table, or with
-//! `--json` one JSON object (see `weir_perf::report`).
+//! `--json` one JSON object (see `weir_perf::report`). `weir-bench all` runs them all in
+//! one go and writes the combined JSON, the plots and the generated section of
+//! `perf/RESULTS.md` (see `weir_perf::combined`, `weir_perf::plots`,
+//! `weir_perf::results_md`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use weir_perf::combined::{self, BenchRun, Combined, Outcome};
 use weir_perf::forward::{self, ForwardBenchConfig};
 use weir_perf::lpm::{self, LpmBenchConfig};
 use weir_perf::pipeline::{self, PipelineBenchConfig};
 use weir_perf::policy::{self, PolicyBenchConfig};
 use weir_perf::report::{BenchResult, Machine, Report};
 use weir_perf::wireguard::{self, WireGuardBenchConfig};
+use weir_perf::{plots, progress, results_md};
 
 #[global_allocator]
 static GLOBAL: weir_perf::alloc::Counting<mimalloc::MiMalloc> =
@@ -27,9 +33,10 @@ struct Cli {
     /// Print one JSON object instead of the table.
     #[arg(long, global = true)]
     json: bool,
-    /// Measurement rounds per figure (the median is reported, with min and max).
-    #[arg(long, global = true, default_value_t = 5)]
-    runs: usize,
+    /// Measurement rounds per figure (the median is reported, with min and max)
+    /// [default: 5; `all --quick`: 1 or 2 per benchmark].
+    #[arg(long, global = true)]
+    runs: Option<usize>,
     /// CPU to pin the measuring thread (and the anchors) to. Default: the last CPU.
     #[arg(long, global = true)]
     cpu: Option<usize>,
@@ -114,6 +121,35 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Every benchmark with its anchors, in order: pipeline (with LPM), policy, forward,
+    /// wireguard (with end to end), control, attach. Writes the combined JSON to
+    /// `<out-dir>/results/<date>-<host>.json`, the plots to `<out-dir>/plots/`, and (not
+    /// with --quick) regenerates the marked section of `<out-dir>/RESULTS.md`. A benchmark
+    /// that fails is reported with its error and the others still run; the exit status is
+    /// then 1. Most benchmarks need root.
+    All(AllArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AllArgs {
+    /// Every benchmark with small parameters (about a minute in all, as root on 2 vCPUs);
+    /// anchors still run beside each figure. Writes `<date>-<host>-quick.json` and
+    /// `*-quick.svg`, never a full run's files, and leaves RESULTS.md alone.
+    #[arg(long)]
+    quick: bool,
+    /// Directory for `results/` and `plots/` (and `RESULTS.md`, for a full run).
+    #[arg(long, default_value = "perf")]
+    out_dir: PathBuf,
+    /// Benchmarks to leave out, comma-separated (pipeline, policy, forward, wireguard,
+    /// control, attach). A skipped benchmark keeps its outcome from the file this run
+    /// overwrites (same date, host and mode), if that has one: to rerun one benchmark
+    /// alone, skip all the others.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// The markdown file whose generated section is rewritten [default:
+    /// `<out-dir>/RESULTS.md`; none with --quick].
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -187,6 +223,75 @@ struct LpmArgs {
     workdir: Option<PathBuf>,
 }
 
+/// Rounds per figure when `--runs` is not given.
+const DEFAULT_RUNS: usize = 5;
+
+/// One benchmark of `weir-bench all`, with the arguments of its `--quick` run.
+struct SuiteEntry {
+    name: &'static str,
+    quick_args: &'static [&'static str],
+    quick_runs: usize,
+}
+
+/// What `weir-bench all` runs, in this order. The quick parameters keep the whole suite
+/// near a minute on 2 vCPUs: short measurements, small clusters, few pods, one or two
+/// rounds.
+const SUITE: [SuiteEntry; 6] = [
+    SuiteEntry {
+        name: "pipeline",
+        quick_args: &[
+            "--seconds",
+            "0.2",
+            "--routes",
+            "20000",
+            "--lookups",
+            "1000000",
+        ],
+        quick_runs: 2,
+    },
+    SuiteEntry {
+        name: "policy",
+        quick_args: &["--rules", "10,1000", "--packets", "100000"],
+        quick_runs: 2,
+    },
+    SuiteEntry {
+        name: "forward",
+        quick_args: &["--seconds", "0.5"],
+        quick_runs: 1,
+    },
+    SuiteEntry {
+        name: "wireguard",
+        quick_args: &[
+            "--sizes",
+            "64,512,1420",
+            "--seconds",
+            "0.1",
+            "--e2e-seconds",
+            "1",
+        ],
+        quick_runs: 2,
+    },
+    SuiteEntry {
+        name: "control",
+        quick_args: &[
+            "--pods",
+            "1000",
+            "--policies",
+            "500",
+            "--namespaces",
+            "50",
+            "--changes",
+            "100",
+        ],
+        quick_runs: 2,
+    },
+    SuiteEntry {
+        name: "attach",
+        quick_args: &["--pods", "10", "--parallel", "5"],
+        quick_runs: 1,
+    },
+];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -202,207 +307,495 @@ fn main() -> ExitCode {
     if !pinned {
         eprintln!("weir-bench: could not pin to CPU {cpu}; figures will be noisier");
     }
-    let mut results = Vec::new();
-    let mut notes = vec![format!("medians of {} runs (rounds)", cli.runs)];
-    if let Command::Attach { pods, parallel } = &cli.command {
-        progress("attach: weir-cni then bridge + host-local, through libcni");
-        let cfg = weir_perf::attach::AttachBenchConfig {
-            pods: *pods,
-            parallel: *parallel,
-            weir: sibling("weir"),
-            plugin_dir: sibling("weir-cni")
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default(),
-            workdir: std::env::temp_dir().join(format!("weir-bench-attach-{}", std::process::id())),
-        };
-        let outcome = weir_perf::attach::run(&cfg);
-        let _ = std::fs::remove_dir_all(&cfg.workdir);
-        if !take(outcome, &mut results, &mut notes) {
-            return ExitCode::FAILURE;
-        }
-        return print_report("attach", pinned.then_some(cpu), results, notes, cli.json);
+    let place = Placement { cpu, pinned };
+    if let Command::All(args) = &cli.command {
+        return run_all(&cli, args, place);
     }
-    if let Command::Control {
-        pods,
-        policies,
-        namespaces,
-        changes,
-    } = &cli.command
-    {
-        progress(
-            "control: loading the fake API server, then syncing and changing one object at a time",
-        );
-        let cfg = weir_perf::control::ControlBenchConfig {
-            pods: *pods,
-            policies: *policies,
-            namespaces: (*namespaces).max(1),
-            changes: *changes,
-            runs: cli.runs,
-            ..weir_perf::control::ControlBenchConfig::default()
-        };
-        if !take(weir_perf::control::run(&cfg), &mut results, &mut notes) {
-            return ExitCode::FAILURE;
-        }
-        return print_report("control", pinned.then_some(cpu), results, notes, cli.json);
-    }
-    if let Command::Wireguard {
-        sizes,
-        seconds,
-        no_e2e,
-        e2e_seconds,
-        weir,
-    } = &cli.command
-    {
-        progress("wireguard: handshakes, then weir, ring and boringtun per size");
-        if sizes.iter().any(|&s| !(20..=1440).contains(&s)) || seconds.is_nan() || *seconds <= 0.0 {
-            eprintln!("weir-bench: sizes must be 20..=1440 bytes and --seconds positive");
-            return ExitCode::from(2);
-        }
-        let cfg = WireGuardBenchConfig {
-            runs: cli.runs,
-            sizes: sizes.clone(),
-            duration: Duration::from_secs_f64(*seconds),
-        };
-        if !take(wireguard::run(&cfg), &mut results, &mut notes) {
-            return ExitCode::FAILURE;
-        }
-        if !*no_e2e {
-            progress("wireguard: end to end between two nodes (weir on, off, wireguard-go)");
-            let cfg = weir_perf::wireguard_e2e::E2eConfig {
-                runs: cli.runs,
-                seconds: *e2e_seconds,
-                weir: weir.clone().unwrap_or_else(|| sibling("weir")),
-                cpus: [if cpu == 0 { 1 } else { 0 }, cpu],
-                workdir: std::env::temp_dir().join(format!("weir-bench-wg-{}", std::process::id())),
-            };
-            let outcome = weir_perf::wireguard_e2e::run(&cfg);
-            let _ = std::fs::remove_dir_all(&cfg.workdir);
-            if !take(outcome, &mut results, &mut notes) {
-                return ExitCode::FAILURE;
+    let runs = cli.runs.unwrap_or(DEFAULT_RUNS);
+    match build_report(&cli.command, runs, place) {
+        Ok(report) => {
+            if cli.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
             }
+            ExitCode::SUCCESS
         }
-        return print_report("wireguard", pinned.then_some(cpu), results, notes, cli.json);
+        Err(Failure::Usage(e)) => {
+            eprintln!("weir-bench: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Bench(e)) => {
+            eprintln!("weir-bench: {e}");
+            ExitCode::FAILURE
+        }
     }
-    if let Command::Forward { forward: args } = &cli.command {
-        progress("forward: building the namespaces, starting the traffic engine");
-        let gen_cpu = args.gen_cpu.unwrap_or(if cpu == 0 { 1 } else { 0 });
-        let weir = args.weir.clone().unwrap_or_else(|| sibling("weir"));
-        let cfg = ForwardBenchConfig {
-            runs: cli.runs,
-            seconds: args.seconds,
-            sizes: args.sizes.clone(),
-            rules: args.rules,
-            cpu,
-            gen_cpu,
-            weir,
-            testpmd: !args.no_dpdk,
-            kernel: !args.no_kernel,
-            load: args.load,
-            flows: args.flows,
-            workdir: std::env::temp_dir()
-                .join(format!("weir-bench-forward-{}", std::process::id())),
-        };
-        if !take(forward::run(&cfg), &mut results, &mut notes) {
-            return ExitCode::FAILURE;
-        }
-        return print_report("forward", pinned.then_some(cpu), results, notes, cli.json);
-    }
-    if let Command::Policy { policy: args } = &cli.command {
-        progress("policy: generating clusters, compiling, running anchors");
-        let cfg = PolicyBenchConfig {
-            rules: args.rules.clone(),
-            packets: args.packets,
-            runs: cli.runs,
-            cpu: Some(cpu),
-            dpdk: !args.no_dpdk,
-            workdir: args.workdir.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
-            }),
-            acl_timeout: Duration::from_secs(args.acl_timeout),
-            keep_files: args.keep_files,
-        };
-        if !take(policy::run(&cfg), &mut results, &mut notes) {
-            return ExitCode::FAILURE;
-        }
-        return print_report("policy", pinned.then_some(cpu), results, notes, cli.json);
-    }
-    let (bench, lpm_args) = match &cli.command {
-        Command::Pipeline { lpm, seconds } => {
-            progress("pipeline: 64 B and 1500 B frames");
-            let cfg = PipelineBenchConfig {
-                runs: cli.runs,
-                duration: Duration::from_secs_f64(*seconds),
-                ..Default::default()
-            };
-            results.extend(pipeline::run(&cfg));
-            notes.push(
-                "pipeline figures include the harness (header refresh, batch push/drain); harness_only_* shows that share".into(),
-            );
-            ("pipeline", lpm)
-        }
-        Command::Lpm { lpm } => ("lpm", lpm),
-        Command::Policy { .. }
-        | Command::Forward { .. }
-        | Command::Wireguard { .. }
-        | Command::Control { .. }
-        | Command::Attach { .. } => {
-            unreachable!("handled above")
-        }
-    };
-    progress("lpm: building tables and running anchors");
-    let cfg = LpmBenchConfig {
-        routes: lpm_args.routes,
-        lookups: lpm_args.lookups,
-        runs: cli.runs,
-        cpu: Some(cpu),
-        dpdk: !lpm_args.no_dpdk,
-        workdir: lpm_args.workdir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
-        }),
-    };
-    if !take(lpm::run(&cfg), &mut results, &mut notes) {
-        return ExitCode::FAILURE;
-    }
-    print_report(bench, pinned.then_some(cpu), results, notes, cli.json)
 }
 
-fn print_report(
-    bench: &str,
-    pinned_cpu: Option<usize>,
-    results: Vec<BenchResult>,
-    notes: Vec<String>,
-    json: bool,
-) -> ExitCode {
-    let report = Report {
+/// The CPU the measuring thread runs on, and whether pinning it there worked.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    cpu: usize,
+    pinned: bool,
+}
+
+/// Why a benchmark has no report.
+#[derive(Debug)]
+enum Failure {
+    /// Its arguments were wrong (exit status 2).
+    Usage(String),
+    /// It could not run or stopped with an error (exit status 1).
+    Bench(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(e) | Failure::Bench(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Runs the benchmark `command` names with its arguments and returns its report: the one
+/// place both the subcommands and `all` build reports.
+fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Report, Failure> {
+    let mut notes = vec![format!("medians of {runs} runs (rounds)")];
+    let (bench, results) = match command {
+        Command::Pipeline { lpm, seconds } => {
+            let mut results = pipeline_results(*seconds, runs, &mut notes);
+            results.extend(lpm_results(lpm, runs, place, &mut notes)?);
+            ("pipeline", results)
+        }
+        Command::Lpm { lpm } => ("lpm", lpm_results(lpm, runs, place, &mut notes)?),
+        Command::Forward { forward: args } => {
+            ("forward", forward_results(args, runs, place, &mut notes)?)
+        }
+        Command::Control {
+            pods,
+            policies,
+            namespaces,
+            changes,
+        } => {
+            progress::step(
+                "control: loading the fake API server, then syncing and changing one object at a time",
+            );
+            let cfg = weir_perf::control::ControlBenchConfig {
+                pods: *pods,
+                policies: *policies,
+                namespaces: (*namespaces).max(1),
+                changes: *changes,
+                runs,
+                ..weir_perf::control::ControlBenchConfig::default()
+            };
+            ("control", take(weir_perf::control::run(&cfg), &mut notes)?)
+        }
+        Command::Attach { pods, parallel } => {
+            progress::step("attach: weir-cni then bridge + host-local, through libcni");
+            let cfg = weir_perf::attach::AttachBenchConfig {
+                pods: *pods,
+                parallel: *parallel,
+                weir: sibling("weir"),
+                plugin_dir: sibling("weir-cni")
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                workdir: temp_dir("weir-bench-attach"),
+            };
+            let outcome = weir_perf::attach::run(&cfg);
+            let _ = std::fs::remove_dir_all(&cfg.workdir);
+            ("attach", take(outcome, &mut notes)?)
+        }
+        Command::Wireguard {
+            sizes,
+            seconds,
+            no_e2e,
+            e2e_seconds,
+            weir,
+        } => {
+            if sizes.iter().any(|&s| !(20..=1440).contains(&s))
+                || seconds.is_nan()
+                || *seconds <= 0.0
+            {
+                return Err(Failure::Usage(
+                    "sizes must be 20..=1440 bytes and --seconds positive".into(),
+                ));
+            }
+            progress::step("wireguard: handshakes, then weir, ring and boringtun per size");
+            let cfg = WireGuardBenchConfig {
+                runs,
+                sizes: sizes.clone(),
+                duration: Duration::from_secs_f64(*seconds),
+            };
+            let mut results = take(wireguard::run(&cfg), &mut notes)?;
+            if !*no_e2e {
+                progress::step(
+                    "wireguard: end to end between two nodes (weir on, off, wireguard-go)",
+                );
+                let cfg = weir_perf::wireguard_e2e::E2eConfig {
+                    runs,
+                    seconds: *e2e_seconds,
+                    weir: weir.clone().unwrap_or_else(|| sibling("weir")),
+                    cpus: [other_cpu(place.cpu), place.cpu],
+                    workdir: temp_dir("weir-bench-wg"),
+                };
+                let outcome = weir_perf::wireguard_e2e::run(&cfg);
+                let _ = std::fs::remove_dir_all(&cfg.workdir);
+                results.extend(take(outcome, &mut notes)?);
+            }
+            ("wireguard", results)
+        }
+        Command::Policy { policy: args } => {
+            progress::step("policy: generating clusters, compiling, running anchors");
+            let cfg = PolicyBenchConfig {
+                rules: args.rules.clone(),
+                packets: args.packets,
+                runs,
+                cpu: Some(place.cpu),
+                dpdk: !args.no_dpdk,
+                workdir: args
+                    .workdir
+                    .clone()
+                    .unwrap_or_else(|| temp_dir("weir-bench")),
+                acl_timeout: Duration::from_secs(args.acl_timeout),
+                keep_files: args.keep_files,
+            };
+            ("policy", take(policy::run(&cfg), &mut notes)?)
+        }
+        Command::All(_) => {
+            return Err(Failure::Usage(
+                "`all` runs the other benchmarks; it is not one itself".into(),
+            ))
+        }
+    };
+    Ok(Report {
         bench: bench.to_string(),
-        machine: Machine::detect(pinned_cpu),
+        machine: Machine::detect(place.pinned.then_some(place.cpu)),
         results,
         notes,
-    };
-    if json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_table());
-    }
-    ExitCode::SUCCESS
+    })
 }
 
-/// Adds a benchmark's results and notes to the report, or prints its error; returns
-/// whether it ran.
+fn pipeline_results(seconds: f64, runs: usize, notes: &mut Vec<String>) -> Vec<BenchResult> {
+    progress::step("pipeline: 64 B and 1500 B frames");
+    let cfg = PipelineBenchConfig {
+        runs,
+        duration: Duration::from_secs_f64(seconds),
+        ..Default::default()
+    };
+    notes.push(
+        "pipeline figures include the harness (header refresh, batch push/drain); harness_only_* shows that share".into(),
+    );
+    pipeline::run(&cfg)
+}
+
+fn lpm_results(
+    args: &LpmArgs,
+    runs: usize,
+    place: Placement,
+    notes: &mut Vec<String>,
+) -> Result<Vec<BenchResult>, Failure> {
+    progress::step("lpm: building tables and running anchors");
+    let cfg = LpmBenchConfig {
+        routes: args.routes,
+        lookups: args.lookups,
+        runs,
+        cpu: Some(place.cpu),
+        dpdk: !args.no_dpdk,
+        workdir: args
+            .workdir
+            .clone()
+            .unwrap_or_else(|| temp_dir("weir-bench")),
+    };
+    take(lpm::run(&cfg), notes)
+}
+
+fn forward_results(
+    args: &ForwardArgs,
+    runs: usize,
+    place: Placement,
+    notes: &mut Vec<String>,
+) -> Result<Vec<BenchResult>, Failure> {
+    progress::step("forward: building the namespaces, starting the traffic engine");
+    let cfg = ForwardBenchConfig {
+        runs,
+        seconds: args.seconds,
+        sizes: args.sizes.clone(),
+        rules: args.rules,
+        cpu: place.cpu,
+        gen_cpu: args.gen_cpu.unwrap_or(other_cpu(place.cpu)),
+        weir: args.weir.clone().unwrap_or_else(|| sibling("weir")),
+        testpmd: !args.no_dpdk,
+        kernel: !args.no_kernel,
+        load: args.load,
+        flows: args.flows,
+        workdir: temp_dir("weir-bench-forward"),
+    };
+    take(forward::run(&cfg), notes)
+}
+
+/// A benchmark's results, its notes added to `notes`; or its error.
 fn take<E: std::fmt::Display>(
     outcome: Result<(Vec<BenchResult>, Vec<String>), E>,
-    results: &mut Vec<BenchResult>,
     notes: &mut Vec<String>,
-) -> bool {
+) -> Result<Vec<BenchResult>, Failure> {
     match outcome {
-        Ok((r, n)) => {
-            results.extend(r);
+        Ok((results, n)) => {
             notes.extend(n);
+            Ok(results)
+        }
+        Err(e) => Err(Failure::Bench(e.to_string())),
+    }
+}
+
+/// `weir-bench all`: every benchmark of [`SUITE`], then the files.
+fn run_all(cli: &Cli, args: &AllArgs, place: Placement) -> ExitCode {
+    if let Some(unknown) = args
+        .skip
+        .iter()
+        .find(|s| !SUITE.iter().any(|e| e.name == s.as_str()))
+    {
+        let names: Vec<&str> = SUITE.iter().map(|e| e.name).collect();
+        eprintln!(
+            "weir-bench: --skip {unknown}: no such benchmark (there are {})",
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let date = combined::utc_date(SystemTime::now());
+    let machine = Machine::detect(place.pinned.then_some(place.cpu));
+    let bar = ProgressBar::with_draw_target(Some(SUITE.len() as u64), ProgressDrawTarget::stderr());
+    // Without a terminal (CI logs) the bar stays hidden and every step is a plain line.
+    let plain = bar.is_hidden();
+    if !plain {
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {wide_msg}",
+            )
+            .expect("the progress template is valid"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        let shown = bar.clone();
+        progress::set_sink(Some(Box::new(move |what| {
+            shown.set_message(what.to_string())
+        })));
+    }
+    let say = |line: String| {
+        if plain {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let mut benches = Vec::new();
+    for (i, entry) in SUITE.iter().enumerate() {
+        let argv = suite_argv(entry, cli, args.quick);
+        let command = argv.join(" ");
+        let counter = format!("[{}/{}]", i + 1, SUITE.len());
+        bar.set_message(entry.name);
+        if args.skip.iter().any(|s| s == entry.name) {
+            say(format!("weir-bench all: {counter} {}: skipped", entry.name));
+            benches.push(BenchRun {
+                name: entry.name.to_string(),
+                command,
+                seconds: 0.0,
+                kept_from_earlier_run: false,
+                outcome: Outcome::Skipped,
+            });
+            bar.inc(1);
+            continue;
+        }
+        if plain {
+            eprintln!("weir-bench all: {counter} {}: `{command}` ...", entry.name);
+        }
+        let t = Instant::now();
+        let outcome = match Cli::try_parse_from(&argv) {
+            Ok(sub) => {
+                let runs = sub.runs.unwrap_or(DEFAULT_RUNS);
+                build_report(&sub.command, runs, place)
+            }
+            Err(e) => Err(Failure::Usage(e.to_string())),
+        };
+        let seconds = t.elapsed().as_secs_f64();
+        let outcome = match outcome {
+            Ok(report) => {
+                say(format!(
+                    "weir-bench all: {counter} {}: {} figures in {seconds:.1} s",
+                    entry.name,
+                    report.results.len()
+                ));
+                Outcome::Ok { report }
+            }
+            Err(e) => {
+                say(format!(
+                    "weir-bench all: {counter} {}: FAILED after {seconds:.1} s: {e}",
+                    entry.name
+                ));
+                Outcome::Failed {
+                    error: e.to_string(),
+                }
+            }
+        };
+        benches.push(BenchRun {
+            name: entry.name.to_string(),
+            command,
+            seconds,
+            kept_from_earlier_run: false,
+            outcome,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    progress::set_sink(None);
+
+    let host = combined::short_host(&machine.hostname);
+    let mut run = Combined {
+        date,
+        quick: args.quick,
+        machine,
+        seconds: started.elapsed().as_secs_f64(),
+        benches,
+    };
+    let json_path = args
+        .out_dir
+        .join("results")
+        .join(combined::file_name(&run.date, &host, args.quick));
+    if !args.skip.is_empty() {
+        if let Some(earlier) = std::fs::read_to_string(&json_path)
+            .ok()
+            .and_then(|text| Combined::from_json(&text).ok())
+        {
+            run.keep_skipped_from(&earlier);
+        }
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string(&run).expect("a combined run serialises")
+        );
+    } else {
+        print!("{}", combined_table(&run));
+    }
+    let written = write_outputs(&run, args, &json_path);
+    let failed: Vec<&str> = run.failed().map(|b| b.name.as_str()).collect();
+    eprintln!(
+        "weir-bench all: {} benchmarks in {:.1} s{}",
+        run.benches.len(),
+        run.seconds,
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; FAILED: {}", failed.join(", "))
+        }
+    );
+    if written && failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The command line that runs `entry` alone as `all` runs it.
+fn suite_argv(entry: &SuiteEntry, cli: &Cli, quick: bool) -> Vec<String> {
+    let mut argv = vec!["weir-bench".to_string(), entry.name.to_string()];
+    if quick {
+        argv.extend(entry.quick_args.iter().map(|a| a.to_string()));
+    }
+    let runs = cli.runs.or(quick.then_some(entry.quick_runs));
+    if let Some(runs) = runs {
+        argv.extend(["--runs".to_string(), runs.to_string()]);
+    }
+    if let Some(cpu) = cli.cpu {
+        argv.extend(["--cpu".to_string(), cpu.to_string()]);
+    }
+    argv
+}
+
+/// Every report's table, or why there is none.
+fn combined_table(run: &Combined) -> String {
+    let mut out = String::new();
+    for b in &run.benches {
+        match &b.outcome {
+            Outcome::Ok { report } => {
+                out.push_str(&report.to_table());
+                if b.kept_from_earlier_run {
+                    out.push_str("note: skipped in this run, kept from the earlier run\n");
+                }
+            }
+            Outcome::Failed { error } => {
+                out.push_str(&format!("weir-bench {}: FAILED: {error}\n", b.name));
+            }
+            Outcome::Skipped => out.push_str(&format!("weir-bench {}: skipped\n", b.name)),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes the combined JSON, the plots and (if asked) the markdown section; reports each
+/// file on stderr. Returns whether all were written.
+fn write_outputs(run: &Combined, args: &AllArgs, json_path: &Path) -> bool {
+    let mut ok = write_file(json_path, &run.to_json_pretty());
+    let suffix = if run.quick { "-quick" } else { "" };
+    let mut plot_paths = Vec::new();
+    match plots::render(run) {
+        Ok(files) => {
+            for plot in files {
+                let path = args
+                    .out_dir
+                    .join("plots")
+                    .join(format!("{}{suffix}.svg", plot.stem));
+                ok &= write_file(&path, &plot.svg);
+                plot_paths.push((plot.title.to_string(), path));
+            }
+        }
+        Err(e) => {
+            eprintln!("weir-bench all: {e}");
+            ok = false;
+        }
+    }
+    let markdown = args
+        .markdown
+        .clone()
+        .or_else(|| (!args.quick).then(|| args.out_dir.join("RESULTS.md")));
+    if let Some(md) = markdown {
+        let dir = match md.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let links = results_md::Links {
+            json: results_md::relative_link(&dir, json_path),
+            plots: plot_paths
+                .iter()
+                .map(|(title, path)| (title.clone(), results_md::relative_link(&dir, path)))
+                .collect(),
+        };
+        let existing = std::fs::read_to_string(&md).unwrap_or_default();
+        match results_md::splice(&existing, &results_md::section(run, &links)) {
+            Ok(text) => ok &= write_file(&md, &text),
+            Err(e) => {
+                eprintln!("weir-bench all: {}: {e}", md.display());
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Writes `text` to `path` (creating its directory) and says so on stderr; returns whether
+/// it was written.
+fn write_file(path: &Path, text: &str) -> bool {
+    let outcome = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, text));
+    match outcome {
+        Ok(()) => {
+            eprintln!("weir-bench all: wrote {}", path.display());
             true
         }
         Err(e) => {
-            eprintln!("weir-bench: {e}");
+            eprintln!("weir-bench all: cannot write {}: {e}", path.display());
             false
         }
     }
@@ -416,7 +809,97 @@ fn sibling(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// Progress goes to stderr, so `--json` output on stdout stays one clean object.
-fn progress(what: &str) {
-    eprintln!("weir-bench: {what} ...");
+/// A per-process directory under the system's temporary directory.
+fn temp_dir(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()))
+}
+
+/// The CPU the other side of a two-CPU benchmark runs on (traffic engine, second node).
+fn other_cpu(cpu: usize) -> usize {
+    if cpu == 0 {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_suite_entry_parses_as_its_own_subcommand_full_and_quick() {
+        let all = cli(&["weir-bench", "all"]);
+        for entry in &SUITE {
+            for quick in [false, true] {
+                let argv = suite_argv(entry, &all, quick);
+                let sub = Cli::try_parse_from(&argv)
+                    .unwrap_or_else(|e| panic!("{}: {argv:?}: {e}", entry.name));
+                let name = Cli::command()
+                    .try_get_matches_from(&argv)
+                    .unwrap()
+                    .subcommand_name()
+                    .map(str::to_string);
+                assert_eq!(name.as_deref(), Some(entry.name));
+                let expected_runs = quick.then_some(entry.quick_runs);
+                assert_eq!(sub.runs, expected_runs, "{argv:?}");
+                assert_eq!(
+                    argv.len() > 2,
+                    quick,
+                    "a full run takes the defaults: {argv:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn runs_and_cpu_given_to_all_reach_every_benchmark() {
+        let all = cli(&["weir-bench", "--runs", "3", "--cpu", "0", "all", "--quick"]);
+        for entry in &SUITE {
+            let argv = suite_argv(entry, &all, true);
+            let sub = Cli::try_parse_from(&argv).unwrap();
+            assert_eq!(sub.runs, Some(3), "{argv:?}");
+            assert_eq!(sub.cpu, Some(0), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn the_suite_runs_every_benchmark_once_in_the_documented_order() {
+        let names: Vec<&str> = SUITE.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            [
+                "pipeline",
+                "policy",
+                "forward",
+                "wireguard",
+                "control",
+                "attach"
+            ]
+        );
+    }
+
+    #[test]
+    fn all_is_not_a_benchmark_of_its_own() {
+        let all = cli(&["weir-bench", "all"]);
+        let place = Placement {
+            cpu: 0,
+            pinned: false,
+        };
+        assert!(matches!(
+            build_report(&all.command, 1, place),
+            Err(Failure::Usage(_))
+        ));
+    }
 }

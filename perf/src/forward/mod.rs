@@ -207,12 +207,12 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
     let mut samples: BTreeMap<(String, usize), Samples> = BTreeMap::new();
     for round in 0..cfg.runs {
         for &kind in &kinds {
-            eprintln!(
-                "weir-bench: forward round {}/{}: {} ...",
+            crate::progress::step(&format!(
+                "forward round {}/{}: {}",
                 round + 1,
                 cfg.runs,
                 kind.label()
-            );
+            ));
             let fwd = Running::start(kind, &lab, &setup)?;
             if !traffic.wait_for_path(cfg.sizes[0] - 4, Duration::from_secs(10))? {
                 return Err(format!(
