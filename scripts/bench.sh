@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Runs a weir-bench subcommand with its anchors: `scripts/bench.sh pipeline [--json] ...`.
-# Installs DPDK (for dpdk-test-fib) when missing.
+# Runs weir-bench with its anchors: `scripts/bench.sh all [--quick]`, or one benchmark,
+# `scripts/bench.sh pipeline [--json] ...`. Installs what the anchors need (DPDK,
+# iperf3, nftables, wireguard-go, Debian's CNI plugins and libcni) when missing, builds
+# weir-bench and weir, and runs as root (the forwarding, WireGuard and attach benchmarks
+# build network namespaces; hugepages are raised for the run and restored afterwards).
 source "$(dirname "$0")/lib.sh"
-ensure_apt build-essential pkg-config dpdk
-say "building weir-bench (release)"
-cargo build --release --locked -p weir-perf
-target/release/weir-bench "${@:-pipeline}"
+ensure_apt build-essential pkg-config dpdk iproute2 iperf3 nftables wireguard-go \
+  wireguard-tools golang-go golang-github-appc-cni-dev containernetworking-plugins
+ensure_hugepages 640
+say "building weir-bench and weir (release)"
+cargo build --release --locked -p weir-perf -p weir-control
+as_root target/release/weir-bench "${@:-pipeline}"

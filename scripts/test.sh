@@ -57,65 +57,42 @@ for target in wire pipeline wireguard; do
   # cargo fuzz exits non-zero on a crash; pipefail makes that fail the suite.
 done
 
-say "benchmark harness smoke (short, with the dpdk-test-fib anchor)"
-cargo build --release --locked -p weir-perf
-target/release/weir-bench pipeline --runs 1 --seconds 0.2 --routes 20000 --lookups 1000000 --json > target/bench-smoke.json
-python3 - <<'PY'
-import json
-r = json.load(open("target/bench-smoke.json"))
-assert r["bench"] == "pipeline", r
-names = {x["name"] for x in r["results"]}
-for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_20k_batch", "lpm_v6_20k_batch"):
-    assert need in names, (need, sorted(names))
-anchored = [x for x in r["results"] if x["name"].startswith("lpm_v4") and x["anchor"]]
-assert anchored and all(x["ratio"] for x in anchored), "LPM results must carry the DPDK anchor"
-print("bench smoke ok:", len(r["results"]), "results")
-PY
-
-say "policy benchmark smoke (short, with the dpdk-test-acl anchor)"
-target/release/weir-bench policy --runs 1 --rules 10,1000 --packets 100000 --json > target/bench-policy-smoke.json
-python3 - <<'PY'
-import json
-r = json.load(open("target/bench-policy-smoke.json"))
-assert r["bench"] == "policy", r
-names = {x["name"] for x in r["results"]}
-for need in ("policy_10_rules_classify_rate", "policy_1k_rules_classify_rate", "policy_1k_rules_build_ms"):
-    assert need in names, (need, sorted(names))
-rated = [x for x in r["results"] if x["name"].endswith("_classify_rate")]
-assert rated and all(x["anchor"] and x["ratio"] for x in rated), "classification rates must carry the ACL anchor"
-print("policy bench smoke ok:", len(r["results"]), "results")
-PY
-
-say "forwarding benchmark smoke (short: weir beside dpdk-testpmd and the kernel with nftables)"
+say "benchmark harness smoke: weir-bench all --quick (every benchmark with its anchors, short)"
 cargo build --release --locked -p weir-perf -p weir-control
-target/release/weir-bench forward --runs 1 --seconds 0.3 --sizes 64 --rules 100 --json > target/bench-forward-smoke.json
+rm -rf target/bench-quick
+target/release/weir-bench all --quick --out-dir target/bench-quick
 python3 - <<'PY'
-import json
-r = json.load(open("target/bench-forward-smoke.json"))
-assert r["bench"] == "forward", r
-by = {x["name"]: x for x in r["results"]}
-for kind in ("weir", "weir_100_rules", "testpmd_io", "kernel", "kernel_nft_100_rules"):
-    need = f"forward_64B_{kind}_mpps"
-    assert need in by, (need, sorted(by))
-    assert by[need]["value"] > 0, (need, by[need])
-    assert by[f"forward_64B_{kind}_p99_us"]["value"] > 0
-assert by["forward_64B_weir_mpps"]["anchor"]["name"] == "testpmd_io"
-assert by["forward_64B_weir_100_rules_mpps_vs_kernel_nft_100_rules"]["ratio"] > 0
-print("forward bench smoke ok:", len(r["results"]), "results")
-PY
-
-say "control-plane benchmark smoke (a small cluster through the fake API server)"
-target/release/weir-bench control --runs 1 --pods 2000 --policies 1000 --namespaces 100 --changes 60 --json > target/bench-control-smoke.json
-python3 - <<'PY'
-import json
-r = json.load(open("target/bench-control-smoke.json"))
-assert r["bench"] == "control", r
-by = {x["name"]: x for x in r["results"]}
-for need in ("control_initial_sync_ms", "control_event_to_snapshot_p50_us",
-             "control_event_to_snapshot_p99_us", "control_snapshot_build_us", "control_memory_kib"):
-    assert need in by and by[need]["value"] > 0, (need, sorted(by))
-assert by["control_event_to_snapshot_p50_us"]["anchor"]["value"] > 0, "the full recompute anchor"
-print("control bench smoke ok:", len(r["results"]), "results")
+import glob, json
+[path] = glob.glob("target/bench-quick/results/*-quick.json")
+r = json.load(open(path))
+assert r["quick"] is True, r.keys()
+benches = {b["name"]: b for b in r["benches"]}
+assert sorted(benches) == ["attach", "control", "forward", "pipeline", "policy", "wireguard"], sorted(benches)
+for name, b in benches.items():
+    assert b["status"] == "ok", (name, b)
+def results(name):
+    return {x["name"]: x for x in benches[name]["report"]["results"]}
+pipe = results("pipeline")
+for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_20k_batch", "lpm_v6_20k_batch"):
+    assert need in pipe, (need, sorted(pipe))
+assert any(x["anchor"] and x["ratio"] for n, x in pipe.items() if n.startswith("lpm_v4")), "LPM carries the DPDK anchor"
+pol = results("policy")
+rated = [x for n, x in pol.items() if n.endswith("_classify_rate")]
+assert rated and all(x["anchor"] and x["ratio"] for x in rated), "classification rates carry the ACL anchor"
+fwd = results("forward")
+for kind in ("weir", "testpmd_io", "kernel"):
+    assert fwd[f"forward_64B_{kind}_mpps"]["value"] > 0, kind
+assert fwd["forward_64B_weir_mpps"]["anchor"]["name"] == "testpmd_io"
+wg = results("wireguard")
+assert any(x["anchor"] and x["ratio"] for x in wg.values()), "WireGuard carries its anchors"
+ctl = results("control")
+assert ctl["control_event_to_snapshot_p50_us"]["anchor"]["value"] > 0, "the full recompute anchor"
+att = results("attach")
+assert att["attach_weir_p99_ms"]["value"] > 0
+for plot in ("throughput", "policy", "latency"):
+    svg = open(f"target/bench-quick/plots/{plot}-quick.svg").read()
+    assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>"), plot
+print(f"bench smoke ok: {len(benches)} benchmarks in {r['seconds']:.0f} s")
 PY
 
 say "all tests passed"
