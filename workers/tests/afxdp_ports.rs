@@ -5,8 +5,6 @@
 //! left. The snapshot that adds the pod puts it first, so every interface index moves
 //! and the workers must re-map by name.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
@@ -19,34 +17,11 @@ use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig, WorkerReport};
 use weir_workers::ports::PortControl;
 use weir_workers::xsk::UmemConfig;
 
+mod common;
+
+use common::{enter_netns, ip, mac_of, plumb_pod, require_root};
+
 const ANSWER: Duration = Duration::from_secs(5);
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (network namespaces, AF_XDP); CI runs it as root"
-    );
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn enter_netns(name: &str) {
-    let f = File::open(format!("/var/run/netns/{name}")).expect("open netns");
-    // SAFETY: `f` is an open namespace file; setns changes only the calling thread, which
-    // is dedicated to the worker.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-}
 
 /// A node namespace and pod namespaces, removed on drop (with every veth in them); the
 /// stop flags are raised first, so that no worker outlives a failed test.
@@ -100,43 +75,7 @@ impl Lab {
         };
         ip(&["netns", "add", &pod.ns]);
         self.namespaces.push(pod.ns.clone());
-        ip(&[
-            "-n", &self.node, "link", "add", &pod.host, "type", "veth", "peer", "name", "eth0",
-            "netns", &pod.ns,
-        ]);
-        ip(&["-n", &self.node, "link", "set", &pod.host, "up"]);
-        ip(&["-n", &pod.ns, "link", "set", "eth0", "up"]);
-        ip(&[
-            "-n",
-            &pod.ns,
-            "addr",
-            "add",
-            &format!("{}/32", pod.addr),
-            "dev",
-            "eth0",
-        ]);
-        ip(&[
-            "-n",
-            &pod.ns,
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ]);
-        ip(&[
-            "-n",
-            &pod.ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ]);
+        plumb_pod(&self.node, &pod.ns, &pod.host, &pod.addr);
         self.pods.push(pod.clone());
         pod
     }
@@ -150,8 +89,8 @@ impl Lab {
                     namespace: "t".into(),
                     name: format!("p{i}-{}", p.host),
                     interface: p.host.clone(),
-                    gateway_mac: self.mac_of(&self.node, &p.host),
-                    mac: self.mac_of(&p.ns, "eth0"),
+                    gateway_mac: mac_of(&self.node, &p.host),
+                    mac: mac_of(&p.ns, "eth0"),
                     ipv4: Some(p.addr.parse().unwrap()),
                     ipv6: None,
                     mtu: 1500,
@@ -159,20 +98,6 @@ impl Lab {
                 .unwrap();
         }
         builder
-    }
-
-    fn mac_of(&self, ns: &str, dev: &str) -> [u8; 6] {
-        let text = ip(&["-n", ns, "link", "show", "dev", dev]);
-        let hex = text
-            .split("link/ether ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("a MAC");
-        let mut mac = [0u8; 6];
-        for (b, part) in mac.iter_mut().zip(hex.split(':')) {
-            *b = u8::from_str_radix(part, 16).expect("MAC");
-        }
-        mac
     }
 
     /// Whether interface `host` of the node has an XDP program.

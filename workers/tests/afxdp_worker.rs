@@ -3,8 +3,6 @@
 //! UMEM frame is free, lent to a fill ring, in the batch, staged, or lent to a TX ring, and
 //! in exactly one of those places.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,14 +11,9 @@ use weir_dataplane::SnapshotBuilder;
 use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig};
 use weir_workers::xsk::UmemConfig;
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+
+use common::{enter_netns, ip, mac_of, plumb_pod, require_root};
 
 struct Lab {
     names: Vec<String>,
@@ -32,33 +25,6 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
-}
-
-fn enter_netns(name: &str) {
-    let f = File::open(format!("/var/run/netns/{name}")).expect("open netns");
-    // SAFETY: `f` is an open namespace file; setns changes only the calling thread, which
-    // is dedicated to the worker.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "cat",
-            &format!("/sys/class/net/{dev}/address"),
-        ])
-        .output()
-        .expect("read MAC");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(text.trim().split(':')) {
-        *b = u8::from_str_radix(part, 16).expect("MAC");
-    }
-    mac
 }
 
 /// What the workers moved in one flood.
@@ -75,12 +41,7 @@ struct Moved {
 /// ping flood of `count` echo requests with `inflight` in flight from pod a to pod b,
 /// every worker checking its frame accounting after every round.
 fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (network namespaces, AF_XDP); CI runs it as root"
-    );
+    require_root();
     let pid = std::process::id();
     let (node, a, b) = (
         format!("weir-wn{tag}-{pid}"),
@@ -96,43 +57,7 @@ fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
     let hosts = [format!("wq{tag}a{pid}"), format!("wq{tag}b{pid}")];
     let addrs = ["198.18.7.1", "198.18.7.2"];
     for (i, ns) in [&a, &b].into_iter().enumerate() {
-        ip(&[
-            "-n", &node, "link", "add", &hosts[i], "type", "veth", "peer", "name", "eth0", "netns",
-            ns,
-        ]);
-        ip(&["-n", &node, "link", "set", &hosts[i], "up"]);
-        ip(&["-n", ns, "link", "set", "eth0", "up"]);
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{}/32", addrs[i]),
-            "dev",
-            "eth0",
-        ]);
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ]);
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ]);
+        plumb_pod(&node, ns, &hosts[i], addrs[i]);
     }
     let mut builder = SnapshotBuilder::new();
     for (i, ns) in [&a, &b].into_iter().enumerate() {
