@@ -695,14 +695,7 @@ mod tests {
     use crate::report::{BenchResult, Machine};
 
     fn machine() -> Machine {
-        Machine {
-            hostname: "vm".into(),
-            cpu_model: "test CPU".into(),
-            logical_cpus: 2,
-            kernel: "6.18".into(),
-            tsc_mhz: 2600.0,
-            pinned_cpu: Some(1),
-        }
+        Machine::example()
     }
 
     fn result(name: &str, unit: &str, value: f64, anchor: Option<(&str, f64)>) -> BenchResult {

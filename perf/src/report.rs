@@ -22,6 +22,33 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// "CPU model, N CPUs, kernel K, TSC T MHz", for tables and reports.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}, {} CPUs, kernel {}, TSC {:.0} MHz",
+            self.cpu_model, self.logical_cpus, self.kernel, self.tsc_mhz
+        )
+    }
+
+    /// The CPU the measuring thread was pinned to, or "none".
+    pub fn pinned(&self) -> String {
+        self.pinned_cpu
+            .map_or_else(|| "none".to_string(), |c| c.to_string())
+    }
+
+    /// A fixed machine for tests.
+    #[cfg(test)]
+    pub(crate) fn example() -> Machine {
+        Machine {
+            hostname: "vm".into(),
+            cpu_model: "test CPU".into(),
+            logical_cpus: 2,
+            kernel: "6.18".into(),
+            tsc_mhz: 2600.0,
+            pinned_cpu: Some(1),
+        }
+    }
+
     /// Reads the machine description from `/proc` and `uname`-like sources. Fields that
     /// cannot be read are reported as "unknown" rather than failing the benchmark.
     pub fn detect(pinned_cpu: Option<usize>) -> Self {
@@ -180,15 +207,11 @@ impl Report {
     pub fn to_table(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "weir-bench {} on {} ({}, {} CPUs, kernel {}, TSC {:.0} MHz, pinned to CPU {})\n",
+            "weir-bench {} on {} ({}, pinned to CPU {})\n",
             self.bench,
             m.hostname,
-            m.cpu_model,
-            m.logical_cpus,
-            m.kernel,
-            m.tsc_mhz,
-            m.pinned_cpu
-                .map_or_else(|| "none".to_string(), |c| c.to_string()),
+            m.summary(),
+            m.pinned(),
         );
         out.push_str(&format!(
             "{:<44} {:>14} {:<10} {:>23}   {:<36} {:>12} {:>7}\n",

@@ -79,17 +79,13 @@ pub fn section(c: &Combined, links: &Links) -> String {
          `weir-bench all` markers of this file; edit outside them.\n\n",
     );
     out.push_str(&format!(
-        "Machine `{}`: {}, {} CPUs, kernel {}, TSC {:.0} MHz; measuring thread and anchors \
+        "Machine `{}`: {}; measuring thread and anchors \
          pinned to CPU {}. The benchmarks took {} in all{}. Each figure is the median of its rounds with \
          the [min – max] range; its anchor was measured in the same run, and a ratio above 1 \
          means weir is better. The whole run as one JSON object: [`{}`]({}).\n\n",
         m.hostname,
-        m.cpu_model,
-        m.logical_cpus,
-        m.kernel,
-        m.tsc_mhz,
-        m.pinned_cpu
-            .map_or_else(|| "none".to_string(), |c| c.to_string()),
+        m.summary(),
+        m.pinned(),
         duration(c.benches.iter().map(|b| b.seconds).sum()),
         if c.benches.iter().any(|b| b.kept_from_earlier_run) {
             " (the benchmarks marked kept ran in an earlier run of the same day)"
@@ -258,14 +254,7 @@ mod tests {
     const PROSE_AFTER: &str = "\n\n## Later section\n\nAlso kept | with a pipe.\n";
 
     fn machine() -> Machine {
-        Machine {
-            hostname: "vm".into(),
-            cpu_model: "test CPU".into(),
-            logical_cpus: 2,
-            kernel: "6.18".into(),
-            tsc_mhz: 2600.0,
-            pinned_cpu: Some(1),
-        }
+        Machine::example()
     }
 
     fn report() -> Report {
