@@ -26,12 +26,130 @@ ensure_apt() {
   fi
 }
 
+# Every external program that weir's scripts, tests, benchmarks and demo run, with the Debian
+# package that provides it on Debian 12. A path (starting with /) stands for a file that is
+# not a program on PATH (a CNI plugin, a Go library's sources). perf/src/tools.rs holds the
+# same table for weir-bench's own errors; a unit test there keeps the two in step.
+declare -gA WEIR_PACKAGE_OF=(
+  # build
+  [cc]=build-essential
+  [make]=build-essential
+  [pkg-config]=pkg-config
+  [python3]=python3
+  [/usr/lib/python3.11/ensurepip/__init__.py]=python3.11-venv
+  # network namespaces, interfaces, traffic
+  [ip]=iproute2
+  [ethtool]=ethtool
+  [ping]=iputils-ping
+  [iperf3]=iperf3
+  [nft]=nftables
+  [iptables-save]=iptables
+  [tcpdump]=tcpdump
+  [nsenter]=util-linux
+  [prlimit]=util-linux
+  [taskset]=util-linux
+  [mount]=mount
+  [umount]=mount
+  [stdbuf]=coreutils
+  [sysctl]=procps
+  [kill]=procps
+  [pkill]=procps
+  # WireGuard peer
+  [wireguard-go]=wireguard-go
+  [wg]=wireguard-tools
+  # CNI: libcni driver built with Go from Debian's sources, Debian's reference plugins
+  [go]=golang-go
+  [/usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go]=golang-github-appc-cni-dev
+  [/usr/lib/cni/bridge]=containernetworking-plugins
+  [/usr/lib/cni/host-local]=containernetworking-plugins
+  [/usr/lib/cni/portmap]=containernetworking-plugins
+  [/usr/lib/cni/bandwidth]=containernetworking-plugins
+  # DPDK anchors: the test tools are in dpdk-dev, not in dpdk (runtime libraries only)
+  [dpdk-testpmd]=dpdk-dev
+  [dpdk-test-fib]=dpdk-dev
+  [dpdk-test-acl]=dpdk-dev
+  # manifests
+  [kubectl]=kubernetes-client
+)
+
+# What each purpose runs. A script names the purposes it serves; it installs their packages
+# and checks every program before it starts anything long.
+WEIR_PROGRAMS_BUILD=(cc make pkg-config)
+WEIR_PROGRAMS_SCENARIO=(ip ethtool ping iperf3 nft iptables-save tcpdump nsenter prlimit taskset mount umount
+  stdbuf sysctl kill pkill wireguard-go wg go
+  /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
+  /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/cni/bandwidth)
+WEIR_PROGRAMS_ANCHORS=(dpdk-testpmd dpdk-test-fib dpdk-test-acl ip iperf3 nft wireguard-go wg go
+  prlimit taskset stdbuf /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
+  /usr/lib/cni/bridge /usr/lib/cni/host-local)
+WEIR_PROGRAMS_MANIFESTS=(python3 /usr/lib/python3.11/ensurepip/__init__.py kubectl)
+WEIR_PROGRAMS_DEMO=(ip iperf3 nsenter)
+
+# program_present PROGRAM : whether PROGRAM (a name on PATH, or a path) is there.
+program_present() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) type -P "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+# ensure_programs PROGRAM... : installs the Debian packages of the programs that are missing,
+# then checks that every one is there, failing at once with the package that should hold it.
+ensure_programs() {
+  local pkgs=() p
+  for p in "$@"; do
+    if [ -z "${WEIR_PACKAGE_OF[$p]:-}" ]; then
+      echo "weir: scripts/lib.sh does not say which package provides '$p' (add it to WEIR_PACKAGE_OF)" >&2
+      return 1
+    fi
+    program_present "$p" || pkgs+=("${WEIR_PACKAGE_OF[$p]}")
+  done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    # shellcheck disable=SC2046
+    ensure_apt $(printf '%s\n' "${pkgs[@]}" | sort -u)
+  fi
+  check_programs "$@"
+}
+
+# check_programs PROGRAM... : prints each program with its package and where it was found;
+# fails (after listing all of them) if any is missing.
+check_programs() {
+  local p where missing=0
+  declare -A seen=()
+  for p in "$@"; do
+    [ -z "${seen[$p]:-}" ] || continue
+    seen[$p]=1
+    if program_present "$p"; then
+      case "$p" in /*) where="$p" ;; *) where=$(type -P "$p") ;; esac
+      printf '    %-72s %-28s %s\n' "$p" "${WEIR_PACKAGE_OF[$p]}" "$where" >&2
+    else
+      printf '    %-72s %-28s MISSING\n' "$p" "${WEIR_PACKAGE_OF[$p]}" >&2
+      missing=1
+    fi
+  done
+  if [ "$missing" -ne 0 ]; then
+    echo "weir: a program above is MISSING: install the Debian package named beside it (apt-get install PACKAGE)" >&2
+    return 1
+  fi
+}
+
 # ensure_cargo_tool BINARY CRATE : installs a cargo subcommand when missing (idempotent).
 ensure_cargo_tool() {
   if ! command -v "$1" >/dev/null 2>&1; then
     say "installing $2 with cargo"
     cargo install --locked --quiet "$2"
   fi
+}
+
+# require_rust : the one thing the scripts do not install. Fails at once without it.
+require_rust() {
+  local t
+  for t in cargo rustc rustup; do
+    command -v "$t" >/dev/null 2>&1 || {
+      echo "weir: '$t' is not on PATH: install Rust with rustup (https://rustup.rs) first" >&2
+      return 1
+    }
+  done
 }
 
 ensure_rust_components() {

@@ -6,14 +6,17 @@ source "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
-ensure_apt build-essential pkg-config dpdk iproute2 ethtool iputils-ping iperf3 nftables \
-  wireguard-go wireguard-tools tcpdump util-linux iptables \
-  golang-go golang-github-appc-cni-dev containernetworking-plugins python3-venv
+# Everything the suite runs, installed first and checked before anything long starts: a
+# missing program fails here with its package, not fifteen minutes into the run.
+require_rust
+say "checking the programs the suite runs (installing their Debian packages if missing)"
+ensure_programs "${WEIR_PROGRAMS_BUILD[@]}" "${WEIR_PROGRAMS_SCENARIO[@]}" \
+  "${WEIR_PROGRAMS_ANCHORS[@]}" "${WEIR_PROGRAMS_MANIFESTS[@]}"
 ensure_rust_components
+ensure_cargo_tool cargo-fuzz cargo-fuzz
 # UMEMs of the AF_XDP tests and the forwarding benchmark smoke (weir, the traffic engine,
 # dpdk-testpmd's memory).
 ensure_hugepages 640
-ensure_cargo_tool cargo-fuzz cargo-fuzz
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -35,7 +38,6 @@ fi
   deploy/examples/*.yaml
 
 say "deploy/ renders: kubectl kustomize, and the rendered objects validate"
-command -v kubectl >/dev/null 2>&1 || ensure_apt kubernetes-client
 kubectl kustomize deploy > target/deploy-rendered.yaml
 "$venv/bin/kubernetes-validate" --strict -k 1.30.0 target/deploy-rendered.yaml
 python3 - <<'PY'

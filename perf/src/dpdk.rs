@@ -1,8 +1,5 @@
-//! What every DPDK anchor needs from the host: the tool on `PATH`, free hugepages (raised for
+//! What every DPDK anchor needs from the host: free hugepages (raised for
 //! the run and put back afterwards), and the end of a failed run's output for the error.
-
-use std::path::PathBuf;
-
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
 /// A raised `nr_hugepages`, put back to its old value on drop.
@@ -80,15 +77,6 @@ pub fn is_root() -> bool {
                 .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
-}
-
-/// The first `program` on `PATH` (or in `/usr/bin`, `/usr/local/bin`).
-pub fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// The last `lines` lines of a tool's output, for error messages.

@@ -62,7 +62,7 @@ use weir_dataplane::route::naive::{NaiveTrie4, NaiveTrie6};
 use weir_dataplane::route::v4::DEFAULT_TBL8_GROUPS_LIMIT;
 use weir_dataplane::route::{Ipv4Lpm, Ipv6Lpm, LpmError, MISS};
 
-use crate::dpdk::{find_in_path, tail, HugepageReservation};
+use crate::dpdk::{tail, HugepageReservation};
 use crate::report::{count_label, median_min_max, BenchResult, Machine};
 use crate::rng::{shuffle, SplitMix64};
 
@@ -103,11 +103,8 @@ impl Default for LpmBenchConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LpmBenchError {
     /// The DPDK anchor was asked for but its tool is missing.
-    #[error(
-        "the DPDK anchor needs dpdk-test-fib, which is not installed: install it with \
-         `apt-get install dpdk`, or run without the DPDK anchor"
-    )]
-    DpdkMissing,
+    #[error("the DPDK anchor cannot run: {0}; or run without the DPDK anchor")]
+    DpdkMissing(#[from] crate::tools::Missing),
     /// The configuration cannot be run.
     #[error("invalid LPM benchmark configuration: {0}")]
     Config(String),
@@ -177,7 +174,7 @@ pub fn run(cfg: &LpmBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), LpmB
         )));
     }
     let dpdk_bin = if cfg.dpdk {
-        Some(find_in_path("dpdk-test-fib").ok_or(LpmBenchError::DpdkMissing)?)
+        Some(crate::tools::require("dpdk-test-fib")?)
     } else {
         None
     };

@@ -105,9 +105,10 @@ use weir_dataplane::policy::{
 };
 use weir_dataplane::snapshot::EndpointId;
 
-use crate::dpdk::{find_in_path, tail, HugepageReservation};
+use crate::dpdk::{tail, HugepageReservation};
 use crate::report::{count_label, median_min_max, BenchResult};
 use crate::rng::SplitMix64;
+use crate::tools::find_in_path;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -152,11 +153,8 @@ impl Default for PolicyBenchConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyBenchError {
     /// The DPDK anchor was asked for but its tool is missing.
-    #[error(
-        "the DPDK anchor needs dpdk-test-acl, which is not installed: install it with \
-         `apt-get install dpdk-dev`, or run with --no-dpdk"
-    )]
-    DpdkMissing,
+    #[error("the DPDK anchor cannot run: {0}; or run with --no-dpdk")]
+    DpdkMissing(#[from] crate::tools::Missing),
     /// The configuration cannot be run.
     #[error("invalid policy benchmark configuration: {0}")]
     Config(String),
@@ -195,7 +193,7 @@ pub fn run(cfg: &PolicyBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), P
         )));
     }
     let acl_bin = if cfg.dpdk {
-        Some(find_in_path("dpdk-test-acl").ok_or(PolicyBenchError::DpdkMissing)?)
+        Some(crate::tools::require("dpdk-test-acl")?)
     } else {
         None
     };

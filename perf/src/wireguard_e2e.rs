@@ -359,6 +359,8 @@ fn wireguard_go(dir: &Path, cpus: [usize; 2]) -> Result<WgGo, String> {
         ])?;
         ip(&["-n", &ns, "link", "set", &under[i], "up"])?;
         let tun = format!("wgt{pid}{}", ["a", "b"][i]);
+        crate::tools::require("wireguard-go").map_err(|e| e.to_string())?;
+        crate::tools::require("taskset").map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &ns, "taskset", "-c", &cpus[i].to_string()])
             .args(["wireguard-go", &tun])

@@ -618,10 +618,15 @@ pub fn run(opts: &Options, stop: &'static AtomicBool) -> Res<bool> {
     if !is_root() {
         return Err("the demo builds network namespaces and needs root (sudo weir demo)".into());
     }
-    for program in ["ip", "iperf3"] {
+    for (program, package) in [
+        ("ip", "iproute2"),
+        ("iperf3", "iperf3"),
+        ("nsenter", "util-linux"),
+    ] {
         if !have(program) {
             return Err(format!(
-                "`{program}` is not installed (scripts/demo.sh installs what the demo needs)"
+                "`{program}` is not installed: it is in the Debian package `{package}` \
+                 (scripts/demo.sh installs what the demo needs)"
             ));
         }
     }

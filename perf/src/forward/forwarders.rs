@@ -231,8 +231,7 @@ impl<'a> Running<'a> {
     }
 
     fn start_testpmd(&mut self, setup: &Setup) -> Result<(), String> {
-        let testpmd = crate::dpdk::find_in_path("dpdk-testpmd")
-            .ok_or("dpdk-testpmd not found (Debian package dpdk)")?;
+        let testpmd = crate::tools::require("dpdk-testpmd").map_err(|e| e.to_string())?;
         let lab = self.lab;
         let mut cmd = Command::new("ip");
         // Line-buffered, so that its "Press enter to exit" reaches the log when printed.
