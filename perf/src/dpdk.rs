@@ -1,5 +1,6 @@
 //! What every DPDK anchor needs from the host: free hugepages (raised for
 //! the run and put back afterwards), and the end of a failed run's output for the error.
+
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
 /// A raised `nr_hugepages`, put back to its old value on drop.
