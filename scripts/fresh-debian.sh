@@ -51,6 +51,16 @@ rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$cache"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The network's trust anchors (a network that inspects TLS has its own CA in this machine's
+# bundle): the root gets this machine's bundle, and the variables that point tools at it.
+cert_env=()
+if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$root/etc/ssl/certs"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  for v in SSL_CERT_FILE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE PIP_CERT GIT_SSL_CAINFO; do
+    [ "${!v:-}" = /etc/ssl/certs/ca-certificates.crt ] && cert_env+=("$v=${!v}")
+  done
+fi
 
 say "cloning $(git -C "$WEIR_ROOT" rev-parse --short HEAD) into the root (committed work only)"
 git clone --quiet --no-hardlinks "$WEIR_ROOT" "$root/weir"
@@ -68,7 +78,8 @@ done
 say "running in the fresh root: ${cmd[*]}"
 set +e
 unshare --mount --propagation private -- bash -euc '
-  root=$1; rustup_home=$2; shift 2
+  root=$1; rustup_home=$2; ncert=$3; shift 3
+  certs=("${@:1:$ncert}"); shift "$ncert"
   mount --bind "$root" "$root"          # ip netns exec wants / to be a mount point
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
@@ -76,10 +87,10 @@ unshare --mount --propagation private -- bash -euc '
   mount -t tmpfs tmpfs "$root/run"
   mount -t tmpfs tmpfs "$root/tmp"
   mount --bind -o ro "$rustup_home" "$root/root/.rustup"
-  exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+  exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${certs[@]}" \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /weir && exec \"\$@\"" cmd "$@"
-' fresh "$root" "$rustup_home" "${cmd[@]}"
+' fresh "$root" "$rustup_home" "${#cert_env[@]}" "${cert_env[@]}" "${cmd[@]}"
 status=$?
 set -e
 say "the command in the fresh root exited with status $status"
