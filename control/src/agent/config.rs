@@ -1,0 +1,248 @@
+//! The agent's configuration file: what it names, its defaults, and the checks made when
+//! it is read (so that a mistake stops the agent at start, with the key that is wrong).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The agent's configuration file (YAML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's name; left out (or empty), the `NODE_NAME` environment variable's
+    /// value (a DaemonSet sets it from `spec.nodeName`).
+    #[serde(default)]
+    pub node: String,
+    /// The uplink interface, if the node has one weir should take traffic from.
+    #[serde(default)]
+    pub uplink: Option<String>,
+    /// Pod CIDRs of the cluster: the uplink's XDP program takes traffic to them.
+    #[serde(default)]
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// UDP ports the uplink program takes (WireGuard, VXLAN).
+    #[serde(default = "default_udp_ports")]
+    pub uplink_udp_ports: Vec<u16>,
+    /// The cores workers run on, one pinned worker per core. Pod interfaces are spread
+    /// over the workers in turn; the uplink goes to the first.
+    pub cores: Vec<usize>,
+    /// The file datastore: a directory of YAML files. Exactly one of `datastore` and
+    /// `kubernetes` is set.
+    #[serde(default)]
+    pub datastore: Option<PathBuf>,
+    /// Read cluster state from the Kubernetes API.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
+    /// How long the control loop waits after a change for more before it recalculates
+    /// (microseconds): a burst of changes becomes one new snapshot.
+    #[serde(default = "default_coalesce")]
+    pub coalesce_micros: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Number of UMEM frames.
+    #[serde(default = "default_frames")]
+    pub frames: u32,
+    /// WireGuard between nodes (needs `uplink`).
+    #[serde(default)]
+    pub wireguard: Option<crate::wireguard::WireGuardConfig>,
+    /// Serve `weir-cni` (pods attached and detached at run time, addresses from IPAM).
+    #[serde(default)]
+    pub cni: Option<crate::attach::CniConfig>,
+}
+
+/// Where the Kubernetes datastore finds its API server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file. Left out: the pod's service account (in a cluster), or
+    /// `$KUBECONFIG` / `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("config {path}: {why}")]
+    Config { path: String, why: String },
+    #[error("datastore {path}: {why}")]
+    Datastore { path: String, why: String },
+    #[error("pod {pod}: {why}")]
+    Pod { pod: String, why: String },
+    #[error("interface {name:?}: {why}")]
+    Interface { name: String, why: String },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error("worker: {0}")]
+    Worker(String),
+    #[error("metrics listener on {addr}: {why}")]
+    Listen { addr: String, why: String },
+}
+
+impl AgentConfig {
+    /// The datastore, for messages.
+    pub fn datastore_name(&self) -> String {
+        match &self.datastore {
+            Some(dir) => dir.display().to_string(),
+            None => "kubernetes".into(),
+        }
+    }
+
+    /// The WireGuard section and its mode, if there is one.
+    pub fn wireguard_mode(
+        &self,
+    ) -> Result<
+        Option<(
+            &crate::wireguard::WireGuardConfig,
+            weir_crypto::EncryptionMode,
+        )>,
+        AgentError,
+    > {
+        match &self.wireguard {
+            Some(w) => w
+                .mode()
+                .map(|m| Some((w, m)))
+                .map_err(|why| AgentError::Config {
+                    path: "wireguard.mode".into(),
+                    why,
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
+        let err = |why: String| AgentError::Config {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let de = serde_yaml::Deserializer::from_str(&text);
+        let mut config: AgentConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| err(e.to_string()))?;
+        config.node = node_name(&config.node, std::env::var("NODE_NAME").ok()).map_err(err)?;
+        if config.cores.is_empty() {
+            return Err(err("cores: name at least one core".into()));
+        }
+        match (&config.datastore, &config.kubernetes) {
+            (Some(_), None) | (None, Some(_)) => {}
+            (None, None) => {
+                return Err(err(
+                    "name a datastore: `datastore: <directory of YAML>` or `kubernetes: {}`".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "`datastore` and `kubernetes` are both set: choose one".into()
+                ))
+            }
+        }
+        // The machine's CPUs, not this process's affinity mask (which a parent may have
+        // narrowed): workers pin themselves.
+        let cpus = std::fs::read_to_string("/proc/cpuinfo")
+            .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+            .unwrap_or(0)
+            .max(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let mut seen = std::collections::BTreeSet::new();
+        for &core in &config.cores {
+            if !seen.insert(core) {
+                return Err(err(format!("cores: core {core} is named twice")));
+            }
+            if core >= cpus {
+                return Err(err(format!(
+                    "cores: core {core} does not exist here (CPUs 0..{})",
+                    cpus - 1
+                )));
+            }
+        }
+        if config.frames < 512 || !config.frames.is_power_of_two() {
+            return Err(err(format!(
+                "frames: {} is not a power of two of at least 512",
+                config.frames
+            )));
+        }
+        if let Some(wg) = &config.wireguard {
+            let mode = wg.mode().map_err(|e| err(format!("wireguard.mode: {e}")))?;
+            if mode != weir_crypto::EncryptionMode::Off {
+                if config.uplink.is_none() {
+                    return Err(err(
+                        "wireguard: needs an uplink (the interface to the other nodes)".into(),
+                    ));
+                }
+                // The uplink's XDP program must hand WireGuard's port to weir.
+                if !config.uplink_udp_ports.contains(&wg.port) {
+                    config.uplink_udp_ports.push(wg.port);
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// The node's name: the configuration's, else `NODE_NAME`'s.
+fn node_name(configured: &str, env: Option<String>) -> Result<String, String> {
+    let name = if configured.trim().is_empty() {
+        env.unwrap_or_default()
+    } else {
+        configured.to_owned()
+    };
+    let name = name.trim().to_owned();
+    if name.is_empty() {
+        return Err("node: name this node, or set NODE_NAME".into());
+    }
+    crate::policy::selector::validate_dns_subdomain(&name)
+        .map_err(|why| format!("node: {name:?}: {why}"))?;
+    Ok(name)
+}
+
+fn default_coalesce() -> u64 {
+    1000
+}
+
+fn default_udp_ports() -> Vec<u16> {
+    vec![51820, 4789]
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9180".into()
+}
+
+fn default_frames() -> u32 {
+    4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_name_comes_from_the_config_or_node_name() {
+        assert_eq!(node_name("a", Some("b".into())).unwrap(), "a");
+        assert_eq!(node_name("", Some("node-7".into())).unwrap(), "node-7");
+        assert!(node_name("", None).unwrap_err().contains("NODE_NAME"));
+        assert!(node_name("Bad_Name", None).is_err());
+    }
+
+    #[test]
+    fn cores_must_be_distinct_and_exist() {
+        let dir = std::env::temp_dir().join(format!("weir-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |cores: &str| {
+            let path = dir.join("agent.yaml");
+            std::fs::write(
+                &path,
+                format!("node: n\ncores: {cores}\ndatastore: /nonexistent\n"),
+            )
+            .unwrap();
+            AgentConfig::load(&path)
+        };
+        assert!(write("[0]").is_ok());
+        let twice = write("[0, 0]").unwrap_err().to_string();
+        assert!(twice.contains("named twice"), "{twice}");
+        let missing = write("[4096]").unwrap_err().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        let none = write("[]").unwrap_err().to_string();
+        assert!(none.contains("at least one core"), "{none}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

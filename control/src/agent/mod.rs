@@ -1,0 +1,404 @@
+//! `weir agent`: attaches the node's interfaces to AF_XDP workers and forwards with the
+//! pipeline, its policy compiled from the datastore (a directory of YAML files or the
+//! Kubernetes API) and recalculated as the datastore changes.
+//!
+//! The file datastore holds ordinary Kubernetes YAML (Namespaces, Pods with
+//! `status.podIPs`, NetworkPolicies and the weir.dev objects).
+//! A pod is local to this node when it carries the annotation `weir.dev/interface` (its
+//! host-side veth) and `weir.dev/mac` (the MAC of its `eth0`).
+//!
+//! It serves `/metrics` (Prometheus text), `/healthz` and `/readyz` on a local port, and
+//! stops cleanly on SIGTERM or SIGINT; the XDP programs are attached through bpf_links,
+//! so the kernel detaches them even if the agent is killed.
+//!
+//! The agent is divided by concern: its configuration ([`AgentConfig`]), the datastore it
+//! reads, this node's snapshot, the workers and the interfaces they hold, and the HTTP
+//! endpoints with their metrics. [`run`] starts each in turn and then drives the control
+//! loop.
+
+mod config;
+mod datastore;
+mod http;
+mod metrics;
+mod node;
+mod ports;
+mod workers;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use weir_dataplane::snapshot::Publisher;
+use weir_workers::afxdp::{PortSpec, WireGuardOnWorker, WorkerReport};
+use weir_workers::ports::PortControl;
+use weir_workers::tunnel::{PeerUpdate, SharedPeerMailbox, WireGuardSetup};
+
+use crate::attach::{CniConfig, View};
+use crate::calc::{drive, Batch, Calculator, DriveState, Update};
+use crate::policy::load::Cluster;
+use crate::policy::model::Kind;
+
+pub use self::config::{AgentConfig, AgentError, KubernetesConfig};
+pub use self::datastore::{load_datastore, load_datastore_keeping, LastGood};
+pub use self::metrics::{control_metrics, metrics, ControlStats, APPLY_BUCKETS};
+pub use self::node::{build_node, parse_mac};
+pub use self::ports::spread;
+pub use crate::calc::INTERFACE_ANNOTATION;
+pub use crate::calc::MAC_ANNOTATION;
+
+use self::node::{calculate, pod_mtu, Calculated};
+
+/// Runs the agent until SIGTERM/SIGINT (or `stop`).
+pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
+    let control = Arc::new(Mutex::new(ControlStats::default()));
+    let mut calc = Calculator::new(&config.node);
+    let (tx, rx) = std::sync::mpsc::channel::<Update>();
+    let local_tx = tx.clone();
+    let kinds = datastore::start(config, tx, &control, stop)?;
+    let window = Duration::from_micros(config.coalesce_micros);
+    let mut drive_state = DriveState::default();
+    let first = first_calculation(
+        config,
+        &rx,
+        &mut calc,
+        &kinds,
+        window,
+        stop,
+        &mut drive_state,
+    )?;
+    let Some((builder, ports, peer_configs, mut warnings)) = first else {
+        return Ok(());
+    };
+    let (node_key, wg_setup) =
+        match start_wireguard(config, calc.cluster(), peer_configs, &mut warnings)? {
+            Some((key, setup)) => (Some(key), Some(setup)),
+            None => (None, None),
+        };
+    let mailbox: SharedPeerMailbox = Arc::default();
+    for w in &warnings {
+        eprintln!("weir agent: warning: {w}");
+    }
+    let mut publisher = Publisher::new();
+    let snapshot = publisher
+        .publish(builder)
+        .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+    let listener = TcpListener::bind(&config.listen).map_err(|e| AgentError::Listen {
+        addr: config.listen.clone(),
+        why: e.to_string(),
+    })?;
+    let workers = config.cores.len();
+    let reports: Vec<Arc<Mutex<WorkerReport>>> = (0..workers)
+        .map(|_| Arc::new(Mutex::new(WorkerReport::default())))
+        .collect();
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Ok(mut stats) = control.lock() {
+        stats.generation = snapshot.generation;
+    }
+    http::start(listener, &reports, &control, &ready, stop)?;
+    let wireguard = wg_setup.map(|wireguard| WireGuardOnWorker {
+        wireguard,
+        mailbox: Some(mailbox.clone()),
+    });
+    let started = workers::start(
+        config, &ports, &publisher, &snapshot, &reports, wireguard, stop,
+    )?;
+    let view = Arc::new(Mutex::new(View::default()));
+    update_view(&view, &calc, &config.node);
+    match &config.cni {
+        Some(cni) => start_cni(config, cni, &view, local_tx, stop)?,
+        None => drop(local_tx),
+    }
+    ready.store(true, Ordering::SeqCst);
+    eprintln!(
+        "weir agent: node {} forwarding on core{} {}; metrics on http://{}/metrics",
+        config.node,
+        if workers > 1 { "s" } else { "" },
+        config
+            .cores
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.listen
+    );
+    // The control loop: apply datastore changes while the workers run.
+    let mut running = Running {
+        config,
+        publisher,
+        node_key,
+        mailbox,
+        port_control: started.port_control,
+        held: started.held,
+        handles: started.handles,
+        control,
+        view,
+    };
+    drive(
+        &rx,
+        &mut calc,
+        &kinds,
+        window,
+        stop,
+        &mut drive_state,
+        |calc, batch| running.apply(calc, batch),
+    );
+    for h in running.handles {
+        let _ = h.join();
+    }
+    eprintln!("weir agent: stopped");
+    Ok(())
+}
+
+/// Waits for the datastore's first full list of `kinds` and calculates the node's first
+/// tables from it. `None` when the agent was stopped first.
+fn first_calculation(
+    config: &AgentConfig,
+    rx: &Receiver<Update>,
+    calc: &mut Calculator,
+    kinds: &[Kind],
+    window: Duration,
+    stop: &AtomicBool,
+    drive_state: &mut DriveState,
+) -> Result<Option<Calculated>, AgentError> {
+    let mut first: Option<Result<Calculated, AgentError>> = None;
+    drive(rx, calc, kinds, window, stop, drive_state, |calc, batch| {
+        for r in &batch.refused {
+            eprintln!("weir agent: {r}; not applied");
+        }
+        first = Some(calculate(config, None, calc));
+        false
+    });
+    match first {
+        Some(result) => result.map(Some),
+        None if stop.load(Ordering::SeqCst) => Ok(None),
+        None => Err(AgentError::Datastore {
+            path: config.datastore_name(),
+            why: "the datastore ended before its first full sync (see above)".into(),
+        }),
+    }
+}
+
+/// When WireGuard is on: this node's key (read from its key file, or made and written
+/// there), published for the other nodes, and the worker's WireGuard set up with
+/// `peer_configs`. A key that could not be published is a warning.
+fn start_wireguard(
+    config: &AgentConfig,
+    cluster: &Cluster,
+    peer_configs: Vec<weir_crypto::PeerConfig>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(weir_crypto::NodeKey, WireGuardSetup)>, AgentError> {
+    let wg = config.wireguard_mode()?;
+    let Some((w, mode)) = wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) else {
+        return Ok(None);
+    };
+    let (key, created) = crate::wireguard::load_or_create_key(&w.key_file)?;
+    let local = crate::wireguard::local_address(w, &config.node, cluster).map_err(|why| {
+        AgentError::Config {
+            path: "wireguard.address".into(),
+            why,
+        }
+    })?;
+    eprintln!(
+        "weir agent: WireGuard public key {} ({}), mode {}, {local} port {}",
+        key.public_base64(),
+        if created {
+            "new key written to the key file"
+        } else {
+            "from the key file"
+        },
+        w.mode,
+        w.port
+    );
+    let published = match &config.kubernetes {
+        Some(k) => datastore::publish_key_kubernetes(k, &config.node, &key),
+        None => crate::wireguard::publish_key(&config.node, &key, cluster),
+    };
+    match published {
+        Ok(Some(done)) => eprintln!("weir agent: {done}"),
+        Ok(None) => {}
+        Err(warning) => warnings.push(warning),
+    }
+    let node_key = key.clone();
+    let mut peers = weir_crypto::Peers::new(key, weir_crypto::peers::DEFAULT_HANDSHAKE_LIMIT);
+    peers
+        .set_peers(peer_configs)
+        .map_err(|e| AgentError::Datastore {
+            path: config.datastore_name(),
+            why: e.to_string(),
+        })?;
+    Ok(Some((
+        node_key,
+        WireGuardSetup {
+            peers,
+            port: w.port,
+            local,
+            mode,
+        },
+    )))
+}
+
+/// Serves `weir-cni` on its socket, on a thread of its own: pods attached and detached at
+/// run time, with addresses from IPAM (IPAMBlock objects with the Kubernetes datastore,
+/// else files). Local changes go to the control loop on `local_tx`.
+fn start_cni(
+    config: &AgentConfig,
+    cni: &CniConfig,
+    view: &Arc<Mutex<View>>,
+    local_tx: Sender<Update>,
+    stop: &'static AtomicBool,
+) -> Result<(), AgentError> {
+    let mtu = pod_mtu(config)?;
+    let ipam = match &config.kubernetes {
+        Some(k) => {
+            let kubeconfig = k.kubeconfig.clone();
+            crate::k8s::ipam::KubeStore::new(|| async move {
+                crate::k8s::source::client(kubeconfig.as_deref()).await
+            })
+            .and_then(|store| crate::ipam::Ipam::with_store(Box::new(store), &config.node))
+        }
+        None => crate::ipam::Ipam::open(&cni.ipam_dir, &config.node),
+    }
+    .map_err(|e| AgentError::Config {
+        path: "cni".into(),
+        why: e.to_string(),
+    })?;
+    let attacher =
+        crate::attach::Attacher::new(ipam, cni, mtu, view.clone(), local_tx).map_err(|why| {
+            AgentError::Config {
+                path: "cni".into(),
+                why,
+            }
+        })?;
+    let listener = crate::attach::bind(&cni.socket).map_err(|why| AgentError::Config {
+        path: "cni.socket".into(),
+        why,
+    })?;
+    let attacher = Arc::new(attacher);
+    std::thread::Builder::new()
+        .name("weir-cni".into())
+        .spawn(move || crate::attach::serve(listener, attacher, stop))
+        .map_err(|e| AgentError::Worker(e.to_string()))?;
+    eprintln!(
+        "weir agent: serving weir-cni on {} (pod MTU {mtu}, IPAM state in {})",
+        cni.socket.display(),
+        if config.kubernetes.is_some() {
+            "IPAMBlock objects".to_owned()
+        } else {
+            cni.ipam_dir.display().to_string()
+        }
+    );
+    Ok(())
+}
+
+/// Tells the attacher what it needs from the latest model: the IP pools and this node's
+/// labels.
+fn update_view(view: &Mutex<View>, calc: &Calculator, node: &str) {
+    if let Ok(mut v) = view.lock() {
+        v.pools = calc.cluster().ip_pools.values().cloned().collect();
+        v.node_labels = calc
+            .cluster()
+            .nodes
+            .get(node)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default();
+        v.ready = true;
+    }
+}
+
+/// What the control loop holds while the workers run.
+struct Running<'a> {
+    config: &'a AgentConfig,
+    publisher: Publisher,
+    /// This node's WireGuard key, when WireGuard is on.
+    node_key: Option<weir_crypto::NodeKey>,
+    /// Where new peer sets go to the worker that runs WireGuard.
+    mailbox: SharedPeerMailbox,
+    port_control: PortControl,
+    /// Which worker holds each interface.
+    held: BTreeMap<String, usize>,
+    handles: Vec<JoinHandle<()>>,
+    control: Arc<Mutex<ControlStats>>,
+    view: Arc<Mutex<View>>,
+}
+
+impl Running<'_> {
+    /// Applies one batch of datastore changes: a new snapshot published, interfaces
+    /// attached and detached to match, the counters and the attacher's view brought up to
+    /// date, and the answer sent to whoever waits for the batch. A change that cannot be
+    /// applied is rejected and the last good tables keep serving. Returns `false` (stop
+    /// driving) once every worker has ended.
+    fn apply(&mut self, calc: &mut Calculator, batch: Batch) -> bool {
+        if self.handles.iter().all(|h| h.is_finished()) {
+            return false;
+        }
+        for r in &batch.refused {
+            eprintln!("weir agent: {r}; its last good version stays");
+        }
+        let mut stats = self.control.lock().map(|s| s.clone()).unwrap_or_default();
+        stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
+        let answer = match self.publish(calc) {
+            Ok((generation, new_ports)) => {
+                // Interfaces the new tables name are put on workers; those they no longer
+                // name are taken off (the snapshot without them is already published).
+                let result = ports::reconcile_ports(&self.port_control, &mut self.held, &new_ports);
+                stats.applied += 1;
+                stats.generation = generation;
+                stats.observe(batch.first_noticed.elapsed().as_secs_f64());
+                update_view(&self.view, calc, &self.config.node);
+                eprintln!(
+                    "weir agent: datastore reloaded (generation {generation}, {} change{})",
+                    batch.changes,
+                    if batch.changes == 1 { "" } else { "s" }
+                );
+                if let Err(why) = &result {
+                    eprintln!("weir agent: {why}");
+                }
+                result
+            }
+            Err(e) => {
+                stats.rejected += 1;
+                eprintln!(
+                    "weir agent: datastore change rejected: {e}; the last good tables keep serving"
+                );
+                Err(e.to_string())
+            }
+        };
+        for done in batch.done {
+            let _ = done.send(answer.clone());
+        }
+        if let Ok(mut shared) = self.control.lock() {
+            *shared = stats;
+        }
+        true
+    }
+
+    /// Calculates this node's tables from the model and publishes them, handing the new
+    /// peer set to WireGuard when it is on; returns the snapshot's generation and the
+    /// interfaces it names.
+    fn publish(&mut self, calc: &mut Calculator) -> Result<(u64, Vec<PortSpec>), AgentError> {
+        let (builder, new_ports, peers, warnings) =
+            calculate(self.config, self.node_key.as_ref(), calc)?;
+        for w in &warnings {
+            eprintln!("weir agent: warning: {w}");
+        }
+        let snapshot = self
+            .publisher
+            .publish(builder)
+            .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+        if self.node_key.is_some() {
+            let neighbors = snapshot
+                .nodes
+                .iter()
+                .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
+                .collect();
+            if let Ok(mut slot) = self.mailbox.pending.lock() {
+                *slot = Some(PeerUpdate { peers, neighbors });
+            }
+        }
+        Ok((snapshot.generation, new_ports))
+    }
+}

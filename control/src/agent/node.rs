@@ -1,0 +1,210 @@
+//! This node's part of the cluster: the snapshot the workers forward with (its pods, its
+//! uplink, the policy compiled for them, the WireGuard peers) and the interfaces it names,
+//! read from sysfs.
+
+use std::net::IpAddr;
+
+use weir_dataplane::snapshot::{Mac, PodSpec};
+use weir_dataplane::SnapshotBuilder;
+use weir_workers::afxdp::PortSpec;
+use weir_workers::bpf::UplinkFilter;
+
+use crate::calc::Calculator;
+use crate::policy::compile::Compiled;
+use crate::policy::load::Cluster;
+
+use super::{AgentConfig, AgentError, INTERFACE_ANNOTATION, MAC_ANNOTATION};
+
+/// "aa:bb:cc:dd:ee:ff" as bytes.
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The snapshot of this node from the datastore, and the interfaces to attach.
+pub fn build_node(
+    config: &AgentConfig,
+    cluster: &Cluster,
+    compiled: Compiled,
+) -> Result<(SnapshotBuilder, Vec<PortSpec>), AgentError> {
+    let mut b = SnapshotBuilder::new();
+    let mut ports = Vec::new();
+    // Snapshot endpoint ids must be the compiler's: pods are added in id order.
+    let mut by_id: Vec<_> = compiled.endpoints.iter().collect();
+    by_id.sort_by_key(|(_, &id)| id);
+    for (name, &id) in by_id {
+        let pod = &cluster.pods[name];
+        let who = format!("{}/{}", pod.namespace, pod.name);
+        let perr = |why: String| AgentError::Pod {
+            pod: who.clone(),
+            why,
+        };
+        let interface = pod.annotations.get(INTERFACE_ANNOTATION).ok_or_else(|| {
+            perr(format!(
+                "no {INTERFACE_ANNOTATION} annotation: this agent serves one node, and every \
+                 pod in its datastore must be local (name its host-side interface)"
+            ))
+        })?;
+        let mac = pod
+            .annotations
+            .get(MAC_ANNOTATION)
+            .and_then(|m| parse_mac(m))
+            .ok_or_else(|| perr(format!("{MAC_ANNOTATION}: missing or not a MAC")))?;
+        let (mut ipv4, mut ipv6) = (None, None);
+        for ip in &pod.ips {
+            match ip {
+                IpAddr::V4(a) => ipv4 = Some(*a),
+                IpAddr::V6(a) => ipv6 = Some(*a),
+            }
+        }
+        // An interface that is gone (its pod's namespace was deleted before DEL) must not
+        // stop the node's other changes: the pod keeps its endpoint, with no port, so
+        // nothing reaches it, until it is detached.
+        let present = interface_mac(interface).and_then(|m| Ok((m, interface_mtu(interface)?)));
+        let (gateway_mac, mtu) = match &present {
+            Ok((m, t)) => (*m, *t),
+            Err(e) => {
+                eprintln!("weir agent: pod {who}: {e}; it is unreachable until it is detached");
+                ([0x02, 0, 0, 0, 0, 0], 1500)
+            }
+        };
+        let (_, endpoint) = b
+            .pod(PodSpec {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                interface: interface.clone(),
+                gateway_mac,
+                mac,
+                ipv4,
+                ipv6,
+                mtu,
+            })
+            .map_err(|e| perr(e.to_string()))?;
+        if endpoint != id {
+            return Err(perr(format!(
+                "endpoint id {endpoint} differs from the policy's {id}"
+            )));
+        }
+        if present.is_ok() {
+            ports.push(PortSpec {
+                name: interface.clone(),
+                uplink_filter: None,
+            });
+        }
+    }
+    if let Some(up) = &config.uplink {
+        b.uplink(up, interface_mac(up)?, interface_mtu(up)?)
+            .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+        let mut filter = UplinkFilter {
+            v4: Vec::new(),
+            v6: Vec::new(),
+            udp_ports: config.uplink_udp_ports.clone(),
+        };
+        for net in &config.pod_cidrs {
+            match net {
+                ipnet::IpNet::V4(n) => filter.v4.push((n.network(), n.prefix_len())),
+                ipnet::IpNet::V6(n) => filter.v6.push((n.network(), n.prefix_len())),
+            }
+        }
+        ports.push(PortSpec {
+            name: up.clone(),
+            uplink_filter: Some(filter),
+        });
+    }
+    b.policy(compiled.tables);
+    Ok((b, ports))
+}
+
+/// What one calculation gives the agent: the snapshot to publish, the interfaces it
+/// needs, the WireGuard peers, and warnings for the operator.
+pub(super) type Calculated = (
+    SnapshotBuilder,
+    Vec<PortSpec>,
+    Vec<weir_crypto::PeerConfig>,
+    Vec<String>,
+);
+
+/// This node's snapshot, the interfaces it names, and the peer set, from the calculator's
+/// model. Refused (with the reason) when the peer set is invalid: the running tables stay.
+pub(super) fn calculate(
+    config: &AgentConfig,
+    key: Option<&weir_crypto::NodeKey>,
+    calc: &mut Calculator,
+) -> Result<Calculated, AgentError> {
+    let compiled = calc.compile();
+    let cluster = calc.cluster();
+    let (mut builder, new_ports) = build_node(config, cluster, compiled)?;
+    let mut warnings = Vec::new();
+    let unattached = cluster
+        .pods
+        .values()
+        .filter(|p| p.node_name.as_deref() == Some(config.node.as_str()) && !calc.is_local(p))
+        .count();
+    if unattached > 0 {
+        warnings.push(format!(
+            "{unattached} pod(s) scheduled on this node have no {INTERFACE_ANNOTATION} \
+             annotation yet: they are not attached, and nothing reaches them until they are"
+        ));
+    }
+    let wg = config.wireguard_mode()?;
+    let peers =
+        crate::wireguard::remote_nodes(&config.node, wg, cluster, &mut builder, &mut warnings);
+    if let Some(key) = key {
+        // Checked here, so that a refused set never reaches the worker.
+        weir_crypto::Peers::new(key.clone(), 1)
+            .set_peers(peers.clone())
+            .map_err(|e| AgentError::Datastore {
+                path: config.datastore_name(),
+                why: e.to_string(),
+            })?;
+        warnings.extend(crate::wireguard::check_published(
+            &config.node,
+            key,
+            cluster,
+        ));
+    }
+    Ok((builder, new_ports, peers, warnings))
+}
+
+/// The MTU of pod interfaces: the uplink's (1500 without one) less WireGuard's overhead
+/// when it is on (80 bytes, enough for an IPv6 underlay).
+pub(super) fn pod_mtu(config: &AgentConfig) -> Result<u16, AgentError> {
+    let base = match &config.uplink {
+        Some(up) => interface_mtu(up)?,
+        None => 1500,
+    };
+    let wg = config
+        .wireguard_mode()?
+        .is_some_and(|(_, m)| m != weir_crypto::EncryptionMode::Off);
+    Ok(if wg { base.saturating_sub(80) } else { base })
+}
+
+fn sysfs(name: &str, what: &str) -> Result<String, AgentError> {
+    let path = format!("/sys/class/net/{name}/{what}");
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| AgentError::Interface {
+            name: name.into(),
+            why: format!("{path}: {e}"),
+        })
+}
+
+fn interface_mac(name: &str) -> Result<Mac, AgentError> {
+    let text = sysfs(name, "address")?;
+    parse_mac(&text).ok_or_else(|| AgentError::Interface {
+        name: name.into(),
+        why: format!("unreadable MAC {text:?}"),
+    })
+}
+
+fn interface_mtu(name: &str) -> Result<u16, AgentError> {
+    let text = sysfs(name, "mtu")?;
+    text.parse().map_err(|_| AgentError::Interface {
+        name: name.into(),
+        why: format!("unreadable MTU {text:?}"),
+    })
+}
