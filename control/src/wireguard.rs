@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use weir_crypto::{EncryptionMode, NodeKey, PeerConfig};
-use weir_dataplane::snapshot::{Mac, NextHop, Prefix, Tunnel};
+use weir_dataplane::snapshot::{Mac, NextHop, PeerSpec, Prefix, Tunnel};
 use weir_dataplane::SnapshotBuilder;
 
 use crate::agent::AgentError;
@@ -117,8 +117,10 @@ fn kernel_neighbor(ip: IpAddr) -> Option<Mac> {
     })
 }
 
-/// Adds the other nodes of `cluster` to `b` (their underlay address and MAC, and a route
-/// for each of their pod CIDRs) and returns the WireGuard peers, when WireGuard is on.
+/// Adds the other nodes of `cluster` to `b` (their underlay address and MAC, a route for
+/// each of their pod CIDRs, and, when WireGuard is on, their peer) and returns the
+/// WireGuard peers as the protocol sees them (for the agent to check the set before it
+/// publishes it).
 /// A node that cannot be used (no InternalIP, a malformed key) is reported in `warnings`
 /// and left out; the others are unaffected.
 pub fn remote_nodes(
@@ -201,6 +203,18 @@ pub fn remote_nodes(
         }
         if let (Some((config, mode)), Some(public_key)) = (wg, key) {
             if mode != EncryptionMode::Off {
+                b.peer(PeerSpec {
+                    node: id,
+                    name: node.name.clone(),
+                    public_key: *public_key.as_bytes(),
+                    endpoint: SocketAddr::new(underlay, config.port),
+                    allowed_ips: node
+                        .pod_cidrs
+                        .iter()
+                        .filter_map(|n| Prefix::new(n.network(), n.prefix_len()).ok())
+                        .collect(),
+                    persistent_keepalive: None,
+                });
                 peers.push(PeerConfig {
                     name: node.name.clone(),
                     public_key,

@@ -1,5 +1,7 @@
-//! weir's WireGuard: the node key, the peers of a worker with their sessions (boringtun's
-//! protocol, `ring`'s ChaCha20-Poly1305), and the outer headers between nodes.
+//! weir's WireGuard keys and sessions: the node key, and the peers of a worker with their
+//! sessions (boringtun's protocol, `ring`'s ChaCha20-Poly1305). The outer headers between
+//! nodes are the dataplane's (`weir_dataplane::wire::wireguard::outer`), which peer to seal
+//! for is the snapshot's (`weir_dataplane::snapshot::PeerTable`).
 //!
 //! No socket, no clock and no random source of its own beyond what boringtun reads (the
 //! monotonic clock for its timers, the OS for ephemeral keys): the worker that owns a
@@ -8,11 +10,11 @@
 #![forbid(unsafe_code)]
 
 pub mod keys;
-pub mod outer;
 pub mod peers;
 
+pub use boringtun::x25519::PublicKey;
+pub use ipnet::IpNet;
 pub use keys::{parse_public, KeyError, NodeKey};
-pub use outer::{pod_mtu, OuterPath};
 pub use peers::{Opened, PeerConfig, PeerError, PeerId, Peers, Sealed, WgCounters, WgDrop};
 
 /// WireGuard's default port.

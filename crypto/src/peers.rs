@@ -320,6 +320,11 @@ impl Peers {
             .map(|(_, id)| *id)
     }
 
+    /// The peer whose public key is `key`.
+    pub fn by_key(&self, key: &[u8; 32]) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
     /// Where to send to peer `id`.
     pub fn endpoint(&self, id: PeerId) -> Option<SocketAddr> {
         self.peer(id).map(|p| p.endpoint)

@@ -82,11 +82,38 @@ pub enum DropReason {
     PolicyDeniedEgress,
     /// Denied by the ingress policy of the receiving pod.
     PolicyDeniedIngress,
+    /// Routed over WireGuard to a node that has no peer in the snapshot (no usable key, or
+    /// WireGuard off on this node): never sent in clear.
+    WireguardNoPeer,
+    /// Routed to an interface that no worker owns (just detached, or its owner not
+    /// announced yet).
+    UnownedOutput,
+    /// The lane to the worker that owns the output had no free buffer (that worker is
+    /// behind): dropped, never queued without bound.
+    HandoffFull,
+    /// Handed in by another worker for an interface index of another snapshot generation
+    /// than the one mapped here (a few while the workers move to a new snapshot).
+    HandoffStale,
+    /// The kernel gave an RX descriptor outside the UMEM (recycled unread).
+    BadDescriptor,
+    /// No free frame: a frame handed in by another worker, or a message WireGuard had to
+    /// send, found this worker's free list empty.
+    FillStarved,
+    /// Found in a port's RX ring or TX staging queue while the port was detached.
+    PortDetached,
+    /// Could not be sealed or sent: no room in the frame for the outer headers and the
+    /// message (a packet larger than the tunnel's frames hold), or a packet too short or
+    /// too long for the tunnel.
+    WireguardNoRoom,
+    /// A WireGuard message refused on the way in (unauthenticated, replayed, from an
+    /// unknown peer, an inner source outside the peer's allowed IPs...; the WireGuard
+    /// counters say which).
+    WireguardRejected,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the order of the counter array).
-    pub const ALL: [DropReason; 34] = [
+    pub const ALL: [DropReason; 43] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::UnknownEthertype,
@@ -121,6 +148,31 @@ impl DropReason {
         DropReason::TxRingFull,
         DropReason::PolicyDeniedEgress,
         DropReason::PolicyDeniedIngress,
+        DropReason::WireguardNoPeer,
+        DropReason::UnownedOutput,
+        DropReason::HandoffFull,
+        DropReason::HandoffStale,
+        DropReason::BadDescriptor,
+        DropReason::FillStarved,
+        DropReason::PortDetached,
+        DropReason::WireguardNoRoom,
+        DropReason::WireguardRejected,
+    ];
+
+    /// The reasons the in-memory driver cannot produce from a frame, so that
+    /// `every_drop_reason_is_reachable_and_counted` (workers/tests/pipeline.rs) leaves them
+    /// out: `handoff_full` and `handoff_stale` need two workers (proven by the AF_XDP
+    /// two-worker test with a full lane); `port_detached` and `bad_descriptor` need a
+    /// kernel socket (a port detached with frames in its rings, a descriptor outside the
+    /// UMEM); `fill_starved` and `wireguard_no_room` need the free list or a frame to run
+    /// out under WireGuard, which the pipeline's MTU checks keep the in-memory driver from.
+    pub const NOT_IN_MEMORY: [DropReason; 6] = [
+        DropReason::HandoffFull,
+        DropReason::HandoffStale,
+        DropReason::BadDescriptor,
+        DropReason::PortDetached,
+        DropReason::FillStarved,
+        DropReason::WireguardNoRoom,
     ];
 
     /// Number of reasons.
@@ -163,6 +215,15 @@ impl DropReason {
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::PolicyDeniedEgress => "policy_denied_egress",
             DropReason::PolicyDeniedIngress => "policy_denied_ingress",
+            DropReason::WireguardNoPeer => "wireguard_no_peer",
+            DropReason::UnownedOutput => "unowned_output",
+            DropReason::HandoffFull => "handoff_full",
+            DropReason::HandoffStale => "handoff_stale",
+            DropReason::BadDescriptor => "bad_descriptor",
+            DropReason::FillStarved => "fill_starved",
+            DropReason::PortDetached => "port_detached",
+            DropReason::WireguardNoRoom => "wireguard_no_room",
+            DropReason::WireguardRejected => "wireguard_rejected",
         }
     }
 }
@@ -199,18 +260,37 @@ impl IcmpErrorKind {
 
 /// One worker's counters.
 ///
-/// Accounting identity, for every frame a worker received:
-/// `rx == tx_forwarded + drops + neighbor_replies + icmp_errors_sent`, where a frame that
-/// is answered with an ICMP error counts under its drop reason *and* the error it became is
-/// counted in `icmp_errors` and `tx` (so `tx = tx_forwarded + neighbor_replies +
-/// icmp_errors_sent`). [`Counters::check_accounting`] states the identity as code.
+/// Accounting identity: every frame that came in (received, handed in by another worker,
+/// or made here) went out (transmitted, handed to another worker), was dropped for a named
+/// reason, or was consumed by design:
+///
+/// `rx + handoff_in + generated + icmp_errors == tx + handoff_out + drops + consumed`
+///
+/// A frame answered with an ICMP error counts under its drop reason *and* the error it
+/// became is counted in `icmp_errors` and `tx`. Summed over all workers, `handoff_in`
+/// equals `handoff_out` once the lanes are empty. The identity holds whenever no frame is
+/// between two places (in a batch, staged but not yet given to a TX ring);
+/// [`Counters::check_accounting`] states it as code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(align(64))]
 pub struct Counters {
     /// Frames that entered the pipeline.
     pub rx: u64,
-    /// Frames handed to an output (forwarded packets, ARP/NDP replies, ICMP errors).
+    /// Frames given to an output's TX ring (forwarded and sealed packets, ARP/NDP replies,
+    /// ICMP errors, WireGuard messages).
     pub tx: u64,
+    /// Frames made here that no frame came in for: WireGuard handshake, cookie and
+    /// keepalive messages, and packets flushed after a handshake (which were consumed
+    /// when they were queued for it).
+    pub generated: u64,
+    /// Frames that ended here by design, neither sent nor dropped: WireGuard control
+    /// messages received, and packets queued for a peer's handshake (they leave later as
+    /// generated frames).
+    pub consumed: u64,
+    /// Frames received from other workers, to send here.
+    pub handoff_in: u64,
+    /// Frames given to the worker that owns their output.
+    pub handoff_out: u64,
     /// ARP replies and neighbour advertisements sent for the gateway.
     pub neighbor_replies: u64,
     /// ICMP errors sent, by kind.
@@ -234,6 +314,10 @@ impl Default for Counters {
         Counters {
             rx: 0,
             tx: 0,
+            generated: 0,
+            consumed: 0,
+            handoff_in: 0,
+            handoff_out: 0,
             neighbor_replies: 0,
             icmp_errors: [0; 3],
             icmp_rate_limited: 0,
@@ -272,6 +356,10 @@ impl Counters {
     pub fn merge(&mut self, other: &Counters) {
         self.rx += other.rx;
         self.tx += other.tx;
+        self.generated += other.generated;
+        self.consumed += other.consumed;
+        self.handoff_in += other.handoff_in;
+        self.handoff_out += other.handoff_out;
         self.neighbor_replies += other.neighbor_replies;
         self.icmp_rate_limited += other.icmp_rate_limited;
         self.checksums_completed += other.checksums_completed;
@@ -286,19 +374,26 @@ impl Counters {
         }
     }
 
-    /// Checks the accounting identity of the type doc: every received frame was either
-    /// transmitted or dropped, ICMP errors being frames that were both.
+    /// Checks the accounting identity of the type doc: every frame that came in went out,
+    /// was dropped for a reason, or was consumed; ICMP errors are frames that were both
+    /// dropped and sent.
     pub fn check_accounting(&self) -> Result<(), String> {
         let icmp: u64 = self.icmp_errors.iter().sum();
-        if self.rx + icmp == self.tx + self.total_drops() {
+        let came = self.rx + self.handoff_in + self.generated + icmp;
+        let went = self.tx + self.handoff_out + self.total_drops() + self.consumed;
+        if came == went {
             Ok(())
         } else {
             Err(format!(
-                "rx {} + icmp errors {} != tx {} + drops {}",
+                "rx {} + handoff in {} + generated {} + icmp errors {icmp} = {came}, but tx {} \
+                 + handoff out {} + drops {} + consumed {} = {went}",
                 self.rx,
-                icmp,
+                self.handoff_in,
+                self.generated,
                 self.tx,
-                self.total_drops()
+                self.handoff_out,
+                self.total_drops(),
+                self.consumed
             ))
         }
     }

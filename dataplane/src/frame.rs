@@ -185,9 +185,106 @@ impl<'a> FrameRegion<'a> {
     }
 }
 
+/// The free chunks of a region, kept as chunk bases. A chunk comes back with whatever
+/// address it last had (a received descriptor points past the headroom, a TX completion
+/// returns the address the packet was sent from); [`FreeList::push`] keeps its base, so no
+/// caller computes `addr - addr % chunk_size` itself, and [`FreeList::pop`] always gives a
+/// base.
+#[derive(Debug, Clone)]
+pub struct FreeList {
+    bases: Vec<u64>,
+    chunk_size: u64,
+}
+
+impl FreeList {
+    /// An empty list for chunks of `chunk_size` bytes.
+    ///
+    /// # Panics
+    /// If `chunk_size` is zero.
+    pub fn new(chunk_size: usize) -> Self {
+        assert!(chunk_size > 0, "a chunk has at least one byte");
+        FreeList {
+            bases: Vec::new(),
+            chunk_size: chunk_size as u64,
+        }
+    }
+
+    /// A list holding every chunk of a `chunks`-chunk region, the first one popped first.
+    pub fn full(chunks: usize, chunk_size: usize) -> Self {
+        let mut list = FreeList::new(chunk_size);
+        list.bases = (0..chunks as u64)
+            .rev()
+            .map(|c| c * list.chunk_size)
+            .collect();
+        list
+    }
+
+    /// The chunk that holds `addr`: its base.
+    #[inline]
+    pub fn base(&self, addr: u64) -> u64 {
+        addr - addr % self.chunk_size
+    }
+
+    /// Gives back the chunk that holds `addr`.
+    #[inline]
+    pub fn push(&mut self, addr: u64) {
+        let base = self.base(addr);
+        self.bases.push(base);
+    }
+
+    /// Takes a free chunk (its base).
+    #[inline]
+    pub fn pop(&mut self) -> Option<u64> {
+        self.bases.pop()
+    }
+
+    /// Free chunks.
+    pub fn len(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// Whether no chunk is free.
+    pub fn is_empty(&self) -> bool {
+        self.bases.is_empty()
+    }
+
+    /// The chunk size.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size as usize
+    }
+
+    /// The free chunks' bases, the next one to pop last.
+    pub fn bases(&self) -> &[u64] {
+        &self.bases
+    }
+
+    /// Keeps the first `len` chunks (for a ring that took the last ones).
+    pub fn truncate(&mut self, len: usize) {
+        self.bases.truncate(len);
+    }
+
+    /// Makes room for `n` more chunks.
+    pub fn reserve(&mut self, n: usize) {
+        self.bases.reserve(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_list_keeps_chunk_bases_whatever_address_comes_back() {
+        let mut free = FreeList::full(3, 2048);
+        assert_eq!(free.pop(), Some(0));
+        free.push(256 + 14);
+        free.push(2048 * 2 + 1999);
+        assert_eq!(free.pop(), Some(4096));
+        assert_eq!(free.pop(), Some(0));
+        assert_eq!(free.pop(), Some(2048));
+        assert_eq!(free.pop(), Some(4096));
+        assert!(free.pop().is_none() && free.is_empty());
+    }
 
     #[test]
     fn descriptors_are_checked_against_region_and_chunk() {

@@ -19,6 +19,6 @@ pub mod wire;
 pub use batch::{Batch, IfIndex, Meta, Next, BATCH_SIZE};
 pub use counters::{Counters, DropReason, IcmpErrorKind};
 pub use flow::FlowKey;
-pub use frame::{Frame, FrameRegion};
+pub use frame::{Frame, FrameRegion, FreeList};
 pub use node::Pipeline;
 pub use snapshot::{Publisher, Snapshot, SnapshotBuilder, SnapshotReader};

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use weir_crypto::outer;
+use weir_dataplane::wire::wireguard::outer;
 use weir_crypto::peers::{Opened, PeerConfig, Peers};
 use weir_crypto::NodeKey;
 

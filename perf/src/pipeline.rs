@@ -12,6 +12,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use weir_dataplane::node::output::{Action, OutputMap, Owner};
 use weir_dataplane::snapshot::{Mac, PodSpec};
 use weir_dataplane::{
     craft, Batch, Frame, FrameRegion, Pipeline, Snapshot, SnapshotBuilder, BATCH_SIZE,
@@ -160,6 +161,14 @@ fn measure(
         .collect();
     let mut batch = Batch::new();
     let mut p = Pipeline::new();
+    // One worker that owns every interface, as in `MemDriver`: the output stage's plan is
+    // part of the per-packet path being measured.
+    let mut map = OutputMap::new();
+    map.reset(snapshot.generation, snapshot.interfaces.len(), false);
+    for i in 0..snapshot.interfaces.len() as u16 {
+        map.set(i, Owner::Here { port: i });
+    }
+    let mut plan = Vec::with_capacity(weir_dataplane::BATCH_SIZE);
     let mut packets = 0u64;
     let mut now = 0u64;
     let start = Instant::now();
@@ -176,13 +185,16 @@ fn measure(
         }
         if pipeline {
             p.process(snapshot, &mut region, &mut batch, now);
+            p.output(snapshot, &batch, &map, &mut plan);
         }
         let mut sent = 0u64;
+        let mut i = 0;
         batch.drain(|f, m| {
             if pipeline {
-                if p.settle(m.next).is_some() {
+                if let Some(Action::Send { .. }) = plan.get(i) {
                     sent += 1;
                 }
+                i += 1;
             } else {
                 sent += u64::from(black_box(m.ingress) != u16::MAX);
             }

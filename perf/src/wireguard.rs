@@ -25,13 +25,14 @@ use std::time::{Duration, Instant};
 use boringtun::noise::{Tunn, TunnResult};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use weir_crypto::peers::{Opened, PeerConfig, Peers, Sealed};
-use weir_crypto::{EncryptionMode, NodeKey};
-use weir_dataplane::batch::flags;
-use weir_dataplane::snapshot::{NextHop, PodSpec, Prefix, Tunnel as TunnelKind};
+use weir_crypto::NodeKey;
+use weir_dataplane::node::output::{Action, OutputMap, Owner};
+use weir_dataplane::snapshot::{NextHop, PeerSpec, PodSpec, Prefix, Tunnel as TunnelKind};
 use weir_dataplane::{
-    craft, Batch, Frame, FrameRegion, Pipeline, Snapshot, SnapshotBuilder, BATCH_SIZE,
+    craft, Batch, Counters, Frame, FrameRegion, FreeList, Pipeline, Snapshot, SnapshotBuilder,
+    BATCH_SIZE,
 };
-use weir_workers::tunnel::{Tunnel, WireGuardSetup};
+use weir_workers::wireguard::Tunnel;
 
 use crate::report::BenchResult;
 
@@ -151,18 +152,23 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
             tunnel: TunnelKind::WireGuard,
         },
     );
+    sb.wireguard(SocketAddr::new(IpAddr::V4(A_UNDERLAY), 51820));
+    sb.peer(PeerSpec {
+        node,
+        name: "b".into(),
+        public_key: *NodeKey::from_bytes([0x42; 32]).public().as_bytes(),
+        endpoint: SocketAddr::new(IpAddr::V4(B_UNDERLAY), 51820),
+        allowed_ips: vec![prefix],
+        persistent_keepalive: None,
+    });
     let snapshot = sb.build(1).map_err(|e| e.to_string())?;
-    let mut tunnel = Tunnel::new(
-        WireGuardSetup {
-            peers: peers_a,
-            port: 51820,
-            local: IpAddr::V4(A_UNDERLAY),
-            mode: EncryptionMode::Required,
-        },
-        &snapshot,
-        uplink,
-    )
-    .ok_or("the benchmark snapshot has no uplink")?;
+    let mut tunnel = Tunnel::with_peers(peers_a, HEADROOM as usize);
+    tunnel.reconcile(&snapshot);
+    let peer = snapshot
+        .peers
+        .of_node(node)
+        .ok_or("the benchmark snapshot has no peer for node b")?;
+    let _ = uplink;
     // boringtun alone: its own pair of sessions.
     let (mut tunn_a, _tunn_b) = tunn_pair()?;
     // ring alone.
@@ -181,12 +187,22 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
             // weir: the packet in frame 0, sealed into frame 1 (a free frame, as the
             // worker has them), frame 1 handed back after "sending".
             let mut sealed_ok = true;
-            let mut free: Vec<u64> = Vec::with_capacity(2);
+            let mut free = FreeList::new(FRAME as usize);
+            let mut counters = Counters::default();
             let r = rate(cfg.duration, || {
                 area[HEADROOM as usize + 14..HEADROOM as usize + 14 + size].copy_from_slice(&inner);
-                free.clear();
+                // Frame 1 free, frame 0 holds the packet (and comes back after sealing).
+                while free.pop().is_some() {}
                 free.push(FRAME);
-                match tunnel.seal(&mut area, FRAME, HEADROOM, len, &mut free) {
+                match tunnel.seal(
+                    &snapshot,
+                    &mut area,
+                    &mut free,
+                    peer,
+                    HEADROOM,
+                    len,
+                    &mut counters,
+                ) {
                     Some(f) => {
                         black_box(f);
                     }
@@ -282,8 +298,10 @@ pub fn run(cfg: &WireGuardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>)
         ));
     }
     let notes = vec![
-        "sizes are inner IP packet bytes; weir's figure includes the peer lookup by allowed \
-         IPs, the copy of the inner packet, the seal and the outer Ethernet/IPv4/UDP headers"
+        "sizes are inner IP packet bytes; weir's figure includes the peer's session (the \
+         adjacency names the peer), the copy of the inner packet, the seal and the outer \
+         Ethernet/IPv4/UDP headers from the peer's prebuilt template; the pipeline figure \
+         adds every stage, the output stage's plan included"
             .to_string(),
         format!(
             "{} s per figure per round; ring seals in place with a fresh nonce each time; \
@@ -325,7 +343,15 @@ fn pipeline_and_seal(
     let spares: Vec<u64> = (BATCH_SIZE..2 * BATCH_SIZE)
         .map(|k| (k * chunk) as u64)
         .collect();
-    let mut free: Vec<u64> = Vec::with_capacity(2 * BATCH_SIZE);
+    let mut free = FreeList::new(chunk);
+    let mut counters = Counters::default();
+    // One worker that owns every interface and seals, as the uplink's worker does.
+    let mut map = OutputMap::new();
+    map.reset(snapshot.generation, snapshot.interfaces.len(), true);
+    for i in 0..snapshot.interfaces.len() as u16 {
+        map.set(i, Owner::Here { port: i });
+    }
+    let mut plan = Vec::with_capacity(BATCH_SIZE);
     let mut frames: Vec<Frame> = {
         let mut region = FrameRegion::new(&mut mem, chunk);
         templates
@@ -336,7 +362,7 @@ fn pipeline_and_seal(
             .map_err(|e| format!("{e:?}"))?
     };
     let mut batch = Batch::new();
-    let mut to_seal: Vec<(u64, u32)> = Vec::with_capacity(BATCH_SIZE);
+    let mut to_seal: Vec<(u32, u64, u32)> = Vec::with_capacity(BATCH_SIZE);
     let (mut packets, mut sealed, mut now) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     loop {
@@ -350,18 +376,34 @@ fn pipeline_and_seal(
                     .map_err(|_| "a batch holds BATCH_SIZE frames")?;
             }
             pipeline.process(snapshot, &mut region, &mut batch, now);
-            batch.drain(|f, m| {
-                if m.has(flags::ENCRYPT) && pipeline.settle(m.next).is_some() {
-                    to_seal.push((f.addr(), f.len() as u32));
+            pipeline.output(snapshot, &batch, &map, &mut plan);
+            let mut i = 0;
+            batch.drain(|f, _| {
+                if let Some(Action::Seal { peer, .. }) = plan.get(i) {
+                    to_seal.push((*peer, f.addr(), f.len() as u32));
                 }
+                i += 1;
                 frames.push(f);
             });
         }
         // The worker's free list: the spare frames (the sent messages come back to it).
-        free.clear();
-        free.extend(&spares);
-        for (addr, len) in to_seal.drain(..) {
-            if tunnel.seal(&mut mem, FRAME, addr, len, &mut free).is_some() {
+        while free.pop().is_some() {}
+        for &s in &spares {
+            free.push(s);
+        }
+        for (peer, addr, len) in to_seal.drain(..) {
+            if tunnel
+                .seal(
+                    snapshot,
+                    &mut mem,
+                    &mut free,
+                    peer,
+                    addr,
+                    len,
+                    &mut counters,
+                )
+                .is_some()
+            {
                 sealed += 1;
             }
         }

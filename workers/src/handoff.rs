@@ -6,7 +6,7 @@
 //! one consumer. A lane is two `crossbeam_queue::ArrayQueue`s: parcels going to B and
 //! empty buffers coming back to A. Buffers are allocated once, when the lanes are made;
 //! no lock and no allocation on the packet path. When A finds no empty buffer (B is
-//! behind), the frame is dropped and counted (`handoff_dropped`), never queued without
+//! behind), the frame is dropped and counted (`handoff_full`), never queued without
 //! bound.
 //!
 //! A worker that sleeps in `poll(2)` also watches its [`Waker`] (an eventfd), which a
@@ -39,8 +39,9 @@ pub struct Parcel {
     /// to the wrong interface).
     pub generation: u64,
     pub len: u16,
-    /// Routed over WireGuard: the receiving worker (the uplink's) seals it.
-    pub seal: bool,
+    /// Routed over WireGuard: the receiving worker (the uplink's) seals it for this peer
+    /// (an index into the snapshot's peer table of `generation`).
+    pub seal: Option<u32>,
     pub bytes: Box<[u8; PARCEL_BYTES]>,
 }
 
@@ -70,12 +71,13 @@ impl Lane {
     /// `out`. Returns false (nothing queued) when no buffer is free or the frame is larger
     /// than a parcel.
     pub fn send(&self, out: u16, frame: &[u8]) -> bool {
-        self.send_parcel(out, false, 0, frame)
+        self.send_parcel(out, None, 0, frame)
     }
 
-    /// [`Lane::send`], saying whether the frame is to be sealed for WireGuard and which
-    /// snapshot generation `out` is an index of ([`Lane::send`] says 0).
-    pub fn send_parcel(&self, out: u16, seal: bool, generation: u64, frame: &[u8]) -> bool {
+    /// [`Lane::send`], saying which WireGuard peer the frame is to be sealed for (if any)
+    /// and which snapshot generation `out` and the peer are indices of ([`Lane::send`]
+    /// says 0).
+    pub fn send_parcel(&self, out: u16, seal: Option<u32>, generation: u64, frame: &[u8]) -> bool {
         if frame.len() > PARCEL_BYTES {
             return false;
         }

@@ -5,13 +5,13 @@
 
 #![deny(unsafe_code)]
 
-pub mod afxdp;
 pub mod bpf;
 pub mod handoff;
 pub mod mem;
 pub mod ports;
 pub mod signals;
-pub mod tunnel;
+pub mod wireguard;
+pub mod worker;
 pub mod xsk;
 
 pub use mem::{InjectError, MemDriver};

@@ -1,19 +1,30 @@
-//! The in-memory driver: feeds frames to the pipeline and collects what it emits, with no
-//! kernel in the loop. Unit tests, scenario tests of the pipeline, the fuzzer and the
-//! pipeline benchmark drive weir through it; the AF_XDP driver has the same shape (a frame
-//! region, a free list, RX in, TX out) with rings instead of queues.
+//! The in-memory driver: feeds frames to the pipeline and carries out its output plan, with
+//! no kernel in the loop. Unit tests, scenario tests of the pipeline (WireGuard included),
+//! the fuzzer and the pipeline benchmark drive weir through it; the AF_XDP driver has the
+//! same shape (a frame region, a free list, RX in, the pipeline and its output stage, TX
+//! out) with rings instead of queues.
+//!
+//! It is one worker that owns every interface of the snapshot (unless a test says an
+//! interface is owned by nobody, see [`MemDriver::set_unowned`]), so nothing is handed off.
+//! With [`MemDriver::enable_wireguard`] it seals and opens WireGuard on the snapshot's
+//! uplink like the AF_XDP worker does, with the same engine ([`crate::wireguard`]).
 //!
 //! Frame accounting is an invariant: every chunk is in exactly one place (free, waiting in
-//! RX, or waiting in a TX queue); [`MemDriver::check_accounting`] verifies it.
+//! RX, or waiting in a TX queue); [`MemDriver::check_accounting`] verifies it, and the
+//! pipeline's counters account for every packet ([`Counters::check_accounting`]).
 
 use std::collections::VecDeque;
 
-use weir_dataplane::batch::{flags, Next};
+use weir_crypto::NodeKey;
 use weir_dataplane::frame::{DEFAULT_CHUNK_SIZE, DEFAULT_HEADROOM};
+use weir_dataplane::node::output::{Action, OutputMap, Owner};
 use weir_dataplane::policy::ConntrackConfig;
 use weir_dataplane::{
-    Batch, Counters, DropReason, Frame, FrameRegion, IfIndex, Pipeline, Snapshot, BATCH_SIZE,
+    Batch, Counters, DropReason, Frame, FrameRegion, FreeList, IfIndex, Pipeline, Snapshot,
+    BATCH_SIZE,
 };
+
+use crate::wireguard::{Inbound, Tunnel};
 
 /// Why a frame could not be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,12 +47,19 @@ pub struct MemDriver {
     mem: Vec<u8>,
     chunk_size: usize,
     headroom: usize,
-    free: Vec<u64>,
+    free: FreeList,
     rx: VecDeque<(Frame, IfIndex)>,
     tx: Vec<VecDeque<Frame>>,
     tx_capacity: usize,
     batch: Batch,
     pipeline: Pipeline,
+    plan: Vec<Action>,
+    map: OutputMap,
+    unowned: Vec<IfIndex>,
+    remap: bool,
+    tunnel: Option<Tunnel>,
+    /// Frames WireGuard made or sealed this round, for the uplink: `(addr, len)`.
+    wg_out: Vec<(u64, u32)>,
 }
 
 impl MemDriver {
@@ -53,10 +71,7 @@ impl MemDriver {
             mem: vec![0; chunks * chunk_size],
             chunk_size,
             headroom: DEFAULT_HEADROOM,
-            free: (0..chunks as u64)
-                .rev()
-                .map(|c| c * chunk_size as u64)
-                .collect(),
+            free: FreeList::full(chunks, chunk_size),
             rx: VecDeque::with_capacity(chunks),
             tx: Vec::new(),
             tx_capacity,
@@ -66,7 +81,39 @@ impl MemDriver {
                 capacity: 4096,
                 ..ConntrackConfig::default()
             }),
+            plan: Vec::with_capacity(BATCH_SIZE),
+            map: OutputMap::new(),
+            unowned: Vec::new(),
+            remap: true,
+            tunnel: None,
+            wg_out: Vec::new(),
         }
+    }
+
+    /// Turns WireGuard on with this node's key: the peers, this node's address and port
+    /// come from the snapshots the driver is polled with.
+    pub fn enable_wireguard(&mut self, key: NodeKey) {
+        self.tunnel = Some(Tunnel::new(
+            key,
+            weir_crypto::peers::DEFAULT_HANDSHAKE_LIMIT,
+            self.headroom,
+        ));
+        self.remap = true;
+    }
+
+    /// The WireGuard engine, when on.
+    pub fn wireguard(&self) -> Option<&Tunnel> {
+        self.tunnel.as_ref()
+    }
+
+    /// Says that interface `iface` is owned by no worker (`true`), as a just-detached port
+    /// is, or by this driver again (`false`).
+    pub fn set_unowned(&mut self, iface: IfIndex, unowned: bool) {
+        self.unowned.retain(|&i| i != iface);
+        if unowned {
+            self.unowned.push(iface);
+        }
+        self.remap = true;
     }
 
     /// Queues a copy of `bytes` as received on `ingress`.
@@ -91,10 +138,57 @@ impl MemDriver {
     }
 
     /// Runs one batch (up to [`BATCH_SIZE`] queued frames) through the pipeline with
-    /// `snapshot` at time `now_ns`. Returns how many frames it processed.
+    /// `snapshot` at time `now_ns`, then carries out its output plan. Returns how many
+    /// frames it took from RX.
     pub fn poll(&mut self, snapshot: &Snapshot, now_ns: u64) -> usize {
+        if self.remap || self.map.generation() != snapshot.generation {
+            self.remap(snapshot);
+        }
+        let uplink = snapshot.uplink;
+        if let Some(t) = self.tunnel.as_mut() {
+            t.tick(
+                now_ns,
+                snapshot,
+                &mut self.mem,
+                &mut self.free,
+                &mut self.wg_out,
+                self.pipeline.counters_mut(),
+            );
+        }
         let n = self.rx.len().min(BATCH_SIZE);
+        let mut flush = Vec::new();
         for (frame, ingress) in self.rx.drain(..n) {
+            let frame = match (self.tunnel.as_mut(), Some(ingress) == uplink) {
+                (Some(t), true) => {
+                    let (addr, len) = (frame.addr(), frame.len() as u32);
+                    let c = self.pipeline.counters_mut();
+                    match t.receive(snapshot, &mut self.mem, &mut self.free, addr, len, c) {
+                        Inbound::Pass => frame,
+                        Inbound::Deliver(n) => {
+                            let region = FrameRegion::new(&mut self.mem, self.chunk_size);
+                            match region.frame(addr, n as usize) {
+                                Ok(f) => f,
+                                // An opened packet is shorter than its message, so this
+                                // does not happen; if it did, the frame is counted.
+                                Err(_) => {
+                                    let c = self.pipeline.counters_mut();
+                                    c.rx += 1;
+                                    c.drop(DropReason::WireguardRejected);
+                                    self.free.push(addr);
+                                    continue;
+                                }
+                            }
+                        }
+                        Inbound::Reply(a, l, peer) => {
+                            self.wg_out.push((a, l));
+                            flush.extend(peer);
+                            continue;
+                        }
+                        Inbound::Done => continue,
+                    }
+                }
+                _ => frame,
+            };
             if self.batch.push(frame, ingress).is_err() {
                 unreachable!("at most BATCH_SIZE frames are pushed into an empty batch");
             }
@@ -102,37 +196,70 @@ impl MemDriver {
         let mut region = FrameRegion::new(&mut self.mem, self.chunk_size);
         self.pipeline
             .process(snapshot, &mut region, &mut self.batch, now_ns);
-        let (pipeline, tx, free, cap) = (
+        self.pipeline
+            .output(snapshot, &self.batch, &self.map, &mut self.plan);
+        let mut to_seal = Vec::new();
+        let (pipeline, tx, free, cap, plan) = (
             &mut self.pipeline,
             &mut self.tx,
             &mut self.free,
             self.tx_capacity,
+            &self.plan,
         );
-        self.batch.drain(|frame, meta| {
-            // This driver has no WireGuard: what routing marked for sealing is dropped,
-            // never sent in clear.
-            let next = if meta.has(flags::ENCRYPT) {
-                Next::Drop(DropReason::TunnelUnavailable)
-            } else {
-                meta.next
-            };
-            match pipeline.settle(next) {
-                Some(out) => {
-                    let out = usize::from(out);
-                    if tx.len() <= out {
-                        tx.resize_with(out + 1, VecDeque::new);
-                    }
-                    if tx[out].len() < cap {
-                        pipeline.transmitted();
-                        tx[out].push_back(frame);
-                    } else {
-                        pipeline.tx_full();
-                        free.push(frame.chunk());
-                    }
+        let mut i = 0;
+        self.batch.drain(|frame, _| {
+            let action = plan.get(i).copied().unwrap_or_default();
+            i += 1;
+            match action {
+                Action::Send { port } => queue(tx, usize::from(port), cap, frame, pipeline, free),
+                Action::Seal { peer, .. } => to_seal.push((peer, frame.addr(), frame.len() as u32)),
+                // One driver owns every interface: nothing to hand off to.
+                Action::Handoff { .. } => {
+                    pipeline.drop(DropReason::UnownedOutput);
+                    free.push(frame.chunk());
                 }
-                None => free.push(frame.chunk()),
+                Action::Drop => free.push(frame.chunk()),
             }
         });
+        if let Some(t) = self.tunnel.as_mut() {
+            let c = self.pipeline.counters_mut();
+            for (peer, addr, len) in to_seal {
+                if let Some(f) = t.seal(snapshot, &mut self.mem, &mut self.free, peer, addr, len, c)
+                {
+                    self.wg_out.push(f);
+                }
+            }
+            for id in flush {
+                t.flush(
+                    snapshot,
+                    &mut self.mem,
+                    &mut self.free,
+                    id,
+                    &mut self.wg_out,
+                    c,
+                );
+            }
+        }
+        if !self.wg_out.is_empty() {
+            let region = FrameRegion::new(&mut self.mem, self.chunk_size);
+            for (addr, len) in self.wg_out.drain(..) {
+                let (pipeline, free) = (&mut self.pipeline, &mut self.free);
+                match (region.frame(addr, len as usize), uplink) {
+                    (Ok(frame), Some(up)) => queue(
+                        &mut self.tx,
+                        usize::from(up),
+                        self.tx_capacity,
+                        frame,
+                        pipeline,
+                        free,
+                    ),
+                    _ => {
+                        pipeline.drop(DropReason::WireguardNoRoom);
+                        free.push(addr);
+                    }
+                }
+            }
+        }
         n
     }
 
@@ -164,7 +291,9 @@ impl MemDriver {
         let mut n = 0;
         for q in &mut self.tx {
             n += q.len();
-            self.free.extend(q.drain(..).map(|f| f.chunk()));
+            for f in q.drain(..) {
+                self.free.push(f.chunk());
+            }
         }
         n
     }
@@ -189,6 +318,7 @@ impl MemDriver {
         let mut seen = vec![false; self.chunks()];
         let places = self
             .free
+            .bases()
             .iter()
             .copied()
             .chain(self.rx.iter().map(|(f, _)| f.chunk()))
@@ -205,5 +335,45 @@ impl MemDriver {
             Some(i) => Err(format!("chunk {:#x} is lost", i * self.chunk_size)),
             None => Ok(()),
         }
+    }
+
+    /// Every interface is this driver's port of the same number, but the unowned ones;
+    /// WireGuard's peers follow the snapshot.
+    fn remap(&mut self, snapshot: &Snapshot) {
+        let sealing = self.tunnel.is_some() && snapshot.uplink.is_some();
+        self.map
+            .reset(snapshot.generation, snapshot.interfaces.len(), sealing);
+        for i in 0..snapshot.interfaces.len() {
+            if let Ok(at) = IfIndex::try_from(i) {
+                if !self.unowned.contains(&at) {
+                    self.map.set(at, Owner::Here { port: at });
+                }
+            }
+        }
+        if let Some(t) = self.tunnel.as_mut() {
+            t.reconcile(snapshot);
+        }
+        self.remap = false;
+    }
+}
+
+/// Puts `frame` in TX queue `out` (counted sent), or drops it when the queue is full.
+fn queue(
+    tx: &mut Vec<VecDeque<Frame>>,
+    out: usize,
+    cap: usize,
+    frame: Frame,
+    pipeline: &mut Pipeline,
+    free: &mut FreeList,
+) {
+    if tx.len() <= out {
+        tx.resize_with(out + 1, VecDeque::new);
+    }
+    if tx[out].len() < cap {
+        pipeline.sent(1);
+        tx[out].push_back(frame);
+    } else {
+        pipeline.drop(DropReason::TxRingFull);
+        free.push(frame.chunk());
     }
 }

@@ -16,8 +16,8 @@ use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::afxdp::PortSpec;
 use crate::handoff::{Links, Waker};
+use crate::worker::PortSpec;
 
 /// What a worker answers to [`PortCommand::Attach`] and [`PortCommand::Detach`]: `Err`
 /// carries the worker's error as text.
@@ -26,14 +26,14 @@ pub type PortReply = Sender<Result<(), String>>;
 /// A command for one worker's ports.
 #[derive(Debug)]
 pub enum PortCommand {
-    /// Attach this interface ([`crate::afxdp::Worker::attach_port`], against the
+    /// Attach this interface ([`crate::worker::Worker::attach_port`], against the
     /// snapshot the worker holds when it serves the command), then answer.
     Attach(PortSpec, PortReply),
-    /// Detach the interface of this name ([`crate::afxdp::Worker::detach_port`]), then
+    /// Detach the interface of this name ([`crate::worker::Worker::detach_port`]), then
     /// answer.
     Detach(String, PortReply),
     /// Interface `name` is now owned by `worker` (`None`: by nobody, it is gone); see
-    /// [`crate::afxdp::Worker::set_owner`].
+    /// [`crate::worker::Worker::set_owner`].
     SetOwner { name: String, worker: Option<usize> },
 }
 
@@ -94,7 +94,7 @@ pub struct PortControl {
 impl PortControl {
     /// One mailbox per worker of the handoff mesh `links` (as [`crate::handoff::mesh`]
     /// returns it), each waking its worker. Give worker `w` its mailbox with
-    /// [`crate::afxdp::Worker::set_port_mailbox`]`(control.mailbox(w))`.
+    /// [`crate::worker::Worker::set_port_mailbox`]`(control.mailbox(w))`.
     pub fn new(links: &[Links]) -> PortControl {
         PortControl {
             mailboxes: links
@@ -134,7 +134,7 @@ impl PortControl {
 
     /// Tells every worker that interface `name` has no owner any more, then detaches it
     /// from worker `worker` and waits up to `timeout` for the answer (detaching waits for
-    /// TX completions up to [`crate::afxdp::DETACH_WAIT`], so give it more than that).
+    /// TX completions up to [`crate::worker::DETACH_WAIT`], so give it more than that).
     pub fn detach(&self, worker: usize, name: &str, timeout: Duration) -> Result<(), String> {
         self.set_owner(name, None);
         self.ask(worker, timeout, |reply| {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use weir_dataplane::snapshot::{PodSpec, Publisher};
 use weir_dataplane::SnapshotBuilder;
-use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig, WorkerReport};
 use weir_workers::ports::PortControl;
+use weir_workers::worker::{PortSpec, Worker, WorkerConfig, WorkerReport};
 use weir_workers::xsk::UmemConfig;
 
 mod common;
@@ -311,10 +311,15 @@ fn root_a_port_attached_to_the_second_worker_reaches_the_first_over_the_handoff(
     for (w, (reports, handle)) in workers.into_iter().enumerate() {
         let r = next_report(&reports);
         assert_eq!(r.frames_lost, 0, "worker {w}: {r:?}");
-        assert!(r.handoff_out >= 6 && r.handoff_in >= 6, "worker {w}: {r:?}");
+        assert!(
+            r.handoff_out() >= 6 && r.handoff_in() >= 6,
+            "worker {w}: {r:?}"
+        );
         if w == 0 {
-            let no_route = r.pipeline.drops[weir_dataplane::DropReason::NoRoute as usize];
-            assert!(r.unowned_output >= 1 && no_route >= 1, "worker {w}: {r:?}");
+            let unowned = r
+                .pipeline
+                .dropped(weir_dataplane::DropReason::UnownedOutput);
+            assert!(unowned >= 1, "worker {w}: {r:?}");
         }
         handle.join().unwrap();
     }

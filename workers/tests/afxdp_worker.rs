@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use weir_dataplane::snapshot::PodSpec;
 use weir_dataplane::SnapshotBuilder;
-use weir_workers::afxdp::{PortSpec, Worker, WorkerConfig};
+use weir_workers::worker::{PortSpec, Worker, WorkerConfig};
 use weir_workers::xsk::UmemConfig;
 
 mod common;
@@ -132,9 +132,9 @@ fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
             Ok(Moved {
                 rx: r.rx_frames,
                 tx: r.tx_frames,
-                handoff_out: r.handoff_out,
-                handoff_in: r.handoff_in,
-                handoff_dropped: r.handoff_dropped,
+                handoff_out: r.handoff_out(),
+                handoff_in: r.handoff_in(),
+                handoff_dropped: r.handoff_dropped(),
             })
         }));
     }

@@ -6,13 +6,14 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use weir_crypto::NodeKey;
 use weir_dataplane::craft;
 use weir_dataplane::policy::program::{Match, PortMatch};
 use weir_dataplane::policy::{
     Action, Direction, EndpointPolicy, NetSet, PolicyTables, Program, Rule, RuleInfo, Sets, Tier,
     TierEnd,
 };
-use weir_dataplane::snapshot::{IcmpConfig, Mac, NextHop, PodSpec, Prefix, Tunnel};
+use weir_dataplane::snapshot::{IcmpConfig, Mac, NextHop, PeerSpec, PodSpec, Prefix, Tunnel};
 use weir_dataplane::wire::checksum;
 use weir_dataplane::{DropReason, IcmpErrorKind, IfIndex, Snapshot, SnapshotBuilder};
 use weir_workers::MemDriver;
@@ -32,6 +33,9 @@ const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
 const A_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x10);
 const GW4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 const GW6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// This node's WireGuard address (on the uplink).
+const LOCAL_WG: &str = "198.19.255.1:51820";
 
 const VETH_A: IfIndex = 0;
 const VETH_B: IfIndex = 1;
@@ -65,7 +69,17 @@ fn node(icmp: IcmpConfig) -> Snapshot {
     );
     let n2 = b.node("node2", "198.19.255.2".parse().unwrap(), Some(NODE2_MAC));
     let n3 = b.node("node3", "198.19.255.3".parse().unwrap(), None);
-    let routes: [(&str, NextHop); 8] = [
+    // WireGuard on, with a peer for node2 only: node3's WireGuard route has no peer.
+    b.wireguard(LOCAL_WG.parse().unwrap());
+    b.peer(PeerSpec {
+        node: n2,
+        name: "node2".into(),
+        public_key: [0x22; 32],
+        endpoint: "198.19.255.2:51820".parse().unwrap(),
+        allowed_ips: vec!["198.19.1.0/24".parse().unwrap()],
+        persistent_keepalive: None,
+    });
+    let routes: [(&str, NextHop); 9] = [
         (
             "198.19.0.0/24",
             NextHop::Remote {
@@ -97,6 +111,13 @@ fn node(icmp: IcmpConfig) -> Snapshot {
             },
         ),
         ("198.19.5.0/24", NextHop::Host),
+        (
+            "198.19.7.0/24",
+            NextHop::Remote {
+                node: n3,
+                tunnel: Tunnel::WireGuard,
+            },
+        ),
         (
             "198.19.6.0/24",
             NextHop::Local {
@@ -581,12 +602,13 @@ fn v6_with_ext(next: u8, ext: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A frame (and the interface it arrives on) that must be dropped for `reason`. The match
-/// is exhaustive: a new reason without a trigger does not compile, so no reason can exist
-/// that is never counted.
-fn trigger(reason: DropReason) -> (IfIndex, Vec<u8>) {
+/// A frame (and the interface it arrives on) that must be dropped for `reason`, in a
+/// driver made by [`driver_for`]. The match is exhaustive: a new reason without a trigger
+/// does not compile, so no reason can exist that is never counted. `None` exactly for the
+/// reasons only the AF_XDP driver can produce ([`DropReason::NOT_IN_MEMORY`]).
+fn trigger(reason: DropReason) -> Option<(IfIndex, Vec<u8>)> {
     let a = VETH_A;
-    match reason {
+    Some(match reason {
         DropReason::EthTruncated => (a, vec![0; 13]),
         DropReason::VlanTagged => (a, {
             let mut f = udp4_from_a("198.18.0.11");
@@ -682,20 +704,62 @@ fn trigger(reason: DropReason) -> (IfIndex, Vec<u8>) {
         DropReason::TxRingFull => (a, udp4_from_a("198.18.0.11")),
         DropReason::PolicyDeniedEgress => (a, udp4_from_a("198.19.0.66")),
         DropReason::PolicyDeniedIngress => (a, craft::udp4(A_MAC, GW_MAC, A4, B4, 1, 9, 64)),
+        DropReason::WireguardNoPeer => (a, udp4_from_a("198.19.7.1")),
+        // B's interface is owned by no worker (see `driver_for`).
+        DropReason::UnownedOutput => (a, udp4_from_a("198.18.0.11")),
+        // Not a WireGuard message: a zero type byte (see `driver_for`: WireGuard is on).
+        DropReason::WireguardRejected => (
+            UPLINK,
+            craft::udp4(
+                NODE2_MAC,
+                UP_MAC,
+                "198.19.255.2".parse().unwrap(),
+                "198.19.255.1".parse().unwrap(),
+                51820,
+                51820,
+                80,
+            ),
+        ),
+        DropReason::HandoffFull
+        | DropReason::HandoffStale
+        | DropReason::BadDescriptor
+        | DropReason::PortDetached
+        | DropReason::FillStarved
+        | DropReason::WireguardNoRoom => return None,
+    })
+}
+
+/// The driver `reason`'s trigger needs: no TX room for `tx_ring_full`, B's interface
+/// unowned for `unowned_output`, WireGuard on for `wireguard_rejected`.
+fn driver_for(reason: DropReason) -> MemDriver {
+    let tx_capacity = if reason == DropReason::TxRingFull {
+        0
+    } else {
+        64
+    };
+    let mut d = MemDriver::new(8, tx_capacity);
+    match reason {
+        DropReason::UnownedOutput => d.set_unowned(VETH_B, true),
+        DropReason::WireguardRejected => d.enable_wireguard(NodeKey::from_bytes([9; 32])),
+        _ => {}
     }
+    d
 }
 
 #[test]
 fn every_drop_reason_is_reachable_and_counted() {
     let s = default_node();
     for reason in DropReason::ALL {
-        let (ingress, frame) = trigger(reason);
-        let tx_capacity = if reason == DropReason::TxRingFull {
-            0
-        } else {
-            64
+        let Some((ingress, frame)) = trigger(reason) else {
+            assert!(
+                DropReason::NOT_IN_MEMORY.contains(&reason),
+                "{} has no trigger",
+                reason.name()
+            );
+            continue;
         };
-        let mut d = MemDriver::new(8, tx_capacity);
+        assert!(!DropReason::NOT_IN_MEMORY.contains(&reason));
+        let mut d = driver_for(reason);
         d.inject(ingress, &frame).unwrap();
         d.run(&s, 1_000_000_000);
         let c = d.counters();
@@ -718,7 +782,7 @@ fn frames_stay_accounted_over_a_million_packets() {
     let mut d = MemDriver::new(1024, 512);
     let frames: Vec<(IfIndex, Vec<u8>)> = DropReason::ALL
         .iter()
-        .map(|r| trigger(*r))
+        .filter_map(|r| trigger(*r))
         .chain([
             (VETH_A, craft::udp4(A_MAC, GW_MAC, A4, B4, 1, 2, 64)),
             (VETH_A, craft::arp_request(A_MAC, A4, GW4)),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_workers::afxdp::WorkerReport;
+use weir_workers::worker::WorkerReport;
 
 use super::{control_metrics, metrics, AgentError, ControlStats};
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use weir_dataplane::DropReason;
-use weir_workers::afxdp::WorkerReport;
+use weir_workers::worker::WorkerReport;
 
 /// Upper bounds (seconds) of the change-to-snapshot histogram's buckets.
 pub const APPLY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
@@ -164,7 +164,7 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
 /// The per-worker counters `/metrics` shows, one family each.
-const PER_WORKER: [Family; 22] = [
+const PER_WORKER: [Family; 25] = [
     (
         "weir_rx_packets_total",
         "Frames that entered the pipeline.",
@@ -172,7 +172,7 @@ const PER_WORKER: [Family; 22] = [
     ),
     (
         "weir_tx_packets_total",
-        "Frames handed to an output.",
+        "Frames given to an output's TX ring.",
         |r| r.pipeline.tx,
     ),
     (
@@ -198,28 +198,30 @@ const PER_WORKER: [Family; 22] = [
     (
         "weir_handoff_out_total",
         "Frames handed to the worker that owns their output interface.",
-        |r| r.handoff_out,
+        |r| r.handoff_out(),
     ),
     (
         "weir_handoff_in_total",
         "Frames other workers handed to this one.",
-        |r| r.handoff_in,
+        |r| r.handoff_in(),
     ),
     (
         "weir_handoff_dropped_total",
-        "Frames dropped at a handoff (the owning worker was behind, or no room here).",
-        |r| r.handoff_dropped,
+        "Frames dropped at a handoff (the owning worker was behind, or a stale generation; \
+         also in weir_drops_total as handoff_full and handoff_stale).",
+        |r| r.handoff_dropped(),
     ),
     (
         "weir_unowned_output_total",
         "Frames routed to an interface no worker holds (detached, or not announced yet; \
-         dropped, also counted as no_route).",
-        |r| r.unowned_output,
+         dropped, also in weir_drops_total as unowned_output).",
+        |r| r.pipeline.dropped(DropReason::UnownedOutput),
     ),
     (
         "weir_detach_dropped_total",
-        "Frames found in an interface's rings while it was detached (dropped).",
-        |r| r.detach_dropped,
+        "Frames found in an interface's rings while it was detached (dropped, also in \
+         weir_drops_total as port_detached).",
+        |r| r.pipeline.dropped(DropReason::PortDetached),
     ),
     (
         "weir_frames_lost_total",
@@ -246,19 +248,37 @@ const PER_WORKER: [Family; 22] = [
     ),
     (
         "weir_wireguard_no_peer_total",
-        "Packets routed over WireGuard to a node without a usable peer (dropped).",
-        |r| r.tunnel.no_peer,
+        "Packets routed over WireGuard to a node without a usable peer (dropped, also in \
+         weir_drops_total as wireguard_no_peer).",
+        |r| r.pipeline.dropped(DropReason::WireguardNoPeer),
     ),
     (
-        "weir_wireguard_no_neighbor_total",
-        "WireGuard messages for an endpoint whose MAC is unknown (dropped).",
-        |r| r.tunnel.no_neighbor,
+        "weir_wireguard_malformed_total",
+        "WireGuard messages refused before decryption: unknown type, reserved bytes or \
+         length (dropped, in weir_drops_total as wireguard_rejected).",
+        |r| r.tunnel.malformed,
     ),
     (
-        "weir_wireguard_unusable_total",
-        "Frames the tunnel could not seal or deliver: not IP, too short or too long, or no \
-         room for the headers (dropped).",
-        |r| r.tunnel.unusable,
+        "weir_wireguard_peer_updates_total",
+        "Peer sets taken from a new snapshot.",
+        |r| r.tunnel.peer_updates,
+    ),
+    (
+        "weir_wireguard_peer_updates_refused_total",
+        "Peer sets of a new snapshot refused (the old set stays).",
+        |r| r.tunnel.peer_updates_refused,
+    ),
+    (
+        "weir_generated_total",
+        "Frames made with no frame coming in: WireGuard messages and packets flushed after \
+         a handshake.",
+        |r| r.pipeline.generated,
+    ),
+    (
+        "weir_consumed_total",
+        "Frames that ended by design: WireGuard control messages received, packets queued \
+         for a handshake.",
+        |r| r.pipeline.consumed,
     ),
     (
         "weir_wireguard_handshakes_initiated_total",

@@ -25,7 +25,7 @@ mod ports;
 mod workers;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -33,9 +33,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weir_dataplane::snapshot::Publisher;
-use weir_workers::afxdp::{PortSpec, WireGuardOnWorker, WorkerReport};
 use weir_workers::ports::PortControl;
-use weir_workers::tunnel::{PeerUpdate, SharedPeerMailbox, WireGuardSetup};
+use weir_workers::worker::{PortSpec, WorkerReport};
 
 use crate::attach::{CniConfig, View};
 use crate::calc::{drive, Batch, Calculator, DriveState, Update};
@@ -70,15 +69,13 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         stop,
         &mut drive_state,
     )?;
-    let Some((builder, ports, peer_configs, mut warnings)) = first else {
+    let Some((mut builder, ports, peer_configs, mut warnings)) = first else {
         return Ok(());
     };
-    let (node_key, wg_setup) =
-        match start_wireguard(config, calc.cluster(), peer_configs, &mut warnings)? {
-            Some((key, setup)) => (Some(key), Some(setup)),
-            None => (None, None),
-        };
-    let mailbox: SharedPeerMailbox = Arc::default();
+    let wireguard = start_wireguard(config, calc.cluster(), peer_configs, &mut warnings)?;
+    if let Some((_, local)) = &wireguard {
+        builder.wireguard(*local);
+    }
     for w in &warnings {
         eprintln!("weir agent: warning: {w}");
     }
@@ -99,13 +96,8 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         stats.generation = snapshot.generation;
     }
     http::start(listener, &reports, &control, &ready, stop)?;
-    let wireguard = wg_setup.map(|wireguard| WireGuardOnWorker {
-        wireguard,
-        mailbox: Some(mailbox.clone()),
-    });
-    let started = workers::start(
-        config, &ports, &publisher, &snapshot, &reports, wireguard, stop,
-    )?;
+    let key = wireguard.as_ref().map(|(key, _)| key.clone());
+    let started = workers::start(config, &ports, &publisher, &snapshot, &reports, key, stop)?;
     let view = Arc::new(Mutex::new(View::default()));
     update_view(&view, &calc, &config.node);
     match &config.cni {
@@ -129,8 +121,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let mut running = Running {
         config,
         publisher,
-        node_key,
-        mailbox,
+        wireguard,
         port_control: started.port_control,
         held: started.held,
         handles: started.handles,
@@ -183,16 +174,17 @@ fn first_calculation(
 }
 
 /// When WireGuard is on: this node's key (read from its key file, or made and written
-/// there), published for the other nodes, and the worker's WireGuard set up with
-/// `peer_configs`. A key that could not be published is a warning.
+/// there), published for the other nodes, and this node's WireGuard address (its
+/// underlay address and port). `peer_configs`, the first peer set, is checked against the
+/// key. A key that could not be published is a warning.
 fn start_wireguard(
     config: &AgentConfig,
     cluster: &Cluster,
     peer_configs: Vec<weir_crypto::PeerConfig>,
     warnings: &mut Vec<String>,
-) -> Result<Option<(weir_crypto::NodeKey, WireGuardSetup)>, AgentError> {
+) -> Result<Option<(weir_crypto::NodeKey, SocketAddr)>, AgentError> {
     let wg = config.wireguard_mode()?;
-    let Some((w, mode)) = wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) else {
+    let Some((w, _)) = wg.filter(|(_, m)| *m != weir_crypto::EncryptionMode::Off) else {
         return Ok(None);
     };
     let (key, created) = crate::wireguard::load_or_create_key(&w.key_file)?;
@@ -222,23 +214,14 @@ fn start_wireguard(
         Ok(None) => {}
         Err(warning) => warnings.push(warning),
     }
-    let node_key = key.clone();
-    let mut peers = weir_crypto::Peers::new(key, weir_crypto::peers::DEFAULT_HANDSHAKE_LIMIT);
-    peers
+    // Checked here, so that a refused set never reaches the worker.
+    weir_crypto::Peers::new(key.clone(), 1)
         .set_peers(peer_configs)
         .map_err(|e| AgentError::Datastore {
             path: config.datastore_name(),
             why: e.to_string(),
         })?;
-    Ok(Some((
-        node_key,
-        WireGuardSetup {
-            peers,
-            port: w.port,
-            local,
-            mode,
-        },
-    )))
+    Ok(Some((key, SocketAddr::new(local, w.port))))
 }
 
 /// Serves `weir-cni` on its socket, on a thread of its own: pods attached and detached at
@@ -313,10 +296,9 @@ fn update_view(view: &Mutex<View>, calc: &Calculator, node: &str) {
 struct Running<'a> {
     config: &'a AgentConfig,
     publisher: Publisher,
-    /// This node's WireGuard key, when WireGuard is on.
-    node_key: Option<weir_crypto::NodeKey>,
-    /// Where new peer sets go to the worker that runs WireGuard.
-    mailbox: SharedPeerMailbox,
+    /// This node's WireGuard key and address, when WireGuard is on (the peers travel in
+    /// the snapshots).
+    wireguard: Option<(weir_crypto::NodeKey, SocketAddr)>,
     port_control: PortControl,
     /// Which worker holds each interface.
     held: BTreeMap<String, usize>,
@@ -376,12 +358,11 @@ impl Running<'_> {
         true
     }
 
-    /// Calculates this node's tables from the model and publishes them, handing the new
-    /// peer set to WireGuard when it is on; returns the snapshot's generation and the
-    /// interfaces it names.
+    /// Calculates this node's tables from the model (WireGuard's peers included) and
+    /// publishes them; returns the snapshot's generation and the interfaces it names.
     fn publish(&mut self, calc: &mut Calculator) -> Result<(u64, Vec<PortSpec>), AgentError> {
-        let (builder, new_ports, peers, warnings) =
-            calculate(self.config, self.node_key.as_ref(), calc)?;
+        let (builder, new_ports, _, warnings) =
+            calculate(self.config, self.wireguard.as_ref(), calc)?;
         for w in &warnings {
             eprintln!("weir agent: warning: {w}");
         }
@@ -389,16 +370,6 @@ impl Running<'_> {
             .publisher
             .publish(builder)
             .map_err(|e| AgentError::Snapshot(e.to_string()))?;
-        if self.node_key.is_some() {
-            let neighbors = snapshot
-                .nodes
-                .iter()
-                .filter_map(|n| n.mac.map(|m| (n.underlay, m)))
-                .collect();
-            if let Ok(mut slot) = self.mailbox.pending.lock() {
-                *slot = Some(PeerUpdate { peers, neighbors });
-            }
-        }
         Ok((snapshot.generation, new_ports))
     }
 }

@@ -3,11 +3,12 @@
 //! read from sysfs.
 
 use std::net::IpAddr;
+use std::net::SocketAddr;
 
 use weir_dataplane::snapshot::{Mac, PodSpec};
 use weir_dataplane::SnapshotBuilder;
-use weir_workers::afxdp::PortSpec;
 use weir_workers::bpf::UplinkFilter;
+use weir_workers::worker::PortSpec;
 
 use crate::calc::Calculator;
 use crate::policy::compile::Compiled;
@@ -130,9 +131,12 @@ pub(super) type Calculated = (
 
 /// This node's snapshot, the interfaces it names, and the peer set, from the calculator's
 /// model. Refused (with the reason) when the peer set is invalid: the running tables stay.
+///
+/// `wireguard` is this node's key and WireGuard address once WireGuard has started (the
+/// first calculation, which comes before, leaves the address to the caller).
 pub(super) fn calculate(
     config: &AgentConfig,
-    key: Option<&weir_crypto::NodeKey>,
+    wireguard: Option<&(weir_crypto::NodeKey, SocketAddr)>,
     calc: &mut Calculator,
 ) -> Result<Calculated, AgentError> {
     let compiled = calc.compile();
@@ -153,7 +157,8 @@ pub(super) fn calculate(
     let wg = config.wireguard_mode()?;
     let peers =
         crate::wireguard::remote_nodes(&config.node, wg, cluster, &mut builder, &mut warnings);
-    if let Some(key) = key {
+    if let Some((key, local)) = wireguard {
+        builder.wireguard(*local);
         // Checked here, so that a refused set never reaches the worker.
         weir_crypto::Peers::new(key.clone(), 1)
             .set_peers(peers.clone())

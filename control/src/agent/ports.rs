@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use weir_workers::afxdp::PortSpec;
+use weir_workers::worker::PortSpec;
 
 /// Deals the ports out to `workers` workers: uplinks to the first worker, pod interfaces
 /// round-robin in the order given (the first pod to the first worker).

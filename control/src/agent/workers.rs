@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use weir_crypto::NodeKey;
 use weir_dataplane::{Publisher, Snapshot};
-use weir_workers::afxdp::{PortSpec, WireGuardOnWorker, Worker, WorkerConfig, WorkerReport};
 use weir_workers::ports::PortControl;
+use weir_workers::worker::{PortSpec, Worker, WorkerConfig, WorkerReport};
 
 use super::{spread, AgentConfig, AgentError};
 
@@ -24,7 +25,8 @@ pub(super) struct Workers {
 }
 
 /// Starts one worker per core in `config` with `ports` dealt out among them (see
-/// [`spread`]) and `wireguard`, if given, on the worker that holds the uplink; returns
+/// [`spread`]) and WireGuard with this node's key, if given, on the worker that holds the
+/// uplink (its peers come with the snapshots); returns
 /// once every worker has started. If one cannot start, the others are stopped (through
 /// `stop`) and its error is returned.
 pub(super) fn start(
@@ -33,7 +35,7 @@ pub(super) fn start(
     publisher: &Publisher,
     snapshot: &Arc<Snapshot>,
     reports: &[Arc<Mutex<WorkerReport>>],
-    mut wireguard: Option<WireGuardOnWorker>,
+    mut wireguard: Option<NodeKey>,
     stop: &'static AtomicBool,
 ) -> Result<Workers, AgentError> {
     let workers = config.cores.len();
@@ -85,8 +87,8 @@ pub(super) fn start(
                 let built = Worker::new(&ports, &snapshot, worker_config).and_then(|mut worker| {
                     worker.connect(&snapshot, links)?;
                     worker.set_port_mailbox(port_mailbox);
-                    if let Some(setup) = wg {
-                        worker.enable_wireguard(&snapshot, setup)?;
+                    if let Some(key) = wg {
+                        worker.enable_wireguard(&snapshot, key)?;
                     }
                     Ok(worker)
                 });

@@ -5,9 +5,11 @@
 //! - Writes: `out`, `nexthop` (the adjacency `rewrite` applies).
 //! - Next: `Policy`, `IcmpError` (time exceeded, unreachable, too big), or `Drop`.
 //! - WireGuard next hops: like any other, with the tunnel's overhead taken off the MTU,
-//!   and flagged `ENCRYPT` for the driver, which seals them after the pipeline.
+//!   and flagged `ENCRYPT`; their adjacency names the peer, which the `output` stage reads
+//!   (no second lookup of the destination).
 //! - Drops: `ToGateway`, `Blackhole`, `TunnelUnavailable` (VXLAN next hops until their
-//!   encapsulation stage exists: never sent in clear), `NeighborUnresolved`,
+//!   encapsulation stage exists: never sent in clear), `WireguardNoPeer` (a WireGuard
+//!   next hop without a peer: never sent in clear), `NeighborUnresolved`,
 //!   `Hairpin`, `TooBig` (IPv4 without DF: weir does not fragment), `NoRoute` when the
 //!   host interface is the next hop but none is configured.
 
@@ -110,6 +112,7 @@ fn resolve(snapshot: &Snapshot, m: &mut Meta, nh: u32) -> Next {
         AdjacencyAction::Unreachable => return unreachable,
         AdjacencyAction::Blackhole => return Next::Drop(DropReason::Blackhole),
         AdjacencyAction::TunnelUnavailable => return Next::Drop(DropReason::TunnelUnavailable),
+        AdjacencyAction::NoPeer => return Next::Drop(DropReason::WireguardNoPeer),
         AdjacencyAction::NeighborUnresolved => return Next::Drop(DropReason::NeighborUnresolved),
         AdjacencyAction::NoHostInterface => return Next::Drop(DropReason::NoRoute),
     }

@@ -5,25 +5,27 @@
 //!                     \-> forward (TTL, LPM, next hop, MTU) -> policy -> rewrite -> Tx(out)
 //!                                                   \-> icmp (errors, rate limited) -> Tx(ingress)
 //!  any stage -> Drop(reason)
+//!  Tx(out) / Drop -> output (send here / seal for a peer / hand off / unowned) -> the driver
 //! ```
 //!
 //! Each stage acts on the packets whose `Next` names it and writes their next one; a stage
 //! only ever sends packets to stages that run after it, so when [`Pipeline::process`]
-//! returns every packet is at `Tx` or `Drop`. The driver then moves frames to outputs and
-//! counts them with [`Pipeline::settle`].
+//! returns every packet is at `Tx` or `Drop`. [`Pipeline::output`] then turns each into an
+//! [`output::Action`] from what the worker owns, and the driver executes the plan.
 //!
-//! Policy, conntrack, service NAT and encapsulation slot in between `antispoof` and
-//! `rewrite` as their work lands.
+//! Service NAT and encapsulation (VXLAN) slot in between `antispoof` and `rewrite` as
+//! their work lands.
 
 pub mod antispoof;
 pub mod forward;
 pub mod icmp;
 pub mod neighbor;
+pub mod output;
 pub mod parse;
 pub mod policy;
 pub mod rewrite;
 
-use crate::batch::{Batch, IfIndex, Next};
+use crate::batch::Batch;
 use crate::counters::Counters;
 use crate::frame::FrameRegion;
 use crate::snapshot::Snapshot;
@@ -97,34 +99,39 @@ impl Pipeline {
         rewrite::run(region, frames, meta, snapshot);
     }
 
-    /// Counts a processed packet and says where its frame goes: `Some(interface)` to be
-    /// transmitted (the driver calls [`Pipeline::transmitted`] or, when the output is full,
-    /// [`Pipeline::tx_full`]), `None` to be recycled (the drop is counted here).
+    /// Runs the `output` stage over a processed batch: `plan[i]` says what the driver does
+    /// with frame `i` (see [`output`]), and the drops the stage decides are counted.
     ///
     /// # Panics
-    /// If `next` is not terminal, i.e. the packet was not processed: a driver bug.
-    #[inline]
-    pub fn settle(&mut self, next: Next) -> Option<IfIndex> {
-        match next {
-            Next::Tx(out) => Some(out),
-            Next::Drop(reason) => {
-                self.counters.drop(reason);
-                None
-            }
-            other => panic!("packet left the pipeline unfinished at {other:?}"),
-        }
+    /// If the batch was not processed (a packet is not at `Tx` or `Drop`): a driver bug.
+    pub fn output(
+        &mut self,
+        snapshot: &Snapshot,
+        batch: &Batch,
+        map: &output::OutputMap,
+        plan: &mut Vec<output::Action>,
+    ) {
+        plan.clear();
+        plan.resize(batch.len(), output::Action::Drop);
+        output::run(batch.meta(), snapshot, map, plan, &mut self.counters);
     }
 
-    /// Counts a frame handed to its output.
+    /// Counts `n` frames given to a TX ring (or, in memory, a TX queue).
     #[inline]
-    pub fn transmitted(&mut self) {
-        self.counters.tx += 1;
+    pub fn sent(&mut self, n: usize) {
+        self.counters.tx += n as u64;
     }
 
-    /// Counts a frame dropped because its output was full.
+    /// Counts a drop the driver decided (a full TX queue or lane, a bad descriptor...).
     #[inline]
-    pub fn tx_full(&mut self) {
-        self.counters.drop(crate::counters::DropReason::TxRingFull);
+    pub fn drop(&mut self, reason: crate::counters::DropReason) {
+        self.counters.drop(reason);
+    }
+
+    /// The counters, for what a driver counts beside the stages: frames received outside
+    /// a batch, handed in and out, made and consumed by WireGuard.
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
     }
 
     /// This worker's policy state (conntrack table, log records).

@@ -263,24 +263,25 @@ impl XskSocket {
 
     /// Moves as many frame addresses as fit from the end of `free` into the fill ring;
     /// returns how many moved.
-    pub fn fill(&mut self, free: &mut Vec<u64>) -> usize {
+    pub fn fill(&mut self, free: &mut impl FramePool) -> usize {
         self.fill_from(free, usize::MAX)
     }
 
     /// Moves up to `max` frame addresses from the end of `free` into the fill ring (as
     /// many as fit); returns how many moved.
-    pub fn fill_from(&mut self, free: &mut Vec<u64>, max: usize) -> usize {
+    pub fn fill_from(&mut self, free: &mut impl FramePool, max: usize) -> usize {
         let Some(fill) = self.fill.as_mut() else {
             return 0;
         };
-        let want = u32::try_from(free.len().min(max)).unwrap_or(u32::MAX);
+        let frames = free.frames();
+        let want = u32::try_from(frames.len().min(max)).unwrap_or(u32::MAX);
         let n = fill.reserve(want);
-        let start = free.len() - n as usize;
-        for (k, &addr) in free[start..].iter().enumerate() {
+        let start = frames.len() - n as usize;
+        for (k, &addr) in frames[start..].iter().enumerate() {
             fill.write(k as u32, addr);
         }
         fill.submit();
-        free.truncate(start);
+        free.keep(start);
         n as usize
     }
 
@@ -309,17 +310,17 @@ impl XskSocket {
 
     /// Moves every address the completion ring holds (frames the kernel finished
     /// sending) into `free`; returns how many.
-    pub fn complete(&mut self, free: &mut Vec<u64>) -> usize {
+    pub fn complete(&mut self, free: &mut impl FramePool) -> usize {
         let Some(comp) = self.comp.as_mut() else {
             return 0;
         };
         let n = comp.peek(u32::MAX);
-        free.reserve(n as usize);
+        free.reserve_frames(n as usize);
         let mut moved = 0;
         for k in 0..n {
             let addr = comp.read(k);
             if addr < self.umem_len {
-                free.push(addr);
+                free.push_frame(addr);
                 moved += 1;
             } else {
                 self.bad_descs += 1;
@@ -645,4 +646,48 @@ fn map_ring<T: Copy>(
         }
     }
     Ok(ring)
+}
+
+/// Where a socket takes fill frames from and gives completed ones back to: a plain
+/// `Vec<u64>` of addresses, or a worker's [`weir_dataplane::FreeList`] (which keeps chunk
+/// bases whatever address comes back).
+pub trait FramePool {
+    /// Gives back the frame that holds `addr`.
+    fn push_frame(&mut self, addr: u64);
+    /// The frames held, the next to hand out last.
+    fn frames(&self) -> &[u64];
+    /// Keeps the first `len` frames (the ring took the others).
+    fn keep(&mut self, len: usize);
+    /// Makes room for `n` more.
+    fn reserve_frames(&mut self, n: usize);
+}
+
+impl FramePool for Vec<u64> {
+    fn push_frame(&mut self, addr: u64) {
+        self.push(addr);
+    }
+    fn frames(&self) -> &[u64] {
+        self
+    }
+    fn keep(&mut self, len: usize) {
+        self.truncate(len);
+    }
+    fn reserve_frames(&mut self, n: usize) {
+        self.reserve(n);
+    }
+}
+
+impl FramePool for weir_dataplane::FreeList {
+    fn push_frame(&mut self, addr: u64) {
+        self.push(addr);
+    }
+    fn frames(&self) -> &[u64] {
+        self.bases()
+    }
+    fn keep(&mut self, len: usize) {
+        self.truncate(len);
+    }
+    fn reserve_frames(&mut self, n: usize) {
+        self.reserve(n);
+    }
 }

@@ -3,9 +3,13 @@
 //!
 //! Written by hand: these are a few fixed fields at fixed offsets on the per-packet path,
 //! where a general packet library would add parsing and bounds work for nothing. The
-//! parser is fuzzed (`fuzz/fuzz_targets/wireguard.rs`).
+//! headers to one peer are built once, when a snapshot is built ([`OuterTemplate`]): per
+//! packet only the lengths and a checksum are written. The parser is fuzzed
+//! (`fuzz/fuzz_targets/wireguard.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::wire::checksum;
 
 /// Ethernet header length.
 pub const ETH_LEN: usize = 14;
@@ -65,68 +69,115 @@ pub enum OuterError {
 /// Writes Ethernet, IP and UDP headers into `frame[..path.header_len()]` for a WireGuard
 /// message of `wg_len` bytes that is already at `frame[path.header_len()..]`; returns the
 /// whole frame length. IPv4 carries no UDP checksum (0, allowed); IPv6 gets the full one.
+/// For many packets to one peer, build an [`OuterTemplate`] once instead.
 pub fn write_headers(
     frame: &mut [u8],
     path: &OuterPath,
     wg_len: usize,
 ) -> Result<usize, OuterError> {
-    let hdr = path.header_len();
-    let total = hdr + wg_len;
-    if frame.len() < total {
-        return Err(OuterError::Truncated);
+    OuterTemplate::new(*path)?.write(frame, wg_len)
+}
+
+/// The largest outer header: Ethernet, IPv6 and UDP.
+pub const MAX_HEADER_LEN: usize = ETH_LEN + 40 + 8;
+
+/// The outer headers to one peer, prebuilt: everything but the length fields and the
+/// checksum that covers them. The IPv4 header checksum is kept for a zero total length and
+/// updated per packet with RFC 1624's `HC' = ~(~HC + ~m + m')`; IPv6 has no header
+/// checksum, but its UDP checksum is mandatory (RFC 8200 §8.1) and covers the message, so
+/// it is summed per packet from the template's pseudo-header sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterTemplate {
+    path: OuterPath,
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+    /// IPv6: the pseudo-header sum without the length (a partial sum, see `checksum`).
+    pseudo: u32,
+}
+
+impl OuterTemplate {
+    /// The headers for `path`; refused when its addresses are of different families.
+    pub fn new(path: OuterPath) -> Result<Self, OuterError> {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        bytes[0..6].copy_from_slice(&path.dst_mac);
+        bytes[6..12].copy_from_slice(&path.src_mac);
+        let mut pseudo = 0;
+        let l4 = match (path.src.ip(), path.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                bytes[12..14].copy_from_slice(&[0x08, 0x00]);
+                let ip = &mut bytes[ETH_LEN..ETH_LEN + 20];
+                ip[0] = 0x45;
+                ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+                ip[8] = 64;
+                ip[9] = 17;
+                ip[12..16].copy_from_slice(&s.octets());
+                ip[16..20].copy_from_slice(&d.octets());
+                let sum = checksum::checksum(ip);
+                ip[10..12].copy_from_slice(&sum.to_be_bytes());
+                ETH_LEN + 20
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                bytes[12..14].copy_from_slice(&[0x86, 0xdd]);
+                let ip = &mut bytes[ETH_LEN..ETH_LEN + 40];
+                ip[0] = 0x60;
+                ip[6] = 17;
+                ip[7] = 64;
+                ip[8..24].copy_from_slice(&s.octets());
+                ip[24..40].copy_from_slice(&d.octets());
+                pseudo = checksum::pseudo_header_v6(&s.octets(), &d.octets(), 17, 0);
+                ETH_LEN + 40
+            }
+            _ => return Err(OuterError::MixedFamilies),
+        };
+        bytes[l4..l4 + 2].copy_from_slice(&path.src.port().to_be_bytes());
+        bytes[l4 + 2..l4 + 4].copy_from_slice(&path.dst.port().to_be_bytes());
+        Ok(OuterTemplate {
+            path,
+            bytes,
+            len: (l4 + 8) as u8,
+            pseudo,
+        })
     }
-    frame[0..6].copy_from_slice(&path.dst_mac);
-    frame[6..12].copy_from_slice(&path.src_mac);
-    let udp_len = (8 + wg_len) as u16;
-    match (path.src.ip(), path.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            frame[12..14].copy_from_slice(&[0x08, 0x00]);
-            let ip = &mut frame[ETH_LEN..ETH_LEN + 20];
-            ip[0] = 0x45;
-            ip[1] = 0;
-            ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
-            ip[4..6].copy_from_slice(&[0, 0]);
-            ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-            ip[8] = 64;
-            ip[9] = 17;
-            ip[10..12].copy_from_slice(&[0, 0]);
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let sum = !fold(sum_words(ip, 0));
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            let udp = &mut frame[ETH_LEN + 20..ETH_LEN + 28];
-            udp[0..2].copy_from_slice(&path.src.port().to_be_bytes());
-            udp[2..4].copy_from_slice(&path.dst.port().to_be_bytes());
-            udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            udp[6..8].copy_from_slice(&[0, 0]);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            frame[12..14].copy_from_slice(&[0x86, 0xdd]);
-            let ip = &mut frame[ETH_LEN..ETH_LEN + 40];
-            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-            ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            ip[6] = 17;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            let u = ETH_LEN + 40;
-            frame[u..u + 2].copy_from_slice(&path.src.port().to_be_bytes());
-            frame[u + 2..u + 4].copy_from_slice(&path.dst.port().to_be_bytes());
-            frame[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
-            frame[u + 6..u + 8].copy_from_slice(&[0, 0]);
-            let mut sum = sum_words(&s.octets(), 0);
-            sum = sum_words(&d.octets(), sum);
-            sum += u32::from(udp_len) + 17;
-            sum = sum_words(&frame[u..total], sum);
-            let mut csum = !fold(sum);
+
+    /// The path the headers were built for.
+    pub fn path(&self) -> &OuterPath {
+        &self.path
+    }
+
+    /// Bytes of header in front of the message.
+    pub fn header_len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Writes the headers into `frame[..header_len()]` for the `wg_len`-byte message
+    /// already at `frame[header_len()..]`; returns the frame's length.
+    pub fn write(&self, frame: &mut [u8], wg_len: usize) -> Result<usize, OuterError> {
+        let hdr = self.header_len();
+        let total = hdr + wg_len;
+        let udp_len = u16::try_from(8 + wg_len).map_err(|_| OuterError::BadLength)?;
+        let Some(frame) = frame.get_mut(..total) else {
+            return Err(OuterError::Truncated);
+        };
+        frame[..hdr].copy_from_slice(&self.bytes[..hdr]);
+        let u = hdr - 8;
+        frame[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
+        if self.path.dst.is_ipv4() {
+            let ip_len = 20 + udp_len;
+            let check = u16::from_be_bytes([frame[ETH_LEN + 10], frame[ETH_LEN + 11]]);
+            frame[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&ip_len.to_be_bytes());
+            let check = checksum::update16(check, 0, ip_len);
+            frame[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&check.to_be_bytes());
+        } else {
+            frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&udp_len.to_be_bytes());
+            let sum = checksum::sum(&frame[u..total], self.pseudo + u32::from(udp_len));
+            let mut csum = !checksum::fold(sum);
             if csum == 0 {
                 csum = 0xffff;
             }
             frame[u + 6..u + 8].copy_from_slice(&csum.to_be_bytes());
         }
-        _ => return Err(OuterError::MixedFamilies),
+        Ok(total)
     }
-    Ok(total)
 }
 
 /// A WireGuard datagram found in a frame.
@@ -154,7 +205,7 @@ pub fn parse(frame: &[u8], port: u16) -> Result<Inbound<'_>, OuterError> {
             if ip[0] != 0x45 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
                 return Err(OuterError::BadIpv4);
             }
-            if fold(sum_words(ip, 0)) != 0xffff {
+            if checksum::fold(checksum::sum(ip, 0)) != 0xffff {
                 return Err(OuterError::BadIpv4);
             }
             if ip[9] != 17 {
@@ -215,25 +266,6 @@ pub fn parse(frame: &[u8], port: u16) -> Result<Inbound<'_>, OuterError> {
         offset: l4 + 8,
         message: &frame[l4 + 8..l4 + udp_len],
     })
-}
-
-fn sum_words(bytes: &[u8], mut sum: u32) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-    }
-    if let [last] = chunks.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
-    }
-    // Keep the carry bits from overflowing on long inputs.
-    (sum & 0xffff) + (sum >> 16)
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 #[cfg(test)]
@@ -319,5 +351,33 @@ mod tests {
         assert_eq!(pod_mtu(1500, false), 1440);
         assert_eq!(pod_mtu(1500, true), 1420);
         assert_eq!(pod_mtu(40, false), 0);
+    }
+
+    #[test]
+    fn a_template_writes_what_a_fresh_build_writes_for_every_length() {
+        for v6 in [false, true] {
+            let t = OuterTemplate::new(path(v6)).unwrap();
+            for wg_len in [32usize, 33, 100, 1452] {
+                let hdr = t.header_len();
+                let mut frame = vec![0u8; hdr + wg_len];
+                for (i, b) in frame[hdr..].iter_mut().enumerate() {
+                    *b = (i * 7) as u8;
+                }
+                assert_eq!(t.write(&mut frame, wg_len), Ok(hdr + wg_len));
+                let got = parse(&frame, 51821).unwrap();
+                assert_eq!(got.message.len(), wg_len);
+                let eth = smoltcp::wire::EthernetFrame::new_checked(&frame[..]).unwrap();
+                if v6 {
+                    let ip = smoltcp::wire::Ipv6Packet::new_checked(eth.payload()).unwrap();
+                    let udp = smoltcp::wire::UdpPacket::new_checked(ip.payload()).unwrap();
+                    assert!(udp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+                } else {
+                    let ip = smoltcp::wire::Ipv4Packet::new_checked(eth.payload()).unwrap();
+                    assert!(ip.verify_checksum(), "IPv4 checksum at {wg_len}");
+                }
+            }
+            let mut short = vec![0u8; 40];
+            assert_eq!(t.write(&mut short, 100), Err(OuterError::Truncated));
+        }
     }
 }

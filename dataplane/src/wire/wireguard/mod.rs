@@ -32,7 +32,10 @@
 //!
 //! Everything here is a borrowed, read-only view: [`parse`] checks the type, the reserved
 //! bytes and the length, after which no accessor panics. The cryptography (mac1, mac2, the
-//! AEADs) is the `crypto` crate's; this module only says where the bytes are.
+//! AEADs) is the `crypto` crate's; this module only says where the bytes are. The outer
+//! Ethernet/IP/UDP headers that carry these messages between nodes are [`outer`]'s.
+
+pub mod outer;
 
 use core::ops::Range;
 

@@ -4,10 +4,10 @@
 //! A worker loads the current snapshot once per batch ([`SnapshotReader::load`]) and keeps
 //! that guard for the whole batch, so a batch never sees half an update. Large parts that
 //! rarely change (the FIB) sit behind their own `Arc`, so a new snapshot can share them.
-//! Policy, WireGuard peers and services have typed slots here that their own work fills.
+//! Policy, WireGuard peers ([`peers`]) and services have typed slots here.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -15,6 +15,11 @@ use arc_swap::{ArcSwap, Guard};
 
 use crate::batch::IfIndex;
 use crate::route::{Ipv4Lpm, Ipv6Lpm, LpmError};
+use crate::wire::wireguard::outer::{OuterPath, OuterTemplate, OVERHEAD_V4, OVERHEAD_V6};
+
+pub mod peers;
+
+pub use peers::{Peer, PeerIndex, PeerSpec, PeerTable};
 
 /// Index of an endpoint (a pod) in [`Snapshot::endpoints`].
 pub type EndpointId = u32;
@@ -238,6 +243,8 @@ pub struct Adjacency {
     pub mtu: u16,
     /// Destination then source MAC (valid for `Forward`).
     pub macs: [u8; 12],
+    /// The WireGuard peer to seal for (valid for `Encrypt`).
+    pub peer: PeerIndex,
 }
 
 /// The action of an [`Adjacency`].
@@ -252,9 +259,12 @@ pub enum AdjacencyAction {
     /// The next hop needs an encapsulation this build has no stage for: drop, never send
     /// in clear.
     TunnelUnavailable,
-    /// A remote node over WireGuard: rewrite and hand to the driver for sealing, then out
-    /// of `out` (the uplink) to `macs`. `mtu` is the uplink's less the tunnel overhead.
+    /// A remote node over WireGuard: rewrite, then seal for `peer` (the output stage), then
+    /// out of `out` (the uplink). `mtu` is the uplink's less the tunnel overhead.
     Encrypt,
+    /// A remote node over WireGuard that has no peer in this snapshot (WireGuard off here,
+    /// or the node has no usable key): drop, never send in clear.
+    NoPeer,
     /// The next hop's MAC (or the uplink) is not known yet.
     NeighborUnresolved,
     /// The node's own stack is the next hop but no host interface is configured.
@@ -268,6 +278,7 @@ impl Adjacency {
             out: 0,
             mtu: 0,
             macs: [0; 12],
+            peer: 0,
         }
     }
 
@@ -280,6 +291,7 @@ impl Adjacency {
             out,
             mtu: iface.mtu,
             macs,
+            peer: 0,
         }
     }
 }
@@ -297,11 +309,6 @@ impl Fib {
 }
 
 pub use crate::policy::PolicyTables;
-
-/// WireGuard peers: filled by the WireGuard work.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct PeerTable {}
 
 /// Services (virtual IPs and their backends): filled by the services work.
 #[derive(Debug, Clone, Default)]
@@ -422,6 +429,16 @@ pub enum BuildError {
     },
     #[error("route table: {0}")]
     Lpm(#[from] LpmError),
+    #[error("WireGuard peer {name} names node {node}, which does not exist")]
+    DanglingPeer { name: String, node: NodeId },
+    #[error("WireGuard peers {first} and {second} are the same {what}")]
+    DuplicatePeer {
+        first: String,
+        second: String,
+        what: &'static str,
+    },
+    #[error("WireGuard peers are configured but WireGuard has no local address")]
+    PeersWithoutWireGuard,
 }
 
 /// Collects interfaces, pods, nodes and routes, then builds a [`Snapshot`].
@@ -435,7 +452,8 @@ pub struct SnapshotBuilder {
     gateway_v4: Ipv4Addr,
     gateway_v6: Ipv6Addr,
     policy: PolicyTables,
-    peers: PeerTable,
+    wireguard: Option<SocketAddr>,
+    peers: Vec<PeerSpec>,
     services: ServiceTable,
 }
 
@@ -457,9 +475,23 @@ impl SnapshotBuilder {
             gateway_v4: GATEWAY_V4,
             gateway_v6: GATEWAY_V6,
             policy: PolicyTables::default(),
-            peers: PeerTable::default(),
+            wireguard: None,
+            peers: Vec::new(),
             services: ServiceTable::default(),
         }
+    }
+
+    /// Turns WireGuard on: this node's address on the underlay (the uplink's) and port.
+    pub fn wireguard(&mut self, local: SocketAddr) -> &mut Self {
+        self.wireguard = Some(local);
+        self
+    }
+
+    /// Adds a WireGuard peer (a remote node reached over WireGuard). Checked at build: the
+    /// node must exist, and no two peers may share a node or a key.
+    pub fn peer(&mut self, spec: PeerSpec) -> PeerIndex {
+        self.peers.push(spec);
+        (self.peers.len() - 1) as PeerIndex
     }
 
     /// Sets the compiled policy (programs indexed by endpoint id).
@@ -582,9 +614,10 @@ impl SnapshotBuilder {
                 IpAddr::V6(a) => v6.push((a, prefix.len, id)),
             }
         }
+        let peers = self.peer_table(uplink)?;
         let adjacencies = nexthops
             .iter()
-            .map(|nh| self.adjacency(nh, uplink, host))
+            .map(|nh| self.adjacency(nh, uplink, host, &peers))
             .collect();
         let fib = Fib {
             v4: Ipv4Lpm::build(&v4)?,
@@ -604,8 +637,60 @@ impl SnapshotBuilder {
             uplink,
             host,
             policy: self.policy,
-            peers: self.peers,
+            peers,
             services: self.services,
+        })
+    }
+
+    /// The peer table: every peer checked, and its outer headers built where the node's MAC
+    /// and the uplink are known.
+    fn peer_table(&self, uplink: Option<IfIndex>) -> Result<PeerTable, BuildError> {
+        if self.wireguard.is_none() {
+            if self.peers.is_empty() {
+                return Ok(PeerTable::default());
+            }
+            return Err(BuildError::PeersWithoutWireGuard);
+        }
+        let mut peers: Vec<Peer> = Vec::with_capacity(self.peers.len());
+        for spec in &self.peers {
+            let Some(node) = self.nodes.get(spec.node as usize) else {
+                return Err(BuildError::DanglingPeer {
+                    name: spec.name.clone(),
+                    node: spec.node,
+                });
+            };
+            for other in &peers {
+                let what = if other.spec.node == spec.node {
+                    "node"
+                } else if other.spec.public_key == spec.public_key {
+                    "public key"
+                } else {
+                    continue;
+                };
+                return Err(BuildError::DuplicatePeer {
+                    first: other.spec.name.clone(),
+                    second: spec.name.clone(),
+                    what,
+                });
+            }
+            let outer = match (self.wireguard, uplink, node.mac) {
+                (Some(local), Some(up), Some(mac)) => OuterTemplate::new(OuterPath {
+                    src_mac: self.interfaces[usize::from(up)].mac,
+                    dst_mac: mac,
+                    src: local,
+                    dst: spec.endpoint,
+                })
+                .ok(),
+                _ => None,
+            };
+            peers.push(Peer {
+                spec: spec.clone(),
+                outer,
+            });
+        }
+        Ok(PeerTable {
+            local: self.wireguard,
+            peers,
         })
     }
 
@@ -664,7 +749,13 @@ impl SnapshotBuilder {
         Ok(())
     }
 
-    fn adjacency(&self, nh: &NextHop, uplink: Option<IfIndex>, host: Option<IfIndex>) -> Adjacency {
+    fn adjacency(
+        &self,
+        nh: &NextHop,
+        uplink: Option<IfIndex>,
+        host: Option<IfIndex>,
+        peers: &PeerTable,
+    ) -> Adjacency {
         let iface = |i: IfIndex| &self.interfaces[usize::from(i)];
         match *nh {
             NextHop::Local { interface, mac } => {
@@ -687,17 +778,23 @@ impl SnapshotBuilder {
             NextHop::Remote {
                 node,
                 tunnel: Tunnel::WireGuard,
-            } => match (uplink, self.nodes.get(node as usize)) {
-                (Some(up), Some(n)) => match n.mac {
-                    Some(mac) => {
+            } => match (uplink, self.nodes.get(node as usize), peers.of_node(node)) {
+                (_, _, None) => Adjacency::action(AdjacencyAction::NoPeer),
+                (Some(up), Some(n), Some(p)) => match (n.mac, &peers.peers[p as usize].outer) {
+                    (Some(mac), Some(outer)) => {
                         let mut adj = Adjacency::forward(up, iface(up), mac);
                         adj.action = AdjacencyAction::Encrypt;
+                        adj.peer = p;
                         // Outer IP and UDP headers, WireGuard's header and tag.
-                        let overhead = if n.underlay.is_ipv4() { 60 } else { 80 };
+                        let overhead = if outer.path().dst.is_ipv4() {
+                            OVERHEAD_V4
+                        } else {
+                            OVERHEAD_V6
+                        };
                         adj.mtu = adj.mtu.saturating_sub(overhead);
                         adj
                     }
-                    None => Adjacency::action(AdjacencyAction::NeighborUnresolved),
+                    _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
                 },
                 _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
             },

@@ -1,0 +1,313 @@
+//! A worker's ports: binding a socket and its XDP program, attaching and detaching while
+//! the worker runs, and keeping the fill rings topped up (see the module doc of
+//! [`super`], "Ports come and go").
+
+use std::time::{Duration, Instant};
+
+use weir_dataplane::snapshot::Role;
+use weir_dataplane::{DropReason, IfIndex, Snapshot, BATCH_SIZE};
+
+use super::{PortReport, PortSpec, Worker, WorkerConfig, WorkerError, MAX_KICKS, STAGE_LIMIT};
+use crate::bpf::{XdpLink, XdpProgram, XskMap};
+use crate::ports::{PortCommand, PortMailbox};
+use crate::xsk::{Umem, XskSocket};
+
+/// How long [`Worker::detach_port`] waits for a port's TX completions at most.
+pub const DETACH_WAIT: Duration = Duration::from_millis(100);
+
+/// How long a detached port's rings must stay quiet (no RX, nothing pending) before its
+/// fill ring is read back: lets a receive that was under way when the program was
+/// detached finish.
+const DETACH_SETTLE: Duration = Duration::from_millis(2);
+
+/// The index of a port whose interface the loaded snapshot does not have: no snapshot
+/// has that many interfaces, so the pipeline drops what arrives on it.
+pub(super) const UNMAPPED: IfIndex = IfIndex::MAX;
+
+pub(super) struct Port {
+    pub(super) name: String,
+    pub(super) index: IfIndex,
+    pub(super) socket: XskSocket,
+    // Kept alive: dropping the link detaches the program; the map holds the socket.
+    pub(super) link: XdpLink,
+    pub(super) _program: XdpProgram,
+    pub(super) _map: XskMap,
+    pub(super) staged: Vec<(u64, u32)>,
+    /// Frames given to the fill ring and not yet received back.
+    pub(super) lent_fill: usize,
+    /// Frames given to the TX ring and not yet completed.
+    pub(super) lent_tx: usize,
+}
+
+impl Port {
+    pub(super) fn report(&self) -> PortReport {
+        PortReport {
+            name: self.name.clone(),
+            native: self.link.native(),
+            ..PortReport::default()
+        }
+    }
+}
+
+impl Worker {
+    /// Binds a socket for `spec` on this worker's UMEM, attaches its XDP program, and
+    /// adds it to the ports, the poll set and the report; the fill quota is shared anew
+    /// and the new fill ring is topped up. `snapshot` must name the interface (publish
+    /// the snapshot that adds it first). Tell the other workers who owns it with
+    /// [`crate::ports::PortControl::set_owner`] ([`crate::ports::PortControl::attach`]
+    /// does).
+    pub fn attach_port(&mut self, spec: &PortSpec, snapshot: &Snapshot) -> Result<(), WorkerError> {
+        if self.ports.iter().any(|p| p.name == spec.name) {
+            return Err(WorkerError::AlreadyAttached(spec.name.clone()));
+        }
+        let port = bind_port(
+            &self.umem,
+            spec,
+            snapshot,
+            &self.config,
+            self.ports.first().map(|p| &p.socket),
+        )?;
+        self.report.ports.push(port.report());
+        self.ports.push(port);
+        self.fill_quota = fill_quota(&self.umem, self.ports.len().max(self.config.planned_ports));
+        self.rebuild_pollfds();
+        self.remap(snapshot);
+        let quota = self.fill_quota;
+        if let Some(p) = self.ports.last_mut() {
+            let want = quota.saturating_sub(p.lent_fill);
+            if self.free.len() < want {
+                self.report.fill_starved += 1;
+            }
+            p.lent_fill += p.socket.fill_from(&mut self.free, want);
+        }
+        Ok(())
+    }
+
+    /// Detaches interface `name` and gives back every frame it holds, in this order: the
+    /// XDP link goes first (nothing new arrives); what waits in the RX ring goes back to
+    /// the free list (received and dropped as `port_detached`); what is staged is sent,
+    /// and the TX completions are awaited, kicking, for up to [`DETACH_WAIT`]; the frames
+    /// still in the fill ring are read back; then the socket is closed. Frames the kernel
+    /// did not return within the bound are counted in
+    /// [`super::WorkerReport::frames_lost`] and never reused, so
+    /// [`Worker::check_accounting`] holds either way. Blocks for a few milliseconds (at
+    /// most about [`DETACH_WAIT`]). Detaching the uplink turns WireGuard off on this
+    /// worker.
+    pub fn detach_port(&mut self, name: &str) -> Result<(), WorkerError> {
+        let i = self
+            .ports
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| WorkerError::NotAttached(name.to_owned()))?;
+        if self.uplink_port == Some(i) {
+            self.tunnel = None;
+        }
+        let port = self.ports.remove(i);
+        self.report.ports.remove(i);
+        // Port numbers after `i` moved down: the output map is rebuilt before the next
+        // batch.
+        self.force_remap = true;
+        self.uplink_port = None;
+        self.rebuild_pollfds();
+        if !self.ports.is_empty() {
+            self.fill_quota =
+                fill_quota(&self.umem, self.ports.len().max(self.config.planned_ports));
+        }
+        let lost = self.drain_detached(port);
+        self.lost += lost;
+        self.report.frames_lost += lost as u64;
+        Ok(())
+    }
+
+    /// Records that interface `name` is now owned by worker `worker` (`None`: by no
+    /// worker, it is gone). Frames routed to it are handed to that worker from the next
+    /// round on. An interface attached here stays this worker's whatever this says.
+    pub fn set_owner(&mut self, name: &str, worker: Option<usize>) {
+        self.owners.retain(|(n, _)| n != name);
+        if let Some(w) = worker.filter(|&w| w != self.links.me) {
+            self.owners.push((name.to_owned(), w));
+        }
+        self.force_remap = true;
+    }
+
+    /// Serves the port commands waiting in `mailbox`, then re-maps for `snapshot`.
+    pub(super) fn serve(&mut self, mailbox: &PortMailbox, snapshot: &Snapshot) {
+        for command in mailbox.take() {
+            match command {
+                PortCommand::Attach(spec, reply) => {
+                    let r = self.attach_port(&spec, snapshot);
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                }
+                PortCommand::Detach(name, reply) => {
+                    let r = self.detach_port(&name);
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                }
+                PortCommand::SetOwner { name, worker } => self.set_owner(&name, worker),
+            }
+        }
+        self.remap(snapshot);
+    }
+
+    pub(super) fn refill(&mut self) {
+        for p in &mut self.ports {
+            let want = self.fill_quota.saturating_sub(p.lent_fill);
+            if want == 0 {
+                continue;
+            }
+            if self.free.is_empty() {
+                self.report.fill_starved += 1;
+                break;
+            }
+            let n = p.socket.fill_from(&mut self.free, want);
+            p.lent_fill += n;
+        }
+    }
+
+    /// Whether the port at `i` is the snapshot's uplink.
+    pub(super) fn is_uplink(&self, snapshot: &Snapshot, i: usize) -> bool {
+        self.ports.get(i).is_some_and(|p| {
+            snapshot
+                .interface(p.index)
+                .is_some_and(|x| x.role == Role::Uplink)
+        })
+    }
+
+    /// Takes every frame back from a port already removed from `ports` (see
+    /// [`Worker::detach_port`]) and closes it; returns the frames the kernel kept.
+    fn drain_detached(&mut self, port: Port) -> usize {
+        let Port {
+            mut socket,
+            link,
+            _program,
+            _map,
+            mut staged,
+            mut lent_fill,
+            mut lent_tx,
+            ..
+        } = port;
+        // No new frames once the program is gone.
+        drop(link);
+        let started = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
+        let mut rx = Vec::with_capacity(BATCH_SIZE);
+        loop {
+            rx.clear();
+            let n = socket.recv(&mut rx, BATCH_SIZE);
+            lent_fill -= n.min(lent_fill);
+            for &(addr, _) in &rx {
+                self.free.push(addr);
+                let c = self.pipeline.counters_mut();
+                c.rx += 1;
+                c.drop(DropReason::PortDetached);
+            }
+            self.report.rx_frames += n as u64;
+            if !staged.is_empty() {
+                let sent = socket.send(&staged);
+                staged.drain(..sent);
+                lent_tx += sent;
+                self.report.tx_frames += sent as u64;
+                self.pipeline.sent(sent);
+            }
+            for _ in 0..MAX_KICKS {
+                if socket.tx_pending() == 0 || socket.kick().is_err() {
+                    break;
+                }
+            }
+            let done = socket.complete(&mut self.free);
+            lent_tx -= done.min(lent_tx);
+            let quiet = n == 0 && staged.is_empty() && lent_tx == 0 && !socket.rx_pending();
+            if !quiet {
+                quiet_since = None;
+            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= DETACH_SETTLE {
+                break;
+            }
+            if started.elapsed() >= DETACH_WAIT {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        for (addr, _) in staged.drain(..) {
+            self.free.push(addr);
+            self.pipeline.drop(DropReason::PortDetached);
+        }
+        // The frames the kernel has not taken from the fill ring are ours again once the
+        // socket is closed. Each is checked against the free list, so that no frame can
+        // get there twice whatever the kernel's consumer index says.
+        let mut unfilled = Vec::new();
+        socket.unfilled(&mut unfilled);
+        let size = u64::from(self.umem.frame_size());
+        let mut is_free = vec![false; self.umem.frame_count() as usize];
+        for &f in self.free.bases() {
+            if let Some(b) = is_free.get_mut((f / size) as usize) {
+                *b = true;
+            }
+        }
+        for addr in unfilled {
+            if lent_fill == 0 {
+                break;
+            }
+            let base = self.free.base(addr);
+            if let Some(b) = is_free.get_mut((base / size) as usize).filter(|b| !**b) {
+                *b = true;
+                self.free.push(base);
+                lent_fill -= 1;
+            }
+        }
+        drop(socket);
+        lent_fill + lent_tx
+    }
+}
+
+/// Binds a socket for `spec` on `umem` (sharing it with `shared`, any socket already on
+/// it, when there is one), and attaches the XDP program that feeds it.
+pub(super) fn bind_port(
+    umem: &Umem,
+    spec: &PortSpec,
+    snapshot: &Snapshot,
+    config: &WorkerConfig,
+    shared: Option<&XskSocket>,
+) -> Result<Port, WorkerError> {
+    let name = spec.name.clone();
+    let index = snapshot
+        .interface_by_name(&name)
+        .ok_or_else(|| WorkerError::UnknownInterface(name.clone()))?;
+    let bpf = |source| WorkerError::Bpf {
+        name: name.clone(),
+        source,
+    };
+    let ifindex = crate::bpf::ifindex(&name).map_err(bpf)?;
+    let socket = XskSocket::bind(umem, ifindex, 0, &config.socket, shared).map_err(|source| {
+        WorkerError::Socket {
+            name: name.clone(),
+            source,
+        }
+    })?;
+    let map = XskMap::new(1).map_err(bpf)?;
+    map.set(0, socket.fd()).map_err(bpf)?;
+    let program = match &spec.uplink_filter {
+        None => XdpProgram::redirect_all(&map),
+        Some(filter) => XdpProgram::uplink(&map, filter),
+    }
+    .map_err(bpf)?;
+    let link = XdpLink::attach(&program, ifindex, config.attach).map_err(bpf)?;
+    Ok(Port {
+        name,
+        index,
+        socket,
+        link,
+        _program: program,
+        _map: map,
+        staged: Vec::with_capacity(STAGE_LIMIT),
+        lent_fill: 0,
+        lent_tx: 0,
+    })
+}
+
+/// Frames each fill ring is topped up to with `ports` ports: half the frames wait in
+/// fill rings, shared evenly; the rest are for frames in flight between RX and TX
+/// completion.
+pub(super) fn fill_quota(umem: &Umem, ports: usize) -> usize {
+    (umem.frame_count() as usize / 2 / ports.max(1))
+        .min(umem.config().fill_size as usize)
+        .max(1)
+}

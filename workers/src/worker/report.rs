@@ -1,0 +1,141 @@
+//! What a worker publishes for metrics and tests, and the frame-accounting check.
+
+use std::sync::{Arc, Mutex};
+
+use weir_crypto::peers::WgCounters;
+use weir_dataplane::{Counters, DropReason};
+
+use super::Worker;
+use crate::wireguard::TunnelCounters;
+
+/// What a worker publishes for metrics: a copy of its counters and its driver counts,
+/// refreshed a few times per second (no lock on the packet path).
+///
+/// Every frame's fate is in `pipeline` (see [`Counters`]: received, handed in or out,
+/// made, sent, consumed, or dropped for a named reason, including the driver's own:
+/// `handoff_full`, `handoff_stale`, `unowned_output`, `bad_descriptor`, `fill_starved`,
+/// `port_detached`, `tx_ring_full`); the fields here are the driver's events.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub pipeline: Counters,
+    /// Frames received from the kernel, over all sockets.
+    pub rx_frames: u64,
+    /// Frames the kernel took for transmission.
+    pub tx_frames: u64,
+    /// Times a TX ring had no room for every staged frame (they stay staged).
+    pub tx_ring_full: u64,
+    /// Times the fill rings could not be topped up because the free list was empty.
+    pub fill_starved: u64,
+    /// Sleeps in `poll(2)`.
+    pub sleeps: u64,
+    /// WireGuard, on the worker that owns the uplink: the peers' counters.
+    pub wireguard: WgCounters,
+    /// WireGuard: the tunnel's own counters.
+    pub tunnel: TunnelCounters,
+    /// Frames the kernel did not give back when a port was detached (TX not completed
+    /// within [`super::DETACH_WAIT`], or kept from the fill ring); they are never reused.
+    /// 0 on veth in copy mode.
+    pub frames_lost: u64,
+    /// Per interface: name, whether XDP runs in native mode, and the kernel's statistics.
+    pub ports: Vec<PortReport>,
+}
+
+impl WorkerReport {
+    /// Frames handed to the worker that owns their output.
+    pub fn handoff_out(&self) -> u64 {
+        self.pipeline.handoff_out
+    }
+
+    /// Frames other workers handed to this one.
+    pub fn handoff_in(&self) -> u64 {
+        self.pipeline.handoff_in
+    }
+
+    /// Frames dropped at a handoff, on either side: a full lane here, a stale generation
+    /// or no free frame for one handed in.
+    pub fn handoff_dropped(&self) -> u64 {
+        self.pipeline.dropped(DropReason::HandoffFull)
+            + self.pipeline.dropped(DropReason::HandoffStale)
+    }
+}
+
+/// One socket's state for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct PortReport {
+    pub name: String,
+    pub native: bool,
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty: u64,
+    pub tx_ring_empty: u64,
+}
+
+/// Shared handle to a worker's report, for the metrics endpoint.
+pub type SharedReport = Arc<Mutex<WorkerReport>>;
+
+impl Worker {
+    pub(super) fn publish(&mut self, report: &Mutex<WorkerReport>) {
+        self.refresh_report();
+        for (p, r) in self.ports.iter().zip(self.report.ports.iter_mut()) {
+            if let Ok(s) = p.socket.statistics() {
+                r.rx_dropped = s.rx_dropped;
+                r.rx_ring_full = s.rx_ring_full;
+                r.rx_fill_ring_empty = s.rx_fill_ring_empty_descs;
+                r.tx_ring_empty = s.tx_ring_empty_descs;
+            }
+        }
+        if let Ok(mut shared) = report.lock() {
+            *shared = self.report.clone();
+        }
+    }
+
+    fn refresh_report(&mut self) {
+        self.report.pipeline = self.pipeline.counters().clone();
+        if let Some(t) = &self.tunnel {
+            self.report.wireguard = t.wg_counters();
+            self.report.tunnel = t.counters();
+        }
+    }
+
+    /// The worker's report as of now.
+    pub fn report(&mut self) -> WorkerReport {
+        self.refresh_report();
+        self.report.clone()
+    }
+
+    /// Checks that every frame is in exactly one place: the free list holds no frame twice
+    /// and nothing outside the UMEM, and free + lent to fill rings + staged + lent to TX
+    /// rings (+ in the batch, + waiting to be sealed or sent, + lost when ports were
+    /// detached) equals the UMEM's frame count.
+    pub fn check_accounting(&self) -> Result<(), String> {
+        let size = u64::from(self.umem.frame_size());
+        let mut seen = vec![false; self.umem.frame_count() as usize];
+        for &f in self.free.bases() {
+            let i = (f / size) as usize;
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                Some(_) => return Err(format!("frame {f:#x} is in the free list twice")),
+                None => return Err(format!("frame {f:#x} is outside the UMEM")),
+            }
+        }
+        let lent: usize = self
+            .ports
+            .iter()
+            .map(|p| p.lent_fill + p.lent_tx + p.staged.len())
+            .sum();
+        let pending = self.to_seal.len() + self.control.len();
+        let total = self.free.len() + lent + self.batch.len() + pending + self.lost;
+        if total != self.umem.frame_count() as usize {
+            return Err(format!(
+                "{} frames accounted for ({} free, {lent} lent or staged, {} in the batch, \
+                 {pending} waiting to be sealed or sent, {} lost at detach), the UMEM has {}",
+                total,
+                self.free.len(),
+                self.batch.len(),
+                self.lost,
+                self.umem.frame_count()
+            ));
+        }
+        Ok(())
+    }
+}
