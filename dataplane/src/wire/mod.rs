@@ -6,12 +6,14 @@
 //! whatever the bytes are. Malformed input is reported as [`Malformed`], which the pipeline
 //! turns into a counted drop.
 //!
-//! smoltcp's views are used where they exist and fit (Ethernet, ARP, IPv4, IPv6, ICMPv4,
-//! ICMPv6/NDP, UDP, TCP): they are well tested and fast (a few ns for an Ethernet/IPv4/UDP
-//! chain). Hand-rolled here is only what smoltcp lacks: 802.1Q tags, SCTP ports, VXLAN,
-//! WireGuard messages, a bounded IPv6 extension-header walk that also reports fragments, and
-//! the checksum helpers the forwarding path needs (RFC 1624 incremental update, completion
-//! of the partial checksums that veth tx offload leaves behind).
+//! smoltcp's views (Ethernet, ARP, IPv4, IPv6, ICMPv4, ICMPv6/NDP, UDP, TCP) are
+//! re-exported here for tools, tests and the `wire` fuzz target, which drives them beside
+//! weir's own views. The pipeline's input stage reads its few offsets by hand instead (see
+//! `node/parse.rs` for why). Hand-rolled here is what smoltcp lacks: 802.1Q tags, SCTP
+//! ports, VXLAN, WireGuard messages and the outer headers between nodes, a bounded IPv6
+//! extension-header walk that also reports fragments, and the checksum helpers the
+//! forwarding path needs (RFC 1624 incremental update, completion of the partial checksums
+//! that veth tx offload leaves behind).
 
 pub mod checksum;
 pub mod ipv6ext;
