@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::{attach_pod, mac_of, ok, require_root, sh, Agent};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use weir_control::k8s::fake::FakeApi;
+use weir_testkit::fake_api::FakeApi;
 
 const A4: &str = "198.18.3.10";
 const B4: &str = "198.18.3.11";
