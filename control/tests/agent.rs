@@ -17,7 +17,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::attach_pod;
-use weir_testkit::lab::{output, require_root, run, stop, ChildGuard, NetnsGuard};
+use weir_testkit::lab::{
+    format_mac, mac_of, output, require_root, run, stop, ChildGuard, NetnsGuard,
+};
 
 struct Lab {
     pid: u32,
@@ -76,17 +78,7 @@ impl Lab {
     }
 
     fn pod_mac(&self, i: usize) -> String {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.pods[i],
-            "cat",
-            "/sys/class/net/eth0/address",
-        ])
-        .unwrap()
-        .trim()
-        .to_owned()
+        format_mac(&mac_of(&self.pods[i], "eth0").unwrap())
     }
 
     fn write_datastore(&self) {
