@@ -356,11 +356,6 @@ impl NetnsGuard {
         pid
     }
 
-    /// Stops the child with pid `pid` now (as its guard says), if this guard holds it.
-    pub fn stop_child(&mut self, pid: u32) {
-        self.children.retain(|child| child.id() != pid);
-    }
-
     /// A fresh, empty scratch directory `{temp}/{prefix}-{pid}`, removed on drop.
     pub fn temp_dir(&mut self, prefix: &str) -> Result<PathBuf, LabError> {
         let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
