@@ -13,10 +13,13 @@
 mod common;
 
 use std::path::PathBuf;
-
-use common::{ok, sh, KillOnDrop};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::attach_pod;
+use weir_testkit::lab::{
+    format_mac, mac_of, output, require_root, run, stop, ChildGuard, NetnsGuard,
+};
 
 struct Lab {
     pid: u32,
@@ -24,6 +27,8 @@ struct Lab {
     pods: [String; 2],
     dir: PathBuf,
     agent: Option<Child>,
+    /// Removes the namespaces and the directory (after `Drop for Lab` stopped the agent).
+    guard: NetnsGuard,
 }
 
 const A4: &str = "198.18.1.10";
@@ -41,106 +46,39 @@ impl Lab {
     }
 
     fn new() -> Lab {
-        assert_eq!(
-            // SAFETY-free check of the effective user: root is needed for namespaces.
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap()
-                .lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .unwrap_or(""),
-            "0",
-            "this scenario test needs root (network namespaces, AF_XDP); CI runs it as root"
-        );
+        require_root("this scenario test (network namespaces, AF_XDP)");
         let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("weir-agent-test-{pid}"));
-        let _ = std::fs::remove_dir_all(&dir);
+        let mut guard = NetnsGuard::new();
+        let dir = guard.temp_dir("weir-agent-test").unwrap();
         std::fs::create_dir_all(dir.join("datastore")).unwrap();
-        let lab = Lab {
+        let mut lab = Lab {
             pid,
             node: format!("weir-n-{pid}"),
             pods: [format!("weir-a-{pid}"), format!("weir-b-{pid}")],
             dir,
             agent: None,
+            guard,
         };
-        ok(&["ip", "netns", "add", &lab.node]);
-        for ns in &lab.pods {
-            ok(&["ip", "netns", "add", ns]);
-        }
-        ok(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]);
+        lab.guard.add_netns(&lab.node).unwrap();
+        run(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]).unwrap();
         for (i, (v4, v6)) in [(A4, A6), (B4, B6)].into_iter().enumerate() {
             let (ns, host) = (&lab.pods[i], lab.host_if(i));
-            ok(&[
-                "ip", "-n", &lab.node, "link", "add", &host, "type", "veth", "peer", "name",
-                "eth0", "netns", ns,
-            ]);
-            ok(&["ip", "-n", &lab.node, "link", "set", &host, "up"]);
-            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            ok(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-            ok(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{v4}/32"),
-                "dev",
-                "eth0",
-            ]);
-            ok(&[
-                "ip",
-                "-n",
-                ns,
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/128"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ok(&[
-                "ip",
-                "-n",
-                ns,
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "scope",
-                "link",
-            ]);
-            ok(&[
-                "ip",
-                "-n",
-                ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ]);
-            ok(&[
+            attach_pod(&mut lab.guard, &lab.node, ns, &host, v4).unwrap();
+            let v6 = format!("{v6}/128");
+            run(&[
+                "ip", "-n", ns, "-6", "addr", "add", &v6, "dev", "eth0", "nodad",
+            ])
+            .unwrap();
+            run(&[
                 "ip", "-n", ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
-            ]);
+            ])
+            .unwrap();
         }
         lab
     }
 
     fn pod_mac(&self, i: usize) -> String {
-        ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.pods[i],
-            "cat",
-            "/sys/class/net/eth0/address",
-        ])
-        .trim()
-        .to_owned()
+        format_mac(&mac_of(&self.pods[i], "eth0").unwrap())
     }
 
     fn write_datastore(&self) {
@@ -227,7 +165,7 @@ impl Lab {
              timeout 2 cat <&3",
             self.port()
         );
-        let out = sh(&["ip", "netns", "exec", &self.node, "bash", "-c", &script]);
+        let out = output(&["ip", "netns", "exec", &self.node, "bash", "-c", &script]).unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -243,7 +181,7 @@ impl Lab {
     fn in_pod(&self, i: usize, args: &[&str]) -> Output {
         let mut all = vec!["ip", "netns", "exec", &self.pods[i]];
         all.extend_from_slice(args);
-        sh(&all)
+        output(&all).unwrap()
     }
 
     /// One iperf3 test against a one-shot server on pod b at `to` (its IPv4 or IPv6
@@ -266,7 +204,7 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let server = KillOnDrop(server);
+        let server = ChildGuard::new(server);
         std::thread::sleep(Duration::from_millis(300));
         let mut args = vec![
             "iperf3",
@@ -308,30 +246,23 @@ impl Lab {
     }
 
     fn xdp_attached(&self, i: usize) -> bool {
-        ok(&["ip", "-n", &self.node, "link", "show", &self.host_if(i)]).contains("xdp")
+        run(&["ip", "-n", &self.node, "link", "show", &self.host_if(i)])
+            .unwrap()
+            .contains("xdp")
     }
 
+    /// Sends the agent `signal` ("KILL", "TERM"), then SIGKILL if it has not exited in 5 s.
     fn kill_agent(&mut self, signal: &str) {
         if let Some(mut child) = self.agent.take() {
             // `ip netns exec` execs the agent, so the child's pid is the agent's.
-            let _ = sh(&["kill", signal, &child.id().to_string()]);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child, signal, Duration::from_secs(5));
         }
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.kill_agent("-KILL");
-        for ns in self.pods.iter().chain([&self.node]) {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.kill_agent("KILL");
     }
 }
 
@@ -372,7 +303,7 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
     ] {
         if offload == "off" {
             for i in 0..2 {
-                ok(&[
+                run(&[
                     "ip",
                     "netns",
                     "exec",
@@ -382,7 +313,8 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
                     "eth0",
                     "tx",
                     "off",
-                ]);
+                ])
+                .unwrap();
             }
         }
         for (to, reverse) in runs {
@@ -433,7 +365,7 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
     // Anti-spoofing: a sends with an address that is not its own.
     let spoofed = "weir_drops_total{worker=\"0\",reason=\"spoofed_ip\"}";
     let before = lab.metric(spoofed);
-    ok(&[
+    run(&[
         "ip",
         "-n",
         &lab.pods[0],
@@ -442,7 +374,8 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
         "198.18.1.99/32",
         "dev",
         "eth0",
-    ]);
+    ])
+    .unwrap();
     assert!(
         !lab.in_pod(
             0,
@@ -485,9 +418,9 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut flood = KillOnDrop(flood);
+    let mut flood = ChildGuard::new(flood);
     std::thread::sleep(Duration::from_millis(500));
-    lab.kill_agent("-KILL");
+    lab.kill_agent("KILL");
     let deadline = Instant::now() + Duration::from_secs(5);
     while (lab.xdp_attached(0) || lab.xdp_attached(1)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -496,8 +429,8 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
         !lab.xdp_attached(0) && !lab.xdp_attached(1),
         "no XDP program left after SIGKILL"
     );
-    let _ = flood.0.kill();
-    let _ = flood.0.wait();
+    let _ = flood.child().kill();
+    let _ = flood.child().wait();
     lab.start_agent();
     assert!(
         lab.ping(0, B4),
@@ -506,7 +439,7 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
     );
 
     // SIGTERM: a clean stop, programs detached.
-    lab.kill_agent("-TERM");
+    lab.kill_agent("TERM");
     assert!(!lab.xdp_attached(0) && !lab.xdp_attached(1));
     assert!(
         lab.log().contains("stopped"),

@@ -16,14 +16,14 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{attach_pod, mac_of, ok, require_root, sh, Agent};
+use common::{attach_pod, Agent};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use weir_control::k8s::fake::FakeApi;
+use weir_testkit::fake_api::FakeApi;
+use weir_testkit::lab::{format_mac, in_netns, mac_of, output, require_root, run, NetnsGuard};
 
 const A4: &str = "198.18.3.10";
 const B4: &str = "198.18.3.11";
@@ -33,15 +33,8 @@ struct Lab {
     node: String,
     pods: [String; 2],
     dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.pods.iter().chain([&self.node]) {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Removes the namespaces and the directory.
+    guard: NetnsGuard,
 }
 
 impl Lab {
@@ -50,7 +43,7 @@ impl Lab {
     }
 
     fn ping(&self, from: usize, to: &str) -> bool {
-        sh(&[
+        output(&[
             "ip",
             "netns",
             "exec",
@@ -62,6 +55,7 @@ impl Lab {
             "1",
             to,
         ])
+        .unwrap()
         .status
         .success()
     }
@@ -78,17 +72,7 @@ impl Lab {
 /// Binds a TCP listener inside network namespace `ns`, from a thread that enters it (the
 /// socket stays in that namespace whichever thread uses it later).
 fn listen_in(ns: &str) -> std::net::TcpListener {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a namespace file this thread opened; it changes only this
-        // thread's network namespace, and the thread ends right after binding.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns into {path}");
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
-    })
-    .join()
-    .unwrap()
+    in_netns(ns, || std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap()
 }
 
 /// Serves the fake API server over HTTP/1.1 on `listener`.
@@ -128,7 +112,7 @@ fn pod(lab: &Lab, i: usize, name: &str, app: &str, ip: &str, node: &str) -> Valu
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "shop", "labels": {"app": app},
             "annotations": {"weir.dev/interface": lab.host_if(i),
-                "weir.dev/mac": mac_of(&lab.pods[i], "eth0")}},
+                "weir.dev/mac": format_mac(&mac_of(&lab.pods[i], "eth0").unwrap())}},
         "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x:1"}]},
         "status": {"podIPs": [{"ip": ip}]}})
 }
@@ -145,25 +129,28 @@ fn isolate_b(from_app: &str, cidr: &str) -> Value {
 fn the_agent_follows_the_kubernetes_api_and_survives_its_faults() {
     require_root("the Kubernetes datastore scenario");
     let pid = std::process::id();
-    let dir = std::env::temp_dir().join(format!("weir-k8s-test-{pid}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let lab = Lab {
+    let mut guard = NetnsGuard::new();
+    let dir = guard.temp_dir("weir-k8s-test").unwrap();
+    let mut lab = Lab {
         pid,
         node: format!("weir-kn-{pid}"),
         pods: [format!("weir-ka-{pid}"), format!("weir-kb-{pid}")],
         dir,
+        guard,
     };
-    ok(&["ip", "netns", "add", &lab.node]);
-    ok(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]);
-    attach_pod(&lab.node, &lab.pods[0], &lab.host_if(0), A4);
-    attach_pod(&lab.node, &lab.pods[1], &lab.host_if(1), B4);
+    lab.guard.add_netns(&lab.node).unwrap();
+    run(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]).unwrap();
+    for (i, v4) in [A4, B4].into_iter().enumerate() {
+        let host = lab.host_if(i);
+        attach_pod(&mut lab.guard, &lab.node, &lab.pods[i], &host, v4).unwrap();
+    }
     // An uplink for WireGuard (nothing else on it: there is no other node).
-    ok(&[
+    run(&[
         "ip", "-n", &lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
-    ]);
+    ])
+    .unwrap();
     for dev in ["up0", "up1"] {
-        ok(&["ip", "-n", &lab.node, "link", "set", dev, "up"]);
+        run(&["ip", "-n", &lab.node, "link", "set", dev, "up"]).unwrap();
     }
 
     let node = format!("node-{pid}");

@@ -18,24 +18,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, require_root, sh, Agent};
+use common::Agent;
+use weir_testkit::lab::{output, require_root, run, NetnsGuard};
 
 struct Lab {
     pid: u32,
     node: String,
-    pods: Vec<String>,
     dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in &self.pods {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        // portmap's chains live in the node's namespace and go with it.
-        let _ = sh(&["ip", "netns", "del", &self.node]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Removes the pods' namespaces, then the node's (portmap's chains live there and go
+    /// with it), then the directory.
+    guard: NetnsGuard,
 }
 
 fn driver() -> PathBuf {
@@ -57,8 +49,7 @@ fn driver() -> PathBuf {
 impl Lab {
     fn pod_ns(&mut self, name: &str) -> String {
         let ns = format!("weir-c{name}-{}", self.pid);
-        ok(&["ip", "netns", "add", &ns]);
-        self.pods.push(ns.clone());
+        self.guard.add_netns(&ns).unwrap();
         ns
     }
 
@@ -168,15 +159,17 @@ impl Lab {
     }
 
     fn ping(&self, from: &str, to: &str) -> bool {
-        sh(&[
+        output(&[
             "ip", "netns", "exec", from, "ping", "-c", "1", "-W", "1", to,
         ])
+        .unwrap()
         .status
         .success()
     }
 
     fn host_veths(&self) -> Vec<String> {
-        ok(&["ip", "-n", &self.node, "-o", "link", "show"])
+        run(&["ip", "-n", &self.node, "-o", "link", "show"])
+            .unwrap()
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n).to_owned())
@@ -202,17 +195,17 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
     require_root("the CNI scenario");
     let driver = driver();
     let pid = std::process::id();
-    let dir = std::env::temp_dir().join(format!("weir-cni-test-{pid}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut guard = NetnsGuard::new();
+    let dir = guard.temp_dir("weir-cni-test").unwrap();
     std::fs::create_dir_all(dir.join("datastore")).unwrap();
     let mut lab = Lab {
         pid,
         node: format!("weir-cn-{pid}"),
-        pods: Vec::new(),
         dir,
+        guard,
     };
-    ok(&["ip", "netns", "add", &lab.node]);
-    ok(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]);
+    lab.guard.add_netns(&lab.node).unwrap();
+    run(&["ip", "-n", &lab.node, "link", "set", "lo", "up"]).unwrap();
     let node = format!("node-{pid}");
     // The pool, and the pods' labels (the runtime creates them; their addresses come from
     // weir). db admits only app=web.
@@ -269,7 +262,7 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
         ips.push(ip);
     }
     // The chained plugins ran with weir's result: portmap's DNAT chain names the pod.
-    let nat = sh(&[
+    let nat = output(&[
         "ip",
         "netns",
         "exec",
@@ -277,7 +270,8 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
         "iptables-save",
         "-t",
         "nat",
-    ]);
+    ])
+    .unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);
     assert!(nat.contains(&ips[0]), "portmap's rules: {nat}");
     // Traffic through the dataplane, with policy.
@@ -317,7 +311,7 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
 
     // DEL everything: nothing left; DEL again is fine. "other"'s namespace is gone first,
     // as when a runtime cleans up after a crashed sandbox.
-    ok(&["ip", "netns", "del", &nss[2]]);
+    run(&["ip", "netns", "del", &nss[2]]).unwrap();
     for (i, name) in names.iter().enumerate() {
         lab.del(&driver, &nss[i], name, &format!("ctr-{name}-{pid}"));
         lab.del(&driver, &nss[i], name, &format!("ctr-{name}-{pid}"));
@@ -351,7 +345,7 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
         lab.ping(&many[0], &a1) && lab.ping(&many[2], &a0) && lab.ping(&many[1], &a2),
         "pods attached together reach each other: {}\n{}",
         agent.log(),
-        ok(&["ip", "-n", &many[0], "addr"])
+        run(&["ip", "-n", &many[0], "addr"]).unwrap()
     );
     std::thread::scope(|s| {
         for (i, ns) in many.iter().enumerate() {
@@ -381,7 +375,7 @@ fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
     }
     // `ip netns exec` execs the driver: the child's pid is the driver's, and the plugin
     // is its child.
-    let _ = sh(&["pkill", "-KILL", "-P", &child.id().to_string()]);
+    let _ = output(&["pkill", "-KILL", "-P", &child.id().to_string()]).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     // Whatever the agent finished, GC with no valid attachment removes it.

@@ -5,13 +5,11 @@
 //!
 //! The demos run one at a time (they pin the same cores and would measure each other).
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::require_root;
+use weir_testkit::lab::require_root;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

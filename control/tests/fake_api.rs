@@ -1,4 +1,4 @@
-//! The fake Kubernetes API server (`weir_control::k8s::fake`) driven by real kube-rs code:
+//! The fake Kubernetes API server (`weir_testkit::fake_api`) driven by real kube-rs code:
 //! typed and dynamic `Api`s, `watcher` with its default backoff, the event `Recorder`.
 //! Each wait is bounded, so a bug fails the test instead of hanging it.
 
@@ -17,7 +17,7 @@ use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use weir_control::k8s::fake::FakeApi;
+use weir_testkit::fake_api::FakeApi;
 
 /// Long enough for the watcher's first backoff steps (0.8 s, 1.6 s, with jitter).
 const WAIT: Duration = Duration::from_secs(10);

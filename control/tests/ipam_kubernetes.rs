@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use weir_control::ipam::Ipam;
-use weir_control::k8s::fake::FakeApi;
 use weir_control::k8s::ipam::KubeStore;
 use weir_control::policy::model::IpPool;
 use weir_control::policy::selector::{Labels, Selector};
+use weir_testkit::fake_api::FakeApi;
 
 fn ipam(fake: &FakeApi, node: &str) -> Ipam {
     let fake = fake.clone();

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_control::calc::{drive, Calculator, DriveState, Update};
-use weir_control::k8s::fake::FakeApi;
 use weir_control::k8s::source;
+use weir_testkit::fake_api::FakeApi;
 
 const NODE: &str = "node-a";
 const WAIT: Duration = Duration::from_secs(20);

@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{attach_pod, mac_of, ok, require_root, sh, Agent, KillOnDrop};
+use common::{attach_pod, Agent};
 use weir_crypto::NodeKey;
+use weir_testkit::lab::{format_mac, mac_of, output, require_root, run, ChildGuard, NetnsGuard};
 
 const UNDERLAY: [&str; 2] = ["198.18.250.1", "198.18.250.2"];
 const POD: [&str; 2] = ["198.18.10.5", "198.18.11.5"];
@@ -36,6 +37,8 @@ struct Lab {
     wire: String,
     dir: PathBuf,
     keys: [NodeKey; 2],
+    /// Removes the namespaces and the directory.
+    guard: NetnsGuard,
 }
 
 impl Lab {
@@ -50,10 +53,9 @@ impl Lab {
     fn new(tag: char) -> Lab {
         require_root("the WireGuard scenario");
         let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("weir-wg-test-{tag}-{pid}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab {
+        let mut guard = NetnsGuard::new();
+        let dir = guard.temp_dir(&format!("weir-wg-test-{tag}")).unwrap();
+        let mut lab = Lab {
             pid,
             tag,
             nodes: [
@@ -70,31 +72,32 @@ impl Lab {
                 NodeKey::from_bytes([0x31; 32]),
                 NodeKey::from_bytes([0x32; 32]),
             ],
+            guard,
         };
         for ns in &lab.nodes {
-            ok(&["ip", "netns", "add", ns]);
-            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            lab.guard.add_netns(ns).unwrap();
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
         }
         let wire = lab.wire.clone();
-        ok(&["ip", "netns", "add", &wire]);
+        lab.guard.add_netns(&wire).unwrap();
         for key in ["all", "default"] {
             let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-            ok(&["ip", "netns", "exec", &wire, "sysctl", "-q", "-w", &setting]);
+            run(&["ip", "netns", "exec", &wire, "sysctl", "-q", "-w", &setting]).unwrap();
         }
-        ok(&["ip", "-n", &wire, "link", "add", "br0", "type", "bridge"]);
-        ok(&["ip", "-n", &wire, "link", "set", "br0", "up"]);
+        run(&["ip", "-n", &wire, "link", "add", "br0", "type", "bridge"]).unwrap();
+        run(&["ip", "-n", &wire, "link", "set", "br0", "up"]).unwrap();
         for i in 0..2 {
             let (ns, up) = (&lab.nodes[i], lab.uplink(i));
             let port = format!("w{}", ["a", "b"][i]);
             let veth = [
                 "link", "add", &port, "type", "veth", "peer", "name", &up, "netns", ns,
             ];
-            ok(&[&["ip", "-n", &wire][..], &veth[..]].concat());
-            ok(&["ip", "-n", &wire, "link", "set", &port, "master", "br0"]);
-            ok(&["ip", "-n", &wire, "link", "set", &port, "up"]);
+            run(&[&["ip", "-n", &wire][..], &veth[..]].concat()).unwrap();
+            run(&["ip", "-n", &wire, "link", "set", &port, "master", "br0"]).unwrap();
+            run(&["ip", "-n", &wire, "link", "set", &port, "up"]).unwrap();
             // No IPv6 chatter (router solicitations, MLD) on the underlay: every frame on
             // it must be WireGuard or ARP.
-            ok(&[
+            run(&[
                 "ip",
                 "netns",
                 "exec",
@@ -103,8 +106,9 @@ impl Lab {
                 "-q",
                 "-w",
                 &format!("net.ipv6.conf.{up}.disable_ipv6=1"),
-            ]);
-            ok(&[
+            ])
+            .unwrap();
+            run(&[
                 "ip",
                 "-n",
                 ns,
@@ -113,9 +117,11 @@ impl Lab {
                 &format!("{}/24", UNDERLAY[i]),
                 "dev",
                 &up,
-            ]);
-            ok(&["ip", "-n", ns, "link", "set", &up, "up"]);
-            attach_pod(ns, &lab.pods[i], &lab.host_if(i), POD[i]);
+            ])
+            .unwrap();
+            run(&["ip", "-n", ns, "link", "set", &up, "up"]).unwrap();
+            let host = lab.host_if(i);
+            attach_pod(&mut lab.guard, ns, &lab.pods[i], &host, POD[i]).unwrap();
         }
         lab.write_keys();
         lab
@@ -127,7 +133,7 @@ impl Lab {
             let key_file = self.dir.join(format!("{name}.key"));
             let _ = std::fs::remove_file(&key_file);
             std::fs::write(&key_file, format!("{}\n", key.secret_base64())).unwrap();
-            ok(&["chmod", "600", key_file.to_str().unwrap()]);
+            run(&["chmod", "600", key_file.to_str().unwrap()]).unwrap();
         }
     }
 
@@ -149,7 +155,7 @@ impl Lab {
                  weir.dev/underlay-mac: \"{}\"\nspec:\n  podCIDRs: [\"{}\"]\nstatus:\n  \
                  addresses: [{{type: InternalIP, address: \"{}\"}}]\n",
                 NODE[j],
-                mac_of(&self.nodes[j], &self.uplink(j)),
+                format_mac(&mac_of(&self.nodes[j], &self.uplink(j)).unwrap()),
                 CIDR[j],
                 UNDERLAY[j]
             )
@@ -159,7 +165,7 @@ impl Lab {
              annotations:\n    weir.dev/interface: {}\n    weir.dev/mac: \"{}\"\nstatus:\n  \
              podIPs: [{{ip: \"{}\"}}]\n",
             self.host_if(i),
-            mac_of(&self.pods[i], "eth0"),
+            format_mac(&mac_of(&self.pods[i], "eth0").unwrap()),
             POD[i]
         );
         let text = format!(
@@ -196,7 +202,7 @@ impl Lab {
     }
 
     fn ping(&self, from: usize, to: &str, count: &str) -> bool {
-        sh(&[
+        output(&[
             "ip",
             "netns",
             "exec",
@@ -210,12 +216,13 @@ impl Lab {
             "2",
             to,
         ])
+        .unwrap()
         .status
         .success()
     }
 
     /// Starts tcpdump on the underlay's bridge, writing `name`.
-    fn capture(&self, name: &str) -> (KillOnDrop, PathBuf) {
+    fn capture(&self, name: &str) -> (ChildGuard, PathBuf) {
         let file = self.dir.join(name);
         let child = Command::new("ip")
             .args([
@@ -227,25 +234,16 @@ impl Lab {
             .spawn()
             .expect("tcpdump (Debian package tcpdump)");
         std::thread::sleep(Duration::from_millis(1000));
-        (KillOnDrop(child), file)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.pods.iter().chain(&self.nodes).chain([&self.wire]) {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        (ChildGuard::new(child), file)
     }
 }
 
 /// Stops a capture and lists the packets in it that match `filter`.
-fn matching(capture: (KillOnDrop, PathBuf), filter: &str) -> Vec<String> {
+fn matching(capture: (ChildGuard, PathBuf), filter: &str) -> Vec<String> {
     let (mut child, file) = capture;
-    let _ = sh(&["kill", "-INT", &child.0.id().to_string()]);
-    let _ = child.0.wait();
-    let out = sh(&["tcpdump", "-r", file.to_str().unwrap(), "-n", filter]);
+    let _ = output(&["kill", "-INT", &child.id().to_string()]).unwrap();
+    let _ = child.child().wait();
+    let out = output(&["tcpdump", "-r", file.to_str().unwrap(), "-n", filter]).unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
@@ -268,7 +266,7 @@ fn iperf3(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _server = KillOnDrop(server);
+    let _server = ChildGuard::new(server);
     std::thread::sleep(Duration::from_millis(300));
     let mut args = vec![
         "ip",
@@ -290,7 +288,7 @@ fn iperf3(
     if reverse {
         args.push("-R");
     }
-    let out = sh(&args);
+    let out = output(&args).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -354,13 +352,14 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
         clear.is_empty(),
         "frames on the underlay that are not WireGuard: {clear:#?}"
     );
-    let wg = sh(&[
+    let wg = output(&[
         "tcpdump",
         "-r",
         file.to_str().unwrap(),
         "-n",
         "udp port 51820",
-    ]);
+    ])
+    .unwrap();
     let n = String::from_utf8_lossy(&wg.stdout).lines().count();
     assert!(n > 200, "{n} WireGuard packets seen on the underlay");
 
@@ -466,7 +465,7 @@ struct WireGuardGo {
     ns: String,
     tun: String,
     key_file: PathBuf,
-    child: Option<KillOnDrop>,
+    child: Option<ChildGuard>,
 }
 
 impl WireGuardGo {
@@ -485,10 +484,14 @@ impl WireGuardGo {
             ns: ns.to_owned(),
             tun: tun.to_owned(),
             key_file,
-            child: Some(KillOnDrop(child)),
+            child: Some(ChildGuard::new(child)),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !sh(&["ip", "-n", ns, "link", "show", tun]).status.success() {
+        while !output(&["ip", "-n", ns, "link", "show", tun])
+            .unwrap()
+            .status
+            .success()
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "wireguard-go made no interface"
@@ -496,7 +499,7 @@ impl WireGuardGo {
             std::thread::sleep(Duration::from_millis(50));
         }
         let endpoint = format!("{}:51820", UNDERLAY[0]);
-        ok(&[
+        run(&[
             "ip",
             "netns",
             "exec",
@@ -514,8 +517,9 @@ impl WireGuardGo {
             &endpoint,
             "allowed-ips",
             CIDR[0],
-        ]);
-        ok(&[
+        ])
+        .unwrap();
+        run(&[
             "ip",
             "-n",
             ns,
@@ -524,16 +528,18 @@ impl WireGuardGo {
             &format!("{WG_GO_ADDR}/32"),
             "dev",
             tun,
-        ]);
-        ok(&["ip", "-n", ns, "link", "set", tun, "up"]);
-        ok(&["ip", "-n", ns, "route", "replace", CIDR[0], "dev", tun]);
+        ])
+        .unwrap();
+        run(&["ip", "-n", ns, "link", "set", tun, "up"]).unwrap();
+        run(&["ip", "-n", ns, "route", "replace", CIDR[0], "dev", tun]).unwrap();
         wg
     }
 
     fn stop(&mut self) {
         self.child.take();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while sh(&["ip", "-n", &self.ns, "link", "show", &self.tun])
+        while output(&["ip", "-n", &self.ns, "link", "show", &self.tun])
+            .unwrap()
             .status
             .success()
             && std::time::Instant::now() < deadline
@@ -563,7 +569,7 @@ fn a_weir_node_and_wireguard_go_carry_pod_traffic_both_ways_and_recover_from_a_r
         a.log()
     );
     // wireguard-go's side pings the pod.
-    let from_wg = sh(&[
+    let from_wg = output(&[
         "ip",
         "netns",
         "exec",
@@ -576,14 +582,15 @@ fn a_weir_node_and_wireguard_go_carry_pod_traffic_both_ways_and_recover_from_a_r
         "-W",
         "2",
         POD[0],
-    ]);
+    ])
+    .unwrap();
     assert!(
         from_wg.status.success(),
         "wireguard-go -> pod a: {}",
         a.log()
     );
     check_tcp_udp(&lab.pods[0], &lab.nodes[1], WG_GO_ADDR);
-    let shown = ok(&[
+    let shown = run(&[
         "ip",
         "netns",
         "exec",
@@ -592,14 +599,15 @@ fn a_weir_node_and_wireguard_go_carry_pod_traffic_both_ways_and_recover_from_a_r
         "show",
         &tun,
         "latest-handshakes",
-    ]);
+    ])
+    .unwrap();
     assert!(shown.contains(&node_a_key), "wg knows node a: {shown}");
 
     // wireguard-go restarts with the same key and no session; it initiates again and
     // weir answers.
     wg.stop();
     let mut wg = WireGuardGo::start(&lab.nodes[1], &tun, key_file, &node_a_key);
-    let again = sh(&[
+    let again = output(&[
         "ip",
         "netns",
         "exec",
@@ -612,7 +620,8 @@ fn a_weir_node_and_wireguard_go_carry_pod_traffic_both_ways_and_recover_from_a_r
         "-W",
         "3",
         POD[0],
-    ]);
+    ])
+    .unwrap();
     assert!(
         again.status.success(),
         "after wireguard-go restarted: {}",

@@ -11,73 +11,51 @@
 //!
 //! Names carry the process id; a guard removes the namespaces and stops wireguard-go.
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_crypto::peers::{Opened, PeerConfig, Peers, Sealed};
 use weir_crypto::{parse_public, NodeKey};
+use weir_testkit::lab::{in_netns, ip, output, require_root, run, ChildGuard, NetnsGuard};
 
 const WEIR_UNDERLAY: &str = "198.18.200.1";
 const PEER_UNDERLAY: &str = "198.18.200.2";
 const WEIR_POD: [u8; 4] = [198, 18, 1, 5];
 const PEER_TUN: [u8; 4] = [198, 18, 2, 1];
 
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 struct Lab {
     weir_ns: String,
     peer_ns: String,
     wg_if: String,
     dir: std::path::PathBuf,
-    wg: Option<Child>,
+    /// wireguard-go, killed on drop (before the guard removes the namespaces).
+    wg: Option<ChildGuard>,
+    /// Removes the namespaces, the veth and the directory.
+    guard: NetnsGuard,
 }
 
 impl Lab {
     fn new() -> Lab {
         let pid = std::process::id();
-        let lab = Lab {
+        let mut guard = NetnsGuard::new();
+        let mut lab = Lab {
             weir_ns: format!("weir-wgi-w-{pid}"),
             peer_ns: format!("weir-wgi-p-{pid}"),
             wg_if: format!("wgi{pid}"),
-            dir: std::env::temp_dir().join(format!("weir-wgi-{pid}")),
+            dir: guard.temp_dir("weir-wgi").unwrap(),
             wg: None,
+            guard,
         };
-        std::fs::create_dir_all(&lab.dir).unwrap();
         for ns in [&lab.weir_ns, &lab.peer_ns] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            lab.guard.add_netns(ns).unwrap();
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
         }
-        sh(&[
-            "ip",
-            "-n",
-            &lab.weir_ns,
-            "link",
-            "add",
-            "u0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "u0",
-            "netns",
-            &lab.peer_ns,
-        ]);
+        lab.guard
+            .veth(&lab.weir_ns, "u0", "u0", Some(&lab.peer_ns))
+            .unwrap();
         for (ns, a) in [(&lab.weir_ns, WEIR_UNDERLAY), (&lab.peer_ns, PEER_UNDERLAY)] {
-            sh(&[
+            run(&[
                 "ip",
                 "-n",
                 ns,
@@ -86,8 +64,9 @@ impl Lab {
                 &format!("{a}/24"),
                 "dev",
                 "u0",
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", "u0", "up"]);
+            ])
+            .unwrap();
+            run(&["ip", "-n", ns, "link", "set", "u0", "up"]).unwrap();
         }
         lab
     }
@@ -101,20 +80,15 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .expect("wireguard-go (Debian package wireguard-go)");
-        self.wg = Some(out);
+        self.wg = Some(ChildGuard::new(out));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !Command::new("ip")
-            .args(["-n", &self.peer_ns, "link", "show", &self.wg_if])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-        {
+        while ip(&["-n", &self.peer_ns, "link", "show", &self.wg_if]).is_err() {
             assert!(Instant::now() < deadline, "wireguard-go made no interface");
             std::thread::sleep(Duration::from_millis(50));
         }
         let key_file = self.dir.join("peer.key");
         std::fs::write(&key_file, key.secret_base64()).unwrap();
-        sh(&[
+        run(&[
             "ip",
             "netns",
             "exec",
@@ -132,46 +106,39 @@ impl Lab {
             &format!("{WEIR_UNDERLAY}:51820"),
             "allowed-ips",
             "198.18.1.0/24",
-        ]);
+        ])
+        .unwrap();
         let tun = IpAddr::from(PEER_TUN).to_string();
-        let _ = Command::new("ip")
-            .args([
-                "-n",
-                &self.peer_ns,
-                "addr",
-                "add",
-                &format!("{tun}/24"),
-                "dev",
-                &self.wg_if,
-            ])
-            .output();
-        sh(&["ip", "-n", &self.peer_ns, "link", "set", &self.wg_if, "up"]);
+        let _ = output(&[
+            "ip",
+            "-n",
+            &self.peer_ns,
+            "addr",
+            "add",
+            &format!("{tun}/24"),
+            "dev",
+            &self.wg_if,
+        ]);
+        run(&["ip", "-n", &self.peer_ns, "link", "set", &self.wg_if, "up"]).unwrap();
         // 198.18.1.0/24 (weir's pods) through the tunnel.
-        let _ = Command::new("ip")
-            .args([
-                "-n",
-                &self.peer_ns,
-                "route",
-                "replace",
-                "198.18.1.0/24",
-                "dev",
-                &self.wg_if,
-            ])
-            .output();
+        let _ = output(&[
+            "ip",
+            "-n",
+            &self.peer_ns,
+            "route",
+            "replace",
+            "198.18.1.0/24",
+            "dev",
+            &self.wg_if,
+        ]);
     }
 
     fn stop_wireguard_go(&mut self) {
-        if let Some(mut c) = self.wg.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // Killed and reaped as its guard drops.
+        self.wg.take();
         // Its TUN device goes with the process; wait until it has.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Command::new("ip")
-            .args(["-n", &self.peer_ns, "link", "show", &self.wg_if])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        while ip(&["-n", &self.peer_ns, "link", "show", &self.wg_if]).is_ok()
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(50));
@@ -179,28 +146,10 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop_wireguard_go();
-        for ns in [&self.weir_ns, &self.peer_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A UDP socket bound inside namespace `ns` (the socket stays there; the thread returns).
 fn socket_in(ns: &str, addr: &str) -> UdpSocket {
-    let ns = ns.to_owned();
     let addr = addr.to_owned();
-    std::thread::spawn(move || {
-        let f = File::open(format!("/var/run/netns/{ns}")).unwrap();
-        // SAFETY: setns on a valid namespace file, for this short-lived thread only.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        UdpSocket::bind(addr).unwrap()
-    })
-    .join()
-    .unwrap()
+    in_netns(ns, move || UdpSocket::bind(addr).unwrap()).unwrap()
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
@@ -317,14 +266,12 @@ impl Weir {
 
 #[test]
 fn weir_and_wireguard_go_exchange_traffic_both_ways_and_recover_from_a_restart() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "needs root (namespaces, TUN); CI runs it as root");
+    require_root("the wireguard-go interop test (namespaces, TUN)");
     let mut lab = Lab::new();
     let weir_key = NodeKey::from_bytes([0x11; 32]);
     let peer_key = NodeKey::from_bytes([0x22; 32]);
     lab.start_wireguard_go(&peer_key, &weir_key.public_base64());
-    let shown = sh(&[
+    let shown = run(&[
         "ip",
         "netns",
         "exec",
@@ -333,7 +280,8 @@ fn weir_and_wireguard_go_exchange_traffic_both_ways_and_recover_from_a_restart()
         "show",
         &lab.wg_if,
         "public-key",
-    ]);
+    ])
+    .unwrap();
     assert_eq!(
         parse_public(&shown).unwrap(),
         peer_key.public(),

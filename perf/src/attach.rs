@@ -10,10 +10,11 @@
 //! holding the process id and removed afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::forward::lab::ip;
+use weir_testkit::lab::{ip, ChildGuard, NetnsGuard};
+
 use crate::report::{percentile, BenchResult};
 
 /// The benchmark's shape.
@@ -29,31 +30,6 @@ pub struct AttachBenchConfig {
     pub plugin_dir: PathBuf,
     /// Scratch directory (removed afterwards).
     pub workdir: PathBuf,
-}
-
-/// Namespaces and processes made by one run, removed on drop.
-struct Made {
-    namespaces: Vec<String>,
-    agent: Option<Child>,
-}
-
-impl Drop for Made {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &a.id().to_string()])
-                .output();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while a.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        }
-    }
 }
 
 fn driver(workdir: &Path) -> Result<PathBuf, String> {
@@ -129,12 +105,11 @@ fn measure(
     cfg: &AttachBenchConfig,
     plugin: &Plugin<'_>,
     tag: &str,
-    made: &mut Made,
+    made: &mut NetnsGuard,
 ) -> Result<Vec<f64>, String> {
     let pid = std::process::id();
     let peer_ns = format!("wbp{tag}-{pid}");
-    ip(&["netns", "add", &peer_ns])?;
-    made.namespaces.push(peer_ns.clone());
+    made.add_netns(&peer_ns)?;
     let peer = plugin.add(&peer_ns, &format!("peer{tag}-{pid}"), "peer")?;
     let mut times = Vec::with_capacity(cfg.pods);
     let mut next = 0;
@@ -144,8 +119,7 @@ fn measure(
         let mut names = Vec::new();
         for i in &batch {
             let ns = format!("wb{tag}{i}-{pid}");
-            ip(&["netns", "add", &ns])?;
-            made.namespaces.push(ns.clone());
+            made.add_netns(&ns)?;
             names.push(ns);
         }
         let outcomes: Vec<Result<f64, String>> = std::thread::scope(|s| {
@@ -199,15 +173,12 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     std::fs::create_dir_all(&cfg.workdir).map_err(|e| e.to_string())?;
     let driver = driver(&cfg.workdir)?;
     let pid = std::process::id();
-    let mut made = Made {
-        namespaces: Vec::new(),
-        agent: None,
-    };
+    // Namespaces and processes made by one plugin's run, removed on drop.
+    let mut made = NetnsGuard::new();
 
     // weir: an agent in its own node namespace, serving weir-cni.
     let node = format!("wbn-{pid}");
-    ip(&["netns", "add", &node])?;
-    made.namespaces.push(node.clone());
+    made.add_netns(&node)?;
     ip(&["-n", &node, "link", "set", "lo", "up"])?;
     let ds = cfg.workdir.join("datastore");
     std::fs::create_dir_all(&ds).map_err(|e| e.to_string())?;
@@ -243,7 +214,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         .stderr(log)
         .spawn()
         .map_err(|e| format!("{}: {e}", cfg.weir.display()))?;
-    made.agent = Some(agent);
+    made.adopt(ChildGuard::with_grace(agent, Duration::from_secs(5)));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !socket.exists() {
         if Instant::now() > deadline {
@@ -278,13 +249,9 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     }
 
     // The anchor: Debian's bridge + host-local in a node namespace of their own.
-    let mut made = Made {
-        namespaces: Vec::new(),
-        agent: None,
-    };
+    let mut made = NetnsGuard::new();
     let bnode = format!("wbb-{pid}");
-    ip(&["netns", "add", &bnode])?;
-    made.namespaces.push(bnode.clone());
+    made.add_netns(&bnode)?;
     ip(&["-n", &bnode, "link", "set", "lo", "up"])?;
     let bridge_list = cfg.workdir.join("bridge.conflist");
     std::fs::write(

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_control::calc::{drive, Calculator, DriveState, Update};
-use weir_control::k8s::fake::FakeApi;
 use weir_control::k8s::source;
 use weir_control::policy::compile::{compile_local, Cache};
+use weir_testkit::fake_api::FakeApi;
 
 use crate::report::{percentile, BenchResult};
 use crate::rng::SplitMix64 as Rng;

@@ -28,7 +28,7 @@ impl HugepageReservation {
         if free >= need {
             return Ok((None, None));
         }
-        if !is_root() {
+        if !weir_testkit::lab::is_root() {
             return Err(format!(
                 "{free} free hugepages, {need} needed, and only root may reserve more"
             ));
@@ -66,18 +66,6 @@ impl Drop for HugepageReservation {
     fn drop(&mut self) {
         let _ = std::fs::write(NR_HUGEPAGES, self.old.to_string());
     }
-}
-
-/// Whether this process runs with effective uid 0.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// The last `lines` lines of a tool's output, for error messages.

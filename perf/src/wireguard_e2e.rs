@@ -13,12 +13,12 @@
 //! Names carry the process id; a guard removes everything made, also on error.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_crypto::NodeKey;
+use weir_testkit::lab::{self, format_mac, ip, mac_of, ns_exec, ChildGuard, NetnsGuard};
 
-use crate::forward::lab::{format_mac, ip, ns_exec, output, parse_mac};
 use crate::report::BenchResult;
 
 const UNDERLAY: [&str; 2] = ["198.18.240.1", "198.18.240.2"];
@@ -44,7 +44,8 @@ struct Topology {
     nodes: [String; 2],
     pods: [String; 2],
     dir: PathBuf,
-    made: Vec<String>,
+    /// Removes the namespaces on drop.
+    made: NetnsGuard,
 }
 
 impl Topology {
@@ -63,11 +64,10 @@ impl Topology {
             nodes: [format!("weir-e2e-na-{pid}"), format!("weir-e2e-nb-{pid}")],
             pods: [format!("weir-e2e-pa-{pid}"), format!("weir-e2e-pb-{pid}")],
             dir: dir.to_path_buf(),
-            made: Vec::new(),
+            made: NetnsGuard::new(),
         };
         for ns in t.nodes.clone().iter().chain(t.pods.clone().iter()) {
-            ip(&["netns", "add", ns])?;
-            t.made.push(ns.clone());
+            t.made.add_netns(ns)?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         ip(&[
@@ -147,9 +147,7 @@ impl Topology {
     }
 
     fn mac(&self, ns: &str, dev: &str) -> Result<String, String> {
-        let text = ns_exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
-        let mac = parse_mac(text.trim()).ok_or_else(|| format!("{ns}/{dev}: no MAC"))?;
-        Ok(format_mac(&mac))
+        Ok(format_mac(&mac_of(ns, dev)?))
     }
 
     /// Node `i`'s config and datastore; `wireguard` on or off.
@@ -188,7 +186,7 @@ impl Topology {
         if !key_file.exists() {
             std::fs::write(&key_file, format!("{}\n", keys[i].secret_base64()))
                 .map_err(|e| e.to_string())?;
-            output(&["chmod", "600", &key_file.display().to_string()])?;
+            lab::run(&["chmod", "600", &key_file.display().to_string()])?;
         }
         let config = self.dir.join(format!("agent-{i}.yaml"));
         let wg = if wireguard {
@@ -214,33 +212,12 @@ impl Topology {
     }
 }
 
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in self.made.drain(..) {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        }
-    }
+/// A child process stopped on drop: SIGTERM, then SIGKILL after 5 s.
+fn stopped_on_drop(child: std::process::Child) -> ChildGuard {
+    ChildGuard::with_grace(child, Duration::from_secs(5))
 }
 
-/// A child process stopped (SIGTERM, then SIGKILL) on drop.
-struct Proc(Option<Child>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_agent(weir: &Path, ns: &str, config: &Path, log: &Path) -> Result<Proc, String> {
+fn start_agent(weir: &Path, ns: &str, config: &Path, log: &Path) -> Result<ChildGuard, String> {
     let file = std::fs::File::create(log).map_err(|e| e.to_string())?;
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -252,14 +229,14 @@ fn start_agent(weir: &Path, ns: &str, config: &Path, log: &Path) -> Result<Proc,
         .stderr(file)
         .spawn()
         .map_err(|e| format!("weir agent: {e}"))?;
-    let mut proc = Proc(Some(child));
+    let mut proc = stopped_on_drop(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if text.contains("forwarding on core") {
             return Ok(proc);
         }
-        if let Some(Ok(Some(status))) = proc.0.as_mut().map(Child::try_wait) {
+        if let Ok(Some(status)) = proc.child().try_wait() {
             return Err(format!("weir agent in {ns} exited ({status}): {text}"));
         }
         if Instant::now() > deadline {
@@ -278,7 +255,7 @@ fn iperf3(client_ns: &str, server_ns: &str, addr: &str, secs: u32) -> Result<f64
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("iperf3: {e}"))?;
-    let _server = Proc(Some(server));
+    let _server = stopped_on_drop(server);
     std::thread::sleep(Duration::from_millis(300));
     let secs = secs.to_string();
     let text = ns_exec(
@@ -302,33 +279,25 @@ fn iperf3(client_ns: &str, server_ns: &str, addr: &str, secs: u32) -> Result<f64
         .ok_or_else(|| format!("iperf3 gave no rate: {text}"))
 }
 
-/// Two namespaces with wireguard-go, each pinned, joined by a veth; returns the guard.
+/// Two namespaces with wireguard-go, each pinned, joined by a veth; `made` stops the
+/// processes and removes the namespaces on drop.
 struct WgGo {
     nodes: [String; 2],
-    procs: Vec<Proc>,
-}
-
-impl Drop for WgGo {
-    fn drop(&mut self) {
-        self.procs.clear();
-        for ns in &self.nodes {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
+    made: NetnsGuard,
 }
 
 fn wireguard_go(dir: &Path, cpus: [usize; 2]) -> Result<WgGo, String> {
     let pid = std::process::id();
     let mut g = WgGo {
         nodes: [format!("weir-e2e-ga-{pid}"), format!("weir-e2e-gb-{pid}")],
-        procs: Vec::new(),
+        made: NetnsGuard::new(),
     };
     let keys = [
         NodeKey::from_bytes([0x61; 32]),
         NodeKey::from_bytes([0x62; 32]),
     ];
     for ns in &g.nodes {
-        ip(&["netns", "add", ns])?;
+        g.made.add_netns(ns)?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
     let under = [format!("wgu{pid}a"), format!("wgu{pid}b")];
@@ -369,9 +338,9 @@ fn wireguard_go(dir: &Path, cpus: [usize; 2]) -> Result<WgGo, String> {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("wireguard-go (Debian package wireguard-go): {e}"))?;
-        g.procs.push(Proc(Some(child)));
+        g.made.adopt(stopped_on_drop(child));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while output(&["ip", "-n", &ns, "link", "show", &tun]).is_err() {
+        while ip(&["-n", &ns, "link", "show", &tun]).is_err() {
             if Instant::now() > deadline {
                 return Err("wireguard-go made no interface".into());
             }

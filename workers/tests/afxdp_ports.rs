@@ -13,13 +13,10 @@ use std::time::Duration;
 
 use weir_dataplane::snapshot::{PodSpec, Publisher};
 use weir_dataplane::SnapshotBuilder;
+use weir_testkit::lab::{ip, mac_of, plumb_pod, require_root, setns, NetnsGuard};
 use weir_workers::ports::PortControl;
 use weir_workers::worker::{PortSpec, Worker, WorkerConfig, WorkerReport};
 use weir_workers::xsk::UmemConfig;
-
-mod common;
-
-use common::{enter_netns, ip, mac_of, plumb_pod, require_root};
 
 const ANSWER: Duration = Duration::from_secs(5);
 
@@ -28,8 +25,8 @@ const ANSWER: Duration = Duration::from_secs(5);
 struct Lab {
     node: String,
     pods: Vec<Pod>,
-    namespaces: Vec<String>,
     stops: Vec<Arc<AtomicBool>>,
+    guard: NetnsGuard,
 }
 
 #[derive(Clone)]
@@ -44,9 +41,7 @@ impl Drop for Lab {
         for s in &self.stops {
             s.store(true, Ordering::SeqCst);
         }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
+        // The guard, dropped after this, deletes the namespaces.
     }
 }
 
@@ -54,14 +49,14 @@ impl Lab {
     fn new(tag: &str) -> Lab {
         let pid = std::process::id();
         let node = format!("weir-xn{tag}-{pid}");
-        let lab = Lab {
-            node: node.clone(),
+        let mut guard = NetnsGuard::new();
+        guard.add_netns(&node).unwrap();
+        Lab {
+            node,
             pods: Vec::new(),
-            namespaces: vec![node.clone()],
             stops: Vec::new(),
-        };
-        ip(&["netns", "add", &node]);
-        lab
+            guard,
+        }
     }
 
     /// Pod `letter`: its namespace, a veth whose host end is in the node namespace, its
@@ -73,9 +68,8 @@ impl Lab {
             host: format!("wx{tag}{letter}{pid}"),
             addr: format!("198.18.{net}.{host}"),
         };
-        ip(&["netns", "add", &pod.ns]);
-        self.namespaces.push(pod.ns.clone());
-        plumb_pod(&self.node, &pod.ns, &pod.host, &pod.addr);
+        self.guard.add_netns(&pod.ns).unwrap();
+        plumb_pod(&self.node, &pod.ns, &pod.host, &pod.addr).unwrap();
         self.pods.push(pod.clone());
         pod
     }
@@ -89,8 +83,8 @@ impl Lab {
                     namespace: "t".into(),
                     name: format!("p{i}-{}", p.host),
                     interface: p.host.clone(),
-                    gateway_mac: mac_of(&self.node, &p.host),
-                    mac: mac_of(&p.ns, "eth0"),
+                    gateway_mac: mac_of(&self.node, &p.host).unwrap(),
+                    mac: mac_of(&p.ns, "eth0").unwrap(),
                     ipv4: Some(p.addr.parse().unwrap()),
                     ipv6: None,
                     mtu: 1500,
@@ -102,7 +96,9 @@ impl Lab {
 
     /// Whether interface `host` of the node has an XDP program.
     fn has_xdp(&self, host: &str) -> bool {
-        ip(&["-n", &self.node, "-d", "link", "show", "dev", host]).contains("xdp")
+        ip(&["-n", &self.node, "-d", "link", "show", "dev", host])
+            .unwrap()
+            .contains("xdp")
     }
 
     /// A stop flag raised when the lab goes.
@@ -151,7 +147,7 @@ fn start_worker(
     let (tx, rx) = channel();
     let (node, reader, mailbox) = (lab.node.clone(), publisher.reader(), control.mailbox(w));
     let handle = std::thread::spawn(move || {
-        enter_netns(&node);
+        setns(&node).unwrap();
         let snapshot = Arc::clone(&reader.load());
         let config = WorkerConfig {
             // Small, so that a frame kept anywhere would show.
@@ -193,7 +189,7 @@ fn next_report(rx: &Receiver<Result<WorkerReport, String>>) -> WorkerReport {
 
 #[test]
 fn root_a_pod_attached_to_a_running_worker_pings_then_detaches_without_losing_a_frame() {
-    require_root();
+    require_root("the AF_XDP port scenario (network namespaces, AF_XDP)");
     let mut lab = Lab::new("p");
     let a = lab.add_pod("p", 'a', 9, 1);
     let b = lab.add_pod("p", 'b', 9, 2);
@@ -262,7 +258,7 @@ fn root_a_pod_attached_to_a_running_worker_pings_then_detaches_without_losing_a_
 
 #[test]
 fn root_a_port_attached_to_the_second_worker_reaches_the_first_over_the_handoff() {
-    require_root();
+    require_root("the AF_XDP port scenario (network namespaces, AF_XDP)");
     let mut lab = Lab::new("q");
     let a = lab.add_pod("q", 'a', 10, 1);
     let b = lab.add_pod("q", 'b', 10, 2);

@@ -8,24 +8,9 @@ use std::time::{Duration, Instant};
 
 use weir_dataplane::snapshot::PodSpec;
 use weir_dataplane::SnapshotBuilder;
+use weir_testkit::lab::{mac_of, plumb_pod, require_root, setns, NetnsGuard};
 use weir_workers::worker::{PortSpec, Worker, WorkerConfig};
 use weir_workers::xsk::UmemConfig;
-
-mod common;
-
-use common::{enter_netns, ip, mac_of, plumb_pod, require_root};
-
-struct Lab {
-    names: Vec<String>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
 
 /// What the workers moved in one flood.
 #[derive(Debug, Default)]
@@ -41,23 +26,21 @@ struct Moved {
 /// ping flood of `count` echo requests with `inflight` in flight from pod a to pod b,
 /// every worker checking its frame accounting after every round.
 fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
-    require_root();
+    require_root("the AF_XDP worker scenario (network namespaces, AF_XDP)");
     let pid = std::process::id();
     let (node, a, b) = (
         format!("weir-wn{tag}-{pid}"),
         format!("weir-wa{tag}-{pid}"),
         format!("weir-wb{tag}-{pid}"),
     );
-    let lab = Lab {
-        names: vec![node.clone(), a.clone(), b.clone()],
-    };
-    for ns in &lab.names {
-        ip(&["netns", "add", ns]);
+    let mut lab = NetnsGuard::new();
+    for ns in [&node, &a, &b] {
+        lab.add_netns(ns).unwrap();
     }
     let hosts = [format!("wq{tag}a{pid}"), format!("wq{tag}b{pid}")];
     let addrs = ["198.18.7.1", "198.18.7.2"];
     for (i, ns) in [&a, &b].into_iter().enumerate() {
-        plumb_pod(&node, ns, &hosts[i], addrs[i]);
+        plumb_pod(&node, ns, &hosts[i], addrs[i]).unwrap();
     }
     let mut builder = SnapshotBuilder::new();
     for (i, ns) in [&a, &b].into_iter().enumerate() {
@@ -66,8 +49,8 @@ fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
                 namespace: "t".into(),
                 name: format!("p{i}"),
                 interface: hosts[i].clone(),
-                gateway_mac: mac_of(&node, &hosts[i]),
-                mac: mac_of(ns, "eth0"),
+                gateway_mac: mac_of(&node, &hosts[i]).unwrap(),
+                mac: mac_of(ns, "eth0").unwrap(),
                 ipv4: Some(addrs[i].parse().unwrap()),
                 ipv6: None,
                 mtu: 1500,
@@ -100,7 +83,7 @@ fn flood(tag: &str, workers: usize, count: u32, inflight: u32) -> Moved {
             done.clone(),
         );
         threads.push(std::thread::spawn(move || -> Result<Moved, String> {
-            enter_netns(&node);
+            setns(&node).unwrap();
             // A small UMEM, so that frames are recycled many times over.
             let config = WorkerConfig {
                 umem: UmemConfig {

@@ -12,9 +12,9 @@
 use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 
 use proptest::prelude::*;
+use weir_testkit::lab::{in_netns, ip, NetnsGuard};
 use weir_workers::bpf::insn::{AluOp, JmpOp, Label, RawInsn, Reg, Target, Width};
 use weir_workers::bpf::{
     assemble, ifindex, AsmError, AttachMode, BpfError, Insn, MissAction, UplinkFilter, XdpLink,
@@ -305,12 +305,9 @@ fn arp() -> Vec<u8> {
 // Root helpers
 
 fn require_root(test: &str) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "{test} needs root (CAP_BPF, CAP_NET_ADMIN, network namespaces); run the tests as root"
-    );
+    weir_testkit::lab::require_root(&format!(
+        "{test} (CAP_BPF, CAP_NET_ADMIN, network namespaces)"
+    ));
 }
 
 /// An AF_XDP socket, unbound: enough for the XSKMAP to accept it.
@@ -689,69 +686,25 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // Attach and detach on a veth in a namespace of its own (root)
 
-/// A network namespace with a veth pair; deleted on drop, even when the test fails.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(name: String) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        Netns { name }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: `file` is an open namespace descriptor; setns changes only this
-        // thread's network namespace, and the thread ends with `f`.
-        let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(ret, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
 #[test]
 fn root_attach_and_detach_on_a_veth() {
     require_root("root_attach_and_detach_on_a_veth");
     let pid = std::process::id();
-    let ns = Netns::create(format!("weir-bpf-{pid}"));
+    let ns = format!("weir-bpf-{pid}");
     let (a, b) = (format!("wb{pid}a"), format!("wb{pid}b"));
-    ip(&[
-        "-n", &ns.name, "link", "add", &a, "type", "veth", "peer", "name", &b,
-    ]);
-    ip(&["-n", &ns.name, "link", "set", &a, "up"]);
-    ip(&["-n", &ns.name, "link", "set", &b, "up"]);
-    assert!(!ip(&["-n", &ns.name, "link", "show", "dev", &a]).contains("prog/xdp"));
+    // The namespace, with the veth pair inside it, deleted on drop even when the test fails.
+    let mut lab = NetnsGuard::new();
+    lab.add_netns(&ns).unwrap();
+    lab.veth(&ns, &a, &b, None).unwrap();
+    ip(&["-n", &ns, "link", "set", &a, "up"]).unwrap();
+    ip(&["-n", &ns, "link", "set", &b, "up"]).unwrap();
+    assert!(!ip(&["-n", &ns, "link", "show", "dev", &a])
+        .unwrap()
+        .contains("prog/xdp"));
 
-    let ns_name = ns.name.clone();
+    let ns_name = ns.clone();
     let dev = a.clone();
-    in_netns(&ns.name, move || {
+    in_netns(&ns, move || {
         let index = ifindex(&dev).unwrap_or_else(|e| panic!("{e}"));
         let map = XskMap::new(1).expect("XSKMAP");
         let prog = XdpProgram::uplink(&map, &filter()).unwrap_or_else(|e| panic!("{e}"));
@@ -759,7 +712,7 @@ fn root_attach_and_detach_on_a_veth() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(link.native(), "veth supports native XDP");
         assert_eq!(link.ifindex(), index);
-        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]);
+        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]).unwrap();
         assert!(shown.contains("prog/xdp"), "no XDP program shown:\n{shown}");
         assert!(shown.contains("xdp "), "not in driver mode:\n{shown}");
 
@@ -772,11 +725,11 @@ fn root_attach_and_detach_on_a_veth() {
         // The program and map descriptors may go; the link keeps the program attached.
         drop(prog);
         drop(map);
-        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]);
+        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]).unwrap();
         assert!(shown.contains("prog/xdp"), "detached too early:\n{shown}");
 
         drop(link);
-        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]);
+        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]).unwrap();
         assert!(
             !shown.contains("prog/xdp"),
             "still attached after drop:\n{shown}"
@@ -790,8 +743,9 @@ fn root_attach_and_detach_on_a_veth() {
             XdpLink::attach(&prog, index_b, AttachMode::Generic).unwrap_or_else(|e| panic!("{e}"));
         assert!(!link.native());
         drop(link);
-    });
-    let shown = ip(&["-n", &ns.name, "link", "show", "dev", &b]);
+    })
+    .unwrap();
+    let shown = ip(&["-n", &ns, "link", "show", "dev", &b]).unwrap();
     assert!(!shown.contains("prog/xdp"), "{shown}");
 
     // Interfaces of the namespace are invisible from the test's own namespace.

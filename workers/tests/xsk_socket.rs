@@ -5,44 +5,39 @@
 //! experimental EtherType 0x88B5 and carries no IP address at all, so nothing but the
 //! peer veth can take it. Every wait is bounded by a deadline of a few seconds.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use weir_testkit::lab::{ifindex, ip, require_root, setns, NetnsGuard};
 use weir_workers::xsk::{SocketConfig, Umem, UmemConfig, XskError, XskSocket};
 
 const ETHERTYPE_LOCAL_EXPERIMENTAL: u16 = 0x88B5;
 
 #[test]
 fn xsk_socket_veth_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "xsk_socket_veth_root needs root (network namespaces, veth, AF_XDP, AF_PACKET); \
-         run `cargo test -p weir-workers --test xsk_socket` as root (CI does)"
+    require_root(
+        "xsk_socket_veth_root (network namespaces, veth, AF_XDP, AF_PACKET; \
+         `cargo test -p weir-workers --test xsk_socket`)",
     );
     let pid = std::process::id();
     let ns = format!("weir-xsk-{pid}");
     let (a, b) = (format!("wx{pid}a"), format!("wx{pid}b"));
-    let _guard = Netns::create(&ns);
-    ip(&[
-        "-n", &ns, "link", "add", &a, "type", "veth", "peer", "name", &b,
-    ]);
-    ip(&["-n", &ns, "link", "set", &a, "up"]);
-    ip(&["-n", &ns, "link", "set", &b, "up"]);
+    let mut guard = NetnsGuard::new();
+    guard.add_netns(&ns).unwrap();
+    guard.veth(&ns, &a, &b, None).unwrap();
+    ip(&["-n", &ns, "link", "set", &a, "up"]).unwrap();
+    ip(&["-n", &ns, "link", "set", &b, "up"]).unwrap();
 
     let worker = std::thread::spawn(move || {
-        enter_netns(&ns);
-        socket_scenario(&a, &b, pid);
+        setns(&ns).unwrap();
+        socket_scenario(&ns, &a, &b, pid);
     });
     if let Err(panic) = worker.join() {
         std::panic::resume_unwind(panic);
     }
 }
 
-fn socket_scenario(a: &str, b: &str, pid: u32) {
+fn socket_scenario(ns: &str, a: &str, b: &str, pid: u32) {
     let ucfg = UmemConfig {
         frame_count: 64,
         frame_size: 2048,
@@ -62,7 +57,7 @@ fn socket_scenario(a: &str, b: &str, pid: u32) {
     assert_eq!(umem.frames().count(), 64);
     assert_eq!(umem.frame_base(5 * 2048 + 256), 5 * 2048);
 
-    let (ia, ib) = (ifindex(a), ifindex(b));
+    let (ia, ib) = (ifindex(ns, a).unwrap(), ifindex(ns, b).unwrap());
     let cfg = SocketConfig {
         rx_size: 32,
         tx_size: 32,
@@ -203,56 +198,6 @@ fn socket_scenario(a: &str, b: &str, pid: u32) {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), free.len(), "no frame returned twice");
-}
-
-/// `ip` with these arguments; panics with its output when it fails.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace deleted on drop (with the veth pair inside it).
-struct Netns(String);
-
-impl Netns {
-    fn create(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        ip(&["netns", "add", name]);
-        Netns(name.to_string())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-/// Moves the calling thread into the named network namespace.
-fn enter_netns(name: &str) {
-    let f = File::open(format!("/var/run/netns/{name}")).expect("open netns");
-    // SAFETY: `f` is an open namespace file; setns affects only the calling thread,
-    // which is dedicated to this test.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert_ne!(
-        i,
-        0,
-        "no interface {name}: {}",
-        std::io::Error::last_os_error()
-    );
-    i
 }
 
 /// An AF_PACKET socket that sees every frame arriving on one interface.

@@ -38,8 +38,8 @@ pub async fn publish_key(client: Client, name: &str, public: &str) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::fake::FakeApi;
     use serde_json::json;
+    use weir_testkit::fake_api::FakeApi;
 
     #[tokio::test]
     async fn the_key_is_patched_once_and_a_missing_node_is_an_error() {

@@ -1,109 +1,28 @@
-//! Helpers shared by the scenario tests: commands, a child killed on drop, pods set up
-//! Calico-style in their namespaces, and an agent run in a node namespace.
+//! Helpers shared by the control-plane scenario tests: pods set up Calico-style in their
+//! namespaces, and an agent run in a node namespace. The generic lab helpers (commands,
+//! namespaces, MACs, the root check, guards) are `weir_testkit::lab`.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
+use weir_testkit::lab::{ip, output, plumb_pod, ChildGuard, LabError, NetnsGuard};
 
-pub fn ok(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Panics unless the test runs as root.
-pub fn require_root(what: &str) {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        .unwrap_or_default();
-    assert_eq!(uid, "0", "{what} needs root; CI runs it as root");
-}
-
-/// The MAC of `dev` in namespace `ns`.
-pub fn mac_of(ns: &str, dev: &str) -> String {
-    ok(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "cat",
-        &format!("/sys/class/net/{dev}/address"),
-    ])
-    .trim()
-    .to_owned()
-}
-
-/// A pod namespace `pod` attached to namespace `node` by a veth (`host` on the node side,
-/// `eth0` in the pod), configured Calico-style: `v4`/32 and a default route via
-/// 169.254.1.1.
-pub fn attach_pod(node: &str, pod: &str, host: &str, v4: &str) {
-    ok(&["ip", "netns", "add", pod]);
-    ok(&[
-        "ip", "-n", node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod,
-    ]);
-    ok(&["ip", "-n", node, "link", "set", host, "up"]);
-    ok(&["ip", "-n", pod, "link", "set", "lo", "up"]);
-    ok(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
-    ok(&[
-        "ip",
-        "-n",
-        pod,
-        "addr",
-        "add",
-        &format!("{v4}/32"),
-        "dev",
-        "eth0",
-    ]);
-    ok(&[
-        "ip",
-        "-n",
-        pod,
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    ok(&[
-        "ip",
-        "-n",
-        pod,
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ]);
+/// A pod namespace `pod`, made and removed by `lab`, attached to namespace `node` by a
+/// veth (`host` on the node side, `eth0` in the pod) and configured Calico-style: `v4`/32
+/// and a default route via 169.254.1.1.
+pub fn attach_pod(
+    lab: &mut NetnsGuard,
+    node: &str,
+    pod: &str,
+    host: &str,
+    v4: &str,
+) -> Result<(), LabError> {
+    lab.add_netns(pod)?;
+    ip(&["-n", pod, "link", "set", "lo", "up"])?;
+    plumb_pod(node, pod, host, v4)
 }
 
 /// `weir agent` running in namespace `ns` with the config at `config`.
@@ -111,7 +30,8 @@ pub struct Agent {
     pub ns: String,
     pub port: u16,
     pub log: PathBuf,
-    pub child: Option<Child>,
+    /// Stopped on drop: SIGTERM, then SIGKILL after 5 s.
+    pub child: Option<ChildGuard>,
 }
 
 impl Agent {
@@ -136,7 +56,7 @@ impl Agent {
             ns: ns.to_owned(),
             port,
             log,
-            child: Some(child),
+            child: Some(ChildGuard::with_grace(child, Duration::from_secs(5))),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -144,7 +64,7 @@ impl Agent {
             if ready.contains("ready") && !ready.contains("not") {
                 return agent;
             }
-            if let Some(Ok(Some(status))) = agent.child.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(status))) = agent.child.as_mut().map(|c| c.child().try_wait()) {
                 panic!("the agent in {ns} exited ({status}): {}", agent.log());
             }
             assert!(
@@ -163,7 +83,7 @@ impl Agent {
              timeout 2 cat <&3",
             self.port
         );
-        let out = sh(&["ip", "netns", "exec", &self.ns, "bash", "-c", &script]);
+        let out = output(&["ip", "netns", "exec", &self.ns, "bash", "-c", &script]).unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -192,22 +112,8 @@ impl Agent {
         )
     }
 
-    /// SIGTERM, then SIGKILL after 5 s.
+    /// SIGTERM, then SIGKILL after 5 s (also what dropping the agent does).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = sh(&["kill", "-TERM", &child.id().to_string()]);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.take();
     }
 }

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::lab::{format_mac, ns_exec, output, Lab, Mac, GEN_IP, SINK_IP};
+use super::lab::{Lab, Mac, GEN_IP, SINK_IP};
 use super::traffic::UDP_PORT;
+use weir_testkit::lab::{format_mac, ns_exec, run};
 
 /// Which forwarder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +289,7 @@ impl<'a> Running<'a> {
         }
         let sink = format!("{SINK_IP}/32");
         let gen = format!("{GEN_IP}/32");
-        output(&[
+        run(&[
             "ip",
             "-n",
             node,
@@ -298,7 +299,7 @@ impl<'a> Running<'a> {
             "dev",
             &lab.sink_host,
         ])?;
-        output(&[
+        run(&[
             "ip",
             "-n",
             node,
@@ -308,7 +309,7 @@ impl<'a> Running<'a> {
             "dev",
             &lab.gen_host,
         ])?;
-        output(&[
+        run(&[
             "ip",
             "-n",
             node,
@@ -380,7 +381,7 @@ impl<'a> Running<'a> {
         let lab = self.lab;
         for dev in [&lab.gen_host, &lab.sink_host] {
             if lab.xdp_attached(dev)? {
-                let _ = output(&[
+                let _ = run(&[
                     "ip", "-n", &lab.node, "link", "set", "dev", dev, "xdp", "off",
                 ]);
                 return Err(format!(
@@ -444,7 +445,7 @@ impl<'a> Running<'a> {
             let node = lab.node.as_str();
             if let Some(table) = self.nft_table.take() {
                 if let Err(e) = ns_exec(node, &["nft", "delete", "table", "ip", &table]) {
-                    result = result.and(Err(e));
+                    result = result.and(Err(e.to_string()));
                 }
             }
             let _ = ns_exec(node, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"]);
@@ -460,9 +461,9 @@ impl<'a> Running<'a> {
                 ],
             );
             for net in [format!("{SINK_IP}/32"), format!("{GEN_IP}/32")] {
-                let _ = output(&["ip", "-n", node, "route", "del", &net]);
+                let _ = run(&["ip", "-n", node, "route", "del", &net]);
             }
-            let _ = output(&[
+            let _ = run(&[
                 "ip",
                 "-n",
                 node,

@@ -10,13 +10,14 @@
 //! The generator and sink interfaces carry no address in their namespaces: frames are
 //! written and read through AF_XDP, so the kernels there never send a frame of their own.
 //! IPv6 is disabled in all three namespaces for the same reason (no router solicitations,
-//! no MLD reports on the wire). Every name carries the process id.
+//! no MLD reports on the wire). Every name carries the process id. The generic helpers
+//! (commands, MACs, the guard that removes the namespaces) are `weir_testkit::lab`.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
-/// A MAC address.
-pub type Mac = [u8; 6];
+use weir_testkit::lab::{ip, mac_of, ns_exec, run, NetnsGuard};
+
+pub use weir_testkit::lab::Mac;
 
 /// The generator pod's address.
 pub const GEN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 1);
@@ -39,7 +40,8 @@ pub struct Lab {
     pub sink_mac: Mac,
     pub gen_host_mac: Mac,
     pub sink_host_mac: Mac,
-    created: Vec<String>,
+    /// Deletes the namespaces (and with them the veths and any XDP program) on drop.
+    guard: NetnsGuard,
 }
 
 impl Lab {
@@ -56,11 +58,10 @@ impl Lab {
             sink_mac: [0; 6],
             gen_host_mac: [0; 6],
             sink_host_mac: [0; 6],
-            created: Vec::new(),
+            guard: NetnsGuard::new(),
         };
         for ns in [lab.node.clone(), lab.gen.clone(), lab.sink.clone()] {
-            ip(&["netns", "add", &ns])?;
-            lab.created.push(ns.clone());
+            lab.guard.add_netns(&ns)?;
             for key in ["all", "default"] {
                 ns_exec(
                     &ns,
@@ -78,10 +79,7 @@ impl Lab {
             (lab.gen_host.clone(), lab.gen.clone()),
             (lab.sink_host.clone(), lab.sink.clone()),
         ] {
-            ip(&[
-                "-n", &lab.node, "link", "add", &host, "type", "veth", "peer", "name", POD_IF,
-                "netns", &pod,
-            ])?;
+            lab.guard.veth(&lab.node, &host, POD_IF, Some(&pod))?;
             ip(&["-n", &lab.node, "link", "set", &host, "up"])?;
             ip(&["-n", &pod, "link", "set", POD_IF, "up"])?;
         }
@@ -94,68 +92,15 @@ impl Lab {
 
     /// Whether an XDP program is attached to a node-side interface.
     pub fn xdp_attached(&self, host_if: &str) -> Result<bool, String> {
-        let out = output(&["ip", "-n", &self.node, "link", "show", "dev", host_if])?;
+        let out = run(&["ip", "-n", &self.node, "link", "show", "dev", host_if])?;
         Ok(out.contains(" xdp") || out.contains("prog/xdp"))
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its veth ends, and with them any XDP program.
-        for ns in self.created.drain(..) {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        }
-    }
-}
-
-/// Runs `ip` with `args`; an error carries its stderr.
-pub fn ip(args: &[&str]) -> Result<(), String> {
-    let mut all = vec!["ip"];
-    all.extend_from_slice(args);
-    output(&all).map(drop)
-}
-
-/// Runs a command inside namespace `ns` (`ip netns exec`).
-pub fn ns_exec(ns: &str, args: &[&str]) -> Result<String, String> {
-    let mut all = vec!["ip", "netns", "exec", ns];
-    all.extend_from_slice(args);
-    output(&all)
-}
-
-/// Runs a command and returns its stdout; an error names the command and its stderr.
-pub fn output(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn mac_of(ns: &str, dev: &str) -> Result<Mac, String> {
-    let text = ns_exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
-    parse_mac(text.trim()).ok_or_else(|| format!("{ns}/{dev}: unreadable MAC {text:?}"))
-}
-
-pub use weir_control::agent::parse_mac;
-
-/// Bytes as "aa:bb:cc:dd:ee:ff".
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use weir_control::agent::parse_mac;
+    use weir_testkit::lab::format_mac;
 
     #[test]
     fn macs_round_trip_and_bad_ones_are_refused() {

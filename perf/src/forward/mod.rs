@@ -102,7 +102,7 @@ impl HugeMount {
     fn new(dir: PathBuf) -> Result<HugeMount, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.display().to_string();
-        lab::output(&[
+        weir_testkit::lab::run(&[
             "mount",
             "-t",
             "hugetlbfs",
@@ -123,7 +123,7 @@ impl Drop for HugeMount {
 
 /// Runs the benchmark; returns the results and notes for the report.
 pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
-    if !crate::dpdk::is_root() {
+    if !weir_testkit::lab::is_root() {
         return Err("forward needs root (network namespaces, AF_XDP, XDP programs)".into());
     }
     if cfg.cpu == cfg.gen_cpu {

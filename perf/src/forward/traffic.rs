@@ -16,9 +16,7 @@
 //! Every trial is bounded in time and in packets, and the engine stops when its
 //! [`Traffic`] handle drops.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -28,6 +26,7 @@ use weir_workers::bpf::{self, AttachMode, XdpLink, XdpProgram, XskMap};
 use weir_workers::xsk::{SocketConfig, Umem, UmemConfig, XskSocket};
 
 use super::lab::{Mac, POD_IF};
+use weir_testkit::lab::setns;
 
 /// The UDP destination port of the benchmark traffic (discard).
 pub const UDP_PORT: u16 = 9;
@@ -220,18 +219,6 @@ fn serve(engine: &mut Engine, cmds: &Receiver<Cmd>) {
     }
 }
 
-fn enter_netns(name: &str) -> Result<(), String> {
-    let f = File::open(format!("/var/run/netns/{name}"))
-        .map_err(|e| format!("namespace {name}: {e}"))?;
-    // SAFETY: `f` is an open namespace file; setns changes only the calling thread, which
-    // is the engine's own.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if r != 0 {
-        return Err(format!("setns {name}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -267,12 +254,12 @@ impl Engine {
             ..UmemConfig::default()
         };
         let sock_cfg = SocketConfig::default();
-        enter_netns(gen_ns)?;
+        setns(gen_ns)?;
         let gen_umem = Umem::new(&umem_cfg).map_err(|e| format!("generator UMEM: {e}"))?;
         let gen_if = bpf::ifindex(POD_IF).map_err(|e| format!("{gen_ns}: {e}"))?;
         let gen = XskSocket::bind(&gen_umem, gen_if, 0, &sock_cfg, None)
             .map_err(|e| format!("generator socket: {e}"))?;
-        enter_netns(sink_ns)?;
+        setns(sink_ns)?;
         let sink_umem = Umem::new(&umem_cfg).map_err(|e| format!("sink UMEM: {e}"))?;
         let sink_if = bpf::ifindex(POD_IF).map_err(|e| format!("{sink_ns}: {e}"))?;
         let mut sink = XskSocket::bind(&sink_umem, sink_if, 0, &sock_cfg, None)
