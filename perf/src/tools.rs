@@ -55,6 +55,14 @@ pub fn require(program: &str) -> Result<PathBuf, Missing> {
     } else {
         find_in_path(program)
     };
+    found_or_missing(program, package, found)
+}
+
+fn found_or_missing(
+    program: &str,
+    package: &'static str,
+    found: Option<PathBuf>,
+) -> Result<PathBuf, Missing> {
     found.ok_or_else(|| Missing {
         program: program.to_string(),
         package,
@@ -119,11 +127,15 @@ mod tests {
 
     #[test]
     fn a_program_that_is_not_there_is_missing_with_its_package() {
-        let err = require("/usr/lib/cni/bridge").map(|_| ()).or_else(|e| {
-            assert_eq!(e.package, "containernetworking-plugins");
-            Ok::<(), Missing>(())
-        });
-        assert!(err.is_ok());
+        let package = package_of("/usr/lib/cni/bridge").unwrap();
+        let e = found_or_missing("/usr/lib/cni/bridge", package, None).unwrap_err();
+        assert_eq!(e.package, "containernetworking-plugins");
+        assert!(e.to_string().contains("/usr/lib/cni/bridge"), "{e}");
+        let here = PathBuf::from("/usr/bin/true");
+        assert_eq!(
+            found_or_missing("true", "coreutils", Some(here.clone())),
+            Ok(here)
+        );
         assert!(find_in_path("weir-no-such-program-4a1c").is_none());
     }
 }

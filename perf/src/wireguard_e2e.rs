@@ -105,43 +105,7 @@ impl Topology {
                 &up,
             ])?;
             ip(&["-n", node, "link", "set", &up, "up"])?;
-            ip(&[
-                "-n", node, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns",
-                pod,
-            ])?;
-            ip(&["-n", node, "link", "set", &host, "up"])?;
-            ip(&["-n", pod, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                pod,
-                "addr",
-                "add",
-                &format!("{}/32", POD[i]),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&[
-                "-n",
-                pod,
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "scope",
-                "link",
-            ])?;
-            ip(&[
-                "-n",
-                pod,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ])?;
+            lab::plumb_pod(node, pod, &host, POD[i])?;
         }
         Ok(t)
     }

@@ -60,6 +60,10 @@ pub struct MemDriver {
     tunnel: Option<Tunnel>,
     /// Frames WireGuard made or sealed this round, for the uplink: `(addr, len)`.
     wg_out: Vec<(u64, u32)>,
+    /// Frames to seal this round: `(peer, addr, len)`.
+    to_seal: Vec<(u32, u64, u32)>,
+    /// Peers whose queued packets can go after a handshake reply.
+    flush: Vec<weir_crypto::PeerId>,
 }
 
 impl MemDriver {
@@ -87,6 +91,8 @@ impl MemDriver {
             remap: true,
             tunnel: None,
             wg_out: Vec::new(),
+            to_seal: Vec::new(),
+            flush: Vec::new(),
         }
     }
 
@@ -156,7 +162,6 @@ impl MemDriver {
             );
         }
         let n = self.rx.len().min(BATCH_SIZE);
-        let mut flush = Vec::new();
         for (frame, ingress) in self.rx.drain(..n) {
             let frame = match (self.tunnel.as_mut(), Some(ingress) == uplink) {
                 (Some(t), true) => {
@@ -181,7 +186,7 @@ impl MemDriver {
                         }
                         Inbound::Reply(a, l, peer) => {
                             self.wg_out.push((a, l));
-                            flush.extend(peer);
+                            self.flush.extend(peer);
                             continue;
                         }
                         Inbound::Done => continue,
@@ -198,13 +203,13 @@ impl MemDriver {
             .process(snapshot, &mut region, &mut self.batch, now_ns);
         self.pipeline
             .output(snapshot, &self.batch, &self.map, &mut self.plan);
-        let mut to_seal = Vec::new();
-        let (pipeline, tx, free, cap, plan) = (
+        let (pipeline, tx, free, cap, plan, to_seal) = (
             &mut self.pipeline,
             &mut self.tx,
             &mut self.free,
             self.tx_capacity,
             &self.plan,
+            &mut self.to_seal,
         );
         let mut i = 0;
         self.batch.drain(|frame, _| {
@@ -223,13 +228,13 @@ impl MemDriver {
         });
         if let Some(t) = self.tunnel.as_mut() {
             let c = self.pipeline.counters_mut();
-            for (peer, addr, len) in to_seal {
+            for (peer, addr, len) in self.to_seal.drain(..) {
                 if let Some(f) = t.seal(snapshot, &mut self.mem, &mut self.free, peer, addr, len, c)
                 {
                     self.wg_out.push(f);
                 }
             }
-            for id in flush {
+            for id in self.flush.drain(..) {
                 t.flush(
                     snapshot,
                     &mut self.mem,

@@ -77,7 +77,6 @@ pub struct Tunnel {
     scratch: Vec<u8>,
     out: Vec<u8>,
     counters: TunnelCounters,
-    last_refusal: Option<String>,
     last_tick_ns: u64,
     last_budget_ns: u64,
 }
@@ -111,7 +110,6 @@ impl Tunnel {
             scratch: vec![0; 2048],
             out: vec![0; 2048],
             counters: TunnelCounters::default(),
-            last_refusal: None,
             last_tick_ns: 0,
             last_budget_ns: 0,
         }
@@ -147,10 +145,7 @@ impl Tunnel {
                     self.applied = table.iter().map(|p| p.spec.clone()).collect();
                     self.counters.peer_updates += 1;
                 }
-                Err(e) => {
-                    self.counters.peer_updates_refused += 1;
-                    self.last_refusal = Some(e.to_string());
-                }
+                Err(_) => self.counters.peer_updates_refused += 1,
             }
         }
         self.crypto_of.clear();
@@ -166,11 +161,6 @@ impl Tunnel {
                 self.index_of[at] = Some(i as PeerIndex);
             }
         }
-    }
-
-    /// Why the last peer set was refused, if one was.
-    pub fn last_refusal(&self) -> Option<&str> {
-        self.last_refusal.as_deref()
     }
 
     /// The tunnel's own counters.

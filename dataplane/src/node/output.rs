@@ -102,11 +102,6 @@ impl OutputMap {
         self.sealing = sealing;
     }
 
-    /// Whether this worker seals for WireGuard (it owns the uplink and WireGuard is on).
-    pub fn sealing(&self) -> bool {
-        self.sealing
-    }
-
     /// The generation the map was built for.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -125,6 +120,10 @@ pub fn run(
     plan: &mut [Action],
     counters: &mut Counters,
 ) {
+    assert!(
+        plan.len() >= meta.len(),
+        "the plan is shorter than the batch"
+    );
     for (m, action) in meta.iter().zip(plan.iter_mut()) {
         *action = match m.next {
             Next::Tx(out) => decide(m, out, snapshot, map, counters),
@@ -135,10 +134,6 @@ pub fn run(
             other => panic!("packet left the pipeline unfinished at {other:?}"),
         };
     }
-    assert!(
-        plan.len() >= meta.len(),
-        "the plan is shorter than the batch"
-    );
 }
 
 #[inline]

@@ -652,6 +652,8 @@ impl SnapshotBuilder {
             return Err(BuildError::PeersWithoutWireGuard);
         }
         let mut peers: Vec<Peer> = Vec::with_capacity(self.peers.len());
+        let mut by_node: Vec<Option<PeerIndex>> = vec![None; self.nodes.len()];
+        let mut by_key: rustc_hash::FxHashMap<[u8; 32], usize> = Default::default();
         for spec in &self.peers {
             let Some(node) = self.nodes.get(spec.node as usize) else {
                 return Err(BuildError::DanglingPeer {
@@ -659,20 +661,18 @@ impl SnapshotBuilder {
                     node: spec.node,
                 });
             };
-            for other in &peers {
-                let what = if other.spec.node == spec.node {
-                    "node"
-                } else if other.spec.public_key == spec.public_key {
-                    "public key"
-                } else {
-                    continue;
-                };
+            let index = peers.len();
+            let same_node = by_node[spec.node as usize].map(|i| (i as usize, "node"));
+            let same_key = by_key.get(&spec.public_key).map(|&i| (i, "public key"));
+            if let Some((first, what)) = same_node.or(same_key) {
                 return Err(BuildError::DuplicatePeer {
-                    first: other.spec.name.clone(),
+                    first: peers[first].spec.name.clone(),
                     second: spec.name.clone(),
                     what,
                 });
             }
+            by_node[spec.node as usize] = Some(index as PeerIndex);
+            by_key.insert(spec.public_key, index);
             let outer = match (self.wireguard, uplink, node.mac) {
                 (Some(local), Some(up), Some(mac)) => OuterTemplate::new(OuterPath {
                     src_mac: self.interfaces[usize::from(up)].mac,
@@ -691,6 +691,7 @@ impl SnapshotBuilder {
         Ok(PeerTable {
             local: self.wireguard,
             peers,
+            by_node,
         })
     }
 

@@ -53,34 +53,82 @@ pub struct PeerTable {
     pub local: Option<SocketAddr>,
     /// The peers, indexed by [`PeerIndex`].
     pub peers: Vec<Peer>,
+    /// Node id → its peer, built with the table.
+    pub(crate) by_node: Vec<Option<PeerIndex>>,
 }
 
 impl PeerTable {
-    /// Whether WireGuard is on.
-    pub fn enabled(&self) -> bool {
-        self.local.is_some()
-    }
-
     /// The peer at `index`.
     #[inline]
     pub fn get(&self, index: PeerIndex) -> Option<&Peer> {
         self.peers.get(index as usize)
     }
 
-    /// The peer that is node `node` (a scan: for building and control paths, not per
-    /// packet; adjacencies carry the index).
+    /// The peer that is node `node` (adjacencies carry the index for the packet path).
     pub fn of_node(&self, node: NodeId) -> Option<PeerIndex> {
-        self.peers
-            .iter()
-            .position(|p| p.spec.node == node)
-            .map(|i| i as PeerIndex)
+        self.by_node.get(node as usize).copied().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::snapshot::{BuildError, PeerSpec, SnapshotBuilder};
+
+    fn spec(node: u32, name: &str, key: u8) -> PeerSpec {
+        PeerSpec {
+            node,
+            name: name.into(),
+            public_key: [key; 32],
+            endpoint: "198.18.0.2:51820".parse().unwrap(),
+            allowed_ips: vec![],
+            persistent_keepalive: None,
+        }
     }
 
-    /// The peer whose public key is `key`.
-    pub fn by_key(&self, key: &[u8; 32]) -> Option<PeerIndex> {
-        self.peers
-            .iter()
-            .position(|p| &p.spec.public_key == key)
-            .map(|i| i as PeerIndex)
+    #[test]
+    fn peers_are_checked_and_found_by_node() {
+        let mut b = SnapshotBuilder::new();
+        b.uplink("up0", [2, 0, 0, 0, 0, 1], 1500).unwrap();
+        let n0 = b.node(
+            "n0",
+            "198.18.0.2".parse().unwrap(),
+            Some([2, 0, 0, 0, 0, 2]),
+        );
+        let n1 = b.node("n1", "198.18.0.3".parse().unwrap(), None);
+        let mut ok = b.clone();
+        ok.wireguard("198.18.0.1:51820".parse().unwrap());
+        ok.peer(spec(n1, "n1", 1));
+        ok.peer(spec(n0, "n0", 2));
+        let s = ok.build(1).unwrap();
+        assert_eq!(
+            (s.peers.of_node(n0), s.peers.of_node(n1)),
+            (Some(1), Some(0))
+        );
+        assert!(s.peers.get(1).unwrap().outer.is_some(), "n0's MAC is known");
+        assert!(s.peers.get(0).unwrap().outer.is_none(), "n1's is not");
+
+        let mut off = b.clone();
+        off.peer(spec(n0, "n0", 2));
+        assert_eq!(off.build(1).unwrap_err(), BuildError::PeersWithoutWireGuard);
+        for (second, what) in [
+            (spec(n0, "again", 3), "node"),
+            (spec(n1, "copy", 2), "public key"),
+        ] {
+            let mut dup = b.clone();
+            dup.wireguard("198.18.0.1:51820".parse().unwrap());
+            dup.peer(spec(n0, "n0", 2));
+            dup.peer(second);
+            match dup.build(1) {
+                Err(BuildError::DuplicatePeer { what: w, .. }) => assert_eq!(w, what),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut dangling = b;
+        dangling.wireguard("198.18.0.1:51820".parse().unwrap());
+        dangling.peer(spec(9, "ghost", 4));
+        assert!(matches!(
+            dangling.build(1),
+            Err(BuildError::DanglingPeer { node: 9, .. })
+        ));
     }
 }

@@ -309,11 +309,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Why the last WireGuard peer set of a snapshot was refused, if one was.
-    pub fn wireguard_refusal(&self) -> Option<&str> {
-        self.tunnel.as_ref().and_then(Tunnel::last_refusal)
-    }
-
     /// Runs until `stop` is set, reading the current snapshot for each batch and
     /// publishing a report into `report` about ten times a second.
     pub fn run(
