@@ -95,8 +95,9 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         parallel: usize,
     },
-    /// WireGuard per core, in memory: weir's seal path (route to peer, copy, seal, outer
-    /// headers) beside the raw ring ChaCha20-Poly1305 seal and boringtun's encapsulate.
+    /// WireGuard per core, in memory: weir's seal path (the adjacency's peer, copy, seal,
+    /// outer headers from the peer's template) beside the raw ring ChaCha20-Poly1305 seal
+    /// and boringtun's encapsulate.
     Wireguard {
         /// Inner packet sizes in bytes, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [64, 512, 1420])]
