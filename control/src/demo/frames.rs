@@ -201,7 +201,7 @@ pub fn run() -> Result<(String, bool), String> {
             Expect::Out(idx("weir-frontend")?),
         ),
         (
-            "ledger -> WireGuard-only node, no tunnel stage yet: never in clear",
+            "ledger -> WireGuard node without a peer: never in clear",
             idx("weir-ledger")?,
             craft::udp4(
                 ledger.mac,
@@ -212,7 +212,7 @@ pub fn run() -> Result<(String, bool), String> {
                 2,
                 64,
             ),
-            Expect::Drop(DropReason::TunnelUnavailable),
+            Expect::Drop(DropReason::WireguardNoPeer),
         ),
         (
             "a truncated frame",
