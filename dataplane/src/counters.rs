@@ -109,11 +109,24 @@ pub enum DropReason {
     /// unknown peer, an inner source outside the peer's allowed IPs...; the WireGuard
     /// counters say which).
     WireguardRejected,
+    /// Would leave the cluster from a `natOutgoing` pool but cannot be translated: a
+    /// fragment, a protocol other than TCP, UDP and ICMP echo, or no node address of its
+    /// family.
+    SnatUnavailable,
+    /// Would leave the cluster from a `natOutgoing` pool, and this worker has no free port
+    /// of the SNAT range left for it.
+    SnatPortsExhausted,
+    /// Addressed to the node in the SNAT port range, but no live translation matches it
+    /// (expired, or not from the remote end the pod talks to).
+    SnatNoMapping,
+    /// A connection opened from outside to a pod could not be remembered (the worker's
+    /// translation table is full).
+    SnatTableFull,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the order of the counter array).
-    pub const ALL: [DropReason; 43] = [
+    pub const ALL: [DropReason; 47] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::UnknownEthertype,
@@ -157,6 +170,10 @@ impl DropReason {
         DropReason::PortDetached,
         DropReason::WireguardNoRoom,
         DropReason::WireguardRejected,
+        DropReason::SnatUnavailable,
+        DropReason::SnatPortsExhausted,
+        DropReason::SnatNoMapping,
+        DropReason::SnatTableFull,
     ];
 
     /// The reasons the in-memory driver cannot produce from a frame, so that
@@ -165,14 +182,17 @@ impl DropReason {
     /// two-worker test with a full lane); `port_detached` and `bad_descriptor` need a
     /// kernel socket (a port detached with frames in its rings, a descriptor outside the
     /// UMEM); `fill_starved` and `wireguard_no_room` need the free list or a frame to run
-    /// out under WireGuard, which the pipeline's MTU checks keep the in-memory driver from.
-    pub const NOT_IN_MEMORY: [DropReason; 6] = [
+    /// out under WireGuard, which the pipeline's MTU checks keep the in-memory driver from;
+    /// `snat_table_full` needs 65 536 live inbound flows on one worker (proven by the
+    /// `nat` stage's unit test).
+    pub const NOT_IN_MEMORY: [DropReason; 7] = [
         DropReason::HandoffFull,
         DropReason::HandoffStale,
         DropReason::BadDescriptor,
         DropReason::PortDetached,
         DropReason::FillStarved,
         DropReason::WireguardNoRoom,
+        DropReason::SnatTableFull,
     ];
 
     /// Number of reasons.
@@ -224,6 +244,10 @@ impl DropReason {
             DropReason::PortDetached => "port_detached",
             DropReason::WireguardNoRoom => "wireguard_no_room",
             DropReason::WireguardRejected => "wireguard_rejected",
+            DropReason::SnatUnavailable => "snat_unavailable",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::SnatNoMapping => "snat_no_mapping",
+            DropReason::SnatTableFull => "snat_table_full",
         }
     }
 }

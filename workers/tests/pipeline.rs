@@ -13,7 +13,9 @@ use weir_dataplane::policy::{
     Action, Direction, EndpointPolicy, NetSet, PolicyTables, Program, Rule, RuleInfo, Sets, Tier,
     TierEnd,
 };
-use weir_dataplane::snapshot::{IcmpConfig, Mac, NextHop, PeerSpec, PodSpec, Prefix, Tunnel};
+use weir_dataplane::snapshot::{
+    IcmpConfig, Mac, NatPool, NextHop, PeerSpec, PodSpec, Prefix, SnatConfig, Tunnel,
+};
 use weir_dataplane::wire::checksum;
 use weir_dataplane::{DropReason, IcmpErrorKind, IfIndex, Snapshot, SnapshotBuilder};
 use weir_workers::MemDriver;
@@ -58,6 +60,35 @@ fn pod(name: &str, mac: Mac, v4: Ipv4Addr, v6: Ipv6Addr, mtu: u16) -> PodSpec {
 /// Two pods, an uplink to a remote node, the host interface, and one route per next-hop
 /// kind.
 fn node(icmp: IcmpConfig) -> Snapshot {
+    node_builder(icmp).build(1).unwrap()
+}
+
+/// The node's address on the uplink, which pods' traffic to the world leaves with.
+const NODE4: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
+
+/// [`node`] with a default route to a router on the uplink and source NAT for the pods'
+/// pool, from a one-port range (so that a second worker has none).
+fn world_node() -> Snapshot {
+    let mut b = node_builder(IcmpConfig::default());
+    b.route(
+        "0.0.0.0/0".parse().unwrap(),
+        NextHop::Router {
+            mac: Some(NODE2_MAC),
+        },
+    );
+    b.snat(SnatConfig {
+        v4: Some(NODE4),
+        v6: None,
+        ports: (61000, 61000),
+        pools: vec![NatPool {
+            prefix: "198.18.0.0/24".parse().unwrap(),
+            nat_outgoing: true,
+        }],
+    });
+    b.build(1).unwrap()
+}
+
+fn node_builder(icmp: IcmpConfig) -> SnapshotBuilder {
     let mut b = SnapshotBuilder::new();
     b.icmp(icmp);
     assert_eq!(b.pod(pod("a", A_MAC, A4, A6, 1500)).unwrap().0, VETH_A);
@@ -130,7 +161,7 @@ fn node(icmp: IcmpConfig) -> Snapshot {
         b.route(p.parse::<Prefix>().unwrap(), nh);
     }
     b.policy(default_policy());
-    b.build(1).unwrap()
+    b
 }
 
 /// A denies egress to 198.19.0.66; B denies ingress UDP port 9; everything else passes.
@@ -691,6 +722,26 @@ fn trigger(reason: DropReason) -> Option<(IfIndex, Vec<u8>)> {
             f
         }),
         DropReason::NoRoute => (a, udp4_from_a("203.0.113.9")),
+        // On the world node (see `every_drop_reason_is_reachable_and_counted`).
+        DropReason::SnatUnavailable => (a, {
+            let mut f = udp4_from_a("198.51.100.1");
+            f[20] |= 0x20; // more fragments: a fragment is not translated
+            fix_v4(&mut f);
+            f
+        }),
+        DropReason::SnatPortsExhausted => (a, udp4_from_a("198.51.100.1")),
+        DropReason::SnatNoMapping => (
+            UPLINK,
+            craft::udp4(
+                NODE2_MAC,
+                UP_MAC,
+                "198.51.100.1".parse().unwrap(),
+                NODE4,
+                53,
+                61000,
+                64,
+            ),
+        ),
         DropReason::Blackhole => (a, udp4_from_a("198.19.2.1")),
         DropReason::TooBig => (a, {
             let mut f = craft::udp4(A_MAC, GW_MAC, A4, B4, 1, 2, 1514);
@@ -725,7 +776,8 @@ fn trigger(reason: DropReason) -> Option<(IfIndex, Vec<u8>)> {
         | DropReason::BadDescriptor
         | DropReason::PortDetached
         | DropReason::FillStarved
-        | DropReason::WireguardNoRoom => return None,
+        | DropReason::WireguardNoRoom
+        | DropReason::SnatTableFull => return None,
     })
 }
 
@@ -741,6 +793,8 @@ fn driver_for(reason: DropReason) -> MemDriver {
     match reason {
         DropReason::UnownedOutput => d.set_unowned(VETH_B, true),
         DropReason::WireguardRejected => d.enable_wireguard(NodeKey::from_bytes([9; 32])),
+        // The world node's one SNAT port (61000) is worker 0's of two.
+        DropReason::SnatPortsExhausted => d.pipeline().set_worker(1, 2),
         _ => {}
     }
     d
@@ -748,8 +802,13 @@ fn driver_for(reason: DropReason) -> MemDriver {
 
 #[test]
 fn every_drop_reason_is_reachable_and_counted() {
-    let s = default_node();
+    let (default, world) = (default_node(), world_node());
     for reason in DropReason::ALL {
+        let s = if reason.name().starts_with("snat_") {
+            &world
+        } else {
+            &default
+        };
         let Some((ingress, frame)) = trigger(reason) else {
             assert!(
                 DropReason::NOT_IN_MEMORY.contains(&reason),
@@ -761,7 +820,7 @@ fn every_drop_reason_is_reachable_and_counted() {
         assert!(!DropReason::NOT_IN_MEMORY.contains(&reason));
         let mut d = driver_for(reason);
         d.inject(ingress, &frame).unwrap();
-        d.run(&s, 1_000_000_000);
+        d.run(s, 1_000_000_000);
         let c = d.counters();
         assert_eq!(c.dropped(reason), 1, "{} not counted: {c:?}", reason.name());
         assert_eq!(

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  parse -> antispoof -> neighbor (ARP/NDP for the gateway) -> Tx(ingress)
-//!                     \-> forward (TTL, LPM, next hop, MTU) -> policy -> rewrite -> Tx(out)
-//!                                                   \-> icmp (errors, rate limited) -> Tx(ingress)
+//!                     \-> nat_in (replies to SNAT) -> forward (TTL, LPM, next hop, MTU)
+//!                           -> policy -> nat_out (SNAT to the world) -> rewrite -> Tx(out)
+//!                                 forward \-> icmp (errors, rate limited) -> Tx(ingress)
 //!  any stage -> Drop(reason)
 //!  Tx(out) / Drop -> output (send here / seal for a peer / hand off / unowned) -> the driver
 //! ```
@@ -13,12 +14,14 @@
 //! returns every packet is at `Tx` or `Drop`. [`Pipeline::output`] then turns each into an
 //! [`output::Action`] from what the worker owns, and the driver executes the plan.
 //!
-//! Service NAT and encapsulation (VXLAN) slot in between `antispoof` and `rewrite` as
-//! their work lands.
+//! `nat_in` and `nat_out` act on the packets at `Forward` and `Rewrite` (they need no
+//! `Next` of their own). Service NAT and encapsulation (VXLAN) slot in between `antispoof`
+//! and `rewrite` as their work lands.
 
 pub mod antispoof;
 pub mod forward;
 pub mod icmp;
+pub mod nat;
 pub mod neighbor;
 pub mod output;
 pub mod parse;
@@ -39,6 +42,7 @@ pub struct Pipeline {
     icmp_bucket: icmp::TokenBucket,
     scratch: Box<forward::Scratch>,
     policy: Box<policy::PolicyState>,
+    nat: Box<nat::NatTable>,
 }
 
 impl Default for Pipeline {
@@ -60,7 +64,23 @@ impl Pipeline {
             icmp_bucket: icmp::TokenBucket::default(),
             scratch: Box::default(),
             policy: Box::new(policy::PolicyState::with_conntrack(config)),
+            nat: Box::default(),
         }
+    }
+
+    /// Tells the pipeline it runs on worker `worker` of `workers`: source NAT then
+    /// allocates only this worker's share of the ports (see [`nat`]). Forgets the
+    /// translations made so far.
+    ///
+    /// # Panics
+    /// If `worker >= workers`.
+    pub fn set_worker(&mut self, worker: u16, workers: u16) {
+        *self.nat = nat::NatTable::new(worker, workers);
+    }
+
+    /// This worker's source NAT translations.
+    pub fn nat_table(&self) -> &nat::NatTable {
+        &self.nat
     }
 
     /// Runs every stage over `batch`. `now_ns` is a monotonic time in nanoseconds (for the
@@ -77,6 +97,7 @@ impl Pipeline {
         parse::run(region, frames, meta, &mut self.counters);
         antispoof::run(region, frames, meta, snapshot);
         neighbor::run(region, frames, meta, snapshot, &mut self.counters);
+        nat::run_in(region, frames, meta, snapshot, &mut self.nat, now_ns);
         forward::run(frames, meta, snapshot, &mut self.scratch);
         icmp::run(
             region,
@@ -96,6 +117,7 @@ impl Pipeline {
             &mut self.counters,
             now_ns,
         );
+        nat::run_out(region, frames, meta, snapshot, &mut self.nat, now_ns);
         rewrite::run(region, frames, meta, snapshot);
     }
 

@@ -7,6 +7,12 @@
 //! - Next: `Rewrite` (allowed), or `Drop(PolicyDeniedEgress | PolicyDeniedIngress)`.
 //!
 //! Traffic between two non-pod interfaces (uplink, host) has no endpoint policy here.
+//!
+//! Connections the node's own stack opens to a local pod (through the host interface:
+//! kubelet's probes, `kubectl port-forward`) are allowed whatever the pod's ingress policy
+//! says when [`Snapshot::host_to_pods_allowed`] is set (the default), as Calico does: they
+//! are tracked, so the pod's replies pass its egress policy as replies. Pods opening
+//! connections to the node go through their egress policy like any other.
 //! A packet of a tracked flow whose verdict was checked against this snapshot generation
 //! passes without classification; a stale one is re-checked (in its original direction),
 //! so a new deny cuts a running connection at its next packet. An ICMP error is allowed
@@ -89,6 +95,7 @@ pub fn run(
 ) {
     let tables = &snapshot.policy;
     let generation = snapshot.generation;
+    let host_allowed = snapshot.host_to_pods_allowed && snapshot.host.is_some();
     let pod_of = |i: u16| match snapshot.interface(i).map(|x| &x.role) {
         Some(Role::Pod(p)) => Some(p.endpoint),
         _ => None,
@@ -122,8 +129,19 @@ pub fn run(
                 continue;
             }
             // Re-check the flow in the direction it was opened.
+            let opened_by_host = host_allowed
+                && if hit.reply {
+                    snapshot.host == Some(m.out)
+                } else {
+                    snapshot.host == Some(m.ingress)
+                };
+            if opened_by_host {
+                state.conntrack.revalidate(hit.slot, generation);
+                m.next = Next::Rewrite;
+                continue;
+            }
             let (s, d, k) = if hit.reply {
-                (dst, src, m.flow.reversed())
+                (dst, src, opening(&m.flow))
             } else {
                 (src, dst, m.flow)
             };
@@ -146,6 +164,11 @@ pub fn run(
                     continue;
                 }
             }
+        }
+        if host_allowed && snapshot.host == Some(m.ingress) && !m.has(flags::ICMP_ERROR) {
+            state.conntrack.insert(&m.flow, generation, now_ns);
+            m.next = Next::Rewrite;
+            continue;
         }
         counters.policy_classified += 1;
         let decision = tables.evaluate(src, dst, &m.flow);
@@ -176,6 +199,20 @@ pub fn run(
             m.next = denied(decision.denied_by);
         }
     }
+}
+
+/// The key of the packet that opened the flow `reply` answers: addresses and ports
+/// swapped, and for an ICMP echo reply the request (same identifier, RFC 792 / RFC 4443).
+fn opening(reply: &FlowKey) -> FlowKey {
+    let mut k = reply.reversed();
+    match (reply.proto, reply.src_port >> 8) {
+        (1, 0) | (58, 129) => {
+            k.src_port = if reply.proto == 1 { 8 << 8 } else { 128 << 8 };
+            k.dst_port = reply.dst_port;
+        }
+        _ => {}
+    }
+    k
 }
 
 fn denied(by: Option<Direction>) -> Next {

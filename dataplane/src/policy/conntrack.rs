@@ -225,8 +225,26 @@ fn timeout(c: &ConntrackConfig, proto: u8, flags: u8) -> u64 {
 
 /// The key with the lower (address, port) first, and whether `key` was already in that
 /// order.
+///
+/// ICMP echo is one flow of two message types: a request (ICMP 8, ICMPv6 128) and its
+/// reply (0, 129) carry the same identifier (RFC 792, RFC 4443 §4.2), so both are keyed
+/// as the request, and only the addresses are ordered (the identifier is not a port).
 #[inline]
 fn normalise(key: &FlowKey) -> (FlowKey, bool) {
+    let echo = match (key.proto, key.src_port >> 8) {
+        (1, 0 | 8) => Some(8u16),
+        (58, 128 | 129) => Some(128u16),
+        _ => None,
+    };
+    if let Some(request) = echo {
+        let mut k = *key;
+        k.src_port = request << 8;
+        if k.src <= k.dst {
+            return (k, true);
+        }
+        std::mem::swap(&mut k.src, &mut k.dst);
+        return (k, false);
+    }
     if (key.src, key.src_port) <= (key.dst, key.dst_port) {
         (*key, true)
     } else {

@@ -108,6 +108,11 @@ pub enum NextHop {
     Remote { node: NodeId, tunnel: Tunnel },
     /// The node's own stack (through the host interface).
     Host,
+    /// A router on the uplink's segment (the node's default gateway, learned from the
+    /// kernel's routing table): out of the uplink to `mac`, `None` while the kernel's
+    /// neighbour table does not know it. Packets leaving this way are the candidates for
+    /// source NAT ([`SnatConfig`]).
+    Router { mac: Option<Mac> },
     /// Known unreachable: answered with ICMP destination unreachable.
     Unreachable,
     /// Dropped silently.
@@ -245,6 +250,9 @@ pub struct Adjacency {
     pub macs: [u8; 12],
     /// The WireGuard peer to seal for (valid for `Encrypt`).
     pub peer: PeerIndex,
+    /// Packets leaving through this adjacency leave the cluster (a [`NextHop::Router`]):
+    /// the `nat` stage source-NATs those from a `natOutgoing` pool.
+    pub nat: bool,
 }
 
 /// The action of an [`Adjacency`].
@@ -279,6 +287,7 @@ impl Adjacency {
             mtu: 0,
             macs: [0; 12],
             peer: 0,
+            nat: false,
         }
     }
 
@@ -292,6 +301,7 @@ impl Adjacency {
             mtu: iface.mtu,
             macs,
             peer: 0,
+            nat: false,
         }
     }
 }
@@ -314,6 +324,48 @@ pub use crate::policy::PolicyTables;
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ServiceTable {}
+
+/// Source NAT of pod traffic that leaves the cluster (Calico's IPPool `natOutgoing`): the
+/// source becomes the node's address and a port (or ICMP echo identifier) from `ports`,
+/// allocated per worker (see `node::nat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnatConfig {
+    /// The node's IPv4 address that pods' IPv4 traffic leaves with.
+    pub v4: Option<Ipv4Addr>,
+    /// The node's IPv6 address that pods' IPv6 traffic leaves with.
+    pub v6: Option<Ipv6Addr>,
+    /// First and last port of the range weir allocates from; it must stay out of the
+    /// kernel's own ephemeral range (`net.ipv4.ip_local_port_range`), whose replies the
+    /// uplink's XDP program leaves to the kernel.
+    pub ports: (u16, u16),
+    /// The cluster's address pools: traffic to any of them is never translated, traffic
+    /// from a pool with `nat_outgoing` to anywhere else is.
+    pub pools: Vec<NatPool>,
+}
+
+/// An address pool as source NAT sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatPool {
+    pub prefix: Prefix,
+    pub nat_outgoing: bool,
+}
+
+/// The default SNAT port range: above Linux's default ephemeral range (32768–60999).
+pub const SNAT_PORTS: (u16, u16) = (61000, 65535);
+
+impl SnatConfig {
+    /// The pool that holds `ip`, if any (linear: a cluster has a handful of pools).
+    #[inline]
+    pub fn pool_of(&self, ip: IpAddr) -> Option<&NatPool> {
+        self.pools.iter().find(|p| p.prefix.contains(ip))
+    }
+
+    /// Whether a packet from `src` to `dst` leaving the cluster is to be translated.
+    #[inline]
+    pub fn translates(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.pool_of(src).is_some_and(|p| p.nat_outgoing) && self.pool_of(dst).is_none()
+    }
+}
 
 /// How weir sends ICMP errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +411,11 @@ pub struct Snapshot {
     pub policy: PolicyTables,
     pub peers: PeerTable,
     pub services: ServiceTable,
+    /// Source NAT to the world, if configured.
+    pub snat: Option<SnatConfig>,
+    /// Whether connections the node's own stack opens to local pods (kubelet's probes) are
+    /// allowed whatever the pods' ingress policy says, as Calico does by default.
+    pub host_to_pods_allowed: bool,
 }
 
 impl Snapshot {
@@ -455,6 +512,8 @@ pub struct SnapshotBuilder {
     wireguard: Option<SocketAddr>,
     peers: Vec<PeerSpec>,
     services: ServiceTable,
+    snat: Option<SnatConfig>,
+    host_to_pods_allowed: bool,
 }
 
 impl Default for SnapshotBuilder {
@@ -478,7 +537,22 @@ impl SnapshotBuilder {
             wireguard: None,
             peers: Vec::new(),
             services: ServiceTable::default(),
+            snat: None,
+            host_to_pods_allowed: true,
         }
+    }
+
+    /// Turns source NAT to the world on (see [`SnatConfig`]).
+    pub fn snat(&mut self, config: SnatConfig) -> &mut Self {
+        self.snat = Some(config);
+        self
+    }
+
+    /// Whether the node's own stack may open connections to local pods whatever their
+    /// ingress policy says (default: yes, as in Calico).
+    pub fn host_to_pods_allowed(&mut self, allowed: bool) -> &mut Self {
+        self.host_to_pods_allowed = allowed;
+        self
     }
 
     /// Turns WireGuard on: this node's address on the underlay (the uplink's) and port.
@@ -639,6 +713,8 @@ impl SnapshotBuilder {
             policy: self.policy,
             peers,
             services: self.services,
+            snat: self.snat,
+            host_to_pods_allowed: self.host_to_pods_allowed,
         })
     }
 
@@ -800,6 +876,13 @@ impl SnapshotBuilder {
                 _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
             },
             NextHop::Remote { .. } => Adjacency::action(AdjacencyAction::TunnelUnavailable),
+            NextHop::Router { mac } => match (uplink, mac) {
+                (Some(up), Some(mac)) => Adjacency {
+                    nat: true,
+                    ..Adjacency::forward(up, iface(up), mac)
+                },
+                _ => Adjacency::action(AdjacencyAction::NeighborUnresolved),
+            },
             NextHop::Unreachable => Adjacency::action(AdjacencyAction::Unreachable),
             NextHop::Blackhole => Adjacency::action(AdjacencyAction::Blackhole),
         }
