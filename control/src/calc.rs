@@ -133,6 +133,9 @@ pub enum Update {
     },
     /// A kind's first complete list has been delivered.
     Synced(Kind),
+    /// Something outside the datastore that the tables depend on changed (the kernel's
+    /// routes or neighbours): recalculate with what the model holds.
+    Recalculate(&'static str),
     /// A watch failed; kube-rs retries it with backoff.
     WatchError {
         /// The kind.
@@ -829,6 +832,10 @@ pub fn drive(
             }
             Some(Update::Synced(kind)) => {
                 synced.insert(kind);
+            }
+            Some(Update::Recalculate(_)) => {
+                pending.get_or_insert_with(|| Batch::starting(Instant::now()));
+                continue;
             }
             Some(Update::WatchError { kind, message }) => {
                 eprintln!("weir agent: watching {kind}: {message}; retrying with backoff, the last tables keep serving");

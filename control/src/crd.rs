@@ -587,6 +587,12 @@ pub struct IpPoolSpec {
     /// No new addresses are allocated from a disabled pool (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// Pods of this pool reach addresses outside every pool with the node's address as
+    /// their source (source NAT on the node). Default: true for the pools a weir install
+    /// creates (`default-ipv4-ippool`, `default-ipv6-ippool`, as Calico names them),
+    /// false for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_outgoing: Option<bool>,
 }
 
 /// An IPAMBlock: one block of an IPPool, held by one node, with the leases of its

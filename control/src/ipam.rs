@@ -480,6 +480,7 @@ mod tests {
             block_size: block,
             node_selector: Selector::All,
             disabled: false,
+            nat_outgoing: false,
         }
     }
 

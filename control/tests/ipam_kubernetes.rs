@@ -26,6 +26,7 @@ fn two_nodes_allocating_at_once_share_no_block_and_leases_survive_a_restart() {
         block_size: 28,
         node_selector: Selector::All,
         disabled: false,
+        nat_outgoing: false,
     };
     let got: Vec<(String, Vec<IpAddr>)> = std::thread::scope(|s| {
         let handles: Vec<_> = ["a", "b"]

@@ -48,6 +48,44 @@ pub struct AgentConfig {
     /// Serve `weir-cni` (pods attached and detached at run time, addresses from IPAM).
     #[serde(default)]
     pub cni: Option<crate::attach::CniConfig>,
+    /// The link between the node's own stack and the pods (`weir0`).
+    #[serde(default)]
+    pub host: HostConfig,
+    /// The ports (and ICMP echo identifiers) source NAT gives pods' connections to the
+    /// world, `[first, last]`: outside the kernel's ephemeral range
+    /// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), whose replies the uplink
+    /// leaves to the kernel. Default `[61000, 65535]`.
+    #[serde(default = "default_snat_ports")]
+    pub snat_ports: [u16; 2],
+}
+
+/// The link to the node's own stack: kubelet's probes reach pods through it, pods reach
+/// the node's addresses through it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostConfig {
+    /// Create and use the link (default true). Off, pods cannot reach the node and the
+    /// node cannot reach pods.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The kernel's end; weir's end is the same name with `-xdp` (default `weir0`).
+    #[serde(default = "default_host_interface")]
+    pub interface: String,
+    /// Connections the node opens to its pods (kubelet's probes) pass whatever the pods'
+    /// ingress policy says, as in Calico (default true). Off, they meet the pods'
+    /// ingress policy like any other source.
+    #[serde(default = "yes")]
+    pub allow_host_to_pods: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            enabled: true,
+            interface: default_host_interface(),
+            allow_host_to_pods: true,
+        }
+    }
 }
 
 /// Where the Kubernetes datastore finds its API server.
@@ -161,6 +199,19 @@ impl AgentConfig {
                 config.frames
             )));
         }
+        let [first, last] = config.snat_ports;
+        if first > last || first < 1024 {
+            return Err(err(format!(
+                "snatPorts: [{first}, {last}] is not a range of unprivileged ports \
+                 (first <= last, first >= 1024)"
+            )));
+        }
+        if config.host.enabled && config.host.interface.len() + 4 > 15 {
+            return Err(err(format!(
+                "host.interface: {:?} is too long (weir's end adds \"-xdp\"; at most 11 bytes)",
+                config.host.interface
+            )));
+        }
         if let Some(wg) = &config.wireguard {
             let mode = wg.mode().map_err(|e| err(format!("wireguard.mode: {e}")))?;
             if mode != weir_crypto::EncryptionMode::Off {
@@ -193,6 +244,21 @@ fn node_name(configured: &str, env: Option<String>) -> Result<String, String> {
     crate::policy::selector::validate_dns_subdomain(&name)
         .map_err(|why| format!("node: {name:?}: {why}"))?;
     Ok(name)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_host_interface() -> String {
+    "weir0".into()
+}
+
+fn default_snat_ports() -> [u16; 2] {
+    [
+        weir_dataplane::snapshot::SNAT_PORTS.0,
+        weir_dataplane::snapshot::SNAT_PORTS.1,
+    ]
 }
 
 fn default_coalesce() -> u64 {

@@ -18,6 +18,7 @@
 
 mod config;
 mod datastore;
+mod host;
 mod http;
 mod metrics;
 mod node;
@@ -57,9 +58,11 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let mut calc = Calculator::new(&config.node);
     let (tx, rx) = std::sync::mpsc::channel::<Update>();
     let local_tx = tx.clone();
+    let kernel_tx = tx.clone();
     let kinds = datastore::start(config, tx, &control, stop)?;
     let window = Duration::from_micros(config.coalesce_micros);
     let mut drive_state = DriveState::default();
+    let mut env = start_host(config)?;
     let first = first_calculation(
         config,
         &rx,
@@ -68,10 +71,27 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         window,
         stop,
         &mut drive_state,
+        &env,
     )?;
     let Some((mut builder, ports, peer_configs, mut warnings)) = first else {
         return Ok(());
     };
+    let kernel = Arc::new(Mutex::new(env.kernel.clone()));
+    let skip: Vec<String> = env
+        .host
+        .iter()
+        .flat_map(|h| [h.kernel.clone(), h.weir.clone()])
+        .collect();
+    host::watch(
+        config.uplink.clone(),
+        skip,
+        kernel.clone(),
+        kernel_tx,
+        Duration::from_secs(1),
+        stop,
+    )
+    .map_err(|e| AgentError::Worker(format!("kernel watcher: {e}")))?;
+    env.kernel = kernel.lock().map(|k| k.clone()).unwrap_or_default();
     let wireguard = start_wireguard(config, calc.cluster(), peer_configs, &mut warnings)?;
     if let Some((_, local)) = &wireguard {
         builder.wireguard(*local);
@@ -127,6 +147,8 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         handles: started.handles,
         control,
         view,
+        env,
+        kernel,
     };
     drive(
         &rx,
@@ -144,6 +166,51 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     Ok(())
 }
 
+/// The host link (created, or taken back from a previous agent) and the kernel's view
+/// of the node, before the first tables.
+fn start_host(config: &AgentConfig) -> Result<host::NodeEnv, AgentError> {
+    let link = if config.host.enabled {
+        let link =
+            host::ensure_host_link(&config.host.interface, pod_mtu(config)?, &config.pod_cidrs)?;
+        eprintln!(
+            "weir agent: host link {} <-> {} (MTU {}), routing {} into it",
+            link.kernel,
+            link.weir,
+            link.mtu,
+            if config.pod_cidrs.is_empty() {
+                "no pod CIDR (none configured)".to_owned()
+            } else {
+                config
+                    .pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        Some(link)
+    } else {
+        None
+    };
+    let skip: Vec<String> = link
+        .iter()
+        .flat_map(|h| [h.kernel.clone(), h.weir.clone()])
+        .collect();
+    let kernel = host::kernel_view(config.uplink.as_deref(), &skip)?;
+    for gw in [kernel.gateway_v4, kernel.gateway_v6].into_iter().flatten() {
+        if gw.mac.is_none() {
+            host::ask_to_resolve(gw.ip);
+        }
+    }
+    if config.uplink.is_some() && kernel.gateway_v4.is_none() && kernel.gateway_v6.is_none() {
+        eprintln!(
+            "weir agent: warning: no default route through the uplink in the kernel's main \
+             table: pods reach only the cluster and the node"
+        );
+    }
+    Ok(host::NodeEnv { host: link, kernel })
+}
+
 /// Waits for the datastore's first full list of `kinds` and calculates the node's first
 /// tables from it. `None` when the agent was stopped first.
 fn first_calculation(
@@ -154,13 +221,14 @@ fn first_calculation(
     window: Duration,
     stop: &AtomicBool,
     drive_state: &mut DriveState,
+    env: &host::NodeEnv,
 ) -> Result<Option<Calculated>, AgentError> {
     let mut first: Option<Result<Calculated, AgentError>> = None;
     drive(rx, calc, kinds, window, stop, drive_state, |calc, batch| {
         for r in &batch.refused {
             eprintln!("weir agent: {r}; not applied");
         }
-        first = Some(calculate(config, None, calc));
+        first = Some(calculate(config, None, calc, env));
         false
     });
     match first {
@@ -305,6 +373,10 @@ struct Running<'a> {
     handles: Vec<JoinHandle<()>>,
     control: Arc<Mutex<ControlStats>>,
     view: Arc<Mutex<View>>,
+    /// The host link and the kernel's view the last tables were made with.
+    env: host::NodeEnv,
+    /// The kernel's view, kept fresh by the watcher.
+    kernel: Arc<Mutex<host::KernelView>>,
 }
 
 impl Running<'_> {
@@ -361,8 +433,11 @@ impl Running<'_> {
     /// Calculates this node's tables from the model (WireGuard's peers included) and
     /// publishes them; returns the snapshot's generation and the interfaces it names.
     fn publish(&mut self, calc: &mut Calculator) -> Result<(u64, Vec<PortSpec>), AgentError> {
+        if let Ok(k) = self.kernel.lock() {
+            self.env.kernel = k.clone();
+        }
         let (builder, new_ports, _, warnings) =
-            calculate(self.config, self.wireguard.as_ref(), calc)?;
+            calculate(self.config, self.wireguard.as_ref(), calc, &self.env)?;
         for w in &warnings {
             eprintln!("weir agent: warning: {w}");
         }

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::net::SocketAddr;
 
-use weir_dataplane::snapshot::{Mac, PodSpec};
+use weir_dataplane::snapshot::{Mac, NatPool, NextHop, PodSpec, Prefix, SnatConfig};
 use weir_dataplane::SnapshotBuilder;
 use weir_workers::bpf::UplinkFilter;
 use weir_workers::worker::PortSpec;
@@ -14,6 +14,7 @@ use crate::calc::Calculator;
 use crate::policy::compile::Compiled;
 use crate::policy::load::Cluster;
 
+use super::host::NodeEnv;
 use super::{AgentConfig, AgentError, INTERFACE_ANNOTATION, MAC_ANNOTATION};
 
 /// "aa:bb:cc:dd:ee:ff" as bytes.
@@ -31,6 +32,7 @@ pub fn build_node(
     config: &AgentConfig,
     cluster: &Cluster,
     compiled: Compiled,
+    env: &NodeEnv,
 ) -> Result<(SnapshotBuilder, Vec<PortSpec>), AgentError> {
     let mut b = SnapshotBuilder::new();
     let mut ports = Vec::new();
@@ -116,8 +118,73 @@ pub fn build_node(
             uplink_filter: Some(filter),
         });
     }
+    let snapshot_err =
+        |e: weir_dataplane::snapshot::BuildError| AgentError::Snapshot(e.to_string());
+    let pools = nat_pools(config, cluster);
+    let in_pool = |ip: IpAddr| pools.iter().any(|p| p.prefix.contains(ip));
+    if let Some(h) = &env.host {
+        b.host(&h.weir, h.weir_mac, h.kernel_mac, h.mtu)
+            .map_err(snapshot_err)?;
+        ports.push(PortSpec {
+            name: h.weir.clone(),
+            uplink_filter: None,
+        });
+        // Pods reach the node's own addresses through the host link.
+        for &ip in env.kernel.addresses.iter().filter(|&&ip| !in_pool(ip)) {
+            b.route(Prefix::host(ip), NextHop::Host);
+        }
+    }
+    b.host_to_pods_allowed(config.host.allow_host_to_pods);
+    if config.uplink.is_some() {
+        // The world: through the uplink's default gateways, as the kernel routes.
+        for (gw, default) in [
+            (env.kernel.gateway_v4, "0.0.0.0/0"),
+            (env.kernel.gateway_v6, "::/0"),
+        ] {
+            if let Some(gw) = gw {
+                let prefix: Prefix = default.parse().expect("a default route parses");
+                b.route(prefix, NextHop::Router { mac: gw.mac });
+            }
+        }
+        b.snat(SnatConfig {
+            v4: env.kernel.uplink_v4,
+            v6: env.kernel.uplink_v6,
+            ports: (config.snat_ports[0], config.snat_ports[1]),
+            pools,
+        });
+    }
     b.policy(compiled.tables);
     Ok((b, ports))
+}
+
+/// The cluster's address pools as source NAT sees them: the IPPools, and the configured
+/// pod CIDRs that no IPPool covers, which act as the node's default pool (translated, as
+/// Calico's default pool is).
+pub fn nat_pools(config: &AgentConfig, cluster: &Cluster) -> Vec<NatPool> {
+    let mut pools: Vec<NatPool> = cluster
+        .ip_pools
+        .values()
+        .filter_map(|p| {
+            Some(NatPool {
+                prefix: Prefix::new(p.cidr.network(), p.cidr.prefix_len()).ok()?,
+                nat_outgoing: p.nat_outgoing,
+            })
+        })
+        .collect();
+    for net in &config.pod_cidrs {
+        let covered = pools
+            .iter()
+            .any(|p| p.prefix.contains(net.network()) && p.prefix.bits() <= net.prefix_len());
+        if !covered {
+            if let Ok(prefix) = Prefix::new(net.network(), net.prefix_len()) {
+                pools.push(NatPool {
+                    prefix,
+                    nat_outgoing: true,
+                });
+            }
+        }
+    }
+    pools
 }
 
 /// What one calculation gives the agent: the snapshot to publish, the interfaces it
@@ -138,10 +205,11 @@ pub(super) fn calculate(
     config: &AgentConfig,
     wireguard: Option<&(weir_crypto::NodeKey, SocketAddr)>,
     calc: &mut Calculator,
+    env: &NodeEnv,
 ) -> Result<Calculated, AgentError> {
     let compiled = calc.compile();
     let cluster = calc.cluster();
-    let (mut builder, new_ports) = build_node(config, cluster, compiled)?;
+    let (mut builder, new_ports) = build_node(config, cluster, compiled, env)?;
     let mut warnings = Vec::new();
     let unattached = cluster
         .pods

@@ -271,6 +271,15 @@ impl Worker {
             return Err(WorkerError::UnknownInterface(name.clone()));
         }
         self.handed = vec![false; links.outbound.len()];
+        // Source NAT takes this worker's share of the ports (replies steer back by port).
+        if let (Ok(me), Ok(n)) = (
+            u16::try_from(links.me),
+            u16::try_from(links.outbound.len().max(1)),
+        ) {
+            if me < n {
+                self.pipeline.set_worker(me, n);
+            }
+        }
         self.owners = links
             .remote
             .iter()

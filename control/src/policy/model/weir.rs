@@ -242,6 +242,10 @@ pub struct IpPool {
     pub node_selector: Selector,
     /// `spec.disabled`: no new addresses come from this pool (false when unset).
     pub disabled: bool,
+    /// `spec.natOutgoing`: traffic from the pool to addresses outside every pool leaves
+    /// with the node's address. Unset: true for the pools named as Calico names the ones
+    /// it creates (`default-ipv4-ippool`, `default-ipv6-ippool`), false otherwise.
+    pub nat_outgoing: bool,
 }
 
 /// A `weir.dev/v1` HostEndpoint: one of a node's interfaces, or a set of its addresses,
@@ -475,11 +479,15 @@ impl IpPool {
             .selector("spec.nodeSelector", spec.node_selector, false)?
             .unwrap_or(Selector::All);
         Ok(IpPool {
-            name,
             cidr,
             block_size,
             node_selector,
             disabled: spec.disabled.unwrap_or(false),
+            nat_outgoing: spec.nat_outgoing.unwrap_or(matches!(
+                name.as_str(),
+                "default-ipv4-ippool" | "default-ipv6-ippool"
+            )),
+            name,
         })
     }
 }

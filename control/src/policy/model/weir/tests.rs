@@ -431,8 +431,11 @@ fn ip_pools_default_their_block_size_by_family() {
             block_size: DEFAULT_IPV4_BLOCK_SIZE,
             node_selector: Selector::All,
             disabled: false,
+            nat_outgoing: false,
         }
     );
+    let nat = ip_pool("spec: {cidr: 198.18.0.0/16, natOutgoing: true}").unwrap();
+    assert!(nat.nat_outgoing);
     let v6 = ip_pool("spec: {cidr: '2001:db8::/48', disabled: true}").unwrap();
     assert_eq!(
         (v6.block_size, v6.disabled),
