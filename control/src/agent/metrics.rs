@@ -55,7 +55,8 @@ pub struct ControlStats {
 }
 
 impl ControlStats {
-    pub(super) fn observe(&mut self, secs: f64) {
+    /// Counts one change published `secs` after it was noticed.
+    pub fn observe(&mut self, secs: f64) {
         for (bound, n) in APPLY_BUCKETS.iter().zip(self.apply_buckets.iter_mut()) {
             if secs <= *bound {
                 *n += 1;
@@ -163,10 +164,10 @@ impl LogDrain {
                 tracing::info!(
                     target: "weir::policy_log",
                     worker,
-                    tier = %labels.tier,
-                    policy = %labels.policy,
-                    direction = %labels.direction,
-                    rule = %labels.rule,
+                    tier = labels.tier.as_str(),
+                    policy = labels.policy.as_str(),
+                    direction = labels.direction,
+                    rule = labels.rule.as_str(),
                     verdict = match record.verdict {
                         Verdict::Allow => "allow",
                         Verdict::Deny => "deny",
@@ -749,10 +750,10 @@ mod tests {
         for want in [
             "weir::policy_log",
             "worker=1",
-            "tier=security",
-            "policy=prod/web",
-            "direction=ingress",
-            "rule=2",
+            "tier=\"security\"",
+            "policy=\"prod/web\"",
+            "direction=\"ingress\"",
+            "rule=\"2\"",
             "verdict=\"deny\"",
             "proto=6",
             "src=198.18.0.1",
@@ -762,8 +763,8 @@ mod tests {
         ] {
             assert!(lines[0].contains(want), "{want} missing from {}", lines[0]);
         }
-        assert!(lines[2].contains("rule=end"), "{}", lines[2]);
-        assert!(lines[3].contains("tier=unknown"), "{}", lines[3]);
+        assert!(lines[2].contains("rule=\"end\""), "{}", lines[2]);
+        assert!(lines[3].contains("tier=\"unknown\""), "{}", lines[3]);
         let text = Metrics::new(reports, Arc::default(), counters).render();
         let sample = |tier: &str, policy: &str, dir: &str, rule: &str| {
             value(
