@@ -349,7 +349,7 @@ fn a_log_rule_fired_in_the_pipeline_becomes_a_log_line_and_a_counter_named_after
     let compiled = compile(&cluster);
     let mut b = SnapshotBuilder::new();
     let mut ports = Vec::new();
-    for (name, _) in &compiled.endpoints {
+    for name in compiled.endpoints.keys() {
         let pod = &cluster.pods[name];
         let Some(std::net::IpAddr::V4(ip)) = pod.ip(IpFamily::V4) else {
             panic!("fixture pods are IPv4")
@@ -515,7 +515,7 @@ fn parse_exposition(text: &str) -> Result<Vec<(String, String, f64)>, String> {
             let ok_key = !k.is_empty()
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !k.starts_with(|c: char| c.is_ascii_digit());
-            if !ok_key || !(v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
+            if !(ok_key && v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
                 return Err(format!("bad label {pair} in {line}"));
             }
         }
