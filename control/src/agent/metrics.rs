@@ -70,7 +70,7 @@ impl ControlStats {
 /// Counts the agent keeps itself (the workers keep theirs in their reports).
 #[derive(Debug, Default)]
 pub struct AgentCounters {
-    /// Connections closed at once because [`super::http::HttpLimits::max_connections`]
+    /// Connections closed at once because [`crate::agent::HttpLimits::max_connections`]
     /// were open.
     pub http_connections_refused: AtomicU64,
     /// Policy log records taken from the workers, by rule.
