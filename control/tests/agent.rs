@@ -399,6 +399,14 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
     lab.settle();
     assert!(lab.metric(spoofed) >= before + 2, "spoofed frames counted");
 
+    // Long past the stall limit, through idle and busy spells: every worker's heartbeat
+    // kept moving, so the agent is healthy.
+    let health = lab.http("/healthz");
+    assert!(
+        health.starts_with("HTTP/1.0 200") && health.ends_with("\r\n\r\nok\n"),
+        "{health}"
+    );
+
     // SIGKILL mid-traffic: the kernel detaches the programs; a new agent forwards again.
     let flood = Command::new("ip")
         .args([

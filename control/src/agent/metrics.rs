@@ -1,12 +1,35 @@
-//! Prometheus text for `/metrics`: the control loop's counters (changes applied and
-//! rejected, the apply-time histogram) and each worker's counters.
+//! `/metrics`: the control loop's counters (changes applied and rejected, the apply-time
+//! histogram), each worker's counters, the policy `Log` records the agent collected, and
+//! the HTTP server's own counters, encoded by `prometheus-client` (OpenMetrics text).
+//!
+//! The workers' counters live in their reports (copied a few times per second, no lock on
+//! the packet path), so they are read at scrape time by a [`Collector`] rather than copied
+//! into registered metric objects: one copy of each number, never two that disagree.
+//! Counter families are declared without `_total`, which the encoder appends to every
+//! sample: the samples read as the docs spell them (`weir_rx_packets_total{worker="0"}`).
+//!
+//! [`LogDrain`] turns the workers' policy log records into log lines (target
+//! `weir::policy_log`, key=value fields) and counts them per rule
+//! (`weir_policy_log_records_total{tier,policy,direction,rule}`). A record names its rule
+//! by id, and ids are given out per compilation: the drain keeps the rule names of the
+//! last few snapshot generations, and a record from a generation it never saw is counted
+//! under `unknown` rather than under another rule's name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use weir_dataplane::policy::{Direction, RuleInfo, Verdict};
 use weir_dataplane::DropReason;
-use weir_workers::worker::WorkerReport;
+use weir_workers::worker::{SharedReport, WorkerReport};
 
 /// Upper bounds (seconds) of the change-to-snapshot histogram's buckets.
 pub const APPLY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
@@ -23,10 +46,17 @@ pub struct ControlStats {
     pub apply_buckets: [u64; APPLY_BUCKETS.len()],
     pub apply_count: u64,
     pub apply_sum: f64,
+    /// Since when the control loop has been applying one batch of changes; `None` while
+    /// it waits for changes (for `/healthz`).
+    pub busy_since: Option<Instant>,
+    /// Why the latest batch of changes could not be published; `None` once one is (for
+    /// `/readyz`).
+    pub last_rejection: Option<String>,
 }
 
 impl ControlStats {
-    pub(super) fn observe(&mut self, secs: f64) {
+    /// Counts one change published `secs` after it was noticed.
+    pub fn observe(&mut self, secs: f64) {
         for (bound, n) in APPLY_BUCKETS.iter().zip(self.apply_buckets.iter_mut()) {
             if secs <= *bound {
                 *n += 1;
@@ -37,9 +67,243 @@ impl ControlStats {
     }
 }
 
-/// Prometheus text for the control loop.
-pub fn control_metrics(s: &ControlStats) -> String {
-    let mut out = String::new();
+/// Counts the agent keeps itself (the workers keep theirs in their reports).
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Connections closed at once because [`crate::agent::HttpLimits::max_connections`]
+    /// were open.
+    pub http_connections_refused: AtomicU64,
+    /// Policy log records taken from the workers, by rule.
+    log_records: Mutex<BTreeMap<RuleLabels, u64>>,
+}
+
+/// Everything `/metrics` shows, behind one registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// A registry that reads `reports`, `control` and `counters` at each scrape.
+    pub fn new(
+        reports: Vec<SharedReport>,
+        control: Arc<Mutex<ControlStats>>,
+        counters: Arc<AgentCounters>,
+    ) -> Metrics {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(AgentCollector {
+            reports,
+            control,
+            counters,
+        }));
+        Metrics { registry }
+    }
+
+    /// The OpenMetrics text of every family, ending with `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            let _ = writeln!(out, "# encoding failed: {e}");
+        }
+        out
+    }
+}
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Takes the policy log records out of the workers' reports, writes each as a log line
+/// and counts it by rule.
+#[derive(Debug)]
+pub struct LogDrain {
+    counters: Arc<AgentCounters>,
+    /// The rule names of the last [`NAMED_GENERATIONS`] snapshot generations seen.
+    names: VecDeque<(u64, Arc<[RuleInfo]>)>,
+}
+
+/// How many snapshot generations' rule names [`LogDrain`] keeps.
+const NAMED_GENERATIONS: usize = 8;
+
+impl LogDrain {
+    pub fn new(counters: Arc<AgentCounters>) -> LogDrain {
+        LogDrain {
+            counters,
+            names: VecDeque::new(),
+        }
+    }
+
+    /// Notes the rule names of snapshot `generation` (a no-op when already known).
+    pub fn learn(&mut self, generation: u64, rules: &[RuleInfo]) {
+        if self.names.iter().any(|(g, _)| *g == generation) {
+            return;
+        }
+        if self.names.len() == NAMED_GENERATIONS {
+            self.names.pop_front();
+        }
+        self.names.push_back((generation, rules.into()));
+    }
+
+    /// Takes every worker's pending records: one log line each, and counted. Returns how
+    /// many were taken.
+    pub fn drain(&mut self, reports: &[SharedReport]) -> usize {
+        let mut taken = 0;
+        for (worker, report) in reports.iter().enumerate() {
+            let records = match report.lock() {
+                Ok(mut r) => std::mem::take(&mut r.logs),
+                Err(_) => continue,
+            };
+            taken += records.len();
+            for record in records {
+                let names = self
+                    .names
+                    .iter()
+                    .find(|(g, _)| *g == record.generation)
+                    .and_then(|(_, rules)| rules.get(record.rule as usize));
+                let labels = RuleLabels::of(names);
+                let flow = &record.flow;
+                tracing::info!(
+                    target: "weir::policy_log",
+                    worker,
+                    tier = labels.tier.as_str(),
+                    policy = labels.policy.as_str(),
+                    direction = labels.direction,
+                    rule = labels.rule.as_str(),
+                    verdict = match record.verdict {
+                        Verdict::Allow => "allow",
+                        Verdict::Deny => "deny",
+                    },
+                    proto = flow.proto,
+                    src = %flow.src_ip(),
+                    src_port = flow.src_port,
+                    dst = %flow.dst_ip(),
+                    dst_port = flow.dst_port,
+                    generation = record.generation,
+                    "policy log"
+                );
+                if let Ok(mut counts) = self.counters.log_records.lock() {
+                    *counts.entry(labels).or_default() += 1;
+                }
+            }
+        }
+        taken
+    }
+}
+
+/// Writes log lines (the policy log records) to stderr as `key=value` fields, once per
+/// process; later calls, and calls after another subscriber was set, do nothing.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// A log record's rule, as labels: the tier, the policy, the direction and the rule's
+/// index in the policy (`end` for a tier's default action or a policy's implicit end).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RuleLabels {
+    tier: String,
+    policy: String,
+    direction: &'static str,
+    rule: String,
+}
+
+impl RuleLabels {
+    fn of(info: Option<&RuleInfo>) -> RuleLabels {
+        let Some(info) = info else {
+            return RuleLabels {
+                tier: "unknown".into(),
+                policy: "unknown".into(),
+                direction: "unknown",
+                rule: "unknown".into(),
+            };
+        };
+        RuleLabels {
+            tier: label(&info.tier),
+            policy: label(&info.policy),
+            direction: match info.direction {
+                Direction::Ingress => "ingress",
+                Direction::Egress => "egress",
+            },
+            rule: info
+                .index
+                .map_or_else(|| "end".to_owned(), |i| i.to_string()),
+        }
+    }
+}
+
+/// A label value as the text format can carry it (the encoder does not escape): quotes,
+/// backslashes and line breaks become `_`. Kubernetes names never hold them.
+fn label(value: &str) -> String {
+    value.replace(['"', '\\', '\n'], "_")
+}
+
+/// Reads the reports, the control loop's counters and the agent's own at each scrape.
+#[derive(Debug)]
+struct AgentCollector {
+    reports: Vec<SharedReport>,
+    control: Arc<Mutex<ControlStats>>,
+    counters: Arc<AgentCounters>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let stats = self.control.lock().map(|s| s.clone()).unwrap_or_default();
+        control_families(&mut encoder, &stats)?;
+        let reports: Vec<WorkerReport> = self
+            .reports
+            .iter()
+            .map(|r| {
+                r.lock()
+                    .map(|r| WorkerReport {
+                        logs: Vec::new(),
+                        ..r.clone()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        worker_families(&mut encoder, &reports)?;
+        let logs: Vec<(Labels, u64)> = self
+            .counters
+            .log_records
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(l, n)| {
+                        (
+                            vec![
+                                ("tier", l.tier.clone()),
+                                ("policy", l.policy.clone()),
+                                ("direction", l.direction.to_owned()),
+                                ("rule", l.rule.clone()),
+                            ],
+                            *n,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        counters(
+            &mut encoder,
+            "weir_policy_log_records_total",
+            "Policy Log rule hits taken from the workers and written to the log, by rule.",
+            logs,
+        )?;
+        counter(
+            &mut encoder,
+            "weir_http_connections_refused_total",
+            "Connections to the metrics and health port closed at once: too many were open.",
+            self.counters
+                .http_connections_refused
+                .load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The control loop's families.
+fn control_families(encoder: &mut DescriptorEncoder<'_>, s: &ControlStats) -> std::fmt::Result {
     for (name, help, v) in [
         (
             "weir_datastore_changes_applied_total",
@@ -57,57 +321,41 @@ pub fn control_metrics(s: &ControlStats) -> String {
             s.refused_objects,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        counter(encoder, name, help, v)?;
     }
-    let _ = writeln!(
-        out,
-        "# HELP weir_snapshot_generation The generation of the snapshot the workers read.\n\
-         # TYPE weir_snapshot_generation gauge\nweir_snapshot_generation {}",
-        s.generation
-    );
-    let name = "weir_datastore_apply_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} From noticing a datastore change to publishing its snapshot.\n\
-         # TYPE {name} histogram"
-    );
-    for (bound, n) in APPLY_BUCKETS.iter().zip(s.apply_buckets) {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", s.apply_count);
-    let _ = writeln!(out, "{name}_sum {}", s.apply_sum);
-    let _ = writeln!(out, "{name}_count {}", s.apply_count);
-    out
+    let gauge = encoder.encode_descriptor(
+        "weir_snapshot_generation",
+        "The generation of the snapshot the workers read.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::try_from(s.generation).unwrap_or(i64::MAX)).encode(gauge)?;
+    let histogram = encoder.encode_descriptor(
+        "weir_datastore_apply_seconds",
+        "From noticing a datastore change to publishing its snapshot.",
+        None,
+        MetricType::Histogram,
+    )?;
+    ApplyHistogram(s).encode(histogram)
 }
 
-/// Prometheus text for the workers' reports.
-pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
-    let mut out = String::new();
-    let snapshots: Vec<WorkerReport> = reports
-        .iter()
-        .map(|r| r.lock().map(|r| r.clone()).unwrap_or_default())
-        .collect();
-    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    };
-    let per = |f: &dyn Fn(&WorkerReport) -> u64| -> Vec<(String, u64)> {
-        snapshots
+/// The workers' families.
+fn worker_families(
+    encoder: &mut DescriptorEncoder<'_>,
+    reports: &[WorkerReport],
+) -> std::fmt::Result {
+    let per = |f: &dyn Fn(&WorkerReport) -> u64| -> Vec<(Labels, u64)> {
+        reports
             .iter()
             .enumerate()
-            .map(|(i, r)| (format!("worker=\"{i}\""), f(r)))
+            .map(|(i, r)| (vec![("worker", i.to_string())], f(r)))
             .collect()
     };
     for (name, help, field) in PER_WORKER {
-        family(name, help, "counter", per(&field));
+        counters(encoder, name, help, per(&field))?;
     }
     let mut wg_drops = Vec::new();
-    for (i, r) in snapshots.iter().enumerate() {
+    for (i, r) in reports.iter().enumerate() {
         let c = &r.wireguard;
         for (reason, v) in [
             ("malformed", c.malformed),
@@ -118,53 +366,105 @@ pub fn metrics(reports: &[Arc<Mutex<WorkerReport>>]) -> String {
             ("under_load", c.under_load),
             ("no_session", c.no_session),
         ] {
-            wg_drops.push((format!("worker=\"{i}\",reason=\"{reason}\""), v));
+            wg_drops.push((worker_and("reason", i, reason), v));
         }
     }
-    family(
+    counters(
+        encoder,
         "weir_wireguard_drops_total",
         "WireGuard messages refused, by reason.",
-        "counter",
         wg_drops,
-    );
+    )?;
     let mut drops = Vec::new();
-    for (i, r) in snapshots.iter().enumerate() {
+    for (i, r) in reports.iter().enumerate() {
         for reason in DropReason::ALL {
             drops.push((
-                format!("worker=\"{i}\",reason=\"{}\"", reason.name()),
+                worker_and("reason", i, reason.name()),
                 r.pipeline.dropped(reason),
             ));
         }
     }
-    family(
+    counters(
+        encoder,
         "weir_drops_total",
         "Frames dropped, by reason.",
-        "counter",
         drops,
-    );
+    )?;
     let mut rings = BTreeMap::new();
-    for (i, r) in snapshots.iter().enumerate() {
+    for (i, r) in reports.iter().enumerate() {
         for p in &r.ports {
-            rings.insert(
-                format!("worker=\"{i}\",interface=\"{}\"", p.name),
-                p.rx_ring_full,
-            );
+            rings.insert((i, p.name.clone()), p.rx_ring_full);
         }
     }
-    family(
+    counters(
+        encoder,
         "weir_xsk_rx_ring_full_total",
         "Kernel: frames dropped because the RX ring was full.",
-        "counter",
-        rings.into_iter().collect(),
-    );
-    out
+        rings
+            .into_iter()
+            .map(|((i, name), v)| (worker_and("interface", i, &label(&name)), v))
+            .collect(),
+    )
+}
+
+fn worker_and(key: &'static str, worker: usize, value: &str) -> Labels {
+    vec![("worker", worker.to_string()), (key, value.to_owned())]
+}
+
+/// One counter family without labels; `name` as the samples spell it (`..._total`).
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> std::fmt::Result {
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    let metric = encoder.encode_descriptor(family, help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(metric)
+}
+
+/// One counter family, a sample per label set; `name` as the samples spell it.
+fn counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: Vec<(Labels, u64)>,
+) -> std::fmt::Result {
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    let mut metric = encoder.encode_descriptor(family, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(v).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// [`ControlStats`]' apply-time histogram, for the encoder (which wants each bucket's own
+/// count, and `f64::MAX` for `+Inf`).
+struct ApplyHistogram<'a>(&'a ControlStats);
+
+impl EncodeMetric for ApplyHistogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut below = 0;
+        let mut buckets = Vec::with_capacity(APPLY_BUCKETS.len() + 1);
+        for (bound, cumulative) in APPLY_BUCKETS.iter().zip(s.apply_buckets) {
+            buckets.push((*bound, cumulative.saturating_sub(below)));
+            below = cumulative;
+        }
+        buckets.push((f64::MAX, s.apply_count.saturating_sub(below)));
+        encoder.encode_histogram::<NoLabelSet>(s.apply_sum, s.apply_count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// A per-worker counter family: name, help, and the field it reads.
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
 /// The per-worker counters `/metrics` shows, one family each.
-const PER_WORKER: [Family; 25] = [
+const PER_WORKER: [Family; 26] = [
     (
         "weir_rx_packets_total",
         "Frames that entered the pipeline.",
@@ -295,11 +595,32 @@ const PER_WORKER: [Family; 25] = [
         "Cookie replies sent under handshake load.",
         |r| r.wireguard.cookie_replies,
     ),
+    (
+        "weir_policy_logs_suppressed_total",
+        "Policy Log rule hits not written: over the rate limit (100 a second, bursts of \
+         20), the worker's ring full, or the agent behind in taking them.",
+        |r| r.pipeline.policy_logs_suppressed + r.logs_lost,
+    ),
 ];
 
 #[cfg(test)]
 mod tests {
+    use weir_dataplane::node::policy::LogRecord;
+    use weir_dataplane::FlowKey;
+
     use super::*;
+
+    fn render(stats: ControlStats, reports: Vec<SharedReport>) -> String {
+        let control = Arc::new(Mutex::new(stats));
+        Metrics::new(reports, control, Arc::default()).render()
+    }
+
+    fn value(text: &str, sample: &str) -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
 
     #[test]
     fn the_apply_histogram_is_cumulative_and_well_formed() {
@@ -307,23 +628,173 @@ mod tests {
         for secs in [0.0005, 0.003, 0.003, 0.2, 5.0] {
             s.observe(secs);
         }
-        let text = control_metrics(&s);
+        let text = render(s, Vec::new());
         let bucket = |le: &str| {
-            text.lines()
-                .find(|l| {
-                    l.starts_with(&format!(
-                        "weir_datastore_apply_seconds_bucket{{le=\"{le}\"}}"
-                    ))
-                })
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<u64>().ok())
+            value(
+                &text,
+                &format!("weir_datastore_apply_seconds_bucket{{le=\"{le}\"}}"),
+            )
         };
         assert_eq!(bucket("0.001"), Some(1));
         assert_eq!(bucket("0.005"), Some(3));
         assert_eq!(bucket("0.25"), Some(4));
-        assert_eq!(bucket("1"), Some(4));
+        assert_eq!(bucket("1.0"), Some(4));
         assert_eq!(bucket("+Inf"), Some(5));
-        assert!(text.contains("weir_datastore_apply_seconds_count 5"));
+        assert_eq!(value(&text, "weir_datastore_apply_seconds_count"), Some(5));
         assert!(text.contains("# TYPE weir_datastore_apply_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn worker_counters_keep_their_documented_names_and_labels() {
+        let report = SharedReport::default();
+        {
+            let mut r = report.lock().unwrap();
+            r.pipeline.rx = 7;
+            r.pipeline.policy_logs_suppressed = 2;
+            r.logs_lost = 1;
+            r.pipeline.drop(DropReason::PolicyDeniedIngress);
+        }
+        let stats = ControlStats {
+            applied: 3,
+            generation: 9,
+            ..ControlStats::default()
+        };
+        let text = render(stats, vec![SharedReport::default(), report]);
+        assert_eq!(value(&text, "weir_rx_packets_total{worker=\"1\"}"), Some(7));
+        assert_eq!(value(&text, "weir_rx_packets_total{worker=\"0\"}"), Some(0));
+        assert_eq!(
+            value(
+                &text,
+                "weir_drops_total{worker=\"1\",reason=\"policy_denied_ingress\"}"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            value(&text, "weir_policy_logs_suppressed_total{worker=\"1\"}"),
+            Some(3)
+        );
+        assert_eq!(
+            value(&text, "weir_datastore_changes_applied_total"),
+            Some(3)
+        );
+        assert_eq!(value(&text, "weir_snapshot_generation"), Some(9));
+        assert!(text.contains("# TYPE weir_rx_packets counter"));
+    }
+
+    /// Captures what a fmt subscriber writes, for the log line tests.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_record_becomes_a_line_with_its_rule_and_flow_and_a_count_per_rule() {
+        let rules = vec![
+            RuleInfo {
+                tier: "security".into(),
+                policy: "prod/web".into(),
+                direction: Direction::Ingress,
+                index: Some(2),
+            },
+            RuleInfo {
+                tier: "security".into(),
+                policy: String::new(),
+                direction: Direction::Egress,
+                index: None,
+            },
+        ];
+        let flow = FlowKey {
+            src: FlowKey::map_v4([198, 18, 0, 1]),
+            dst: FlowKey::map_v4([198, 18, 0, 2]),
+            src_port: 40000,
+            dst_port: 80,
+            proto: 6,
+        };
+        let record = |rule, generation| LogRecord {
+            rule,
+            flow,
+            verdict: Verdict::Deny,
+            generation,
+            now_ns: 0,
+        };
+        let report = SharedReport::default();
+        report.lock().unwrap().logs = vec![record(0, 4), record(0, 4), record(1, 4), record(0, 3)];
+        let counters = Arc::new(AgentCounters::default());
+        let mut drain = LogDrain::new(counters.clone());
+        drain.learn(4, &rules);
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let reports = vec![SharedReport::default(), report.clone()];
+        let taken = tracing::subscriber::with_default(subscriber, || drain.drain(&reports));
+        assert_eq!(taken, 4);
+        assert!(
+            report.lock().unwrap().logs.is_empty(),
+            "the records were taken"
+        );
+        let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        for want in [
+            "weir::policy_log",
+            "worker=1",
+            "tier=\"security\"",
+            "policy=\"prod/web\"",
+            "direction=\"ingress\"",
+            "rule=\"2\"",
+            "verdict=\"deny\"",
+            "proto=6",
+            "src=198.18.0.1",
+            "src_port=40000",
+            "dst=198.18.0.2",
+            "dst_port=80",
+        ] {
+            assert!(lines[0].contains(want), "{want} missing from {}", lines[0]);
+        }
+        assert!(lines[2].contains("rule=\"end\""), "{}", lines[2]);
+        assert!(lines[3].contains("tier=\"unknown\""), "{}", lines[3]);
+        let text = Metrics::new(reports, Arc::default(), counters).render();
+        let sample = |tier: &str, policy: &str, dir: &str, rule: &str| {
+            value(
+                &text,
+                &format!(
+                    "weir_policy_log_records_total{{tier=\"{tier}\",policy=\"{policy}\",\
+                     direction=\"{dir}\",rule=\"{rule}\"}}"
+                ),
+            )
+        };
+        assert_eq!(
+            sample("security", "prod/web", "ingress", "2"),
+            Some(2),
+            "{text}"
+        );
+        assert_eq!(sample("security", "", "egress", "end"), Some(1), "{text}");
+        assert_eq!(sample("unknown", "unknown", "unknown", "unknown"), Some(1));
+    }
+
+    #[test]
+    fn the_drain_keeps_the_names_of_a_bounded_number_of_generations() {
+        let mut drain = LogDrain::new(Arc::default());
+        for g in 0..20 {
+            drain.learn(g, &[]);
+            drain.learn(g, &[]);
+        }
+        assert_eq!(drain.names.len(), NAMED_GENERATIONS);
+        assert_eq!(
+            drain.names.front().map(|n| n.0),
+            Some(20 - NAMED_GENERATIONS as u64)
+        );
     }
 }

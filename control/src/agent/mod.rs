@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_dataplane::snapshot::Publisher;
 use weir_workers::ports::PortControl;
@@ -44,7 +44,10 @@ use crate::policy::model::Kind;
 
 pub use self::config::{AgentConfig, AgentError, KubernetesConfig};
 pub use self::datastore::{load_datastore, load_datastore_keeping, LastGood};
-pub use self::metrics::{control_metrics, metrics, ControlStats, APPLY_BUCKETS};
+pub use self::http::{Endpoints, HttpLimits, HttpServer, Liveness};
+pub use self::metrics::{
+    init_logging, AgentCounters, ControlStats, LogDrain, Metrics, APPLY_BUCKETS,
+};
 pub use self::node::{build_node, parse_mac};
 pub use self::ports::spread;
 pub use crate::calc::INTERFACE_ANNOTATION;
@@ -55,6 +58,32 @@ use self::node::{calculate, pod_mtu, Calculated};
 /// Runs the agent until SIGTERM/SIGINT (or `stop`).
 pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentError> {
     let control = Arc::new(Mutex::new(ControlStats::default()));
+    metrics::init_logging();
+    // The endpoints answer from the start: `/healthz` while the first sync runs, `/readyz`
+    // (not ready) until the first tables and the workers are up.
+    let listener = TcpListener::bind(&config.listen).map_err(|e| AgentError::Listen {
+        addr: config.listen.clone(),
+        why: e.to_string(),
+    })?;
+    let workers = config.cores.len();
+    let reports: Vec<Arc<Mutex<WorkerReport>>> = (0..workers)
+        .map(|_| Arc::new(Mutex::new(WorkerReport::default())))
+        .collect();
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut publisher = Publisher::new();
+    let endpoints = http::Endpoints {
+        reports: reports.clone(),
+        control: control.clone(),
+        ready: ready.clone(),
+        snapshots: publisher.reader(),
+    };
+    let _http =
+        HttpServer::start(listener, endpoints, HttpLimits::default(), stop).map_err(|e| {
+            AgentError::Listen {
+                addr: config.listen.clone(),
+                why: e.to_string(),
+            }
+        })?;
     let mut calc = Calculator::new(&config.node);
     let (tx, rx) = std::sync::mpsc::channel::<Update>();
     let local_tx = tx.clone();
@@ -99,23 +128,12 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     for w in &warnings {
         eprintln!("weir agent: warning: {w}");
     }
-    let mut publisher = Publisher::new();
     let snapshot = publisher
         .publish(builder)
         .map_err(|e| AgentError::Snapshot(e.to_string()))?;
-    let listener = TcpListener::bind(&config.listen).map_err(|e| AgentError::Listen {
-        addr: config.listen.clone(),
-        why: e.to_string(),
-    })?;
-    let workers = config.cores.len();
-    let reports: Vec<Arc<Mutex<WorkerReport>>> = (0..workers)
-        .map(|_| Arc::new(Mutex::new(WorkerReport::default())))
-        .collect();
-    let ready = Arc::new(AtomicBool::new(false));
     if let Ok(mut stats) = control.lock() {
         stats.generation = snapshot.generation;
     }
-    http::start(listener, &reports, &control, &ready, stop)?;
     let key = wireguard.as_ref().map(|(key, _)| key.clone());
     let started = workers::start(config, &ports, &publisher, &snapshot, &reports, key, stop)?;
     let view = Arc::new(Mutex::new(View::default()));
@@ -392,7 +410,14 @@ impl Running<'_> {
         for r in &batch.refused {
             eprintln!("weir agent: {r}; its last good version stays");
         }
-        let mut stats = self.control.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut stats = self
+            .control
+            .lock()
+            .map(|mut s| {
+                s.busy_since = Some(Instant::now());
+                s.clone()
+            })
+            .unwrap_or_default();
         stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
         let answer = match self.publish(calc) {
             Ok((generation, new_ports)) => {
@@ -401,6 +426,7 @@ impl Running<'_> {
                 let result = ports::reconcile_ports(&self.port_control, &mut self.held, &new_ports);
                 stats.applied += 1;
                 stats.generation = generation;
+                stats.last_rejection = None;
                 stats.observe(batch.first_noticed.elapsed().as_secs_f64());
                 update_view(&self.view, calc, &self.config.node);
                 eprintln!(
@@ -415,6 +441,7 @@ impl Running<'_> {
             }
             Err(e) => {
                 stats.rejected += 1;
+                stats.last_rejection = Some(e.to_string());
                 eprintln!(
                     "weir agent: datastore change rejected: {e}; the last good tables keep serving"
                 );
@@ -424,6 +451,7 @@ impl Running<'_> {
         for done in batch.done {
             let _ = done.send(answer.clone());
         }
+        stats.busy_since = None;
         if let Ok(mut shared) = self.control.lock() {
             *shared = stats;
         }

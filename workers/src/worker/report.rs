@@ -1,8 +1,18 @@
 //! What a worker publishes for metrics and tests, and the frame-accounting check.
+//!
+//! The report is also how the agent learns that a worker is alive and what its `Log`
+//! rules saw: each publication advances [`WorkerReport::heartbeat`] (the worker's loop
+//! publishes about ten times a second, so a heartbeat that stands still for seconds means
+//! a stuck loop; it costs one increment per publication, nothing per round or packet),
+//! and moves the records of the policy stage's log ring into [`WorkerReport::logs`],
+//! where they wait for the agent to take them. The backlog there is bounded
+//! ([`LOG_BACKLOG`]): records beyond it are counted in `logs_lost`, never queued without
+//! bound.
 
 use std::sync::{Arc, Mutex};
 
 use weir_crypto::peers::WgCounters;
+use weir_dataplane::node::policy::{LogRecord, LOG_RING};
 use weir_dataplane::{Counters, DropReason};
 
 use super::Worker;
@@ -38,7 +48,19 @@ pub struct WorkerReport {
     pub frames_lost: u64,
     /// Per interface: name, whether XDP runs in native mode, and the kernel's statistics.
     pub ports: Vec<PortReport>,
+    /// Publications so far: advances about ten times a second while the worker's loop
+    /// turns, and stands still when it is stuck.
+    pub heartbeat: u64,
+    /// `Log` rule hits not yet taken by the agent (oldest first, at most [`LOG_BACKLOG`]).
+    pub logs: Vec<LogRecord>,
+    /// `Log` rule hits dropped because the agent had not taken the backlog in time
+    /// (those the policy stage itself could not record are in
+    /// `pipeline.policy_logs_suppressed`).
+    pub logs_lost: u64,
 }
+
+/// How many log records a report holds for the agent: four of the policy stage's rings.
+pub const LOG_BACKLOG: usize = 4 * LOG_RING;
 
 impl WorkerReport {
     /// Frames handed to the worker that owns their output.
@@ -75,6 +97,8 @@ pub type SharedReport = Arc<Mutex<WorkerReport>>;
 
 impl Worker {
     pub(super) fn publish(&mut self, report: &Mutex<WorkerReport>) {
+        let fresh = self.pipeline.policy_state().take_logs();
+        self.report.heartbeat += 1;
         self.refresh_report();
         for (p, r) in self.ports.iter().zip(self.report.ports.iter_mut()) {
             if let Ok(s) = p.socket.statistics() {
@@ -85,7 +109,12 @@ impl Worker {
             }
         }
         if let Ok(mut shared) = report.lock() {
+            let mut logs = std::mem::take(&mut shared.logs);
+            let room = LOG_BACKLOG.saturating_sub(logs.len());
+            self.report.logs_lost += fresh.len().saturating_sub(room) as u64;
+            logs.extend(fresh.into_iter().take(room));
             *shared = self.report.clone();
+            shared.logs = logs;
         }
     }
 
