@@ -291,6 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn an_echo_reply_finds_its_request_and_other_icmp_does_not() {
+        for (proto, request, reply) in [(1u8, 8u16, 0u16), (58, 128, 129)] {
+            let mut ct = Conntrack::new(ConntrackConfig::default());
+            // Echo: ports carry (type << 8 | code) and the identifier.
+            let req = FlowKey {
+                src: FlowKey::map_v4([198, 18, 0, 9]),
+                dst: FlowKey::map_v4([198, 18, 0, 1]),
+                src_port: request << 8,
+                dst_port: 0x4242,
+                proto,
+            };
+            ct.insert(&req, 1, 0);
+            let mut answer = req;
+            answer.src = req.dst;
+            answer.dst = req.src;
+            answer.src_port = reply << 8;
+            let hit = ct
+                .lookup(&answer, 0, 1)
+                .expect("the reply meets its request");
+            assert!(hit.reply);
+            assert!(!ct.lookup(&req, 0, 1).unwrap().reply);
+            let mut other_id = answer;
+            other_id.dst_port = 0x4243;
+            assert_eq!(ct.lookup(&other_id, 0, 1), None, "another identifier");
+            let mut unreachable = answer;
+            unreachable.src_port = 3 << 8;
+            assert_eq!(ct.lookup(&unreachable, 0, 1), None, "not an echo");
+        }
+    }
+
+    #[test]
     fn timeouts_follow_the_flow_state() {
         let c = ConntrackConfig::default();
         let mut ct = Conntrack::new(c);
