@@ -71,6 +71,8 @@ pub fn watched() -> Vec<(Kind, ApiResource)> {
             Kind::EndpointSlice,
             ApiResource::erase::<discovery::EndpointSlice>(&()),
         ),
+        // Which node holds which block: the routes and WireGuard peers to other nodes.
+        (Kind::IpamBlock, weir("IPAMBlock", "ipamblocks")),
     ]
 }
 
@@ -237,4 +239,52 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Stri
             .map_err(|e| format!("no API server configuration found: {e}"))?,
     };
     Client::try_from(config).map_err(|e| format!("API client: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load::Resource;
+
+    fn ipam_block(spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1",
+            "kind": "IPAMBlock",
+            "metadata": {"name": "198-18-64-64-26", "resourceVersion": "7"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ipam_blocks_are_watched_and_a_malformed_one_is_refused_with_its_field() {
+        let (_, resource) = watched()
+            .into_iter()
+            .find(|(k, _)| *k == Kind::IpamBlock)
+            .expect("IPAMBlocks are watched: they are the routes to other nodes");
+        // As the IPAM store writes it, leases and all.
+        let written = ipam_block(serde_json::json!({
+            "cidr": "198.18.64.64/26", "pool": "shared", "node": "node-b",
+            "leases": {"198.18.64.64": {"containerID": "c1", "ifname": "eth0", "pod": "shop/web"}},
+        }));
+        match to_object(&written, &resource).map(|o| o.resource) {
+            Ok(Resource::IpamBlock(b)) => {
+                assert_eq!(b.cidr.to_string(), "198.18.64.64/26");
+                assert_eq!(b.node, "node-b");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = ipam_block(serde_json::json!({
+            "cidr": "198.18.64.65/26", "pool": "shared", "node": "node-b",
+        }));
+        let (who, why) = to_object(&bad, &resource).unwrap_err();
+        assert_eq!(
+            who,
+            Some(ObjectRef::cluster(Kind::IpamBlock, "198-18-64-64-26"))
+        );
+        assert!(
+            why.starts_with("spec.cidr:") && why.contains("198.18.64.64/26"),
+            "{why}"
+        );
+    }
 }

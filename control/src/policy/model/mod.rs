@@ -60,12 +60,12 @@ pub use self::services::{
 pub use self::validate::{parse_cidr, parse_k8s_cidr, validate_port_name};
 pub use self::weir::{
     compare_order, Action, EntityRule, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint,
-    IcmpMatch, IpPool, NetworkPolicy, NetworkSet, PolicySpec, Rule, ServiceAccountMatch, Tier,
-    TierDefaultAction, DEFAULT_IPV4_BLOCK_SIZE, DEFAULT_IPV6_BLOCK_SIZE,
+    IcmpMatch, IpPool, IpamBlock, NetworkPolicy, NetworkSet, PolicySpec, Rule, ServiceAccountMatch,
+    Tier, TierDefaultAction, DEFAULT_IPV4_BLOCK_SIZE, DEFAULT_IPV6_BLOCK_SIZE,
 };
 pub(crate) use self::weir::{
-    GlobalNetworkPolicyWire, GlobalNetworkSetWire, HostEndpointWire, IpPoolWire, NetworkPolicyWire,
-    NetworkSetWire, TierWire,
+    GlobalNetworkPolicyWire, GlobalNetworkSetWire, HostEndpointWire, IpPoolWire, IpamBlockWire,
+    NetworkPolicyWire, NetworkSetWire, TierWire,
 };
 
 /// The tier that policies name when they name none, and where Kubernetes NetworkPolicies
@@ -112,11 +112,13 @@ pub enum Kind {
     /// `discovery.k8s.io/v1` EndpointSlice (kept for the service dataplane; policy does not
     /// read it).
     EndpointSlice,
+    /// `weir.dev/v1` IPAMBlock (a node's block of an IP pool: what other nodes route to it).
+    IpamBlock,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::ServiceAccount,
@@ -131,6 +133,7 @@ impl Kind {
         Kind::HostEndpoint,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::IpamBlock,
     ];
 
     /// The `apiVersion` this kind is read under.
@@ -159,6 +162,7 @@ impl Kind {
             Kind::HostEndpoint => "HostEndpoint",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::IpamBlock => "IPAMBlock",
         }
     }
 
@@ -180,6 +184,7 @@ impl Kind {
                 | Kind::Node
                 | Kind::IpPool
                 | Kind::HostEndpoint
+                | Kind::IpamBlock
         )
     }
 }
