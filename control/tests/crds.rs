@@ -98,10 +98,7 @@ fn every_fixture_object_validates_against_its_crd() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
     let checked = validate_dir(&dir);
     // IPAMBlock too: agents write it, and the datastore reads it (the routes to nodes).
-    let mut kinds: Vec<String> = crd::all()
-        .into_iter()
-        .map(|c| c.spec.names.kind)
-        .collect();
+    let mut kinds: Vec<String> = crd::all().into_iter().map(|c| c.spec.names.kind).collect();
     kinds.sort();
     assert_eq!(
         checked, kinds,

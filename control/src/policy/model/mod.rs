@@ -8,12 +8,13 @@
 //!   `pkg/apis/networking/validation` and `pkg/apis/core/validation` that matter for policy)
 //!   and defaulted as the API server does (`SetDefaults_NetworkPolicy`, protocol TCP).
 //! - **weir.dev/v1** (Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet,
-//!   GlobalNetworkSet, IPPool, HostEndpoint): Calico's `projectcalico.org/v3` shapes under
-//!   weir's API group, with Calico's validation rules (`libcalico-go/lib/validator/v3`) and
-//!   defaults. They are decoded into the CRD types of [`crate::crd`], strictly: unknown
+//!   GlobalNetworkSet, IPPool, HostEndpoint, IPAMBlock): Calico's `projectcalico.org/v3`
+//!   shapes under weir's API group, with Calico's validation rules
+//!   (`libcalico-go/lib/validator/v3`) and defaults. They are decoded into the CRD types of [`crate::crd`], strictly: unknown
 //!   fields are errors, so a typo (`notNet`) cannot silently widen a rule. IP pools and host
 //!   endpoints are kept in the model for IPAM and host policy; the policy compiler does not
-//!   read them yet.
+//!   read them yet. IPAMBlocks (written by IPAM) say which node holds which block: the
+//!   routes and WireGuard allowed IPs to other nodes are built from them.
 //! - **Services** (`v1` Service, `discovery.k8s.io/v1` EndpointSlice), reduced to what a
 //!   service dataplane needs (addresses, ports, endpoints and their conditions) and
 //!   validated as the API server does. They are kept in the model for the service and NAT
