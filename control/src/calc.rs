@@ -288,6 +288,20 @@ impl Calculator {
         }
     }
 
+    /// Whether applying `change` would leave the model as it is: an upsert of exactly the
+    /// version held, from the same origin. The control loop skips such changes instead of
+    /// recalculating: an `IPAMBlock` is rewritten for every lease on its node, and the
+    /// model (which keeps no leases) sees the same block each time.
+    pub fn unchanged_by(&self, change: &Change) -> bool {
+        match change {
+            Change::Upsert(o) => {
+                self.cluster.origins.get(&o.resource.object_ref()) == Some(&o.origin)
+                    && self.holds(&o.resource)
+            }
+            _ => false,
+        }
+    }
+
     /// This node's attached pods, in name order (the endpoint order of [`Self::compile`]).
     pub fn local_pods(&self) -> impl Iterator<Item = &NamespacedName> {
         self.local.iter()
@@ -831,6 +845,7 @@ pub fn drive(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         match update {
+            Some(Update::Change { change, .. }) if calc.unchanged_by(&change) => continue,
             Some(Update::Change { change, noticed }) => {
                 let batch = pending.get_or_insert_with(|| Batch::starting(noticed));
                 batch.changes += 1;

@@ -15,6 +15,7 @@
 //! (the block says where those addresses are; and WireGuard's allowed IPs must not
 //! overlap between peers).
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -146,6 +147,7 @@ pub fn remote_nodes(
     warnings: &mut Vec<String>,
 ) -> Vec<PeerConfig> {
     let mut peers = Vec::new();
+    let held = blocks_by_node(cluster);
     for block in cluster.ipam_blocks.values() {
         if block.node != me && !cluster.nodes.contains_key(&block.node) {
             warnings.push(format!(
@@ -219,7 +221,7 @@ pub fn remote_nodes(
         let id = b.node(&node.name, underlay, mac);
         let mut nets = Vec::new();
         let mut prefixes = Vec::new();
-        for net in node_prefixes(&node.name, cluster, warnings) {
+        for net in prefixes_of(&node.name, cluster, &held, warnings) {
             match Prefix::new(net.network(), net.prefix_len()) {
                 Ok(p) => {
                     b.route(p, NextHop::Remote { node: id, tunnel });
@@ -256,15 +258,32 @@ pub fn remote_nodes(
 /// address order; when it holds none, its `spec.podCIDRs` less those that overlap any
 /// node's block (each left out with a warning).
 pub fn node_prefixes(name: &str, cluster: &Cluster, warnings: &mut Vec<String>) -> Vec<IpNet> {
-    let mut held: Vec<IpNet> = cluster
-        .ipam_blocks
-        .values()
-        .filter(|blk| blk.node == name)
-        .map(|blk| blk.cidr)
-        .collect();
-    if !held.is_empty() {
-        held.sort();
-        return held;
+    prefixes_of(name, cluster, &blocks_by_node(cluster), warnings)
+}
+
+/// The blocks each node holds, in address order.
+fn blocks_by_node(cluster: &Cluster) -> BTreeMap<&str, Vec<IpNet>> {
+    let mut held: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    for blk in cluster.ipam_blocks.values() {
+        held.entry(blk.node.as_str()).or_default().push(blk.cidr);
+    }
+    for nets in held.values_mut() {
+        nets.sort();
+    }
+    held
+}
+
+/// [`node_prefixes`] with the blocks already grouped by node. The overlap check of the
+/// fallback scans every block, but only for nodes holding none: where weir's IPAM
+/// addresses pods those are few, and where it does not there are no blocks.
+fn prefixes_of(
+    name: &str,
+    cluster: &Cluster,
+    held: &BTreeMap<&str, Vec<IpNet>>,
+    warnings: &mut Vec<String>,
+) -> Vec<IpNet> {
+    if let Some(nets) = held.get(name).filter(|n| !n.is_empty()) {
+        return nets.clone();
     }
     let Some(node) = cluster.nodes.get(name) else {
         return Vec::new();

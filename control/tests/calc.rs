@@ -708,3 +708,25 @@ mod routes {
         );
     }
 }
+
+#[test]
+fn an_ipam_block_rewritten_for_a_lease_leaves_the_model_unchanged() {
+    let block = |leases: &str| {
+        Change::Upsert(one(&format!(
+            "apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-18-64-0-26\n\
+             spec:\n  cidr: 198.18.64.0/26\n  pool: shared\n  node: node-b\n  leases: {leases}\n"
+        )))
+    };
+    let mut calc = Calculator::new("node-a");
+    let first = block("{}");
+    assert!(!calc.unchanged_by(&first), "new: a change");
+    assert!(calc.apply(first).is_empty());
+    // A lease written: the control loop need not recalculate.
+    assert!(calc.unchanged_by(&block("{198.18.64.1: {containerID: c1, ifname: eth0}}")));
+    // The block handed to another node: a change.
+    let moved = Change::Upsert(one(
+        "apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-18-64-0-26\nspec:\n  \
+         cidr: 198.18.64.0/26\n  pool: shared\n  node: node-c\n",
+    ));
+    assert!(!calc.unchanged_by(&moved));
+}
