@@ -273,9 +273,9 @@ fn blocks_by_node(cluster: &Cluster) -> BTreeMap<&str, Vec<IpNet>> {
     held
 }
 
-/// [`node_prefixes`] with the blocks already grouped by node. The overlap check of the
-/// fallback scans every block, but only for nodes holding none: where weir's IPAM
-/// addresses pods those are few, and where it does not there are no blocks.
+/// [`node_prefixes`] with the blocks already grouped by node. The fallback's overlap check
+/// scans every block for each podCIDR of a node holding none (nodes × blocks comparisons
+/// at worst, a few milliseconds for thousands of each, once per calculation).
 fn prefixes_of(
     name: &str,
     cluster: &Cluster,
