@@ -28,7 +28,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::policy::compile::{compile_local, Cache, Compiled};
-use crate::policy::load::{Cluster, Object, Origin, Resource};
+use crate::policy::load::{block_overlap, Cluster, Object, Origin, Resource};
 use crate::policy::model::{
     Kind, Namespace, NamespacedName, ObjectRef, Pod, ServiceAccount, Tier, DEFAULT_TIER,
 };
@@ -255,6 +255,7 @@ impl Calculator {
             Kind::HostEndpoint => Resource::HostEndpoint(c.host_endpoints.get(&id.name)?.clone()),
             Kind::Service => Resource::Service(c.services.get(&key())?.clone()),
             Kind::EndpointSlice => Resource::EndpointSlice(c.endpoint_slices.get(&key())?.clone()),
+            Kind::IpamBlock => Resource::IpamBlock(c.ipam_blocks.get(&id.name)?.clone()),
         })
     }
 
@@ -286,6 +287,21 @@ impl Calculator {
             Resource::EndpointSlice(o) => {
                 c.endpoint_slices.get(&key(&o.namespace, &o.name)) == Some(o)
             }
+            Resource::IpamBlock(o) => c.ipam_blocks.get(&o.name) == Some(o),
+        }
+    }
+
+    /// Whether applying `change` would leave the model as it is: an upsert of exactly the
+    /// version held, from the same origin. The control loop skips such changes instead of
+    /// recalculating: an `IPAMBlock` is rewritten for every lease on its node, and the
+    /// model (which keeps no leases) sees the same block each time.
+    pub fn unchanged_by(&self, change: &Change) -> bool {
+        match change {
+            Change::Upsert(o) => {
+                self.cluster.origins.get(&o.resource.object_ref()) == Some(&o.origin)
+                    && self.holds(&o.resource)
+            }
+            _ => false,
         }
     }
 
@@ -338,6 +354,14 @@ impl Calculator {
             Kind::Namespace | Kind::Tier => 0,
             _ => 1,
         };
+        // Blocks that are gone leave first: a block released and an overlapping one
+        // claimed in the same list (a pool re-cut with another block size) must not be
+        // refused as an overlap with the block that is leaving.
+        let (blocks_gone, gone): (Vec<ObjectRef>, Vec<ObjectRef>) =
+            gone.into_iter().partition(|o| o.kind == Kind::IpamBlock);
+        for o in blocks_gone {
+            self.delete(&o, refused);
+        }
         let mut objects = objects;
         objects.sort_by_key(|o| rank(o.resource.object_ref().kind));
         for o in objects {
@@ -491,6 +515,22 @@ impl Calculator {
                 self.cluster
                     .endpoint_slices
                     .insert(NamespacedName::new(&s.namespace, &s.name), s.clone());
+            }
+            // Routes and WireGuard peers follow blocks: a block on one node routes its
+            // addresses there, so two blocks over one address would send it two ways.
+            Resource::IpamBlock(block) => {
+                if let Some(why) = self
+                    .cluster
+                    .ipam_blocks
+                    .values()
+                    .find_map(|other| block_overlap(other, block))
+                {
+                    refused.push(refusal(&id, "spec.cidr", why));
+                    return;
+                }
+                self.cluster
+                    .ipam_blocks
+                    .insert(block.name.clone(), block.clone());
             }
         }
         self.cluster.origins.insert(id, object.origin);
@@ -726,6 +766,9 @@ impl Calculator {
             Kind::EndpointSlice => {
                 self.cluster.endpoint_slices.remove(&named(&id.namespace));
             }
+            Kind::IpamBlock => {
+                self.cluster.ipam_blocks.remove(&id.name);
+            }
         }
         self.cluster.origins.remove(id);
     }
@@ -805,6 +848,7 @@ pub fn drive(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         match update {
+            Some(Update::Change { change, .. }) if calc.unchanged_by(&change) => continue,
             Some(Update::Change { change, noticed }) => {
                 let batch = pending.get_or_insert_with(|| Batch::starting(noticed));
                 batch.changes += 1;

@@ -598,7 +598,7 @@ pub struct IpPoolSpec {
 /// An IPAMBlock: one block of an IPPool, held by one node, with the leases of its
 /// addresses. Nodes claim a block by creating its object (the API server refuses a second
 /// creation) and change its leases with optimistic concurrency on resourceVersion. Written
-/// by the agents only.
+/// by the agents only; every agent reads them: a block is routed to the node holding it.
 // Two printer columns of one type read as a duplicated attribute to clippy.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]

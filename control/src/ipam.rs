@@ -163,6 +163,67 @@ impl FileStore {
     }
 }
 
+/// A block file as its holder wrote it (see the module doc): the fields are not checked
+/// here; the agent's datastore validates them as an `IPAMBlock` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The node holding the block.
+    pub node: String,
+    /// The pool it was cut from.
+    pub pool: String,
+    /// The block's CIDR.
+    pub cidr: String,
+}
+
+/// Every claimed block under the state directory `dir`, with its holder: what other nodes
+/// route to each node. A file that does not hold the three fields is an `Err` with its path;
+/// an empty file is skipped (a claim being written: `claim` creates the file, then writes
+/// it). No `blocks` directory yet is no block.
+#[allow(clippy::type_complexity)]
+pub fn block_files(dir: &Path) -> Result<Vec<Result<BlockFile, (PathBuf, String)>>, IpamError> {
+    let dir = dir.join("blocks");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&dir, e)),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Err((path, e.to_string())));
+                continue;
+            }
+        };
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        match parts[..] {
+            [] => {}
+            [node, pool, cidr] => out.push(Ok(BlockFile {
+                node: node.to_owned(),
+                pool: pool.to_owned(),
+                cidr: cidr.to_owned(),
+                path,
+            })),
+            _ => out.push(Err((
+                path,
+                format!("a block file holds \"<node> <pool> <cidr>\", not {text:?}"),
+            ))),
+        }
+    }
+    Ok(out)
+}
+
 impl Store for FileStore {
     fn load(
         &mut self,

@@ -1,12 +1,28 @@
 //! The agent's WireGuard set-up: the node key file, the remote nodes of the datastore
 //! turned into routes and peers, and the check that this node's published key is its own.
+//!
+//! # What is routed to a node
+//!
+//! The IPAM blocks it holds (`IPAMBlock` objects, or IPAM's block files with the file
+//! datastore): weir-cni's addresses come from them, so one pool shared by many nodes
+//! routes each node's block to that node, and a block claimed or released changes the
+//! routes and the peer's allowed IPs with the next calculation, like any other object.
+//!
+//! `spec.podCIDRs` is the fallback for a node that holds no block at all: pods addressed
+//! by something other than weir's IPAM (static pods of the file datastore, another IPAM
+//! handing out the node's podCIDR) still route. Once a node holds a block its podCIDRs are
+//! no longer read, and a podCIDR that overlaps any node's block is left out with a warning
+//! (the block says where those addresses are; and WireGuard's allowed IPs must not
+//! overlap between peers).
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use weir_crypto::{EncryptionMode, NodeKey, PeerConfig};
 use weir_dataplane::snapshot::{Mac, NextHop, PeerSpec, Prefix, Tunnel};
@@ -118,9 +134,9 @@ fn kernel_neighbor(ip: IpAddr) -> Option<Mac> {
 }
 
 /// Adds the other nodes of `cluster` to `b` (their underlay address and MAC, a route for
-/// each of their pod CIDRs, and, when WireGuard is on, their peer) and returns the
-/// WireGuard peers as the protocol sees them (for the agent to check the set before it
-/// publishes it).
+/// each of their prefixes — see [`node_prefixes`] — and, when WireGuard is on, their peer
+/// with those prefixes as allowed IPs) and returns the WireGuard peers as the protocol sees
+/// them (for the agent to check the set before it publishes it).
 /// A node that cannot be used (no InternalIP, a malformed key) is reported in `warnings`
 /// and left out; the others are unaffected.
 pub fn remote_nodes(
@@ -131,6 +147,16 @@ pub fn remote_nodes(
     warnings: &mut Vec<String>,
 ) -> Vec<PeerConfig> {
     let mut peers = Vec::new();
+    let held = blocks_by_node(cluster);
+    for block in cluster.ipam_blocks.values() {
+        if block.node != me && !cluster.nodes.contains_key(&block.node) {
+            warnings.push(format!(
+                "IPAMBlock {} ({}) is held by node {}, which has no Node object: its \
+                 addresses are not routed",
+                block.name, block.cidr, block.node
+            ));
+        }
+    }
     for node in cluster.nodes.values().filter(|n| n.name != me) {
         let Some(&underlay) = node.internal_ips.first() else {
             warnings.push(format!(
@@ -193,12 +219,16 @@ pub fn remote_nodes(
             ));
         }
         let id = b.node(&node.name, underlay, mac);
-        for net in &node.pod_cidrs {
+        let mut nets = Vec::new();
+        let mut prefixes = Vec::new();
+        for net in prefixes_of(&node.name, cluster, &held, warnings) {
             match Prefix::new(net.network(), net.prefix_len()) {
                 Ok(p) => {
                     b.route(p, NextHop::Remote { node: id, tunnel });
+                    nets.push(net);
+                    prefixes.push(p);
                 }
-                Err(e) => warnings.push(format!("node {}: pod CIDR {net}: {e}", node.name)),
+                Err(e) => warnings.push(format!("node {}: pod prefix {net}: {e}", node.name)),
             }
         }
         if let (Some((config, mode)), Some(public_key)) = (wg, key) {
@@ -208,24 +238,74 @@ pub fn remote_nodes(
                     name: node.name.clone(),
                     public_key: *public_key.as_bytes(),
                     endpoint: SocketAddr::new(underlay, config.port),
-                    allowed_ips: node
-                        .pod_cidrs
-                        .iter()
-                        .filter_map(|n| Prefix::new(n.network(), n.prefix_len()).ok())
-                        .collect(),
+                    allowed_ips: prefixes,
                     persistent_keepalive: None,
                 });
                 peers.push(PeerConfig {
                     name: node.name.clone(),
                     public_key,
                     endpoint: SocketAddr::new(underlay, config.port),
-                    allowed_ips: node.pod_cidrs.clone(),
+                    allowed_ips: nets,
                     persistent_keepalive: None,
                 });
             }
         }
     }
     peers
+}
+
+/// The prefixes routed to node `name` (see the module doc): the IPAM blocks it holds, in
+/// address order; when it holds none, its `spec.podCIDRs` less those that overlap any
+/// node's block (each left out with a warning).
+pub fn node_prefixes(name: &str, cluster: &Cluster, warnings: &mut Vec<String>) -> Vec<IpNet> {
+    prefixes_of(name, cluster, &blocks_by_node(cluster), warnings)
+}
+
+/// The blocks each node holds, in address order.
+fn blocks_by_node(cluster: &Cluster) -> BTreeMap<&str, Vec<IpNet>> {
+    let mut held: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    for blk in cluster.ipam_blocks.values() {
+        held.entry(blk.node.as_str()).or_default().push(blk.cidr);
+    }
+    for nets in held.values_mut() {
+        nets.sort();
+    }
+    held
+}
+
+/// [`node_prefixes`] with the blocks already grouped by node. The fallback's overlap check
+/// scans every block for each podCIDR of a node holding none (nodes × blocks comparisons
+/// at worst, a few milliseconds for thousands of each, once per calculation).
+fn prefixes_of(
+    name: &str,
+    cluster: &Cluster,
+    held: &BTreeMap<&str, Vec<IpNet>>,
+    warnings: &mut Vec<String>,
+) -> Vec<IpNet> {
+    if let Some(nets) = held.get(name).filter(|n| !n.is_empty()) {
+        return nets.clone();
+    }
+    let Some(node) = cluster.nodes.get(name) else {
+        return Vec::new();
+    };
+    node.pod_cidrs
+        .iter()
+        .filter(|net| {
+            let clash = cluster
+                .ipam_blocks
+                .values()
+                .find(|blk| blk.cidr.contains(&net.network()) || net.contains(&blk.cidr.network()));
+            if let Some(blk) = clash {
+                warnings.push(format!(
+                    "node {name}: holds no IPAM block, and its podCIDR {net} overlaps \
+                     IPAMBlock {} ({}) of node {}: not routed to node {name}",
+                    blk.name, blk.cidr, blk.node
+                ));
+            }
+            clash.is_none()
+        })
+        .copied()
+        .collect()
 }
 
 /// A warning when this node's object does not publish `key` (the operator, or the

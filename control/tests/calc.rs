@@ -480,3 +480,253 @@ fn a_cni_attachment_overlays_the_datastore_pod_and_detaching_restores_it() {
         fingerprint(&from_scratch(&calc))
     );
 }
+
+/// The route set the calculation gives node `me`: every prefix routed to a remote node,
+/// with the node's name, and each WireGuard peer's allowed IPs; built into a snapshot and
+/// read back from it, as the workers see it.
+mod routes {
+    use std::net::{IpAddr, SocketAddr};
+
+    use weir_control::calc::{Calculator, Change};
+    use weir_control::policy::model::{Kind, ObjectRef};
+    use weir_control::wireguard::{remote_nodes, WireGuardConfig};
+    use weir_crypto::EncryptionMode;
+    use weir_dataplane::snapshot::{NextHop, Snapshot, Tunnel};
+    use weir_dataplane::SnapshotBuilder;
+
+    use super::one;
+
+    fn node(name: &str, underlay: &str, key_byte: u8, pod_cidr: Option<&str>) -> Change {
+        let key = weir_crypto::NodeKey::from_bytes([key_byte; 32]).public_base64();
+        let spec = pod_cidr.map_or(String::new(), |c| {
+            format!("spec: {{podCIDRs: [\"{c}\"]}}\n")
+        });
+        Change::Upsert(one(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    \
+             weir.dev/wireguard-public-key: \"{key}\"\n    weir.dev/underlay-mac: \
+             \"02:00:00:00:00:0{key_byte}\"\n{spec}status:\n  addresses: [{{type: InternalIP, \
+             address: \"{underlay}\"}}]\n"
+        )))
+    }
+
+    fn block(cidr: &str, node: &str) -> Change {
+        Change::Upsert(one(&format!(
+            "apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: {}\nspec:\n  cidr: \
+             \"{cidr}\"\n  pool: shared\n  node: {node}\n  leases: {{}}\n",
+            cidr.replace(['.', '/', ':'], "-")
+        )))
+    }
+
+    fn block_ref(cidr: &str) -> ObjectRef {
+        ObjectRef::cluster(Kind::IpamBlock, &cidr.replace(['.', '/', ':'], "-"))
+    }
+
+    struct Routes {
+        snapshot: Snapshot,
+        warnings: Vec<String>,
+    }
+
+    impl Routes {
+        fn of(calc: &Calculator, me: &str) -> Routes {
+            let config = WireGuardConfig {
+                mode: "required".into(),
+                port: 51820,
+                key_file: "/nonexistent".into(),
+                address: None,
+            };
+            let mut b = SnapshotBuilder::new();
+            b.wireguard(SocketAddr::new("198.18.250.9".parse().unwrap(), 51820));
+            let mut warnings = Vec::new();
+            let peers = remote_nodes(
+                me,
+                Some((&config, EncryptionMode::Required)),
+                calc.cluster(),
+                &mut b,
+                &mut warnings,
+            );
+            // The set the agent checks before it publishes: no overlap between peers.
+            weir_crypto::Peers::new(weir_crypto::NodeKey::from_bytes([0x77; 32]), 1)
+                .set_peers(peers)
+                .expect("a valid peer set");
+            Routes {
+                snapshot: b.build(1).expect("the snapshot builds"),
+                warnings,
+            }
+        }
+
+        /// The node `ip` is routed to, over WireGuard; `None` when no route covers it.
+        fn node_of(&self, ip: &str) -> Option<String> {
+            let ip: IpAddr = ip.parse().unwrap();
+            match self.snapshot.fib.lookup(ip)? {
+                NextHop::Remote { node, tunnel } => {
+                    assert_eq!(tunnel, Tunnel::WireGuard, "{ip}");
+                    Some(self.snapshot.nodes[node as usize].name.clone())
+                }
+                other => panic!("{ip}: {other:?}"),
+            }
+        }
+
+        /// The allowed IPs of the peer of node `name`.
+        fn allowed(&self, name: &str) -> Vec<String> {
+            let peer = self
+                .snapshot
+                .peers
+                .peers
+                .iter()
+                .find(|p| p.spec.name == name)
+                .unwrap_or_else(|| panic!("no peer for {name}"));
+            peer.spec
+                .allowed_ips
+                .iter()
+                .map(|p| format!("{}/{}", p.addr(), p.bits()))
+                .collect()
+        }
+    }
+
+    fn three_nodes() -> Calculator {
+        let mut calc = Calculator::new("node-a");
+        for change in [
+            node("node-a", "198.18.250.1", 1, None),
+            node("node-b", "198.18.250.2", 2, None),
+            node("node-c", "198.18.250.3", 3, Some("198.18.20.0/24")),
+            block("198.18.64.0/26", "node-a"),
+            block("198.18.64.64/26", "node-b"),
+        ] {
+            assert!(calc.apply(change).is_empty());
+        }
+        calc
+    }
+
+    #[test]
+    fn nodes_sharing_one_pool_route_each_others_blocks_to_each_other() {
+        let calc = three_nodes();
+        // Node a: b's block of the shared /18 goes to b, its own is not routed remotely.
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.64.70").as_deref(), Some("node-b"));
+        assert_eq!(a.node_of("198.18.64.127").as_deref(), Some("node-b"));
+        assert_eq!(a.node_of("198.18.64.5"), None, "a's own block");
+        assert_eq!(a.node_of("198.18.64.128"), None, "nobody's block yet");
+        assert_eq!(a.allowed("node-b"), ["198.18.64.64/26"]);
+        // Node c holds no block: its podCIDR is the fallback.
+        assert_eq!(a.node_of("198.18.20.9").as_deref(), Some("node-c"));
+        assert_eq!(a.allowed("node-c"), ["198.18.20.0/24"]);
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+        // Node b: the mirror image.
+        let b = Routes::of(&calc, "node-b");
+        assert_eq!(b.node_of("198.18.64.5").as_deref(), Some("node-a"));
+        assert_eq!(b.node_of("198.18.64.70"), None, "b's own block");
+        assert_eq!(b.allowed("node-a"), ["198.18.64.0/26"]);
+    }
+
+    #[test]
+    fn a_block_claimed_or_released_changes_routes_and_allowed_ips() {
+        let mut calc = three_nodes();
+        // b claims a second block: both route to b, both are b's allowed IPs.
+        assert!(calc.apply(block("198.18.64.128/26", "node-b")).is_empty());
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.64.130").as_deref(), Some("node-b"));
+        assert_eq!(a.allowed("node-b"), ["198.18.64.64/26", "198.18.64.128/26"]);
+        // b releases its first block: that range is routed nowhere, the other stays.
+        assert!(calc
+            .apply(Change::Delete(block_ref("198.18.64.64/26")))
+            .is_empty());
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.64.70"), None, "released");
+        assert_eq!(a.node_of("198.18.64.130").as_deref(), Some("node-b"));
+        assert_eq!(a.allowed("node-b"), ["198.18.64.128/26"]);
+        // c claims the released block: now it routes to c, and c's podCIDR is no longer
+        // read (it holds a block).
+        assert!(calc.apply(block("198.18.64.64/26", "node-c")).is_empty());
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.64.70").as_deref(), Some("node-c"));
+        assert_eq!(
+            a.node_of("198.18.20.9"),
+            None,
+            "podCIDR only without blocks"
+        );
+        assert_eq!(a.allowed("node-c"), ["198.18.64.64/26"]);
+        // A relist without c's block takes it away in the same step.
+        let kept: Vec<_> = calc
+            .objects()
+            .into_values()
+            .filter(|o| o.resource.object_ref() != block_ref("198.18.64.64/26"))
+            .collect();
+        assert!(calc
+            .apply(Change::Resync {
+                kinds: Kind::ALL.to_vec(),
+                objects: kept,
+            })
+            .is_empty());
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.64.70"), None);
+        assert_eq!(
+            a.allowed("node-c"),
+            ["198.18.20.0/24"],
+            "back to the fallback"
+        );
+    }
+
+    #[test]
+    fn an_overlapping_block_is_refused_and_an_overlapping_pod_cidr_is_not_routed() {
+        let mut calc = three_nodes();
+        // A block over a's: refused with its field, a's block keeps routing to a.
+        let refused = calc.apply(block("198.18.64.0/25", "node-c"));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "spec.cidr");
+        assert!(
+            refused[0]
+                .message
+                .contains("overlaps IPAMBlock 198-18-64-0-26"),
+            "{refused:?}"
+        );
+        let b = Routes::of(&calc, "node-b");
+        assert_eq!(b.node_of("198.18.64.5").as_deref(), Some("node-a"));
+        // A blockless node whose podCIDR covers other nodes' blocks: not routed there (the
+        // blocks say where those addresses are), with a warning; the peer set stays valid.
+        assert!(calc
+            .apply(node("node-c", "198.18.250.3", 3, Some("198.18.64.0/24")))
+            .is_empty());
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.64.70").as_deref(), Some("node-b"));
+        assert_eq!(a.node_of("198.18.64.200"), None);
+        assert!(a.allowed("node-c").is_empty());
+        assert!(
+            a.warnings
+                .iter()
+                .any(|w| w.contains("node-c") && w.contains("198.18.64.0/24")),
+            "{:?}",
+            a.warnings
+        );
+        // A block held by a node without a Node object: not routed, and said.
+        assert!(calc.apply(block("198.18.65.0/26", "node-z")).is_empty());
+        let a = Routes::of(&calc, "node-a");
+        assert_eq!(a.node_of("198.18.65.1"), None);
+        assert!(
+            a.warnings.iter().any(|w| w.contains("node-z")),
+            "{:?}",
+            a.warnings
+        );
+    }
+}
+
+#[test]
+fn an_ipam_block_rewritten_for_a_lease_leaves_the_model_unchanged() {
+    let block = |leases: &str| {
+        Change::Upsert(one(&format!(
+            "apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-18-64-0-26\n\
+             spec:\n  cidr: 198.18.64.0/26\n  pool: shared\n  node: node-b\n  leases: {leases}\n"
+        )))
+    };
+    let mut calc = Calculator::new("node-a");
+    let first = block("{}");
+    assert!(!calc.unchanged_by(&first), "new: a change");
+    assert!(calc.apply(first).is_empty());
+    // A lease written: the control loop need not recalculate.
+    assert!(calc.unchanged_by(&block("{198.18.64.1: {containerID: c1, ifname: eth0}}")));
+    // The block handed to another node: a change.
+    let moved = Change::Upsert(one(
+        "apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-18-64-0-26\nspec:\n  \
+         cidr: 198.18.64.0/26\n  pool: shared\n  node: node-c\n",
+    ));
+    assert!(!calc.unchanged_by(&moved));
+}

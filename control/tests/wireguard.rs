@@ -7,6 +7,11 @@
 //! node b's key is taken out of node a's datastore: in `required` mode node a drops its
 //! traffic to b (counted) and still nothing leaves in clear.
 //!
+//! Routes from IPAM blocks: the same two nodes share one pool (no podCIDRs at all); each
+//! takes its pod's address from its own block through IPAM's file store, and the agents
+//! route each other's block over WireGuard. A block released (its file removed) takes the
+//! route away and a block claimed brings it back, with the agents running.
+//!
 //! Names carry the process id; guards remove namespaces and stop agents and captures even
 //! when an assertion fails. Addresses are from 198.18.0.0/15 only.
 
@@ -17,6 +22,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{attach_pod, Agent};
+use weir_control::ipam::Ipam;
+use weir_control::policy::model::IpPool;
+use weir_control::policy::selector::{Labels, Selector};
 use weir_crypto::NodeKey;
 use weir_testkit::lab::{format_mac, mac_of, output, require_root, run, ChildGuard, NetnsGuard};
 
@@ -28,8 +36,18 @@ const NODE: [&str; 2] = ["node-a", "node-b"];
 /// not WireGuard (ARP and the kernels' IGMP membership reports aside).
 const CLEAR: &str = "net 198.18.10.0/23 or not (udp port 51820 or arp or igmp)";
 
+/// The pool the shared-pool lab's nodes take blocks of, and what must not cross its
+/// underlay in clear.
+const SHARED_POOL: &str = "198.18.64.0/18";
+const SHARED_CLEAR: &str = "net 198.18.64.0/18 or not (udp port 51820 or arp or igmp)";
+
 struct Lab {
     pid: u32,
+    /// The pods' addresses.
+    pod_ips: [String; 2],
+    /// IPAM's state directory shared by the nodes, when the pods' addresses come from one
+    /// pool's blocks (the nodes then have no podCIDRs).
+    ipam: Option<PathBuf>,
     /// Tells apart the labs of tests running at once in one process.
     tag: char,
     nodes: [String; 2],
@@ -51,12 +69,44 @@ impl Lab {
     }
 
     fn new(tag: char) -> Lab {
+        Lab::build(tag, false)
+    }
+
+    /// A lab whose nodes share one pool: each pod's address comes from its node's block,
+    /// claimed through IPAM's file store before the agents start.
+    fn shared_pool(tag: char) -> Lab {
+        Lab::build(tag, true)
+    }
+
+    fn build(tag: char, shared_pool: bool) -> Lab {
         require_root("the WireGuard scenario");
         let pid = std::process::id();
         let mut guard = NetnsGuard::new();
         let dir = guard.temp_dir(&format!("weir-wg-test-{tag}")).unwrap();
+        let (pod_ips, ipam) = if shared_pool {
+            let ipam = dir.join("ipam");
+            let pool = IpPool {
+                name: "shared".into(),
+                cidr: SHARED_POOL.parse().unwrap(),
+                block_size: 26,
+                node_selector: Selector::All,
+                disabled: false,
+            };
+            let ips = NODE.map(|node| {
+                let mut state = Ipam::open(&ipam, node).unwrap();
+                let ips = state
+                    .allocate(&[&pool], &Labels::new(), "c1", "eth0", Some("demo/pod"))
+                    .unwrap();
+                ips[0].to_string()
+            });
+            (ips, Some(ipam))
+        } else {
+            (POD.map(str::to_owned), None)
+        };
         let mut lab = Lab {
             pid,
+            pod_ips,
+            ipam,
             tag,
             nodes: [
                 format!("weir-wg{tag}n-a-{pid}"),
@@ -121,7 +171,8 @@ impl Lab {
             .unwrap();
             run(&["ip", "-n", ns, "link", "set", &up, "up"]).unwrap();
             let host = lab.host_if(i);
-            attach_pod(&mut lab.guard, ns, &lab.pods[i], &host, POD[i]).unwrap();
+            let pod_ip = lab.pod_ips[i].clone();
+            attach_pod(&mut lab.guard, ns, &lab.pods[i], &host, &pod_ip).unwrap();
         }
         lab.write_keys();
         lab
@@ -137,7 +188,8 @@ impl Lab {
         }
     }
 
-    /// Node `i`'s datastore: its pod, and both nodes (b's key left out when `hide_b_key`).
+    /// Node `i`'s datastore: its pod, and both nodes (b's key left out when `hide_b_key`);
+    /// with a shared pool, the pool and no podCIDRs, and the agent reads IPAM's blocks.
     fn write_config(&self, i: usize, hide_b_key: bool) -> PathBuf {
         let ds = self.dir.join(format!("datastore-{i}"));
         std::fs::create_dir_all(&ds).unwrap();
@@ -150,13 +202,16 @@ impl Lab {
                     self.keys[j].public_base64()
                 )
             };
+            let spec = match &self.ipam {
+                None => format!("spec:\n  podCIDRs: [\"{}\"]\n", CIDR[j]),
+                Some(_) => String::new(),
+            };
             format!(
                 "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  annotations:\n{key}    \
-                 weir.dev/underlay-mac: \"{}\"\nspec:\n  podCIDRs: [\"{}\"]\nstatus:\n  \
+                 weir.dev/underlay-mac: \"{}\"\n{spec}status:\n  \
                  addresses: [{{type: InternalIP, address: \"{}\"}}]\n",
                 NODE[j],
                 format_mac(&mac_of(&self.nodes[j], &self.uplink(j)).unwrap()),
-                CIDR[j],
                 UNDERLAY[j]
             )
         };
@@ -166,20 +221,35 @@ impl Lab {
              podIPs: [{{ip: \"{}\"}}]\n",
             self.host_if(i),
             format_mac(&mac_of(&self.pods[i], "eth0").unwrap()),
-            POD[i]
+            self.pod_ips[i]
         );
-        let text = format!(
+        let mut text = format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n{pod}---\n{}---\n{}",
             node(0),
             node(1)
         );
+        let (pod_cidrs, cni) = match &self.ipam {
+            None => ("198.18.10.0/23", String::new()),
+            Some(ipam) => {
+                text.push_str(&format!(
+                    "---\napiVersion: weir.dev/v1\nkind: IPPool\nmetadata:\n  name: shared\n\
+                     spec:\n  cidr: {SHARED_POOL}\n  blockSize: 26\n"
+                ));
+                let cni = format!(
+                    "cni:\n  socket: {}\n  ipamDir: {}\n",
+                    self.dir.join(format!("cni-{i}.sock")).display(),
+                    ipam.display()
+                );
+                (SHARED_POOL, cni)
+            }
+        };
         std::fs::write(ds.join("cluster.yaml"), text).unwrap();
         let config = self.dir.join(format!("agent-{i}.yaml"));
         std::fs::write(
             &config,
             format!(
-                "node: {}\ncores: [1]\ndatastore: {}\nuplink: {}\npodCidrs: [198.18.10.0/23]\n\
-                 wireguard:\n  keyFile: {}\n  address: {}\n",
+                "node: {}\ncores: [1]\ndatastore: {}\nuplink: {}\npodCidrs: [{pod_cidrs}]\n\
+                 wireguard:\n  keyFile: {}\n  address: {}\n{cni}",
                 NODE[i],
                 ds.display(),
                 self.uplink(i),
@@ -439,6 +509,81 @@ fn pods_on_two_nodes_talk_over_wireguard_and_nothing_leaves_in_clear() {
         "applied {applied}, timed {timed}"
     );
     assert!(refused >= 2, "objects refused: {refused}");
+    drop(a);
+    drop(b);
+}
+
+#[test]
+fn two_nodes_sharing_one_pool_route_each_others_blocks_over_wireguard_both_ways() {
+    let lab = Lab::shared_pool('3');
+    let [ip_a, ip_b] = lab.pod_ips.clone();
+    // One pool, two nodes, a block each: 198.18.64.0/26 on a, 198.18.64.64/26 on b.
+    assert_eq!(
+        (ip_a.as_str(), ip_b.as_str()),
+        ("198.18.64.1", "198.18.64.64")
+    );
+    let a = lab.agent(0, false);
+    let b = lab.agent(1, false);
+    let cap = lab.capture("shared-pool.pcap");
+
+    assert!(
+        lab.ping(0, &ip_b, "3"),
+        "a -> b's block: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(
+        lab.ping(1, &ip_a, "3"),
+        "b -> a's block: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    check_tcp_udp(&lab.pods[0], &lab.pods[1], &ip_b);
+    for (name, agent) in [("a", &a), ("b", &b)] {
+        let sealed = agent.metric("weir_wireguard_sealed_total{worker=\"0\"}");
+        let opened = agent.metric("weir_wireguard_opened_total{worker=\"0\"}");
+        assert!(
+            sealed > 100 && opened > 100,
+            "node {name}: sealed {sealed}, opened {opened}"
+        );
+    }
+    let clear = matching(cap, SHARED_CLEAR);
+    assert!(
+        clear.is_empty(),
+        "frames on the underlay that are not WireGuard: {clear:#?}"
+    );
+
+    // b's block released (its file gone): a no longer routes it, without a restart.
+    let ipam = lab.ipam.clone().unwrap();
+    let block_file = ipam.join("blocks").join("198.18.64.64_26");
+    let held = std::fs::read_to_string(&block_file).unwrap();
+    assert!(held.starts_with("node-b shared"), "{held}");
+    let reloads = a.log().matches("datastore reloaded").count();
+    std::fs::remove_file(&block_file).unwrap();
+    wait_for_log(&a, "datastore reloaded", reloads + 1);
+    let no_route = "weir_drops_total{worker=\"0\",reason=\"no_route\"}";
+    let before = a.metric(no_route);
+    assert!(
+        !lab.ping(0, &ip_b, "2"),
+        "b's block released: a must not route it: {}",
+        a.log()
+    );
+    assert!(
+        a.metric(no_route) > before,
+        "dropped as no_route: {}",
+        a.log()
+    );
+    // Claimed again (as IPAM writes a claim): the route and b's allowed IPs come back.
+    let reloads = a.log().matches("datastore reloaded").count();
+    std::fs::write(&block_file, &held).unwrap();
+    wait_for_log(&a, "datastore reloaded", reloads + 1);
+    assert!(
+        lab.ping(0, &ip_b, "3"),
+        "b's block claimed again: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(lab.ping(1, &ip_a, "2"), "and back: {}", b.log());
     drop(a);
     drop(b);
 }

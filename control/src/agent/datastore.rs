@@ -1,6 +1,13 @@
 //! The datastore the agent reads cluster state from: a directory of YAML files (loaded
 //! whole at start, then object by object on each change, so that one bad edit does not
 //! undo the rest) or the Kubernetes API (watched on a runtime of its own).
+//!
+//! With the file datastore, IPAM's block files (`<cni.ipamDir>/blocks/`, shared by the
+//! nodes, see `crate::ipam`) are read beside the YAML as `IPAMBlock` objects: they say
+//! which node holds which block, and so what is routed to each node. IPAM writes them, not
+//! the operator, so a malformed one never stops an agent from starting: it is refused with
+//! its reason (its last good version kept) like a bad edit of a running datastore. With the
+//! Kubernetes datastore the `IPAMBlock` objects are watched like every other kind.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,9 +127,26 @@ pub(super) fn start(
         (Some(dir), _) => {
             // At start every object must be valid: there is no earlier version to keep.
             let (_, last_good) = load_datastore(dir)?;
+            let blocks = config.cni.as_ref().map(|c| c.ipam_dir.clone());
+            let mut objects: Vec<Object> = last_good.values().cloned().collect();
+            let mut blocks_good = LastGood::new();
+            if let Some(ipam) = &blocks {
+                let (taken, refused) = block_objects(ipam, &blocks_good);
+                for r in refused {
+                    eprintln!("weir agent: IPAM block refused: {r}");
+                }
+                // An IPAMBlock in the YAML wins over a block file of the same name.
+                objects.extend(
+                    taken
+                        .iter()
+                        .filter(|(id, _)| !last_good.contains_key(*id))
+                        .map(|(_, o)| o.clone()),
+                );
+                blocks_good = taken;
+            }
             let change = Change::Resync {
                 kinds: Kind::ALL.to_vec(),
-                objects: last_good.values().cloned().collect(),
+                objects,
             };
             let noticed = std::time::Instant::now();
             let _ = updates.send(Update::Change { change, noticed });
@@ -132,7 +156,13 @@ pub(super) fn start(
             let (dir, control) = (dir.clone(), control.clone());
             std::thread::Builder::new()
                 .name("weir-datastore".into())
-                .spawn(move || watch_files(dir, last_good, updates, control, stop))
+                .spawn(move || {
+                    let last = Watched {
+                        yaml: last_good,
+                        blocks: blocks_good,
+                    };
+                    watch_files(dir, blocks, last, updates, control, stop);
+                })
                 .map_err(|e| AgentError::Worker(e.to_string()))?;
             Kind::ALL.to_vec()
         }
@@ -163,12 +193,94 @@ fn datastore_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The datastore's YAML files with their size and modification time: a change in this
-/// list is a change to apply.
-fn datastore_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+/// IPAM's block files under `ipam_dir` as `IPAMBlock` objects, by identity (named after
+/// the file, which IPAM names after the block: `198.18.64.0_26` is `198-18-64-0-26`, the
+/// name the Kubernetes store gives the block's object), and one line per file refused. A
+/// refused file whose object has a version in `last` keeps that version.
+pub fn block_objects(ipam_dir: &Path, last: &LastGood) -> (LastGood, Vec<String>) {
+    let mut taken = LastGood::new();
+    let mut refused = Vec::new();
+    let files = match crate::ipam::block_files(ipam_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            // The directory cannot be read now: what it held stays.
+            refused.push(format!("{e}; the blocks read before stay in force"));
+            return (last.clone(), refused);
+        }
+    };
+    for file in files {
+        let (path, result) = match file {
+            Ok(f) => {
+                let path = f.path.clone();
+                let doc = serde_json::json!({
+                    "apiVersion": "weir.dev/v1",
+                    "kind": "IPAMBlock",
+                    "metadata": {"name": block_object_name(&f.path)},
+                    "spec": {"cidr": f.cidr, "pool": f.pool, "node": f.node},
+                });
+                let mut loaded = load_documents_each(&doc.to_string(), &path.display().to_string());
+                let result = match loaded.pop() {
+                    Some(Ok(o)) => Ok(o),
+                    Some(Err(LoadError::Invalid { error, .. })) => {
+                        Err(format!("{}: {}", error.field, error.message))
+                    }
+                    Some(Err(other)) => Err(other.to_string()),
+                    None => Err("no object".into()),
+                };
+                (path, result)
+            }
+            Err((path, why)) => (path, Err(why)),
+        };
+        let id = ObjectRef::cluster(Kind::IpamBlock, &block_object_name(&path));
+        match result {
+            Ok(o) => {
+                taken.insert(o.resource.object_ref(), o);
+            }
+            Err(why) => match last.get(&id) {
+                Some(old) => {
+                    refused.push(format!(
+                        "{}: {id}: {why}; its last good version stays in force",
+                        path.display()
+                    ));
+                    taken.insert(id, old.clone());
+                }
+                None => refused.push(format!("{}: {id}: {why}; not applied", path.display())),
+            },
+        }
+    }
+    (taken, refused)
+}
+
+/// The object name of a block file: its file name with `_`, `.` and `:` as `-`.
+fn block_object_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().replace(['_', '.', ':'], "-"))
+        .unwrap_or_default()
+}
+
+/// What the file watcher last applied: the YAML's objects and the block files'.
+struct Watched {
+    yaml: LastGood,
+    blocks: LastGood,
+}
+
+type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// The datastore's YAML files, and IPAM's block files when `blocks` names IPAM's
+/// directory, with their size and modification time: a change in this list is a change to
+/// apply.
+fn datastore_fingerprint(dir: &Path, blocks: Option<&Path>) -> Fingerprint {
+    let block_files = blocks
+        .and_then(|b| std::fs::read_dir(b.join("blocks")).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()));
+    let mut block_files: Vec<PathBuf> = block_files.collect();
+    block_files.sort();
     datastore_files(dir)
         .unwrap_or_default()
         .into_iter()
+        .chain(block_files)
         .map(|p| {
             let meta = std::fs::metadata(&p).ok();
             let len = meta.as_ref().map_or(0, |m| m.len());
@@ -178,27 +290,37 @@ fn datastore_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::Sys
         .collect()
 }
 
-/// Watches the file datastore (every 250 ms) and sends each change as a relist of every
-/// kind; objects that do not validate keep their last good version (see
-/// [`load_datastore_keeping`]).
+/// Watches the file datastore and, when `blocks` names IPAM's directory, its block files
+/// (every 250 ms) and sends each change as a relist of every kind; objects that do not
+/// validate keep their last good version (see [`load_datastore_keeping`] and
+/// [`block_objects`]).
 fn watch_files(
     dir: PathBuf,
-    mut last: LastGood,
+    blocks: Option<PathBuf>,
+    mut last: Watched,
     updates: Sender<Update>,
     control: Arc<Mutex<ControlStats>>,
     stop: &'static AtomicBool,
 ) {
-    let mut seen = datastore_fingerprint(&dir);
+    let mut seen = datastore_fingerprint(&dir, blocks.as_deref());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(250));
-        let now = datastore_fingerprint(&dir);
+        let now = datastore_fingerprint(&dir, blocks.as_deref());
         if now == seen {
             continue;
         }
         seen = now;
         let noticed = std::time::Instant::now();
-        match load_datastore_keeping(&dir, &last) {
-            Ok((_, kept, refused)) => {
+        match load_datastore_keeping(&dir, &last.yaml) {
+            Ok((_, kept, mut refused)) => {
+                let blocks_kept = match &blocks {
+                    Some(ipam) => {
+                        let (taken, why) = block_objects(ipam, &last.blocks);
+                        refused.extend(why);
+                        taken
+                    }
+                    None => LastGood::new(),
+                };
                 for r in refused {
                     eprintln!("weir agent: datastore object refused: {r}");
                     let _ = updates.send(Update::Invalid {
@@ -206,10 +328,23 @@ fn watch_files(
                         message: r,
                     });
                 }
-                last = kept.clone();
+                last = Watched {
+                    yaml: kept.clone(),
+                    blocks: blocks_kept.clone(),
+                };
+                // An IPAMBlock in the YAML wins over a block file of the same name.
                 let change = Change::Resync {
                     kinds: Kind::ALL.to_vec(),
-                    objects: kept.into_values().collect(),
+                    objects: kept
+                        .values()
+                        .cloned()
+                        .chain(
+                            blocks_kept
+                                .into_iter()
+                                .filter(|(id, _)| !kept.contains_key(id))
+                                .map(|(_, o)| o),
+                        )
+                        .collect(),
                 };
                 if updates.send(Update::Change { change, noticed }).is_err() {
                     return;
@@ -304,6 +439,88 @@ pub(super) fn publish_key_kubernetes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::load::Resource;
+
+    #[test]
+    fn ipam_block_files_become_block_objects_and_a_bad_one_is_refused_alone() {
+        let dir = std::env::temp_dir().join(format!("weir-blockfiles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            block_objects(&dir, &LastGood::new()).0.is_empty(),
+            "no directory yet: no blocks"
+        );
+        // Two nodes take addresses from one shared pool through IPAM's file store.
+        let pool = crate::policy::model::IpPool {
+            name: "shared".into(),
+            cidr: "198.18.64.0/18".parse().unwrap(),
+            block_size: 26,
+            node_selector: crate::policy::selector::Selector::All,
+            disabled: false,
+        };
+        let labels = crate::policy::selector::Labels::new();
+        for node in ["node-a", "node-b"] {
+            let mut ipam = crate::ipam::Ipam::open(&dir, node).unwrap();
+            ipam.allocate(&[&pool], &labels, "c1", "eth0", None)
+                .unwrap();
+        }
+        let held = |objects: &LastGood| -> Vec<(String, String, String)> {
+            objects
+                .values()
+                .map(|o| match &o.resource {
+                    Resource::IpamBlock(b) => (b.name.clone(), b.cidr.to_string(), b.node.clone()),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let (good, refused) = block_objects(&dir, &LastGood::new());
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(
+            held(&good),
+            [
+                (
+                    "198-18-64-0-26".into(),
+                    "198.18.64.0/26".into(),
+                    "node-a".into()
+                ),
+                (
+                    "198-18-64-64-26".into(),
+                    "198.18.64.64/26".into(),
+                    "node-b".into()
+                ),
+            ]
+        );
+        // A claim being written (empty) is not a block yet; a malformed new file is refused
+        // with its reason; a corrupted known block keeps its last good version.
+        let blocks = dir.join("blocks");
+        std::fs::write(blocks.join("198.18.65.0_26"), "").unwrap();
+        std::fs::write(
+            blocks.join("198.18.66.0_26"),
+            "node-c shared 198.18.66.1/26\n",
+        )
+        .unwrap();
+        std::fs::write(blocks.join("198.18.64.64_26"), "node-b\n").unwrap();
+        let (kept, refused) = block_objects(&dir, &good);
+        assert_eq!(held(&kept), held(&good), "{refused:?}");
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.contains("IPAMBlock 198-18-66-0-26: spec.cidr")
+                    && r.contains("not applied")),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.contains("IPAMBlock 198-18-64-64-26") && r.contains("last good version")),
+            "{refused:?}"
+        );
+        // A released block (its file removed) is gone.
+        std::fs::remove_file(blocks.join("198.18.64.64_26")).unwrap();
+        let (kept, _) = block_objects(&dir, &kept);
+        assert_eq!(held(&kept).len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_refused_edit_keeps_each_objects_last_good_version() {

@@ -71,6 +71,8 @@ pub fn watched() -> Vec<(Kind, ApiResource)> {
             Kind::EndpointSlice,
             ApiResource::erase::<discovery::EndpointSlice>(&()),
         ),
+        // Which node holds which block: the routes and WireGuard peers to other nodes.
+        (Kind::IpamBlock, weir("IPAMBlock", "ipamblocks")),
     ]
 }
 
@@ -237,4 +239,133 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Stri
             .map_err(|e| format!("no API server configuration found: {e}"))?,
     };
     Client::try_from(config).map_err(|e| format!("API client: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calc::Calculator;
+    use crate::policy::load::Resource;
+    use weir_testkit::fake_api::FakeApi;
+
+    /// The next change from the watches that `pick` takes, within 10 s; the others (and
+    /// what is not a change) are applied to `calc` and passed over.
+    async fn next_change(
+        rx: &std::sync::mpsc::Receiver<Update>,
+        calc: &mut Calculator,
+        pick: impl Fn(&Change) -> bool,
+    ) -> Change {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match rx.try_recv() {
+                Ok(Update::Change { change, .. }) if pick(&change) => return change,
+                Ok(Update::Change { change, .. }) => {
+                    calc.apply(change);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        panic!("no such change in 10 s");
+    }
+
+    fn touches_blocks(change: &Change) -> bool {
+        match change {
+            Change::Upsert(o) => matches!(o.resource, Resource::IpamBlock(_)),
+            Change::Delete(id) => id.kind == Kind::IpamBlock,
+            Change::Resync { kinds, .. } => kinds == &[Kind::IpamBlock],
+            _ => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_block_claimed_and_released_in_the_api_changes_the_prefixes_routed_to_its_node() {
+        let fake = FakeApi::new();
+        let block = serde_json::json!({
+            "apiVersion": "weir.dev/v1", "kind": "IPAMBlock",
+            "metadata": {"name": "198-18-64-64-26"},
+            "spec": {"cidr": "198.18.64.64/26", "pool": "shared", "node": "node-b", "leases": {}},
+        });
+        fake.apply(block.clone()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watching = tokio::spawn(run(fake.client(), "node-a".into(), tx));
+        let mut calc = Calculator::new("node-a");
+        let routed = |calc: &Calculator| {
+            crate::wireguard::node_prefixes("node-b", calc.cluster(), &mut Vec::new())
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        // The first list holds b's block.
+        let listed = next_change(&rx, &mut calc, touches_blocks).await;
+        assert!(calc.apply(listed).is_empty());
+        assert_eq!(routed(&calc), ["198.18.64.64/26"]);
+        // A lease written in b's block: the same block in the model (leases are IPAM's).
+        let before = calc.cluster().ipam_blocks.clone();
+        let mut leased = block.clone();
+        leased["spec"]["leases"] = serde_json::json!({
+            "198.18.64.64": {"containerID": "c1", "ifname": "eth0"}
+        });
+        fake.apply(leased).unwrap();
+        let lease = next_change(&rx, &mut calc, touches_blocks).await;
+        assert!(calc.apply(lease).is_empty());
+        assert_eq!(calc.cluster().ipam_blocks, before);
+        // b claims a second block (its IPAM store creates the object).
+        let mut second = block.clone();
+        second["metadata"]["name"] = "198-18-64-128-26".into();
+        second["spec"]["cidr"] = "198.18.64.128/26".into();
+        fake.apply(second).unwrap();
+        let claimed = next_change(&rx, &mut calc, touches_blocks).await;
+        assert!(calc.apply(claimed).is_empty());
+        assert_eq!(routed(&calc), ["198.18.64.64/26", "198.18.64.128/26"]);
+        // Released: the object is deleted, the prefix is routed to b no more.
+        fake.delete("weir.dev/v1", "IPAMBlock", None, "198-18-64-64-26")
+            .unwrap();
+        let released = next_change(&rx, &mut calc, touches_blocks).await;
+        assert!(calc.apply(released).is_empty());
+        assert_eq!(routed(&calc), ["198.18.64.128/26"]);
+        watching.abort();
+    }
+
+    fn ipam_block(spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1",
+            "kind": "IPAMBlock",
+            "metadata": {"name": "198-18-64-64-26", "resourceVersion": "7"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ipam_blocks_are_watched_and_a_malformed_one_is_refused_with_its_field() {
+        let (_, resource) = watched()
+            .into_iter()
+            .find(|(k, _)| *k == Kind::IpamBlock)
+            .expect("IPAMBlocks are watched: they are the routes to other nodes");
+        // As the IPAM store writes it, leases and all.
+        let written = ipam_block(serde_json::json!({
+            "cidr": "198.18.64.64/26", "pool": "shared", "node": "node-b",
+            "leases": {"198.18.64.64": {"containerID": "c1", "ifname": "eth0", "pod": "shop/web"}},
+        }));
+        match to_object(&written, &resource).map(|o| o.resource) {
+            Ok(Resource::IpamBlock(b)) => {
+                assert_eq!(b.cidr.to_string(), "198.18.64.64/26");
+                assert_eq!(b.node, "node-b");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = ipam_block(serde_json::json!({
+            "cidr": "198.18.64.65/26", "pool": "shared", "node": "node-b",
+        }));
+        let (who, why) = to_object(&bad, &resource).unwrap_err();
+        assert_eq!(
+            who,
+            Some(ObjectRef::cluster(Kind::IpamBlock, "198-18-64-64-26"))
+        );
+        assert!(
+            why.starts_with("spec.cidr:") && why.contains("198.18.64.64/26"),
+            "{why}"
+        );
+    }
 }

@@ -34,9 +34,10 @@ use serde_yaml::Value;
 
 use super::model::{
     compare_order, EndpointSlice, GlobalNetworkPolicy, GlobalNetworkPolicyWire, GlobalNetworkSet,
-    GlobalNetworkSetWire, HostEndpoint, HostEndpointWire, IpPool, IpPoolWire, K8sNetworkPolicy,
-    Kind, Namespace, NamespacedName, NetworkPolicy, NetworkPolicyWire, NetworkSet, NetworkSetWire,
-    Node, ObjectRef, Pod, Service, ServiceAccount, Tier, TierWire, ValidationError, DEFAULT_TIER,
+    GlobalNetworkSetWire, HostEndpoint, HostEndpointWire, IpPool, IpPoolWire, IpamBlock,
+    IpamBlockWire, K8sNetworkPolicy, Kind, Namespace, NamespacedName, NetworkPolicy,
+    NetworkPolicyWire, NetworkSet, NetworkSetWire, Node, ObjectRef, Pod, Service, ServiceAccount,
+    Tier, TierWire, ValidationError, DEFAULT_TIER,
 };
 use super::selector::Labels;
 
@@ -101,6 +102,8 @@ pub enum Resource {
     Service(Service),
     /// `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// `weir.dev/v1` IPAMBlock.
+    IpamBlock(IpamBlock),
 }
 
 impl Resource {
@@ -133,6 +136,7 @@ impl Resource {
             Resource::EndpointSlice(o) => {
                 ObjectRef::namespaced(Kind::EndpointSlice, &o.namespace, &o.name)
             }
+            Resource::IpamBlock(o) => ObjectRef::cluster(Kind::IpamBlock, &o.name),
         }
     }
 }
@@ -164,8 +168,8 @@ pub enum LoadError {
         "{origin}: unknown kind \"{kind}\" (apiVersion \"{api_version}\"): weir reads v1 \
          Namespace, Pod, ServiceAccount, Node, Service and List; networking.k8s.io/v1 \
          NetworkPolicy; discovery.k8s.io/v1 EndpointSlice; and weir.dev/v1 Tier, \
-         NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, IPPool and \
-         HostEndpoint"
+         NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, IPPool, \
+         HostEndpoint and IPAMBlock"
     )]
     UnknownKind {
         /// Where.
@@ -290,7 +294,7 @@ pub fn load_documents_each(yaml: &str, source: &str) -> Vec<Result<Object, LoadE
 /// Invariants after [`Cluster::from_objects`]: every namespaced object's namespace is in
 /// `namespaces`; every pod's service account is in `service_accounts`; `tiers` contains
 /// `default` and every tier a policy names; no two pods (outside the host network) share
-/// an address; no two IP pools overlap.
+/// an address; no two IP pools overlap; no two IPAM blocks overlap.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cluster {
     /// Namespaces by name, including implicit ones (only the name label).
@@ -322,6 +326,9 @@ pub struct Cluster {
     pub services: BTreeMap<NamespacedName, Service>,
     /// EndpointSlices (kept for the service dataplane; policy does not read them).
     pub endpoint_slices: BTreeMap<NamespacedName, EndpointSlice>,
+    /// weir.dev IPAMBlocks by name: which node holds which block, the prefixes routed to
+    /// each node (`crate::wireguard::remote_nodes`); no two overlap.
+    pub ipam_blocks: BTreeMap<String, IpamBlock>,
     /// Where each loaded object came from (implicit objects have no entry).
     pub origins: BTreeMap<ObjectRef, Origin>,
 }
@@ -389,6 +396,9 @@ impl Cluster {
                     cluster
                         .endpoint_slices
                         .insert(key(&o.namespace, &o.name), o);
+                }
+                Resource::IpamBlock(o) => {
+                    cluster.ipam_blocks.insert(o.name.clone(), o);
                 }
             }
         }
@@ -488,6 +498,23 @@ impl Cluster {
             errors.push(cluster.invalid(object, "spec.cidr", message));
         }
 
+        // A pod address routes to one node: blocks never overlap (IPAM cuts them from
+        // pools that do not). Reported on the later block by name, naming the earlier.
+        let mut overlaps = Vec::new();
+        let mut kept: Vec<&IpamBlock> = Vec::new();
+        for block in cluster.ipam_blocks.values() {
+            match kept.iter().find(|k| block_overlap(k, block).is_some()) {
+                Some(earlier) => overlaps.push((
+                    ObjectRef::cluster(Kind::IpamBlock, &block.name),
+                    block_overlap(earlier, block).unwrap_or_default(),
+                )),
+                None => kept.push(block),
+            }
+        }
+        for (object, message) in overlaps {
+            errors.push(cluster.invalid(object, "spec.cidr", message));
+        }
+
         if errors.is_empty() {
             Ok(cluster)
         } else {
@@ -549,6 +576,21 @@ impl Cluster {
             },
         }
     }
+}
+
+/// Why `later` may not join the model beside `earlier` (another block over some of the same
+/// addresses), or `None` when it may.
+pub fn block_overlap(earlier: &IpamBlock, later: &IpamBlock) -> Option<String> {
+    let overlap = earlier.name != later.name
+        && (earlier.cidr.contains(&later.cidr.network())
+            || later.cidr.contains(&earlier.cidr.network()));
+    overlap.then(|| {
+        format!(
+            "{} (node {}) overlaps IPAMBlock {} ({}, node {}): a pod address routes to one \
+             node, so blocks must not overlap",
+            later.cidr, later.node, earlier.name, earlier.cidr, earlier.node
+        )
+    })
 }
 
 /// Reads `apiVersion` and `kind`.
@@ -648,6 +690,10 @@ fn decode_object(
         ),
         Kind::EndpointSlice => Resource::EndpointSlice(
             EndpointSlice::from_api(decode_k8s(value, &object, &origin)?).map_err(fail)?,
+        ),
+        Kind::IpamBlock => Resource::IpamBlock(
+            IpamBlock::from_wire(decode::<IpamBlockWire>(value, &object, &origin)?)
+                .map_err(fail)?,
         ),
     };
     Ok(Object { origin, resource })
@@ -866,6 +912,61 @@ mod tests {
         assert_eq!(
             c.origins[&ObjectRef::cluster(Kind::Tier, "security")].to_string(),
             "all-kinds.yaml document 1"
+        );
+        let block = &c.ipam_blocks["198-18-64-0-24"];
+        assert_eq!(
+            (block.cidr.to_string().as_str(), block.node.as_str()),
+            ("198.18.64.0/24", "node-b")
+        );
+    }
+
+    fn block(name: &str, cidr: &str, node: &str) -> String {
+        format!(
+            "apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata: {{name: {name}}}\nspec: \
+             {{cidr: \"{cidr}\", pool: p, node: \"{node}\"}}\n---\n"
+        )
+    }
+
+    #[test]
+    fn a_malformed_or_overlapping_ipam_block_is_refused_by_field() {
+        let e = load(&block("b1", "198.18.64.1/26", "n1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("IPAMBlock b1") && e.contains("spec.cidr") && e.contains("198.18.64.0/26"),
+            "{e}"
+        );
+        let e = load(&block("b1", "198.18.64.0/26", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.node"), "{e}");
+        let e = load(&block("b1", "198.18.64.0/26", "Not_A_Node"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.node"), "{e}");
+        let e = load("apiVersion: weir.dev/v1\nkind: IPAMBlock\nmetadata: {name: b1}\nspec: {cidr: \"198.18.64.0/26\", pool: p, node: n1, owner: x}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("owner"), "an unknown field is an error: {e}");
+        // Two nodes' blocks of one pool side by side are fine; one block over another is not.
+        let side_by_side = format!(
+            "{}{}",
+            block("b1", "198.18.64.0/26", "n1"),
+            block("b2", "198.18.64.64/26", "n2")
+        );
+        assert_eq!(cluster(&side_by_side).unwrap().ipam_blocks.len(), 2);
+        let over = format!(
+            "{}{}",
+            block("b1", "198.18.64.0/26", "n1"),
+            block("b2", "198.18.64.0/25", "n2")
+        );
+        let errors = cluster(&over).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("IPAMBlock b2")
+                && errors[0].contains("spec.cidr")
+                && errors[0].contains("overlaps IPAMBlock b1"),
+            "{errors:?}"
         );
     }
 

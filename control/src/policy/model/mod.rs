@@ -8,12 +8,13 @@
 //!   `pkg/apis/networking/validation` and `pkg/apis/core/validation` that matter for policy)
 //!   and defaulted as the API server does (`SetDefaults_NetworkPolicy`, protocol TCP).
 //! - **weir.dev/v1** (Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet,
-//!   GlobalNetworkSet, IPPool, HostEndpoint): Calico's `projectcalico.org/v3` shapes under
-//!   weir's API group, with Calico's validation rules (`libcalico-go/lib/validator/v3`) and
-//!   defaults. They are decoded into the CRD types of [`crate::crd`], strictly: unknown
+//!   GlobalNetworkSet, IPPool, HostEndpoint, IPAMBlock): Calico's `projectcalico.org/v3`
+//!   shapes under weir's API group, with Calico's validation rules
+//!   (`libcalico-go/lib/validator/v3`) and defaults. They are decoded into the CRD types of [`crate::crd`], strictly: unknown
 //!   fields are errors, so a typo (`notNet`) cannot silently widen a rule. IP pools and host
 //!   endpoints are kept in the model for IPAM and host policy; the policy compiler does not
-//!   read them yet.
+//!   read them yet. IPAMBlocks (written by IPAM) say which node holds which block: the
+//!   routes and WireGuard allowed IPs to other nodes are built from them.
 //! - **Services** (`v1` Service, `discovery.k8s.io/v1` EndpointSlice), reduced to what a
 //!   service dataplane needs (addresses, ports, endpoints and their conditions) and
 //!   validated as the API server does. They are kept in the model for the service and NAT
@@ -60,12 +61,12 @@ pub use self::services::{
 pub use self::validate::{parse_cidr, parse_k8s_cidr, validate_port_name};
 pub use self::weir::{
     compare_order, Action, EntityRule, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint,
-    IcmpMatch, IpPool, NetworkPolicy, NetworkSet, PolicySpec, Rule, ServiceAccountMatch, Tier,
-    TierDefaultAction, DEFAULT_IPV4_BLOCK_SIZE, DEFAULT_IPV6_BLOCK_SIZE,
+    IcmpMatch, IpPool, IpamBlock, NetworkPolicy, NetworkSet, PolicySpec, Rule, ServiceAccountMatch,
+    Tier, TierDefaultAction, DEFAULT_IPV4_BLOCK_SIZE, DEFAULT_IPV6_BLOCK_SIZE,
 };
 pub(crate) use self::weir::{
-    GlobalNetworkPolicyWire, GlobalNetworkSetWire, HostEndpointWire, IpPoolWire, NetworkPolicyWire,
-    NetworkSetWire, TierWire,
+    GlobalNetworkPolicyWire, GlobalNetworkSetWire, HostEndpointWire, IpPoolWire, IpamBlockWire,
+    NetworkPolicyWire, NetworkSetWire, TierWire,
 };
 
 /// The tier that policies name when they name none, and where Kubernetes NetworkPolicies
@@ -112,11 +113,13 @@ pub enum Kind {
     /// `discovery.k8s.io/v1` EndpointSlice (kept for the service dataplane; policy does not
     /// read it).
     EndpointSlice,
+    /// `weir.dev/v1` IPAMBlock (a node's block of an IP pool: what other nodes route to it).
+    IpamBlock,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::ServiceAccount,
@@ -131,6 +134,7 @@ impl Kind {
         Kind::HostEndpoint,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::IpamBlock,
     ];
 
     /// The `apiVersion` this kind is read under.
@@ -159,6 +163,7 @@ impl Kind {
             Kind::HostEndpoint => "HostEndpoint",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::IpamBlock => "IPAMBlock",
         }
     }
 
@@ -180,6 +185,7 @@ impl Kind {
                 | Kind::Node
                 | Kind::IpPool
                 | Kind::HostEndpoint
+                | Kind::IpamBlock
         )
     }
 }

@@ -248,6 +248,24 @@ pub struct IpPool {
     pub nat_outgoing: bool,
 }
 
+/// A `weir.dev/v1` IPAMBlock as routing reads it: one block of a pool and the node that
+/// holds it. Pod addresses in the block live on that node, so the block is the prefix
+/// other nodes route (and accept through WireGuard) to it. The leases in the object are
+/// IPAM's business (`crate::ipam`) and are not kept: a lease change leaves the model as it
+/// was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamBlock {
+    /// The name (IPAM names blocks after their CIDR: `198-18-64-0-26`).
+    pub name: String,
+    /// `spec.cidr`, with no host bits set.
+    pub cidr: IpNet,
+    /// `spec.node`: the node holding the block.
+    pub node: String,
+    /// `spec.pool`: the IPPool the block was cut from (the pool may be gone since: its
+    /// blocks still route while pods use them).
+    pub pool: String,
+}
+
 /// A `weir.dev/v1` HostEndpoint: one of a node's interfaces, or a set of its addresses,
 /// which selectors match by the endpoint's labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +315,7 @@ pub(crate) type NetworkSetWire = WireObject<crd::NetworkSetSpec>;
 pub(crate) type GlobalNetworkSetWire = WireObject<crd::GlobalNetworkSetSpec>;
 pub(crate) type IpPoolWire = WireObject<crd::IpPoolSpec>;
 pub(crate) type HostEndpointWire = WireObject<crd::HostEndpointSpec>;
+pub(crate) type IpamBlockWire = WireObject<crd::IpamBlockSpec>;
 
 impl Tier {
     pub(crate) fn from_wire(wire: TierWire) -> Result<Tier, ValidationError> {
@@ -488,6 +507,49 @@ impl IpPool {
                 "default-ipv4-ippool" | "default-ipv6-ippool"
             )),
             name,
+        })
+    }
+}
+
+impl IpamBlock {
+    pub(crate) fn from_wire(wire: IpamBlockWire) -> Result<IpamBlock, ValidationError> {
+        let name = wire.metadata.name.clone().unwrap_or_default();
+        let object = ObjectRef::cluster(Kind::IpamBlock, &name);
+        let cx = Cx { object: &object };
+        cx.name(&name, validate_dns_subdomain)?;
+        cx.labels(&wire.metadata)?;
+        let spec = wire.spec.ok_or_else(|| {
+            cx.err(
+                "spec",
+                "is required: the block's cidr, pool and node (IPAM writes it)",
+            )
+        })?;
+        let text = &spec.cidr;
+        let cidr = parse_cidr_parts(text, false)
+            .and_then(|net| {
+                if net.trunc() == net {
+                    Ok(net)
+                } else {
+                    Err(format!(
+                        "\"{text}\" has bits set after the /{} prefix: did you mean \"{}\"?",
+                        net.prefix_len(),
+                        net.trunc()
+                    ))
+                }
+            })
+            .map_err(|why| cx.err("spec.cidr", why))?;
+        if spec.node.is_empty() {
+            return Err(cx.err("spec.node", "is required: the node holding the block"));
+        }
+        validate_dns_subdomain(&spec.node).map_err(|why| cx.err("spec.node", why))?;
+        if spec.pool.is_empty() {
+            return Err(cx.err("spec.pool", "is required: the IPPool the block belongs to"));
+        }
+        Ok(IpamBlock {
+            name,
+            cidr,
+            node: spec.node,
+            pool: spec.pool,
         })
     }
 }
