@@ -91,6 +91,7 @@ impl Lab {
                 block_size: 26,
                 node_selector: Selector::All,
                 disabled: false,
+                nat_outgoing: false,
             };
             let ips = NODE.map(|node| {
                 let mut state = Ipam::open(&ipam, node).unwrap();

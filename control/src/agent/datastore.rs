@@ -456,6 +456,7 @@ mod tests {
             block_size: 26,
             node_selector: crate::policy::selector::Selector::All,
             disabled: false,
+            nat_outgoing: false,
         };
         let labels = crate::policy::selector::Labels::new();
         for node in ["node-a", "node-b"] {
