@@ -92,16 +92,13 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let window = Duration::from_micros(config.coalesce_micros);
     let mut drive_state = DriveState::default();
     let mut env = start_host(config)?;
-    let first = first_calculation(
-        config,
-        &rx,
-        &mut calc,
-        &kinds,
+    let feed = Feed {
+        rx: &rx,
+        kinds: &kinds,
         window,
         stop,
-        &mut drive_state,
-        &env,
-    )?;
+    };
+    let first = first_calculation(config, &feed, &mut calc, &mut drive_state, &env)?;
     let Some((mut builder, ports, peer_configs, mut warnings)) = first else {
         return Ok(());
     };
@@ -229,18 +226,30 @@ fn start_host(config: &AgentConfig) -> Result<host::NodeEnv, AgentError> {
     Ok(host::NodeEnv { host: link, kernel })
 }
 
-/// Waits for the datastore's first full list of `kinds` and calculates the node's first
-/// tables from it. `None` when the agent was stopped first.
+/// Where the control loop's updates come from: the channel, the kinds whose first full
+/// list counts as synced, the coalescing window and the stop flag.
+struct Feed<'a> {
+    rx: &'a Receiver<Update>,
+    kinds: &'a [Kind],
+    window: Duration,
+    stop: &'a AtomicBool,
+}
+
+/// Waits for the datastore's first full list of the feed's kinds and calculates the
+/// node's first tables from it. `None` when the agent was stopped first.
 fn first_calculation(
     config: &AgentConfig,
-    rx: &Receiver<Update>,
+    feed: &Feed<'_>,
     calc: &mut Calculator,
-    kinds: &[Kind],
-    window: Duration,
-    stop: &AtomicBool,
     drive_state: &mut DriveState,
     env: &host::NodeEnv,
 ) -> Result<Option<Calculated>, AgentError> {
+    let Feed {
+        rx,
+        kinds,
+        window,
+        stop,
+    } = *feed;
     let mut first: Option<Result<Calculated, AgentError>> = None;
     drive(rx, calc, kinds, window, stop, drive_state, |calc, batch| {
         for r in &batch.refused {
