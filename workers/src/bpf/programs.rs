@@ -44,7 +44,7 @@
 //!
 //! Sizes, in slots as loaded: `redirect_all` 6 (5 instructions, the map load is two
 //! slots); `uplink` 33 with an empty filter, 81 with two prefixes per family and two
-//! ports, 229 at the limits (16 + 16 prefixes, 4 ports).
+//! ports, 279 at the limits (16 + 16 prefixes, 4 ports, 2 + 2 SNAT addresses).
 //!
 //! Not handled, on purpose: IPv6 extension headers before the transport header
 //! (WireGuard and VXLAN do not send them, and the replies to translated flows that carry
