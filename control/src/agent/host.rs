@@ -493,6 +493,8 @@ mod tests {
         let name = format!("wh{tag}{pid}");
         let mut lab = NetnsGuard::new();
         lab.add_netns(&ns).unwrap();
+        // With loopback down the kernel refuses the onlink gateway ("invalid gateway").
+        ip(&["-n", &ns, "link", "set", "lo", "up"]).unwrap();
         lab.veth(&ns, &name, &weir_end(&name), None).unwrap();
         if disable_ipv6 {
             ns_exec(
