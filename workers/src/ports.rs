@@ -138,7 +138,12 @@ impl PortControl {
     /// Asks worker `worker`, which holds `spec.name`, to run the XDP program for
     /// `spec.uplink_filter` on it (nothing happens when the filter is unchanged), and
     /// waits up to `timeout` for the answer.
-    pub fn refilter(&self, worker: usize, spec: &PortSpec, timeout: Duration) -> Result<(), String> {
+    pub fn refilter(
+        &self,
+        worker: usize,
+        spec: &PortSpec,
+        timeout: Duration,
+    ) -> Result<(), String> {
         self.ask(worker, timeout, |reply| {
             PortCommand::Refilter(spec.clone(), reply)
         })

@@ -612,65 +612,211 @@ fn root_uplink_classifies_crafted_frames() {
 
 #[test]
 fn root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_kernel() {
-    require_root("root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_kernel");
+    require_root(
+        "root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_kernel",
+    );
     let map = XskMap::new(4).expect("XSKMAP");
     let prog = XdpProgram::uplink_with_miss_action(&map, &snat_filter(), MissAction::Tx)
         .unwrap_or_else(|e| panic!("{e}"));
     let (below, above, inside) = (SNAT_FIRST - 1, SNAT_LAST + 1, SNAT_FIRST + 7);
     let cases: Vec<(&str, Vec<u8>, u32)> = vec![
-        ("v4 TCP to the first port", ipv4(NODE4, TCP, SNAT_FIRST, 0, 0), XDP_TX),
-        ("v4 TCP to the last port", ipv4(NODE4, TCP, SNAT_LAST, 0, 0), XDP_TX),
-        ("v4 TCP just below the range", ipv4(NODE4, TCP, below, 0, 0), XDP_PASS),
-        ("v4 TCP just above the range", ipv4(NODE4, TCP, above, 0, 0), XDP_PASS),
-        ("v4 TCP to the node's SSH", ipv4(NODE4, TCP, 22, 0, 0), XDP_PASS),
-        ("v4 UDP in the range", ipv4(NODE4, UDP, inside, 0, 0), XDP_TX),
+        (
+            "v4 TCP to the first port",
+            ipv4(NODE4, TCP, SNAT_FIRST, 0, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 TCP to the last port",
+            ipv4(NODE4, TCP, SNAT_LAST, 0, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 TCP just below the range",
+            ipv4(NODE4, TCP, below, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 TCP just above the range",
+            ipv4(NODE4, TCP, above, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 TCP to the node's SSH",
+            ipv4(NODE4, TCP, 22, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 UDP in the range",
+            ipv4(NODE4, UDP, inside, 0, 0),
+            XDP_TX,
+        ),
         ("v4 UDP just below", ipv4(NODE4, UDP, below, 0, 0), XDP_PASS),
         ("v4 UDP just above", ipv4(NODE4, UDP, above, 0, 0), XDP_PASS),
-        ("v4 UDP to WireGuard still", ipv4(NODE4, UDP, WIREGUARD_PORT, 0, 0), XDP_TX),
-        ("v4 TCP in the range, other address", ipv4(PEER4, TCP, inside, 0, 0), XDP_PASS),
-        ("v4 other protocol, port bytes in the range", ipv4(NODE4, 47, inside, 0, 0), XDP_PASS),
-        ("v4 with options, TCP in the range", ipv4(NODE4, TCP, inside, 3, 0), XDP_TX),
-        ("v4 first fragment, UDP in the range", ipv4(NODE4, UDP, inside, 0, 0x2000), XDP_TX),
-        ("v4 later fragment, port bytes in the range", ipv4(NODE4, UDP, inside, 0, 0x0010), XDP_PASS),
-        ("v4 echo reply, id in the range", icmp4(NODE4, 0, inside), XDP_TX),
-        ("v4 echo reply, id = last", icmp4(NODE4, 0, SNAT_LAST), XDP_TX),
-        ("v4 echo reply, id just below", icmp4(NODE4, 0, below), XDP_PASS),
-        ("v4 echo reply, id just above", icmp4(NODE4, 0, above), XDP_PASS),
-        ("v4 echo request, id in the range", icmp4(NODE4, 8, inside), XDP_PASS),
-        ("v4 destination unreachable", icmp4(NODE4, 3, inside), XDP_PASS),
-        ("v4 echo reply to another address", icmp4(PEER4, 0, inside), XDP_PASS),
-        ("v4 echo reply to a pod prefix", icmp4(Ipv4Addr::new(198, 18, 0, 9), 0, 1), XDP_TX),
-        ("VLAN v4 TCP in the range", vlan(ipv4(NODE4, TCP, inside, 0, 0), 7), XDP_TX),
-        ("VLAN v4 TCP below the range", vlan(ipv4(NODE4, TCP, below, 0, 0), 7), XDP_PASS),
-        ("v6 TCP to the first port", ipv6(NODE6, TCP, SNAT_FIRST), XDP_TX),
-        ("v6 TCP to the last port", ipv6(NODE6, TCP, SNAT_LAST), XDP_TX),
-        ("v6 TCP just below the range", ipv6(NODE6, TCP, below), XDP_PASS),
-        ("v6 TCP just above the range", ipv6(NODE6, TCP, above), XDP_PASS),
+        (
+            "v4 UDP to WireGuard still",
+            ipv4(NODE4, UDP, WIREGUARD_PORT, 0, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 TCP in the range, other address",
+            ipv4(PEER4, TCP, inside, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 other protocol, port bytes in the range",
+            ipv4(NODE4, 47, inside, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 with options, TCP in the range",
+            ipv4(NODE4, TCP, inside, 3, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 first fragment, UDP in the range",
+            ipv4(NODE4, UDP, inside, 0, 0x2000),
+            XDP_TX,
+        ),
+        (
+            "v4 later fragment, port bytes in the range",
+            ipv4(NODE4, UDP, inside, 0, 0x0010),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply, id in the range",
+            icmp4(NODE4, 0, inside),
+            XDP_TX,
+        ),
+        (
+            "v4 echo reply, id = last",
+            icmp4(NODE4, 0, SNAT_LAST),
+            XDP_TX,
+        ),
+        (
+            "v4 echo reply, id just below",
+            icmp4(NODE4, 0, below),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply, id just above",
+            icmp4(NODE4, 0, above),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo request, id in the range",
+            icmp4(NODE4, 8, inside),
+            XDP_PASS,
+        ),
+        (
+            "v4 destination unreachable",
+            icmp4(NODE4, 3, inside),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply to another address",
+            icmp4(PEER4, 0, inside),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply to a pod prefix",
+            icmp4(Ipv4Addr::new(198, 18, 0, 9), 0, 1),
+            XDP_TX,
+        ),
+        (
+            "VLAN v4 TCP in the range",
+            vlan(ipv4(NODE4, TCP, inside, 0, 0), 7),
+            XDP_TX,
+        ),
+        (
+            "VLAN v4 TCP below the range",
+            vlan(ipv4(NODE4, TCP, below, 0, 0), 7),
+            XDP_PASS,
+        ),
+        (
+            "v6 TCP to the first port",
+            ipv6(NODE6, TCP, SNAT_FIRST),
+            XDP_TX,
+        ),
+        (
+            "v6 TCP to the last port",
+            ipv6(NODE6, TCP, SNAT_LAST),
+            XDP_TX,
+        ),
+        (
+            "v6 TCP just below the range",
+            ipv6(NODE6, TCP, below),
+            XDP_PASS,
+        ),
+        (
+            "v6 TCP just above the range",
+            ipv6(NODE6, TCP, above),
+            XDP_PASS,
+        ),
         ("v6 UDP in the range", ipv6(NODE6, UDP, inside), XDP_TX),
         ("v6 UDP 53", ipv6(NODE6, UDP, 53), XDP_PASS),
-        ("v6 TCP in the range, other address", ipv6(PEER6, TCP, inside), XDP_PASS),
+        (
+            "v6 TCP in the range, other address",
+            ipv6(PEER6, TCP, inside),
+            XDP_PASS,
+        ),
         (
             "v6 TCP in the range, address differing in the last bit",
-            ipv6(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 3), TCP, inside),
+            ipv6(
+                Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 3),
+                TCP,
+                inside,
+            ),
             XDP_PASS,
         ),
         (
             "v6 TCP in the range, address differing in the first word",
-            ipv6(Ipv6Addr::new(0x2001, 0xdb9, 0xff, 0, 0, 0, 0, 1), TCP, inside),
+            ipv6(
+                Ipv6Addr::new(0x2001, 0xdb9, 0xff, 0, 0, 0, 0, 1),
+                TCP,
+                inside,
+            ),
             XDP_PASS,
         ),
-        ("v6 echo reply, id in the range", icmp6(NODE6, 129, inside), XDP_TX),
-        ("v6 echo reply, id just below", icmp6(NODE6, 129, below), XDP_PASS),
-        ("v6 echo reply, id just above", icmp6(NODE6, 129, above), XDP_PASS),
-        ("v6 echo request, id in the range", icmp6(NODE6, 128, inside), XDP_PASS),
-        ("v6 neighbour solicitation", icmp6(NODE6, 135, inside), XDP_PASS),
-        ("v6 echo reply to another address", icmp6(PEER6, 129, inside), XDP_PASS),
+        (
+            "v6 echo reply, id in the range",
+            icmp6(NODE6, 129, inside),
+            XDP_TX,
+        ),
+        (
+            "v6 echo reply, id just below",
+            icmp6(NODE6, 129, below),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo reply, id just above",
+            icmp6(NODE6, 129, above),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo request, id in the range",
+            icmp6(NODE6, 128, inside),
+            XDP_PASS,
+        ),
+        (
+            "v6 neighbour solicitation",
+            icmp6(NODE6, 135, inside),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo reply to another address",
+            icmp6(PEER6, 129, inside),
+            XDP_PASS,
+        ),
         (
             "v6 hop-by-hop header before TCP in the range (not parsed: kernel)",
             ipv6_hop_by_hop(NODE6, TCP, inside),
             XDP_PASS,
         ),
-        ("VLAN v6 UDP in the range", vlan(ipv6(NODE6, UDP, inside), 7), XDP_TX),
+        (
+            "VLAN v6 UDP in the range",
+            vlan(ipv6(NODE6, UDP, inside), 7),
+            XDP_TX,
+        ),
         ("ARP", arp(), XDP_PASS),
     ];
     let mut failures = Vec::new();
@@ -680,20 +826,36 @@ fn root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_ker
             failures.push(format!("{name}: got {got}, want {want}"));
         }
     }
-    assert!(failures.is_empty(), "misclassified:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "misclassified:\n{}",
+        failures.join("\n")
+    );
 
     // Frames cut short of the 8 transport bytes the match reads go to the kernel.
     let cases: [(&str, Vec<u8>, usize); 4] = [
-        ("v4 TCP in the range", ipv4(NODE4, TCP, inside, 0, 0), 14 + 20 + 8),
+        (
+            "v4 TCP in the range",
+            ipv4(NODE4, TCP, inside, 0, 0),
+            14 + 20 + 8,
+        ),
         ("v4 echo reply", icmp4(NODE4, 0, inside), 14 + 20 + 8),
         ("v6 TCP in the range", ipv6(NODE6, TCP, inside), 14 + 40 + 8),
         ("v6 echo reply", icmp6(NODE6, 129, inside), 14 + 40 + 8),
     ];
     for (name, frame, needed) in cases {
         for len in 14..needed {
-            assert_eq!(run(&prog, &frame[..len]), XDP_PASS, "{name} cut to {len} bytes");
+            assert_eq!(
+                run(&prog, &frame[..len]),
+                XDP_PASS,
+                "{name} cut to {len} bytes"
+            );
         }
-        assert_eq!(run(&prog, &frame[..needed]), XDP_TX, "{name} cut to {needed} bytes");
+        assert_eq!(
+            run(&prog, &frame[..needed]),
+            XDP_TX,
+            "{name} cut to {needed} bytes"
+        );
     }
 
     // SNAT alone (no prefixes, no ports), one family only, and a one-port range.
@@ -711,7 +873,8 @@ fn root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_ker
     // The production program with a socket in the map redirects the replies.
     let prog = XdpProgram::uplink(&map, &snat_filter()).unwrap_or_else(|e| panic!("{e}"));
     let xsk = xdp_socket();
-    map.set(0, xsk.as_raw_fd()).unwrap_or_else(|e| panic!("{e}"));
+    map.set(0, xsk.as_raw_fd())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run(&prog, &ipv4(NODE4, TCP, inside, 0, 0)), XDP_REDIRECT);
     assert_eq!(run(&prog, &icmp6(NODE6, 129, inside)), XDP_REDIRECT);
     assert_eq!(run(&prog, &ipv4(NODE4, TCP, 22, 0, 0)), XDP_PASS);
@@ -729,19 +892,38 @@ fn root_bad_snat_matches_are_clear_errors() {
     };
     let err = XdpProgram::uplink(&map, &empty).unwrap_err();
     assert!(
-        matches!(err, BpfError::SnatRange { first: 62000, last: 61000, .. }),
+        matches!(
+            err,
+            BpfError::SnatRange {
+                first: 62000,
+                last: 61000,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("198.19.0.1"), "{err}");
     let three = UplinkFilter {
         snat: (1..=3)
-            .map(|i| snat(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i)), 1..=9))
+            .map(|i| {
+                snat(
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i)),
+                    1..=9,
+                )
+            })
             .collect(),
         ..Default::default()
     };
     let err = XdpProgram::uplink(&map, &three).unwrap_err();
     assert!(
-        matches!(err, BpfError::FilterTooLarge { count: 3, max: 2, .. }),
+        matches!(
+            err,
+            BpfError::FilterTooLarge {
+                count: 3,
+                max: 2,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("IPv6 SNAT addresses"), "{err}");
@@ -977,9 +1159,15 @@ fn root_attach_and_detach_on_a_veth() {
         link.update(&refiltered).unwrap_or_else(|e| panic!("{e}"));
         drop(refiltered);
         let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]).unwrap();
-        assert!(shown.contains("xdp "), "not in driver mode after the update:\n{shown}");
+        assert!(
+            shown.contains("xdp "),
+            "not in driver mode after the update:\n{shown}"
+        );
         let after = prog_id(&shown);
-        assert!(after.is_some() && after != before, "program not replaced:\n{shown}");
+        assert!(
+            after.is_some() && after != before,
+            "program not replaced:\n{shown}"
+        );
 
         // The program and map descriptors may go; the link keeps the program attached.
         drop(prog);

@@ -166,7 +166,10 @@ pub fn ensure_host_link(
                 .await
                 .map_err(|e| format!("neighbour {gw} on {kernel_name}: {e}"))?;
         }
-        for net in cidrs.iter().filter(|n| matches!(n, ipnet::IpNet::V4(_)) || v6) {
+        for net in cidrs
+            .iter()
+            .filter(|n| matches!(n, ipnet::IpNet::V4(_)) || v6)
+        {
             let route = match net {
                 ipnet::IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(n.network(), n.prefix_len())
@@ -499,7 +502,12 @@ mod tests {
         if disable_ipv6 {
             ns_exec(
                 &ns,
-                &["sysctl", "-q", "-w", &format!("net.ipv6.conf.{name}.disable_ipv6=1")],
+                &[
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    &format!("net.ipv6.conf.{name}.disable_ipv6=1"),
+                ],
             )
             .unwrap();
         }
@@ -519,13 +527,18 @@ mod tests {
         assert_eq!(link.mtu, 1400);
         assert!(routes.contains("198.18.0.0/16 via 169.254.1.1"), "{routes}");
         assert!(!routes.contains("2001:db8:1::/48"), "{routes}");
-        assert!(neighbours.contains("169.254.1.1") && neighbours.contains("PERMANENT"), "{neighbours}");
+        assert!(
+            neighbours.contains("169.254.1.1") && neighbours.contains("PERMANENT"),
+            "{neighbours}"
+        );
         assert!(!neighbours.contains("fe80::1"), "{neighbours}");
     }
 
     #[test]
     fn root_host_link_routes_ipv6_where_it_is_enabled_and_wanted() {
-        require_root("root_host_link_routes_ipv6_where_it_is_enabled_and_wanted (network namespaces)");
+        require_root(
+            "root_host_link_routes_ipv6_where_it_is_enabled_and_wanted (network namespaces)",
+        );
         let (result, routes, neighbours) = host_link_in_netns("e", false, cidrs());
         result.unwrap_or_else(|e| panic!("{e}"));
         assert!(routes.contains("198.18.0.0/16 via 169.254.1.1"), "{routes}");

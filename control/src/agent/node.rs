@@ -170,8 +170,16 @@ pub fn snat_matches(config: &AgentConfig, env: &NodeEnv, pools: &[NatPool]) -> V
             .iter()
             .any(|p| p.nat_outgoing && p.prefix.addr().is_ipv4() == v4)
     };
-    let v4 = env.kernel.uplink_v4.map(IpAddr::V4).filter(|_| translates(true));
-    let v6 = env.kernel.uplink_v6.map(IpAddr::V6).filter(|_| translates(false));
+    let v4 = env
+        .kernel
+        .uplink_v4
+        .map(IpAddr::V4)
+        .filter(|_| translates(true));
+    let v6 = env
+        .kernel
+        .uplink_v6
+        .map(IpAddr::V6)
+        .filter(|_| translates(false));
     [v4, v6]
         .into_iter()
         .flatten()

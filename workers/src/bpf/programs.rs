@@ -224,7 +224,14 @@ pub(crate) fn uplink(
                     port: R5,
                     scratch: R1,
                 };
-                snat_port(&mut p, &mut labels, ids, IPPROTO_ICMP, ICMP_ECHO_REPLY, next);
+                snat_port(
+                    &mut p,
+                    &mut labels,
+                    ids,
+                    IPPROTO_ICMP,
+                    ICMP_ECHO_REPLY,
+                    next,
+                );
                 for &(addr, ref ports) in &snat4 {
                     let (value, _) = v4_word(addr, 32);
                     let miss = labels.next();
