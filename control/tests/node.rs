@@ -99,6 +99,10 @@ impl Lab {
             "198.18.10.0/24",
             "via",
             NODE4,
+            // The Internet host opens the connections to pods (else the kernel picks
+            // the gateway's address on upw).
+            "src",
+            WORLD4,
         ])
         .unwrap();
         for (i, addr) in [A4, B4].into_iter().enumerate() {

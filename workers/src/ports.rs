@@ -29,6 +29,9 @@ pub enum PortCommand {
     /// Attach this interface ([`crate::worker::Worker::attach_port`], against the
     /// snapshot the worker holds when it serves the command), then answer.
     Attach(PortSpec, PortReply),
+    /// Give the attached interface of the spec's name the spec's uplink filter, if it
+    /// changed ([`crate::worker::Worker::refilter_port`]), then answer.
+    Refilter(PortSpec, PortReply),
     /// Detach the interface of this name ([`crate::worker::Worker::detach_port`]), then
     /// answer.
     Detach(String, PortReply),
@@ -130,6 +133,20 @@ impl PortControl {
         })?;
         self.set_owner(&name, Some(worker));
         Ok(())
+    }
+
+    /// Asks worker `worker`, which holds `spec.name`, to run the XDP program for
+    /// `spec.uplink_filter` on it (nothing happens when the filter is unchanged), and
+    /// waits up to `timeout` for the answer.
+    pub fn refilter(
+        &self,
+        worker: usize,
+        spec: &PortSpec,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.ask(worker, timeout, |reply| {
+            PortCommand::Refilter(spec.clone(), reply)
+        })
     }
 
     /// Tells every worker that interface `name` has no owner any more, then detaches it

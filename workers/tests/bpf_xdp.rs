@@ -10,15 +10,15 @@
 //! Tests that need root have `root` in their name and fail with a clear message without it.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use proptest::prelude::*;
 use weir_testkit::lab::{in_netns, ip, NetnsGuard};
 use weir_workers::bpf::insn::{AluOp, JmpOp, Label, RawInsn, Reg, Target, Width};
 use weir_workers::bpf::{
-    assemble, ifindex, AsmError, AttachMode, BpfError, Insn, MissAction, UplinkFilter, XdpLink,
-    XdpProgram, XskMap, VXLAN_PORT, WIREGUARD_PORT, XDP_PASS, XDP_REDIRECT, XDP_TX,
+    assemble, ifindex, AsmError, AttachMode, BpfError, Insn, MissAction, SnatMatch, UplinkFilter,
+    XdpLink, XdpProgram, XskMap, VXLAN_PORT, WIREGUARD_PORT, XDP_PASS, XDP_REDIRECT, XDP_TX,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -240,6 +240,7 @@ fn filter() -> UplinkFilter {
         v4: vec![POD4, POD4_HOST],
         v6: vec![POD6, POD6_ODD],
         udp_ports: vec![WIREGUARD_PORT, VXLAN_PORT],
+        snat: Vec::new(),
     }
 }
 
@@ -298,6 +299,56 @@ fn arp() -> Vec<u8> {
     f.extend(PEER4.octets());
     f.extend([0; 6]);
     f.extend(NODE4.octets());
+    f
+}
+
+/// The SNAT range of the tests (the agent's default is 61000..=65535; a narrower one has
+/// a port above it).
+const SNAT_FIRST: u16 = 61000;
+const SNAT_LAST: u16 = 62000;
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+
+fn snat(addr: IpAddr, ports: std::ops::RangeInclusive<u16>) -> SnatMatch {
+    SnatMatch { addr, ports }
+}
+
+/// [`filter`] with the SNAT matches of NODE4 and NODE6.
+fn snat_filter() -> UplinkFilter {
+    UplinkFilter {
+        snat: vec![
+            snat(IpAddr::V4(NODE4), SNAT_FIRST..=SNAT_LAST),
+            snat(IpAddr::V6(NODE6), SNAT_FIRST..=SNAT_LAST),
+        ],
+        ..filter()
+    }
+}
+
+/// Ethernet + IPv4 + an ICMP echo message (type, code 0, checksum, identifier, sequence).
+fn icmp4(dst: Ipv4Addr, kind: u8, id: u16) -> Vec<u8> {
+    let mut f = ipv4(dst, ICMP, 0, 0, 0);
+    let l4 = 14 + 20;
+    f[l4..l4 + 8].copy_from_slice(&[kind, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1]);
+    f
+}
+
+/// Ethernet + IPv6 + an ICMPv6 echo message.
+fn icmp6(dst: Ipv6Addr, kind: u8, id: u16) -> Vec<u8> {
+    let mut f = ipv6(dst, ICMPV6, 0);
+    let l4 = 14 + 40;
+    f[l4..l4 + 8].copy_from_slice(&[kind, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1]);
+    f
+}
+
+/// IPv6 with a hop-by-hop options header (8 bytes) before `next`.
+fn ipv6_hop_by_hop(dst: Ipv6Addr, next: u8, dport: u16) -> Vec<u8> {
+    let mut f = ipv6(dst, 0, 0);
+    let l4 = 14 + 40;
+    f.truncate(l4);
+    f.extend([next, 0, 1, 4, 0, 0, 0, 0]); // next header, length 0, PadN
+    f.extend(40000u16.to_be_bytes());
+    f.extend(dport.to_be_bytes());
+    f.extend([0, 12, 0, 0]);
     f
 }
 
@@ -361,12 +412,19 @@ fn root_both_programs_pass_the_verifier() {
             .map(|i| (Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 0), 127))
             .collect(),
         udp_ports: vec![51820, 4789, 8472, 6081],
+        snat: vec![
+            snat(IpAddr::V4(NODE4), SNAT_FIRST..=SNAT_LAST),
+            snat(IpAddr::V4(PEER4), 1..=2),
+            snat(IpAddr::V6(NODE6), SNAT_FIRST..=SNAT_LAST),
+            snat(IpAddr::V6(PEER6), 1..=2),
+        ],
     };
     let big = XdpProgram::uplink(&map, &full).unwrap_or_else(|e| panic!("{e}"));
     let empty =
         XdpProgram::uplink(&map, &UplinkFilter::default()).unwrap_or_else(|e| panic!("{e}"));
     println!(
-        "uplink at the limits (16+16 prefixes, 4 ports): {} slots, empty filter: {} slots",
+        "uplink at the limits (16+16 prefixes, 4 ports, 2+2 SNAT addresses): {} slots, \
+         empty filter: {} slots",
         big.instructions(),
         empty.instructions()
     );
@@ -381,6 +439,7 @@ fn root_both_programs_pass_the_verifier() {
         v4: vec![POD4, (Ipv4Addr::UNSPECIFIED, 0)],
         v6: vec![POD6],
         udp_ports: vec![WIREGUARD_PORT],
+        snat: vec![snat(IpAddr::V4(NODE4), SNAT_FIRST..=SNAT_LAST)],
     };
     let prog = XdpProgram::uplink_with_miss_action(&map, &v4_all, MissAction::Tx)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -552,6 +611,325 @@ fn root_uplink_classifies_crafted_frames() {
 }
 
 #[test]
+fn root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_kernel() {
+    require_root(
+        "root_uplink_hands_replies_to_translated_flows_to_weir_and_the_rest_to_the_kernel",
+    );
+    let map = XskMap::new(4).expect("XSKMAP");
+    let prog = XdpProgram::uplink_with_miss_action(&map, &snat_filter(), MissAction::Tx)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (below, above, inside) = (SNAT_FIRST - 1, SNAT_LAST + 1, SNAT_FIRST + 7);
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        (
+            "v4 TCP to the first port",
+            ipv4(NODE4, TCP, SNAT_FIRST, 0, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 TCP to the last port",
+            ipv4(NODE4, TCP, SNAT_LAST, 0, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 TCP just below the range",
+            ipv4(NODE4, TCP, below, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 TCP just above the range",
+            ipv4(NODE4, TCP, above, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 TCP to the node's SSH",
+            ipv4(NODE4, TCP, 22, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 UDP in the range",
+            ipv4(NODE4, UDP, inside, 0, 0),
+            XDP_TX,
+        ),
+        ("v4 UDP just below", ipv4(NODE4, UDP, below, 0, 0), XDP_PASS),
+        ("v4 UDP just above", ipv4(NODE4, UDP, above, 0, 0), XDP_PASS),
+        (
+            "v4 UDP to WireGuard still",
+            ipv4(NODE4, UDP, WIREGUARD_PORT, 0, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 TCP in the range, other address",
+            ipv4(PEER4, TCP, inside, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 other protocol, port bytes in the range",
+            ipv4(NODE4, 47, inside, 0, 0),
+            XDP_PASS,
+        ),
+        (
+            "v4 with options, TCP in the range",
+            ipv4(NODE4, TCP, inside, 3, 0),
+            XDP_TX,
+        ),
+        (
+            "v4 first fragment, UDP in the range",
+            ipv4(NODE4, UDP, inside, 0, 0x2000),
+            XDP_TX,
+        ),
+        (
+            "v4 later fragment, port bytes in the range",
+            ipv4(NODE4, UDP, inside, 0, 0x0010),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply, id in the range",
+            icmp4(NODE4, 0, inside),
+            XDP_TX,
+        ),
+        (
+            "v4 echo reply, id = last",
+            icmp4(NODE4, 0, SNAT_LAST),
+            XDP_TX,
+        ),
+        (
+            "v4 echo reply, id just below",
+            icmp4(NODE4, 0, below),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply, id just above",
+            icmp4(NODE4, 0, above),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo request, id in the range",
+            icmp4(NODE4, 8, inside),
+            XDP_PASS,
+        ),
+        (
+            "v4 destination unreachable",
+            icmp4(NODE4, 3, inside),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply to another address",
+            icmp4(PEER4, 0, inside),
+            XDP_PASS,
+        ),
+        (
+            "v4 echo reply to a pod prefix",
+            icmp4(Ipv4Addr::new(198, 18, 0, 9), 0, 1),
+            XDP_TX,
+        ),
+        (
+            "VLAN v4 TCP in the range",
+            vlan(ipv4(NODE4, TCP, inside, 0, 0), 7),
+            XDP_TX,
+        ),
+        (
+            "VLAN v4 TCP below the range",
+            vlan(ipv4(NODE4, TCP, below, 0, 0), 7),
+            XDP_PASS,
+        ),
+        (
+            "v6 TCP to the first port",
+            ipv6(NODE6, TCP, SNAT_FIRST),
+            XDP_TX,
+        ),
+        (
+            "v6 TCP to the last port",
+            ipv6(NODE6, TCP, SNAT_LAST),
+            XDP_TX,
+        ),
+        (
+            "v6 TCP just below the range",
+            ipv6(NODE6, TCP, below),
+            XDP_PASS,
+        ),
+        (
+            "v6 TCP just above the range",
+            ipv6(NODE6, TCP, above),
+            XDP_PASS,
+        ),
+        ("v6 UDP in the range", ipv6(NODE6, UDP, inside), XDP_TX),
+        ("v6 UDP 53", ipv6(NODE6, UDP, 53), XDP_PASS),
+        (
+            "v6 TCP in the range, other address",
+            ipv6(PEER6, TCP, inside),
+            XDP_PASS,
+        ),
+        (
+            "v6 TCP in the range, address differing in the last bit",
+            ipv6(
+                Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 3),
+                TCP,
+                inside,
+            ),
+            XDP_PASS,
+        ),
+        (
+            "v6 TCP in the range, address differing in the first word",
+            ipv6(
+                Ipv6Addr::new(0x2001, 0xdb9, 0xff, 0, 0, 0, 0, 1),
+                TCP,
+                inside,
+            ),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo reply, id in the range",
+            icmp6(NODE6, 129, inside),
+            XDP_TX,
+        ),
+        (
+            "v6 echo reply, id just below",
+            icmp6(NODE6, 129, below),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo reply, id just above",
+            icmp6(NODE6, 129, above),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo request, id in the range",
+            icmp6(NODE6, 128, inside),
+            XDP_PASS,
+        ),
+        (
+            "v6 neighbour solicitation",
+            icmp6(NODE6, 135, inside),
+            XDP_PASS,
+        ),
+        (
+            "v6 echo reply to another address",
+            icmp6(PEER6, 129, inside),
+            XDP_PASS,
+        ),
+        (
+            "v6 hop-by-hop header before TCP in the range (not parsed: kernel)",
+            ipv6_hop_by_hop(NODE6, TCP, inside),
+            XDP_PASS,
+        ),
+        (
+            "VLAN v6 UDP in the range",
+            vlan(ipv6(NODE6, UDP, inside), 7),
+            XDP_TX,
+        ),
+        ("ARP", arp(), XDP_PASS),
+    ];
+    let mut failures = Vec::new();
+    for (name, frame, want) in &cases {
+        let got = run(&prog, frame);
+        if got != *want {
+            failures.push(format!("{name}: got {got}, want {want}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "misclassified:\n{}",
+        failures.join("\n")
+    );
+
+    // Frames cut short of the 8 transport bytes the match reads go to the kernel.
+    let cases: [(&str, Vec<u8>, usize); 4] = [
+        (
+            "v4 TCP in the range",
+            ipv4(NODE4, TCP, inside, 0, 0),
+            14 + 20 + 8,
+        ),
+        ("v4 echo reply", icmp4(NODE4, 0, inside), 14 + 20 + 8),
+        ("v6 TCP in the range", ipv6(NODE6, TCP, inside), 14 + 40 + 8),
+        ("v6 echo reply", icmp6(NODE6, 129, inside), 14 + 40 + 8),
+    ];
+    for (name, frame, needed) in cases {
+        for len in 14..needed {
+            assert_eq!(
+                run(&prog, &frame[..len]),
+                XDP_PASS,
+                "{name} cut to {len} bytes"
+            );
+        }
+        assert_eq!(
+            run(&prog, &frame[..needed]),
+            XDP_TX,
+            "{name} cut to {needed} bytes"
+        );
+    }
+
+    // SNAT alone (no prefixes, no ports), one family only, and a one-port range.
+    let only = UplinkFilter {
+        snat: vec![snat(IpAddr::V6(NODE6), SNAT_FIRST..=SNAT_FIRST)],
+        ..Default::default()
+    };
+    let prog = XdpProgram::uplink_with_miss_action(&map, &only, MissAction::Tx)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&prog, &ipv6(NODE6, TCP, SNAT_FIRST)), XDP_TX);
+    assert_eq!(run(&prog, &ipv6(NODE6, TCP, SNAT_FIRST + 1)), XDP_PASS);
+    assert_eq!(run(&prog, &ipv4(NODE4, TCP, SNAT_FIRST, 0, 0)), XDP_PASS);
+    assert_eq!(run(&prog, &ipv6(NODE6, UDP, WIREGUARD_PORT)), XDP_PASS);
+
+    // The production program with a socket in the map redirects the replies.
+    let prog = XdpProgram::uplink(&map, &snat_filter()).unwrap_or_else(|e| panic!("{e}"));
+    let xsk = xdp_socket();
+    map.set(0, xsk.as_raw_fd())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&prog, &ipv4(NODE4, TCP, inside, 0, 0)), XDP_REDIRECT);
+    assert_eq!(run(&prog, &icmp6(NODE6, 129, inside)), XDP_REDIRECT);
+    assert_eq!(run(&prog, &ipv4(NODE4, TCP, 22, 0, 0)), XDP_PASS);
+    assert_eq!(run(&prog, &icmp4(NODE4, 8, inside)), XDP_PASS);
+}
+
+#[test]
+fn root_bad_snat_matches_are_clear_errors() {
+    require_root("root_bad_snat_matches_are_clear_errors");
+    let map = XskMap::new(1).expect("XSKMAP");
+    #[allow(clippy::reversed_empty_ranges)]
+    let empty = UplinkFilter {
+        snat: vec![snat(IpAddr::V4(NODE4), 62000..=61000)],
+        ..Default::default()
+    };
+    let err = XdpProgram::uplink(&map, &empty).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BpfError::SnatRange {
+                first: 62000,
+                last: 61000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("198.19.0.1"), "{err}");
+    let three = UplinkFilter {
+        snat: (1..=3)
+            .map(|i| {
+                snat(
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i)),
+                    1..=9,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let err = XdpProgram::uplink(&map, &three).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BpfError::FilterTooLarge {
+                count: 3,
+                max: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("IPv6 SNAT addresses"), "{err}");
+}
+
+#[test]
 fn root_uplink_passes_truncated_frames() {
     require_root("root_uplink_passes_truncated_frames");
     let (_map, prog) = classifier();
@@ -649,6 +1027,7 @@ proptest! {
             v4: v4.iter().map(|&(a, l)| (in4(a), l)).collect(),
             v6: v6.iter().map(|&(a, l)| (in6(a), l)).collect(),
             udp_ports: ports.clone(),
+            snat: Vec::new(),
         };
         let map = XskMap::new(1).expect("XSKMAP");
         let prog = XdpProgram::uplink_with_miss_action(&map, &filter, MissAction::Tx)
@@ -679,6 +1058,50 @@ proptest! {
             };
             let want = if in_prefix || (is_udp && ports.contains(&port)) { XDP_TX } else { XDP_PASS };
             prop_assert_eq!(run(&prog, &frame), want, "v6 {} udp {} port {}", is_v6, is_udp, port);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// The SNAT match agrees with a plain model: ours iff the destination is the node's
+    /// address and a TCP/UDP port or an echo reply's identifier is in the range.
+    #[test]
+    fn root_uplink_snat_agrees_with_a_model(
+        first in any::<u16>(),
+        len in 0u16..3000,
+        frames in proptest::collection::vec((any::<bool>(), any::<bool>(), 0u8..5, any::<u16>()), 1..32),
+    ) {
+        require_root("root_uplink_snat_agrees_with_a_model");
+        let last = first.saturating_add(len);
+        let filter = UplinkFilter {
+            snat: vec![snat(IpAddr::V4(NODE4), first..=last), snat(IpAddr::V6(NODE6), first..=last)],
+            ..Default::default()
+        };
+        let map = XskMap::new(1).expect("XSKMAP");
+        let prog = XdpProgram::uplink_with_miss_action(&map, &filter, MissAction::Tx)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (is_v6, to_node, kind, raw) in frames {
+            // Half the ports near the range's ends.
+            let port = match raw % 4 {
+                0 => first.wrapping_add(raw >> 14).wrapping_sub(2),
+                1 => last.wrapping_add(raw >> 14).wrapping_sub(2),
+                _ => raw,
+            };
+            let in_range = (first..=last).contains(&port);
+            let (frame, ours) = match (is_v6, kind) {
+                (false, 0) => (ipv4(if to_node { NODE4 } else { PEER4 }, TCP, port, 0, 0), in_range),
+                (false, 1) => (ipv4(if to_node { NODE4 } else { PEER4 }, UDP, port, 0, 0), in_range),
+                (false, 2) => (icmp4(if to_node { NODE4 } else { PEER4 }, 0, port), in_range),
+                (false, _) => (icmp4(if to_node { NODE4 } else { PEER4 }, 8, port), false),
+                (true, 0) => (ipv6(if to_node { NODE6 } else { PEER6 }, TCP, port), in_range),
+                (true, 1) => (ipv6(if to_node { NODE6 } else { PEER6 }, UDP, port), in_range),
+                (true, 2) => (icmp6(if to_node { NODE6 } else { PEER6 }, 129, port), in_range),
+                (true, _) => (icmp6(if to_node { NODE6 } else { PEER6 }, 128, port), false),
+            };
+            let want = if ours && to_node { XDP_TX } else { XDP_PASS };
+            prop_assert_eq!(run(&prog, &frame), want, "v6 {} kind {} port {} range {}..={}", is_v6, kind, port, first, last);
         }
     }
 }
@@ -721,6 +1144,30 @@ fn root_attach_and_detach_on_a_veth() {
         let err = XdpLink::attach(&other, index, AttachMode::Native).unwrap_err();
         assert!(err.to_string().contains(&dev), "{err}");
         assert!(err.errno().is_some(), "{err}");
+
+        // The link takes another program in one step, and keeps it in the driver.
+        let prog_id = |shown: &str| {
+            shown
+                .split("prog/xdp id ")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        let before = prog_id(&shown);
+        assert!(before.is_some(), "no program id shown:\n{shown}");
+        let refiltered = XdpProgram::uplink(&map, &snat_filter()).unwrap_or_else(|e| panic!("{e}"));
+        link.update(&refiltered).unwrap_or_else(|e| panic!("{e}"));
+        drop(refiltered);
+        let shown = ip(&["-n", &ns_name, "link", "show", "dev", &dev]).unwrap();
+        assert!(
+            shown.contains("xdp "),
+            "not in driver mode after the update:\n{shown}"
+        );
+        let after = prog_id(&shown);
+        assert!(
+            after.is_some() && after != before,
+            "program not replaced:\n{shown}"
+        );
 
         // The program and map descriptors may go; the link keeps the program attached.
         drop(prog);

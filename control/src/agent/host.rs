@@ -7,7 +7,12 @@
 //!   weir's end, so the kernel never has to ask), and whose other end (`weir0-xdp`) weir
 //!   holds on AF_XDP. Traffic from pods to the node's addresses leaves weir through it.
 //!   The pair outlives the agent (a restarted agent finds it and takes it back), so the
-//!   kernel's routes to pods never flap.
+//!   kernel's routes to pods never flap. The IPv6 half (the `fe80::1` neighbour and the
+//!   IPv6 pod routes) is left out, with one log line, when the cluster has no IPv6 pod
+//!   CIDR or the kernel's end cannot carry IPv6: the kernel was booted without it, or
+//!   `net.ipv6.conf.<if>.disable_ipv6` is set (the kernel refuses an IPv6 neighbour there
+//!   with EINVAL). Both are read from the link's `IFLA_AF_SPEC`, the netlink form of
+//!   `/proc/sys/net/ipv6/conf/<if>/disable_ipv6`.
 //! - **What the kernel knows** ([`KernelView`]): the node's own addresses (pods reach them
 //!   through the host link), the uplink's addresses (pods' traffic to the world leaves
 //!   with them), and the default routes through the uplink with their gateways' MACs
@@ -27,7 +32,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -137,7 +142,20 @@ pub fn ensure_host_link(
         let weir_mac = mac_of(&w).ok_or("no MAC on weir's end")?;
         let kernel_mac = mac_of(&k).ok_or("no MAC on the kernel's end")?;
         // The gateway the routes name, resolved once and for all to weir's end.
-        for gw in [IpAddr::V4(GATEWAY_V4), IpAddr::V6(GATEWAY_V6)] {
+        let want_v6 = cidrs.iter().any(|n| matches!(n, ipnet::IpNet::V6(_)));
+        let v6 = match (want_v6, ipv6_unavailable(&k)) {
+            (false, _) => false,
+            (true, None) => true,
+            (true, Some(why)) => {
+                eprintln!(
+                    "weir agent: {kernel_name}: {why}; the node's stack does not route the \
+                     IPv6 pod CIDRs into it (no fe80::1 neighbour, no IPv6 routes)"
+                );
+                false
+            }
+        };
+        let gateways = [IpAddr::V4(GATEWAY_V4), IpAddr::V6(GATEWAY_V6)];
+        for gw in gateways.into_iter().filter(|gw| gw.is_ipv4() || v6) {
             handle
                 .neighbours()
                 .add(k.header.index, gw)
@@ -148,7 +166,10 @@ pub fn ensure_host_link(
                 .await
                 .map_err(|e| format!("neighbour {gw} on {kernel_name}: {e}"))?;
         }
-        for net in &cidrs {
+        for net in cidrs
+            .iter()
+            .filter(|n| matches!(n, ipnet::IpNet::V4(_)) || v6)
+        {
             let route = match net {
                 ipnet::IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(n.network(), n.prefix_len())
@@ -385,6 +406,25 @@ fn is_global(ip: IpAddr) -> bool {
     }
 }
 
+/// Why `link` cannot carry IPv6, if it cannot: no `AF_INET6` part in its `IFLA_AF_SPEC`
+/// (the kernel runs without IPv6), or `disable_ipv6` set in its IPv6 configuration.
+fn ipv6_unavailable(link: &LinkMessage) -> Option<&'static str> {
+    let inet6 = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
+            AfSpecUnspec::Inet6(v) => Some(v),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let Some(inet6) = inet6 else {
+        return Some("the kernel has no IPv6 (booted with ipv6.disable=1?)");
+    };
+    inet6
+        .iter()
+        .any(|x| matches!(x, AfSpecInet6::DevConf(c) if c.disable_ipv6 != 0))
+        .then_some("IPv6 is disabled on it (net.ipv6.conf.<if>.disable_ipv6 = 1)")
+}
+
 fn mac_of(link: &LinkMessage) -> Option<Mac> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Address(m) => <[u8; 6]>::try_from(&m[..]).ok(),
@@ -428,4 +468,88 @@ where
     })
     .join()
     .map_err(|_| "the netlink thread panicked".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_testkit::lab::{in_netns, ip, ns_exec, require_root, NetnsGuard};
+
+    use super::*;
+
+    fn cidrs() -> Vec<ipnet::IpNet> {
+        vec![
+            "198.18.0.0/16".parse().unwrap(),
+            "2001:db8:1::/48".parse().unwrap(),
+        ]
+    }
+
+    /// Creates the pair `name`/`name-xdp` in a namespace of its own (IPv6 disabled on
+    /// `name` when asked), runs `ensure_host_link` there with `cidrs`, and returns what
+    /// the namespace's routes and `name`'s neighbours then show.
+    fn host_link_in_netns(
+        tag: &str,
+        disable_ipv6: bool,
+        cidrs: Vec<ipnet::IpNet>,
+    ) -> (Result<HostLink, AgentError>, String, String) {
+        let pid = std::process::id();
+        let ns = format!("weir-hl{tag}-{pid}");
+        let name = format!("wh{tag}{pid}");
+        let mut lab = NetnsGuard::new();
+        lab.add_netns(&ns).unwrap();
+        // With loopback down the kernel refuses the onlink gateway ("invalid gateway").
+        ip(&["-n", &ns, "link", "set", "lo", "up"]).unwrap();
+        lab.veth(&ns, &name, &weir_end(&name), None).unwrap();
+        if disable_ipv6 {
+            ns_exec(
+                &ns,
+                &[
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    &format!("net.ipv6.conf.{name}.disable_ipv6=1"),
+                ],
+            )
+            .unwrap();
+        }
+        let dev = name.clone();
+        let result = in_netns(&ns, move || ensure_host_link(&dev, 1400, &cidrs)).unwrap();
+        let routes = ip(&["-n", &ns, "route", "show", "dev", &name]).unwrap()
+            + &ip(&["-n", &ns, "-6", "route", "show", "dev", &name]).unwrap_or_default();
+        let neighbours = ip(&["-n", &ns, "neigh", "show", "dev", &name]).unwrap_or_default();
+        (result, routes, neighbours)
+    }
+
+    #[test]
+    fn root_host_link_leaves_ipv6_out_where_ipv6_is_disabled() {
+        require_root("root_host_link_leaves_ipv6_out_where_ipv6_is_disabled (network namespaces)");
+        let (result, routes, neighbours) = host_link_in_netns("d", true, cidrs());
+        let link = result.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(link.mtu, 1400);
+        assert!(routes.contains("198.18.0.0/16 via 169.254.1.1"), "{routes}");
+        assert!(!routes.contains("2001:db8:1::/48"), "{routes}");
+        assert!(
+            neighbours.contains("169.254.1.1") && neighbours.contains("PERMANENT"),
+            "{neighbours}"
+        );
+        assert!(!neighbours.contains("fe80::1"), "{neighbours}");
+    }
+
+    #[test]
+    fn root_host_link_routes_ipv6_where_it_is_enabled_and_wanted() {
+        require_root(
+            "root_host_link_routes_ipv6_where_it_is_enabled_and_wanted (network namespaces)",
+        );
+        let (result, routes, neighbours) = host_link_in_netns("e", false, cidrs());
+        result.unwrap_or_else(|e| panic!("{e}"));
+        assert!(routes.contains("198.18.0.0/16 via 169.254.1.1"), "{routes}");
+        assert!(routes.contains("2001:db8:1::/48 via fe80::1"), "{routes}");
+        assert!(neighbours.contains("fe80::1 lladdr"), "{neighbours}");
+
+        // Without an IPv6 pod CIDR, no IPv6 neighbour either.
+        let v4_only = vec!["198.18.0.0/16".parse().unwrap()];
+        let (result, routes, neighbours) = host_link_in_netns("4", false, v4_only);
+        result.unwrap_or_else(|e| panic!("{e}"));
+        assert!(routes.contains("198.18.0.0/16 via 169.254.1.1"), "{routes}");
+        assert!(!neighbours.contains("fe80::1"), "{neighbours}");
+    }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use weir_dataplane::snapshot::{Mac, NatPool, NextHop, PodSpec, Prefix, SnatConfig};
 use weir_dataplane::SnapshotBuilder;
-use weir_workers::bpf::UplinkFilter;
+use weir_workers::bpf::{SnatMatch, UplinkFilter};
 use weir_workers::worker::PortSpec;
 
 use crate::calc::Calculator;
@@ -99,6 +99,7 @@ pub fn build_node(
             });
         }
     }
+    let pools = nat_pools(config, cluster);
     if let Some(up) = &config.uplink {
         b.uplink(up, interface_mac(up)?, interface_mtu(up)?)
             .map_err(|e| AgentError::Snapshot(e.to_string()))?;
@@ -106,6 +107,7 @@ pub fn build_node(
             v4: Vec::new(),
             v6: Vec::new(),
             udp_ports: config.uplink_udp_ports.clone(),
+            snat: snat_matches(config, env, &pools),
         };
         for net in &config.pod_cidrs {
             match net {
@@ -120,7 +122,6 @@ pub fn build_node(
     }
     let snapshot_err =
         |e: weir_dataplane::snapshot::BuildError| AgentError::Snapshot(e.to_string());
-    let pools = nat_pools(config, cluster);
     let in_pool = |ip: IpAddr| pools.iter().any(|p| p.prefix.contains(ip));
     if let Some(h) = &env.host {
         b.host(&h.weir, h.weir_mac, h.kernel_mac, h.mtu)
@@ -155,6 +156,38 @@ pub fn build_node(
     }
     b.policy(compiled.tables);
     Ok((b, ports))
+}
+
+/// What the uplink's XDP program must hand to weir for source NAT: the replies to the
+/// translated flows, addressed to the uplink's address (as the kernel sees it, the one
+/// `SnatConfig` translates to) with a port of the SNAT range. Only for a family some
+/// pool translates (`natOutgoing`): otherwise every packet to the node's address is the
+/// node's own, and stays with the kernel.
+pub fn snat_matches(config: &AgentConfig, env: &NodeEnv, pools: &[NatPool]) -> Vec<SnatMatch> {
+    let [first, last] = config.snat_ports;
+    let translates = |v4: bool| {
+        pools
+            .iter()
+            .any(|p| p.nat_outgoing && p.prefix.addr().is_ipv4() == v4)
+    };
+    let v4 = env
+        .kernel
+        .uplink_v4
+        .map(IpAddr::V4)
+        .filter(|_| translates(true));
+    let v6 = env
+        .kernel
+        .uplink_v6
+        .map(IpAddr::V6)
+        .filter(|_| translates(false));
+    [v4, v6]
+        .into_iter()
+        .flatten()
+        .map(|addr| SnatMatch {
+            addr,
+            ports: first..=last,
+        })
+        .collect()
 }
 
 /// The cluster's address pools as source NAT sees them: the IPPools, and the configured

@@ -23,7 +23,9 @@ pub fn spread(ports: &[PortSpec], workers: usize) -> Vec<Vec<PortSpec>> {
 }
 
 /// Puts the interfaces in `wanted` that no worker holds on the worker holding fewest, and
-/// takes off the ones no longer wanted. `held` maps interface to worker.
+/// takes off the ones no longer wanted. `held` maps interface to worker. An uplink that
+/// stays is sent its filter again: the node's addresses (source NAT's match) may have
+/// changed, and the worker swaps the program only when the filter did.
 pub(super) fn reconcile_ports(
     control: &weir_workers::ports::PortControl,
     held: &mut BTreeMap<String, usize>,
@@ -43,6 +45,13 @@ pub(super) fn reconcile_ports(
                 eprintln!("weir agent: interface {name} detached from worker {w}");
             }
             Err(why) => problems.push(format!("detaching {name}: {why}")),
+        }
+    }
+    for spec in wanted.iter().filter(|p| p.uplink_filter.is_some()) {
+        if let Some(&w) = held.get(&spec.name) {
+            if let Err(why) = control.refilter(w, spec, PORT_TIMEOUT) {
+                problems.push(format!("updating the XDP filter of {}: {why}", spec.name));
+            }
         }
     }
     let new: Vec<&PortSpec> = wanted
@@ -91,6 +100,7 @@ mod tests {
                 v4: Vec::new(),
                 v6: Vec::new(),
                 udp_ports: vec![51820],
+                snat: Vec::new(),
             }),
         }
     }

@@ -6,9 +6,12 @@
 //!   bound on the queue it arrived on, `bpf_redirect_map(xskmap, ctx->rx_queue_index,
 //!   XDP_PASS)`. Five instructions.
 //! - [`XdpProgram::uplink`] (the node's NIC): only weir's traffic, meaning frames to a pod
-//!   prefix or UDP to the WireGuard/VXLAN ports, goes to the socket; ARP, the node's SSH,
+//!   prefix, UDP to the WireGuard/VXLAN ports, and the replies to the flows weir
+//!   translated to the node's address (source NAT: TCP/UDP to a port of the SNAT range,
+//!   ICMP echo replies with an identifier in it), goes to the socket; ARP, the node's SSH,
 //!   kubelet and API traffic go to the kernel (`XDP_PASS`). The classifier is described
-//!   in `programs.rs`.
+//!   in `programs.rs`. A filter that changes (the node's address did) reaches a running
+//!   program through [`XdpLink::update`], which swaps the program atomically.
 //!
 //! # Why hand-written
 //!
@@ -54,13 +57,14 @@ mod sys;
 
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use thiserror::Error;
 
 pub use insn::{assemble, AsmError, Insn};
-pub use programs::{MAX_UDP_PORTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES};
+pub use programs::{MAX_SNAT_V4, MAX_SNAT_V6, MAX_UDP_PORTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES};
 
 /// `XDP_ABORTED`
 pub const XDP_ABORTED: u32 = 0;
@@ -186,6 +190,26 @@ pub enum BpfError {
         /// The limit.
         max: usize,
     },
+    /// A SNAT match with an empty port range.
+    #[error("the SNAT port range {first}..={last} of {addr} is empty: the first port must not exceed the last")]
+    SnatRange {
+        /// The address of the match.
+        addr: IpAddr,
+        /// The range's first port.
+        first: u16,
+        /// The range's last port.
+        last: u16,
+    },
+    /// `BPF_LINK_UPDATE` failed.
+    #[error("replacing the XDP program of link {link_fd} with {program} failed: {errno}")]
+    LinkUpdate {
+        /// The new program.
+        program: &'static str,
+        /// The link's descriptor.
+        link_fd: RawFd,
+        /// The kernel's error.
+        errno: Errno,
+    },
     /// A prefix length beyond the address size.
     #[error("invalid prefix {prefix}: the length must be at most {max}")]
     PrefixLength {
@@ -205,6 +229,7 @@ impl BpfError {
             | BpfError::Load { errno, .. }
             | BpfError::TestRun { errno, .. }
             | BpfError::Attach { errno, .. }
+            | BpfError::LinkUpdate { errno, .. }
             | BpfError::NoSuchInterface { errno, .. } => Some(errno.0),
             _ => None,
         }
@@ -261,9 +286,10 @@ impl XskMap {
     }
 }
 
-/// What the uplink program hands to weir: frames to these prefixes, and UDP to these
-/// destination ports (whatever the destination address). Host bits of a prefix are
-/// ignored (`198.19.7.1/15` means `198.18.0.0/15`).
+/// What the uplink program hands to weir: frames to these prefixes, UDP to these
+/// destination ports (whatever the destination address), and the replies to source-NATed
+/// flows ([`SnatMatch`]). Host bits of a prefix are ignored (`198.19.7.1/15` means
+/// `198.18.0.0/15`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UplinkFilter {
     /// IPv4 prefixes (pod CIDRs), at most [`MAX_V4_PREFIXES`].
@@ -272,6 +298,22 @@ pub struct UplinkFilter {
     pub v6: Vec<(Ipv6Addr, u8)>,
     /// UDP destination ports ([`WIREGUARD_PORT`], [`VXLAN_PORT`]), at most [`MAX_UDP_PORTS`].
     pub udp_ports: Vec<u16>,
+    /// The node addresses pods' traffic is translated to, with the ports translated
+    /// flows use: at most [`MAX_SNAT_V4`] IPv4 and [`MAX_SNAT_V6`] IPv6 entries.
+    pub snat: Vec<SnatMatch>,
+}
+
+/// The replies to flows translated to `addr`: TCP or UDP to `addr` with a destination
+/// port in `ports`, and ICMP echo replies (ICMPv4 type 0, ICMPv6 type 129) to `addr`
+/// whose identifier is in `ports` (source NAT translates an echo identifier as it does a
+/// port). Everything else to `addr` is the node's own traffic and goes to the kernel.
+/// IPv6 packets with extension headers before the transport header go to the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnatMatch {
+    /// The node's address on the uplink.
+    pub addr: IpAddr,
+    /// The SNAT port range; must not be empty.
+    pub ports: RangeInclusive<u16>,
 }
 
 /// What a program returns for a frame it would redirect when the receive queue has no
@@ -461,6 +503,17 @@ impl XdpLink {
             fd,
             ifindex,
             native,
+        })
+    }
+
+    /// Replaces the link's program with `prog` in one step (`BPF_LINK_UPDATE`): every
+    /// frame meets either the old program or the new one, and the link keeps its mode.
+    /// The caller keeps `prog` or not; the link holds its own reference.
+    pub fn update(&self, prog: &XdpProgram) -> Result<(), BpfError> {
+        sys::link_update(self.fd(), prog.fd()).map_err(|e| BpfError::LinkUpdate {
+            program: prog.name,
+            link_fd: self.fd(),
+            errno: Errno(e),
         })
     }
 

@@ -15,11 +15,24 @@
 //! ```text
 //! eth (14 bytes) [802.1Q tag (4 bytes), once] ethertype
 //!   0x0800: version 4, daddr in a v4 prefix           -> redirect
-//!           proto 17, first fragment, dport in ports  -> redirect
+//!           first fragment, 8 bytes of L4 header:
+//!             daddr == a SNAT address and (TCP/UDP dport, or ICMP echo reply
+//!             identifier) in its range                -> redirect
+//!             proto 17, dport in ports                -> redirect
 //!   0x86dd: version 6, daddr in a v6 prefix           -> redirect
-//!           next header 17, dport in ports            -> redirect
+//!           8 bytes after the fixed header:
+//!             daddr == a SNAT address and (TCP/UDP dport, or ICMPv6 echo reply
+//!             identifier) in its range                -> redirect
+//!             next header 17, dport in ports          -> redirect
 //!   anything else, or a frame too short to hold what is read -> XDP_PASS
 //! ```
+//!
+//! The SNAT matches catch the replies to the flows weir translated to the node's address
+//! (`dataplane/src/node/nat.rs`, which translates an echo identifier as it does a port);
+//! the node's own traffic to the same address (SSH, the kubelet, its own ping replies
+//! with identifiers outside the range, ICMP errors, echo requests) still reaches the
+//! kernel. Port and identifier are compared as numbers, so they are loaded byte by byte
+//! into host order (`hi << 8 | lo`) rather than swapped with an endianness instruction.
 //!
 //! Every packet read is preceded by a comparison of `data + end_of_read` with
 //! `data_end`, which is what the verifier needs to accept the load
@@ -31,17 +44,19 @@
 //!
 //! Sizes, in slots as loaded: `redirect_all` 6 (5 instructions, the map load is two
 //! slots); `uplink` 33 with an empty filter, 81 with two prefixes per family and two
-//! ports, 229 at the limits (16 + 16 prefixes, 4 ports).
+//! ports, 279 at the limits (16 + 16 prefixes, 4 ports, 2 + 2 SNAT addresses).
 //!
-//! Not handled, on purpose: IPv6 extension headers before UDP (WireGuard and VXLAN do not
-//! send them), non-first IPv4 fragments of tunnel traffic (they carry no UDP header; the
+//! Not handled, on purpose: IPv6 extension headers before the transport header
+//! (WireGuard and VXLAN do not send them, and the replies to translated flows that carry
+//! one go to the kernel, which answers them as it would without weir: a fragmented IPv6
+//! reply is one, and source NAT does not translate fragments anyway), non-first IPv4 fragments of tunnel traffic (they carry no UDP header; the
 //! kernel gets them, unless their destination is a pod prefix), and QinQ.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use super::insn::{AluOp, Insn, JmpOp, Label, Reg, Size, Width};
-use super::{BpfError, MissAction, UplinkFilter};
+use super::{BpfError, MissAction, SnatMatch, UplinkFilter};
 
 /// Most IPv4 prefixes an uplink filter may hold.
 pub const MAX_V4_PREFIXES: usize = 16;
@@ -49,6 +64,10 @@ pub const MAX_V4_PREFIXES: usize = 16;
 pub const MAX_V6_PREFIXES: usize = 16;
 /// Most UDP destination ports an uplink filter may hold.
 pub const MAX_UDP_PORTS: usize = 4;
+/// Most IPv4 SNAT addresses an uplink filter may hold.
+pub const MAX_SNAT_V4: usize = 2;
+/// Most IPv6 SNAT addresses an uplink filter may hold.
+pub const MAX_SNAT_V6: usize = 2;
 
 /// `BPF_FUNC_redirect_map`
 const BPF_FUNC_REDIRECT_MAP: u32 = 51;
@@ -75,12 +94,26 @@ const IP6_NEXT: i16 = ETH_HLEN + 6;
 const IP6_DADDR: i16 = ETH_HLEN + 24;
 const IP6_HLEN: i16 = 40;
 const UDP_DPORT: i16 = 2;
-const UDP_HLEN: i16 = 8;
+// TCP and UDP share the destination port's offset; an ICMP/ICMPv6 echo message carries
+// type, code, checksum, then the identifier (RFC 792, RFC 4443 section 4.2).
+const L4_DPORT: i16 = 2;
+const ICMP_TYPE: i16 = 0;
+const ICMP_ECHO_ID: i16 = 4;
+/// What the transport checks read: a UDP header, a TCP header's first 8 bytes, an echo
+/// message's first 8 bytes.
+const L4_READ: i16 = 8;
 
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_UDP: i32 = 17;
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_ICMP: i32 = 1;
+const IPPROTO_ICMPV6: i32 = 58;
+/// RFC 792: echo reply is type 0.
+const ICMP_ECHO_REPLY: i32 = 0;
+/// RFC 4443 section 4.2: echo reply is type 129.
+const ICMPV6_ECHO_REPLY: i32 = 129;
 
 /// `redirect_all`: every frame to the socket of its receive queue.
 pub(crate) fn redirect_all(map_fd: RawFd, miss: MissAction) -> Vec<Insn> {
@@ -130,10 +163,12 @@ pub(crate) fn uplink(
     // out: after a /0 prefix (everything of that family is ours), and the redirect tail
     // when the filter is empty.
     let has_ports = !filter.udp_ports.is_empty();
+    let (snat4, snat6) = snat_by_family(&filter.snat);
     let mut jumps_to_ports = false;
     let mut jumps_to_redirect = false;
 
-    // IPv4: r5 = version/IHL byte, r7 = daddr.
+    // IPv4: r5 = version/IHL byte, r7 = daddr, r9 = protocol, r4 = start of the transport
+    // header - ETH_HLEN.
     p.push(Insn::label(v4));
     bounds_check(&mut p, ETH_HLEN + IP4_HLEN, pass);
     p.extend([
@@ -147,9 +182,8 @@ pub(crate) fn uplink(
         p.push(Insn::ja(redirect));
         jumps_to_redirect = true;
     } else {
-        if !filter.v4.is_empty() {
+        if !filter.v4.is_empty() || !snat4.is_empty() {
             p.push(Insn::ldx_w(R7, R2, IP4_DADDR));
-            jumps_to_redirect = true;
         }
         for &(addr, len) in &filter.v4 {
             let (value, mask) = v4_word(addr, len);
@@ -162,34 +196,68 @@ pub(crate) fn uplink(
                     Insn::jmp_imm(JmpOp::Eq, W32, R8, value, redirect),
                 ]);
             }
+            jumps_to_redirect = true;
         }
-        if has_ports {
-            jumps_to_ports = true;
+        if has_ports || !snat4.is_empty() {
             p.extend([
-                Insn::ldx_b(R8, R2, IP4_PROTO),
-                Insn::jmp_imm(JmpOp::Ne, W32, R8, IPPROTO_UDP, pass),
+                Insn::ldx_b(R9, R2, IP4_PROTO),
                 // RFC 791: a fragment offset other than 0 means no transport header here.
                 Insn::ldx_h(R8, R2, IP4_FRAG),
                 Insn::alu32_imm(AluOp::And, R8, be16(0x1fff)),
                 Insn::jmp_imm(JmpOp::Ne, W32, R8, 0, pass),
-                // r4 = start of the UDP header - ETH_HLEN, from the IHL (20..60 bytes).
+                // r4 = start of the transport header - ETH_HLEN, from the IHL (20..60 bytes).
                 Insn::alu32_imm(AluOp::And, R5, 0x0f),
                 Insn::alu32_imm(AluOp::Lsh, R5, 2),
                 Insn::jmp_imm(JmpOp::Lt, W32, R5, i32::from(IP4_HLEN), pass),
                 Insn::mov64_reg(R4, R2),
                 Insn::alu64_reg(AluOp::Add, R4, R5),
                 Insn::mov64_reg(R8, R4),
-                Insn::add64_imm(R8, i32::from(ETH_HLEN + UDP_HLEN)),
+                Insn::add64_imm(R8, i32::from(ETH_HLEN + L4_READ)),
                 Insn::jmp_reg(JmpOp::Gt, Width::W64, R8, R3, pass),
-                Insn::ldx_h(R8, R4, ETH_HLEN + UDP_DPORT),
-                Insn::ja(ports),
             ]);
+            if !snat4.is_empty() {
+                let next = labels.next();
+                let ids = SnatRegs {
+                    proto: R9,
+                    l4: R4,
+                    l4_off: ETH_HLEN,
+                    port: R5,
+                    scratch: R1,
+                };
+                snat_port(
+                    &mut p,
+                    &mut labels,
+                    ids,
+                    IPPROTO_ICMP,
+                    ICMP_ECHO_REPLY,
+                    next,
+                );
+                for &(addr, ref ports) in &snat4 {
+                    let (value, _) = v4_word(addr, 32);
+                    let miss = labels.next();
+                    p.push(Insn::jmp_imm(JmpOp::Ne, W32, R7, value, miss));
+                    range_check(&mut p, R5, ports, redirect, miss);
+                }
+                p.push(Insn::label(next));
+                jumps_to_redirect = true;
+            }
+            if has_ports {
+                jumps_to_ports = true;
+                p.extend([
+                    Insn::jmp_imm(JmpOp::Ne, W32, R9, IPPROTO_UDP, pass),
+                    Insn::ldx_h(R8, R4, ETH_HLEN + UDP_DPORT),
+                    Insn::ja(ports),
+                ]);
+            } else {
+                p.push(Insn::ja(pass));
+            }
         } else {
             p.push(Insn::ja(pass));
         }
     }
 
-    // IPv6: destination words in r7, r8, r9, r0 (only as many as the longest prefix needs).
+    // IPv6: destination words in r7, r8, r9, r0 (only as many as the longest prefix needs,
+    // all four with a SNAT address), r5 = next header.
     p.push(Insn::label(v6));
     bounds_check(&mut p, ETH_HLEN + IP6_HLEN, pass);
     p.extend([
@@ -203,12 +271,16 @@ pub(crate) fn uplink(
         jumps_to_redirect = true;
     } else {
         let word_regs = [R7, R8, R9, R0];
-        let words_needed = filter
-            .v6
-            .iter()
-            .map(|&(_, len)| usize::from(len).div_ceil(32))
-            .max()
-            .unwrap_or(0);
+        let words_needed = if snat6.is_empty() {
+            filter
+                .v6
+                .iter()
+                .map(|&(_, len)| usize::from(len).div_ceil(32))
+                .max()
+                .unwrap_or(0)
+        } else {
+            4
+        };
         for (i, reg) in word_regs.iter().enumerate().take(words_needed) {
             p.push(Insn::ldx(Size::W, *reg, R2, IP6_DADDR + 4 * i as i16));
         }
@@ -228,17 +300,46 @@ pub(crate) fn uplink(
             p.extend([Insn::ja(redirect), Insn::label(next)]);
             jumps_to_redirect = true;
         }
-        if has_ports {
-            jumps_to_ports = true;
-            p.extend([
-                Insn::ldx_b(R5, R2, IP6_NEXT),
-                Insn::jmp_imm(JmpOp::Ne, W32, R5, IPPROTO_UDP, pass),
-            ]);
-            bounds_check(&mut p, ETH_HLEN + IP6_HLEN + UDP_HLEN, pass);
-            p.extend([
-                Insn::ldx_h(R8, R2, ETH_HLEN + IP6_HLEN + UDP_DPORT),
-                Insn::ja(ports),
-            ]);
+        if has_ports || !snat6.is_empty() {
+            p.push(Insn::ldx_b(R5, R2, IP6_NEXT));
+            bounds_check(&mut p, ETH_HLEN + IP6_HLEN + L4_READ, pass);
+            if !snat6.is_empty() {
+                let next = labels.next();
+                let ids = SnatRegs {
+                    proto: R5,
+                    l4: R2,
+                    l4_off: ETH_HLEN + IP6_HLEN,
+                    port: R4,
+                    scratch: R1,
+                };
+                snat_port(
+                    &mut p,
+                    &mut labels,
+                    ids,
+                    IPPROTO_ICMPV6,
+                    ICMPV6_ECHO_REPLY,
+                    next,
+                );
+                for &(addr, ref ports) in &snat6 {
+                    let miss = labels.next();
+                    for (i, (value, _, _)) in v6_words(addr, 128).into_iter().enumerate() {
+                        p.push(Insn::jmp_imm(JmpOp::Ne, W32, word_regs[i], value, miss));
+                    }
+                    range_check(&mut p, R4, ports, redirect, miss);
+                }
+                p.push(Insn::label(next));
+                jumps_to_redirect = true;
+            }
+            if has_ports {
+                jumps_to_ports = true;
+                p.extend([
+                    Insn::jmp_imm(JmpOp::Ne, W32, R5, IPPROTO_UDP, pass),
+                    Insn::ldx_h(R8, R2, ETH_HLEN + IP6_HLEN + UDP_DPORT),
+                    Insn::ja(ports),
+                ]);
+            } else {
+                p.push(Insn::ja(pass));
+            }
         } else {
             p.push(Insn::ja(pass));
         }
@@ -278,6 +379,18 @@ fn check_filter(filter: &UplinkFilter) -> Result<(), BpfError> {
     too_large("IPv4 prefixes", filter.v4.len(), MAX_V4_PREFIXES)?;
     too_large("IPv6 prefixes", filter.v6.len(), MAX_V6_PREFIXES)?;
     too_large("UDP ports", filter.udp_ports.len(), MAX_UDP_PORTS)?;
+    let (snat4, snat6) = snat_by_family(&filter.snat);
+    too_large("IPv4 SNAT addresses", snat4.len(), MAX_SNAT_V4)?;
+    too_large("IPv6 SNAT addresses", snat6.len(), MAX_SNAT_V6)?;
+    for m in &filter.snat {
+        if m.ports.is_empty() {
+            return Err(BpfError::SnatRange {
+                addr: m.addr,
+                first: *m.ports.start(),
+                last: *m.ports.end(),
+            });
+        }
+    }
     for &(addr, len) in &filter.v4 {
         if len > 32 {
             return Err(BpfError::PrefixLength {
@@ -295,6 +408,87 @@ fn check_filter(filter: &UplinkFilter) -> Result<(), BpfError> {
         }
     }
     Ok(())
+}
+
+/// The registers of a SNAT check: the protocol, the base the transport header is read
+/// from (at `l4_off`), where the host-order port or identifier goes, and a scratch.
+#[derive(Clone, Copy)]
+struct SnatRegs {
+    proto: Reg,
+    l4: Reg,
+    l4_off: i16,
+    port: Reg,
+    scratch: Reg,
+}
+
+/// `port = TCP/UDP destination port, or the identifier of an echo reply`, in host order;
+/// any other protocol or ICMP type goes to `other`. The transport header's first
+/// [`L4_READ`] bytes must have been bounds-checked.
+fn snat_port(
+    p: &mut Vec<Insn>,
+    labels: &mut Labels,
+    r: SnatRegs,
+    icmp: i32,
+    echo_reply: i32,
+    other: Label,
+) {
+    let transport = labels.next();
+    let have = labels.next();
+    p.extend([
+        Insn::jmp_imm(JmpOp::Eq, Width::W32, r.proto, IPPROTO_TCP, transport),
+        Insn::jmp_imm(JmpOp::Eq, Width::W32, r.proto, IPPROTO_UDP, transport),
+        Insn::jmp_imm(JmpOp::Ne, Width::W32, r.proto, icmp, other),
+        Insn::ldx_b(r.port, r.l4, r.l4_off + ICMP_TYPE),
+        Insn::jmp_imm(JmpOp::Ne, Width::W32, r.port, echo_reply, other),
+    ]);
+    load_be16(p, r, ICMP_ECHO_ID);
+    p.extend([Insn::ja(have), Insn::label(transport)]);
+    load_be16(p, r, L4_DPORT);
+    p.push(Insn::label(have));
+}
+
+/// `r.port = l4[off] << 8 | l4[off + 1]` (a network-order u16 as a number).
+fn load_be16(p: &mut Vec<Insn>, r: SnatRegs, off: i16) {
+    p.extend([
+        Insn::ldx_b(r.port, r.l4, r.l4_off + off),
+        Insn::alu32_imm(AluOp::Lsh, r.port, 8),
+        Insn::ldx_b(r.scratch, r.l4, r.l4_off + off + 1),
+        Insn::alu32_reg(AluOp::Or, r.port, r.scratch),
+    ]);
+}
+
+/// `if first <= port <= last goto hit`, else `miss` (which is placed right after).
+fn range_check(
+    p: &mut Vec<Insn>,
+    port: Reg,
+    ports: &std::ops::RangeInclusive<u16>,
+    hit: Label,
+    miss: Label,
+) {
+    p.extend([
+        Insn::jmp_imm(JmpOp::Lt, Width::W32, port, i32::from(*ports.start()), miss),
+        Insn::jmp_imm(JmpOp::Gt, Width::W32, port, i32::from(*ports.end()), miss),
+        Insn::ja(hit),
+        Insn::label(miss),
+    ]);
+}
+
+/// The SNAT matches split by family.
+#[allow(clippy::type_complexity)]
+fn snat_by_family(
+    snat: &[SnatMatch],
+) -> (
+    Vec<(Ipv4Addr, std::ops::RangeInclusive<u16>)>,
+    Vec<(Ipv6Addr, std::ops::RangeInclusive<u16>)>,
+) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for m in snat {
+        match m.addr {
+            IpAddr::V4(a) => v4.push((a, m.ports.clone())),
+            IpAddr::V6(a) => v6.push((a, m.ports.clone())),
+        }
+    }
+    (v4, v6)
 }
 
 /// `if data + end > data_end goto pass` (clobbers r4).

@@ -24,6 +24,7 @@ pub(crate) const BPF_MAP_DELETE_ELEM: u32 = 3;
 pub(crate) const BPF_PROG_LOAD: u32 = 5;
 pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
 pub(crate) const BPF_LINK_CREATE: u32 = 28;
+pub(crate) const BPF_LINK_UPDATE: u32 = 29;
 
 pub(crate) const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 pub(crate) const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -125,6 +126,18 @@ struct LinkCreateAttr {
 }
 // SAFETY: repr(C) prefix of the BPF_LINK_CREATE member; no pointers.
 unsafe impl Attr for LinkCreateAttr {}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    /// 0: replace whatever program the link holds (no `BPF_F_REPLACE`).
+    flags: u32,
+    old_prog_fd: u32,
+}
+// SAFETY: repr(C) prefix of the BPF_LINK_UPDATE member; no pointers.
+unsafe impl Attr for LinkUpdateAttr {}
 
 /// `bpf(cmd, attr, sizeof attr)`: the non-negative return value, or the errno.
 fn bpf<A: Attr>(cmd: u32, attr: &mut A) -> Result<i64, i32> {
@@ -264,6 +277,15 @@ pub(crate) fn link_create(
     owned_fd(bpf(BPF_LINK_CREATE, &mut attr)?)
 }
 
+pub(crate) fn link_update(link: RawFd, prog: RawFd) -> Result<(), i32> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link as u32,
+        new_prog_fd: prog as u32,
+        ..Default::default()
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
 pub(crate) fn if_nametoindex(name: &CStr) -> Result<u32, i32> {
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -322,6 +344,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(TestRunAttr, repeat), 32);
         assert_eq!(std::mem::offset_of!(TestRunAttr, flags), 64);
         assert_eq!(size_of::<LinkCreateAttr>(), 16);
+        assert_eq!(size_of::<LinkUpdateAttr>(), 16);
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub enum WorkerError {
     AlreadyAttached(String),
     #[error("interface {0:?} is not attached to this worker")]
     NotAttached(String),
+    #[error("interface {0:?}: a pod interface and an uplink cannot turn into each other while attached; detach it and attach it again")]
+    PortKind(String),
     #[error("WireGuard runs on the worker that owns the uplink, and this one does not")]
     NoUplink,
 }

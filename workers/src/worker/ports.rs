@@ -8,7 +8,7 @@ use weir_dataplane::snapshot::Role;
 use weir_dataplane::{DropReason, IfIndex, Snapshot, BATCH_SIZE};
 
 use super::{PortReport, PortSpec, Worker, WorkerConfig, WorkerError, MAX_KICKS, STAGE_LIMIT};
-use crate::bpf::{XdpLink, XdpProgram, XskMap};
+use crate::bpf::{UplinkFilter, XdpLink, XdpProgram, XskMap};
 use crate::ports::{PortCommand, PortMailbox};
 use crate::xsk::{Umem, XskSocket};
 
@@ -30,8 +30,10 @@ pub(super) struct Port {
     pub(super) socket: XskSocket,
     // Kept alive: dropping the link detaches the program; the map holds the socket.
     pub(super) link: XdpLink,
-    pub(super) _program: XdpProgram,
-    pub(super) _map: XskMap,
+    pub(super) program: XdpProgram,
+    pub(super) map: XskMap,
+    /// The filter `program` was built from (`None`: it takes every frame).
+    pub(super) filter: Option<UplinkFilter>,
     pub(super) staged: Vec<(u64, u32)>,
     /// Frames given to the fill ring and not yet received back.
     pub(super) lent_fill: usize,
@@ -81,6 +83,35 @@ impl Worker {
             p.lent_fill += p.socket.fill_from(&mut self.free, want);
         }
         Ok(())
+    }
+
+    /// Gives the attached interface `spec.name` the uplink filter `spec` carries, when it
+    /// differs from the one its program was built from: the new program is loaded and
+    /// swapped in on the link in one step ([`XdpLink::update`]), so no frame meets a
+    /// detached interface and the socket keeps its rings. Returns whether the program
+    /// changed. A port attached without a filter (a pod's) cannot be given one, nor the
+    /// reverse: that is a different kind of port, detach and attach it.
+    pub fn refilter_port(&mut self, spec: &PortSpec) -> Result<bool, WorkerError> {
+        let port = self
+            .ports
+            .iter_mut()
+            .find(|p| p.name == spec.name)
+            .ok_or_else(|| WorkerError::NotAttached(spec.name.clone()))?;
+        if port.filter == spec.uplink_filter {
+            return Ok(false);
+        }
+        let bpf = |source| WorkerError::Bpf {
+            name: spec.name.clone(),
+            source,
+        };
+        let (Some(_), Some(filter)) = (&port.filter, &spec.uplink_filter) else {
+            return Err(WorkerError::PortKind(spec.name.clone()));
+        };
+        let program = XdpProgram::uplink(&port.map, filter).map_err(bpf)?;
+        port.link.update(&program).map_err(bpf)?;
+        port.program = program;
+        port.filter = spec.uplink_filter.clone();
+        Ok(true)
     }
 
     /// Detaches interface `name` and gives back every frame it holds, in this order: the
@@ -138,6 +169,10 @@ impl Worker {
                     let r = self.attach_port(&spec, snapshot);
                     let _ = reply.send(r.map_err(|e| e.to_string()));
                 }
+                PortCommand::Refilter(spec, reply) => {
+                    let r = self.refilter_port(&spec);
+                    let _ = reply.send(r.map(|_| ()).map_err(|e| e.to_string()));
+                }
                 PortCommand::Detach(name, reply) => {
                     let r = self.detach_port(&name);
                     let _ = reply.send(r.map_err(|e| e.to_string()));
@@ -178,8 +213,8 @@ impl Worker {
         let Port {
             mut socket,
             link,
-            _program,
-            _map,
+            program,
+            map,
             mut staged,
             mut lent_fill,
             mut lent_tx,
@@ -187,6 +222,8 @@ impl Worker {
         } = port;
         // No new frames once the program is gone.
         drop(link);
+        drop(program);
+        drop(map);
         let started = Instant::now();
         let mut quiet_since: Option<Instant> = None;
         let mut rx = Vec::with_capacity(BATCH_SIZE);
@@ -295,8 +332,9 @@ pub(super) fn bind_port(
         index,
         socket,
         link,
-        _program: program,
-        _map: map,
+        program,
+        map,
+        filter: spec.uplink_filter.clone(),
         staged: Vec::with_capacity(STAGE_LIMIT),
         lent_fill: 0,
         lent_tx: 0,
