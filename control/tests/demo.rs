@@ -180,7 +180,7 @@ fn ctrl_c_in_the_middle_leaves_nothing_behind() {
     let mut child = spawn_demo(&[]);
     let pid = child.id();
     // Interrupted once the agents run and pods are being attached.
-    wait_for_output(&mut child, Duration::from_secs(60), "[4/8");
+    wait_for_output(&mut child, Duration::from_secs(60), "[4/9");
     assert!(!leftovers(pid).is_empty(), "the demo made nothing yet");
     let killed = Command::new("kill")
         .args(["-INT", &pid.to_string()])
