@@ -88,7 +88,17 @@ fn demo_shows_every_expected_verdict_and_the_figures_and_cleans_up() {
     let out = child.wait_with_output().unwrap();
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("60 of 60 probes as expected"), "{all}");
+    // The matrix, then the same matrix across a kill -9 of node-a's agent.
+    assert_eq!(
+        all.matches("60 of 60 probes as expected").count(),
+        2,
+        "{all}"
+    );
+    assert_eq!(
+        all.matches("ms after the new agent started").count(),
+        2,
+        "{all}"
+    );
     // Both kinds of cell: reached both ways, and blocked both ways (the scanner's row).
     assert!(
         all.contains("ops/scanner (b)            --       --"),
