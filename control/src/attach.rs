@@ -360,6 +360,7 @@ impl Attacher {
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
             netns: req.netns.clone(),
+            netns_inode: crate::attachments::netns_inode(&req.netns),
             pod_namespace: pod.namespace.clone(),
             pod_name: pod.name.clone(),
             host_interface: host.clone(),

@@ -22,7 +22,8 @@
 //! the pod never notices the agent was gone except for the outage); one whose namespace
 //! still exists but whose veth pair vanished gets a new pair; one whose namespace is gone
 //! is garbage (the pod died while no agent watched) and its addresses are released and its
-//! record removed.
+//! record removed. "Still exists" means the same namespace: its inode is recorded, because
+//! a `/proc/<pid>/ns/net` path outlives its pod when the pid is reused.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -52,6 +53,10 @@ pub struct Record {
     pub ifname: String,
     /// The pod's network namespace as the runtime named it (`CNI_NETNS`).
     pub netns: String,
+    /// That namespace's inode when attached: a `/proc/<pid>/ns/net` path whose process
+    /// died and whose pid was reused names another namespace, which must not be adopted.
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
     /// The pod's namespace.
     pub pod_namespace: String,
     /// The pod's name.
@@ -294,7 +299,11 @@ pub fn restore(
         ..Restored::default()
     };
     for mut record in loaded.records {
-        if !Path::new(&record.netns).exists() {
+        let alive = match record.netns_inode {
+            Some(inode) => netns_inode(&record.netns) == Some(inode),
+            None => Path::new(&record.netns).exists(),
+        };
+        if !alive {
             let mut clean = ipam
                 .release(&record.container_id, Some(&record.ifname))
                 .map(drop)
@@ -352,6 +361,12 @@ pub fn restore(
     restored
 }
 
+/// The inode of the network namespace at `path` (a bind mount or `/proc/<pid>/ns/net`).
+pub fn netns_inode(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
 fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -387,6 +402,7 @@ mod tests {
             container_id: id.into(),
             ifname: "eth0".into(),
             netns: "/var/run/netns/none".into(),
+            netns_inode: Some(4026531992),
             pod_namespace: "shop".into(),
             pod_name: format!("pod-{id}"),
             host_interface: host_interface(id, "eth0"),
@@ -454,6 +470,69 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let err = store.save(&record("b")).unwrap_err();
         assert!(err.to_string().contains("attachment store"), "{err}");
+    }
+
+    #[test]
+    fn restore_adopts_live_attachments_and_releases_dead_ones() {
+        use crate::policy::model::IpPool;
+        use crate::policy::selector::{Labels, Selector};
+        let dir = temp_dir("restore");
+        let store = AttachmentStore::open(&dir, "n1").unwrap();
+        let mut ipam = Ipam::open(&dir, "n1").unwrap();
+        let pool = IpPool {
+            name: "p".into(),
+            cidr: "198.18.70.0/24".parse().unwrap(),
+            block_size: 26,
+            node_selector: Selector::All,
+            disabled: false,
+            nat_outgoing: false,
+        };
+        let mut leased = |id: &str| {
+            let ips = ipam
+                .allocate(&[&pool], &Labels::new(), id, "eth0", Some("shop/x"))
+                .unwrap();
+            let mut r = record(id);
+            r.ips = ips;
+            r
+        };
+        // Alive: this process's own namespace, and an interface every namespace has.
+        let mut live = leased("live");
+        live.netns = "/proc/self/ns/net".into();
+        live.netns_inode = netns_inode(&live.netns);
+        live.host_interface = "lo".into();
+        // The same path, but another namespace than the one attached (a reused pid).
+        let mut reused = leased("reused");
+        reused.netns = "/proc/self/ns/net".into();
+        reused.netns_inode = Some(1);
+        // Gone.
+        let dead = leased("dead");
+        for r in [&live, &reused, &dead] {
+            store.save(r).unwrap();
+        }
+        assert_eq!(ipam.leases().len(), 3);
+        let mut replumbed = 0;
+        let restored = restore(&store, &mut ipam, |_| {
+            replumbed += 1;
+            Err("not in this test".into())
+        });
+        assert_eq!(replumbed, 0, "lo exists: nothing to make again");
+        assert!(restored.problems.is_empty(), "{:?}", restored.problems);
+        assert_eq!(restored.adopted, vec![live.attachment()]);
+        let mut released: Vec<&str> = restored
+            .released
+            .iter()
+            .map(|r| r.container_id.as_str())
+            .collect();
+        released.sort_unstable();
+        assert_eq!(released, ["dead", "reused"]);
+        assert_eq!(store.load().records, vec![live.clone()]);
+        let left: Vec<&str> = ipam
+            .leases()
+            .values()
+            .map(|l| l.container_id.as_str())
+            .collect();
+        assert_eq!(left, ["live"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

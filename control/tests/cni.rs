@@ -562,6 +562,13 @@ fn ten_pods_survive_a_kill_9_of_the_agent_and_nothing_leaks() {
         outage.as_millis(),
         ready.as_millis()
     );
+    if let Some(line) = agent
+        .log()
+        .lines()
+        .find(|l| l.contains("attachment(s) restored"))
+    {
+        println!("restart outage: the agent said: {line}");
+    }
     assert!(
         outage < Duration::from_secs(5),
         "traffic back within 5 s: {} ms",
