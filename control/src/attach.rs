@@ -7,14 +7,17 @@
 //!    runtime asked (`eth0`) and the host end moved into the agent's namespace; the pod end
 //!    gets its /32 (/128), the MTU weir computes, and a default route via 169.254.1.1
 //!    (fe80::1);
-//! 3. the attachment handed to the control loop, which publishes a snapshot holding the
+//! 3. the attachment's record written (`crate::attachments`), so that a restarted agent
+//!    adopts the pod again;
+//! 4. the attachment handed to the control loop, which publishes a snapshot holding the
 //!    endpoint and its policy and puts the host end on a worker; ADD answers only then, so
 //!    a pod never starts unprotected, or fails after the timeout.
 //!
-//! DEL detaches the pod, deletes the host end (which takes the pair), and releases the
-//! addresses; every step tolerates what is already gone, so DEL is idempotent and works
-//! when the pod's namespace no longer exists. GC does the same for every lease whose
-//! attachment the runtime no longer lists.
+//! DEL detaches the pod, deletes the host end (which takes the pair), releases the
+//! addresses and removes the record; every step tolerates what is already gone, so DEL is
+//! idempotent and works when the pod's namespace no longer exists. CHECK answers from the
+//! record. GC does the same as DEL for every lease and record whose attachment the runtime
+//! no longer lists.
 //!
 //! Interfaces are configured with `ip` (iproute2) run through `nsenter` for the pod's
 //! namespace: the runtime hands a namespace path, and the agent's crate has no unsafe code
