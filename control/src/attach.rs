@@ -372,7 +372,9 @@ impl Attacher {
             ips: ips.clone(),
             mtu: self.mtu,
         };
-        if let Err(e) = self.store.save(&record) {
+        let saved = self.store.save(&record);
+        let recorded_at = started.elapsed();
+        if let Err(e) = saved {
             self.undo(req, &host);
             return error(
                 code::IO_FAILURE,
@@ -390,12 +392,14 @@ impl Attacher {
             );
         }
         eprintln!(
-            "weir agent: pod {} attached in {} ms (address {} ms, interfaces {} ms, tables {} ms)",
+            "weir agent: pod {} attached in {} ms (address {} ms, interfaces {} ms, record {} ms, \
+             tables {} ms)",
             Self::pod_of(req),
             started.elapsed().as_millis(),
             leased.as_millis(),
             (plumbed_at - leased).as_millis(),
-            (started.elapsed() - plumbed_at).as_millis()
+            (recorded_at - plumbed_at).as_millis(),
+            (started.elapsed() - recorded_at).as_millis()
         );
         Response::Ok(Some(Attached {
             host_interface: host,
