@@ -7,14 +7,17 @@
 //!    runtime asked (`eth0`) and the host end moved into the agent's namespace; the pod end
 //!    gets its /32 (/128), the MTU weir computes, and a default route via 169.254.1.1
 //!    (fe80::1);
-//! 3. the attachment handed to the control loop, which publishes a snapshot holding the
+//! 3. the attachment's record written (`crate::attachments`), so that a restarted agent
+//!    adopts the pod again;
+//! 4. the attachment handed to the control loop, which publishes a snapshot holding the
 //!    endpoint and its policy and puts the host end on a worker; ADD answers only then, so
 //!    a pod never starts unprotected, or fails after the timeout.
 //!
-//! DEL detaches the pod, deletes the host end (which takes the pair), and releases the
-//! addresses; every step tolerates what is already gone, so DEL is idempotent and works
-//! when the pod's namespace no longer exists. GC does the same for every lease whose
-//! attachment the runtime no longer lists.
+//! DEL detaches the pod, deletes the host end (which takes the pair), releases the
+//! addresses and removes the record; every step tolerates what is already gone, so DEL is
+//! idempotent and works when the pod's namespace no longer exists. CHECK answers from the
+//! record. GC does the same as DEL for every lease and record whose attachment the runtime
+//! no longer lists.
 //!
 //! Interfaces are configured with `ip` (iproute2) run through `nsenter` for the pod's
 //! namespace: the runtime hands a namespace path, and the agent's crate has no unsafe code
@@ -32,7 +35,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::calc::{Attachment, Change, Update};
+use crate::attachments::{AttachmentStore, Record, FORMAT_VERSION};
+use crate::calc::{Change, Update};
 use crate::cni::{code, host_interface, Attached, Command, Request, Response};
 use crate::ipam::Ipam;
 use crate::policy::model::{IpPool, NamespacedName};
@@ -93,6 +97,7 @@ pub struct View {
 #[derive(Debug)]
 pub struct Attacher {
     ipam: Mutex<Ipam>,
+    store: AttachmentStore,
     view: Arc<Mutex<View>>,
     updates: Mutex<Sender<Update>>,
     mtu: u16,
@@ -154,6 +159,59 @@ fn ip_batch_in(netns: &str, commands: &str) -> Result<String, String> {
     }
 }
 
+/// Creates and configures the veth pair; returns (host MAC, pod MAC). The pod side is
+/// one `ip -batch` in the pod's namespace: process start-ups dominate an attach.
+pub(crate) fn plumb(
+    netns: &str,
+    ifname: &str,
+    host: &str,
+    ips: &[IpAddr],
+    mtu: u16,
+) -> Result<(String, String), String> {
+    if !Path::new(netns).exists() {
+        return Err(format!("the network namespace {netns} does not exist"));
+    }
+    let mut batch = String::new();
+    if !interface_exists(host) {
+        batch += &format!(
+            "link add {ifname} mtu {mtu} type veth peer name {host} mtu {mtu} netns {}\n",
+            std::process::id()
+        );
+    }
+    for ip in ips {
+        match ip {
+            IpAddr::V4(_) => batch += &format!("addr replace {ip}/32 dev {ifname}\n"),
+            IpAddr::V6(_) => batch += &format!("addr replace {ip}/128 dev {ifname} nodad\n"),
+        }
+    }
+    batch += &format!("link set lo up\nlink set {ifname} up\n");
+    if ips.iter().any(IpAddr::is_ipv4) {
+        let gw = crate::cni::GATEWAY_V4;
+        batch += &format!(
+            "route replace {gw} dev {ifname} scope link\nroute replace default via {gw} dev {ifname}\n"
+        );
+    }
+    if ips.iter().any(IpAddr::is_ipv6) {
+        batch += &format!(
+            "route replace default via {} dev {ifname}\n",
+            crate::cni::GATEWAY_V6
+        );
+    }
+    batch += &format!("link show dev {ifname}\n");
+    let shown = ip_batch_in(netns, &batch)?;
+    run("ip", &["link", "set", host, "up"])?;
+    let host_mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address"))
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let pod_mac = shown
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no MAC for {ifname} in {netns}"))?;
+    Ok((host_mac, pod_mac))
+}
+
 fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -170,6 +228,7 @@ impl Attacher {
     /// An attacher allocating from `ipam`.
     pub fn new(
         ipam: Ipam,
+        store: AttachmentStore,
         config: &CniConfig,
         mtu: u16,
         view: Arc<Mutex<View>>,
@@ -177,6 +236,7 @@ impl Attacher {
     ) -> Result<Attacher, String> {
         Ok(Attacher {
             ipam: Mutex::new(ipam),
+            store,
             view,
             updates: Mutex::new(updates),
             mtu: config.mtu.unwrap_or(mtu),
@@ -283,7 +343,7 @@ impl Attacher {
         };
         let host = host_interface(&req.container_id, &req.ifname);
         let leased = started.elapsed();
-        let plumbed = self.plumb(req, &host, &ips);
+        let plumbed = plumb(&req.netns, &req.ifname, &host, &ips, self.mtu);
         let plumbed_at = started.elapsed();
         let (host_mac, pod_mac) = match plumbed {
             Ok(macs) => macs,
@@ -296,14 +356,33 @@ impl Attacher {
                 );
             }
         };
-        let attachment = Attachment {
-            pod,
+        // Persisted before the pod is published, so that ADD never answers success for an
+        // attachment a restarted agent would not know.
+        let record = Record {
+            version: FORMAT_VERSION,
             container_id: req.container_id.clone(),
-            interface: host.clone(),
-            mac: pod_mac.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            netns_inode: crate::attachments::netns_inode(&req.netns),
+            pod_namespace: pod.namespace.clone(),
+            pod_name: pod.name.clone(),
+            host_interface: host.clone(),
+            host_mac: host_mac.clone(),
+            pod_mac: pod_mac.clone(),
             ips: ips.clone(),
+            mtu: self.mtu,
         };
-        if let Err(why) = self.publish(Change::Attach(attachment)) {
+        let saved = self.store.save(&record);
+        let recorded_at = started.elapsed();
+        if let Err(e) = saved {
+            self.undo(req, &host);
+            return error(
+                code::IO_FAILURE,
+                "cannot persist the pod's attachment",
+                e.to_string(),
+            );
+        }
+        if let Err(why) = self.publish(Change::Attach(record.attachment())) {
             let _ = self.publish(Change::Detach(Self::pod_of(req)));
             self.undo(req, &host);
             return error(
@@ -313,12 +392,14 @@ impl Attacher {
             );
         }
         eprintln!(
-            "weir agent: pod {} attached in {} ms (address {} ms, interfaces {} ms, tables {} ms)",
+            "weir agent: pod {} attached in {} ms (address {} ms, interfaces {} ms, record {} ms, \
+             tables {} ms)",
             Self::pod_of(req),
             started.elapsed().as_millis(),
             leased.as_millis(),
             (plumbed_at - leased).as_millis(),
-            (started.elapsed() - plumbed_at).as_millis()
+            (recorded_at - plumbed_at).as_millis(),
+            (started.elapsed() - recorded_at).as_millis()
         );
         Response::Ok(Some(Attached {
             host_interface: host,
@@ -329,67 +410,26 @@ impl Attacher {
         }))
     }
 
-    /// Creates and configures the veth pair; returns (host MAC, pod MAC). The pod side is
-    /// one `ip -batch` in the pod's namespace: process start-ups dominate an attach.
-    fn plumb(&self, req: &Request, host: &str, ips: &[IpAddr]) -> Result<(String, String), String> {
-        let netns = req.netns.as_str();
-        if !Path::new(netns).exists() {
-            return Err(format!("the network namespace {netns} does not exist"));
-        }
-        let (mtu, ifname) = (self.mtu, req.ifname.as_str());
-        let mut batch = String::new();
-        if !interface_exists(host) {
-            batch += &format!(
-                "link add {ifname} mtu {mtu} type veth peer name {host} mtu {mtu} netns {}\n",
-                std::process::id()
-            );
-        }
-        for ip in ips {
-            match ip {
-                IpAddr::V4(_) => batch += &format!("addr replace {ip}/32 dev {ifname}\n"),
-                IpAddr::V6(_) => batch += &format!("addr replace {ip}/128 dev {ifname} nodad\n"),
-            }
-        }
-        batch += &format!("link set lo up\nlink set {ifname} up\n");
-        if ips.iter().any(IpAddr::is_ipv4) {
-            let gw = crate::cni::GATEWAY_V4;
-            batch += &format!(
-                "route replace {gw} dev {ifname} scope link\nroute replace default via {gw} dev {ifname}\n"
-            );
-        }
-        if ips.iter().any(IpAddr::is_ipv6) {
-            batch += &format!(
-                "route replace default via {} dev {ifname}\n",
-                crate::cni::GATEWAY_V6
-            );
-        }
-        batch += &format!("link show dev {ifname}\n");
-        let shown = ip_batch_in(netns, &batch)?;
-        run("ip", &["link", "set", host, "up"])?;
-        let host_mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address"))
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| format!("{host}: {e}"))?;
-        let pod_mac = shown
-            .split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("no MAC for {ifname} in {netns}"))?;
-        Ok((host_mac, pod_mac))
-    }
-
-    /// Removes the host end (and so the pair) and the leases of a request.
+    /// Removes the host end (and so the pair), the record and the leases of a request.
     fn undo(&self, req: &Request, host: &str) {
         if interface_exists(host) {
             let _ = run("ip", &["link", "del", host]);
         }
+        let _ = self.store.remove(&req.container_id, &req.ifname);
         if let Ok(mut ipam) = self.ipam.lock() {
             let _ = ipam.release(&req.container_id, Some(&req.ifname));
         }
     }
 
     fn del(&self, req: &Request) -> Response {
-        let pod = {
+        // The pod's key: from its record, else from its lease, else from the request.
+        let recorded = self
+            .store
+            .find(&req.container_id, &req.ifname)
+            .ok()
+            .flatten()
+            .map(|r| format!("{}/{}", r.pod_namespace, r.pod_name));
+        let pod = recorded.or_else(|| {
             let ipam = self.ipam.lock();
             ipam.ok().and_then(|i| {
                 i.leases()
@@ -397,7 +437,7 @@ impl Attacher {
                     .find(|l| l.container_id == req.container_id && l.ifname == req.ifname)
                     .and_then(|l| l.pod.clone())
             })
-        };
+        });
         let key = match pod.as_deref().and_then(|p| p.split_once('/')) {
             Some((ns, name)) => NamespacedName::new(ns, name),
             None => Self::pod_of(req),
@@ -412,24 +452,55 @@ impl Attacher {
             }
         }
         match self.ipam.lock() {
-            Ok(mut ipam) => match ipam.release(&req.container_id, Some(&req.ifname)) {
-                Ok(_) => Response::Ok(None),
-                Err(e) => error(
-                    code::IO_FAILURE,
-                    "cannot release the pod's addresses",
-                    e.to_string(),
-                ),
-            },
-            Err(_) => error(
-                code::AGENT_FAILURE,
-                "IPAM is unusable",
-                "a lock was poisoned",
+            Ok(mut ipam) => {
+                if let Err(e) = ipam.release(&req.container_id, Some(&req.ifname)) {
+                    return error(
+                        code::IO_FAILURE,
+                        "cannot release the pod's addresses",
+                        e.to_string(),
+                    );
+                }
+            }
+            Err(_) => {
+                return error(
+                    code::AGENT_FAILURE,
+                    "IPAM is unusable",
+                    "a lock was poisoned",
+                )
+            }
+        }
+        // Last: a DEL that failed before this is retried and finds the record again.
+        match self.store.remove(&req.container_id, &req.ifname) {
+            Ok(_) => Response::Ok(None),
+            Err(e) => error(
+                code::IO_FAILURE,
+                "cannot remove the pod's attachment record",
+                e.to_string(),
             ),
         }
     }
 
+    /// CHECK answers from the attachment record: the interfaces it names exist, the pod
+    /// holds its addresses, and IPAM still leases them to this container.
     fn check(&self, req: &Request) -> Response {
-        let held: Vec<IpAddr> = match self.ipam.lock() {
+        let record = match self.store.find(&req.container_id, &req.ifname) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return error(
+                    code::AGENT_FAILURE,
+                    "weir has no attachment for this container",
+                    format!("container {} interface {}", req.container_id, req.ifname),
+                )
+            }
+            Err(e) => {
+                return error(
+                    code::IO_FAILURE,
+                    "the attachment record is unreadable",
+                    e.to_string(),
+                )
+            }
+        };
+        let leased: Vec<IpAddr> = match self.ipam.lock() {
             Ok(ipam) => ipam
                 .leases()
                 .iter()
@@ -444,26 +515,25 @@ impl Attacher {
                 )
             }
         };
-        if held.is_empty() {
+        if let Some(ip) = record.ips.iter().find(|ip| !leased.contains(ip)) {
             return error(
                 code::AGENT_FAILURE,
-                "the container has no addresses from weir",
-                req.container_id.clone(),
+                "the pod's address is not leased to it",
+                format!("{ip} of container {}", req.container_id),
             );
         }
-        let host = host_interface(&req.container_id, &req.ifname);
-        if !interface_exists(&host) {
+        if !interface_exists(&record.host_interface) {
             return error(
                 code::AGENT_FAILURE,
                 "the pod's host interface is missing",
-                host,
+                record.host_interface,
             );
         }
         let shown = match ip_in(&req.netns, &["-j", "addr", "show", "dev", &req.ifname]) {
             Ok(s) => s,
             Err(why) => return error(code::AGENT_FAILURE, "the pod's interface is missing", why),
         };
-        for ip in &held {
+        for ip in &record.ips {
             if !shown.contains(&format!("\"{ip}\"")) {
                 return error(
                     code::AGENT_FAILURE,
@@ -511,6 +581,27 @@ impl Attacher {
             let host = host_interface(&lease.container_id, &lease.ifname);
             if interface_exists(&host) {
                 let _ = run("ip", &["link", "del", &host]);
+            }
+        }
+        // Records not on the list go too, also those whose leases were already gone.
+        for record in self.store.load().records {
+            let key = (record.container_id.clone(), record.ifname.clone());
+            if valid.contains(&key) {
+                continue;
+            }
+            if done.insert(key) {
+                let pod = NamespacedName::new(&record.pod_namespace, &record.pod_name);
+                let _ = self.publish(Change::Detach(pod));
+                if interface_exists(&record.host_interface) {
+                    let _ = run("ip", &["link", "del", &record.host_interface]);
+                }
+            }
+            if let Err(e) = self.store.remove(&record.container_id, &record.ifname) {
+                return error(
+                    code::IO_FAILURE,
+                    "GC could not remove an attachment record",
+                    e.to_string(),
+                );
             }
         }
         Response::Ok(None)

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod attach;
+pub mod attachments;
 pub mod calc;
 pub mod cni;
 pub mod crd;

@@ -88,7 +88,17 @@ fn demo_shows_every_expected_verdict_and_the_figures_and_cleans_up() {
     let out = child.wait_with_output().unwrap();
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("60 of 60 probes as expected"), "{all}");
+    // The matrix, then the same matrix across a kill -9 of node-a's agent.
+    assert_eq!(
+        all.matches("60 of 60 probes as expected").count(),
+        2,
+        "{all}"
+    );
+    assert_eq!(
+        all.matches("ms after the new agent started").count(),
+        2,
+        "{all}"
+    );
     // Both kinds of cell: reached both ways, and blocked both ways (the scanner's row).
     assert!(
         all.contains("ops/scanner (b)            --       --"),
@@ -180,7 +190,7 @@ fn ctrl_c_in_the_middle_leaves_nothing_behind() {
     let mut child = spawn_demo(&[]);
     let pid = child.id();
     // Interrupted once the agents run and pods are being attached.
-    wait_for_output(&mut child, Duration::from_secs(60), "[4/8");
+    wait_for_output(&mut child, Duration::from_secs(60), "[4/9");
     assert!(!leftovers(pid).is_empty(), "the demo made nothing yet");
     let killed = Command::new("kill")
         .args(["-INT", &pid.to_string()])

@@ -38,7 +38,8 @@ use weir_workers::ports::PortControl;
 use weir_workers::worker::{PortSpec, WorkerReport};
 
 use crate::attach::{CniConfig, View};
-use crate::calc::{drive, Batch, Calculator, DriveState, Update};
+use crate::attachments::AttachmentStore;
+use crate::calc::{drive, Batch, Calculator, Change, DriveState, Update};
 use crate::policy::load::Cluster;
 use crate::policy::model::Kind;
 
@@ -85,6 +86,11 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
             }
         })?;
     let mut calc = Calculator::new(&config.node);
+    // Pods attached before a restart are in the first tables and on the first workers.
+    let cni_state = match &config.cni {
+        Some(cni) => Some(restore_cni(config, cni, &mut calc)?),
+        None => None,
+    };
     let (tx, rx) = std::sync::mpsc::channel::<Update>();
     let local_tx = tx.clone();
     let kernel_tx = tx.clone();
@@ -135,9 +141,9 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let started = workers::start(config, &ports, &publisher, &snapshot, &reports, key, stop)?;
     let view = Arc::new(Mutex::new(View::default()));
     update_view(&view, &calc, &config.node);
-    match &config.cni {
-        Some(cni) => start_cni(config, cni, &view, local_tx, stop)?,
-        None => drop(local_tx),
+    match (&config.cni, cni_state) {
+        (Some(cni), Some(state)) => start_cni(config, cni, state, &view, local_tx, stop)?,
+        _ => drop(local_tx),
     }
     ready.store(true, Ordering::SeqCst);
     eprintln!(
@@ -319,18 +325,16 @@ fn start_wireguard(
     Ok(Some((key, SocketAddr::new(local, w.port))))
 }
 
-/// Serves `weir-cni` on its socket, on a thread of its own: pods attached and detached at
-/// run time, with addresses from IPAM (IPAMBlock objects with the Kubernetes datastore,
-/// else files). Local changes go to the control loop on `local_tx`.
-fn start_cni(
+/// Opens IPAM (IPAMBlock objects with the Kubernetes datastore, else files) and the
+/// attachment records, and puts the attachments that survived a restart back into `calc`
+/// (see `crate::attachments`).
+fn restore_cni(
     config: &AgentConfig,
     cni: &CniConfig,
-    view: &Arc<Mutex<View>>,
-    local_tx: Sender<Update>,
-    stop: &'static AtomicBool,
-) -> Result<(), AgentError> {
-    let mtu = pod_mtu(config)?;
-    let ipam = match &config.kubernetes {
+    calc: &mut Calculator,
+) -> Result<(crate::ipam::Ipam, AttachmentStore), AgentError> {
+    let started = Instant::now();
+    let mut ipam = match &config.kubernetes {
         Some(k) => {
             let kubeconfig = k.kubeconfig.clone();
             crate::k8s::ipam::KubeStore::new(|| async move {
@@ -344,12 +348,56 @@ fn start_cni(
         path: "cni".into(),
         why: e.to_string(),
     })?;
-    let attacher =
-        crate::attach::Attacher::new(ipam, cni, mtu, view.clone(), local_tx).map_err(|why| {
-            AgentError::Config {
-                path: "cni".into(),
-                why,
-            }
+    let store =
+        AttachmentStore::open(&cni.ipam_dir, &config.node).map_err(|e| AgentError::Config {
+            path: "cni.ipamDir".into(),
+            why: e.to_string(),
+        })?;
+    let mtu = pod_mtu(config)?;
+    let restored = crate::attachments::restore(&store, &mut ipam, |r| {
+        crate::attach::plumb(
+            &r.netns,
+            &r.ifname,
+            &r.host_interface,
+            &r.ips,
+            cni.mtu.unwrap_or(mtu),
+        )
+    });
+    for problem in &restored.problems {
+        eprintln!("weir agent: warning: {problem}");
+    }
+    let (adopted, released) = (restored.adopted.len(), restored.released.len());
+    for a in restored.adopted {
+        for r in calc.apply(Change::Attach(a)) {
+            eprintln!("weir agent: warning: a restored attachment: {r}");
+        }
+    }
+    if adopted + released > 0 {
+        eprintln!(
+            "weir agent: {adopted} attachment(s) restored from {}, {released} whose pod is gone \
+             released ({} ms)",
+            store.dir().display(),
+            started.elapsed().as_millis()
+        );
+    }
+    Ok((ipam, store))
+}
+
+/// Serves `weir-cni` on its socket, on a thread of its own: pods attached and detached at
+/// run time. Local changes go to the control loop on `local_tx`.
+fn start_cni(
+    config: &AgentConfig,
+    cni: &CniConfig,
+    (ipam, store): (crate::ipam::Ipam, AttachmentStore),
+    view: &Arc<Mutex<View>>,
+    local_tx: Sender<Update>,
+    stop: &'static AtomicBool,
+) -> Result<(), AgentError> {
+    let mtu = pod_mtu(config)?;
+    let attacher = crate::attach::Attacher::new(ipam, store, cni, mtu, view.clone(), local_tx)
+        .map_err(|why| AgentError::Config {
+            path: "cni".into(),
+            why,
         })?;
     let listener = crate::attach::bind(&cni.socket).map_err(|why| AgentError::Config {
         path: "cni.socket".into(),

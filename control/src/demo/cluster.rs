@@ -241,7 +241,7 @@ impl Lab {
 
     fn step(&self, n: usize, what: &str) {
         say!(
-            "[{n}/8 {:>5.1} s] {what}",
+            "[{n}/9 {:>5.1} s] {what}",
             self.started.elapsed().as_secs_f64()
         );
         let _ = std::io::stdout().flush();
@@ -353,20 +353,26 @@ impl Lab {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    fn spawn_agent(&self, i: usize) -> Res<Child> {
+        let log = self.dir.join(format!("agent-{}.log", NODES[i].0));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| e.to_string())?;
+        self.in_ns(&self.nodes[i], &self.weir)
+            .arg("agent")
+            .arg("--config")
+            .arg(self.agent_config(i))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting the agent: {e}"))
+    }
+
     fn start_agents(&mut self) -> Res<()> {
-        for (i, (node, ..)) in NODES.iter().enumerate() {
-            let config = self.agent_config(i);
-            let log = self.dir.join(format!("agent-{node}.log"));
-            let log = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-            let child = self
-                .in_ns(&self.nodes[i].clone(), &self.weir.clone())
-                .arg("agent")
-                .arg("--config")
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("starting the agent: {e}"))?;
+        for i in 0..NODES.len() {
+            let child = self.spawn_agent(i)?;
             self.agents.push(child);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -775,9 +781,15 @@ impl Lab {
         }
 
         self.step(6, "probes: TCP and UDP from every pod to every other pod");
-        let all_ok = self.matrix(&ips)?;
+        let mut all_ok = self.matrix(&ips)?;
 
-        self.step(7, "throughput (iperf3, TCP) and UDP round trips");
+        self.step(
+            7,
+            "restart: node-a's agent killed (SIGKILL) and started again, pods kept",
+        );
+        all_ok &= self.restart(&ips)?;
+
+        self.step(8, "throughput (iperf3, TCP) and UDP round trips");
         let same = self.iperf("web", "monitor", ips["monitor"], opts.seconds)?;
         self.check()?;
         let cross = self.iperf("web", "api", ips["api"], opts.seconds)?;
@@ -806,7 +818,7 @@ impl Lab {
             );
         }
 
-        self.step(8, "what the agents counted");
+        self.step(9, "what the agents counted");
         let mut sealed_ok = true;
         for (i, (node, ..)) in NODES.iter().enumerate() {
             let m = self.metrics(i)?;
@@ -836,6 +848,36 @@ impl Lab {
             self.started.elapsed().as_secs_f64()
         );
         Ok(ok)
+    }
+
+    /// `kill -9` of node-a's agent and a new one with the same config: prints when a pod on
+    /// it answers again (same node, and across with a new WireGuard handshake), then runs
+    /// the matrix again; true when it is as intended.
+    fn restart(&mut self, ips: &BTreeMap<&str, Ipv4Addr>) -> Res<bool> {
+        let _ = self.agents[0].kill();
+        let _ = self.agents[0].wait();
+        let started = Instant::now();
+        self.agents[0] = self.spawn_agent(0)?;
+        let mut back = [("monitor", "same node", None), ("api", "across", None)];
+        while back.iter().any(|b| b.2.is_none()) {
+            self.check()?;
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(format!(
+                    "no answer 15 s after the restart:\n{}",
+                    self.agent_log(0)
+                ));
+            }
+            for (to, _, at) in back.iter_mut().filter(|b| b.2.is_none()) {
+                if self.probe("web", ips[*to], "udp", 50) {
+                    *at = Some(started.elapsed().as_millis());
+                }
+            }
+        }
+        for (to, how, at) in back {
+            let ms = at.unwrap_or_default();
+            say!("        shop/web -> {to:<8} ({how:<9}) answers {ms} ms after the new agent started");
+        }
+        self.matrix(ips)
     }
 
     /// Every ordered pair of pods, TCP and UDP, all at once: prints the matrix and the
