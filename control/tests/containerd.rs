@@ -270,7 +270,9 @@ fn http_get(ns: &str, addr: &str, path: &str, within: Duration) -> Result<String
     .unwrap()
 }
 
-/// A shell line that prints the container's IPv4 address on eth0.
+/// A shell line that prints the container's IPv4 address on eth0. (The containers bound
+/// their `wget` with `timeout`: busybox 1.35's `wget -T` crashes, with a segmentation
+/// fault, before it connects.)
 const SHOW_ADDRESS: &str = "ip -4 -o addr show dev eth0";
 
 #[test]
@@ -319,8 +321,8 @@ fn containers_started_by_containerd_get_weir_addresses_reach_each_other_and_the_
         "client",
         &format!(
             "{SHOW_ADDRESS}; ok=no; for i in 1 2 3 4 5; do \
-             ping -c 1 -W 2 {server_ip} && wget -q -T 3 -O - http://{server_ip}:8080/index.html \
-             && ok=yes && break; sleep 1; done; echo client-reached=$ok; read line"
+             ping -c 1 -W 2 {server_ip} && timeout 5 wget -q -O - http://{server_ip}:8080/index.html \
+             && ok=yes && break; sleep 1; done; echo client-reached=$ok; read line; echo client-done"
         ),
     );
     let lines = client
@@ -376,7 +378,7 @@ fn container_reaches_the_world_through_snat() {
         "world-client",
         &format!(
             "{SHOW_ADDRESS}; ok=no; for i in 1 2 3 4 5; do \
-             wget -q -T 3 -O - http://{WORLD4}:8083/ && ok=yes && break; sleep 1; done; \
+             timeout 5 wget -q -O - http://{WORLD4}:8083/ && ok=yes && break; sleep 1; done; \
              echo client-reached=$ok"
         ),
     );
