@@ -783,3 +783,100 @@ fn write(path: &Path, text: &str) -> Result<(), LabError> {
     std::fs::write(path, text)
         .map_err(|e| LabError::new(format!("writing {}: {e}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory removed when the guard drops, also when the test fails.
+    fn scratch(name: &str) -> (crate::lab::NetnsGuard, PathBuf) {
+        let mut guard = crate::lab::NetnsGuard::new();
+        let dir = guard.temp_dir(&format!("weir-testkit-{name}")).unwrap();
+        (guard, dir)
+    }
+
+    fn json(path: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The blob a descriptor names: its bytes match its digest and size.
+    fn blob(layout: &Path, descriptor: &serde_json::Value) -> PathBuf {
+        let digest = descriptor["digest"].as_str().unwrap();
+        let path = layout
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap());
+        let sum = run(&["sha256sum", path.to_str().unwrap()]).unwrap();
+        assert_eq!(format!("sha256:{}", &sum[..64]), digest);
+        assert_eq!(
+            Some(std::fs::metadata(&path).unwrap().len()),
+            descriptor["size"].as_u64()
+        );
+        path
+    }
+
+    #[test]
+    fn the_busybox_image_is_an_oci_layout_whose_descriptors_match_their_blobs() {
+        if !Path::new(BUSYBOX).exists() {
+            panic!("{BUSYBOX} is missing: apt-get install busybox-static (scripts/test.sh does)");
+        }
+        let (_guard, dir) = scratch("oci");
+        let archive = write_busybox_image(&dir, "localhost/weir-busybox:unit").unwrap();
+        let unpacked = dir.join("unpacked");
+        std::fs::create_dir_all(&unpacked).unwrap();
+        let (a, u) = (archive.to_str().unwrap(), unpacked.to_str().unwrap());
+        run(&["tar", "--extract", "--file", a, "--directory", u]).unwrap();
+        assert_eq!(
+            json(&unpacked.join("oci-layout"))["imageLayoutVersion"],
+            "1.0.0"
+        );
+        let index = json(&unpacked.join("index.json"));
+        let descriptor = &index["manifests"][0];
+        assert_eq!(
+            descriptor["annotations"]["io.containerd.image.name"],
+            "localhost/weir-busybox:unit"
+        );
+        let manifest = json(&blob(&unpacked, descriptor));
+        let config = json(&blob(&unpacked, &manifest["config"]));
+        assert_eq!(config["os"], "linux");
+        assert_eq!(config["architecture"], go_arch());
+        let layer = &manifest["layers"][0];
+        assert_eq!(config["rootfs"]["diff_ids"][0], layer["digest"]);
+        let layer = blob(&unpacked, layer);
+        let listing = run(&[
+            "tar",
+            "--list",
+            "--verbose",
+            "--file",
+            layer.to_str().unwrap(),
+        ])
+        .unwrap();
+        for applet in ["sh", "ping", "wget", "nc", "httpd", "ip"] {
+            assert!(
+                listing.contains(&format!("./bin/{applet} -> busybox")),
+                "{applet}: {listing}"
+            );
+        }
+        assert!(
+            listing.contains(" 0/0 ") && listing.contains("./bin/busybox\n"),
+            "{listing}"
+        );
+    }
+
+    #[test]
+    fn go_cni_takes_the_first_configuration_by_name() {
+        let (_guard, dir) = scratch("netd");
+        assert_eq!(first_conf_file(&dir).unwrap(), None);
+        for name in ["10-b.conf", "00-weir.conflist", "README", "05-a.txt"] {
+            write(&dir.join(name), "{}").unwrap();
+        }
+        assert_eq!(
+            first_conf_file(&dir).unwrap(),
+            Some(dir.join("00-weir.conflist"))
+        );
+        write(&dir.join("0-other.json"), "{}").unwrap();
+        assert_eq!(
+            first_conf_file(&dir).unwrap(),
+            Some(dir.join("0-other.json"))
+        );
+    }
+}
