@@ -231,6 +231,9 @@ impl Containerd {
             self.socket().to_string_lossy().into_owned(),
             "--namespace".to_owned(),
             self.namespace.clone(),
+            // A local socket answers at once; ctr's own default waits 10 s for a dead one.
+            "--connect-timeout".to_owned(),
+            "5s".to_owned(),
         ];
         argv.extend(args.iter().map(|a| (*a).to_owned()));
         argv
@@ -278,7 +281,11 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if self.daemon.is_some() {
+        let running = self
+            .daemon
+            .as_mut()
+            .is_some_and(|d| matches!(d.child().try_wait(), Ok(None)));
+        if running {
             self.remove_everything();
         }
         self.daemon.take();
