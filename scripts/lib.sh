@@ -76,6 +76,15 @@ declare -gA WEIR_PACKAGE_OF=(
   [/usr/lib/cni/host-local]=containernetworking-plugins
   [/usr/lib/cni/portmap]=containernetworking-plugins
   [/usr/lib/cni/bandwidth]=containernetworking-plugins
+  # A real container runtime (control/tests/containerd.rs): containerd with its `ctr` and runc
+  # shim, runc, and the static busybox the test builds its image from (not on PATH: a file)
+  [containerd]=containerd
+  [ctr]=containerd
+  [containerd-shim-runc-v2]=containerd
+  [runc]=runc
+  [/bin/busybox]=busybox-static
+  [sha256sum]=coreutils
+  [tar]=tar
   # DPDK anchors: the test tools are in dpdk-dev, not in dpdk (runtime libraries only)
   [dpdk-testpmd]=dpdk-dev
   [dpdk-test-fib]=dpdk-dev
@@ -90,7 +99,8 @@ WEIR_PROGRAMS_BUILD=(cc make pkg-config)
 WEIR_PROGRAMS_SCENARIO=(ip ethtool ping iperf3 nft iptables-save tcpdump nsenter prlimit taskset mount umount
   stdbuf sysctl kill pkill wireguard-go wg go
   /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
-  /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/cni/bandwidth)
+  /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/cni/bandwidth
+  containerd ctr containerd-shim-runc-v2 runc /bin/busybox sha256sum tar)
 WEIR_PROGRAMS_ANCHORS=(dpdk-testpmd dpdk-test-fib dpdk-test-acl ip iperf3 nft wireguard-go wg go
   prlimit taskset stdbuf /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
   /usr/lib/cni/bridge /usr/lib/cni/host-local)

@@ -26,7 +26,7 @@ pub type Mac = [u8; 6];
 pub struct LabError(String);
 
 impl LabError {
-    fn new(message: String) -> LabError {
+    pub(crate) fn new(message: String) -> LabError {
         LabError(message)
     }
 }

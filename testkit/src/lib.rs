@@ -2,6 +2,8 @@
 //!
 //! - [`fake_api`]: an in-process fake of the Kubernetes API server that kube-rs clients
 //!   talk to unchanged.
+//! - [`containerd`]: a private containerd with runc, a busybox image built locally, a CNI
+//!   network where `ctr run --cni` finds it, and containers run with `ctr run --rm --cni`.
 //! - [`lab`]: network-namespace labs for the scenario tests and benchmarks (root): command
 //!   runners with clear errors, `setns`, MAC and interface-index readers, the root check,
 //!   and a guard that removes the namespaces, links and processes a lab made.
@@ -14,5 +16,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod containerd;
 pub mod fake_api;
 pub mod lab;
