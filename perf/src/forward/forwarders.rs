@@ -1,8 +1,8 @@
 //! The forwarders `weir-bench forward` compares, each started in the node namespace on the
 //! same two veths and stopped again (cleanly, or by force from `Drop`):
 //!
-//! - **weir**: the real `weir agent` binary with `cores: [cpu]`, its datastore holding the
-//!   two pods and, for the policy variant, a Kubernetes NetworkPolicy with `rules` ingress
+//! - **weir**: the real `weir agent` binary with `cores: [cpu]` and no host link (no case
+//!   here involves the node's own stack), its datastore holding the two pods and, for the policy variant, a Kubernetes NetworkPolicy with `rules` ingress
 //!   rules on the sink pod.
 //! - **testpmd**: `dpdk-testpmd` in `io` forwarding mode over two `net_af_xdp` ports, its
 //!   forwarding lcore on `cpu` (its main lcore, which only waits for Enter, on the
@@ -303,11 +303,14 @@ impl<'a> Running<'a> {
         };
         write(&ds.join("cluster.yaml"), &cluster)?;
         let config = setup.workdir.join(format!("agent-{label}.yaml"));
+        // No host link: no case here sends between pods and the node's own stack, and the
+        // agent cannot create it where IPv6 is off (as in these namespaces: its permanent
+        // neighbour entry for fe80::1 is refused).
         write(
             &config,
             &format!(
                 "node: bench\ncores: [{}]\ndatastore: {}\nlisten: 127.0.0.1:9180\nframes: 4096\n\
-                 {extra}",
+                 host: {{enabled: false}}\n{extra}",
                 setup.cpu,
                 ds.display()
             ),
@@ -658,7 +661,10 @@ mod tests {
         assert!(pool.nat_outgoing);
         assert!(pool.cidr.contains(&std::net::IpAddr::V4(GEN_IP)));
         for outside in [NODE_IP, WORLD_IP, super::super::lab::GATEWAY_IP] {
-            assert!(!pool.cidr.contains(&std::net::IpAddr::V4(outside)), "{outside}");
+            assert!(
+                !pool.cidr.contains(&std::net::IpAddr::V4(outside)),
+                "{outside}"
+            );
         }
         assert_eq!(
             Kind::WeirSnat.target(),

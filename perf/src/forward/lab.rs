@@ -116,7 +116,15 @@ impl Lab {
     pub fn add_world(&self) -> Result<(), String> {
         let node = self.node.as_str();
         let dev = self.sink_host.as_str();
-        ip(&["-n", node, "addr", "add", &format!("{NODE_IP}/24"), "dev", dev])?;
+        ip(&[
+            "-n",
+            node,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            dev,
+        ])?;
         ip(&[
             "-n",
             node,
