@@ -82,9 +82,13 @@ pol = results("policy")
 rated = [x for n, x in pol.items() if n.endswith("_classify_rate")]
 assert rated and all(x["anchor"] and x["ratio"] for x in rated), "classification rates carry the ACL anchor"
 fwd = results("forward")
-for kind in ("weir", "testpmd_io", "kernel"):
+for kind in ("weir", "testpmd_io", "kernel", "weir_snat", "kernel_masquerade"):
     assert fwd[f"forward_64B_{kind}_mpps"]["value"] > 0, kind
 assert fwd["forward_64B_weir_mpps"]["anchor"]["name"] == "testpmd_io"
+assert fwd["forward_64B_weir_snat_mpps"]["anchor"]["name"] == "kernel_masquerade"
+for kind in ("weir_snat", "kernel_masquerade"):
+    # Every frame that reached the world left with the node's address.
+    assert fwd[f"forward_64B_{kind}_untranslated"]["value"] == 0, fwd[f"forward_64B_{kind}_untranslated"]
 wg = results("wireguard")
 assert any(x["anchor"] and x["ratio"] for x in wg.values()), "WireGuard carries its anchors"
 ctl = results("control")

@@ -62,7 +62,8 @@ enum Command {
     },
     /// Real frames through one forwarder core: weir (plain and with a policy of --rules
     /// rules) beside dpdk-testpmd io forwarding over net_af_xdp and the kernel's forwarding
-    /// (plain and with the same rules in nftables), on the same veths and core: rate
+    /// (plain and with the same rules in nftables), and pod → world with source NAT (weir
+    /// beside the kernel's nftables masquerade), on the same veths and core: rate
     /// delivered, loss, and latency at half load. Needs root.
     Forward {
         #[command(flatten)]
@@ -206,6 +207,9 @@ struct ForwardArgs {
     /// Skip the kernel anchors.
     #[arg(long)]
     no_kernel: bool,
+    /// Skip the pod → world source NAT cases (weir_snat, kernel_masquerade).
+    #[arg(long)]
+    no_snat: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -527,6 +531,7 @@ fn forward_results(
         weir: args.weir.clone().unwrap_or_else(|| sibling("weir")),
         testpmd: !args.no_dpdk,
         kernel: !args.no_kernel,
+        snat: !args.no_snat,
         load: args.load,
         flows: args.flows,
         workdir: temp_dir("weir-bench-forward"),

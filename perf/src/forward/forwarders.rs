@@ -1,8 +1,8 @@
 //! The forwarders `weir-bench forward` compares, each started in the node namespace on the
 //! same two veths and stopped again (cleanly, or by force from `Drop`):
 //!
-//! - **weir**: the real `weir agent` binary with `cores: [cpu]`, its datastore holding the
-//!   two pods and, for the policy variant, a Kubernetes NetworkPolicy with `rules` ingress
+//! - **weir**: the real `weir agent` binary with `cores: [cpu]` and no host link (no case
+//!   here involves the node's own stack), its datastore holding the two pods and, for the policy variant, a Kubernetes NetworkPolicy with `rules` ingress
 //!   rules on the sink pod.
 //! - **testpmd**: `dpdk-testpmd` in `io` forwarding mode over two `net_af_xdp` ports, its
 //!   forwarding lcore on `cpu` (its main lcore, which only waits for Enter, on the
@@ -12,6 +12,18 @@
 //!   where veth delivers), static routes and a permanent neighbour entry for the sink;
 //!   for the policy variant an nftables forward chain with the same rules as the weir
 //!   policy, in the same order, ending in a drop.
+//!
+//! And the pod → world cases, on the lab's world wiring ([`Lab::add_world`]): the
+//! generator sends to a host behind the node's default gateway, and the frames must leave
+//! with the node's address.
+//!
+//! - **weir_snat**: the agent with the sink's veth as its uplink (`uplink`, `podCidrs`),
+//!   the default route and the gateway's MAC learned from the node namespace's kernel as
+//!   on a real node, and an IPPool with `natOutgoing: true` holding the generator pod; the
+//!   datastore names only the generator pod (the sink is the world now).
+//! - **kernel_masquerade**: the kernel's forwarding as above, through the same default
+//!   route, with an nftables `masquerade` rule in a table of the node namespace: the
+//!   kernel's own source NAT, connection tracking included.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -19,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::lab::{Lab, Mac, GEN_IP, SINK_IP};
-use super::traffic::UDP_PORT;
+use super::lab::{Lab, Mac, GEN_IP, NODE_IP, POD_CIDR, SINK_IP, WORLD_IP};
+use super::traffic::{Target, UDP_PORT};
 use weir_testkit::lab::{format_mac, ns_exec, run};
 
 /// Which forwarder.
@@ -32,11 +44,15 @@ pub enum Kind {
     Testpmd,
     /// Linux routing, with an nftables chain of `rules` rules (0: no nftables).
     Kernel { rules: usize },
+    /// weir, pod → world with source NAT to the node's address.
+    WeirSnat,
+    /// Linux routing, pod → world with nftables `masquerade`.
+    KernelMasquerade,
 }
 
 impl Kind {
     /// The name results carry: `weir`, `weir_1k_rules`, `testpmd_io`, `kernel`,
-    /// `kernel_nft_1k_rules`.
+    /// `kernel_nft_1k_rules`, `weir_snat`, `kernel_masquerade`.
     pub fn label(&self) -> String {
         match *self {
             Kind::Weir { rules: 0 } => "weir".into(),
@@ -45,6 +61,28 @@ impl Kind {
             Kind::Kernel { rules: 0 } => "kernel".into(),
             Kind::Kernel { rules } => {
                 format!("kernel_nft_{}_rules", crate::report::count_label(rules))
+            }
+            Kind::WeirSnat => "weir_snat".into(),
+            Kind::KernelMasquerade => "kernel_masquerade".into(),
+        }
+    }
+
+    /// Whether this forwarder translates the generator's traffic to the world.
+    pub fn translates(&self) -> bool {
+        matches!(self, Kind::WeirSnat | Kind::KernelMasquerade)
+    }
+
+    /// Where the generator sends for this forwarder, and the source the sink expects.
+    pub fn target(&self) -> Target {
+        if self.translates() {
+            Target {
+                dst_ip: WORLD_IP,
+                sink_src: NODE_IP,
+            }
+        } else {
+            Target {
+                dst_ip: SINK_IP,
+                sink_src: GEN_IP,
             }
         }
     }
@@ -83,21 +121,47 @@ pub fn bench_rules(n: usize) -> Vec<Rule> {
     rules
 }
 
+/// A pod of the benchmark's namespace, with its host-side interface and MAC as
+/// annotations.
+fn pod_yaml(name: &str, ip: Ipv4Addr, host: &str, mac: &Mac) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: bench\n  name: {name}\n  \
+         labels: {{app: {name}}}\n  annotations:\n    weir.dev/interface: {host}\n    \
+         weir.dev/mac: \"{}\"\nstatus:\n  podIPs: [{{ip: \"{ip}\"}}]\n",
+        format_mac(mac)
+    )
+}
+
+/// The name of the pods' IPPool in the source NAT case.
+pub const POOL_NAME: &str = "bench-pool";
+
+/// The weir datastore of the source NAT case: the namespace, the generator pod, and the
+/// pods' pool with `natOutgoing: true` (the sink's veth is the uplink, not a pod).
+pub fn weir_snat_datastore(gen: (&str, &Mac)) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n---\n{}---\n\
+         apiVersion: weir.dev/v1\nkind: IPPool\nmetadata: {{name: {POOL_NAME}}}\n\
+         spec: {{cidr: \"{POD_CIDR}\", natOutgoing: true}}\n",
+        pod_yaml("gen", GEN_IP, gen.0, gen.1),
+    )
+}
+
+/// The nftables ruleset of the kernel's source NAT case: pod traffic leaving through the
+/// uplink `uplink` is masqueraded to the uplink's address.
+pub fn nft_masquerade(table: &str, uplink: &str) -> String {
+    format!(
+        "table ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority \
+         srcnat; policy accept;\n    oifname \"{uplink}\" ip saddr {POD_CIDR} masquerade\n  }}\n}}\n"
+    )
+}
+
 /// The weir datastore: the namespace, the two pods (their host-side interfaces and MACs
 /// as annotations) and, when `rules` is not empty, the NetworkPolicy on the sink.
 pub fn weir_datastore(gen: (&str, &Mac), sink: (&str, &Mac), rules: &[Rule]) -> String {
-    let pod = |name: &str, ip: Ipv4Addr, host: &str, mac: &[u8; 6]| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: bench\n  name: {name}\n  \
-             labels: {{app: {name}}}\n  annotations:\n    weir.dev/interface: {host}\n    \
-             weir.dev/mac: \"{}\"\nstatus:\n  podIPs: [{{ip: \"{ip}\"}}]\n",
-            format_mac(mac)
-        )
-    };
     let mut text = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n---\n{}---\n{}",
-        pod("gen", GEN_IP, gen.0, gen.1),
-        pod("sink", SINK_IP, sink.0, sink.1),
+        pod_yaml("gen", GEN_IP, gen.0, gen.1),
+        pod_yaml("sink", SINK_IP, sink.0, sink.1),
     );
     if !rules.is_empty() {
         text.push_str(
@@ -151,6 +215,24 @@ pub struct Setup {
     pub huge_dir: Option<PathBuf>,
 }
 
+/// What the weir agent is started for.
+#[derive(Debug, Clone, Copy)]
+enum WeirCase {
+    /// Pod to pod, with `rules` policy rules on the sink.
+    Plain { rules: usize },
+    /// Pod to the world through the uplink, source NAT to the node's address.
+    Snat,
+}
+
+/// What the kernel forwarder adds to plain routing.
+#[derive(Debug, Clone, Copy)]
+enum KernelCase {
+    /// An nftables forward chain of this many rules (0: none).
+    Rules(usize),
+    /// An nftables `masquerade` on the uplink.
+    Masquerade,
+}
+
 /// A started forwarder; [`Running::stop`] stops it and reports whether it left the
 /// interfaces clean. Dropping it without `stop` forces it down.
 #[derive(Debug)]
@@ -178,14 +260,16 @@ impl<'a> Running<'a> {
             kernel: false,
         };
         match kind {
-            Kind::Weir { rules } => running.start_weir(setup, rules)?,
+            Kind::Weir { rules } => running.start_weir(setup, WeirCase::Plain { rules })?,
+            Kind::WeirSnat => running.start_weir(setup, WeirCase::Snat)?,
             Kind::Testpmd => running.start_testpmd(setup)?,
-            Kind::Kernel { rules } => running.start_kernel(setup, rules)?,
+            Kind::Kernel { rules } => running.start_kernel(setup, KernelCase::Rules(rules))?,
+            Kind::KernelMasquerade => running.start_kernel(setup, KernelCase::Masquerade)?,
         }
         Ok(running)
     }
 
-    fn start_weir(&mut self, setup: &Setup, rules: usize) -> Result<(), String> {
+    fn start_weir(&mut self, setup: &Setup, case: WeirCase) -> Result<(), String> {
         if !setup.weir.is_file() {
             return Err(format!(
                 "{} not found: build it with `cargo build --release -p weir-control` (or pass \
@@ -193,24 +277,40 @@ impl<'a> Running<'a> {
                 setup.weir.display()
             ));
         }
-        let ds = setup.workdir.join(format!("datastore-{rules}"));
+        let label = self.kind.label();
+        let ds = setup.workdir.join(format!("datastore-{label}"));
         std::fs::create_dir_all(&ds).map_err(|e| format!("{}: {e}", ds.display()))?;
         let write = |path: &Path, text: &str| {
             std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
         };
-        write(
-            &ds.join("cluster.yaml"),
-            &weir_datastore(
-                (&self.lab.gen_host, &self.lab.gen_mac),
-                (&self.lab.sink_host, &self.lab.sink_mac),
-                &bench_rules(rules),
+        let gen = (self.lab.gen_host.as_str(), &self.lab.gen_mac);
+        let (cluster, extra) = match case {
+            WeirCase::Plain { rules } => (
+                weir_datastore(
+                    gen,
+                    (&self.lab.sink_host, &self.lab.sink_mac),
+                    &bench_rules(rules),
+                ),
+                String::new(),
             ),
-        )?;
-        let config = setup.workdir.join(format!("agent-{rules}.yaml"));
+            WeirCase::Snat => (
+                weir_snat_datastore(gen),
+                format!(
+                    "uplink: {}\npodCidrs: [\"{POD_CIDR}\"]\n",
+                    self.lab.sink_host
+                ),
+            ),
+        };
+        write(&ds.join("cluster.yaml"), &cluster)?;
+        let config = setup.workdir.join(format!("agent-{label}.yaml"));
+        // No host link: no case here sends between pods and the node's own stack, and the
+        // agent cannot create it where IPv6 is off (as in these namespaces: its permanent
+        // neighbour entry for fe80::1 is refused).
         write(
             &config,
             &format!(
-                "node: bench\ncores: [{}]\ndatastore: {}\nlisten: 127.0.0.1:9180\nframes: 4096\n",
+                "node: bench\ncores: [{}]\ndatastore: {}\nlisten: 127.0.0.1:9180\nframes: 4096\n\
+                 host: {{enabled: false}}\n{extra}",
                 setup.cpu,
                 ds.display()
             ),
@@ -275,7 +375,7 @@ impl<'a> Running<'a> {
         self.wait_for_log("Press enter to exit", Duration::from_secs(60))
     }
 
-    fn start_kernel(&mut self, setup: &Setup, rules: usize) -> Result<(), String> {
+    fn start_kernel(&mut self, setup: &Setup, case: KernelCase) -> Result<(), String> {
         self.kernel = true;
         let lab = self.lab;
         let node = lab.node.as_str();
@@ -335,14 +435,19 @@ impl<'a> Running<'a> {
                 ),
             ],
         )?;
-        if rules > 0 {
-            let table = format!("weir_bench_{}", std::process::id());
+        let table = format!("weir_bench_{}", std::process::id());
+        let ruleset = match case {
+            KernelCase::Rules(0) => None,
+            KernelCase::Rules(rules) => Some(nft_ruleset(&table, &bench_rules(rules))),
+            KernelCase::Masquerade => Some(nft_masquerade(&table, &lab.sink_host)),
+        };
+        if let Some(ruleset) = ruleset {
             let file = setup.workdir.join("ruleset.nft");
-            std::fs::write(&file, nft_ruleset(&table, &bench_rules(rules)))
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            std::fs::write(&file, ruleset).map_err(|e| format!("{}: {e}", file.display()))?;
             let file = file.display().to_string();
-            ns_exec(node, &["nft", "-f", &file])?;
+            // Set before loading, so that a half-loaded table is still removed.
             self.nft_table = Some(table);
+            ns_exec(node, &["nft", "-f", &file])?;
         }
         Ok(())
     }
@@ -543,6 +648,41 @@ mod tests {
         assert_eq!(verdict(6, UDP_PORT), Verdict::Deny);
         let plain = weir_datastore(("a", &[2; 6]), ("b", &[4; 6]), &[]);
         assert!(!plain.contains("NetworkPolicy"));
+    }
+
+    #[test]
+    fn the_snat_datastore_puts_the_generator_in_a_translated_pool_and_the_world_outside() {
+        let text = weir_snat_datastore(("wfg1", &[2, 0, 0, 0, 0, 1]));
+        let cluster =
+            weir_control::policy::load::Cluster::from_sources([("bench.yaml", text.as_str())])
+                .unwrap();
+        assert_eq!(cluster.pods.len(), 1);
+        let pool = &cluster.ip_pools[POOL_NAME];
+        assert!(pool.nat_outgoing);
+        assert!(pool.cidr.contains(&std::net::IpAddr::V4(GEN_IP)));
+        for outside in [NODE_IP, WORLD_IP, super::super::lab::GATEWAY_IP] {
+            assert!(
+                !pool.cidr.contains(&std::net::IpAddr::V4(outside)),
+                "{outside}"
+            );
+        }
+        assert_eq!(
+            Kind::WeirSnat.target(),
+            Target {
+                dst_ip: WORLD_IP,
+                sink_src: NODE_IP
+            }
+        );
+        assert_eq!(Kind::Weir { rules: 0 }.target().sink_src, GEN_IP);
+    }
+
+    #[test]
+    fn the_masquerade_ruleset_translates_only_the_pods_leaving_by_the_uplink() {
+        let text = nft_masquerade("t", "wfs7");
+        assert!(text.contains("type nat hook postrouting priority srcnat;"));
+        assert!(text.contains(&format!("oifname \"wfs7\" ip saddr {POD_CIDR} masquerade")));
+        assert_eq!(Kind::KernelMasquerade.label(), "kernel_masquerade");
+        assert_eq!(Kind::WeirSnat.label(), "weir_snat");
     }
 
     #[test]

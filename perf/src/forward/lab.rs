@@ -7,6 +7,14 @@
 //!  198.18.9.1                                         198.18.9.2
 //! ```
 //!
+//! For the source NAT cases ([`Lab::add_world`]) the sink's veth is also the node's
+//! uplink to the world: `wfs<pid>` carries the node's address (198.18.10.1/24), the node's
+//! default route goes through it to a gateway at 198.18.10.2 whose MAC is the sink's
+//! (a permanent neighbour entry, so the node's kernel never sends an ARP request), and the
+//! generator addresses a host in the world (198.18.100.1). The sink then sees every frame
+//! as the world would: from the node's address if it was translated, from the pod's if
+//! not.
+//!
 //! The generator and sink interfaces carry no address in their namespaces: frames are
 //! written and read through AF_XDP, so the kernels there never send a frame of their own.
 //! IPv6 is disabled in all three namespaces for the same reason (no router solicitations,
@@ -23,6 +31,16 @@ pub use weir_testkit::lab::Mac;
 pub const GEN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 1);
 /// The sink pod's address.
 pub const SINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 2);
+/// The node's address on its uplink (the sink's veth), which source NAT gives pods'
+/// traffic to the world.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
+/// The node's default gateway on the uplink; its MAC is the sink's.
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+/// A host in the world, behind the gateway: the source NAT cases send to it.
+pub const WORLD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+/// The pods' pool: the generator and the sink pods are in it, the node and the world are
+/// not.
+pub const POD_CIDR: &str = "198.18.9.0/24";
 /// The interface name inside the generator and sink namespaces.
 pub const POD_IF: &str = "eth0";
 
@@ -88,6 +106,50 @@ impl Lab {
         lab.gen_host_mac = mac_of(&lab.node, &lab.gen_host)?;
         lab.sink_host_mac = mac_of(&lab.node, &lab.sink_host)?;
         Ok(lab)
+    }
+
+    /// Makes the sink's veth the node's uplink to the world (see the module doc): the
+    /// node's address on it, a default route through the gateway, and the gateway's MAC
+    /// (the sink's) as a permanent neighbour. It stays until the namespaces go; the
+    /// forwarders that do not use it are not affected (their routes are more specific, and
+    /// weir without an uplink sees it as one more node address).
+    pub fn add_world(&self) -> Result<(), String> {
+        let node = self.node.as_str();
+        let dev = self.sink_host.as_str();
+        ip(&[
+            "-n",
+            node,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            dev,
+        ])?;
+        ip(&[
+            "-n",
+            node,
+            "neigh",
+            "replace",
+            &GATEWAY_IP.to_string(),
+            "lladdr",
+            &weir_testkit::lab::format_mac(&self.sink_mac),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+        ip(&[
+            "-n",
+            node,
+            "route",
+            "replace",
+            "default",
+            "via",
+            &GATEWAY_IP.to_string(),
+            "dev",
+            dev,
+        ])?;
+        Ok(())
     }
 
     /// Whether an XDP program is attached to a node-side interface.

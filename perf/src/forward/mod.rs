@@ -6,7 +6,11 @@
 //! (the `weir agent` binary, one worker), weir with a policy of `rules` rules on the sink,
 //! `dpdk-testpmd` io forwarding over `net_af_xdp` (the raw AF_XDP ceiling: it forwards without
 //! looking at the frames), the kernel's IPv4 forwarding, and the kernel with an nftables
-//! chain holding the same rules.
+//! chain holding the same rules. And pod → world with source NAT: weir translating to the
+//! node's address (`weir_snat`: uplink, default route learned from the kernel, an IPPool
+//! with `natOutgoing`) beside the kernel's nftables `masquerade` (`kernel_masquerade`),
+//! the sink's veth standing for the uplink and the sink checking that every frame left
+//! with the node's address (`..._untranslated`, which must be 0).
 //!
 //! Per round, per forwarder, per frame size:
 //! - **rate**: the engine sends as fast as it can for `seconds`; the figure is the frames per
@@ -39,7 +43,7 @@ use std::time::Duration;
 
 use crate::report::BenchResult;
 use forwarders::{Kind, Running, Setup};
-use lab::{Lab, GEN_IP, SINK_IP};
+use lab::{Lab, GEN_IP};
 use traffic::{Flow, Traffic, TrialSpec};
 
 /// Loss (percent) under which a forwarder is taken to have kept up with the generator.
@@ -69,6 +73,9 @@ pub struct ForwardBenchConfig {
     pub testpmd: bool,
     /// Run the kernel anchors.
     pub kernel: bool,
+    /// Run the pod → world source NAT cases (weir, and the kernel's masquerade if
+    /// `kernel`).
+    pub snat: bool,
     /// Fraction of each forwarder's rate at which latency is measured.
     pub load: f64,
     /// UDP source ports the traffic cycles through.
@@ -92,6 +99,12 @@ struct Samples {
     /// completes a sent frame only when its copy is done with, which for the kernel is
     /// after forwarding), so it set the pace.
     stalled_pct: Vec<f64>,
+    /// Frames that reached the sink with the generator's address where the node's was
+    /// expected, over every trial of every round.
+    untranslated: u64,
+    /// Frames that reached the sink with another wrong source or a broken IPv4 header
+    /// checksum, over every trial of every round.
+    mangled: u64,
 }
 
 /// A hugetlbfs mount in the work directory for testpmd, unmounted on drop.
@@ -169,6 +182,9 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
         None
     };
     let lab = Lab::create()?;
+    if cfg.snat {
+        lab.add_world()?;
+    }
     let setup = Setup {
         cpu: cfg.cpu,
         gen_cpu: cfg.gen_cpu,
@@ -184,7 +200,6 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
             src_mac: lab.gen_mac,
             dst_mac: lab.gen_host_mac,
             src_ip: GEN_IP,
-            dst_ip: SINK_IP,
             flows: cfg.flows,
         },
     )?;
@@ -201,6 +216,12 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
             kinds.push(Kind::Kernel { rules: cfg.rules });
         }
     }
+    if cfg.snat {
+        kinds.push(Kind::WeirSnat);
+        if cfg.kernel {
+            kinds.push(Kind::KernelMasquerade);
+        }
+    }
     let duration = Duration::from_secs_f64(cfg.seconds);
     // No forwarder here moves more than 30 Mpps: a safe bound on every trial.
     let max_packets = (30e6 * cfg.seconds) as u64 + 1;
@@ -214,15 +235,18 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
                 kind.label()
             ));
             let fwd = Running::start(kind, &lab, &setup)?;
-            if !traffic.wait_for_path(cfg.sizes[0] - 4, Duration::from_secs(10))? {
+            let target = kind.target();
+            if !traffic.wait_for_path(target, cfg.sizes[0] - 4, Duration::from_secs(10))? {
                 return Err(format!(
-                    "{}: no frame reached the sink within 10 s",
-                    kind.label()
+                    "{}: no frame reached the sink from {} within 10 s",
+                    kind.label(),
+                    target.sink_src
                 ));
             }
             for &size in &cfg.sizes {
                 let len = size - 4;
                 let full = traffic.trial(TrialSpec {
+                    target,
                     frame_len: len,
                     rate_pps: None,
                     duration,
@@ -233,14 +257,20 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
                 s.offered_mpps.push(full.offered_pps() / 1e6);
                 s.loss_pct.push(full.loss_pct());
                 s.stalled_pct.push(full.stalled_pct());
+                s.untranslated += full.untranslated;
+                s.mangled += full.mangled;
                 if full.delivered == 0 {
                     return Err(format!(
-                        "{} at {size} B: nothing delivered out of {} frames",
+                        "{} at {size} B: nothing delivered out of {} frames ({} untranslated, \
+                         {} with a wrong source or header checksum)",
                         kind.label(),
-                        full.sent
+                        full.sent,
+                        full.untranslated,
+                        full.mangled
                     ));
                 }
                 let paced = traffic.trial(TrialSpec {
+                    target,
                     frame_len: len,
                     rate_pps: Some(full.delivered_pps() * cfg.load),
                     duration,
@@ -258,6 +288,8 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
                 s.p99_us.push(h.value_at_quantile(0.99) as f64 / 1e3);
                 s.p999_us.push(h.value_at_quantile(0.999) as f64 / 1e3);
                 s.load_loss_pct.push(paced.loss_pct());
+                s.untranslated += paced.untranslated;
+                s.mangled += paced.mangled;
             }
             fwd.stop()?;
         }
@@ -274,6 +306,18 @@ pub fn run(cfg: &ForwardBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), 
         cfg.load * 100.0,
         cfg.flows
     ));
+    if cfg.snat {
+        notes.push(format!(
+            "source NAT cases: the generator pod ({GEN_IP}, in an IPPool with natOutgoing) \
+             sends to {} behind the node's default gateway; weir_snat is the agent with the \
+             sink's veth as its uplink and the route and gateway MAC learned from the kernel, \
+             kernel_masquerade the kernel's forwarding with an nftables masquerade rule; a frame \
+             counts as delivered only if it reached the sink from the node's address {} with a \
+             valid IPv4 header checksum",
+            lab::WORLD_IP,
+            lab::NODE_IP
+        ));
+    }
     if cfg.rules > 0 {
         notes.push(format!(
             "the {} rules: a NetworkPolicy on the sink for weir, the same rules in order in an \
@@ -296,6 +340,8 @@ fn assemble(
     let testpmd = Kind::Testpmd.label();
     let kernel = Kind::Kernel { rules: 0 }.label();
     let kernel_rules = Kind::Kernel { rules: cfg.rules }.label();
+    let weir = Kind::Weir { rules: 0 }.label();
+    let masquerade = Kind::KernelMasquerade.label();
     let mut out = Vec::new();
     for &size in &cfg.sizes {
         let get = |label: &str| samples.get(&(label.to_string(), size));
@@ -323,6 +369,24 @@ fn assemble(
                         None => rate,
                     }
                 }
+                Kind::WeirSnat => {
+                    // The same case in the kernel is the anchor; plain weir says what the
+                    // translation costs it.
+                    if let Some((n, v)) = anchor_rate(&weir) {
+                        paired.push(
+                            BenchResult::from_samples(
+                                format!("{}_vs_{n}", name("mpps")),
+                                "Mpps",
+                                s.mpps.clone(),
+                            )
+                            .with_anchor(n, v),
+                        );
+                    }
+                    match anchor_rate(&masquerade) {
+                        Some((n, v)) => rate.with_anchor(n, v),
+                        None => rate,
+                    }
+                }
                 _ => rate,
             };
             out.push(rate);
@@ -343,20 +407,48 @@ fn assemble(
                 ("p999_us", &s.p999_us),
             ] {
                 let r = BenchResult::from_samples(name(what), "us", v.clone());
-                let r = match (kind, get(&testpmd)) {
-                    (Kind::Weir { .. }, Some(t)) => {
+                let anchor = match kind {
+                    Kind::Weir { .. } => Some(&testpmd),
+                    Kind::WeirSnat => Some(&masquerade),
+                    _ => None,
+                };
+                let r = match anchor.and_then(|a| get(a).map(|t| (a, t))) {
+                    Some((a, t)) => {
                         let tv = match what {
                             "p50_us" => &t.p50_us,
                             "p99_us" => &t.p99_us,
                             _ => &t.p999_us,
                         };
-                        r.with_anchor(format!("{testpmd}_{what}"), median(tv))
+                        r.with_anchor(format!("{a}_{what}"), median(tv))
                     }
-                    _ => r,
+                    None => r,
                 };
                 out.push(r);
             }
-            if matches!(kind, Kind::Weir { .. }) {
+            if kind.translates() {
+                // Totals over every trial of every round, not medians: one untranslated
+                // frame is a wrong answer.
+                out.push(BenchResult::from_samples(
+                    name("untranslated"),
+                    "frames",
+                    vec![s.untranslated as f64],
+                ));
+                if s.untranslated > 0 {
+                    notes.push(format!(
+                        "{label} at {size} B: {} frames reached the world with the pod's own \
+                         address (untranslated)",
+                        s.untranslated
+                    ));
+                }
+            }
+            if s.mangled > 0 {
+                notes.push(format!(
+                    "{label} at {size} B: {} frames reached the sink with a wrong source \
+                     address or a broken IPv4 header checksum (not counted as delivered)",
+                    s.mangled
+                ));
+            }
+            if matches!(kind, Kind::Weir { .. } | Kind::WeirSnat) {
                 out.push(
                     BenchResult::from_samples(name("p99_us_vs_goal"), "us", s.p99_us.clone())
                         .with_anchor("goal", P99_GOAL_US),

@@ -13,6 +13,13 @@
 //! (`CLOCK_MONOTONIC`, ns), which fills a 60-byte frame (64 B on the wire with the FCS)
 //! exactly. Frames of another trial, and foreign frames, are not counted as delivered.
 //!
+//! The sink checks the answer, not only the arrival: a frame of the trial counts as
+//! delivered only with the source address the trial expects ([`Target::sink_src`]: the
+//! generator's own, or the node's behind source NAT) and a valid IPv4 header checksum.
+//! A frame that still carries the generator's address where the node's was expected is
+//! counted as *untranslated*; one with any other source or a broken header checksum as
+//! *mangled*. Neither counts towards the rate.
+//!
 //! Every trial is bounded in time and in packets, and the engine stops when its
 //! [`Traffic`] handle drops.
 
@@ -44,22 +51,33 @@ const FRAMES: u32 = 4096;
 /// Latencies above this are clamped into the histogram's top bucket.
 const MAX_LATENCY_NS: u64 = 10_000_000_000;
 
-/// The one flow (with `flows` source ports) the generator sends.
+/// The one flow (with `flows` source ports) the generator sends; its destination is the
+/// trial's ([`Target`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Flow {
     pub src_mac: Mac,
     /// The next hop's MAC: the node-side interface of the generator's veth.
     pub dst_mac: Mac,
     pub src_ip: Ipv4Addr,
-    pub dst_ip: Ipv4Addr,
     /// Number of UDP source ports the sequence numbers cycle through (from 1024).
     pub flows: u16,
 }
 
-/// One trial: frame size, offered rate (`None`: as fast as the generator goes), and its
-/// bounds.
+/// Where a trial's frames go, and what the sink expects of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The destination address the generator writes.
+    pub dst_ip: Ipv4Addr,
+    /// The source address a correctly forwarded frame has at the sink: the generator's
+    /// own, or the node's when the forwarder translates.
+    pub sink_src: Ipv4Addr,
+}
+
+/// One trial: where to, frame size, offered rate (`None`: as fast as the generator goes),
+/// and its bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct TrialSpec {
+    pub target: Target,
     pub frame_len: usize,
     pub rate_pps: Option<f64>,
     pub duration: Duration,
@@ -71,8 +89,15 @@ pub struct TrialSpec {
 pub struct TrialOutcome {
     /// Frames the generator's TX ring accepted.
     pub sent: u64,
-    /// Frames of this trial that reached the sink.
+    /// Frames of this trial that reached the sink with the expected source address and a
+    /// valid IPv4 header checksum.
     pub delivered: u64,
+    /// Frames of this trial that reached the sink with the generator's source address
+    /// where the trial expected another (the node's, behind source NAT).
+    pub untranslated: u64,
+    /// Frames of this trial that reached the sink with any other source address, or a
+    /// broken IPv4 header checksum.
+    pub mangled: u64,
     /// Frames of other trials or other senders that reached the sink.
     pub foreign: u64,
     /// Seconds the generator sent for.
@@ -180,12 +205,18 @@ impl Traffic {
         rx.recv().map_err(|_| "the generator thread is gone")?
     }
 
-    /// Sends a slow trickle until a frame reaches the sink (the forwarder is up), at most
-    /// `timeout`. Returns whether one did.
-    pub fn wait_for_path(&self, frame_len: usize, timeout: Duration) -> Result<bool, String> {
+    /// Sends a slow trickle to `target` until a frame reaches the sink as expected (the
+    /// forwarder is up), at most `timeout`. Returns whether one did.
+    pub fn wait_for_path(
+        &self,
+        target: Target,
+        frame_len: usize,
+        timeout: Duration,
+    ) -> Result<bool, String> {
         let started = std::time::Instant::now();
         while started.elapsed() < timeout {
             let probe = self.trial(TrialSpec {
+                target,
                 frame_len,
                 rate_pps: Some(10_000.0),
                 duration: Duration::from_millis(100),
@@ -306,7 +337,7 @@ impl Engine {
                 ));
             }
         }
-        let template = frame_template(&self.flow, len);
+        let template = frame_template(&self.flow, spec.target.dst_ip, len);
         for &addr in &self.gen_free {
             let frame = self
                 .gen_umem
@@ -317,7 +348,8 @@ impl Engine {
         }
         let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
             .map_err(|e| format!("histogram: {e}"))?;
-        let (mut sent, mut delivered, mut foreign) = (0u64, 0u64, 0u64);
+        let mut seen = Seen::default();
+        let mut sent = 0u64;
         let (mut out_of_frames, mut rounds) = (0u64, 0u64);
         let start = now_ns();
         let deadline = start + spec.duration.as_nanos() as u64;
@@ -367,18 +399,18 @@ impl Engine {
                 sent += accepted as u64;
             }
             self.push_out();
-            self.receive(tag, &mut hist, &mut delivered, &mut foreign);
+            self.receive(tag, spec.target, &mut hist, &mut seen);
         }
         // Drain: until nothing arrives for 50 ms (at most 1 s).
         let drain_start = now_ns();
         let mut last_seen = drain_start;
         loop {
-            let before = delivered + foreign;
+            let before = seen.total();
             self.gen.complete(&mut self.gen_free);
             let _ = self.gen.kick();
-            self.receive(tag, &mut hist, &mut delivered, &mut foreign);
+            self.receive(tag, spec.target, &mut hist, &mut seen);
             let t = now_ns();
-            if delivered + foreign > before {
+            if seen.total() > before {
                 last_seen = t;
             }
             if t - last_seen > 50_000_000 || t - drain_start > 1_000_000_000 {
@@ -387,8 +419,10 @@ impl Engine {
         }
         Ok(TrialOutcome {
             sent,
-            delivered,
-            foreign,
+            delivered: seen.delivered,
+            untranslated: seen.untranslated,
+            mangled: seen.mangled,
+            foreign: seen.foreign,
             send_seconds: (end - start) as f64 / 1e9,
             out_of_frames,
             rounds,
@@ -407,30 +441,27 @@ impl Engine {
         }
     }
 
-    fn receive(
-        &mut self,
-        tag: u16,
-        hist: &mut Histogram<u64>,
-        delivered: &mut u64,
-        foreign: &mut u64,
-    ) {
+    fn receive(&mut self, tag: u16, target: Target, hist: &mut Histogram<u64>, seen: &mut Seen) {
         self.rx.clear();
         let n = self.sink.recv(&mut self.rx, 256);
         if n > 0 {
             let now = now_ns();
+            let gen_src = self.flow.src_ip;
             for &(addr, len) in &self.rx {
-                match self
+                let arrival = self
                     .sink_umem
                     .packet(addr, len)
-                    .and_then(|p| bench_frame(p, tag))
-                {
-                    Some(sent_at) => {
-                        *delivered += 1;
+                    .map_or(Arrival::Foreign, |p| arrival(p, tag, target, gen_src));
+                match arrival {
+                    Arrival::Delivered(sent_at) => {
+                        seen.delivered += 1;
                         hist.saturating_record(
                             now.saturating_sub(sent_at).clamp(1, MAX_LATENCY_NS),
                         );
                     }
-                    None => *foreign += 1,
+                    Arrival::Untranslated => seen.untranslated += 1,
+                    Arrival::Mangled => seen.mangled += 1,
+                    Arrival::Foreign => seen.foreign += 1,
                 }
                 self.sink_free.push(self.sink_umem.frame_base(addr));
             }
@@ -442,22 +473,75 @@ impl Engine {
     }
 }
 
-/// The send time of a benchmark frame of trial `tag`, or `None` for anything else.
-fn bench_frame(p: &[u8], tag: u16) -> Option<u64> {
+/// What the sink counted in one trial.
+#[derive(Debug, Default)]
+struct Seen {
+    delivered: u64,
+    untranslated: u64,
+    mangled: u64,
+    foreign: u64,
+}
+
+impl Seen {
+    fn total(&self) -> u64 {
+        self.delivered + self.untranslated + self.mangled + self.foreign
+    }
+}
+
+/// What one frame at the sink is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// A frame of the trial, as expected; its send time.
+    Delivered(u64),
+    /// A frame of the trial with the generator's address where another was expected.
+    Untranslated,
+    /// A frame of the trial with another source, or a broken IPv4 header checksum.
+    Mangled,
+    /// Not a frame of this trial.
+    Foreign,
+}
+
+/// Sorts a frame at the sink: a benchmark frame of trial `tag` (Ethernet, IPv4 without
+/// options, UDP to [`UDP_PORT`], the tag in the payload) is checked against `target`;
+/// `gen_src` is the generator's own address.
+fn arrival(p: &[u8], tag: u16, target: Target, gen_src: Ipv4Addr) -> Arrival {
     if p.len() < MIN_FRAME
         || p[12..14] != [0x08, 0x00]
         || p[23] != 17
         || p[36..38] != UDP_PORT.to_be_bytes()
         || p[TAG_AT..TAG_AT + 2] != tag.to_be_bytes()
     {
-        return None;
+        return Arrival::Foreign;
     }
-    Some(u64::from_le_bytes(p[TS_AT..TS_AT + 8].try_into().ok()?))
+    let src = Ipv4Addr::new(p[26], p[27], p[28], p[29]);
+    if src == gen_src && target.sink_src != gen_src {
+        return Arrival::Untranslated;
+    }
+    if src != target.sink_src || p[14] != 0x45 || header_sum(&p[14..34]) != 0xffff {
+        return Arrival::Mangled;
+    }
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&p[TS_AT..TS_AT + 8]);
+    Arrival::Delivered(u64::from_le_bytes(at))
 }
 
-/// An Ethernet + IPv4 + UDP frame of `len` bytes for `flow`, payload zeroed; the UDP
-/// checksum is 0 (none, legal over IPv4), so the per-frame fields need no checksum update.
-pub fn frame_template(flow: &Flow, len: usize) -> Vec<u8> {
+/// The one's complement sum of an IPv4 header (RFC 1071), folded to 16 bits: 0xffff when
+/// its checksum is right.
+fn header_sum(header: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for pair in header.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// An Ethernet + IPv4 + UDP frame of `len` bytes for `flow` to `dst_ip`, payload zeroed;
+/// the UDP checksum is 0 (none, legal over IPv4), so the per-frame fields need no checksum
+/// update.
+pub fn frame_template(flow: &Flow, dst_ip: Ipv4Addr, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
     f[0..6].copy_from_slice(&flow.dst_mac);
     f[6..12].copy_from_slice(&flow.src_mac);
@@ -469,15 +553,9 @@ pub fn frame_template(flow: &Flow, len: usize) -> Vec<u8> {
     f[22] = 64;
     f[23] = 17;
     f[26..30].copy_from_slice(&flow.src_ip.octets());
-    f[30..34].copy_from_slice(&flow.dst_ip.octets());
-    let mut sum = 0u32;
-    for pair in f[14..34].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f[30..34].copy_from_slice(&dst_ip.octets());
+    let sum = header_sum(&f[14..34]);
+    f[24..26].copy_from_slice(&(!sum).to_be_bytes());
     f[34..36].copy_from_slice(&1024u16.to_be_bytes());
     f[36..38].copy_from_slice(&UDP_PORT.to_be_bytes());
     f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
@@ -493,15 +571,16 @@ mod tests {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
             src_ip: Ipv4Addr::new(198, 18, 9, 1),
-            dst_ip: Ipv4Addr::new(198, 18, 9, 2),
             flows: 4,
         }
     }
 
+    const SINK: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 2);
+
     #[test]
     fn the_template_parses_as_ipv4_udp_with_a_valid_header_checksum() {
         for len in [MIN_FRAME, 512, MAX_FRAME] {
-            let f = frame_template(&flow(), len);
+            let f = frame_template(&flow(), SINK, len);
             let ip = smoltcp::wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
             assert!(ip.verify_checksum(), "{len}");
             assert_eq!(usize::from(ip.total_len()), len - 14);
@@ -513,13 +592,49 @@ mod tests {
 
     #[test]
     fn only_frames_of_the_current_trial_are_counted() {
-        let mut f = frame_template(&flow(), MIN_FRAME);
+        let plain = Target {
+            dst_ip: SINK,
+            sink_src: flow().src_ip,
+        };
+        let gen = flow().src_ip;
+        let mut f = frame_template(&flow(), SINK, MIN_FRAME);
         f[TAG_AT..TAG_AT + 2].copy_from_slice(&7u16.to_be_bytes());
         f[TS_AT..TS_AT + 8].copy_from_slice(&1234u64.to_le_bytes());
-        assert_eq!(bench_frame(&f, 7), Some(1234));
-        assert_eq!(bench_frame(&f, 8), None);
-        assert_eq!(bench_frame(&f[..59], 7), None);
+        assert_eq!(arrival(&f, 7, plain, gen), Arrival::Delivered(1234));
+        assert_eq!(arrival(&f, 8, plain, gen), Arrival::Foreign);
+        assert_eq!(arrival(&f[..59], 7, plain, gen), Arrival::Foreign);
         f[23] = 6;
-        assert_eq!(bench_frame(&f, 7), None);
+        assert_eq!(arrival(&f, 7, plain, gen), Arrival::Foreign);
+    }
+
+    /// Rewrites the source address as a NAT would, the header checksum with it.
+    fn translate(f: &mut [u8], src: Ipv4Addr) {
+        f[26..30].copy_from_slice(&src.octets());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let sum = header_sum(&f[14..34]);
+        f[24..26].copy_from_slice(&(!sum).to_be_bytes());
+    }
+
+    #[test]
+    fn behind_source_nat_only_translated_frames_with_a_valid_header_are_delivered() {
+        let node = Ipv4Addr::new(198, 18, 10, 1);
+        let world = Ipv4Addr::new(198, 18, 100, 1);
+        let snat = Target {
+            dst_ip: world,
+            sink_src: node,
+        };
+        let gen = flow().src_ip;
+        let mut f = frame_template(&flow(), world, MIN_FRAME);
+        f[TAG_AT..TAG_AT + 2].copy_from_slice(&3u16.to_be_bytes());
+        f[TS_AT..TS_AT + 8].copy_from_slice(&99u64.to_le_bytes());
+        assert_eq!(arrival(&f, 3, snat, gen), Arrival::Untranslated);
+        translate(&mut f, node);
+        assert_eq!(arrival(&f, 3, snat, gen), Arrival::Delivered(99));
+        // Translated, but the header checksum left as it was.
+        f[24] ^= 0x01;
+        assert_eq!(arrival(&f, 3, snat, gen), Arrival::Mangled);
+        translate(&mut f, Ipv4Addr::new(198, 18, 10, 9));
+        assert_eq!(arrival(&f, 3, snat, gen), Arrival::Mangled);
+        assert_eq!(arrival(&f, 4, snat, gen), Arrival::Foreign);
     }
 }
