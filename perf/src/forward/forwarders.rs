@@ -303,9 +303,8 @@ impl<'a> Running<'a> {
         };
         write(&ds.join("cluster.yaml"), &cluster)?;
         let config = setup.workdir.join(format!("agent-{label}.yaml"));
-        // No host link: no case here sends between pods and the node's own stack, and the
-        // agent cannot create it where IPv6 is off (as in these namespaces: its permanent
-        // neighbour entry for fe80::1 is refused).
+        // No host link: no case here sends between pods and the node's own stack, and a
+        // worker holding one more port would be one more thing the figures depend on.
         write(
             &config,
             &format!(
