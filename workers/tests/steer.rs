@@ -348,6 +348,9 @@ fn a_full_lane_to_the_owner_drops_the_packet_as_handoff_full() {
     assert_eq!(w[0].counters().handoff_out, 1);
     run_workers(&mut w, &s, NOW);
     assert_eq!(w[1].take_tx(POD_B).len(), 1);
+    // The one that got through was processed by its owner, not by the worker it came in on.
+    assert_eq!(holders(&mut w, &key4(A4, steered[0], B4, 80, 6)), vec![1]);
+    assert!(holders(&mut w, &key4(A4, steered[1], B4, 80, 6)).is_empty());
     for d in &w {
         d.counters().check_accounting().unwrap();
     }
