@@ -343,24 +343,30 @@ fn pods_talk_through_the_agent_with_policy_antispoofing_and_crash_safety() {
         }
     }
 
-    // A denied flow: UDP to b's port 9999 is dropped and counted; other UDP is not.
+    // A denied flow: UDP to b's port 9999 is dropped and counted; other UDP is not. Each
+    // datagram is a flow of its own (a new source port), counted by the worker that owns it.
     lab.settle();
-    let denied = "weir_drops_total{worker=\"0\",reason=\"policy_denied_ingress\"}";
-    let before = lab.metric(denied);
+    let denied = || {
+        ["0", "1"]
+            .iter()
+            .map(|w| {
+                lab.metric(&format!(
+                    "weir_drops_total{{worker=\"{w}\",reason=\"policy_denied_ingress\"}}"
+                ))
+            })
+            .sum::<u64>()
+    };
+    let before = denied();
     let udp = |port: u16| {
         let script = format!("for i in 1 2 3 4 5; do echo probe > /dev/udp/{B4}/{port}; done");
         lab.in_pod(0, &["bash", "-c", &script]);
     };
     udp(9999);
     lab.settle();
-    assert_eq!(
-        lab.metric(denied),
-        before + 5,
-        "five UDP datagrams to 9999 denied"
-    );
+    assert_eq!(denied(), before + 5, "five UDP datagrams to 9999 denied");
     udp(9998);
     lab.settle();
-    assert_eq!(lab.metric(denied), before + 5, "UDP to 9998 is allowed");
+    assert_eq!(denied(), before + 5, "UDP to 9998 is allowed");
 
     // Anti-spoofing: a sends with an address that is not its own.
     let spoofed = "weir_drops_total{worker=\"0\",reason=\"spoofed_ip\"}";

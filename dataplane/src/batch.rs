@@ -36,6 +36,9 @@ pub enum Next {
     Rewrite,
     /// Cannot be forwarded; an ICMP error is to be generated in its place (rate limited).
     IcmpError(IcmpErrorKind, DropReason),
+    /// Owned by another worker (the flow's owner, see `node::steer`): the unmodified frame
+    /// is to be handed to that worker, which runs the pipeline on it.
+    Steer(u16),
     /// To be transmitted on this interface.
     Tx(IfIndex),
     /// To be dropped, for this reason.
@@ -118,6 +121,8 @@ impl Meta {
 pub struct Batch {
     frames: Vec<Frame>,
     meta: Vec<Meta>,
+    /// How many of the first frames were handed in by another worker to be processed here.
+    handed: usize,
 }
 
 impl Default for Batch {
@@ -132,6 +137,7 @@ impl Batch {
         Batch {
             frames: Vec::with_capacity(BATCH_SIZE),
             meta: Vec::with_capacity(BATCH_SIZE),
+            handed: 0,
         }
     }
 
@@ -160,6 +166,23 @@ impl Batch {
         Ok(())
     }
 
+    /// Adds a frame another worker handed over to be processed here, as received on
+    /// `ingress` (a packet of a flow this worker owns). Handed-in frames come first: when
+    /// the batch is full, or already holds a frame received here, the frame is handed back.
+    pub fn push_handed(&mut self, frame: Frame, ingress: IfIndex) -> Result<(), Frame> {
+        if self.handed != self.frames.len() {
+            return Err(frame);
+        }
+        self.push(frame, ingress)?;
+        self.handed += 1;
+        Ok(())
+    }
+
+    /// How many of the first frames were handed in ([`Batch::push_handed`]).
+    pub fn handed(&self) -> usize {
+        self.handed
+    }
+
     /// Frames and metadata, for stages: the frames may be resized, the metadata rewritten.
     pub fn parts_mut(&mut self) -> (&mut [Frame], &mut [Meta]) {
         (&mut self.frames, &mut self.meta)
@@ -182,6 +205,7 @@ impl Batch {
             sink(frame, meta);
         }
         self.meta.clear();
+        self.handed = 0;
     }
 }
 

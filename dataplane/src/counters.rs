@@ -88,8 +88,8 @@ pub enum DropReason {
     /// Routed to an interface that no worker owns (just detached, or its owner not
     /// announced yet).
     UnownedOutput,
-    /// The lane to the worker that owns the output had no free buffer (that worker is
-    /// behind): dropped, never queued without bound.
+    /// The lane to the worker that owns the output, or the flow (see `node::steer`), had no
+    /// free buffer (that worker is behind): dropped, never queued without bound.
     HandoffFull,
     /// Handed in by another worker for an interface index of another snapshot generation
     /// than the one mapped here (a few while the workers move to a new snapshot).
@@ -178,16 +178,14 @@ impl DropReason {
 
     /// The reasons the in-memory driver cannot produce from a frame, so that
     /// `every_drop_reason_is_reachable_and_counted` (workers/tests/pipeline.rs) leaves them
-    /// out: `handoff_full` and `handoff_stale` need two workers (proven by the AF_XDP
-    /// two-worker test with a full lane); `port_detached` and `bad_descriptor` need a
+    /// out (`handoff_full` and `handoff_stale` are in it: in-memory drivers join a handoff
+    /// mesh as workers do): `port_detached` and `bad_descriptor` need a
     /// kernel socket (a port detached with frames in its rings, a descriptor outside the
     /// UMEM); `fill_starved` and `wireguard_no_room` need the free list or a frame to run
     /// out under WireGuard, which the pipeline's MTU checks keep the in-memory driver from;
     /// `snat_table_full` needs 65 536 live inbound flows on one worker (proven by the
     /// `nat` stage's unit test).
-    pub const NOT_IN_MEMORY: [DropReason; 7] = [
-        DropReason::HandoffFull,
-        DropReason::HandoffStale,
+    pub const NOT_IN_MEMORY: [DropReason; 5] = [
         DropReason::BadDescriptor,
         DropReason::PortDetached,
         DropReason::FillStarved,

@@ -1,6 +1,8 @@
 //! Frames handed from one worker to another: a frame received by worker A whose output
 //! interface belongs to worker B is copied into a buffer that travels to B over a bounded
-//! lock-free queue; B copies it into one of its own UMEM frames and sends it.
+//! lock-free queue; B copies it into one of its own UMEM frames and sends it. A frame of a
+//! flow B owns (see `weir_dataplane::node::steer`) travels the same way, unprocessed, and
+//! B runs the pipeline on it ([`Parcel::run`]).
 //!
 //! Each ordered pair of workers has its own [`Lane`], so each queue has one producer and
 //! one consumer. A lane is two `crossbeam_queue::ArrayQueue`s: parcels going to B and
@@ -32,7 +34,11 @@ pub const PARCEL_BYTES: usize = 2048;
 /// A frame in transit: its output interface (snapshot index), its length, and its bytes.
 #[derive(Debug)]
 pub struct Parcel {
+    /// The output interface; for a parcel to [`Parcel::run`], the interface it arrived on.
     pub out: u16,
+    /// Not processed yet: the receiver runs the pipeline on it, as received on `out` (its
+    /// flow is the receiver's). Otherwise it is processed and only to be sent.
+    pub run: bool,
     /// The generation of the snapshot `out` indexes: indices move between snapshots, so
     /// the receiver uses `out` only if it maps the same generation, and drops the parcel
     /// otherwise (a few frames while workers move to a new snapshot, never a frame sent
@@ -78,6 +84,17 @@ impl Lane {
     /// and which snapshot generation `out` and the peer are indices of ([`Lane::send`]
     /// says 0).
     pub fn send_parcel(&self, out: u16, seal: Option<u32>, generation: u64, frame: &[u8]) -> bool {
+        self.push(out, false, seal, generation, frame)
+    }
+
+    /// Producer side: queues an unprocessed `frame` received on interface `ingress` (an
+    /// index of snapshot `generation`) for the receiver to run the pipeline on. Returns
+    /// false as [`Lane::send`] does.
+    pub fn send_to_pipeline(&self, ingress: u16, generation: u64, frame: &[u8]) -> bool {
+        self.push(ingress, true, None, generation, frame)
+    }
+
+    fn push(&self, out: u16, run: bool, seal: Option<u32>, generation: u64, frame: &[u8]) -> bool {
         if frame.len() > PARCEL_BYTES {
             return false;
         }
@@ -87,6 +104,7 @@ impl Lane {
         bytes[..frame.len()].copy_from_slice(frame);
         let parcel = Parcel {
             out,
+            run,
             generation,
             len: frame.len() as u16,
             seal,

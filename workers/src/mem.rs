@@ -4,8 +4,14 @@
 //! same shape (a frame region, a free list, RX in, the pipeline and its output stage, TX
 //! out) with rings instead of queues.
 //!
-//! It is one worker that owns every interface of the snapshot (unless a test says an
+//! Alone, it is one worker that owns every interface of the snapshot (unless a test says an
 //! interface is owned by nobody, see [`MemDriver::set_unowned`]), so nothing is handed off.
+//! Several drivers joined by the AF_XDP workers' handoff lanes ([`MemDriver::connect`],
+//! [`crate::handoff::mesh`]) behave as that many workers: each owns the interfaces the
+//! mesh does not give to another, hands frames to the owner of their output interface,
+//! and hands packets of flows another worker owns to it, unprocessed, to run its pipeline
+//! on them ([`weir_dataplane::node::steer`]); [`run_workers`] polls them until all are
+//! quiet.
 //! With [`MemDriver::enable_wireguard`] it seals and opens WireGuard on the snapshot's
 //! uplink like the AF_XDP worker does, with the same engine ([`crate::wireguard`]).
 //!
@@ -24,6 +30,7 @@ use weir_dataplane::{
     BATCH_SIZE,
 };
 
+use crate::handoff::Links;
 use crate::wireguard::{Inbound, Tunnel};
 
 /// Why a frame could not be injected.
@@ -64,6 +71,10 @@ pub struct MemDriver {
     to_seal: Vec<(u32, u64, u32)>,
     /// Peers whose queued packets can go after a handshake reply.
     flush: Vec<weir_crypto::PeerId>,
+    /// Lanes to and from the other drivers (empty when alone).
+    links: Links,
+    /// Interfaces other drivers own, by name, with their driver's number.
+    owners: Vec<(String, usize)>,
 }
 
 impl MemDriver {
@@ -93,7 +104,37 @@ impl MemDriver {
             wg_out: Vec::new(),
             to_seal: Vec::new(),
             flush: Vec::new(),
+            links: Links::default(),
+            owners: Vec::new(),
         }
+    }
+
+    /// Joins a handoff mesh as worker `links.me` of `links.outbound.len()`: the interfaces
+    /// `links.remote` names are owned by those workers (frames routed there are handed to
+    /// them), the rest by this driver; source NAT takes this worker's share of the ports,
+    /// and packets of flows another worker owns are handed to it to be processed there.
+    ///
+    /// # Panics
+    /// If `links.me` is not below the number of workers (a test bug).
+    pub fn connect(&mut self, links: Links) {
+        let workers = links.outbound.len().max(1);
+        assert!(links.me < workers, "worker {} of {workers}", links.me);
+        self.pipeline
+            .set_worker(links.me as u16, u16::try_from(workers).unwrap_or(u16::MAX));
+        self.owners = links
+            .remote
+            .iter()
+            .filter(|(_, w)| *w != links.me)
+            .cloned()
+            .collect();
+        self.links = links;
+        self.remap = true;
+    }
+
+    /// Whether frames wait to be processed here (injected, or handed in by another
+    /// driver).
+    pub fn pending(&self) -> bool {
+        !self.rx.is_empty() || self.links.inbound.iter().any(|l| l.waiting() > 0)
     }
 
     /// Turns WireGuard on with this node's key: the peers, this node's address and port
@@ -161,7 +202,10 @@ impl MemDriver {
                 self.pipeline.counters_mut(),
             );
         }
-        let n = self.rx.len().min(BATCH_SIZE);
+        if !self.links.inbound.is_empty() {
+            self.take_handoffs();
+        }
+        let n = self.rx.len().min(BATCH_SIZE - self.batch.len());
         for (frame, ingress) in self.rx.drain(..n) {
             let frame = match (self.tunnel.as_mut(), Some(ingress) == uplink) {
                 (Some(t), true) => {
@@ -211,16 +255,45 @@ impl MemDriver {
             &self.plan,
             &mut self.to_seal,
         );
+        let (mem, links) = (&self.mem, &self.links);
+        let generation = self.map.generation();
         let mut i = 0;
         self.batch.drain(|frame, _| {
             let action = plan.get(i).copied().unwrap_or_default();
             i += 1;
+            let mut hand = |worker: u16, send: &dyn Fn(&crate::handoff::Lane, &[u8]) -> bool| {
+                let lane = links
+                    .outbound
+                    .get(usize::from(worker))
+                    .and_then(Option::as_ref);
+                let Some(lane) = lane else {
+                    // No such worker: nobody to give the frame to.
+                    pipeline.drop(DropReason::UnownedOutput);
+                    return;
+                };
+                let start = frame.addr() as usize;
+                let sent = mem
+                    .get(start..start + frame.len())
+                    .is_some_and(|bytes| send(lane, bytes));
+                if sent {
+                    pipeline.counters_mut().handoff_out += 1;
+                } else {
+                    pipeline.drop(DropReason::HandoffFull);
+                }
+            };
             match action {
                 Action::Send { port } => queue(tx, usize::from(port), cap, frame, pipeline, free),
                 Action::Seal { peer, .. } => to_seal.push((peer, frame.addr(), frame.len() as u32)),
-                // One driver owns every interface: nothing to hand off to.
-                Action::Handoff { .. } => {
-                    pipeline.drop(DropReason::UnownedOutput);
+                Action::Handoff { worker, out, peer } => {
+                    hand(worker, &|lane, bytes| {
+                        lane.send_parcel(out, peer, generation, bytes)
+                    });
+                    free.push(frame.chunk());
+                }
+                Action::Steer { worker, ingress } => {
+                    hand(worker, &|lane, bytes| {
+                        lane.send_to_pipeline(ingress, generation, bytes)
+                    });
                     free.push(frame.chunk());
                 }
                 Action::Drop => free.push(frame.chunk()),
@@ -268,13 +341,84 @@ impl MemDriver {
         n
     }
 
-    /// Polls until no frame is waiting. Returns how many were processed.
+    /// Polls until no frame is waiting. Returns how many injected frames were processed.
     pub fn run(&mut self, snapshot: &Snapshot, now_ns: u64) -> usize {
         let mut total = 0;
-        while !self.rx.is_empty() {
+        while self.pending() {
             total += self.poll(snapshot, now_ns);
         }
         total
+    }
+
+    /// Frames other drivers handed over: unprocessed ones go into the batch (their flow is
+    /// this worker's), processed ones into the TX queue of their output (or to be sealed).
+    fn take_handoffs(&mut self) {
+        let inbound = std::mem::take(&mut self.links.inbound);
+        for lane in &inbound {
+            while self.batch.len() < BATCH_SIZE {
+                let Some(parcel) = lane.receive() else { break };
+                self.pipeline.counters_mut().handoff_in += 1;
+                let bytes = &parcel.bytes[..usize::from(parcel.len)];
+                if let Err(reason) = self.hand_in(
+                    parcel.generation,
+                    parcel.run,
+                    parcel.out,
+                    parcel.seal,
+                    bytes,
+                ) {
+                    self.pipeline.drop(reason);
+                }
+                lane.recycle(parcel.bytes);
+            }
+        }
+        self.links.inbound = inbound;
+    }
+
+    fn hand_in(
+        &mut self,
+        generation: u64,
+        run: bool,
+        out: IfIndex,
+        seal: Option<u32>,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        if generation != self.map.generation() {
+            return Err(DropReason::HandoffStale);
+        }
+        let port = match self.map.owner(out) {
+            Owner::Here { port } => Some(port),
+            _ if run => None,
+            _ => return Err(DropReason::UnownedOutput),
+        };
+        if self.headroom + bytes.len() > self.chunk_size {
+            return Err(DropReason::TooBig);
+        }
+        let chunk = self.free.pop().ok_or(DropReason::FillStarved)?;
+        let mut region = FrameRegion::new(&mut self.mem, self.chunk_size);
+        let frame = region
+            .fill(chunk, self.headroom, bytes)
+            .expect("a free chunk and a checked length fit the region");
+        if run {
+            return self.batch.push_handed(frame, out).map_err(|frame| {
+                self.free.push(frame.chunk());
+                DropReason::HandoffFull
+            });
+        }
+        match (seal, port) {
+            (Some(peer), _) => {
+                self.to_seal.push((peer, frame.addr(), frame.len() as u32));
+            }
+            (None, Some(port)) => queue(
+                &mut self.tx,
+                usize::from(port),
+                self.tx_capacity,
+                frame,
+                &mut self.pipeline,
+                &mut self.free,
+            ),
+            (None, None) => unreachable!("an unowned output returned above"),
+        }
+        Ok(())
     }
 
     /// Takes the frames transmitted on `iface` (copies of their bytes) and frees them.
@@ -342,16 +486,23 @@ impl MemDriver {
         }
     }
 
-    /// Every interface is this driver's port of the same number, but the unowned ones;
-    /// WireGuard's peers follow the snapshot.
+    /// Every interface is this driver's port of the same number, but the unowned ones and
+    /// those another driver owns; WireGuard's peers follow the snapshot.
     fn remap(&mut self, snapshot: &Snapshot) {
         let sealing = self.tunnel.is_some() && snapshot.uplink.is_some();
         self.map
             .reset(snapshot.generation, snapshot.interfaces.len(), sealing);
-        for i in 0..snapshot.interfaces.len() {
+        for (i, x) in snapshot.interfaces.iter().enumerate() {
             if let Ok(at) = IfIndex::try_from(i) {
-                if !self.unowned.contains(&at) {
-                    self.map.set(at, Owner::Here { port: at });
+                let remote = self.owners.iter().find(|(name, _)| *name == x.name);
+                match remote {
+                    Some((_, w)) => self
+                        .map
+                        .set(at, Owner::Worker(u16::try_from(*w).unwrap_or(u16::MAX))),
+                    None if !self.unowned.contains(&at) => {
+                        self.map.set(at, Owner::Here { port: at })
+                    }
+                    None => {}
                 }
             }
         }
@@ -381,4 +532,16 @@ fn queue(
         pipeline.drop(DropReason::TxRingFull);
         free.push(frame.chunk());
     }
+}
+
+/// Polls every driver of a mesh with `snapshot` until none has a frame waiting (injected or
+/// handed in). Returns how many injected frames were processed.
+pub fn run_workers(drivers: &mut [MemDriver], snapshot: &Snapshot, now_ns: u64) -> usize {
+    let mut total = 0;
+    while drivers.iter().any(MemDriver::pending) {
+        for d in drivers.iter_mut() {
+            total += d.poll(snapshot, now_ns);
+        }
+    }
+    total
 }

@@ -369,7 +369,20 @@ fn two_workers_allocate_ports_that_steer_back_to_them() {
     for worker in 0..2u16 {
         let mut d = MemDriver::new(64, 64);
         d.pipeline().set_worker(worker, 2);
-        for sport in 40000..40010 {
+        // The flows this worker owns (the others it would hand to their owner).
+        let owned = (40000..40100)
+            .filter(|&sport| {
+                let key = weir_dataplane::flow::FlowKey {
+                    src: weir_dataplane::flow::FlowKey::map_v4(A4.octets()),
+                    dst: weir_dataplane::flow::FlowKey::map_v4(WORLD4.octets()),
+                    src_port: sport,
+                    dst_port: 53,
+                    proto: 17,
+                };
+                weir_dataplane::node::steer::flow_owner(&key, false, 2) == worker
+            })
+            .take(10);
+        for sport in owned {
             run(
                 &mut d,
                 &s,

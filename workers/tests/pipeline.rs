@@ -18,6 +18,7 @@ use weir_dataplane::snapshot::{
 };
 use weir_dataplane::wire::checksum;
 use weir_dataplane::{DropReason, IcmpErrorKind, IfIndex, Snapshot, SnapshotBuilder};
+use weir_workers::handoff::mesh;
 use weir_workers::MemDriver;
 
 const GW_MAC: Mac = [0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
@@ -771,9 +772,12 @@ fn trigger(reason: DropReason) -> Option<(IfIndex, Vec<u8>)> {
                 80,
             ),
         ),
-        DropReason::HandoffFull
-        | DropReason::HandoffStale
-        | DropReason::BadDescriptor
+        // B's interface is worker 1's, and the lane to it is full (see `driver_for`).
+        DropReason::HandoffFull => (a, udp4_from_a("198.18.0.11")),
+        // A parcel of another snapshot generation waits (see `driver_for`); the ARP request
+        // is answered.
+        DropReason::HandoffStale => (a, craft::arp_request(A_MAC, A4, GW4)),
+        DropReason::BadDescriptor
         | DropReason::PortDetached
         | DropReason::FillStarved
         | DropReason::WireguardNoRoom
@@ -782,8 +786,29 @@ fn trigger(reason: DropReason) -> Option<(IfIndex, Vec<u8>)> {
 }
 
 /// The driver `reason`'s trigger needs: no TX room for `tx_ring_full`, B's interface
-/// unowned for `unowned_output`, WireGuard on for `wireguard_rejected`.
+/// unowned for `unowned_output`, WireGuard on for `wireguard_rejected`, worker 0 of two for
+/// the handoff reasons (B's interface on worker 1 behind a full lane for `handoff_full`, a
+/// parcel of another generation handed in for `handoff_stale`).
 fn driver_for(reason: DropReason) -> MemDriver {
+    if matches!(reason, DropReason::HandoffFull | DropReason::HandoffStale) {
+        let owners = [("veth-b".to_string(), 1)];
+        let owners = if reason == DropReason::HandoffFull {
+            &owners[..]
+        } else {
+            &[]
+        };
+        let links = mesh(2, 1, owners).unwrap();
+        let to_one = links[0].outbound[1].as_ref().unwrap();
+        let to_zero = links[1].outbound[0].as_ref().unwrap();
+        if reason == DropReason::HandoffFull {
+            assert!(to_one.send(VETH_B, &[0; 60]), "fills the one buffer");
+        } else {
+            assert!(to_zero.send_parcel(VETH_B, None, u64::MAX - 1, &[0; 60]));
+        }
+        let mut d = MemDriver::new(8, 64);
+        d.connect(links.into_iter().next().unwrap());
+        return d;
+    }
     let tx_capacity = if reason == DropReason::TxRingFull {
         0
     } else {

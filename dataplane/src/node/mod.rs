@@ -2,11 +2,13 @@
 //!
 //! ```text
 //!  parse -> antispoof -> neighbor (ARP/NDP for the gateway) -> Tx(ingress)
+//!                     \-> steer (another worker owns the flow) -> Steer(worker)
 //!                     \-> nat_in (replies to SNAT) -> forward (TTL, LPM, next hop, MTU)
 //!                           -> policy -> nat_out (SNAT to the world) -> rewrite -> Tx(out)
 //!                                 forward \-> icmp (errors, rate limited) -> Tx(ingress)
 //!  any stage -> Drop(reason)
-//!  Tx(out) / Drop -> output (send here / seal for a peer / hand off / unowned) -> the driver
+//!  Tx(out) / Steer / Drop -> output (send here / seal for a peer / hand off / unowned)
+//!    -> the driver
 //! ```
 //!
 //! Each stage acts on the packets whose `Next` names it and writes their next one; a stage
@@ -27,6 +29,7 @@ pub mod output;
 pub mod parse;
 pub mod policy;
 pub mod rewrite;
+pub mod steer;
 
 use crate::batch::Batch;
 use crate::counters::Counters;
@@ -43,6 +46,9 @@ pub struct Pipeline {
     scratch: Box<forward::Scratch>,
     policy: Box<policy::PolicyState>,
     nat: Box<nat::NatTable>,
+    /// This worker's number and the number of workers (see [`steer`]).
+    worker: u16,
+    workers: u16,
 }
 
 impl Default for Pipeline {
@@ -65,17 +71,27 @@ impl Pipeline {
             scratch: Box::default(),
             policy: Box::new(policy::PolicyState::with_conntrack(config)),
             nat: Box::default(),
+            worker: 0,
+            workers: 1,
         }
     }
 
     /// Tells the pipeline it runs on worker `worker` of `workers`: source NAT then
-    /// allocates only this worker's share of the ports (see [`nat`]). Forgets the
+    /// allocates only this worker's share of the ports (see [`nat`]), and packets of flows
+    /// another worker owns are sent to `Steer(owner)` (see [`steer`]). Forgets the
     /// translations made so far.
     ///
     /// # Panics
     /// If `worker >= workers`.
     pub fn set_worker(&mut self, worker: u16, workers: u16) {
         *self.nat = nat::NatTable::new(worker, workers);
+        self.worker = worker;
+        self.workers = workers;
+    }
+
+    /// This worker's number and the number of workers.
+    pub fn worker(&self) -> (u16, u16) {
+        (self.worker, self.workers)
     }
 
     /// This worker's source NAT translations.
@@ -84,7 +100,8 @@ impl Pipeline {
     }
 
     /// Runs every stage over `batch`. `now_ns` is a monotonic time in nanoseconds (for the
-    /// ICMP rate limit). Afterwards every packet's `next` is `Tx` or `Drop`.
+    /// ICMP rate limit). Afterwards every packet's `next` is `Tx`, `Steer` (only with more
+    /// than one worker) or `Drop`.
     pub fn process(
         &mut self,
         snapshot: &Snapshot,
@@ -92,11 +109,17 @@ impl Pipeline {
         batch: &mut Batch,
         now_ns: u64,
     ) {
+        let handed = batch.handed();
         let (frames, meta) = batch.parts_mut();
-        self.counters.rx += frames.len() as u64;
+        // Frames handed in were counted (`handoff_in`) by the driver.
+        self.counters.rx += (frames.len() - handed) as u64;
         parse::run(region, frames, meta, &mut self.counters);
         antispoof::run(region, frames, meta, snapshot);
         neighbor::run(region, frames, meta, snapshot, &mut self.counters);
+        if self.workers > 1 {
+            let config = steer::SteerConfig::new(snapshot, self.workers);
+            steer::run(region, frames, meta, handed, &config, self.worker);
+        }
         nat::run_in(region, frames, meta, snapshot, &mut self.nat, now_ns);
         forward::run(frames, meta, snapshot, &mut self.scratch);
         icmp::run(

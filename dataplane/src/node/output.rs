@@ -3,7 +3,7 @@
 //! the worker owns: send it on one of this worker's ports, seal it for a WireGuard peer
 //! first, hand it to the worker that owns `out`, or drop it because nobody owns `out`.
 //!
-//! - Reads: `next` (`Tx(out)` or `Drop`), `flags::ENCRYPT`, `nexthop` (the adjacency,
+//! - Reads: `next` (`Tx(out)`, `Steer(worker)` or `Drop`), `ingress`, `flags::ENCRYPT`, `nexthop` (the adjacency,
 //!   which names the peer to seal for); the worker's [`OutputMap`].
 //! - Writes: one [`Action`] per packet, the plan the driver executes. The stage counts the
 //!   drops it decides; the driver counts what happens when it executes the plan
@@ -35,6 +35,9 @@ pub enum Action {
         out: IfIndex,
         peer: Option<PeerIndex>,
     },
+    /// Copy it, as received, to worker `worker`, the owner of its flow (see
+    /// [`super::steer`]), which runs the pipeline on it as received on `ingress`.
+    Steer { worker: u16, ingress: IfIndex },
     /// Recycle the frame (the drop is already counted).
     #[default]
     Drop,
@@ -111,7 +114,7 @@ impl OutputMap {
 /// Runs the stage: writes `plan[i]` for every packet of the batch.
 ///
 /// # Panics
-/// If a packet is not at `Tx` or `Drop` (the pipeline was not run over the batch: a driver
+/// If a packet is not at `Tx`, `Steer` or `Drop` (the pipeline was not run over the batch: a driver
 /// bug), or `plan` is shorter than `meta`.
 pub fn run(
     meta: &[Meta],
@@ -127,6 +130,10 @@ pub fn run(
     for (m, action) in meta.iter().zip(plan.iter_mut()) {
         *action = match m.next {
             Next::Tx(out) => decide(m, out, snapshot, map, counters),
+            Next::Steer(worker) => Action::Steer {
+                worker,
+                ingress: m.ingress,
+            },
             Next::Drop(reason) => {
                 counters.drop(reason);
                 Action::Drop

@@ -224,7 +224,7 @@ fn denied(by: Option<Direction>) -> Next {
 
 /// The flow key of the datagram an ICMP error quotes (its IP header and first 8 bytes),
 /// if it is there.
-fn quoted_flow(data: &[u8], m: &Meta) -> Option<FlowKey> {
+pub(crate) fn quoted_flow(data: &[u8], m: &Meta) -> Option<FlowKey> {
     let inner = data.get(usize::from(m.l4) + 8..)?;
     let mut k = FlowKey::default();
     let l4 = if m.flow.is_v4() {

@@ -490,7 +490,13 @@ fn pipeline_results(seconds: f64, runs: usize, notes: &mut Vec<String>) -> Vec<B
     notes.push(
         "pipeline figures include the harness (header refresh, batch push/drain); harness_only_* shows that share".into(),
     );
-    pipeline::run(&cfg)
+    let mut results = pipeline::run(&cfg);
+    progress::step("pipeline: flows kept on one worker (steering), two in-memory workers");
+    notes.push(
+        "steer_* is both workers' work per packet on one core, injection copy included (see perf/src/steer.rs)".into(),
+    );
+    results.extend(weir_perf::steer::run(runs, cfg.duration));
+    results
 }
 
 fn lpm_results(

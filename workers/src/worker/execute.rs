@@ -134,17 +134,42 @@ impl Worker {
                     }
                     free.push(frame.chunk());
                 }
+                Action::Steer { worker, ingress } => {
+                    let w = usize::from(worker);
+                    let start = frame.addr() as usize;
+                    let sent = match (
+                        links.outbound.get(w).and_then(Option::as_ref),
+                        area.get(start..start + frame.len()),
+                    ) {
+                        (Some(lane), Some(bytes)) => {
+                            lane.send_to_pipeline(ingress, generation, bytes)
+                        }
+                        _ => false,
+                    };
+                    if sent {
+                        pipeline.counters_mut().handoff_out += 1;
+                        if let Some(h) = handed.get_mut(w) {
+                            *h = true;
+                        }
+                    } else {
+                        pipeline.drop(DropReason::HandoffFull);
+                    }
+                    free.push(frame.chunk());
+                }
                 Action::Drop => free.push(frame.chunk()),
             }
         });
     }
 
     /// Frames other workers handed over: each is copied into a free frame of ours and
-    /// staged on its output port (or queued for sealing).
+    /// staged on its output port (or queued for sealing), or, for a flow this worker owns,
+    /// put in the batch to run the pipeline on (before anything is received).
     pub(super) fn take_handoffs(&mut self) {
         let frame_size = u64::from(self.umem.frame_size());
         let mut budget = BATCH_SIZE;
-        for lane in &self.links.inbound {
+        // Taken out for the loop (the lanes are not touched otherwise), put back after.
+        let inbound = std::mem::take(&mut self.links.inbound);
+        for lane in &inbound {
             while budget > 0 {
                 let Some(parcel) = lane.receive() else { break };
                 budget -= 1;
@@ -153,6 +178,8 @@ impl Worker {
                 let outcome = if parcel.generation != self.map.generation() {
                     // An index of another snapshot may name another interface here.
                     Err(DropReason::HandoffStale)
+                } else if parcel.run {
+                    self.take_to_pipeline(parcel.out, &parcel.bytes[..len])
                 } else if let Owner::Here { port } = self.map.owner(parcel.out) {
                     let port = usize::from(port);
                     match self.free.pop() {
@@ -199,6 +226,23 @@ impl Worker {
                 lane.recycle(parcel.bytes);
             }
         }
+        self.links.inbound = inbound;
+    }
+
+    /// Copies `bytes`, handed in unprocessed as received on `ingress`, into a free frame
+    /// and into the batch.
+    fn take_to_pipeline(&mut self, ingress: u16, bytes: &[u8]) -> Result<(), DropReason> {
+        let frame_size = self.umem.frame_size() as usize;
+        let base = self.free.pop().ok_or(DropReason::FillStarved)?;
+        let mut region = FrameRegion::new(self.umem.region_mut(), frame_size);
+        let Ok(frame) = region.fill(base, XDP_PACKET_HEADROOM as usize, bytes) else {
+            self.free.push(base);
+            return Err(DropReason::TooBig);
+        };
+        self.batch.push_handed(frame, ingress).map_err(|frame| {
+            self.free.push(frame.chunk());
+            DropReason::HandoffFull
+        })
     }
 
     /// Seals what waits in `to_seal`, flushes the peers whose handshake completed, and
