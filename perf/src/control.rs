@@ -18,6 +18,7 @@
 //!   (the fake server's copy already loaded) and the initial sync, counted by weir-bench's
 //!   allocator (see `alloc`), beside the goal of 2 KiB per pod plus 1 KiB per rule.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -230,6 +231,23 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let fake = FakeApi::new();
     let objects = generate(cfg);
+    // What each pod's `app` and each namespace's `team` label is now: every change below
+    // moves one to a different value (re-applying an object the model already holds
+    // publishes nothing, rightly, and would be no change to time).
+    let label_of = |o: &Value, kind: &str, key: &str| -> Option<(String, usize)> {
+        (o["kind"] == kind).then_some(())?;
+        let name = o["metadata"]["name"].as_str()?.to_owned();
+        let value = o["metadata"]["labels"][key].as_str()?;
+        Some((name, value[1..].parse().ok()?))
+    };
+    let mut apps: HashMap<String, usize> = objects
+        .iter()
+        .filter_map(|o| label_of(o, "Pod", "app"))
+        .collect();
+    let mut teams: HashMap<String, usize> = objects
+        .iter()
+        .filter_map(|o| label_of(o, "Namespace", "team"))
+        .collect();
     for o in &objects {
         fake.apply(o.clone())
             .map_err(|e| format!("loading the fake API server: {e}"))?;
@@ -303,12 +321,16 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
                 } else {
                     rng.below(cfg.pods as u64) as usize
                 };
-                pod(cfg, i, rng.below(APPS as u64) as usize)
+                let app = apps.entry(format!("pod-{i}")).or_default();
+                *app = (*app + 1 + rng.below(APPS as u64 - 1) as usize) % APPS;
+                pod(cfg, i, *app)
             }
             1 => k8s_policy(cfg, cfg.policies + c, &mut rng),
             _ => {
                 let i = rng.below(cfg.namespaces as u64) as usize;
-                namespace(i, rng.below(TEAMS as u64) as usize)
+                let team = teams.entry(format!("ns-{i}")).or_default();
+                *team = (*team + 1 + rng.below(TEAMS as u64 - 1) as usize) % TEAMS;
+                namespace(i, *team)
             }
         };
         // Drain anything stale (there should be nothing).
