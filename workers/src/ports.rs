@@ -11,11 +11,13 @@
 //! tell every worker which worker owns an interface now (so frames routed to it are
 //! handed to that worker), waiting for the answer with a timeout.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::bpf::UplinkFilter;
 use crate::handoff::{Links, Waker};
 use crate::worker::PortSpec;
 
@@ -92,6 +94,9 @@ impl PortMailbox {
 #[derive(Debug, Clone)]
 pub struct PortControl {
     mailboxes: Vec<Arc<PortMailbox>>,
+    /// The uplink filter each attached interface last got (attach or refilter), so an
+    /// unchanged filter costs no round trip to its worker.
+    filters: Arc<Mutex<HashMap<String, Option<UplinkFilter>>>>,
 }
 
 impl PortControl {
@@ -104,6 +109,7 @@ impl PortControl {
                 .iter()
                 .map(|l| Arc::new(PortMailbox::new(l.wakers.get(l.me).cloned())))
                 .collect(),
+            filters: Arc::default(),
         }
     }
 
@@ -131,22 +137,43 @@ impl PortControl {
         self.ask(worker, timeout, |reply| {
             PortCommand::Attach(spec.clone(), reply)
         })?;
+        self.remember(&name, Some(spec.uplink_filter.clone()));
         self.set_owner(&name, Some(worker));
         Ok(())
     }
 
     /// Asks worker `worker`, which holds `spec.name`, to run the XDP program for
-    /// `spec.uplink_filter` on it (nothing happens when the filter is unchanged), and
-    /// waits up to `timeout` for the answer.
+    /// `spec.uplink_filter` on it, and waits up to `timeout` for the answer. A filter
+    /// equal to the one the interface last got through this control is not sent at all.
     pub fn refilter(
         &self,
         worker: usize,
         spec: &PortSpec,
         timeout: Duration,
     ) -> Result<(), String> {
+        let last = self
+            .filters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&spec.name)
+            .cloned();
+        if last.as_ref() == Some(&spec.uplink_filter) {
+            return Ok(());
+        }
         self.ask(worker, timeout, |reply| {
             PortCommand::Refilter(spec.clone(), reply)
-        })
+        })?;
+        self.remember(&spec.name, Some(spec.uplink_filter.clone()));
+        Ok(())
+    }
+
+    /// Records (`Some`) or forgets (`None`) the filter interface `name` runs.
+    fn remember(&self, name: &str, filter: Option<Option<UplinkFilter>>) {
+        let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
+        match filter {
+            Some(f) => filters.insert(name.to_owned(), f),
+            None => filters.remove(name),
+        };
     }
 
     /// Tells every worker that interface `name` has no owner any more, then detaches it
@@ -154,6 +181,7 @@ impl PortControl {
     /// TX completions up to [`crate::worker::DETACH_WAIT`], so give it more than that).
     pub fn detach(&self, worker: usize, name: &str, timeout: Duration) -> Result<(), String> {
         self.set_owner(name, None);
+        self.remember(name, None);
         self.ask(worker, timeout, |reply| {
             PortCommand::Detach(name.to_owned(), reply)
         })
@@ -199,6 +227,56 @@ impl PortControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_uplink_filter_is_not_sent_to_the_worker_again() {
+        let links = crate::handoff::mesh(1, 1, &[]).unwrap();
+        let control = PortControl::new(&links);
+        let mailbox = control.mailbox(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let refilters = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // A stand-in worker: answers every command, counts the refilters it is sent.
+        let worker = {
+            let (stop, refilters) = (stop.clone(), refilters.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    for c in mailbox.take() {
+                        match c {
+                            PortCommand::Attach(_, r) | PortCommand::Detach(_, r) => {
+                                let _ = r.send(Ok(()));
+                            }
+                            PortCommand::Refilter(_, r) => {
+                                refilters.fetch_add(1, Ordering::SeqCst);
+                                let _ = r.send(Ok(()));
+                            }
+                            PortCommand::SetOwner { .. } => {}
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let t = Duration::from_secs(5);
+        let spec = |port: u16| PortSpec {
+            name: "up0".into(),
+            uplink_filter: Some(UplinkFilter {
+                udp_ports: vec![port],
+                ..UplinkFilter::default()
+            }),
+        };
+        control.attach(0, &spec(51820), t).unwrap();
+        control.refilter(0, &spec(51820), t).unwrap();
+        assert_eq!(refilters.load(Ordering::SeqCst), 0, "same as attached");
+        control.refilter(0, &spec(4789), t).unwrap();
+        assert_eq!(refilters.load(Ordering::SeqCst), 1, "changed");
+        control.refilter(0, &spec(4789), t).unwrap();
+        assert_eq!(refilters.load(Ordering::SeqCst), 1, "same as last refilter");
+        control.detach(0, "up0", t).unwrap();
+        control.refilter(0, &spec(4789), t).unwrap();
+        assert_eq!(refilters.load(Ordering::SeqCst), 2, "forgotten at detach");
+        stop.store(true, Ordering::SeqCst);
+        worker.join().unwrap();
+    }
 
     #[test]
     fn a_mailbox_is_pending_until_taken_and_keeps_order() {
