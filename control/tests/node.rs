@@ -8,7 +8,9 @@
 //! address and a port of the SNAT range (the far end sees the node); the world reaches the
 //! open pod by its own address when the pod CIDR is routed to the node, and the pod's
 //! replies keep that address. The gateway's MAC is learned by the agent (nothing is
-//! configured by hand), and the pods' default route comes from the kernel's.
+//! configured by hand), and the pods' default route comes from the kernel's. The agent
+//! runs two workers, so flows whose ends are held by different workers (the uplink, the
+//! host link, the pods) are steered to their owner, SNAT replies by their port.
 //!
 //! Names carry the process id; guards remove namespaces and stop the agent on failure.
 //! Addresses: 198.18.0.0/15 and 2001:db8::/32 only.
@@ -144,7 +146,7 @@ impl Lab {
         std::fs::write(self.dir.join("datastore/cluster.yaml"), text).unwrap();
         let port = 20000 + (self.pid % 20000) as u16;
         let config = format!(
-            "node: node-{}\ncores: [0]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
+            "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
              frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n",
             self.pid,
             self.dir.join("datastore").display(),
@@ -249,8 +251,11 @@ fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
     assert!(got.is_err(), "world -> isolated pod must fail: {got:?}");
     assert!(server.join().unwrap().is_err());
     assert!(
-        lab.agent()
-            .metric("weir_drops_total{worker=\"0\",reason=\"policy_denied_ingress\"}")
+        (0..2)
+            .map(|w| lab.agent().metric(&format!(
+                "weir_drops_total{{worker=\"{w}\",reason=\"policy_denied_ingress\"}}"
+            )))
+            .sum::<u64>()
             > 0,
         "{}",
         agent_log()
