@@ -331,11 +331,11 @@ impl Worker {
         let started = Instant::now();
         let mut last_report_ns = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let snapshot = reader.load();
             if let Some(mailbox) = self.mailbox.as_ref().filter(|m| m.pending()).cloned() {
-                self.serve(&mailbox, &snapshot);
+                self.serve(&mailbox, reader);
                 self.idle = 0;
             }
+            let snapshot = reader.load();
             // One clock read per round serves the pipeline and the report timer.
             let now_ns = started.elapsed().as_nanos() as u64;
             let n = self.poll_once(&snapshot, now_ns);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use weir_dataplane::snapshot::Role;
+use weir_dataplane::snapshot::{Role, SnapshotReader};
 use weir_dataplane::{DropReason, IfIndex, Snapshot, BATCH_SIZE};
 
 use super::{PortReport, PortSpec, Worker, WorkerConfig, WorkerError, MAX_KICKS, STAGE_LIMIT};
@@ -161,9 +161,14 @@ impl Worker {
         self.force_remap = true;
     }
 
-    /// Serves the port commands waiting in `mailbox`, then re-maps for `snapshot`.
-    pub(super) fn serve(&mut self, mailbox: &PortMailbox, snapshot: &Snapshot) {
-        for command in mailbox.take() {
+    /// Serves the port commands waiting in `mailbox`, then re-maps. The snapshot is read
+    /// after the commands are taken: the agent publishes the tables naming an interface
+    /// before it posts the interface's attach, so a snapshot loaded earlier in the round
+    /// may not hold it yet.
+    pub(super) fn serve(&mut self, mailbox: &PortMailbox, reader: &SnapshotReader) {
+        let commands = mailbox.take();
+        let snapshot = &*reader.load();
+        for command in commands {
             match command {
                 PortCommand::Attach(spec, reply) => {
                     let r = self.attach_port(&spec, snapshot);
