@@ -31,16 +31,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Agent;
+use common::{http_get, http_server, Agent};
 use weir_testkit::containerd::{CniNetwork, Container, Containerd};
-use weir_testkit::lab::{in_netns, require_root, run, NetnsGuard};
+use weir_testkit::lab::{require_root, run, NetnsGuard};
 
 const POOL: &str = "198.18.72.0/24";
 const POOL_PREFIX: &str = "198.18.72.";
@@ -220,66 +217,6 @@ impl Lab {
             "only the image's committed layer: {snapshots}"
         );
     }
-}
-
-/// A one-connection TCP server in `ns` on `addr`: answers like an HTTP server and returns
-/// the peer's address (10 s at most).
-fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String>> {
-    let listener = {
-        let addr: SocketAddr = addr.parse().unwrap();
-        in_netns(ns, move || TcpListener::bind(addr))
-            .unwrap()
-            .unwrap()
-    };
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match listener.accept() {
-                Ok((mut s, peer)) => {
-                    s.set_nonblocking(false).map_err(|e| e.to_string())?;
-                    s.set_read_timeout(Some(Duration::from_secs(3)))
-                        .map_err(|e| e.to_string())?;
-                    let mut buf = [0u8; 512];
-                    let _ = s.read(&mut buf);
-                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 6\r\n\r\nworld\n");
-                    return Ok(peer);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() > deadline {
-                        return Err("no connection in 10 s".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-}
-
-/// An HTTP GET of `path` from namespace `ns` to `addr`, retried for up to `within`.
-fn http_get(ns: &str, addr: &str, path: &str, within: Duration) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
-    in_netns(ns, move || {
-        let deadline = Instant::now() + within;
-        loop {
-            let attempt = (|| -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(700))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                s.write_all(request.as_bytes())?;
-                let mut out = String::new();
-                s.read_to_string(&mut out)?;
-                Ok(out)
-            })();
-            match attempt {
-                Ok(out) => return Ok(out),
-                Err(e) if Instant::now() > deadline => return Err(format!("{addr}: {e}")),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    })
-    .unwrap()
 }
 
 /// A shell line that prints the container's IPv4 address on eth0. (The containers bound

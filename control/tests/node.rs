@@ -17,13 +17,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{attach_pod, Agent};
+use common::{attach_pod, http_get, http_server, Agent};
 use weir_testkit::lab::{format_mac, in_netns, mac_of, output, require_root, run, NetnsGuard};
 
 const A4: &str = "198.18.10.2";
@@ -165,65 +163,6 @@ impl Lab {
     }
 }
 
-/// A one-connection TCP server in `ns` on `addr`: answers like an HTTP server and returns
-/// the peer's address.
-fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String>> {
-    let listener = {
-        let addr: SocketAddr = addr.parse().unwrap();
-        in_netns(ns, move || TcpListener::bind(addr))
-            .unwrap()
-            .unwrap()
-    };
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match listener.accept() {
-                Ok((mut s, peer)) => {
-                    s.set_nonblocking(false).map_err(|e| e.to_string())?;
-                    s.set_read_timeout(Some(Duration::from_secs(3)))
-                        .map_err(|e| e.to_string())?;
-                    let mut buf = [0u8; 512];
-                    let _ = s.read(&mut buf);
-                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\nhello");
-                    return Ok(peer);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() > deadline {
-                        return Err("no connection in 10 s".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-}
-
-/// An HTTP GET from `ns` to `addr`, retried for up to `within`; the response.
-fn http_get(ns: &str, addr: &str, within: Duration) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    in_netns(ns, move || {
-        let deadline = Instant::now() + within;
-        loop {
-            let attempt = (|| -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(700))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-                let mut out = String::new();
-                s.read_to_string(&mut out)?;
-                Ok(out)
-            })();
-            match attempt {
-                Ok(out) => return Ok(out),
-                Err(e) if Instant::now() > deadline => return Err(format!("{addr}: {e}")),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    })
-    .unwrap()
-}
-
 #[test]
 fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
     let mut lab = Lab::new();
@@ -232,7 +171,12 @@ fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
 
     // The node's own stack (kubelet's probe) reaches the isolated pod through weir0.
     let server = http_server(&lab.pods[0], &format!("{A4}:8080"));
-    let got = http_get(&lab.node, &format!("{A4}:8080"), Duration::from_secs(5));
+    let got = http_get(
+        &lab.node,
+        &format!("{A4}:8080"),
+        "/",
+        Duration::from_secs(5),
+    );
     assert!(
         got.as_deref().is_ok_and(|r| r.contains("200 OK")),
         "node -> isolated pod: {got:?}\n{}",
@@ -247,7 +191,12 @@ fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
 
     // The world cannot open a connection to the isolated pod; the drop is counted.
     let server = http_server(&lab.pods[0], &format!("{A4}:8081"));
-    let got = http_get(&lab.world, &format!("{A4}:8081"), Duration::from_secs(1));
+    let got = http_get(
+        &lab.world,
+        &format!("{A4}:8081"),
+        "/",
+        Duration::from_secs(1),
+    );
     assert!(got.is_err(), "world -> isolated pod must fail: {got:?}");
     assert!(server.join().unwrap().is_err());
     assert!(
@@ -266,6 +215,7 @@ fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
     let got = http_get(
         &lab.pods[0],
         &format!("{NODE4}:8082"),
+        "/",
         Duration::from_secs(5),
     );
     assert!(got.is_ok_and(|r| r.contains("200 OK")), "{}", agent_log());
@@ -276,6 +226,7 @@ fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
     let got = http_get(
         &lab.pods[0],
         &format!("{WORLD4}:8083"),
+        "/",
         Duration::from_secs(8),
     );
     assert!(
@@ -334,7 +285,12 @@ fn pods_reach_the_node_and_the_world_and_the_node_reaches_pods() {
 
     // The world reaches the open pod by its own address; its replies keep it.
     let server = http_server(&lab.pods[1], &format!("{B4}:8085"));
-    let got = http_get(&lab.world, &format!("{B4}:8085"), Duration::from_secs(5));
+    let got = http_get(
+        &lab.world,
+        &format!("{B4}:8085"),
+        "/",
+        Duration::from_secs(5),
+    );
     assert!(got.is_ok_and(|r| r.contains("200 OK")), "{}", agent_log());
     assert_eq!(server.join().unwrap().unwrap().ip().to_string(), WORLD4);
 }

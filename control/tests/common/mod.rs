@@ -4,11 +4,14 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_testkit::lab::{ip, output, plumb_pod, ChildGuard, LabError, NetnsGuard};
+use weir_testkit::lab::{in_netns, ip, output, plumb_pod, ChildGuard, LabError, NetnsGuard};
 
 /// A pod namespace `pod`, made and removed by `lab`, attached to namespace `node` by a
 /// veth (`host` on the node side, `eth0` in the pod) and configured Calico-style: `v4`/32
@@ -116,4 +119,64 @@ impl Agent {
     pub fn stop(&mut self) {
         self.child.take();
     }
+}
+/// A one-connection TCP server in `ns` on `addr`: answers like an HTTP server (a body that
+/// ends its line, for clients that print it) and returns the peer's address.
+pub fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String>> {
+    let listener = {
+        let addr: SocketAddr = addr.parse().unwrap();
+        in_netns(ns, move || TcpListener::bind(addr))
+            .unwrap()
+            .unwrap()
+    };
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                    s.set_read_timeout(Some(Duration::from_secs(3)))
+                        .map_err(|e| e.to_string())?;
+                    let mut buf = [0u8; 512];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 6\r\n\r\nhello\n");
+                    return Ok(peer);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err("no connection in 10 s".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+}
+
+/// An HTTP GET of `path` from namespace `ns` to `addr`, retried for up to `within`; the
+/// response.
+pub fn http_get(ns: &str, addr: &str, path: &str, within: Duration) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    in_netns(ns, move || {
+        let deadline = Instant::now() + within;
+        loop {
+            let attempt = (|| -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(700))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(request.as_bytes())?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })();
+            match attempt {
+                Ok(out) => return Ok(out),
+                Err(e) if Instant::now() > deadline => return Err(format!("{addr}: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    })
+    .unwrap()
 }
