@@ -13,6 +13,7 @@ pub mod frame;
 pub mod node;
 pub mod policy;
 pub mod route;
+pub mod service;
 pub mod snapshot;
 pub mod wire;
 

@@ -320,10 +320,7 @@ impl Fib {
 
 pub use crate::policy::PolicyTables;
 
-/// Services (virtual IPs and their backends): filled by the services work.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct ServiceTable {}
+pub use crate::service::ServiceTable;
 
 /// Source NAT of pod traffic that leaves the cluster (Calico's IPPool `natOutgoing`): the
 /// source becomes the node's address and a port (or ICMP echo identifier) from `ports`,
@@ -410,7 +407,7 @@ pub struct Snapshot {
     pub host: Option<IfIndex>,
     pub policy: PolicyTables,
     pub peers: PeerTable,
-    pub services: ServiceTable,
+    pub services: Arc<ServiceTable>,
     /// Source NAT to the world, if configured.
     pub snat: Option<SnatConfig>,
     /// Whether connections the node's own stack opens to local pods (kubelet's probes) are
@@ -511,7 +508,7 @@ pub struct SnapshotBuilder {
     policy: PolicyTables,
     wireguard: Option<SocketAddr>,
     peers: Vec<PeerSpec>,
-    services: ServiceTable,
+    services: Arc<ServiceTable>,
     snat: Option<SnatConfig>,
     host_to_pods_allowed: bool,
 }
@@ -536,7 +533,7 @@ impl SnapshotBuilder {
             policy: PolicyTables::default(),
             wireguard: None,
             peers: Vec::new(),
-            services: ServiceTable::default(),
+            services: Arc::default(),
             snat: None,
             host_to_pods_allowed: true,
         }
@@ -545,6 +542,13 @@ impl SnapshotBuilder {
     /// Turns source NAT to the world on (see [`SnatConfig`]).
     pub fn snat(&mut self, config: SnatConfig) -> &mut Self {
         self.snat = Some(config);
+        self
+    }
+
+    /// The services (see [`crate::service`]): built by the caller, shared between
+    /// snapshots while no service changes.
+    pub fn services(&mut self, table: Arc<ServiceTable>) -> &mut Self {
+        self.services = table;
         self
     }
 
