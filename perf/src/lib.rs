@@ -15,6 +15,7 @@ pub mod progress;
 pub mod report;
 pub mod results_md;
 pub mod rng;
+pub mod services;
 pub mod steer;
 pub mod tools;
 pub mod wireguard;

@@ -45,18 +45,26 @@ impl Default for PipelineBenchConfig {
 /// this exact pipeline; VPP's per-packet cost for comparable L3 work is in this range).
 pub const GOAL_NS_PER_PKT: f64 = 30.0;
 
-const GW_MAC: Mac = [0xee; 6];
+/// The MAC the pods' gateway (weir) answers with.
+pub const GW_MAC: Mac = [0xee; 6];
 
-fn pod_mac(i: usize) -> Mac {
+/// The MAC of pod `i`.
+pub fn pod_mac(i: usize) -> Mac {
     [0x02, 0, 0, 0, (i >> 8) as u8, i as u8]
 }
 
-fn pod_ip(i: usize) -> Ipv4Addr {
+/// The IPv4 address of pod `i`.
+pub fn pod_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8 + 1)
 }
 
 /// A node with `pods` pods (IPv4 and IPv6 each).
 pub fn node(pods: usize) -> Snapshot {
+    node_builder(pods).build(1).expect("bench node builds")
+}
+
+/// The builder of [`node`], for callers that add tables (services) before building.
+pub fn node_builder(pods: usize) -> SnapshotBuilder {
     let mut b = SnapshotBuilder::new();
     for i in 0..pods {
         b.pod(PodSpec {
@@ -75,7 +83,7 @@ pub fn node(pods: usize) -> Snapshot {
         })
         .expect("bench pods are valid");
     }
-    b.build(1).expect("bench node builds")
+    b
 }
 
 /// Runs the benchmark; returns results in ns/pkt and Mpps for each frame size.

@@ -15,6 +15,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("iperf3", "iperf3"),
     ("nft", "nftables"),
+    // kube-proxy's iptables mode, on the nf_tables backend Debian installs by default.
+    ("iptables-nft-restore", "iptables"),
     ("wireguard-go", "wireguard-go"),
     ("wg", "wireguard-tools"),
     ("go", "golang-go"),

@@ -123,8 +123,17 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// weir replacing kube-proxy: the service stage in memory at 10 to 10k services beside
+    /// the same pipeline straight to the backend (established flows and first packets),
+    /// then real frames through a ClusterIP on one core, weir beside the kernel with
+    /// kube-proxy's nftables-mode and iptables-mode rules for the same services. The
+    /// forwarding part needs root.
+    Services {
+        #[command(flatten)]
+        services: ServicesArgs,
+    },
     /// Every benchmark with its anchors, in order: pipeline (with LPM), policy, forward,
-    /// wireguard (with end to end), control, attach. Writes the combined JSON to
+    /// services, wireguard (with end to end), control, attach. Writes the combined JSON to
     /// `<out-dir>/results/<date>-<host>.json`, the plots to `<out-dir>/plots/`, and (not
     /// with --quick) regenerates the marked section of `<out-dir>/RESULTS.md`. A benchmark
     /// that fails is reported with its error and the others still run; the exit status is
@@ -142,8 +151,8 @@ struct AllArgs {
     /// Directory for `results/` and `plots/` (and `RESULTS.md`, for a full run).
     #[arg(long, default_value = "perf")]
     out_dir: PathBuf,
-    /// Benchmarks to leave out, comma-separated (pipeline, policy, forward, wireguard,
-    /// control, attach). A skipped benchmark keeps its outcome from the file this run
+    /// Benchmarks to leave out, comma-separated (pipeline, policy, forward, services,
+    /// wireguard, control, attach). A skipped benchmark keeps its outcome from the file this run
     /// overwrites (same date, host and mode), if that has one: to rerun one benchmark
     /// alone, skip all the others.
     #[arg(long, value_delimiter = ',')]
@@ -213,6 +222,52 @@ struct ForwardArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct ServicesArgs {
+    /// Service counts of the forwarding part (× --endpoints each), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 1_000, 10_000])]
+    services: Vec<usize>,
+    /// Service counts of the in-memory part, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 1_000, 10_000])]
+    stage_services: Vec<usize>,
+    /// Endpoints per service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// Seconds per forwarding trial.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Seconds per in-memory measurement.
+    #[arg(long, default_value_t = 0.5)]
+    stage_seconds: f64,
+    /// Frame size on the wire (with FCS).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Fraction of each forwarder's own rate at which latency is measured (0: none).
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+    /// UDP source ports the traffic cycles through.
+    #[arg(long, default_value_t = 16)]
+    flows: u16,
+    /// CPU of the traffic engine (default: the first CPU that is not --cpu).
+    #[arg(long)]
+    gen_cpu: Option<usize>,
+    /// The weir binary (default: `weir` beside this program).
+    #[arg(long)]
+    weir: Option<PathBuf>,
+    /// Skip the in-memory part.
+    #[arg(long)]
+    no_stage: bool,
+    /// Skip the forwarding part (the one that needs root).
+    #[arg(long)]
+    no_forward: bool,
+    /// Skip weir in the forwarding part (the kernel anchors alone).
+    #[arg(long)]
+    no_weir: bool,
+    /// Skip kube-proxy's iptables mode.
+    #[arg(long)]
+    no_iptables: bool,
+}
+
+#[derive(clap::Args, Debug)]
 struct LpmArgs {
     /// Number of routes in the table.
     #[arg(long, default_value_t = 100_000)]
@@ -241,7 +296,7 @@ struct SuiteEntry {
 /// What `weir-bench all` runs, in this order. The quick parameters keep the whole suite
 /// near a minute on 2 vCPUs: short measurements, small clusters, few pods, one or two
 /// rounds.
-const SUITE: [SuiteEntry; 6] = [
+const SUITE: [SuiteEntry; 7] = [
     SuiteEntry {
         name: "pipeline",
         quick_args: &[
@@ -262,6 +317,22 @@ const SUITE: [SuiteEntry; 6] = [
     SuiteEntry {
         name: "forward",
         quick_args: &["--seconds", "0.5"],
+        quick_runs: 1,
+    },
+    SuiteEntry {
+        name: "services",
+        quick_args: &[
+            "--services",
+            "1,1000",
+            "--stage-services",
+            "10,1000",
+            "--seconds",
+            "0.5",
+            "--stage-seconds",
+            "0.1",
+            "--load",
+            "0",
+        ],
         quick_runs: 1,
     },
     SuiteEntry {
@@ -374,6 +445,9 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
         Command::Lpm { lpm } => ("lpm", lpm_results(lpm, runs, place, &mut notes)?),
         Command::Forward { forward: args } => {
             ("forward", forward_results(args, runs, place, &mut notes)?)
+        }
+        Command::Services { services: args } => {
+            ("services", services_results(args, runs, place, &mut notes)?)
         }
         Command::Control {
             pods,
@@ -543,6 +617,50 @@ fn forward_results(
         workdir: temp_dir("weir-bench-forward"),
     };
     take(forward::run(&cfg), notes)
+}
+
+fn services_results(
+    args: &ServicesArgs,
+    runs: usize,
+    place: Placement,
+    notes: &mut Vec<String>,
+) -> Result<Vec<BenchResult>, Failure> {
+    if args.stage_seconds.is_nan() || args.stage_seconds <= 0.0 {
+        return Err(Failure::Usage("--stage-seconds must be positive".into()));
+    }
+    let mut results = Vec::new();
+    if !args.no_stage {
+        progress::step("services: the service stage in memory");
+        let cfg = weir_perf::services::stage::StageBenchConfig {
+            runs,
+            duration: Duration::from_secs_f64(args.stage_seconds),
+            services: args.stage_services.clone(),
+            endpoints: args.endpoints,
+            frame_len: args.size.clamp(64, 1518) - 4,
+        };
+        results.extend(take(weir_perf::services::stage::run(&cfg), notes)?);
+    }
+    if !args.no_forward {
+        progress::step("services: building the namespaces, starting the traffic engine");
+        let cfg = weir_perf::services::ServicesForwardConfig {
+            runs,
+            seconds: args.seconds,
+            size: args.size,
+            services: args.services.clone(),
+            endpoints: args.endpoints,
+            cpu: place.cpu,
+            gen_cpu: args.gen_cpu.unwrap_or(other_cpu(place.cpu)),
+            weir: args.weir.clone().unwrap_or_else(|| sibling("weir")),
+            weir_services: !args.no_weir,
+            kernel: true,
+            iptables: !args.no_iptables,
+            load: args.load,
+            flows: args.flows,
+            workdir: temp_dir("weir-bench-services"),
+        };
+        results.extend(take(weir_perf::services::run_forward(&cfg), notes)?);
+    }
+    Ok(results)
 }
 
 /// A benchmark's results, its notes added to `notes`; or its error.
@@ -895,6 +1013,7 @@ mod tests {
                 "pipeline",
                 "policy",
                 "forward",
+                "services",
                 "wireguard",
                 "control",
                 "attach"

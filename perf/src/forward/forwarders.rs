@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use super::lab::{Lab, Mac, GEN_IP, NODE_IP, POD_CIDR, SINK_IP, WORLD_IP};
 use super::traffic::{Target, UDP_PORT};
+use crate::services::kube_proxy;
+use crate::services::model::{cluster_ip, ServiceSet, TARGET_PORT};
 use weir_testkit::lab::{format_mac, ns_exec, run};
 
 /// Which forwarder.
@@ -48,6 +50,23 @@ pub enum Kind {
     WeirSnat,
     /// Linux routing, pod → world with nftables `masquerade`.
     KernelMasquerade,
+    /// weir, pod → a ClusterIP among `services` services of `endpoints` endpoints each
+    /// (`weir-bench services`).
+    WeirService { services: usize, endpoints: usize },
+    /// Linux routing with kube-proxy's rules for the same services, in its nftables mode
+    /// (`nft`) or its iptables mode (`iptables-nft-restore`).
+    KubeProxy {
+        mode: KubeProxyMode,
+        services: usize,
+        endpoints: usize,
+    },
+}
+
+/// Which of kube-proxy's modes writes the kernel's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeProxyMode {
+    Nftables,
+    Iptables,
 }
 
 impl Kind {
@@ -64,6 +83,37 @@ impl Kind {
             }
             Kind::WeirSnat => "weir_snat".into(),
             Kind::KernelMasquerade => "kernel_masquerade".into(),
+            Kind::WeirService { services, .. } => {
+                format!("weir_svc_{}", crate::report::count_label(services))
+            }
+            Kind::KubeProxy { mode, services, .. } => format!(
+                "kernel_{}_svc_{}",
+                match mode {
+                    KubeProxyMode::Nftables => "nft",
+                    KubeProxyMode::Iptables => "ipt",
+                },
+                crate::report::count_label(services)
+            ),
+        }
+    }
+
+    /// The services this forwarder holds and the one the traffic goes to (service kinds).
+    pub fn service_set(&self) -> Option<ServiceSet> {
+        match *self {
+            Kind::WeirService {
+                services,
+                endpoints,
+            }
+            | Kind::KubeProxy {
+                services,
+                endpoints,
+                ..
+            } => Some(ServiceSet::generate(
+                services,
+                endpoints,
+                (SINK_IP, UDP_PORT),
+            )),
+            _ => None,
         }
     }
 
@@ -74,16 +124,23 @@ impl Kind {
 
     /// Where the generator sends for this forwarder, and the source the sink expects.
     pub fn target(&self) -> Target {
+        if let Kind::WeirService { services, .. } | Kind::KubeProxy { services, .. } = *self {
+            return Target {
+                dst_ip: cluster_ip(services.max(1) / 2),
+                dst_port: TARGET_PORT,
+                sink_src: GEN_IP,
+                sink_dst: SINK_IP,
+            };
+        }
         if self.translates() {
             Target {
                 dst_ip: WORLD_IP,
+                dst_port: UDP_PORT,
                 sink_src: NODE_IP,
+                sink_dst: WORLD_IP,
             }
         } else {
-            Target {
-                dst_ip: SINK_IP,
-                sink_src: GEN_IP,
-            }
+            Target::direct(GEN_IP, SINK_IP)
         }
     }
 }
@@ -222,6 +279,8 @@ enum WeirCase {
     Plain { rules: usize },
     /// Pod to the world through the uplink, source NAT to the node's address.
     Snat,
+    /// Pod to a ClusterIP, with these services in the datastore.
+    Services,
 }
 
 /// What the kernel forwarder adds to plain routing.
@@ -231,6 +290,8 @@ enum KernelCase {
     Rules(usize),
     /// An nftables `masquerade` on the uplink.
     Masquerade,
+    /// kube-proxy's rules for the kind's services.
+    KubeProxy(KubeProxyMode),
 }
 
 /// A started forwarder; [`Running::stop`] stops it and reports whether it left the
@@ -243,7 +304,11 @@ pub struct Running<'a> {
     stdin: Option<ChildStdin>,
     log: PathBuf,
     nft_table: Option<String>,
+    /// iptables-nft's tables (family ip) to delete when the kernel forwarder stops.
+    ipt_tables: bool,
     kernel: bool,
+    /// Seconds the kernel's ruleset took to load (`nft -f`, `iptables-nft-restore`).
+    pub load_seconds: Option<f64>,
 }
 
 impl<'a> Running<'a> {
@@ -257,7 +322,9 @@ impl<'a> Running<'a> {
             stdin: None,
             log: log.clone(),
             nft_table: None,
+            ipt_tables: false,
             kernel: false,
+            load_seconds: None,
         };
         match kind {
             Kind::Weir { rules } => running.start_weir(setup, WeirCase::Plain { rules })?,
@@ -265,6 +332,10 @@ impl<'a> Running<'a> {
             Kind::Testpmd => running.start_testpmd(setup)?,
             Kind::Kernel { rules } => running.start_kernel(setup, KernelCase::Rules(rules))?,
             Kind::KernelMasquerade => running.start_kernel(setup, KernelCase::Masquerade)?,
+            Kind::WeirService { .. } => running.start_weir(setup, WeirCase::Services)?,
+            Kind::KubeProxy { mode, .. } => {
+                running.start_kernel(setup, KernelCase::KubeProxy(mode))?
+            }
         }
         Ok(running)
     }
@@ -293,6 +364,14 @@ impl<'a> Running<'a> {
                 ),
                 String::new(),
             ),
+            WeirCase::Services => {
+                let set = self.kind.service_set().expect("a service kind");
+                let mut text = weir_datastore(gen, (&self.lab.sink_host, &self.lab.sink_mac), &[]);
+                text.push_str(&crate::services::datastore::services_yaml(
+                    &set, "bench", "sink",
+                ));
+                (text, String::new())
+            }
             WeirCase::Snat => (
                 weir_snat_datastore(gen),
                 format!(
@@ -434,8 +513,12 @@ impl<'a> Running<'a> {
                 ),
             ],
         )?;
+        if let KernelCase::KubeProxy(mode) = case {
+            return self.load_kube_proxy(setup, mode);
+        }
         let table = format!("weir_bench_{}", std::process::id());
         let ruleset = match case {
+            KernelCase::KubeProxy(_) => None,
             KernelCase::Rules(0) => None,
             KernelCase::Rules(rules) => Some(nft_ruleset(&table, &bench_rules(rules))),
             KernelCase::Masquerade => Some(nft_masquerade(&table, &lab.sink_host)),
@@ -448,6 +531,48 @@ impl<'a> Running<'a> {
             self.nft_table = Some(table);
             ns_exec(node, &["nft", "-f", &file])?;
         }
+        Ok(())
+    }
+
+    /// Loads kube-proxy's rules for the kind's services into the node namespace, timed.
+    fn load_kube_proxy(&mut self, setup: &Setup, mode: KubeProxyMode) -> Result<(), String> {
+        let set = self.kind.service_set().expect("a service kind");
+        let node = self.lab.node.as_str();
+        let (file, text) = match mode {
+            KubeProxyMode::Nftables => (
+                setup.workdir.join("kube-proxy.nft"),
+                kube_proxy::nft_ruleset(&set, NODE_IP),
+            ),
+            KubeProxyMode::Iptables => (
+                setup.workdir.join("kube-proxy.iptables"),
+                kube_proxy::iptables_restore(&set),
+            ),
+        };
+        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let path = file.display().to_string();
+        let started = Instant::now();
+        match mode {
+            KubeProxyMode::Nftables => {
+                let nft = crate::tools::require("nft").map_err(|e| e.to_string())?;
+                // Set before loading, so that a half-loaded table is still removed.
+                self.nft_table = Some(kube_proxy::NFT_TABLE.to_string());
+                ns_exec(node, &[&nft.display().to_string(), "-f", &path])?;
+            }
+            KubeProxyMode::Iptables => {
+                let restore =
+                    crate::tools::require("iptables-nft-restore").map_err(|e| e.to_string())?;
+                self.ipt_tables = true;
+                ns_exec(
+                    node,
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("{} --noflush < {path}", restore.display()),
+                    ],
+                )?;
+            }
+        }
+        self.load_seconds = Some(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -550,6 +675,14 @@ impl<'a> Running<'a> {
             if let Some(table) = self.nft_table.take() {
                 if let Err(e) = ns_exec(node, &["nft", "delete", "table", "ip", &table]) {
                     result = result.and(Err(e.to_string()));
+                }
+            }
+            if std::mem::take(&mut self.ipt_tables) {
+                // iptables-nft keeps its tables as nftables tables of family ip.
+                for table in ["nat", "filter"] {
+                    if let Err(e) = ns_exec(node, &["nft", "delete", "table", "ip", table]) {
+                        result = result.and(Err(e.to_string()));
+                    }
                 }
             }
             let _ = ns_exec(node, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"]);
@@ -669,7 +802,9 @@ mod tests {
             Kind::WeirSnat.target(),
             Target {
                 dst_ip: WORLD_IP,
-                sink_src: NODE_IP
+                dst_port: UDP_PORT,
+                sink_src: NODE_IP,
+                sink_dst: WORLD_IP,
             }
         );
         assert_eq!(Kind::Weir { rules: 0 }.target().sink_src, GEN_IP);

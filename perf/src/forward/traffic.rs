@@ -68,9 +68,28 @@ pub struct Flow {
 pub struct Target {
     /// The destination address the generator writes.
     pub dst_ip: Ipv4Addr,
+    /// The UDP destination port the generator writes ([`UDP_PORT`] unless a service
+    /// translates it to that).
+    pub dst_port: u16,
     /// The source address a correctly forwarded frame has at the sink: the generator's
     /// own, or the node's when the forwarder translates.
     pub sink_src: Ipv4Addr,
+    /// The destination address a correctly forwarded frame has at the sink: `dst_ip`, or
+    /// the backend's when the forwarder translates a service address. The destination port
+    /// at the sink is always [`UDP_PORT`].
+    pub sink_dst: Ipv4Addr,
+}
+
+impl Target {
+    /// Straight to `dst` on [`UDP_PORT`], from `src`, untranslated.
+    pub fn direct(src: Ipv4Addr, dst: Ipv4Addr) -> Target {
+        Target {
+            dst_ip: dst,
+            dst_port: UDP_PORT,
+            sink_src: src,
+            sink_dst: dst,
+        }
+    }
 }
 
 /// One trial: where to, frame size, offered rate (`None`: as fast as the generator goes),
@@ -337,7 +356,7 @@ impl Engine {
                 ));
             }
         }
-        let template = frame_template(&self.flow, spec.target.dst_ip, len);
+        let template = frame_template(&self.flow, spec.target.dst_ip, spec.target.dst_port, len);
         for &addr in &self.gen_free {
             let frame = self
                 .gen_umem
@@ -493,31 +512,44 @@ impl Seen {
 enum Arrival {
     /// A frame of the trial, as expected; its send time.
     Delivered(u64),
-    /// A frame of the trial with the generator's address where another was expected.
+    /// A frame of the trial with the generator's address where another was expected, or
+    /// still addressed to the destination the generator wrote where a translation to
+    /// another was expected.
     Untranslated,
-    /// A frame of the trial with another source, or a broken IPv4 header checksum.
+    /// A frame of the trial with another source or destination, or a broken IPv4 header
+    /// checksum.
     Mangled,
     /// Not a frame of this trial.
     Foreign,
 }
 
 /// Sorts a frame at the sink: a benchmark frame of trial `tag` (Ethernet, IPv4 without
-/// options, UDP to [`UDP_PORT`], the tag in the payload) is checked against `target`;
-/// `gen_src` is the generator's own address.
+/// options, UDP, the tag in the payload) is checked against `target` (source, destination
+/// address, and destination port [`UDP_PORT`]); `gen_src` is the generator's own address.
 fn arrival(p: &[u8], tag: u16, target: Target, gen_src: Ipv4Addr) -> Arrival {
     if p.len() < MIN_FRAME
         || p[12..14] != [0x08, 0x00]
         || p[23] != 17
-        || p[36..38] != UDP_PORT.to_be_bytes()
         || p[TAG_AT..TAG_AT + 2] != tag.to_be_bytes()
     {
         return Arrival::Foreign;
     }
     let src = Ipv4Addr::new(p[26], p[27], p[28], p[29]);
+    let dst = Ipv4Addr::new(p[30], p[31], p[32], p[33]);
+    let dport = u16::from_be_bytes([p[36], p[37]]);
     if src == gen_src && target.sink_src != gen_src {
         return Arrival::Untranslated;
     }
-    if src != target.sink_src || p[14] != 0x45 || header_sum(&p[14..34]) != 0xffff {
+    let sent_to = (target.dst_ip, target.dst_port);
+    if (dst, dport) == sent_to && sent_to != (target.sink_dst, UDP_PORT) {
+        return Arrival::Untranslated;
+    }
+    if src != target.sink_src
+        || dst != target.sink_dst
+        || dport != UDP_PORT
+        || p[14] != 0x45
+        || header_sum(&p[14..34]) != 0xffff
+    {
         return Arrival::Mangled;
     }
     let mut at = [0u8; 8];
@@ -538,10 +570,10 @@ fn header_sum(header: &[u8]) -> u16 {
     sum as u16
 }
 
-/// An Ethernet + IPv4 + UDP frame of `len` bytes for `flow` to `dst_ip`, payload zeroed;
-/// the UDP checksum is 0 (none, legal over IPv4), so the per-frame fields need no checksum
-/// update.
-pub fn frame_template(flow: &Flow, dst_ip: Ipv4Addr, len: usize) -> Vec<u8> {
+/// An Ethernet + IPv4 + UDP frame of `len` bytes for `flow` to `dst_ip`:`dst_port`, payload
+/// zeroed; the UDP checksum is 0 (none, legal over IPv4), so the per-frame fields need no
+/// checksum update.
+pub fn frame_template(flow: &Flow, dst_ip: Ipv4Addr, dst_port: u16, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
     f[0..6].copy_from_slice(&flow.dst_mac);
     f[6..12].copy_from_slice(&flow.src_mac);
@@ -557,7 +589,7 @@ pub fn frame_template(flow: &Flow, dst_ip: Ipv4Addr, len: usize) -> Vec<u8> {
     let sum = header_sum(&f[14..34]);
     f[24..26].copy_from_slice(&(!sum).to_be_bytes());
     f[34..36].copy_from_slice(&1024u16.to_be_bytes());
-    f[36..38].copy_from_slice(&UDP_PORT.to_be_bytes());
+    f[36..38].copy_from_slice(&dst_port.to_be_bytes());
     f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
     f
 }
@@ -580,7 +612,7 @@ mod tests {
     #[test]
     fn the_template_parses_as_ipv4_udp_with_a_valid_header_checksum() {
         for len in [MIN_FRAME, 512, MAX_FRAME] {
-            let f = frame_template(&flow(), SINK, len);
+            let f = frame_template(&flow(), SINK, UDP_PORT, len);
             let ip = smoltcp::wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
             assert!(ip.verify_checksum(), "{len}");
             assert_eq!(usize::from(ip.total_len()), len - 14);
@@ -592,12 +624,9 @@ mod tests {
 
     #[test]
     fn only_frames_of_the_current_trial_are_counted() {
-        let plain = Target {
-            dst_ip: SINK,
-            sink_src: flow().src_ip,
-        };
+        let plain = Target::direct(flow().src_ip, SINK);
         let gen = flow().src_ip;
-        let mut f = frame_template(&flow(), SINK, MIN_FRAME);
+        let mut f = frame_template(&flow(), SINK, UDP_PORT, MIN_FRAME);
         f[TAG_AT..TAG_AT + 2].copy_from_slice(&7u16.to_be_bytes());
         f[TS_AT..TS_AT + 8].copy_from_slice(&1234u64.to_le_bytes());
         assert_eq!(arrival(&f, 7, plain, gen), Arrival::Delivered(1234));
@@ -621,10 +650,12 @@ mod tests {
         let world = Ipv4Addr::new(198, 18, 100, 1);
         let snat = Target {
             dst_ip: world,
+            dst_port: UDP_PORT,
             sink_src: node,
+            sink_dst: world,
         };
         let gen = flow().src_ip;
-        let mut f = frame_template(&flow(), world, MIN_FRAME);
+        let mut f = frame_template(&flow(), world, UDP_PORT, MIN_FRAME);
         f[TAG_AT..TAG_AT + 2].copy_from_slice(&3u16.to_be_bytes());
         f[TS_AT..TS_AT + 8].copy_from_slice(&99u64.to_le_bytes());
         assert_eq!(arrival(&f, 3, snat, gen), Arrival::Untranslated);
@@ -636,5 +667,41 @@ mod tests {
         translate(&mut f, Ipv4Addr::new(198, 18, 10, 9));
         assert_eq!(arrival(&f, 3, snat, gen), Arrival::Mangled);
         assert_eq!(arrival(&f, 4, snat, gen), Arrival::Foreign);
+    }
+
+    /// Rewrites the destination as a service DNAT would, the header checksum with it.
+    fn dnat(f: &mut [u8], dst: Ipv4Addr, port: u16) {
+        f[30..34].copy_from_slice(&dst.octets());
+        f[36..38].copy_from_slice(&port.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let sum = header_sum(&f[14..34]);
+        f[24..26].copy_from_slice(&(!sum).to_be_bytes());
+    }
+
+    #[test]
+    fn through_a_service_only_frames_translated_to_the_backend_are_delivered() {
+        let gen = flow().src_ip;
+        let vip = Ipv4Addr::new(198, 19, 0, 1);
+        let svc = Target {
+            dst_ip: vip,
+            dst_port: 80,
+            sink_src: gen,
+            sink_dst: SINK,
+        };
+        let mut f = frame_template(&flow(), vip, 80, MIN_FRAME);
+        f[TAG_AT..TAG_AT + 2].copy_from_slice(&5u16.to_be_bytes());
+        f[TS_AT..TS_AT + 8].copy_from_slice(&42u64.to_le_bytes());
+        assert_eq!(arrival(&f, 5, svc, gen), Arrival::Untranslated);
+        dnat(&mut f, SINK, UDP_PORT);
+        assert_eq!(arrival(&f, 5, svc, gen), Arrival::Delivered(42));
+        // The address translated but not the port, or another backend: wrong answers.
+        dnat(&mut f, SINK, 80);
+        assert_eq!(arrival(&f, 5, svc, gen), Arrival::Mangled);
+        dnat(&mut f, Ipv4Addr::new(198, 18, 9, 3), UDP_PORT);
+        assert_eq!(arrival(&f, 5, svc, gen), Arrival::Mangled);
+        // Straight to the sink, a frame that was translated is mangled too.
+        let plain = Target::direct(gen, SINK);
+        dnat(&mut f, SINK, 80);
+        assert_eq!(arrival(&f, 5, plain, gen), Arrival::Mangled);
     }
 }
