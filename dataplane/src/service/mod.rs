@@ -198,7 +198,9 @@ pub enum ServiceError {
         protocol: u8,
         other: String,
     },
-    #[error("service {namespace}/{name}: protocol {protocol} is not TCP (6), UDP (17) or SCTP (132)")]
+    #[error(
+        "service {namespace}/{name}: protocol {protocol} is not TCP (6), UDP (17) or SCTP (132)"
+    )]
     Protocol {
         namespace: String,
         name: String,
@@ -222,6 +224,9 @@ pub struct ServiceTable {
     /// on one worker by their client's port (see `node::steer`), and a flow whose backend
     /// is no longer listed ends.
     endpoints: FxHashSet<AddrPort>,
+    /// The frontend addresses other than node ports' (later fragments to them are
+    /// dropped: they carry no port to look up).
+    addresses: FxHashSet<[u8; 16]>,
     ports: Vec<ServicePort>,
 }
 
@@ -229,7 +234,10 @@ impl ServiceTable {
     /// Compiles `specs`, sharing or deriving backend sets from `previous` (the table built
     /// last time, if any) where the same service port (namespace, name, port name,
     /// protocol) had one.
-    pub fn build(specs: Vec<ServiceSpec>, previous: Option<&ServiceTable>) -> Result<Self, ServiceError> {
+    pub fn build(
+        specs: Vec<ServiceSpec>,
+        previous: Option<&ServiceTable>,
+    ) -> Result<Self, ServiceError> {
         let mut by_name: FxHashMap<(&str, &str, &str, u8), &ServicePort> = FxHashMap::default();
         if let Some(p) = previous {
             for port in &p.ports {
@@ -265,6 +273,9 @@ impl ServiceTable {
                     });
                 }
                 t.frontends.insert(key, (index, f.kind));
+                if f.kind != FrontendKind::NodePort {
+                    t.addresses.insert(key.addr);
+                }
             }
             for b in &spec.backends {
                 t.endpoints.insert(AddrPort {
@@ -329,6 +340,12 @@ impl ServiceTable {
                 port,
                 proto,
             })
+    }
+
+    /// Whether `addr` (key form) is a service address (not counting node ports').
+    #[inline]
+    pub fn is_service_address(&self, addr: &[u8; 16]) -> bool {
+        !self.addresses.is_empty() && self.addresses.contains(addr)
     }
 
     /// Whether there is no frontend at all (the service stages then do nothing).
@@ -423,20 +440,22 @@ mod tests {
         let f = t.frontend(&vip(), 80, TCP).unwrap();
         assert_eq!(f.backends(false).backends.len(), 1);
         assert!(t.is_endpoint(&FlowKey::map_v4([198, 18, 10, 2]), 8080, TCP));
-        let t = ServiceTable::build(vec![spec(vec![backend(2, false, true, false)])], None)
-            .unwrap();
+        let t =
+            ServiceTable::build(vec![spec(vec![backend(2, false, true, false)])], None).unwrap();
         let f = t.frontend(&vip(), 80, TCP).unwrap();
         assert_eq!(f.backends(false).backends.len(), 1, "the terminating one");
         assert!(f.backends(true).backends.is_empty() || !f.port.spec.external_local);
-        assert!(t.frontend(&vip(), 80, UDP).is_none(), "protocol is part of the key");
+        assert!(
+            t.frontend(&vip(), 80, UDP).is_none(),
+            "protocol is part of the key"
+        );
     }
 
     #[test]
     fn an_unchanged_set_is_shared_with_the_previous_table() {
-        let a = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None)
-            .unwrap();
-        let b = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], Some(&a))
-            .unwrap();
+        let a = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None).unwrap();
+        let b =
+            ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], Some(&a)).unwrap();
         assert!(Arc::ptr_eq(&a.ports[0].cluster, &b.ports[0].cluster));
     }
 
@@ -445,6 +464,9 @@ mod tests {
         let mut other = spec(vec![]);
         other.name = "web".into();
         let e = ServiceTable::build(vec![spec(vec![]), other], None).unwrap_err();
-        assert!(e.to_string().contains("already the frontend of shop/api"), "{e}");
+        assert!(
+            e.to_string().contains("already the frontend of shop/api"),
+            "{e}"
+        );
     }
 }
