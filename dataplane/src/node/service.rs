@@ -260,6 +260,7 @@ fn packet(
         }
         _ => {}
     }
+
     let Some(frontend) = services.frontend(&key.dst, key.dst_port, key.proto) else {
         return Next::Forward;
     };
