@@ -173,6 +173,16 @@ pub fn run_in(
         if m.next != Next::Forward || !matches!(m.flow.proto, TCP | UDP | SCTP) {
             continue;
         }
+        // Every entry is keyed by a packet to a frontend port (the client's direction) or
+        // from an endpoint port (the reply's); other packets are not service traffic. A
+        // frontend or endpoint that went away with a new snapshot leaves its entries to
+        // expire (their packets then pass untranslated, as new ones would).
+        if !services.is_frontend_port(m.flow.dst_port)
+            && !services.is_endpoint_port(m.flow.src_port)
+            && !m.has(flags::LATER_FRAGMENT)
+        {
+            continue;
+        }
         if m.has(flags::LATER_FRAGMENT) {
             if services.is_service_address(&m.flow.dst) {
                 m.next = Next::Drop(DropReason::ServiceFragment);

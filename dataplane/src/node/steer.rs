@@ -144,9 +144,9 @@ fn service_client_port(k: &FlowKey, fragment: bool, services: &ServiceTable) -> 
     if fragment || services.is_empty() || !matches!(k.proto, TCP | UDP | SCTP) {
         return None;
     }
-    if services.frontend(&k.dst, k.dst_port, k.proto).is_some()
-        || services.is_endpoint(&k.dst, k.dst_port, k.proto)
-    {
+    let to_frontend = services.is_frontend_port(k.dst_port)
+        && services.frontend(&k.dst, k.dst_port, k.proto).is_some();
+    if to_frontend || services.is_endpoint(&k.dst, k.dst_port, k.proto) {
         return Some(k.src_port);
     }
     services

@@ -227,7 +227,34 @@ pub struct ServiceTable {
     /// The frontend addresses other than node ports' (later fragments to them are
     /// dropped: they carry no port to look up).
     addresses: FxHashSet<[u8; 16]>,
+    /// The ports some frontend listens on, and the ports some endpoint serves on, one bit
+    /// each: most packets are not service traffic, and one bit test tells them so before
+    /// any hash lookup.
+    frontend_ports: PortSet,
+    endpoint_ports: PortSet,
     ports: Vec<ServicePort>,
+}
+
+/// A set of ports as a 65 536-bit map (8 KiB).
+#[derive(Debug, Clone)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl Default for PortSet {
+    fn default() -> Self {
+        PortSet(Box::new([0; 1024]))
+    }
+}
+
+impl PortSet {
+    fn insert(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    /// Whether `port` is in the set.
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
 }
 
 impl ServiceTable {
@@ -273,11 +300,13 @@ impl ServiceTable {
                     });
                 }
                 t.frontends.insert(key, (index, f.kind));
+                t.frontend_ports.insert(f.port);
                 if f.kind != FrontendKind::NodePort {
                     t.addresses.insert(key.addr);
                 }
             }
             for b in &spec.backends {
+                t.endpoint_ports.insert(b.port);
                 t.endpoints.insert(AddrPort {
                     addr: FlowKey::map_ip(b.addr),
                     port: b.port,
@@ -313,10 +342,22 @@ impl ServiceTable {
         Ok(t)
     }
 
+    /// Whether some frontend listens on `port` (a quick test before [`Self::frontend`]).
+    #[inline]
+    pub fn is_frontend_port(&self, port: u16) -> bool {
+        self.frontend_ports.contains(port)
+    }
+
+    /// Whether some endpoint serves on `port` (a quick test before [`Self::is_endpoint`]).
+    #[inline]
+    pub fn is_endpoint_port(&self, port: u16) -> bool {
+        self.endpoint_ports.contains(port)
+    }
+
     /// The frontend at `addr` (key form), `port`, `proto`.
     #[inline]
     pub fn frontend(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<Frontend<'_>> {
-        if self.frontends.is_empty() {
+        if !self.frontend_ports.contains(port) {
             return None;
         }
         let (index, kind) = *self.frontends.get(&AddrPort {
@@ -334,7 +375,7 @@ impl ServiceTable {
     /// Whether `addr`:`port` over `proto` is an endpoint of some service.
     #[inline]
     pub fn is_endpoint(&self, addr: &[u8; 16], port: u16, proto: u8) -> bool {
-        !self.endpoints.is_empty()
+        self.endpoint_ports.contains(port)
             && self.endpoints.contains(&AddrPort {
                 addr: *addr,
                 port,
