@@ -633,3 +633,68 @@ fn an_sctp_association_is_translated_with_its_crc32c_recomputed() {
         bad
     }));
 }
+
+#[test]
+fn an_ipv6_cluster_ip_is_translated_both_ways() {
+    use std::net::Ipv6Addr;
+    let a6: Ipv6Addr = "2001:db8:a::2".parse().unwrap();
+    let b6: Ipv6Addr = "2001:db8:a::3".parse().unwrap();
+    let vip6: Ipv6Addr = "2001:db8:ffff::10".parse().unwrap();
+    let mut b = SnapshotBuilder::new();
+    for (name, ip, i) in [("a", a6, 0x0a), ("b", b6, 0x0b)] {
+        b.pod(PodSpec {
+            namespace: "shop".into(),
+            name: name.into(),
+            interface: format!("veth-{name}"),
+            gateway_mac: GW_MAC,
+            mac: mac(i),
+            ipv4: None,
+            ipv6: Some(ip),
+            mtu: 1500,
+        })
+        .unwrap();
+    }
+    let spec = ServiceSpec {
+        frontends: vec![FrontendSpec {
+            addr: vip6.into(),
+            port: 80,
+            kind: FrontendKind::ClusterIp,
+        }],
+        backends: vec![BackendSpec {
+            addr: b6.into(),
+            ..backend(B4, 8080, true)
+        }],
+        ..service("api6", 6, Vec::new(), Vec::new())
+    };
+    b.services(Arc::new(ServiceTable::build(vec![spec], None).unwrap()));
+    let s = b.build(1).unwrap();
+    let mut d = MemDriver::new(64, 64);
+    run(
+        &mut d,
+        &s,
+        A,
+        &craft::tcp6(mac(0x0a), GW_MAC, a6, vip6, 40000, 80, 90),
+        1,
+    );
+    let out = d.take_tx(B);
+    d.complete_all();
+    assert_eq!(out.len(), 1, "{:?}", d.counters());
+    checksums_verify(&out[0]);
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&out[0][38..54]).unwrap());
+    assert_eq!(dst, b6);
+    assert_eq!(u16::from_be_bytes([out[0][56], out[0][57]]), 8080);
+    run(
+        &mut d,
+        &s,
+        B,
+        &craft::tcp6(mac(0x0b), GW_MAC, b6, a6, 8080, 40000, 90),
+        2,
+    );
+    let back = d.take_tx(A);
+    d.complete_all();
+    assert_eq!(back.len(), 1, "{:?}", d.counters());
+    checksums_verify(&back[0]);
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&back[0][22..38]).unwrap());
+    assert_eq!(src, vip6);
+    assert_eq!(u16::from_be_bytes([back[0][54], back[0][55]]), 80);
+}
