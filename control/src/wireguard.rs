@@ -219,6 +219,16 @@ pub fn remote_nodes(
             ));
         }
         let id = b.node(&node.name, underlay, mac);
+        // The node itself (its kubelet, a node port's client there) is reached directly on
+        // the underlay, in clear: WireGuard carries pod traffic, as Calico's does without
+        // host encryption. Replies to a node port's client on another node need it.
+        b.route(
+            Prefix::host(underlay),
+            NextHop::Remote {
+                node: id,
+                tunnel: Tunnel::None,
+            },
+        );
         let mut nets = Vec::new();
         let mut prefixes = Vec::new();
         for net in prefixes_of(&node.name, cluster, &held, warnings) {

@@ -70,6 +70,10 @@ pub mod flags {
     /// Routed to a remote node over WireGuard: the driver seals it for the node's peer
     /// before it leaves through `out` (the uplink).
     pub const ENCRYPT: u8 = 1 << 5;
+    /// Translated by the service stage (`node::service`): it may leave through the
+    /// interface it came in on (a node port whose endpoint is reached through the uplink, a
+    /// pod reaching itself through its service).
+    pub const SERVICE_NAT: u8 = 1 << 6;
 }
 
 /// Metadata of one packet. Offsets are from the first packet byte.

@@ -122,11 +122,21 @@ pub enum DropReason {
     /// A connection opened from outside to a pod could not be remembered (the worker's
     /// translation table is full).
     SnatTableFull,
+    /// Addressed to a service that has no endpoint to take it (none ready or terminating,
+    /// or with `Local` traffic policy none on this node): answered, like kube-proxy does,
+    /// with a TCP reset or an ICMP port unreachable when the rate limit allows.
+    ServiceNoEndpoints,
+    /// A new connection to a service could not be remembered (the worker's service
+    /// connection table is full even after expired entries were swept).
+    ServiceTableFull,
+    /// A later fragment of a datagram to a service address: it carries no port, and weir
+    /// does not reassemble (the first fragment was translated and forwarded).
+    ServiceFragment,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the order of the counter array).
-    pub const ALL: [DropReason; 47] = [
+    pub const ALL: [DropReason; 50] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::UnknownEthertype,
@@ -174,6 +184,9 @@ impl DropReason {
         DropReason::SnatPortsExhausted,
         DropReason::SnatNoMapping,
         DropReason::SnatTableFull,
+        DropReason::ServiceNoEndpoints,
+        DropReason::ServiceTableFull,
+        DropReason::ServiceFragment,
     ];
 
     /// The reasons the in-memory driver cannot produce from a frame, so that
@@ -184,13 +197,15 @@ impl DropReason {
     /// UMEM); `fill_starved` and `wireguard_no_room` need the free list or a frame to run
     /// out under WireGuard, which the pipeline's MTU checks keep the in-memory driver from;
     /// `snat_table_full` needs 65 536 live inbound flows on one worker (proven by the
-    /// `nat` stage's unit test).
-    pub const NOT_IN_MEMORY: [DropReason; 5] = [
+    /// `nat` stage's unit test); `service_table_full` likewise needs a full service
+    /// connection table (proven by the `service` stage's unit test).
+    pub const NOT_IN_MEMORY: [DropReason; 6] = [
         DropReason::BadDescriptor,
         DropReason::PortDetached,
         DropReason::FillStarved,
         DropReason::WireguardNoRoom,
         DropReason::SnatTableFull,
+        DropReason::ServiceTableFull,
     ];
 
     /// Number of reasons.
@@ -246,6 +261,9 @@ impl DropReason {
             DropReason::SnatPortsExhausted => "snat_ports_exhausted",
             DropReason::SnatNoMapping => "snat_no_mapping",
             DropReason::SnatTableFull => "snat_table_full",
+            DropReason::ServiceNoEndpoints => "service_no_endpoints",
+            DropReason::ServiceTableFull => "service_table_full",
+            DropReason::ServiceFragment => "service_fragment",
         }
     }
 }
@@ -260,14 +278,22 @@ pub enum IcmpErrorKind {
     Unreachable,
     /// ICMPv4 type 3 code 4 / ICMPv6 type 2: fragmentation needed / packet too big.
     TooBig,
+    /// ICMPv4 type 3 code 3 / ICMPv6 type 1 code 4: port unreachable (a UDP or SCTP
+    /// service without endpoints).
+    PortUnreachable,
+    /// Not ICMP: a TCP reset (RFC 9293 §3.10.7.1) answering a connection attempt to a TCP
+    /// service without endpoints, as a closed port answers.
+    Reset,
 }
 
 impl IcmpErrorKind {
     /// Every kind, in counter order.
-    pub const ALL: [IcmpErrorKind; 3] = [
+    pub const ALL: [IcmpErrorKind; 5] = [
         IcmpErrorKind::TimeExceeded,
         IcmpErrorKind::Unreachable,
         IcmpErrorKind::TooBig,
+        IcmpErrorKind::PortUnreachable,
+        IcmpErrorKind::Reset,
     ];
 
     /// The stable metric label.
@@ -276,6 +302,8 @@ impl IcmpErrorKind {
             IcmpErrorKind::TimeExceeded => "time_exceeded",
             IcmpErrorKind::Unreachable => "unreachable",
             IcmpErrorKind::TooBig => "too_big",
+            IcmpErrorKind::PortUnreachable => "port_unreachable",
+            IcmpErrorKind::Reset => "tcp_reset",
         }
     }
 }
@@ -316,7 +344,7 @@ pub struct Counters {
     /// ARP replies and neighbour advertisements sent for the gateway.
     pub neighbor_replies: u64,
     /// ICMP errors sent, by kind.
-    pub icmp_errors: [u64; 3],
+    pub icmp_errors: [u64; IcmpErrorKind::ALL.len()],
     /// ICMP errors not sent because the per-worker rate limit was reached.
     pub icmp_rate_limited: u64,
     /// Frames whose partial (tx-offload) L4 checksum was completed.
@@ -341,7 +369,7 @@ impl Default for Counters {
             handoff_in: 0,
             handoff_out: 0,
             neighbor_replies: 0,
-            icmp_errors: [0; 3],
+            icmp_errors: [0; IcmpErrorKind::ALL.len()],
             icmp_rate_limited: 0,
             checksums_completed: 0,
             policy_classified: 0,

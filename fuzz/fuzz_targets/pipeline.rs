@@ -5,9 +5,10 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
+use weir_dataplane::service::{BackendSpec, FrontendKind, FrontendSpec, ServiceSpec, ServiceTable};
 use weir_dataplane::snapshot::{NextHop, PodSpec, Prefix, Tunnel};
 use weir_dataplane::{Snapshot, SnapshotBuilder};
 use weir_workers::MemDriver;
@@ -43,6 +44,39 @@ fn node() -> &'static Snapshot {
         for (p, nh) in routes {
             b.route(p.parse::<Prefix>().unwrap(), nh);
         }
+        // Services: a cluster IP on pod b (TCP, UDP, SCTP, with a hairpin from b), one
+        // without endpoints, and a node port from the uplink (translated to the node, which
+        // has no SNAT address here).
+        let spec = |name: &str, protocol, addr: &str, port, kind, backends: Vec<BackendSpec>| {
+            ServiceSpec {
+                namespace: "fuzz".into(),
+                name: name.into(),
+                port_name: String::new(),
+                protocol,
+                frontends: vec![FrontendSpec { addr: addr.parse().unwrap(), port, kind }],
+                backends,
+                external_local: false,
+                internal_local: false,
+                affinity_seconds: Some(60),
+            }
+        };
+        let b4 = || {
+            vec![BackendSpec {
+                addr: "198.18.0.11".parse().unwrap(),
+                port: 8080,
+                ready: true,
+                serving: true,
+                terminating: false,
+                local: true,
+            }]
+        };
+        let mut specs = Vec::new();
+        for proto in [6u8, 17, 132] {
+            specs.push(spec("api", proto, "198.19.9.1", 80, FrontendKind::ClusterIp, b4()));
+            specs.push(spec("none", proto, "198.19.9.2", 80, FrontendKind::ClusterIp, vec![]));
+            specs.push(spec("np", proto, "198.19.255.1", 30080, FrontendKind::NodePort, b4()));
+        }
+        b.services(Arc::new(ServiceTable::build(specs, None).unwrap()));
         b.build(1).unwrap()
     })
 }

@@ -4,7 +4,7 @@
 //! replies to connections opened from outside keep the pod's address; the node's own stack
 //! reaches an isolated pod.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use weir_dataplane::craft;
 use weir_dataplane::policy::{
@@ -14,6 +14,9 @@ use weir_dataplane::snapshot::{Mac, NatPool, NextHop, PodSpec, Prefix, SnatConfi
 use weir_dataplane::wire::checksum;
 use weir_dataplane::{DropReason, IfIndex, Snapshot, SnapshotBuilder};
 use weir_workers::MemDriver;
+
+mod common;
+use common::{checksums_verify, v4_dst, v4_src};
 
 const GW_MAC: Mac = [0xee; 6];
 const A_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0a];
@@ -137,58 +140,6 @@ fn only(d: &mut MemDriver, iface: IfIndex) -> Vec<u8> {
     );
     d.complete_all();
     out.pop().unwrap()
-}
-
-/// The L4 checksum of an IPv4 or IPv6 packet in `f` verifies (and the IPv4 header's).
-fn checksums_verify(f: &[u8]) {
-    let ip = &f[14..];
-    let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = if ip[0] >> 4 == 4 {
-        let ihl = usize::from(ip[0] & 0xf) * 4;
-        assert_eq!(checksum::checksum(&ip[..ihl]), 0, "IPv4 header checksum");
-        let len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        (
-            IpAddr::from(<[u8; 4]>::try_from(&ip[12..16]).unwrap()),
-            IpAddr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap()),
-            ip[9],
-            &ip[ihl..len],
-        )
-    } else {
-        let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-        (
-            IpAddr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap()),
-            IpAddr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap()),
-            ip[6],
-            &ip[40..40 + len],
-        )
-    };
-    let pseudo = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) if proto != 1 => {
-            checksum::pseudo_header_v4(s.octets(), d.octets(), proto, l4.len() as u16)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksum::pseudo_header_v6(&s.octets(), &d.octets(), proto, l4.len() as u32)
-        }
-        _ => 0,
-    };
-    assert_eq!(
-        checksum::fold(checksum::sum(l4, pseudo)),
-        0xffff,
-        "L4 checksum of protocol {proto}"
-    );
-}
-
-fn v4_src(f: &[u8]) -> (Ipv4Addr, u16) {
-    (
-        Ipv4Addr::new(f[26], f[27], f[28], f[29]),
-        u16::from_be_bytes([f[34], f[35]]),
-    )
-}
-
-fn v4_dst(f: &[u8]) -> (Ipv4Addr, u16) {
-    (
-        Ipv4Addr::new(f[30], f[31], f[32], f[33]),
-        u16::from_be_bytes([f[36], f[37]]),
-    )
 }
 
 /// A frame from the world (the router) on the uplink.

@@ -13,6 +13,7 @@ use weir_dataplane::policy::{
     Action, Direction, EndpointPolicy, NetSet, PolicyTables, Program, Rule, RuleInfo, Sets, Tier,
     TierEnd,
 };
+use weir_dataplane::service::{FrontendKind, FrontendSpec, ServiceSpec, ServiceTable};
 use weir_dataplane::snapshot::{
     IcmpConfig, Mac, NatPool, NextHop, PeerSpec, PodSpec, Prefix, SnatConfig, Tunnel,
 };
@@ -162,6 +163,26 @@ fn node_builder(icmp: IcmpConfig) -> SnapshotBuilder {
         b.route(p.parse::<Prefix>().unwrap(), nh);
     }
     b.policy(default_policy());
+    // A service without endpoints, TCP and UDP (for `service_no_endpoints` and
+    // `service_fragment`).
+    let empty = |protocol| ServiceSpec {
+        namespace: "shop".into(),
+        name: "empty".into(),
+        port_name: String::new(),
+        protocol,
+        frontends: vec![FrontendSpec {
+            addr: SERVICE_VIP.parse().unwrap(),
+            port: 80,
+            kind: FrontendKind::ClusterIp,
+        }],
+        backends: Vec::new(),
+        external_local: false,
+        internal_local: false,
+        affinity_seconds: None,
+    };
+    b.services(Arc::new(
+        ServiceTable::build(vec![empty(6), empty(17)], None).unwrap(),
+    ));
     b
 }
 
@@ -609,6 +630,9 @@ fn spoofed_sources_are_dropped_and_counted() {
 }
 
 /// Sets the IPv4 header checksum of a frame after a test changed the header.
+/// A cluster IP with no endpoint (see `node_builder`).
+const SERVICE_VIP: &str = "198.19.0.80";
+
 fn fix_v4(f: &mut [u8]) {
     let ihl = usize::from(f[14] & 0xf) * 4;
     f[24..26].copy_from_slice(&[0, 0]);
@@ -777,11 +801,32 @@ fn trigger(reason: DropReason) -> Option<(IfIndex, Vec<u8>)> {
         // A parcel of another snapshot generation waits (see `driver_for`); the ARP request
         // is answered.
         DropReason::HandoffStale => (a, craft::arp_request(A_MAC, A4, GW4)),
+        // A connection attempt to a service without endpoints is answered with a reset.
+        DropReason::ServiceNoEndpoints => (
+            a,
+            craft::tcp4(
+                A_MAC,
+                GW_MAC,
+                A4,
+                SERVICE_VIP.parse().unwrap(),
+                40000,
+                80,
+                54,
+            ),
+        ),
+        DropReason::ServiceFragment => (a, {
+            let mut f = udp4_from_a(SERVICE_VIP);
+            f[20] = 0x00;
+            f[21] = 0x10; // a later fragment (offset 128 bytes)
+            fix_v4(&mut f);
+            f
+        }),
         DropReason::BadDescriptor
         | DropReason::PortDetached
         | DropReason::FillStarved
         | DropReason::WireguardNoRoom
-        | DropReason::SnatTableFull => return None,
+        | DropReason::SnatTableFull
+        | DropReason::ServiceTableFull => return None,
     })
 }
 

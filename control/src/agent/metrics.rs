@@ -390,6 +390,19 @@ fn worker_families(
         "Frames dropped, by reason.",
         drops,
     )?;
+    let mut icmp = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        for kind in weir_dataplane::IcmpErrorKind::ALL {
+            icmp.push((worker_and("kind", i, kind.name()), r.pipeline.icmp_sent(kind)));
+        }
+    }
+    counters(
+        encoder,
+        "weir_icmp_errors_total",
+        "Errors sent in place of a dropped packet, by kind (ICMP errors, and TCP resets \
+         from services without endpoints).",
+        icmp,
+    )?;
     let mut rings = BTreeMap::new();
     for (i, r) in reports.iter().enumerate() {
         for p in &r.ports {

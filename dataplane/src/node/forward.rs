@@ -116,7 +116,7 @@ fn resolve(snapshot: &Snapshot, m: &mut Meta, nh: u32) -> Next {
         AdjacencyAction::NeighborUnresolved => return Next::Drop(DropReason::NeighborUnresolved),
         AdjacencyAction::NoHostInterface => return Next::Drop(DropReason::NoRoute),
     }
-    if adj.out == m.ingress {
+    if adj.out == m.ingress && !m.has(flags::SERVICE_NAT) {
         return Next::Drop(DropReason::Hairpin);
     }
     m.out = adj.out;

@@ -9,6 +9,10 @@
 //!   dropped; the error took its frame).
 //! - Next: `Tx(ingress)`, or `Drop(reason)` when no error may or can be sent.
 //!
+//! For a service without endpoints (`node::service`), the answer is what a closed port
+//! sends: an ICMP port unreachable from the service's address for UDP and SCTP, a TCP
+//! reset from the service's address and port for TCP ([`IcmpErrorKind::Reset`]).
+//!
 //! When an error must not be sent (RFC 1812 §4.3.2.7, RFC 4443 §2.4(e)): for an ICMP error
 //! message, for a non-first fragment, or when the bucket is empty. Sources and multicast
 //! destinations never reach this stage (parse drops them). The payload is as much of the
@@ -98,8 +102,9 @@ pub fn run(
             .map(|a| a.mtu)
             .or_else(|| snapshot.interface(m.out).map(|i| i.mtu))
             .unwrap_or(0);
-        let built = match m.kind {
-            L3Kind::Ipv4 => build_v4(region, frame, m, kind, iface.mac, snapshot, out_mtu),
+        let built = match (kind, m.kind) {
+            (IcmpErrorKind::Reset, _) => build_reset(region, frame, m, iface.mac),
+            (_, L3Kind::Ipv4) => build_v4(region, frame, m, kind, iface.mac, snapshot, out_mtu),
             _ => build_v6(region, frame, m, kind, iface.mac, snapshot, out_mtu),
         };
         if built {
@@ -143,6 +148,19 @@ fn build_v4(
             let mtu = mtu.to_be_bytes();
             (3, 4, [0, 0, mtu[0], mtu[1]])
         }
+        IcmpErrorKind::PortUnreachable | IcmpErrorKind::Reset => (3, 3, [0; 4]),
+    };
+    // A port unreachable comes from the address the datagram was sent to (a service's
+    // frontend), as a host's own does; other errors from the gateway, a router's.
+    let source = if kind == IcmpErrorKind::PortUnreachable {
+        [
+            m.flow.dst[12],
+            m.flow.dst[13],
+            m.flow.dst[14],
+            m.flow.dst[15],
+        ]
+    } else {
+        snapshot.icmp.source_v4.octets()
     };
     let ip = &mut data[14..34];
     ip.copy_from_slice(&[0; 20]);
@@ -151,7 +169,7 @@ fn build_v4(
     ip[2..4].copy_from_slice(&((HDR + quoted) as u16).to_be_bytes());
     ip[8] = 64;
     ip[9] = 1;
-    ip[12..16].copy_from_slice(&snapshot.icmp.source_v4.octets());
+    ip[12..16].copy_from_slice(&source);
     ip[16..20].copy_from_slice(&m.flow.src[12..16]);
     let c = checksum::checksum(ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -190,8 +208,13 @@ fn build_v6(
         IcmpErrorKind::TimeExceeded => (3, 0, [0; 4]),
         IcmpErrorKind::Unreachable => (1, 0, [0; 4]),
         IcmpErrorKind::TooBig => (2, 0, u32::from(mtu).to_be_bytes()),
+        IcmpErrorKind::PortUnreachable | IcmpErrorKind::Reset => (1, 4, [0; 4]),
     };
-    let src = snapshot.icmp.source_v6.octets();
+    let src = if kind == IcmpErrorKind::PortUnreachable {
+        m.flow.dst
+    } else {
+        snapshot.icmp.source_v6.octets()
+    };
     let ip = &mut data[14..54];
     ip.copy_from_slice(&[0; 40]);
     ip[0] = 0x60;
@@ -208,6 +231,92 @@ fn build_v6(
     let pseudo = checksum::pseudo_header_v6(&src, &m.flow.src, 58, (8 + quoted) as u32);
     let c = !checksum::fold(checksum::sum(msg, pseudo));
     msg[2..4].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Turns a TCP segment into the reset that answers it (RFC 9293 §3.10.7.1, a segment to
+/// a CLOSED port: "If the ACK bit is off, sequence number zero is used, <SEQ=0>
+/// <ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; if the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>"),
+/// from the address and port it was sent to, in place: Ethernet, a fresh IP header
+/// (options and extension headers dropped) and a 20-byte TCP header. A reset is never
+/// answered. False (the caller drops) when the segment is too short or a reset.
+fn build_reset(
+    region: &mut FrameRegion<'_>,
+    frame: &mut Frame,
+    m: &Meta,
+    our_mac: [u8; 6],
+) -> bool {
+    let (l3, l4) = (usize::from(m.l3), usize::from(m.l4));
+    let data = region.data(frame);
+    if m.flow.proto != 6 || data.len() < l4 + 20 || l4 < l3 {
+        return false;
+    }
+    let seq = u32::from_be_bytes([data[l4 + 4], data[l4 + 5], data[l4 + 6], data[l4 + 7]]);
+    let ack = u32::from_be_bytes([data[l4 + 8], data[l4 + 9], data[l4 + 10], data[l4 + 11]]);
+    let offset = usize::from(data[l4 + 12] >> 4) * 4;
+    let tcp_flags = data[l4 + 13];
+    if tcp_flags & 0x04 != 0 {
+        return false;
+    }
+    let payload = usize::from(m.ip_len).saturating_sub((l4 - l3) + offset);
+    // SYN and FIN each take a sequence number.
+    let seg_len =
+        payload as u32 + u32::from(tcp_flags & 0x02 != 0) + u32::from(tcp_flags & 0x01 != 0);
+    let (rst_seq, rst_ack, rst_flags) = if tcp_flags & 0x10 != 0 {
+        (ack, 0, 0x04)
+    } else {
+        (0, seq.wrapping_add(seg_len), 0x14)
+    };
+    let mut to_mac = [0u8; 6];
+    to_mac.copy_from_slice(&data[6..12]);
+    let v4 = m.kind == L3Kind::Ipv4;
+    let ip_len = if v4 { 20 } else { 40 };
+    if 14 + ip_len + 20 > data.len() {
+        return false;
+    }
+    frame.truncate(14 + ip_len + 20);
+    let data = region.data_mut(frame);
+    data[0..6].copy_from_slice(&to_mac);
+    data[6..12].copy_from_slice(&our_mac);
+    let (src, dst) = (m.flow.dst, m.flow.src);
+    let pseudo = if v4 {
+        data[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut data[14..34];
+        ip.copy_from_slice(&[0; 20]);
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[6] = 0x40; // DF
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&src[12..]);
+        ip[16..20].copy_from_slice(&dst[12..]);
+        let c = checksum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let s4 = [src[12], src[13], src[14], src[15]];
+        let d4 = [dst[12], dst[13], dst[14], dst[15]];
+        checksum::pseudo_header_v4(s4, d4, 6, 20)
+    } else {
+        data[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        let ip = &mut data[14..54];
+        ip.copy_from_slice(&[0; 40]);
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+        ip[6] = 6;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&src);
+        ip[24..40].copy_from_slice(&dst);
+        checksum::pseudo_header_v6(&src, &dst, 6, 20)
+    };
+    let tcp = &mut data[14 + ip_len..14 + ip_len + 20];
+    tcp.copy_from_slice(&[0; 20]);
+    tcp[0..2].copy_from_slice(&m.flow.dst_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&m.flow.src_port.to_be_bytes());
+    tcp[4..8].copy_from_slice(&rst_seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&rst_ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = rst_flags;
+    let c = !checksum::fold(checksum::sum(tcp, pseudo));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
     true
 }
 

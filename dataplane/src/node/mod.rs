@@ -3,9 +3,11 @@
 //! ```text
 //!  parse -> antispoof -> neighbor (ARP/NDP for the gateway) -> Tx(ingress)
 //!                     \-> steer (another worker owns the flow) -> Steer(worker)
-//!                     \-> nat_in (replies to SNAT) -> forward (TTL, LPM, next hop, MTU)
-//!                           -> policy -> nat_out (SNAT to the world) -> rewrite -> Tx(out)
-//!                                 forward \-> icmp (errors, rate limited) -> Tx(ingress)
+//!                     \-> service_in (DNAT to an endpoint; replies back)
+//!                           -> nat_in (replies to SNAT) -> forward (TTL, LPM, next hop, MTU)
+//!                           -> policy -> service_out (source of replies, hairpin, eTP
+//!                              Cluster) -> nat_out (SNAT to the world) -> rewrite -> Tx(out)
+//!                  forward, service_in \-> icmp (errors, resets, rate limited) -> Tx(ingress)
 //!  any stage -> Drop(reason)
 //!  Tx(out) / Steer / Drop -> output (send here / seal for a peer / hand off / unowned)
 //!    -> the driver
@@ -16,9 +18,9 @@
 //! returns every packet is at `Tx` or `Drop`. [`Pipeline::output`] then turns each into an
 //! [`output::Action`] from what the worker owns, and the driver executes the plan.
 //!
-//! `nat_in` and `nat_out` act on the packets at `Forward` and `Rewrite` (they need no
-//! `Next` of their own). Service NAT and encapsulation (VXLAN) slot in between `antispoof`
-//! and `rewrite` as their work lands.
+//! `service_in`, `nat_in`, `service_out` and `nat_out` act on the packets at `Forward`
+//! and `Rewrite` (they need no `Next` of their own). Encapsulation (VXLAN) slots in between
+//! `antispoof` and `rewrite` as its work lands.
 
 pub mod antispoof;
 pub mod forward;
@@ -29,6 +31,7 @@ pub mod output;
 pub mod parse;
 pub mod policy;
 pub mod rewrite;
+pub mod service;
 pub mod steer;
 
 use crate::batch::Batch;
@@ -46,6 +49,7 @@ pub struct Pipeline {
     scratch: Box<forward::Scratch>,
     policy: Box<policy::PolicyState>,
     nat: Box<nat::NatTable>,
+    service: Box<service::ServiceState>,
     /// This worker's number and the number of workers (see [`steer`]).
     worker: u16,
     workers: u16,
@@ -71,6 +75,7 @@ impl Pipeline {
             scratch: Box::default(),
             policy: Box::new(policy::PolicyState::with_conntrack(config)),
             nat: Box::default(),
+            service: Box::default(),
             worker: 0,
             workers: 1,
         }
@@ -85,6 +90,7 @@ impl Pipeline {
     /// If `worker >= workers`.
     pub fn set_worker(&mut self, worker: u16, workers: u16) {
         *self.nat = nat::NatTable::new(worker, workers);
+        *self.service = service::ServiceState::default();
         self.worker = worker;
         self.workers = workers;
     }
@@ -92,6 +98,16 @@ impl Pipeline {
     /// This worker's number and the number of workers.
     pub fn worker(&self) -> (u16, u16) {
         (self.worker, self.workers)
+    }
+
+    /// This worker's service connections.
+    pub fn service_state(&self) -> &service::ServiceState {
+        &self.service
+    }
+
+    /// Replaces this worker's service connection table (tests size it small).
+    pub fn set_service_state(&mut self, state: service::ServiceState) {
+        *self.service = state;
     }
 
     /// This worker's source NAT translations.
@@ -120,6 +136,15 @@ impl Pipeline {
             let config = steer::SteerConfig::new(snapshot, self.workers);
             steer::run(region, frames, meta, handed, &config, self.worker);
         }
+        service::run_in(
+            region,
+            frames,
+            meta,
+            snapshot,
+            &mut self.service,
+            &mut self.nat,
+            now_ns,
+        );
         nat::run_in(region, frames, meta, snapshot, &mut self.nat, now_ns);
         forward::run(frames, meta, snapshot, &mut self.scratch);
         icmp::run(
@@ -140,6 +165,7 @@ impl Pipeline {
             &mut self.counters,
             now_ns,
         );
+        service::run_out(region, frames, meta, &mut self.service);
         nat::run_out(region, frames, meta, snapshot, &mut self.nat, now_ns);
         rewrite::run(region, frames, meta, snapshot);
     }

@@ -52,6 +52,7 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
+const SCTP: u8 = 132;
 
 const SEC: u64 = 1_000_000_000;
 const UDP_TIMEOUT: u64 = 120 * SEC;
@@ -178,6 +179,32 @@ impl NatTable {
             return Some(port as u16);
         }
         None
+    }
+
+    /// A port of this worker for a service flow translated to the node's address (see
+    /// `node::service`): claimed in the same slots as source NAT's, so the two never hand
+    /// out one port twice. `key` is the flow as it leaves the service stage (the client's
+    /// source, the backend's destination); the slot is refreshed by [`NatTable::touch`].
+    pub(crate) fn claim(
+        &mut self,
+        range: (u16, u16),
+        key: &FlowKey,
+        now_ns: u64,
+        expires_ns: u64,
+    ) -> Option<u16> {
+        self.prepare(range);
+        self.allocate(key, key.is_v4(), now_ns, expires_ns)
+    }
+
+    /// Extends the claim on `port` held by `key` (a no-op if it is not `key`'s).
+    pub(crate) fn touch(&mut self, port: u16, key: &FlowKey, expires_ns: u64) {
+        let space = Self::space(key.is_v4(), key.proto);
+        let index = usize::from(port.wrapping_sub(self.range.0));
+        if let Some(slot) = self.slots[space].get_mut(index) {
+            if slot.key == *key {
+                slot.expires_ns = expires_ns;
+            }
+        }
     }
 
     /// Drops inbound entries that have expired (at most once a second).
@@ -385,7 +412,7 @@ fn reply_port(m: &Meta) -> Option<u16> {
 }
 
 /// When a translation touched by this packet expires.
-fn expiry(data: &[u8], m: &Meta, now_ns: u64) -> u64 {
+pub(crate) fn expiry(data: &[u8], m: &Meta, now_ns: u64) -> u64 {
     now_ns
         + match m.flow.proto {
             TCP => {
@@ -398,12 +425,15 @@ fn expiry(data: &[u8], m: &Meta, now_ns: u64) -> u64 {
                 }
             }
             UDP => UDP_TIMEOUT,
+            // An SCTP association lives as long as a TCP connection.
+            SCTP => TCP_TIMEOUT,
             _ => ICMP_TIMEOUT,
         }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+/// Which end of a packet a translation rewrites.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Side {
     Source,
     Destination,
 }
@@ -413,6 +443,27 @@ enum Side {
 /// `Destination`), with the checksums; false (nothing written) if the headers are not
 /// where `m` says.
 fn translate(data: &mut [u8], m: &mut Meta, to: &FlowKey, side: Side) -> bool {
+    let new_port = match (m.flow.proto, side) {
+        (TCP | UDP, _) => to.src_port,
+        // The echo identifier: the pod's choice (`Destination`, the echo reply) or the
+        // node's (`Source`).
+        _ => to.dst_port,
+    };
+    set_endpoint(data, m, side, &to.src, new_port)
+}
+
+/// Rewrites the source or destination address and port (TCP, UDP, SCTP) or echo
+/// identifier (ICMP, ICMPv6) of the packet to `addr` (key form) and `port`, the checksums
+/// with them (incrementally for IP, TCP, UDP and ICMP, RFC 1624; SCTP's CRC32c again when
+/// a port changes, RFC 9260 §6.8, as it covers no address), and `m.flow`. False (nothing
+/// written) if the headers are not where `m` says or the protocol has no ports.
+pub(crate) fn set_endpoint(
+    data: &mut [u8],
+    m: &mut Meta,
+    side: Side,
+    addr: &[u8; 16],
+    new_port: u16,
+) -> bool {
     let (l3, l4) = (usize::from(m.l3), usize::from(m.l4));
     let v4 = m.kind == L3Kind::Ipv4;
     let (addr_at, addr_len) = match (v4, side) {
@@ -421,22 +472,24 @@ fn translate(data: &mut [u8], m: &mut Meta, to: &FlowKey, side: Side) -> bool {
         (false, Side::Source) => (l3 + 8, 16),
         (false, Side::Destination) => (l3 + 24, 16),
     };
-    let new_addr: &[u8] = if v4 { &to.src[12..] } else { &to.src[..] };
+    let new_addr: &[u8] = if v4 { &addr[12..] } else { &addr[..] };
+    let port_off = if side == Side::Source { 0 } else { 2 };
     let (port_at, check_at, pseudo) = match m.flow.proto {
-        TCP => (l4 + if side == Side::Source { 0 } else { 2 }, l4 + 16, true),
-        UDP => (l4 + if side == Side::Source { 0 } else { 2 }, l4 + 6, true),
+        TCP => (l4 + port_off, l4 + 16, true),
+        UDP => (l4 + port_off, l4 + 6, true),
+        // SCTP's checksum is recomputed below (offset 8, four bytes).
+        SCTP => (l4 + port_off, l4 + 8, false),
         // The echo identifier; ICMPv6's checksum covers a pseudo-header, ICMPv4's does not.
         ICMP => (l4 + 4, l4 + 2, false),
         ICMPV6 => (l4 + 4, l4 + 2, true),
         _ => return false,
     };
-    let new_port = match (m.flow.proto, side) {
-        (TCP | UDP, _) => to.src_port,
-        (_, Side::Source) => to.dst_port,
-        // The echo reply carries the identifier the pod chose.
-        (_, Side::Destination) => to.dst_port,
+    let end = if m.flow.proto == SCTP {
+        (l3 + usize::from(m.ip_len)).min(data.len())
+    } else {
+        check_at + 2
     };
-    if data.len() < addr_at + addr_len || data.len() < check_at + 2 || data.len() < port_at + 2 {
+    if data.len() < addr_at + addr_len || end < check_at + 2 || data.len() < port_at + 2 {
         return false;
     }
     let old_port = u16::from_be_bytes([data[port_at], data[port_at + 1]]);
@@ -465,23 +518,28 @@ fn translate(data: &mut [u8], m: &mut Meta, to: &FlowKey, side: Side) -> bool {
     }
     data[addr_at..addr_at + addr_len].copy_from_slice(new_addr);
     data[port_at..port_at + 2].copy_from_slice(&new_port.to_be_bytes());
-    if !udp_none {
+    if m.flow.proto == SCTP {
+        if old_port != new_port {
+            crate::wire::sctp::set_checksum(&mut data[l4..end]);
+        }
+    } else if !udp_none {
         data[check_at..check_at + 2].copy_from_slice(&l4_check.to_be_bytes());
     }
     if v4 {
         data[l3 + 10..l3 + 12].copy_from_slice(&ip_check.to_be_bytes());
     }
+    let ported = matches!(m.flow.proto, TCP | UDP | SCTP);
     match side {
         Side::Source => {
-            m.flow.src = to.src;
-            if m.flow.proto == TCP || m.flow.proto == UDP {
+            m.flow.src = *addr;
+            if ported {
                 m.flow.src_port = new_port;
             } else {
                 m.flow.dst_port = new_port;
             }
         }
         Side::Destination => {
-            m.flow.dst = to.src;
+            m.flow.dst = *addr;
             m.flow.dst_port = new_port;
         }
     }

@@ -52,27 +52,31 @@
 use crate::batch::{flags, IfIndex, Meta, Next};
 use crate::flow::FlowKey;
 use crate::frame::{Frame, FrameRegion};
+use crate::service::ServiceTable;
 use crate::snapshot::Snapshot;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
+const SCTP: u8 = 132;
 
 /// What the owner of a packet depends on, taken from one snapshot: the number of workers,
-/// the uplink, and source NAT's addresses and port range. Built per batch (a few copies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SteerConfig {
+/// the uplink, source NAT's addresses and port range, and the services. Built per batch
+/// (a few copies).
+#[derive(Debug, Clone, Copy)]
+pub struct SteerConfig<'a> {
     workers: u16,
     uplink: Option<IfIndex>,
     snat_v4: Option<[u8; 16]>,
     snat_v6: Option<[u8; 16]>,
     ports: (u16, u16),
+    services: &'a ServiceTable,
 }
 
-impl SteerConfig {
+impl<'a> SteerConfig<'a> {
     /// The configuration for `snapshot` on `workers` workers (0 is taken as 1).
-    pub fn new(snapshot: &Snapshot, workers: u16) -> Self {
+    pub fn new(snapshot: &'a Snapshot, workers: u16) -> Self {
         let snat = snapshot.snat.as_ref().filter(|_| snapshot.uplink.is_some());
         SteerConfig {
             workers: workers.max(1),
@@ -80,6 +84,7 @@ impl SteerConfig {
             snat_v4: snat.and_then(|s| s.v4).map(|a| FlowKey::map_v4(a.octets())),
             snat_v6: snat.and_then(|s| s.v6).map(|a| a.octets()),
             ports: snat.map_or((1, 0), |s| s.ports),
+            services: &snapshot.services,
         }
     }
 
@@ -100,7 +105,7 @@ impl SteerConfig {
 /// The worker that owns the flow of the packet `m` (received on `m.ingress`, parsed),
 /// from the data of its frame `data` (read only for ICMP errors). Always `< workers`.
 #[inline]
-pub fn owner(data: &[u8], m: &Meta, config: &SteerConfig) -> u16 {
+pub fn owner(data: &[u8], m: &Meta, config: &SteerConfig<'_>) -> u16 {
     let n = config.workers;
     if n <= 1 {
         return 0;
@@ -123,7 +128,30 @@ pub fn owner(data: &[u8], m: &Meta, config: &SteerConfig) -> u16 {
             }
         }
     }
+    if let Some(port) = service_client_port(&m.flow, m.has(flags::FRAGMENT), config.services) {
+        return port % n;
+    }
     flow_owner(&m.flow, m.has(flags::FRAGMENT), n)
+}
+
+/// For service traffic (see `node::service`), the client's port, which places the
+/// connection: the source port of a packet to a frontend or to an endpoint, the
+/// destination port of a packet from an endpoint. `None` for other traffic, and for
+/// fragments (a later fragment has no port; the first one of a datagram to a service is
+/// placed by its ports like any other).
+#[inline]
+fn service_client_port(k: &FlowKey, fragment: bool, services: &ServiceTable) -> Option<u16> {
+    if fragment || services.is_empty() || !matches!(k.proto, TCP | UDP | SCTP) {
+        return None;
+    }
+    let to_frontend = services.is_frontend_port(k.dst_port)
+        && services.frontend(&k.dst, k.dst_port, k.proto).is_some();
+    if to_frontend || services.is_endpoint(&k.dst, k.dst_port, k.proto) {
+        return Some(k.src_port);
+    }
+    services
+        .is_endpoint(&k.src, k.src_port, k.proto)
+        .then_some(k.dst_port)
 }
 
 /// The owner by symmetric hash of `key` (see the module doc for ICMP and fragments).
@@ -153,7 +181,7 @@ pub fn run(
     frames: &[Frame],
     meta: &mut [Meta],
     handed: usize,
-    config: &SteerConfig,
+    config: &SteerConfig<'_>,
     me: u16,
 ) {
     if config.workers <= 1 {
@@ -204,7 +232,7 @@ mod tests {
         m
     }
 
-    fn config(workers: u16) -> SteerConfig {
+    fn config(workers: u16) -> SteerConfig<'static> {
         let mut b = SnapshotBuilder::new();
         let up = b.uplink("up0", [2, 0, 0, 0, 0, 1], 1500).unwrap();
         assert_eq!(up, 0);
@@ -215,7 +243,7 @@ mod tests {
             ports: SNAT_PORTS,
             pools: Vec::new(),
         });
-        SteerConfig::new(&s, workers)
+        SteerConfig::new(Box::leak(Box::new(s)), workers)
     }
 
     #[test]

@@ -198,7 +198,9 @@ pub enum ServiceError {
         protocol: u8,
         other: String,
     },
-    #[error("service {namespace}/{name}: protocol {protocol} is not TCP (6), UDP (17) or SCTP (132)")]
+    #[error(
+        "service {namespace}/{name}: protocol {protocol} is not TCP (6), UDP (17) or SCTP (132)"
+    )]
     Protocol {
         namespace: String,
         name: String,
@@ -222,14 +224,47 @@ pub struct ServiceTable {
     /// on one worker by their client's port (see `node::steer`), and a flow whose backend
     /// is no longer listed ends.
     endpoints: FxHashSet<AddrPort>,
+    /// The frontend addresses other than node ports' (later fragments to them are
+    /// dropped: they carry no port to look up).
+    addresses: FxHashSet<[u8; 16]>,
+    /// The ports some frontend listens on, and the ports some endpoint serves on, one bit
+    /// each: most packets are not service traffic, and one bit test tells them so before
+    /// any hash lookup.
+    frontend_ports: PortSet,
+    endpoint_ports: PortSet,
     ports: Vec<ServicePort>,
+}
+
+/// A set of ports as a 65 536-bit map (8 KiB).
+#[derive(Debug, Clone)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl Default for PortSet {
+    fn default() -> Self {
+        PortSet(Box::new([0; 1024]))
+    }
+}
+
+impl PortSet {
+    fn insert(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    /// Whether `port` is in the set.
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
 }
 
 impl ServiceTable {
     /// Compiles `specs`, sharing or deriving backend sets from `previous` (the table built
     /// last time, if any) where the same service port (namespace, name, port name,
     /// protocol) had one.
-    pub fn build(specs: Vec<ServiceSpec>, previous: Option<&ServiceTable>) -> Result<Self, ServiceError> {
+    pub fn build(
+        specs: Vec<ServiceSpec>,
+        previous: Option<&ServiceTable>,
+    ) -> Result<Self, ServiceError> {
         let mut by_name: FxHashMap<(&str, &str, &str, u8), &ServicePort> = FxHashMap::default();
         if let Some(p) = previous {
             for port in &p.ports {
@@ -265,8 +300,13 @@ impl ServiceTable {
                     });
                 }
                 t.frontends.insert(key, (index, f.kind));
+                t.frontend_ports.insert(f.port);
+                if f.kind != FrontendKind::NodePort {
+                    t.addresses.insert(key.addr);
+                }
             }
             for b in &spec.backends {
+                t.endpoint_ports.insert(b.port);
                 t.endpoints.insert(AddrPort {
                     addr: FlowKey::map_ip(b.addr),
                     port: b.port,
@@ -302,10 +342,22 @@ impl ServiceTable {
         Ok(t)
     }
 
+    /// Whether some frontend listens on `port` (a quick test before [`Self::frontend`]).
+    #[inline]
+    pub fn is_frontend_port(&self, port: u16) -> bool {
+        self.frontend_ports.contains(port)
+    }
+
+    /// Whether some endpoint serves on `port` (a quick test before [`Self::is_endpoint`]).
+    #[inline]
+    pub fn is_endpoint_port(&self, port: u16) -> bool {
+        self.endpoint_ports.contains(port)
+    }
+
     /// The frontend at `addr` (key form), `port`, `proto`.
     #[inline]
     pub fn frontend(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<Frontend<'_>> {
-        if self.frontends.is_empty() {
+        if !self.frontend_ports.contains(port) {
             return None;
         }
         let (index, kind) = *self.frontends.get(&AddrPort {
@@ -323,12 +375,18 @@ impl ServiceTable {
     /// Whether `addr`:`port` over `proto` is an endpoint of some service.
     #[inline]
     pub fn is_endpoint(&self, addr: &[u8; 16], port: u16, proto: u8) -> bool {
-        !self.endpoints.is_empty()
+        self.endpoint_ports.contains(port)
             && self.endpoints.contains(&AddrPort {
                 addr: *addr,
                 port,
                 proto,
             })
+    }
+
+    /// Whether `addr` (key form) is a service address (not counting node ports').
+    #[inline]
+    pub fn is_service_address(&self, addr: &[u8; 16]) -> bool {
+        !self.addresses.is_empty() && self.addresses.contains(addr)
     }
 
     /// Whether there is no frontend at all (the service stages then do nothing).
@@ -423,20 +481,22 @@ mod tests {
         let f = t.frontend(&vip(), 80, TCP).unwrap();
         assert_eq!(f.backends(false).backends.len(), 1);
         assert!(t.is_endpoint(&FlowKey::map_v4([198, 18, 10, 2]), 8080, TCP));
-        let t = ServiceTable::build(vec![spec(vec![backend(2, false, true, false)])], None)
-            .unwrap();
+        let t =
+            ServiceTable::build(vec![spec(vec![backend(2, false, true, false)])], None).unwrap();
         let f = t.frontend(&vip(), 80, TCP).unwrap();
         assert_eq!(f.backends(false).backends.len(), 1, "the terminating one");
         assert!(f.backends(true).backends.is_empty() || !f.port.spec.external_local);
-        assert!(t.frontend(&vip(), 80, UDP).is_none(), "protocol is part of the key");
+        assert!(
+            t.frontend(&vip(), 80, UDP).is_none(),
+            "protocol is part of the key"
+        );
     }
 
     #[test]
     fn an_unchanged_set_is_shared_with_the_previous_table() {
-        let a = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None)
-            .unwrap();
-        let b = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], Some(&a))
-            .unwrap();
+        let a = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None).unwrap();
+        let b =
+            ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], Some(&a)).unwrap();
         assert!(Arc::ptr_eq(&a.ports[0].cluster, &b.ports[0].cluster));
     }
 
@@ -445,6 +505,9 @@ mod tests {
         let mut other = spec(vec![]);
         other.name = "web".into();
         let e = ServiceTable::build(vec![spec(vec![]), other], None).unwrap_err();
-        assert!(e.to_string().contains("already the frontend of shop/api"), "{e}");
+        assert!(
+            e.to_string().contains("already the frontend of shop/api"),
+            "{e}"
+        );
     }
 }

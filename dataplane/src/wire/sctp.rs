@@ -121,6 +121,31 @@ impl<T: AsRef<[u8]>> SctpPacket<T> {
     }
 }
 
+/// Writes the checksum of the SCTP packet `packet` (common header and chunks): CRC32c
+/// over the packet with the checksum field zero, stored least significant byte first, as
+/// RFC 9260 Appendix A's reference code and Linux (`sctp_compute_cksum`) do. A slice
+/// shorter than the common header is left as is.
+pub fn set_checksum(packet: &mut [u8]) {
+    if packet.len() < HEADER_LEN {
+        return;
+    }
+    packet[field::CHECKSUM].copy_from_slice(&[0; 4]);
+    let crc = crc32c::crc32c(packet);
+    packet[field::CHECKSUM].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether the checksum of `packet` verifies (see [`set_checksum`]).
+pub fn checksum_ok(packet: &[u8]) -> bool {
+    if packet.len() < HEADER_LEN {
+        return false;
+    }
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(&packet[field::CHECKSUM]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&packet[..8]), &[0; 4]);
+    let crc = crc32c::crc32c_append(crc, &packet[HEADER_LEN..]);
+    crc.to_le_bytes() == stored
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> SctpPacket<T> {
     /// Sets the source port number.
     #[inline]

@@ -1,0 +1,391 @@
+//! Stages `service_in` and `service_out`: Kubernetes Services (cluster IPs, node ports,
+//! load balancer and external IPs) translated to their endpoints, with the translations
+//! held per worker in a connection table, as kube-proxy does through the kernel's
+//! conntrack.
+//!
+//! - `service_in` runs after `steer` and before `nat_in` and `forward`, on the packets at
+//!   `Forward` (TCP, UDP and SCTP). Reads: `flow`, `ingress`, `flags`, `l3`, `l4`, the
+//!   frame's TCP flags. Writes: the destination address and port (and for replies the
+//!   destination back to the client), the checksums (incrementally, RFC 1624; SCTP's CRC32c
+//!   again), `flow`, `flags::SERVICE_NAT`, and what `service_out` must do. Next: unchanged
+//!   (`Forward`: routed to the endpoint, so policy sees the pod's address, as Kubernetes
+//!   requires), `IcmpError(Reset | PortUnreachable, ServiceNoEndpoints)`, or
+//!   `Drop(ServiceTableFull | ServiceFragment | SnatUnavailable | SnatPortsExhausted)`.
+//! - `service_out` runs after `policy` and before `nat_out`, on the packets at `Rewrite`
+//!   that `service_in` marked: it rewrites the source, to the node's address for a
+//!   connection from outside to an `externalTrafficPolicy: Cluster` service, to the
+//!   service's address for a hairpin (a pod reaching itself through its service), and on
+//!   replies back to the service's address and port. Policy saw the addresses before
+//!   these rewrites: the client's and the endpoint's.
+//!
+//! # A connection
+//!
+//! The first packet of a connection to a frontend picks an endpoint: with `ClientIP`
+//! affinity the one this client used last (within the timeout) or Maglev over the client's
+//! address, otherwise Maglev over the packet's 5-tuple. Two entries are recorded: the
+//! client's direction as received (-> the translated 5-tuple), and the reply's direction as
+//! it will be received (-> the original 5-tuple), so each packet costs one hash lookup. A
+//! packet of a TCP connection that has no entry (after a restart of the agent, or an
+//! expiry) picks again: Maglev gives the same endpoint while the endpoint set is unchanged,
+//! so established connections survive a restart.
+//!
+//! When a new snapshot changes the services, an entry whose endpoint is no longer listed
+//! (in any condition) is forgotten at its next packet, which picks a live endpoint (a TCP
+//! peer there answers with a reset: the connection ends, as with kube-proxy); entries to
+//! endpoints that stay are kept whatever the Maglev table says now. Terminating endpoints
+//! keep their connections until they are removed.
+//!
+//! # Workers
+//!
+//! A connection and its replies must meet on one worker, and the translation changes the
+//! 5-tuple, so the symmetric hash of `steer` cannot place both directions. Service traffic
+//! is owned by the **client's port** instead (see `steer`): a packet to a frontend or to an
+//! endpoint by its source port, a packet from an endpoint by its destination port. Ports
+//! allocated for the source NAT of external connections have the owner's residue, as
+//! source NAT's do. (A client whose own source port is an endpoint's port on its own
+//! address is placed by that rule too: such a connection through a service may be owned by
+//! two workers and fail. Clients use ephemeral ports, endpoints service ports.)
+//!
+//! Timeouts are source NAT's (`nat`): TCP 7440 s and 10 s after a FIN or RST, UDP 120 s,
+//! SCTP as TCP. Not translated: later fragments (dropped as `service_fragment`: the first
+//! fragment carries the ports, weir does not reassemble); ICMP errors about a service
+//! connection (they keep the endpoint's address).
+
+use rustc_hash::FxHashMap;
+
+use super::nat::{self, NatTable, Side};
+use crate::batch::{flags, Meta, Next, BATCH_SIZE};
+use crate::counters::{DropReason, IcmpErrorKind};
+use crate::flow::FlowKey;
+use crate::frame::{Frame, FrameRegion};
+use crate::service::maglev::BackendKey;
+use crate::service::{ServiceTable, SCTP, TCP, UDP};
+use crate::snapshot::Snapshot;
+
+/// The most entries one worker holds (two per connection).
+pub const MAX_ENTRIES: usize = 1 << 17;
+
+const SEC: u64 = 1_000_000_000;
+
+/// One worker's service connections.
+#[derive(Debug)]
+pub struct ServiceState {
+    entries: FxHashMap<FlowKey, Entry>,
+    /// (service port index, client address) -> the endpoint it was pinned to.
+    affinity: FxHashMap<(u32, [u8; 16]), Pin>,
+    /// Per packet of the batch being processed: the source `service_out` writes.
+    pending: Vec<Option<([u8; 16], u16)>>,
+    /// The snapshot generation the entries were last checked against.
+    generation: u64,
+    next_sweep_ns: u64,
+    capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    /// The client's direction as received: translated to `to`; `snat_port` when the
+    /// source was translated to the node (a port claimed in the NAT table).
+    Forward {
+        to: FlowKey,
+        snat_port: Option<u16>,
+        expires_ns: u64,
+        generation: u64,
+    },
+    /// The reply's direction as received: translated back to the reverse of `original`.
+    Reply { original: FlowKey, expires_ns: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    backend: BackendKey,
+    expires_ns: u64,
+}
+
+impl Default for ServiceState {
+    fn default() -> Self {
+        ServiceState::with_capacity(MAX_ENTRIES)
+    }
+}
+
+impl ServiceState {
+    /// A state that holds at most `capacity` entries (two per connection).
+    pub fn with_capacity(capacity: usize) -> Self {
+        ServiceState {
+            entries: FxHashMap::default(),
+            affinity: FxHashMap::default(),
+            pending: vec![None; BATCH_SIZE],
+            generation: 0,
+            next_sweep_ns: 0,
+            capacity,
+        }
+    }
+
+    /// Connections alive (each counts its two directions once).
+    pub fn connections(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e, Entry::Forward { .. }))
+            .count()
+    }
+
+    /// Sizes the tables once, when the first service connection appears (no allocation
+    /// on the packet path while under capacity).
+    fn prepare(&mut self) {
+        if self.entries.capacity() == 0 {
+            self.entries.reserve(self.capacity.min(MAX_ENTRIES));
+        }
+    }
+
+    /// Forgets expired entries (at most once a second).
+    fn sweep(&mut self, now_ns: u64) {
+        if now_ns < self.next_sweep_ns {
+            return;
+        }
+        self.next_sweep_ns = now_ns + SEC;
+        self.entries.retain(|_, e| match *e {
+            Entry::Forward { expires_ns, .. } | Entry::Reply { expires_ns, .. } => {
+                expires_ns > now_ns
+            }
+        });
+        self.affinity.retain(|_, p| p.expires_ns > now_ns);
+    }
+}
+
+/// Runs `service_in` over the batch.
+pub fn run_in(
+    region: &mut FrameRegion<'_>,
+    frames: &[Frame],
+    meta: &mut [Meta],
+    snapshot: &Snapshot,
+    state: &mut ServiceState,
+    nat: &mut NatTable,
+    now_ns: u64,
+) {
+    let services = &*snapshot.services;
+    if services.is_empty() && state.entries.is_empty() {
+        return;
+    }
+    if state.pending.len() < frames.len() {
+        state.pending.resize(frames.len(), None);
+    }
+    for (i, (frame, m)) in frames.iter().zip(meta.iter_mut()).enumerate() {
+        state.pending[i] = None;
+        if m.next != Next::Forward || !matches!(m.flow.proto, TCP | UDP | SCTP) {
+            continue;
+        }
+        // Every entry is keyed by a packet to a frontend port (the client's direction) or
+        // from an endpoint port (the reply's); other packets are not service traffic. A
+        // frontend or endpoint that went away with a new snapshot leaves its entries to
+        // expire (their packets then pass untranslated, as new ones would).
+        if !services.is_frontend_port(m.flow.dst_port)
+            && !services.is_endpoint_port(m.flow.src_port)
+            && !m.has(flags::LATER_FRAGMENT)
+        {
+            continue;
+        }
+        if m.has(flags::LATER_FRAGMENT) {
+            if services.is_service_address(&m.flow.dst) {
+                m.next = Next::Drop(DropReason::ServiceFragment);
+            }
+            continue;
+        }
+        m.next = packet(region, frame, m, i, snapshot, services, state, nat, now_ns);
+    }
+    state.generation = snapshot.generation;
+}
+
+/// Runs `service_out` over the batch.
+pub fn run_out(
+    region: &mut FrameRegion<'_>,
+    frames: &[Frame],
+    meta: &mut [Meta],
+    state: &mut ServiceState,
+) {
+    if state.entries.is_empty() {
+        return;
+    }
+    for (i, (frame, m)) in frames.iter().zip(meta.iter_mut()).enumerate() {
+        let Some((addr, port)) = state.pending.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
+        if m.next != Next::Rewrite {
+            continue;
+        }
+        // The headers were rewritten once already by `service_in`: they are where `m` says.
+        nat::set_endpoint(region.data_mut(frame), m, Side::Source, &addr, port);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn packet(
+    region: &mut FrameRegion<'_>,
+    frame: &Frame,
+    m: &mut Meta,
+    i: usize,
+    snapshot: &Snapshot,
+    services: &ServiceTable,
+    state: &mut ServiceState,
+    nat: &mut NatTable,
+    now_ns: u64,
+) -> Next {
+    let key = m.flow;
+    let expires_ns = nat::expiry(region.data(frame), m, now_ns);
+    match state.entries.get_mut(&key) {
+        Some(Entry::Reply {
+            original,
+            expires_ns: e,
+        }) if *e > now_ns => {
+            *e = expires_ns;
+            let original = *original;
+            let data = region.data_mut(frame);
+            if (m.flow.dst, m.flow.dst_port) != (original.src, original.src_port)
+                && !nat::set_endpoint(data, m, Side::Destination, &original.src, original.src_port)
+            {
+                return Next::Forward;
+            }
+            m.flags |= flags::SERVICE_NAT;
+            state.pending[i] = Some((original.dst, original.dst_port));
+            return Next::Forward;
+        }
+        Some(Entry::Forward {
+            to,
+            snat_port,
+            expires_ns: e,
+            generation,
+        }) if *e > now_ns => {
+            let live = *generation == snapshot.generation
+                || services.is_endpoint(&to.dst, to.dst_port, to.proto);
+            if live {
+                *e = expires_ns;
+                *generation = snapshot.generation;
+                let (to, snat_port) = (*to, *snat_port);
+                if let Some(p) = snat_port {
+                    let mut pre = to;
+                    pre.src = key.src;
+                    pre.src_port = key.src_port;
+                    nat.touch(p, &pre, expires_ns);
+                }
+                return translate_forward(region.data_mut(frame), m, i, &to, state);
+            }
+        }
+        _ => {}
+    }
+
+    let Some(frontend) = services.frontend(&key.dst, key.dst_port, key.proto) else {
+        return Next::Forward;
+    };
+    let external = Some(m.ingress) == snapshot.uplink;
+    let set = frontend.backends(external);
+    let affinity_ns = frontend.port.affinity_ns;
+    let pinned = if affinity_ns > 0 {
+        state
+            .affinity
+            .get(&(frontend.index, key.src))
+            .filter(|p| p.expires_ns > now_ns && set.backends.contains(&p.backend))
+            .map(|p| p.backend)
+    } else {
+        None
+    };
+    let backend = match pinned {
+        Some(b) => Some(b),
+        None if affinity_ns > 0 => set.pick(client_hash(&key.src)),
+        None => set.pick(key.symmetric_hash()),
+    };
+    let Some((addr, port)) = backend else {
+        let answer = if key.proto == TCP {
+            IcmpErrorKind::Reset
+        } else {
+            IcmpErrorKind::PortUnreachable
+        };
+        return Next::IcmpError(answer, DropReason::ServiceNoEndpoints);
+    };
+    state.prepare();
+    if state.entries.len() + 2 > state.capacity {
+        state.sweep(now_ns);
+        if state.entries.len() + 2 > state.capacity {
+            return Next::Drop(DropReason::ServiceTableFull);
+        }
+    }
+    if affinity_ns > 0 {
+        state.affinity.insert(
+            (frontend.index, key.src),
+            Pin {
+                backend: (addr, port),
+                expires_ns: now_ns + affinity_ns,
+            },
+        );
+    }
+    let mut to = FlowKey {
+        src: key.src,
+        dst: addr,
+        src_port: key.src_port,
+        dst_port: port,
+        proto: key.proto,
+    };
+    let mut snat_port = None;
+    if external && frontend.snat_external() {
+        let node = match (&snapshot.snat, key.is_v4()) {
+            (Some(s), true) => s.v4.map(|a| FlowKey::map_v4(a.octets())),
+            (Some(s), false) => s.v6.map(|a| a.octets()),
+            (None, _) => None,
+        };
+        let (Some(node), Some(range)) = (node, snapshot.snat.as_ref().map(|s| s.ports)) else {
+            return Next::Drop(DropReason::SnatUnavailable);
+        };
+        let Some(p) = nat.claim(range, &to, now_ns, expires_ns) else {
+            return Next::Drop(DropReason::SnatPortsExhausted);
+        };
+        to.src = node;
+        to.src_port = p;
+        snat_port = Some(p);
+    } else if addr == key.src {
+        // Hairpin: the pod would drop a packet from its own address; it comes from the
+        // service's address instead, with the client's port.
+        to.src = key.dst;
+    }
+    state.entries.insert(
+        key,
+        Entry::Forward {
+            to,
+            snat_port,
+            expires_ns,
+            generation: snapshot.generation,
+        },
+    );
+    state.entries.insert(
+        to.reversed(),
+        Entry::Reply {
+            original: key,
+            expires_ns,
+        },
+    );
+    translate_forward(region.data_mut(frame), m, i, &to, state)
+}
+
+/// Rewrites the destination to `to`'s and leaves the source for `service_out`.
+fn translate_forward(
+    data: &mut [u8],
+    m: &mut Meta,
+    i: usize,
+    to: &FlowKey,
+    state: &mut ServiceState,
+) -> Next {
+    let src = (m.flow.src, m.flow.src_port);
+    if !nat::set_endpoint(data, m, Side::Destination, &to.dst, to.dst_port) {
+        return Next::Forward;
+    }
+    m.flags |= flags::SERVICE_NAT;
+    if (to.src, to.src_port) != src {
+        state.pending[i] = Some((to.src, to.src_port));
+    }
+    Next::Forward
+}
+
+/// The hash affinity picks by: the client's address alone.
+fn client_hash(addr: &[u8; 16]) -> u64 {
+    FlowKey {
+        src: *addr,
+        ..FlowKey::default()
+    }
+    .symmetric_hash()
+}
