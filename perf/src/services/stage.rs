@@ -15,11 +15,12 @@
 //! - **established**: the 4096 flows repeat; after the first pass every packet finds its
 //!   flow in conntrack (warm), the clock advancing 1 µs per batch.
 //! - **first packets**: every packet has a source port never used before within the
-//!   UDP timeout, so every packet is a new flow: a frontend lookup, a Maglev pick and a
-//!   conntrack entry created. The clock advances 58.6 ms per batch so that flows older
-//!   than the 30 s UDP timeout expire and the table stays about half full (131k live
-//!   entries of 262k slots), as on a busy node; a source port comes back only after
-//!   2M packets (469 simulated seconds).
+//!   UDP timeout, so every packet is a new connection: a frontend lookup, a Maglev pick
+//!   and two entries created in the worker's service connection table. The clock advances
+//!   0.94 s per batch, so that a connection expires (UDP, 120 s) after 32k newer ones:
+//!   the table (2^17 entries, two per connection) fills, is swept of the expired half, and
+//!   fills again, the sweep's cost spread over the packets as on a node at that churn. A
+//!   source port comes back only after 2M packets (about 2 simulated hours).
 //!
 //! Before timing, one pass checks the answer: every frame to a service leaves addressed
 //! to one of that service's endpoints on [`BACKEND_PORT`], and no packet is dropped.
@@ -52,9 +53,11 @@ pub const GOAL_FLAT_RATIO: f64 = 1.2;
 
 const CLIENTS: usize = PODS / 2;
 const BACKENDS: usize = PODS / 2;
-const UDP_TIMEOUT_NS: u64 = 30_000_000_000;
-/// Live flows the first-packet case keeps in conntrack (half of the default 2^18 slots).
-const LIVE_FLOWS: u64 = 1 << 17;
+/// The service table's UDP timeout (source NAT's, `node::nat`).
+const UDP_TIMEOUT_NS: u64 = 120_000_000_000;
+/// Connections the first-packet case keeps alive: a quarter of the table's entries (two
+/// per connection), so the table fills with half expired.
+const LIVE_FLOWS: u64 = (weir_dataplane::node::service::MAX_ENTRIES / 4) as u64;
 const FIRST_STEP_NS: u64 = UDP_TIMEOUT_NS * BATCH_SIZE as u64 / LIVE_FLOWS;
 const CHUNK: usize = 2048;
 
@@ -220,10 +223,12 @@ pub fn run(cfg: &StageBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         cfg.frame_len, BATCH_SIZE
     ));
     notes.push(format!(
-        "established: {FLOWS} flows repeating (warm conntrack); first_packet: every packet a \
-         new flow, the simulated clock moving {:.1} ms per batch so that about {LIVE_FLOWS} \
-         flows are live in conntrack (UDP timeout 30 s)",
-        FIRST_STEP_NS as f64 / 1e6
+        "established: {FLOWS} flows repeating (warm service connection table); first_packet: \
+         every packet a new connection, the simulated clock moving {:.0} ms per batch so that \
+         {LIVE_FLOWS} connections are alive (UDP timeout 120 s) and the table ({} entries, \
+         two per connection) fills with half expired and is swept, the sweep included",
+        FIRST_STEP_NS as f64 / 1e6,
+        weir_dataplane::node::service::MAX_ENTRIES
     ));
     Ok((out, notes))
 }
@@ -487,7 +492,7 @@ mod tests {
     fn first_packet_ports_do_not_repeat_within_a_timeout() {
         let per_client_per_gen = FLOWS / CLIENTS;
         let mut seen = std::collections::HashSet::new();
-        // Generations within one UDP timeout: the batches of 30 s of simulated time.
+        // Generations within one UDP timeout of simulated time.
         let batches = UDP_TIMEOUT_NS / FIRST_STEP_NS + 1;
         let gens = batches * BATCH_SIZE as u64 / FLOWS as u64 + 1;
         assert!(gens < 500, "{gens}");
