@@ -57,6 +57,8 @@ declare -gA WEIR_PACKAGE_OF=(
   [nft]=nftables
   [iptables-save]=iptables
   [iptables-nft-restore]=iptables
+  [iptables-legacy-restore]=iptables
+  [iptables-legacy]=iptables
   [tcpdump]=tcpdump
   [nsenter]=util-linux
   [prlimit]=util-linux
@@ -102,7 +104,7 @@ WEIR_PROGRAMS_SCENARIO=(ip ethtool ping iperf3 nft iptables-save tcpdump nsenter
   /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
   /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/cni/bandwidth
   containerd ctr containerd-shim-runc-v2 runc /bin/busybox sha256sum tar)
-WEIR_PROGRAMS_ANCHORS=(dpdk-testpmd dpdk-test-fib dpdk-test-acl ip iperf3 nft iptables-nft-restore wireguard-go wg go
+WEIR_PROGRAMS_ANCHORS=(dpdk-testpmd dpdk-test-fib dpdk-test-acl ip iperf3 nft iptables-nft-restore iptables-legacy-restore iptables-legacy wireguard-go wg go
   prlimit taskset stdbuf /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
   /usr/lib/cni/bridge /usr/lib/cni/host-local)
 WEIR_PROGRAMS_MANIFESTS=(python3 /usr/lib/python3.11/ensurepip/__init__.py kubectl)

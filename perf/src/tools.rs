@@ -15,7 +15,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("iperf3", "iperf3"),
     ("nft", "nftables"),
-    // kube-proxy's iptables mode, on the nf_tables backend Debian installs by default.
+    // kube-proxy's iptables mode, on the legacy x_tables backend and on the nf_tables one
+    // (Debian's default `iptables`).
+    ("iptables-legacy-restore", "iptables"),
+    ("iptables-legacy", "iptables"),
     ("iptables-nft-restore", "iptables"),
     ("wireguard-go", "wireguard-go"),
     ("wg", "wireguard-tools"),

@@ -262,9 +262,13 @@ struct ServicesArgs {
     /// Skip weir in the forwarding part (the kernel anchors alone).
     #[arg(long)]
     no_weir: bool,
-    /// Skip kube-proxy's iptables mode.
+    /// Skip kube-proxy's iptables mode (legacy backend).
     #[arg(long)]
     no_iptables: bool,
+    /// Also run kube-proxy's iptables mode on the nf_tables backend (iptables-nft-restore,
+    /// which takes minutes to load 10k services × 10 endpoints).
+    #[arg(long)]
+    iptables_nft: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -654,6 +658,7 @@ fn services_results(
             weir_services: !args.no_weir,
             kernel: true,
             iptables: !args.no_iptables,
+            iptables_nft: args.iptables_nft,
             load: args.load,
             flows: args.flows,
             workdir: temp_dir("weir-bench-services"),

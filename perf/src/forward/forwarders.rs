@@ -65,9 +65,18 @@ pub enum Kind {
 /// Which of kube-proxy's modes writes the kernel's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KubeProxyMode {
+    /// nftables mode (`nft -f`).
     Nftables,
+    /// iptables mode on the legacy x_tables backend (`iptables-legacy-restore`).
     Iptables,
+    /// iptables mode on the nf_tables backend (`iptables-nft-restore`), Debian's default
+    /// `iptables`; it loads 10k services × 10 endpoints in minutes, not seconds.
+    IptablesNft,
 }
+
+/// The longest a kube-proxy ruleset may take to load before it is killed and the case
+/// reported as failed.
+pub const RULESET_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Kind {
     /// The name results carry: `weir`, `weir_1k_rules`, `testpmd_io`, `kernel`,
@@ -91,6 +100,7 @@ impl Kind {
                 match mode {
                     KubeProxyMode::Nftables => "nft",
                     KubeProxyMode::Iptables => "ipt",
+                    KubeProxyMode::IptablesNft => "iptnft",
                 },
                 crate::report::count_label(services)
             ),
@@ -283,6 +293,13 @@ enum WeirCase {
     Services,
 }
 
+/// Which iptables a kernel forwarder loaded kube-proxy's rules with.
+#[derive(Debug, Clone, Copy)]
+enum IptBackend {
+    Legacy,
+    Nft,
+}
+
 /// What the kernel forwarder adds to plain routing.
 #[derive(Debug, Clone, Copy)]
 enum KernelCase {
@@ -304,8 +321,9 @@ pub struct Running<'a> {
     stdin: Option<ChildStdin>,
     log: PathBuf,
     nft_table: Option<String>,
-    /// iptables-nft's tables (family ip) to delete when the kernel forwarder stops.
-    ipt_tables: bool,
+    /// The iptables backend whose nat and filter tables to empty when the kernel forwarder
+    /// stops.
+    ipt_tables: Option<IptBackend>,
     kernel: bool,
     /// Seconds the kernel's ruleset took to load (`nft -f`, `iptables-nft-restore`).
     pub load_seconds: Option<f64>,
@@ -322,7 +340,7 @@ impl<'a> Running<'a> {
             stdin: None,
             log: log.clone(),
             nft_table: None,
-            ipt_tables: false,
+            ipt_tables: None,
             kernel: false,
             load_seconds: None,
         };
@@ -543,33 +561,69 @@ impl<'a> Running<'a> {
                 setup.workdir.join("kube-proxy.nft"),
                 kube_proxy::nft_ruleset(&set, NODE_IP),
             ),
-            KubeProxyMode::Iptables => (
+            KubeProxyMode::Iptables | KubeProxyMode::IptablesNft => (
                 setup.workdir.join("kube-proxy.iptables"),
                 kube_proxy::iptables_restore(&set),
             ),
         };
         std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
         let path = file.display().to_string();
-        let started = Instant::now();
-        match mode {
+        // Set before loading, so that a half-loaded ruleset is still removed.
+        let (program, args): (&str, Vec<&str>) = match mode {
             KubeProxyMode::Nftables => {
-                let nft = crate::tools::require("nft").map_err(|e| e.to_string())?;
-                // Set before loading, so that a half-loaded table is still removed.
                 self.nft_table = Some(kube_proxy::NFT_TABLE.to_string());
-                ns_exec(node, &[&nft.display().to_string(), "-f", &path])?;
+                ("nft", vec!["-f", &path])
             }
             KubeProxyMode::Iptables => {
-                let restore =
-                    crate::tools::require("iptables-nft-restore").map_err(|e| e.to_string())?;
-                self.ipt_tables = true;
-                ns_exec(
-                    node,
-                    &[
-                        "sh",
-                        "-c",
-                        &format!("{} --noflush < {path}", restore.display()),
-                    ],
-                )?;
+                self.ipt_tables = Some(IptBackend::Legacy);
+                ("iptables-legacy-restore", vec!["--noflush", &path])
+            }
+            KubeProxyMode::IptablesNft => {
+                self.ipt_tables = Some(IptBackend::Nft);
+                ("iptables-nft-restore", vec!["--noflush", &path])
+            }
+        };
+        let program = crate::tools::require(program).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", node])
+            .arg(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        // `ip netns exec` execs the loader: the child is the loader itself.
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(status)) => {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    return Err(format!(
+                        "{} {} failed ({status}): {}",
+                        program.display(),
+                        args.join(" "),
+                        crate::dpdk::tail(&err, 10)
+                    ));
+                }
+                Ok(None) if started.elapsed() < RULESET_LOAD_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{}: loading {} services × {} endpoints took more than {} s (killed)",
+                        self.kind.label(),
+                        set.services.len(),
+                        set.services.first().map_or(0, |s| s.endpoints.len()),
+                        RULESET_LOAD_TIMEOUT.as_secs()
+                    ));
+                }
             }
         }
         self.load_seconds = Some(started.elapsed().as_secs_f64());
@@ -677,13 +731,25 @@ impl<'a> Running<'a> {
                     result = result.and(Err(e.to_string()));
                 }
             }
-            if std::mem::take(&mut self.ipt_tables) {
+            match self.ipt_tables.take() {
                 // iptables-nft keeps its tables as nftables tables of family ip.
-                for table in ["nat", "filter"] {
-                    if let Err(e) = ns_exec(node, &["nft", "delete", "table", "ip", table]) {
-                        result = result.and(Err(e.to_string()));
+                Some(IptBackend::Nft) => {
+                    for table in ["nat", "filter"] {
+                        if let Err(e) = ns_exec(node, &["nft", "delete", "table", "ip", table]) {
+                            result = result.and(Err(e.to_string()));
+                        }
                     }
                 }
+                Some(IptBackend::Legacy) => {
+                    for table in ["nat", "filter"] {
+                        for op in ["-F", "-X"] {
+                            if let Err(e) = ns_exec(node, &["iptables-legacy", "-t", table, op]) {
+                                result = result.and(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                None => {}
             }
             let _ = ns_exec(node, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"]);
             let _ = ns_exec(

@@ -532,19 +532,21 @@ mod tests {
         assert_eq!(text.matches("COMMIT\n").count(), 2);
     }
 
-    /// Loads both rulesets in check mode in a namespace of their own (root, with nft and
-    /// iptables-nft-restore installed; otherwise says why it skipped).
+    /// Loads the rulesets in check mode in a namespace of their own: nftables, and iptables
+    /// through both backends (root, with the programs installed; otherwise says why it
+    /// skipped).
     #[test]
     fn both_rulesets_load_in_a_namespace_when_root() {
         if !weir_testkit::lab::is_root() {
             eprintln!("skipped: needs root (a network namespace, nft -c)");
             return;
         }
-        let (Ok(nft), Ok(ipt)) = (
+        let (Ok(nft), Ok(ipt), Ok(legacy)) = (
             crate::tools::require("nft"),
             crate::tools::require("iptables-nft-restore"),
+            crate::tools::require("iptables-legacy-restore"),
         ) else {
-            eprintln!("skipped: nft or iptables-nft-restore is not installed");
+            eprintln!("skipped: nft, iptables-nft-restore or iptables-legacy-restore is missing");
             return;
         };
         let ns = format!("weir-kp-check-{}", std::process::id());
@@ -566,20 +568,24 @@ mod tests {
                 nft_file.to_str().unwrap(),
             ],
         );
-        let ipt_out = weir_testkit::lab::ns_exec(
-            &ns,
-            &[
-                "sh",
-                "-c",
-                &format!(
-                    "{} --test --noflush < {}",
-                    ipt.display(),
-                    ipt_file.display()
-                ),
-            ],
-        );
+        let ipt_out: Vec<_> = [ipt, legacy]
+            .iter()
+            .map(|restore| {
+                weir_testkit::lab::ns_exec(
+                    &ns,
+                    &[
+                        restore.to_str().unwrap(),
+                        "--test",
+                        "--noflush",
+                        ipt_file.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
         let _ = std::fs::remove_dir_all(&dir);
         nft_out.unwrap();
-        ipt_out.unwrap();
+        for out in ipt_out {
+            out.unwrap();
+        }
     }
 }

@@ -12,7 +12,10 @@
 //!    - `kernel_nft_svc_N`: Linux forwarding with kube-proxy's nftables-mode ruleset for
 //!      the same services ([`kube_proxy::nft_ruleset`]);
 //!    - `kernel_ipt_svc_N`: the same with kube-proxy's iptables-mode rules through
-//!      `iptables-nft-restore` ([`kube_proxy::iptables_restore`]);
+//!      `iptables-legacy-restore` ([`kube_proxy::iptables_restore`]); with
+//!      `iptables_nft`, also `kernel_iptnft_svc_N` through `iptables-nft-restore` (Debian's
+//!      default `iptables`, which takes minutes to load 10k services × 10 endpoints: kept
+//!      out of the default run so that it stays bounded);
 //!
 //!    and, once per round, plain `weir` and plain `kernel` forwarding straight to the sink
 //!    (what the service costs each of them). Rounds interleave all of them.
@@ -67,8 +70,11 @@ pub struct ServicesForwardConfig {
     pub weir_services: bool,
     /// Run the kernel with kube-proxy's rules.
     pub kernel: bool,
-    /// Also kube-proxy's iptables mode (with `kernel`).
+    /// Also kube-proxy's iptables mode, legacy backend (with `kernel`).
     pub iptables: bool,
+    /// Also kube-proxy's iptables mode on the nf_tables backend (with `kernel`; slow to
+    /// load at 10k services).
+    pub iptables_nft: bool,
     /// Fraction of each forwarder's rate at which latency is measured (0: no latency
     /// trial).
     pub load: f64,
@@ -222,7 +228,8 @@ pub fn run_forward(cfg: &ServicesForwardConfig) -> Result<(Vec<BenchResult>, Vec
         "kernel_nft_svc_*: kube-proxy's nftables-mode table `ip kube-proxy` (service-ips \
          verdict map, numgen vmap per service, dnat per endpoint chain); kernel_ipt_svc_*: \
          kube-proxy's iptables-mode KUBE-SERVICES / KUBE-SVC-* (statistic random) / \
-         KUBE-SEP-* (DNAT) rules through iptables-nft-restore; both on the kernel forwarding \
+         KUBE-SEP-* (DNAT) rules through iptables-legacy-restore (kernel_iptnft_svc_*: the \
+         same through iptables-nft-restore); all on the kernel forwarding \
          of `weir-bench forward` (RPS to the forwarder's CPU); *_load_s: time to load the \
          ruleset"
             .into(),
@@ -256,6 +263,13 @@ fn kinds(cfg: &ServicesForwardConfig) -> Vec<Kind> {
             if cfg.iptables {
                 kinds.push(Kind::KubeProxy {
                     mode: KubeProxyMode::Iptables,
+                    services,
+                    endpoints,
+                });
+            }
+            if cfg.iptables_nft {
+                kinds.push(Kind::KubeProxy {
+                    mode: KubeProxyMode::IptablesNft,
                     services,
                     endpoints,
                 });
@@ -305,6 +319,11 @@ fn assemble(
                 for anchor in [
                     rate_of(Kind::KubeProxy {
                         mode: KubeProxyMode::Iptables,
+                        services,
+                        endpoints,
+                    }),
+                    rate_of(Kind::KubeProxy {
+                        mode: KubeProxyMode::IptablesNft,
                         services,
                         endpoints,
                     }),
@@ -421,6 +440,7 @@ mod tests {
             weir_services: true,
             kernel: true,
             iptables: true,
+            iptables_nft: false,
             load: 0.0,
             flows: 16,
             workdir: PathBuf::from("/nonexistent"),

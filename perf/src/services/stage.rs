@@ -522,4 +522,44 @@ mod tests {
         let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
         assert!(udp.verify_checksum(&src, &dst));
     }
+
+    #[test]
+    fn every_frame_reaches_an_endpoint_of_its_service_and_every_figure_is_reported() {
+        let cfg = StageBenchConfig {
+            runs: 1,
+            duration: Duration::from_millis(5),
+            services: vec![10, 100],
+            endpoints: 10,
+            frame_len: 60,
+        };
+        let (results, notes) = run(&cfg).unwrap();
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        for n in ["10", "100"] {
+            for case in ["established", "first_packet"] {
+                for what in ["ns", "cost_ns"] {
+                    let name = format!("services_stage_{n}_{case}_{what}");
+                    assert!(names.contains(&name.as_str()), "{name} in {names:?}");
+                }
+                let name = format!("direct_to_backend_{n}_{case}_ns");
+                assert!(names.contains(&name.as_str()), "{name}");
+            }
+        }
+        assert!(names.contains(&"services_stage_100_over_10_first_packet_cost"));
+        for r in &results {
+            assert!(r.value.is_finite(), "{r:?}");
+            if r.unit == "ns/pkt" && !r.name.ends_with("cost_ns") {
+                assert!(r.value > 0.0, "{r:?}");
+            }
+        }
+        assert_eq!(notes.len(), 2);
+    }
+
+    #[test]
+    fn a_pipeline_without_the_service_is_caught_by_the_check() {
+        // Frames to cluster IPs through a node that has no services: not one reaches an
+        // endpoint, and the check says so instead of timing them.
+        let no_services = snapshot(0, 10).unwrap();
+        let to_service = templates(10, 60, None);
+        assert!(verify(&no_services, &to_service, 10, 10).is_err());
+    }
 }
