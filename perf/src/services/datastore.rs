@@ -122,7 +122,7 @@ mod tests {
         let s = &cluster.services[&NamespacedName::new(NAMESPACE, &other.name)];
         assert!(s.selector.is_none());
         let slice =
-            &cluster.endpoint_slices[&NamespacedName::new(NAMESPACE, &format!("{}-0", other.name))];
+            &cluster.endpoint_slices[&NamespacedName::new(NAMESPACE, format!("{}-0", other.name))];
         assert_eq!(slice.endpoints.len(), 10);
         assert!(slice.endpoints.iter().all(|e| e.node_name.is_none()));
     }
