@@ -393,7 +393,10 @@ fn worker_families(
     let mut icmp = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         for kind in weir_dataplane::IcmpErrorKind::ALL {
-            icmp.push((worker_and("kind", i, kind.name()), r.pipeline.icmp_sent(kind)));
+            icmp.push((
+                worker_and("kind", i, kind.name()),
+                r.pipeline.icmp_sent(kind),
+            ));
         }
     }
     counters(
