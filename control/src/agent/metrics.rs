@@ -52,6 +52,12 @@ pub struct ControlStats {
     /// Why the latest batch of changes could not be published; `None` once one is (for
     /// `/readyz`).
     pub last_rejection: Option<String>,
+    /// Service tables that could not be built (two services on one frontend): the
+    /// snapshot was published with the last good service table.
+    pub service_tables_refused: u64,
+    /// Why the model's latest services are not the ones served, while they are not (for
+    /// `/services`).
+    pub services_refused: Option<String>,
 }
 
 impl ControlStats {
@@ -319,6 +325,12 @@ fn control_families(encoder: &mut DescriptorEncoder<'_>, s: &ControlStats) -> st
             "weir_datastore_objects_refused_total",
             "Objects refused in changes that were applied (their last good version kept).",
             s.refused_objects,
+        ),
+        (
+            "weir_service_tables_refused_total",
+            "Service tables that could not be built (two services on one frontend); the \
+             snapshot was published with the last good service table.",
+            s.service_tables_refused,
         ),
     ] {
         counter(encoder, name, help, v)?;
