@@ -273,7 +273,11 @@ pub fn parse_port_range(text: &str) -> Result<[u16; 2], String> {
              kube-apiserver's --service-node-port-range)"
         )
     };
-    let number = |t: &str| t.trim().parse::<u16>().map_err(|_| bad(&format!("{t:?} is not a port")));
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|_| bad(&format!("{t:?} is not a port")))
+    };
     let (first, last) = if let Some((a, b)) = text.split_once('-') {
         (number(a)?, number(b)?)
     } else if let Some((a, n)) = text.split_once('+') {
@@ -388,12 +392,16 @@ mod tests {
         assert_eq!(write("[0]").unwrap().node_port_range, [30000, 32767]);
         let range = write("[0]\nnodePortRange: 31000+99").unwrap();
         assert_eq!(range.node_port_range, [31000, 31099]);
-        let bad = write("[0]\nnodePortRange: 32767-30000").unwrap_err().to_string();
+        let bad = write("[0]\nnodePortRange: 32767-30000")
+            .unwrap_err()
+            .to_string();
         assert!(
             bad.contains("nodePortRange") && bad.contains("the first port is after the last"),
             "{bad}"
         );
-        let overlap = write("[0]\nnodePortRange: 60000-61000").unwrap_err().to_string();
+        let overlap = write("[0]\nnodePortRange: 60000-61000")
+            .unwrap_err()
+            .to_string();
         assert!(
             overlap.contains("nodePortRange: 60000-61000 overlaps snatPorts [61000, 65535]"),
             "{overlap}"

@@ -188,11 +188,24 @@ fn add_services_to_filter(
     services: &ServiceTable,
 ) -> Result<(), AgentError> {
     let [first, last] = config.node_port_range;
-    let frontends = || services.ports().iter().flat_map(|p| p.spec.frontends.iter());
+    let frontends = || {
+        services
+            .ports()
+            .iter()
+            .flat_map(|p| p.spec.frontends.iter())
+    };
     let node_ports_v4 = frontends().any(|f| f.kind == FrontendKind::NodePort && f.addr.is_ipv4());
     let node_ports_v6 = frontends().any(|f| f.kind == FrontendKind::NodePort && f.addr.is_ipv6());
-    let uplink_v4 = env.kernel.uplink_v4.map(IpAddr::V4).filter(|_| node_ports_v4);
-    let uplink_v6 = env.kernel.uplink_v6.map(IpAddr::V6).filter(|_| node_ports_v6);
+    let uplink_v4 = env
+        .kernel
+        .uplink_v4
+        .map(IpAddr::V4)
+        .filter(|_| node_ports_v4);
+    let uplink_v6 = env
+        .kernel
+        .uplink_v6
+        .map(IpAddr::V6)
+        .filter(|_| node_ports_v6);
     for addr in [uplink_v4, uplink_v6].into_iter().flatten() {
         filter.snat.push(SnatMatch {
             addr,
@@ -206,7 +219,12 @@ fn add_services_to_filter(
     };
     let covered = |ip: IpAddr| config.pod_cidrs.iter().any(|n| n.contains(&ip));
     let mut external: Vec<IpAddr> = frontends()
-        .filter(|f| matches!(f.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp))
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FrontendKind::LoadBalancer | FrontendKind::ExternalIp
+            )
+        })
         .map(|f| f.addr)
         .filter(|&ip| !own(ip) && !covered(ip))
         .collect();
@@ -247,7 +265,13 @@ fn add_services_to_filter(
             "MAX_V6_PREFIXES",
         ));
     }
-    let snat = |v4: bool| filter.snat.iter().filter(|m| m.addr.is_ipv4() == v4).count();
+    let snat = |v4: bool| {
+        filter
+            .snat
+            .iter()
+            .filter(|m| m.addr.is_ipv4() == v4)
+            .count()
+    };
     if snat(true) > MAX_SNAT_V4 {
         return Err(too_many(
             snat(true),

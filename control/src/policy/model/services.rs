@@ -655,7 +655,8 @@ mod tests {
              198.18.200.2, ipMode: Proxy}\n    - ip: 198.18.200.1\n",
         )
         .unwrap();
-        let ips = |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
         assert_eq!(s.external_ips, ips(&["198.18.250.7", "2001:db8::7"]));
         assert_eq!(
             s.load_balancer_ips,
