@@ -499,3 +499,150 @@ fn interface_mtu(name: &str) -> Result<u16, AgentError> {
         why: format!("unreadable MTU {text:?}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use weir_dataplane::service::{FrontendSpec, ServiceSpec, TCP};
+
+    use super::*;
+
+    fn config(extra: &str) -> AgentConfig {
+        serde_yaml::from_str(&format!(
+            "node: node-a\ncores: [0]\ndatastore: /nonexistent\npodCidrs: [198.18.64.0/18, \
+             '2001:db8:64::/48']\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn env() -> NodeEnv {
+        let mut env = NodeEnv::default();
+        env.kernel.uplink_v4 = Some(Ipv4Addr::new(198, 18, 0, 1));
+        env.kernel.uplink_v6 = Some("2001:db8::1".parse().unwrap());
+        env.kernel.addresses = vec![
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        env
+    }
+
+    fn table(frontends: &[(&str, u16, FrontendKind)]) -> ServiceTable {
+        let spec = ServiceSpec {
+            namespace: "shop".into(),
+            name: "web".into(),
+            port_name: String::new(),
+            protocol: TCP,
+            frontends: frontends
+                .iter()
+                .map(|&(a, port, kind)| FrontendSpec {
+                    addr: a.parse().unwrap(),
+                    port,
+                    kind,
+                })
+                .collect(),
+            backends: Vec::new(),
+            external_local: false,
+            internal_local: false,
+            affinity_seconds: None,
+        };
+        ServiceTable::build(vec![spec], None).unwrap()
+    }
+
+    fn filter(config: &AgentConfig) -> UplinkFilter {
+        let mut f = UplinkFilter::default();
+        for net in &config.pod_cidrs {
+            match net {
+                ipnet::IpNet::V4(n) => f.v4.push((n.network(), n.prefix_len())),
+                ipnet::IpNet::V6(n) => f.v6.push((n.network(), n.prefix_len())),
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn node_ports_are_matched_on_the_uplink_address_of_each_family_that_has_one() {
+        let config = config("nodePortRange: 31000-31999\n");
+        let mut f = filter(&config);
+        let t = table(&[
+            ("198.19.0.10", 80, FrontendKind::ClusterIp),
+            ("198.18.0.1", 31080, FrontendKind::NodePort),
+        ]);
+        add_services_to_filter(&mut f, &config, &env(), &t).unwrap();
+        assert_eq!(
+            f.snat,
+            [SnatMatch {
+                addr: "198.18.0.1".parse().unwrap(),
+                ports: 31000..=31999
+            }],
+            "no IPv6 node port: no IPv6 match"
+        );
+        assert_eq!(
+            (f.v4.len(), f.v6.len()),
+            (1, 1),
+            "no prefix for a cluster IP"
+        );
+
+        let mut f = filter(&config);
+        add_services_to_filter(&mut f, &config, &env(), &table(&[])).unwrap();
+        assert!(
+            f.snat.is_empty(),
+            "no node port service: the range stays the kernel's"
+        );
+    }
+
+    #[test]
+    fn load_balancer_and_external_ips_are_host_prefixes_but_the_nodes_own_and_pod_addresses() {
+        let config = config("");
+        let mut f = filter(&config);
+        let t = table(&[
+            ("198.18.250.1", 443, FrontendKind::LoadBalancer),
+            ("198.18.250.1", 80, FrontendKind::LoadBalancer),
+            ("2001:db8:250::1", 443, FrontendKind::ExternalIp),
+            ("198.18.0.2", 443, FrontendKind::ExternalIp),
+            ("198.18.64.9", 443, FrontendKind::ExternalIp),
+        ]);
+        add_services_to_filter(&mut f, &config, &env(), &t).unwrap();
+        assert_eq!(
+            f.v4,
+            [
+                (Ipv4Addr::new(198, 18, 64, 0), 18),
+                (Ipv4Addr::new(198, 18, 250, 1), 32)
+            ]
+        );
+        assert_eq!(
+            f.v6,
+            [
+                ("2001:db8:64::".parse::<Ipv6Addr>().unwrap(), 48),
+                ("2001:db8:250::1".parse().unwrap(), 128)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_filter_past_the_programs_limits_is_refused_naming_the_limit() {
+        let config = config("");
+        let ips: Vec<String> = (1..=MAX_V4_PREFIXES)
+            .map(|i| format!("198.18.250.{i}"))
+            .collect();
+        let frontends: Vec<(&str, u16, FrontendKind)> = ips
+            .iter()
+            .map(|a| (a.as_str(), 443, FrontendKind::LoadBalancer))
+            .collect();
+        let mut f = filter(&config);
+        let e = add_services_to_filter(&mut f, &config, &env(), &table(&frontends))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "needs {} IPv4 prefixes, more than the {MAX_V4_PREFIXES} it holds (MAX_V4_PREFIXES",
+                MAX_V4_PREFIXES + 1
+            )),
+            "{e}"
+        );
+        let mut f = filter(&config);
+        add_services_to_filter(&mut f, &config, &env(), &table(&frontends[1..])).unwrap();
+        assert_eq!(f.v4.len(), MAX_V4_PREFIXES, "at the limit is fine");
+    }
+}

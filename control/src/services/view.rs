@@ -227,3 +227,128 @@ fn in_use(backends: &[BackendSpec], keep: impl Fn(&BackendSpec) -> bool, compile
         backends: compiled,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_dataplane::service::{FrontendKind, FrontendSpec, ServiceSpec};
+
+    use super::*;
+
+    fn backend(last: u8, ready: bool, terminating: bool, local: bool) -> BackendSpec {
+        BackendSpec {
+            addr: IpAddr::from([198, 18, 1, last]),
+            port: 8080,
+            ready,
+            serving: true,
+            terminating,
+            local,
+        }
+    }
+
+    fn table(backends: Vec<BackendSpec>) -> ServiceTable {
+        ServiceTable::build(
+            vec![ServiceSpec {
+                namespace: "shop".into(),
+                name: "api".into(),
+                port_name: "http".into(),
+                protocol: TCP,
+                frontends: vec![
+                    FrontendSpec {
+                        addr: IpAddr::from([198, 19, 0, 10]),
+                        port: 80,
+                        kind: FrontendKind::ClusterIp,
+                    },
+                    FrontendSpec {
+                        addr: "2001:db8::1".parse().unwrap(),
+                        port: 30080,
+                        kind: FrontendKind::NodePort,
+                    },
+                ],
+                backends,
+                external_local: true,
+                internal_local: false,
+                affinity_seconds: Some(60),
+            }],
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_view_says_which_set_takes_new_connections() {
+        let t = table(vec![
+            backend(1, true, false, false),
+            backend(2, false, true, true),
+            backend(3, true, false, false),
+        ]);
+        let v = view(7, &t, None);
+        let s = &v.services[0];
+        assert_eq!(
+            (s.protocol.as_str(), s.frontends[1].kind.as_str()),
+            ("TCP", "NodePort")
+        );
+        assert_eq!(
+            s.cluster,
+            InUse {
+                set: "ready".into(),
+                backends: 2
+            }
+        );
+        assert_eq!(
+            s.local,
+            InUse {
+                set: "terminating".into(),
+                backends: 1
+            },
+            "this node's only endpoint is terminating"
+        );
+        assert_eq!(
+            (
+                s.external_traffic_policy.as_str(),
+                s.internal_traffic_policy.as_str()
+            ),
+            ("Local", "Cluster")
+        );
+        let none = view(8, &table(vec![backend(4, false, false, true)]), Some("why"));
+        assert_eq!(none.services[0].cluster.set, "none");
+        assert_eq!(none.refused.as_deref(), Some("why"));
+        let back: ServicesView = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(back, v, "the JSON reads back as written");
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_frontend_and_backend() {
+        let t = table(vec![
+            backend(1, true, false, true),
+            backend(2, false, true, false),
+        ]);
+        let text = render(&view(3, &t, Some("two services on one frontend")));
+        assert!(
+            text.starts_with("snapshot generation 3, 1 service port\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("REFUSED: two services on one frontend"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shop/api http/TCP  (externalTrafficPolicy Local, internalTrafficPolicy Cluster, affinity ClientIP 60 s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("new connections: ready (1); local: ready (1)"),
+            "{text}"
+        );
+        let line = |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap_or("");
+        assert!(line("198.19.0.10:80").ends_with("ClusterIP"), "{text}");
+        assert!(line("[2001:db8::1]:30080").ends_with("NodePort"), "{text}");
+        assert!(
+            line("198.18.1.1:8080").ends_with("ready serving local"),
+            "{text}"
+        );
+        assert!(
+            line("198.18.1.2:8080").ends_with("not-ready serving terminating"),
+            "{text}"
+        );
+    }
+}
