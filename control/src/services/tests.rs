@@ -88,9 +88,10 @@ fn endpoint_slices_give_the_backends_with_their_conditions_and_locality() {
              nodeName: node-b\nports:\n- {name: http, port: 8080}\n- {name: dns, port: 5353, \
              protocol: UDP}\n",
         ),
-        // An endpoint listed twice while it moves between slices: the ready copy counts.
+        // An endpoint listed twice while it moves between slices: the ready copy counts,
+        // though this slice is read first.
         slice(
-            "api-2",
+            "api-0",
             "api",
             "addressType: IPv4\nendpoints:\n- addresses: [198.18.1.11]\n  conditions: {ready: \
              false}\n- addresses: [198.18.2.20]\nports:\n- {name: http, port: 8080}\n",
