@@ -23,6 +23,8 @@ pub struct ServicesView {
 /// One service port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePortView {
+    /// `namespace/name`, as `kubectl` names the service.
+    pub service: String,
     pub namespace: String,
     pub name: String,
     /// Empty for a single unnamed port.
@@ -83,6 +85,7 @@ pub fn view(generation: u64, table: &ServiceTable, refused: Option<&str>) -> Ser
         .map(|p| {
             let s = &p.spec;
             ServicePortView {
+                service: format!("{}/{}", s.namespace, s.name),
                 namespace: s.namespace.clone(),
                 name: s.name.clone(),
                 port_name: s.port_name.clone(),
@@ -149,9 +152,9 @@ pub fn render(v: &ServicesView) -> String {
         };
         let _ = writeln!(
             out,
-            "\n{}/{} {port}  (externalTrafficPolicy {}, internalTrafficPolicy {}, affinity \
+            "\n{} {port}  (externalTrafficPolicy {}, internalTrafficPolicy {}, affinity \
              {affinity})",
-            s.namespace, s.name, s.external_traffic_policy, s.internal_traffic_policy
+            s.service, s.external_traffic_policy, s.internal_traffic_policy
         );
         let _ = writeln!(
             out,
@@ -283,6 +286,7 @@ mod tests {
         ]);
         let v = view(7, &t, None);
         let s = &v.services[0];
+        assert_eq!(s.service, "shop/api");
         assert_eq!(
             (s.protocol.as_str(), s.frontends[1].kind.as_str()),
             ("TCP", "NodePort")
