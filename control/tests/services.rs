@@ -82,9 +82,9 @@ impl Lab {
         let host = format!("{WORLD4}/32");
         run(&["ip", "-n", &world, "addr", "add", &host, "dev", "lo"]).unwrap();
         // The world's client connects from its own address (not the gateway's).
-        let node = format!("{NODE4}/32");
+        let node_host = format!("{NODE4}/32");
         run(&[
-            "ip", "-n", &world, "route", "add", &node, "dev", "upw", "src", WORLD4,
+            "ip", "-n", &world, "route", "add", &node_host, "dev", "upw", "src", WORLD4,
         ])
         .unwrap();
         for (i, (_, addr)) in PODS.iter().enumerate() {
@@ -402,6 +402,10 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
         refused.map_err(|e| e.kind()),
         Err(ErrorKind::ConnectionRefused)
     );
+    let until = Instant::now() + Duration::from_secs(3);
+    while lab.drops("service_no_endpoints") < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(lab.drops("service_no_endpoints") >= 2, "{}", log());
 
     // Policy after translation: c admits a, not b.
