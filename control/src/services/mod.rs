@@ -25,6 +25,13 @@
 //!   protocol), and a pod without that port is left out.
 //! - A backend is **local** when its `nodeName` is this node or its address is one of
 //!   this node's pods. Traffic policies and session affinity are carried over.
+//! - **Dual-stack**: a port with frontends of both families becomes two specs, IPv4
+//!   frontends with IPv4 endpoints and IPv6 with IPv6: the dataplane translates
+//!   addresses, never families, and one backend set per spec must not mix them. (The
+//!   two share the service port's name, so the service table's "previous set" lookup,
+//!   keyed by name, finds only one of them: a change to a dual-stack service rebuilds the
+//!   other family's Maglev table instead of updating it. Established flows keep their
+//!   translation in conntrack either way.)
 //!
 //! Everything is sorted, so the same model gives equal specs, and the agent then reuses
 //! the published table without building anything.
@@ -85,33 +92,48 @@ pub fn node_services(cluster: &Cluster, node: &str, node_addresses: &[IpAddr]) -
                 None => from_pods(cluster, service, port, &here),
             };
             let frontends = frontends(service, port, &node_addresses, &backends);
-            if frontends.is_empty() {
-                continue;
+            // One spec per family: a frontend's connections go to endpoints of its own
+            // family (the dataplane translates addresses, never families).
+            for v4 in [true, false] {
+                let frontends: Vec<FrontendSpec> = frontends
+                    .iter()
+                    .filter(|f| f.addr.is_ipv4() == v4)
+                    .copied()
+                    .collect();
+                if frontends.is_empty() {
+                    continue;
+                }
+                specs.push(ServiceSpec {
+                    namespace: service.namespace.clone(),
+                    name: service.name.clone(),
+                    port_name: port.name.clone(),
+                    protocol: port.protocol.number(),
+                    frontends,
+                    backends: backends
+                        .iter()
+                        .filter(|b| b.addr.is_ipv4() == v4)
+                        .copied()
+                        .collect(),
+                    external_local: service.external_traffic_policy == Some(TrafficPolicy::Local),
+                    internal_local: service.internal_traffic_policy == Some(TrafficPolicy::Local),
+                    affinity_seconds: match service.session_affinity {
+                        SessionAffinity::None => None,
+                        SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
+                    },
+                });
             }
-            specs.push(ServiceSpec {
-                namespace: service.namespace.clone(),
-                name: service.name.clone(),
-                port_name: port.name.clone(),
-                protocol: port.protocol.number(),
-                frontends,
-                backends,
-                external_local: service.external_traffic_policy == Some(TrafficPolicy::Local),
-                internal_local: service.internal_traffic_policy == Some(TrafficPolicy::Local),
-                affinity_seconds: match service.session_affinity {
-                    SessionAffinity::None => None,
-                    SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
-                },
-            });
         }
     }
-    specs.sort_by(|a, b| {
-        (&a.namespace, &a.name, &a.port_name, a.protocol).cmp(&(
-            &b.namespace,
-            &b.name,
-            &b.port_name,
-            b.protocol,
-        ))
-    });
+    let key = |s: &ServiceSpec| {
+        (
+            s.namespace.clone(),
+            s.name.clone(),
+            s.port_name.clone(),
+            s.protocol,
+            s.frontends.first().is_some_and(|f| f.addr.is_ipv6()),
+        )
+    };
+    specs.sort_by_key(key);
     specs
 }
 

@@ -160,22 +160,30 @@ fn without_a_slice_the_selected_pods_are_the_endpoints_with_named_ports_resolved
             .replace("spec:\n", "spec:\n  hostNetwork: true\n"),
     ];
     let s = specs(&docs, &[]);
-    assert_eq!(s.len(), 2, "{s:#?}");
-    let (http, metrics) = (&s[0], &s[1]);
-    assert_eq!(http.port_name, "http");
+    // Dual-stack: each port once per family, the IPv4 spec first.
+    assert_eq!(s.len(), 4, "{s:#?}");
+    let (http, http6, metrics, metrics6) = (&s[0], &s[1], &s[2], &s[3]);
+    assert_eq!(
+        (http.port_name.as_str(), http6.port_name.as_str()),
+        ("http", "http")
+    );
     assert_eq!(
         http.backends,
         [
             backend("198.18.1.1", 8080, true, false, true),
             backend("198.18.1.3", 8082, true, false, false),
-            backend("2001:db8:1::1", 8080, true, false, true),
         ]
+    );
+    assert_eq!(
+        http6.backends,
+        [backend("2001:db8:1::1", 8080, true, false, true)]
     );
     assert_eq!(metrics.port_name, "metrics");
     assert_eq!(
         metrics
             .backends
             .iter()
+            .chain(&metrics6.backends)
             .map(|b| (b.addr, b.port))
             .collect::<Vec<_>>(),
         [
@@ -188,10 +196,11 @@ fn without_a_slice_the_selected_pods_are_the_endpoints_with_named_ports_resolved
     );
     assert_eq!(
         http.frontends,
-        [
-            frontend("198.19.0.20", 80, FrontendKind::ClusterIp),
-            frontend("2001:db8::20", 80, FrontendKind::ClusterIp),
-        ]
+        [frontend("198.19.0.20", 80, FrontendKind::ClusterIp)]
+    );
+    assert_eq!(
+        http6.frontends,
+        [frontend("2001:db8::20", 80, FrontendKind::ClusterIp)]
     );
 
     // A service without a selector and without slices has no backends, but answers.
@@ -241,20 +250,26 @@ fn node_ports_answer_on_the_node_addresses_of_the_service_families() {
             frontend("198.18.0.1", 30080, FrontendKind::NodePort),
         ]
     );
+    let dual: Vec<&FrontendSpec> = s
+        .iter()
+        .filter(|s| s.name == "dual")
+        .flat_map(|s| &s.frontends)
+        .collect();
     assert_eq!(
-        by_name("dual").frontends,
+        dual,
         [
-            frontend("198.19.0.31", 80, FrontendKind::ClusterIp),
-            frontend("2001:db8::31", 80, FrontendKind::ClusterIp),
-            frontend("198.18.0.1", 30081, FrontendKind::NodePort),
-            frontend("2001:db8:ff::1", 30081, FrontendKind::NodePort),
-        ]
+            &frontend("198.19.0.31", 80, FrontendKind::ClusterIp),
+            &frontend("198.18.0.1", 30081, FrontendKind::NodePort),
+            &frontend("2001:db8::31", 80, FrontendKind::ClusterIp),
+            &frontend("2001:db8:ff::1", 30081, FrontendKind::NodePort),
+        ],
+        "one spec per family, the IPv4 one first"
     );
     assert_eq!(
         by_name("unallocated").frontends,
         [frontend("2001:db8:ff::1", 30082, FrontendKind::NodePort)]
     );
-    assert_eq!(by_name("empty").frontends.len(), 2);
+    assert_eq!(s.iter().filter(|s| s.name == "empty").count(), 2);
 }
 
 #[test]
