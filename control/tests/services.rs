@@ -130,8 +130,8 @@ impl Lab {
         };
         let mut text =
             String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n");
-        for i in 0..PODS.len() {
-            if !without.contains(&PODS[i].0) {
+        for (i, (name, _)) in PODS.iter().enumerate() {
+            if !without.contains(name) {
                 text += &pod(i);
             }
         }
