@@ -203,7 +203,8 @@ impl Lab {
         let port = 20000 + (self.pid % 20000) as u16;
         let config = format!(
             "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
-             frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n",
+             frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n\
+             serviceCidrs: [198.19.0.0/24]\n",
             self.pid,
             self.dir.join("datastore").display(),
         );
@@ -456,6 +457,11 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
         "{}",
         log()
     );
+
+    // The node's own stack reaches a cluster IP through the host link (serviceCidrs).
+    let answer = get(&lab.node, &format!("{API}:80")).unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let (name, _) = body(&answer);
+    assert!(matches!(name.as_str(), "b" | "c"), "{answer}");
 
     // `weir services` lists them with their endpoints.
     let listing = lab.agent().http("/services");

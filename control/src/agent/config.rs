@@ -19,6 +19,11 @@ pub struct AgentConfig {
     /// Pod CIDRs of the cluster: the uplink's XDP program takes traffic to them.
     #[serde(default)]
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// The cluster's service CIDRs (kube-apiserver's `--service-cluster-ip-range`): the
+    /// node's own stack routes them into the host link, so hostNetwork pods and the
+    /// kubelet reach cluster IPs through weir. Empty (the default): only pods do.
+    #[serde(default)]
+    pub service_cidrs: Vec<ipnet::IpNet>,
     /// UDP ports the uplink program takes (WireGuard, VXLAN).
     #[serde(default = "default_udp_ports")]
     pub uplink_udp_ports: Vec<u16>,
@@ -390,6 +395,9 @@ mod tests {
         let none = write("[]").unwrap_err().to_string();
         assert!(none.contains("at least one core"), "{none}");
         assert_eq!(write("[0]").unwrap().node_port_range, [30000, 32767]);
+        assert!(write("[0]").unwrap().service_cidrs.is_empty());
+        let cidrs = write("[0]\nserviceCidrs: [198.19.0.0/16, '2001:db8:ffff::/112']").unwrap();
+        assert_eq!(cidrs.service_cidrs.len(), 2);
         let range = write("[0]\nnodePortRange: 31000+99").unwrap();
         assert_eq!(range.node_port_range, [31000, 31099]);
         let bad = write("[0]\nnodePortRange: 32767-30000")

@@ -207,18 +207,23 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
 /// of the node, before the first tables.
 fn start_host(config: &AgentConfig) -> Result<host::NodeEnv, AgentError> {
     let link = if config.host.enabled {
-        let link =
-            host::ensure_host_link(&config.host.interface, pod_mtu(config)?, &config.pod_cidrs)?;
+        // The node's own stack reaches pods and, through weir's service stage, cluster IPs.
+        let routed: Vec<ipnet::IpNet> = config
+            .pod_cidrs
+            .iter()
+            .chain(&config.service_cidrs)
+            .copied()
+            .collect();
+        let link = host::ensure_host_link(&config.host.interface, pod_mtu(config)?, &routed)?;
         eprintln!(
             "weir agent: host link {} <-> {} (MTU {}), routing {} into it",
             link.kernel,
             link.weir,
             link.mtu,
-            if config.pod_cidrs.is_empty() {
-                "no pod CIDR (none configured)".to_owned()
+            if routed.is_empty() {
+                "no pod or service CIDR (none configured)".to_owned()
             } else {
-                config
-                    .pod_cidrs
+                routed
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
