@@ -74,6 +74,13 @@ pub fn node_services(cluster: &Cluster, node: &str, node_addresses: &[IpAddr]) -
                 .push(slice);
         }
     }
+    let mut pods_by_namespace: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for pod in cluster.pods.values() {
+        pods_by_namespace
+            .entry(pod.namespace.as_str())
+            .or_default()
+            .push(pod);
+    }
     let here = Here {
         node,
         local_pods: &local_pods,
@@ -89,7 +96,14 @@ pub fn node_services(cluster: &Cluster, node: &str, node_addresses: &[IpAddr]) -
         for port in &service.ports {
             let backends = match owned {
                 Some(owned) => from_slices(owned, port, &here),
-                None => from_pods(cluster, service, port, &here),
+                None => from_pods(
+                    pods_by_namespace
+                        .get(service.namespace.as_str())
+                        .map_or(&[], Vec::as_slice),
+                    service,
+                    port,
+                    &here,
+                ),
             };
             let frontends = frontends(service, port, &node_addresses, &backends);
             // One spec per family: a frontend's connections go to endpoints of its own
@@ -312,10 +326,10 @@ fn from_slices(slices: &[&EndpointSlice], port: &ServicePort, here: &Here<'_>) -
     found.into_values().collect()
 }
 
-/// The backends of `port` as the EndpointSlice controller would list them: the pods the
-/// selector picks. None without a selector.
+/// The backends of `port` as the EndpointSlice controller would list them: the pods (of
+/// the service's namespace) the selector picks. None without a selector.
 fn from_pods(
-    cluster: &Cluster,
+    pods: &[&Pod],
     service: &Service,
     port: &ServicePort,
     here: &Here<'_>,
@@ -325,11 +339,8 @@ fn from_pods(
     };
     let families: BTreeSet<bool> = service.cluster_ips.iter().map(IpAddr::is_ipv4).collect();
     let mut backends = Vec::new();
-    for pod in cluster.pods.values() {
-        if pod.namespace != service.namespace
-            || pod.host_network
-            || !selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
-        {
+    for pod in pods {
+        if pod.host_network || !selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)) {
             continue;
         }
         let number = match &port.target_port {

@@ -155,6 +155,9 @@ fn without_a_slice_the_selected_pods_are_the_endpoints_with_named_ports_resolved
         pod("db-1", "db", "node-a", &["198.18.1.4"], &["web:8083"]),
         // No address yet.
         pod("web-4", "web", "node-a", &[], &["web:8084"]),
+        // Another namespace.
+        pod("web-6", "web", "node-a", &["198.18.1.6"], &["web:8086"])
+            .replace("namespace: shop", "namespace: other"),
         // Host network: not an endpoint.
         pod("web-5", "web", "node-a", &["198.18.0.1"], &["web:8085"])
             .replace("spec:\n", "spec:\n  hostNetwork: true\n"),
