@@ -468,6 +468,35 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
     for needle in ["shop/api", "198.19.0.10", "198.18.10.3", "shop/remote-only"] {
         assert!(listing.contains(needle), "{needle} in {listing}");
     }
+
+    // Two services on one frontend: the table is refused, logged and counted, and the last
+    // good one keeps serving.
+    let clash = "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: shop\n  name: \
+                 clash\nspec:\n  clusterIP: 198.19.0.10\n  selector: {role: backend}\n  \
+                 ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    std::fs::write(lab.dir.join("clash.yaml.tmp"), clash).unwrap();
+    std::fs::rename(
+        lab.dir.join("clash.yaml.tmp"),
+        lab.dir.join("datastore/clash.yaml"),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while lab.agent().metric("weir_service_tables_refused_total") < 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        lab.agent().metric("weir_service_tables_refused_total"),
+        1,
+        "{}",
+        log()
+    );
+    let listing = lab.agent().http("/services");
+    assert!(
+        listing.contains("198.19.0.10 port 80/6 is already the frontend of shop/"),
+        "{listing}"
+    );
+    let answer = get(lab.pod("a"), &format!("{API}:80")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(body(&answer).0.as_str(), "b" | "c"), "{answer}");
     drop(servers);
     drop(udp);
 }
