@@ -41,8 +41,13 @@ const GUARDED: &str = "198.19.0.14";
 
 const PODS: [(&str, &str); 3] = [("a", A4), ("b", B4), ("c", C4)];
 
+/// The tests run one at a time: each agent busy-polls both cores, and two of them at once
+/// starve the kernel's veth work that the probes need.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Lab {
     pid: u32,
+    tag: char,
     node: String,
     world: String,
     pods: [String; 3],
@@ -52,14 +57,19 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    /// A lab whose names carry the process id and `tag` (one per test: the tests of this
+    /// file run in parallel threads of one process).
+    fn new(tag: char) -> Lab {
         require_root("this scenario test (network namespaces, AF_XDP)");
         let pid = std::process::id();
         let mut guard = NetnsGuard::new();
         let dir = guard.temp_dir("weir-services-test").unwrap();
         std::fs::create_dir_all(dir.join("datastore")).unwrap();
-        let (node, world) = (format!("ws-node-{pid}"), format!("ws-world-{pid}"));
-        let pods = PODS.map(|(name, _)| format!("ws-{name}-{pid}"));
+        let (node, world) = (
+            format!("ws{tag}-node-{pid}"),
+            format!("ws{tag}-world-{pid}"),
+        );
+        let pods = PODS.map(|(name, _)| format!("ws{tag}-{name}-{pid}"));
         guard.add_netns(&node).unwrap();
         guard.add_netns(&world).unwrap();
         for ns in [&node, &world] {
@@ -88,10 +98,18 @@ impl Lab {
         ])
         .unwrap();
         for (i, (_, addr)) in PODS.iter().enumerate() {
-            attach_pod(&mut guard, &node, &pods[i], &Self::host_if(pid, i), addr).unwrap();
+            attach_pod(
+                &mut guard,
+                &node,
+                &pods[i],
+                &Self::host_if(tag, pid, i),
+                addr,
+            )
+            .unwrap();
         }
         Lab {
             pid,
+            tag,
             node,
             world,
             pods,
@@ -101,8 +119,8 @@ impl Lab {
         }
     }
 
-    fn host_if(pid: u32, i: usize) -> String {
-        format!("ws{}{pid}", PODS[i].0)
+    fn host_if(tag: char, pid: u32, i: usize) -> String {
+        format!("ws{tag}{}{pid}", PODS[i].0)
     }
 
     /// The datastore: the pods (all but `without`), the services, the remote-only slice,
@@ -118,7 +136,7 @@ impl Lab {
                  - name: main\n    image: none\n    ports:\n    - {{name: http, \
                  containerPort: 8080}}\n    - {{name: dns, containerPort: 5353, protocol: \
                  UDP}}\nstatus:\n  podIPs: [{{ip: \"{ip}\"}}]\n---\n",
-                Self::host_if(self.pid, i),
+                Self::host_if(self.tag, self.pid, i),
                 format_mac(&mac_of(&self.pods[i], "eth0").unwrap())
             )
         };
@@ -200,7 +218,7 @@ impl Lab {
 
     fn start(&mut self) {
         self.write_datastore(&[]);
-        let port = 20000 + (self.pid % 20000) as u16;
+        let port = 20000 + (self.pid % 20000) as u16 * 2 + u16::from(self.tag == 'b');
         let config = format!(
             "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
              frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n\
@@ -327,7 +345,8 @@ fn udp_ask(ns: &str, to: &str) -> std::io::Result<String> {
 
 #[test]
 fn services_replace_kube_proxy_for_pods_and_the_world() {
-    let mut lab = Lab::new();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new('a');
     lab.start();
     let log = || lab.agent().log();
     let secs = 40;
@@ -503,7 +522,8 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
 
 #[test]
 fn removing_an_endpoint_does_not_cut_a_stream_to_the_one_that_stays() {
-    let mut lab = Lab::new();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new('b');
     lab.start();
     let log = || lab.agent().log();
     // Echo servers on b and c: each echoes what it reads until the peer closes or 30 s.
