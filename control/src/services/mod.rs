@@ -27,11 +27,9 @@
 //!   this node's pods. Traffic policies and session affinity are carried over.
 //! - **Dual-stack**: a port with frontends of both families becomes two specs, IPv4
 //!   frontends with IPv4 endpoints and IPv6 with IPv6: the dataplane translates
-//!   addresses, never families, and one backend set per spec must not mix them. (The
-//!   two share the service port's name, so the service table's "previous set" lookup,
-//!   keyed by name, finds only one of them: a change to a dual-stack service rebuilds the
-//!   other family's Maglev table instead of updating it. Established flows keep their
-//!   translation in conntrack either way.)
+//!   addresses, never families, and one backend set per spec must not mix them. The
+//!   service table tells the two apart by their frontends' family when it looks for the
+//!   previous set, so each family's Maglev table is shared or updated, never rebuilt.
 //!
 //! Everything is sorted, so the same model gives equal specs, and the agent then reuses
 //! the published table without building anything.
