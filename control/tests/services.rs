@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{attach_pod, http_get, Agent};
+use common::{attach_pod, http_get, start_lab_agent, Agent};
 use weir_testkit::lab::{format_mac, in_netns, mac_of, require_root, run, NetnsGuard};
 
 const A4: &str = "198.18.10.2";
@@ -219,20 +219,9 @@ impl Lab {
     fn start(&mut self) {
         self.write_datastore(&[]);
         let port = 20000 + (self.pid % 20000) as u16 * 2 + u16::from(self.tag == 'b');
-        let config = format!(
-            "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
-             frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n\
-             serviceCidrs: [198.19.0.0/24]\n",
-            self.pid,
-            self.dir.join("datastore").display(),
-        );
-        std::fs::write(self.dir.join("agent.yaml"), config).unwrap();
-        self.agent = Some(Agent::start(
-            &self.node,
-            &self.dir.join("agent.yaml"),
-            port,
-            self.dir.join("agent.log"),
-        ));
+        let node = format!("node-{}", self.pid);
+        let extra = "serviceCidrs: [198.19.0.0/24]\n";
+        self.agent = Some(start_lab_agent(&self.node, &self.dir, &node, port, extra));
     }
 
     fn agent(&self) -> &Agent {
@@ -321,6 +310,16 @@ fn udp_named(ns: &str, addr: &str, name: &'static str, secs: u64) -> JoinHandle<
     })
 }
 
+/// A TCP connection from `ns` to `to` within 2 s: opened, or why not.
+fn tcp_connect(ns: &str, to: &str) -> Result<(), ErrorKind> {
+    let addr: SocketAddr = to.parse().unwrap();
+    in_netns(ns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
+    })
+    .unwrap()
+    .map_err(|e| e.kind())
+}
+
 /// One UDP request from `ns` to `to`; the answer or the error.
 fn udp_ask(ns: &str, to: &str) -> std::io::Result<String> {
     let to: SocketAddr = to.parse().unwrap();
@@ -406,17 +405,8 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
     assert!(peer.starts_with(&format!("{SELF}:")), "{peer}");
 
     // No endpoints: refused at once, TCP and UDP, and counted.
-    let refused = in_netns(lab.pod("a"), || {
-        let addr: SocketAddr = format!("{EMPTY}:80").parse().unwrap();
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
-    })
-    .unwrap();
-    assert_eq!(
-        refused.map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionRefused),
-        "{}",
-        log()
-    );
+    let refused = tcp_connect(lab.pod("a"), &format!("{EMPTY}:80"));
+    assert_eq!(refused, Err(ErrorKind::ConnectionRefused), "{}", log());
     let refused = udp_ask(lab.pod("a"), &format!("{EMPTY}:53"));
     assert_eq!(
         refused.map_err(|e| e.kind()),
@@ -465,17 +455,8 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
         "the client's address: {peer}"
     );
     // Local with no endpoint on this node: refused.
-    let refused = in_netns(&lab.world, || {
-        let addr: SocketAddr = format!("{NODE4}:30082").parse().unwrap();
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
-    })
-    .unwrap();
-    assert_eq!(
-        refused.map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionRefused),
-        "{}",
-        log()
-    );
+    let refused = tcp_connect(&lab.world, &format!("{NODE4}:30082"));
+    assert_eq!(refused, Err(ErrorKind::ConnectionRefused), "{}", log());
 
     // The node's own stack reaches a cluster IP through the host link (serviceCidrs).
     let answer = get(&lab.node, &format!("{API}:80")).unwrap_or_else(|e| panic!("{e}\n{}", log()));
