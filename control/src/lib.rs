@@ -13,4 +13,5 @@ pub mod demo;
 pub mod ipam;
 pub mod k8s;
 pub mod policy;
+pub mod services;
 pub mod wireguard;

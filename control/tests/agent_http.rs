@@ -6,7 +6,8 @@
 //! connection limit and the header timeout close what holds the server; `/metrics` is
 //! well-formed exposition text with every documented family; `/healthz` names a stuck
 //! worker; `/readyz` follows publication; a `Log` rule fired in the real pipeline comes
-//! out as a log line and a counter named after its policy.
+//! out as a log line and a counter named after its policy; `/services` shows the
+//! published service table.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,7 +19,9 @@ use weir_control::agent::{ControlStats, Endpoints, HttpLimits, HttpServer};
 use weir_control::policy::compile::compile;
 use weir_control::policy::load::Cluster;
 use weir_control::policy::model::IpFamily;
+use weir_control::services::view::ServicesView;
 use weir_dataplane::craft;
+use weir_dataplane::service::ServiceTable;
 use weir_dataplane::snapshot::PodSpec;
 use weir_dataplane::{Publisher, SnapshotBuilder};
 use weir_workers::worker::{SharedReport, WorkerReport};
@@ -185,6 +188,7 @@ const DOCUMENTED: &[&str] = &[
     "weir_datastore_changes_applied_total",
     "weir_datastore_changes_rejected_total",
     "weir_datastore_objects_refused_total",
+    "weir_service_tables_refused_total",
     "weir_snapshot_generation",
     "weir_datastore_apply_seconds_count",
     "weir_datastore_apply_seconds_bucket",
@@ -548,4 +552,90 @@ fn split_labels(labels: &str) -> Vec<&str> {
         out.push(&labels[start..]);
     }
     out
+}
+
+/// One service port: `backends` as (last byte, ready, terminating, local).
+fn service_table(name: &str, backends: &[(u8, bool, bool, bool)]) -> ServiceTable {
+    use weir_dataplane::service::{BackendSpec, FrontendKind, FrontendSpec, ServiceSpec, TCP};
+    let spec = ServiceSpec {
+        namespace: "shop".into(),
+        name: name.into(),
+        port_name: "http".into(),
+        protocol: TCP,
+        frontends: vec![FrontendSpec {
+            addr: "198.19.0.10".parse().unwrap(),
+            port: 80,
+            kind: FrontendKind::ClusterIp,
+        }],
+        backends: backends
+            .iter()
+            .map(|&(last, ready, terminating, local)| BackendSpec {
+                addr: std::net::IpAddr::from([198, 18, 1, last]),
+                port: 8080,
+                ready,
+                serving: true,
+                terminating,
+                local,
+            })
+            .collect(),
+        external_local: false,
+        internal_local: true,
+        affinity_seconds: None,
+    };
+    ServiceTable::build(vec![spec], None).unwrap()
+}
+
+#[test]
+fn services_shows_the_published_table_its_endpoints_and_a_refused_change() {
+    let mut s = server(1, HttpLimits::default());
+    let (status, body) = get(s.addr, "/services");
+    assert_eq!(status, 200, "{body}");
+    let empty: ServicesView = serde_json::from_str(&body).unwrap();
+    assert!(
+        empty.services.is_empty() && empty.refused.is_none(),
+        "{body}"
+    );
+
+    let mut b = SnapshotBuilder::new();
+    b.services(Arc::new(service_table(
+        "api",
+        &[(1, false, true, true), (2, true, false, false)],
+    )));
+    let published = s.publisher.publish(b).unwrap();
+    if let Ok(mut c) = s.control.lock() {
+        c.services_refused = Some("service shop/web: 198.19.0.10 port 80/6 clashes".into());
+    }
+    let (status, body) = get(s.addr, "/services");
+    assert_eq!(status, 200, "{body}");
+    let v: ServicesView = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v.generation, published.generation);
+    assert!(
+        v.refused.as_deref().unwrap_or("").contains("clashes"),
+        "{body}"
+    );
+    let api = &v.services[0];
+    assert_eq!(
+        (
+            api.name.as_str(),
+            api.port_name.as_str(),
+            api.protocol.as_str()
+        ),
+        ("api", "http", "TCP")
+    );
+    assert_eq!(api.frontends[0].kind, "ClusterIP");
+    assert_eq!(api.internal_traffic_policy, "Local");
+    assert_eq!(
+        (api.cluster.set.as_str(), api.cluster.backends),
+        ("ready", 1)
+    );
+    assert_eq!(
+        (api.local.set.as_str(), api.local.backends),
+        ("terminating", 1),
+        "the local endpoint is terminating and none local is ready"
+    );
+    let b1 = &api.backends[0];
+    assert!(
+        !b1.ready && b1.serving && b1.terminating && b1.local,
+        "{body}"
+    );
 }

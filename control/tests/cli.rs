@@ -1,4 +1,5 @@
-//! `weir policy eval` as a user runs it: files in, JSON out, clear errors and exit codes.
+//! `weir policy eval` as a user runs it: files in, JSON out, clear errors and exit codes;
+//! `weir services` against an agent's HTTP server.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -170,4 +171,78 @@ fn crds_writes_then_checks_and_names_every_drifted_file() {
     }
     let (ok, _, err) = weir(&["crds"]);
     assert!(!ok && err.contains("--out"), "{err}");
+}
+
+/// Never set: the server is stopped by dropping it.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[test]
+fn services_prints_the_agents_service_table() {
+    use std::sync::{Arc, Mutex};
+    use weir_control::agent::{ControlStats, Endpoints, HttpLimits, HttpServer};
+    use weir_dataplane::service::{
+        BackendSpec, FrontendKind, FrontendSpec, ServiceSpec, ServiceTable, UDP,
+    };
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut publisher = weir_dataplane::Publisher::new();
+    let endpoints = Endpoints {
+        reports: Vec::new(),
+        control: Arc::new(Mutex::new(ControlStats::default())),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        snapshots: publisher.reader(),
+    };
+    let server = HttpServer::start(listener, endpoints, HttpLimits::default(), &STOP).unwrap();
+    let table = ServiceTable::build(
+        vec![ServiceSpec {
+            namespace: "kube-system".into(),
+            name: "dns".into(),
+            port_name: "dns".into(),
+            protocol: UDP,
+            frontends: vec![FrontendSpec {
+                addr: "198.19.0.53".parse().unwrap(),
+                port: 53,
+                kind: FrontendKind::ClusterIp,
+            }],
+            backends: vec![BackendSpec {
+                addr: "198.18.1.53".parse().unwrap(),
+                port: 5353,
+                ready: true,
+                serving: true,
+                terminating: false,
+                local: true,
+            }],
+            external_local: false,
+            internal_local: false,
+            affinity_seconds: None,
+        }],
+        None,
+    )
+    .unwrap();
+    let mut b = weir_dataplane::SnapshotBuilder::new();
+    b.services(Arc::new(table));
+    publisher.publish(b).unwrap();
+
+    let (ok, out, err) = weir(&["services", "--port", &port]);
+    assert!(ok, "{err}");
+    assert!(out.contains("kube-system/dns dns/UDP"), "{out}");
+    let line = |needle: &str| out.lines().find(|l| l.contains(needle)).unwrap_or("");
+    assert!(line("198.19.0.53:53").ends_with("ClusterIP"), "{out}");
+    assert!(
+        line("198.18.1.53:5353").ends_with("ready serving local"),
+        "{out}"
+    );
+    let (ok, json, err) = weir(&["services", "--port", &port, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["services"][0]["cluster"]["set"], "ready", "{json}");
+    drop(server);
+
+    let (ok, _, err) = weir(&["services", "--port", &port]);
+    assert!(!ok);
+    assert!(
+        err.contains("weir services: no agent answers on 127.0.0.1:"),
+        "{err}"
+    );
 }

@@ -90,10 +90,12 @@ fn demo_shows_every_expected_verdict_and_the_figures_and_cleans_up() {
     assert!(out.status.success(), "{all}");
     // The matrix, then the same matrix across a kill -9 of node-a's agent.
     assert_eq!(
-        all.matches("60 of 60 probes as expected").count(),
+        all.matches("82 of 82 probes as expected").count(),
         2,
         "{all}"
     );
+    // The NodePort from node-b's stack, before and after the restart.
+    assert_eq!(all.matches("(shop/web)  TU").count(), 2, "{all}");
     assert_eq!(
         all.matches("ms after the new agent started").count(),
         2,

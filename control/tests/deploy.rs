@@ -20,6 +20,11 @@ fn the_configmap_holds_an_agent_config_and_a_conflist_weir_reads() {
     assert!(config.kubernetes.is_some() && config.datastore.is_none());
     assert!(config.node.is_empty(), "the node comes from NODE_NAME");
     assert!(config.cni.is_some());
+    assert_eq!(
+        config.node_port_range,
+        [30000, 32767],
+        "kube-apiserver's default --service-node-port-range"
+    );
     // One ConfigMap for every node: WireGuard takes each node's address from its Node.
     let wg = config
         .wireguard

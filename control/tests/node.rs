@@ -21,7 +21,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{attach_pod, http_get, http_server, Agent};
+use common::{attach_pod, http_get, http_server, start_lab_agent, Agent};
 use weir_testkit::lab::{format_mac, in_netns, mac_of, output, require_root, run, NetnsGuard};
 
 const A4: &str = "198.18.10.2";
@@ -143,19 +143,8 @@ impl Lab {
         );
         std::fs::write(self.dir.join("datastore/cluster.yaml"), text).unwrap();
         let port = 20000 + (self.pid % 20000) as u16;
-        let config = format!(
-            "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
-             frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n",
-            self.pid,
-            self.dir.join("datastore").display(),
-        );
-        std::fs::write(self.dir.join("agent.yaml"), config).unwrap();
-        self.agent = Some(Agent::start(
-            &self.node,
-            &self.dir.join("agent.yaml"),
-            port,
-            self.dir.join("agent.log"),
-        ));
+        let node = format!("node-{}", self.pid);
+        self.agent = Some(start_lab_agent(&self.node, &self.dir, &node, port, ""));
     }
 
     fn agent(&self) -> &Agent {

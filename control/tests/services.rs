@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{attach_pod, http_get, Agent};
+use common::{attach_pod, http_get, start_lab_agent, Agent};
 use weir_testkit::lab::{format_mac, in_netns, mac_of, require_root, run, NetnsGuard};
 
 const A4: &str = "198.18.10.2";
@@ -41,8 +41,13 @@ const GUARDED: &str = "198.19.0.14";
 
 const PODS: [(&str, &str); 3] = [("a", A4), ("b", B4), ("c", C4)];
 
+/// The tests run one at a time: each agent busy-polls both cores, and two of them at once
+/// starve the kernel's veth work that the probes need.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Lab {
     pid: u32,
+    tag: char,
     node: String,
     world: String,
     pods: [String; 3],
@@ -52,14 +57,19 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    /// A lab whose names carry the process id and `tag` (one per test: the tests of this
+    /// file run in parallel threads of one process).
+    fn new(tag: char) -> Lab {
         require_root("this scenario test (network namespaces, AF_XDP)");
         let pid = std::process::id();
         let mut guard = NetnsGuard::new();
         let dir = guard.temp_dir("weir-services-test").unwrap();
         std::fs::create_dir_all(dir.join("datastore")).unwrap();
-        let (node, world) = (format!("ws-node-{pid}"), format!("ws-world-{pid}"));
-        let pods = PODS.map(|(name, _)| format!("ws-{name}-{pid}"));
+        let (node, world) = (
+            format!("ws{tag}-node-{pid}"),
+            format!("ws{tag}-world-{pid}"),
+        );
+        let pods = PODS.map(|(name, _)| format!("ws{tag}-{name}-{pid}"));
         guard.add_netns(&node).unwrap();
         guard.add_netns(&world).unwrap();
         for ns in [&node, &world] {
@@ -82,16 +92,24 @@ impl Lab {
         let host = format!("{WORLD4}/32");
         run(&["ip", "-n", &world, "addr", "add", &host, "dev", "lo"]).unwrap();
         // The world's client connects from its own address (not the gateway's).
-        let node = format!("{NODE4}/32");
+        let node_host = format!("{NODE4}/32");
         run(&[
-            "ip", "-n", &world, "route", "add", &node, "dev", "upw", "src", WORLD4,
+            "ip", "-n", &world, "route", "add", &node_host, "dev", "upw", "src", WORLD4,
         ])
         .unwrap();
         for (i, (_, addr)) in PODS.iter().enumerate() {
-            attach_pod(&mut guard, &node, &pods[i], &Self::host_if(pid, i), addr).unwrap();
+            attach_pod(
+                &mut guard,
+                &node,
+                &pods[i],
+                &Self::host_if(tag, pid, i),
+                addr,
+            )
+            .unwrap();
         }
         Lab {
             pid,
+            tag,
             node,
             world,
             pods,
@@ -101,8 +119,8 @@ impl Lab {
         }
     }
 
-    fn host_if(pid: u32, i: usize) -> String {
-        format!("ws{}{pid}", PODS[i].0)
+    fn host_if(tag: char, pid: u32, i: usize) -> String {
+        format!("ws{tag}{}{pid}", PODS[i].0)
     }
 
     /// The datastore: the pods (all but `without`), the services, the remote-only slice,
@@ -118,7 +136,7 @@ impl Lab {
                  - name: main\n    image: none\n    ports:\n    - {{name: http, \
                  containerPort: 8080}}\n    - {{name: dns, containerPort: 5353, protocol: \
                  UDP}}\nstatus:\n  podIPs: [{{ip: \"{ip}\"}}]\n---\n",
-                Self::host_if(self.pid, i),
+                Self::host_if(self.tag, self.pid, i),
                 format_mac(&mac_of(&self.pods[i], "eth0").unwrap())
             )
         };
@@ -130,8 +148,8 @@ impl Lab {
         };
         let mut text =
             String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n");
-        for i in 0..PODS.len() {
-            if !without.contains(&PODS[i].0) {
+        for (i, (name, _)) in PODS.iter().enumerate() {
+            if !without.contains(name) {
                 text += &pod(i);
             }
         }
@@ -200,20 +218,10 @@ impl Lab {
 
     fn start(&mut self) {
         self.write_datastore(&[]);
-        let port = 20000 + (self.pid % 20000) as u16;
-        let config = format!(
-            "node: node-{}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
-             frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n",
-            self.pid,
-            self.dir.join("datastore").display(),
-        );
-        std::fs::write(self.dir.join("agent.yaml"), config).unwrap();
-        self.agent = Some(Agent::start(
-            &self.node,
-            &self.dir.join("agent.yaml"),
-            port,
-            self.dir.join("agent.log"),
-        ));
+        let port = 20000 + (self.pid % 20000) as u16 * 2 + u16::from(self.tag == 'b');
+        let node = format!("node-{}", self.pid);
+        let extra = "serviceCidrs: [198.19.0.0/24]\n";
+        self.agent = Some(start_lab_agent(&self.node, &self.dir, &node, port, extra));
     }
 
     fn agent(&self) -> &Agent {
@@ -302,6 +310,16 @@ fn udp_named(ns: &str, addr: &str, name: &'static str, secs: u64) -> JoinHandle<
     })
 }
 
+/// A TCP connection from `ns` to `to` within 2 s: opened, or why not.
+fn tcp_connect(ns: &str, to: &str) -> Result<(), ErrorKind> {
+    let addr: SocketAddr = to.parse().unwrap();
+    in_netns(ns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
+    })
+    .unwrap()
+    .map_err(|e| e.kind())
+}
+
 /// One UDP request from `ns` to `to`; the answer or the error.
 fn udp_ask(ns: &str, to: &str) -> std::io::Result<String> {
     let to: SocketAddr = to.parse().unwrap();
@@ -326,7 +344,8 @@ fn udp_ask(ns: &str, to: &str) -> std::io::Result<String> {
 
 #[test]
 fn services_replace_kube_proxy_for_pods_and_the_world() {
-    let mut lab = Lab::new();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new('a');
     lab.start();
     let log = || lab.agent().log();
     let secs = 40;
@@ -386,22 +405,17 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
     assert!(peer.starts_with(&format!("{SELF}:")), "{peer}");
 
     // No endpoints: refused at once, TCP and UDP, and counted.
-    let refused = in_netns(lab.pod("a"), || {
-        let addr: SocketAddr = format!("{EMPTY}:80").parse().unwrap();
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
-    })
-    .unwrap();
-    assert_eq!(
-        refused.map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionRefused),
-        "{}",
-        log()
-    );
+    let refused = tcp_connect(lab.pod("a"), &format!("{EMPTY}:80"));
+    assert_eq!(refused, Err(ErrorKind::ConnectionRefused), "{}", log());
     let refused = udp_ask(lab.pod("a"), &format!("{EMPTY}:53"));
     assert_eq!(
         refused.map_err(|e| e.kind()),
         Err(ErrorKind::ConnectionRefused)
     );
+    let until = Instant::now() + Duration::from_secs(3);
+    while lab.drops("service_no_endpoints") < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(lab.drops("service_no_endpoints") >= 2, "{}", log());
 
     // Policy after translation: c admits a, not b.
@@ -441,30 +455,56 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
         "the client's address: {peer}"
     );
     // Local with no endpoint on this node: refused.
-    let refused = in_netns(&lab.world, || {
-        let addr: SocketAddr = format!("{NODE4}:30082").parse().unwrap();
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
-    })
-    .unwrap();
-    assert_eq!(
-        refused.map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionRefused),
-        "{}",
-        log()
-    );
+    let refused = tcp_connect(&lab.world, &format!("{NODE4}:30082"));
+    assert_eq!(refused, Err(ErrorKind::ConnectionRefused), "{}", log());
+
+    // The node's own stack reaches a cluster IP through the host link (serviceCidrs).
+    let answer = get(&lab.node, &format!("{API}:80")).unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let (name, _) = body(&answer);
+    assert!(matches!(name.as_str(), "b" | "c"), "{answer}");
 
     // `weir services` lists them with their endpoints.
     let listing = lab.agent().http("/services");
     for needle in ["shop/api", "198.19.0.10", "198.18.10.3", "shop/remote-only"] {
         assert!(listing.contains(needle), "{needle} in {listing}");
     }
+
+    // Two services on one frontend: the table is refused, logged and counted, and the last
+    // good one keeps serving.
+    let clash = "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: shop\n  name: \
+                 clash\nspec:\n  clusterIP: 198.19.0.10\n  selector: {role: backend}\n  \
+                 ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    std::fs::write(lab.dir.join("clash.yaml.tmp"), clash).unwrap();
+    std::fs::rename(
+        lab.dir.join("clash.yaml.tmp"),
+        lab.dir.join("datastore/clash.yaml"),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while lab.agent().metric("weir_service_tables_refused_total") < 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        lab.agent().metric("weir_service_tables_refused_total"),
+        1,
+        "{}",
+        log()
+    );
+    let listing = lab.agent().http("/services");
+    assert!(
+        listing.contains("198.19.0.10 port 80/6 is already the frontend of shop/"),
+        "{listing}"
+    );
+    let answer = get(lab.pod("a"), &format!("{API}:80")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(body(&answer).0.as_str(), "b" | "c"), "{answer}");
     drop(servers);
     drop(udp);
 }
 
 #[test]
 fn removing_an_endpoint_does_not_cut_a_stream_to_the_one_that_stays() {
-    let mut lab = Lab::new();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new('b');
     lab.start();
     let log = || lab.agent().log();
     // Echo servers on b and c: each echoes what it reads until the peer closes or 30 s.

@@ -19,6 +19,11 @@ pub struct AgentConfig {
     /// Pod CIDRs of the cluster: the uplink's XDP program takes traffic to them.
     #[serde(default)]
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// The cluster's service CIDRs (kube-apiserver's `--service-cluster-ip-range`): the
+    /// node's own stack routes them into the host link, so hostNetwork pods and the
+    /// kubelet reach cluster IPs through weir. Empty (the default): only pods do.
+    #[serde(default)]
+    pub service_cidrs: Vec<ipnet::IpNet>,
     /// UDP ports the uplink program takes (WireGuard, VXLAN).
     #[serde(default = "default_udp_ports")]
     pub uplink_udp_ports: Vec<u16>,
@@ -57,6 +62,15 @@ pub struct AgentConfig {
     /// leaves to the kernel. Default `[61000, 65535]`.
     #[serde(default = "default_snat_ports")]
     pub snat_ports: [u16; 2],
+    /// The node ports services may use, `"FIRST-LAST"` as kube-apiserver's
+    /// `--service-node-port-range` (default `"30000-32767"`, kube-apiserver's default; it
+    /// also takes `"FIRST+COUNT"`). The uplink's XDP program hands TCP and UDP to the
+    /// node's uplink address on these ports to weir; keep it the API server's range.
+    #[serde(
+        default = "default_node_port_range",
+        deserialize_with = "deserialize_port_range"
+    )]
+    pub node_port_range: [u16; 2],
 }
 
 /// The link to the node's own stack: kubelet's probes reach pods through it, pods reach
@@ -206,6 +220,14 @@ impl AgentConfig {
                  (first <= last, first >= 1024)"
             )));
         }
+        let [np_first, np_last] = config.node_port_range;
+        if np_first <= last && first <= np_last {
+            return Err(err(format!(
+                "nodePortRange: {np_first}-{np_last} overlaps snatPorts [{first}, {last}]: a \
+                 reply to a translated flow and a connection to a node port could not be told \
+                 apart; move one of them"
+            )));
+        }
         if config.host.enabled && config.host.interface.len() + 4 > 15 {
             return Err(err(format!(
                 "host.interface: {:?} is too long (weir's end adds \"-xdp\"; at most 11 bytes)",
@@ -244,6 +266,52 @@ fn node_name(configured: &str, env: Option<String>) -> Result<String, String> {
     crate::policy::selector::validate_dns_subdomain(&name)
         .map_err(|why| format!("node: {name:?}: {why}"))?;
     Ok(name)
+}
+
+/// A port range as kube-apiserver's `--service-node-port-range` takes it: `FIRST-LAST`,
+/// `FIRST+COUNT` (the COUNT ports after FIRST too) or a single port, with
+/// `0 < FIRST <= LAST`.
+pub fn parse_port_range(text: &str) -> Result<[u16; 2], String> {
+    let bad = |why: &str| {
+        format!(
+            "{text:?} is not a port range: {why} (write FIRST-LAST, e.g. \"30000-32767\", as \
+             kube-apiserver's --service-node-port-range)"
+        )
+    };
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|_| bad(&format!("{t:?} is not a port")))
+    };
+    let (first, last) = if let Some((a, b)) = text.split_once('-') {
+        (number(a)?, number(b)?)
+    } else if let Some((a, n)) = text.split_once('+') {
+        let first = number(a)?;
+        let count = number(n)?;
+        let last = first
+            .checked_add(count)
+            .ok_or_else(|| bad("it ends past port 65535"))?;
+        (first, last)
+    } else {
+        let port = number(text)?;
+        (port, port)
+    };
+    if first == 0 {
+        return Err(bad("port 0 is not a port"));
+    }
+    if first > last {
+        return Err(bad("the first port is after the last"));
+    }
+    Ok([first, last])
+}
+
+fn deserialize_port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u16; 2], D::Error> {
+    let text = String::deserialize(d)?;
+    parse_port_range(&text).map_err(serde::de::Error::custom)
+}
+
+fn default_node_port_range() -> [u16; 2] {
+    [30000, 32767]
 }
 
 fn yes() -> bool {
@@ -290,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn node_port_ranges_read_as_kube_apiserver_reads_them() {
+        assert_eq!(parse_port_range("30000-32767"), Ok([30000, 32767]));
+        assert_eq!(parse_port_range("30000+767"), Ok([30000, 30767]));
+        assert_eq!(parse_port_range("31000"), Ok([31000, 31000]));
+        for (text, why) in [
+            ("32767-30000", "the first port is after the last"),
+            ("0-100", "port 0 is not a port"),
+            ("30000-70000", "\"70000\" is not a port"),
+            ("65000+1000", "it ends past port 65535"),
+            ("nodeports", "\"nodeports\" is not a port"),
+        ] {
+            let e = parse_port_range(text).unwrap_err();
+            assert!(e.contains(why) && e.contains("FIRST-LAST"), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn cores_must_be_distinct_and_exist() {
         let dir = std::env::temp_dir().join(format!("weir-agent-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -309,6 +394,26 @@ mod tests {
         assert!(missing.contains("does not exist"), "{missing}");
         let none = write("[]").unwrap_err().to_string();
         assert!(none.contains("at least one core"), "{none}");
+        assert_eq!(write("[0]").unwrap().node_port_range, [30000, 32767]);
+        assert!(write("[0]").unwrap().service_cidrs.is_empty());
+        let cidrs = write("[0]\nserviceCidrs: [198.19.0.0/16, '2001:db8:ffff::/112']").unwrap();
+        assert_eq!(cidrs.service_cidrs.len(), 2);
+        let range = write("[0]\nnodePortRange: 31000+99").unwrap();
+        assert_eq!(range.node_port_range, [31000, 31099]);
+        let bad = write("[0]\nnodePortRange: 32767-30000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("nodePortRange") && bad.contains("the first port is after the last"),
+            "{bad}"
+        );
+        let overlap = write("[0]\nnodePortRange: 60000-61000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            overlap.contains("nodePortRange: 60000-61000 overlaps snatPorts [61000, 65535]"),
+            "{overlap}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,6 +17,8 @@
 //!   the latest datastore change could not be published (the last good tables serve on);
 //!   200 `ready` otherwise.
 //! - `/metrics`: see [`super::metrics`].
+//! - `/services`: the service table the workers hold, as JSON (see
+//!   [`crate::services::view`]; `weir services` prints it as a table).
 //!
 //! The same runtime takes the workers' policy log records every [`DRAIN_EVERY`] (see
 //! [`LogDrain`]).
@@ -246,6 +248,26 @@ impl Shared {
                     response.headers_mut().insert(http::header::CONTENT_TYPE, v);
                 }
                 response
+            }
+            "/services" => {
+                let snapshot = self.endpoints.snapshots.load();
+                let stats = self.control();
+                let view = crate::services::view::view(
+                    snapshot.generation,
+                    &snapshot.services,
+                    stats.services_refused.as_deref(),
+                );
+                match serde_json::to_string_pretty(&view) {
+                    Ok(json) => {
+                        let mut response = Response::new(Full::new(Bytes::from(json + "\n")));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        response
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+                }
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
         }

@@ -52,6 +52,12 @@ pub struct ControlStats {
     /// Why the latest batch of changes could not be published; `None` once one is (for
     /// `/readyz`).
     pub last_rejection: Option<String>,
+    /// Service tables that could not be built (two services on one frontend): the
+    /// snapshot was published with the last good service table.
+    pub service_tables_refused: u64,
+    /// Why the model's latest services are not the ones served, while they are not (for
+    /// `/services`).
+    pub services_refused: Option<String>,
 }
 
 impl ControlStats {
@@ -320,6 +326,12 @@ fn control_families(encoder: &mut DescriptorEncoder<'_>, s: &ControlStats) -> st
             "Objects refused in changes that were applied (their last good version kept).",
             s.refused_objects,
         ),
+        (
+            "weir_service_tables_refused_total",
+            "Service tables that could not be built (two services on one frontend); the \
+             snapshot was published with the last good service table.",
+            s.service_tables_refused,
+        ),
     ] {
         counter(encoder, name, help, v)?;
     }
@@ -393,7 +405,10 @@ fn worker_families(
     let mut icmp = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         for kind in weir_dataplane::IcmpErrorKind::ALL {
-            icmp.push((worker_and("kind", i, kind.name()), r.pipeline.icmp_sent(kind)));
+            icmp.push((
+                worker_and("kind", i, kind.name()),
+                r.pipeline.icmp_sent(kind),
+            ));
         }
     }
     counters(

@@ -42,6 +42,7 @@ use crate::attachments::AttachmentStore;
 use crate::calc::{drive, Batch, Calculator, Change, DriveState, Update};
 use crate::policy::load::Cluster;
 use crate::policy::model::Kind;
+use crate::services::ServiceState;
 
 pub use self::config::{AgentConfig, AgentError, KubernetesConfig};
 pub use self::datastore::{load_datastore, load_datastore_keeping, LastGood};
@@ -104,8 +105,16 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         window,
         stop,
     };
-    let first = first_calculation(config, &feed, &mut calc, &mut drive_state, &env)?;
-    let Some((mut builder, ports, peer_configs, mut warnings)) = first else {
+    let mut services = ServiceState::default();
+    let first = first_calculation(config, &feed, &mut calc, &mut drive_state, &env, &services)?;
+    let Some(Calculated {
+        mut builder,
+        ports,
+        peers: peer_configs,
+        mut warnings,
+        services: service_change,
+    }) = first
+    else {
         return Ok(());
     };
     let kernel = Arc::new(Mutex::new(env.kernel.clone()));
@@ -134,8 +143,14 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     let snapshot = publisher
         .publish(builder)
         .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+    let refused = services.commit(service_change);
+    if let Some(why) = &refused {
+        eprintln!("weir agent: {why}");
+    }
     if let Ok(mut stats) = control.lock() {
         stats.generation = snapshot.generation;
+        stats.service_tables_refused = services.refused_total();
+        stats.services_refused = services.refusal().map(str::to_owned);
     }
     let key = wireguard.as_ref().map(|(key, _)| key.clone());
     let started = workers::start(config, &ports, &publisher, &snapshot, &reports, key, stop)?;
@@ -170,6 +185,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         view,
         env,
         kernel,
+        services,
     };
     drive(
         &rx,
@@ -191,18 +207,23 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
 /// of the node, before the first tables.
 fn start_host(config: &AgentConfig) -> Result<host::NodeEnv, AgentError> {
     let link = if config.host.enabled {
-        let link =
-            host::ensure_host_link(&config.host.interface, pod_mtu(config)?, &config.pod_cidrs)?;
+        // The node's own stack reaches pods and, through weir's service stage, cluster IPs.
+        let routed: Vec<ipnet::IpNet> = config
+            .pod_cidrs
+            .iter()
+            .chain(&config.service_cidrs)
+            .copied()
+            .collect();
+        let link = host::ensure_host_link(&config.host.interface, pod_mtu(config)?, &routed)?;
         eprintln!(
             "weir agent: host link {} <-> {} (MTU {}), routing {} into it",
             link.kernel,
             link.weir,
             link.mtu,
-            if config.pod_cidrs.is_empty() {
-                "no pod CIDR (none configured)".to_owned()
+            if routed.is_empty() {
+                "no pod or service CIDR (none configured)".to_owned()
             } else {
-                config
-                    .pod_cidrs
+                routed
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
@@ -249,6 +270,7 @@ fn first_calculation(
     calc: &mut Calculator,
     drive_state: &mut DriveState,
     env: &host::NodeEnv,
+    services: &ServiceState,
 ) -> Result<Option<Calculated>, AgentError> {
     let Feed {
         rx,
@@ -261,7 +283,7 @@ fn first_calculation(
         for r in &batch.refused {
             eprintln!("weir agent: {r}; not applied");
         }
-        first = Some(calculate(config, None, calc, env));
+        first = Some(calculate(config, None, calc, env, services));
         false
     });
     match first {
@@ -452,6 +474,8 @@ struct Running<'a> {
     env: host::NodeEnv,
     /// The kernel's view, kept fresh by the watcher.
     kernel: Arc<Mutex<host::KernelView>>,
+    /// The service table published last, which the next one is built from.
+    services: ServiceState,
 }
 
 impl Running<'_> {
@@ -485,6 +509,8 @@ impl Running<'_> {
                 stats.generation = generation;
                 stats.last_rejection = None;
                 stats.observe(batch.first_noticed.elapsed().as_secs_f64());
+                stats.service_tables_refused = self.services.refused_total();
+                stats.services_refused = self.services.refusal().map(str::to_owned);
                 update_view(&self.view, calc, &self.config.node);
                 eprintln!(
                     "weir agent: datastore reloaded (generation {generation}, {} change{})",
@@ -521,8 +547,19 @@ impl Running<'_> {
         if let Ok(k) = self.kernel.lock() {
             self.env.kernel = k.clone();
         }
-        let (builder, new_ports, _, warnings) =
-            calculate(self.config, self.wireguard.as_ref(), calc, &self.env)?;
+        let Calculated {
+            builder,
+            ports,
+            warnings,
+            services,
+            ..
+        } = calculate(
+            self.config,
+            self.wireguard.as_ref(),
+            calc,
+            &self.env,
+            &self.services,
+        )?;
         for w in &warnings {
             eprintln!("weir agent: warning: {w}");
         }
@@ -530,6 +567,10 @@ impl Running<'_> {
             .publisher
             .publish(builder)
             .map_err(|e| AgentError::Snapshot(e.to_string()))?;
-        Ok((snapshot.generation, new_ports))
+        // Published: the next table is built from this one. A refused one is logged once.
+        if let Some(why) = self.services.commit(services) {
+            eprintln!("weir agent: {why}");
+        }
+        Ok((snapshot.generation, ports))
     }
 }

@@ -55,6 +55,16 @@ enum Command {
         #[arg(long, default_value_t = 9180)]
         port: u16,
     },
+    /// A running agent's services from its /services: each service port, its frontends,
+    /// its backends with their conditions, and which of them take new connections.
+    Services {
+        /// The agent's listen port on 127.0.0.1 (run inside its network namespace).
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+        /// Print the agent's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// The demo's probes (run inside a pod's namespace by the demo).
     #[command(hide = true)]
     Probe {
@@ -205,6 +215,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Services { port, json } => match services(port, json) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weir services: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Probe { command } => probe(command),
         Command::Agent { config } => {
             let run = || -> Result<(), String> {
@@ -307,6 +327,22 @@ fn probe(command: ProbeCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// The agent's `/services`, as a table or as the JSON it is.
+fn services(port: u16, json: bool) -> Result<String, String> {
+    let (status, body) =
+        weir_control::demo::probe::http_get(port, "/services", std::time::Duration::from_secs(2))
+            .map_err(|e| format!("no agent answers on 127.0.0.1:{port}: {e}"))?;
+    if status != 200 {
+        return Err(format!("/services answered {status}: {}", body.trim()));
+    }
+    if json {
+        return Ok(body);
+    }
+    let view: weir_control::services::view::ServicesView =
+        serde_json::from_str(&body).map_err(|e| format!("/services: {e}"))?;
+    Ok(weir_control::services::view::render(&view))
 }
 
 fn read(path: &Path) -> Result<String, Vec<String>> {

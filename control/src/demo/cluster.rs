@@ -10,8 +10,11 @@
 //! - Six pods, created as a runtime creates them: a network namespace, then `weir-cni` ADD,
 //!   which gets the address from IPAM. The demo then writes each pod's `status.podIPs`, as
 //!   the kubelet would, so the other node learns it.
-//! - Probes from inside the pods: TCP and UDP to every other pod, printed as a matrix of
-//!   expected versus seen; iperf3 between two pods on one node and across the nodes; UDP
+//! - Two Services and a NodePort ([`SERVICES`], [`NODE_PORT`]), served by the agents in
+//!   place of kube-proxy.
+//! - Probes from inside the pods: TCP and UDP to every other pod and to the services'
+//!   cluster IPs, printed as a matrix of expected versus seen (policy decides on the
+//!   endpoint a service picks); the NodePort from node-b's own stack; iperf3 between two pods on one node and across the nodes; UDP
 //!   round trips; the agents' WireGuard counters, which show that cross-node traffic was
 //!   sealed.
 //!
@@ -81,6 +84,37 @@ const PODS: [(&str, &str, usize); 6] = [
     ("ops", "scanner", 1),
 ];
 
+/// The demo's Services: matrix column, namespace/name, cluster IP. Both listen on port
+/// [`SERVICE_PORT`] (TCP and UDP) and forward to the pods' probe port by its name.
+/// `shop/api` selects the api pod (node-b); `ops/echo` selects every pod of `ops` labelled
+/// `probe: echo` (monitor on node-a, scanner on node-b). `shop/web` is a NodePort
+/// ([`NODE_PORT`]) in front of the web pod, probed from node-b's own namespace.
+const SERVICES: [(&str, &str, Ipv4Addr); 2] = [
+    ("api-svc", "shop/api", Ipv4Addr::new(198, 18, 96, 10)),
+    ("echo-svc", "ops/echo", Ipv4Addr::new(198, 18, 96, 11)),
+];
+const SERVICE_PORT: u16 = 80;
+const NODE_PORT: u16 = 30080;
+
+/// The Services of [`SERVICES`] and the NodePort, as datastore objects.
+const SERVICES_YAML: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: \
+     shop}\nspec:\n  clusterIP: 198.18.96.10\n  selector: {app: api}\n  ports:\n  - {name: \
+     tcp, port: 80, targetPort: probe}\n  - {name: udp, port: 80, targetPort: probe-udp, \
+     protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: \
+     ops}\nspec:\n  clusterIP: 198.18.96.11\n  selector: {probe: echo}\n  ports:\n  - {name: \
+     tcp, port: 80, targetPort: probe}\n  - {name: udp, port: 80, targetPort: probe-udp, \
+     protocol: UDP}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: \
+     shop}\nspec:\n  type: NodePort\n  clusterIP: 198.18.96.12\n  selector: {app: web}\n  \
+     ports:\n  - {name: tcp, port: 80, targetPort: probe, nodePort: 30080}\n  - {name: udp, \
+     port: 80, targetPort: probe-udp, nodePort: 30080, protocol: UDP}\n";
+
+/// Whether the matrix probes `from` -> `to`: not a pod to itself, and not the scanner to
+/// `echo-svc`, whose endpoints are the scanner itself (always reached) and the monitor
+/// (denied by the quarantine): the answer would depend on the endpoint Maglev picks.
+fn probed(from: &str, to: &str) -> bool {
+    from != to && !(from == "scanner" && to == "echo-svc")
+}
+
 /// Every ordered pair of distinct pods, as (namespace, name) of source and destination.
 fn pairs() -> impl Iterator<Item = ((&'static str, &'static str), (&'static str, &'static str))> {
     PODS.iter().flat_map(|&(fns, from, _)| {
@@ -93,6 +127,19 @@ fn pairs() -> impl Iterator<Item = ((&'static str, &'static str), (&'static str,
 /// What the demo's policies intend, written down independently of them: whether `from`
 /// reaches `to` (pod names) over TCP or UDP on the probe port, and why.
 pub fn expected(from: &str, to: &str, tcp: bool) -> (bool, &'static str) {
+    match to {
+        // Policy decides on the endpoint a service translates to; an endpoint always
+        // reaches itself, through its service too.
+        "api-svc" if from == "api" => return (true, "a pod reaches itself through its service"),
+        "api-svc" => return expected(from, "api", tcp),
+        "echo-svc" => {
+            return (
+                true,
+                "its endpoints (monitor, scanner) admit all but the scanner",
+            )
+        }
+        _ => {}
+    }
     if from == "scanner" {
         return (false, "security tier: the quarantine denies the scanner");
     }
@@ -138,6 +185,8 @@ pub fn cluster_yaml(keys: &[String; 2], macs: &[String; 2]) -> String {
         );
     }
     y.push_str(POLICIES);
+    y.push_str("---\n");
+    y.push_str(SERVICES_YAML);
     y
 }
 
@@ -151,8 +200,9 @@ pub fn pod_yaml(ns: &str, name: &str, node: &str, ip: Option<Ipv4Addr>) -> Strin
     });
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    \
-         app: {name}\nspec:\n  nodeName: {node}\n  containers:\n  - name: {name}\n    \
-         image: demo\n    ports:\n    - {{containerPort: {PROBE_PORT}}}\n{status}"
+         app: {name}\n    probe: echo\nspec:\n  nodeName: {node}\n  containers:\n  - name: \
+         {name}\n    image: demo\n    ports:\n    - {{name: probe, containerPort: {PROBE_PORT}}}\n    \
+         - {{name: probe-udp, containerPort: {PROBE_PORT}, protocol: UDP}}\n{status}"
     )
 }
 
@@ -484,8 +534,20 @@ impl Lab {
     }
 
     fn probe_command(&self, from: &str, to: Ipv4Addr, proto: &str, timeout_ms: u64) -> Command {
-        let mut c = self.in_ns(&self.pod_ns[from], &self.weir);
-        c.args(["probe", proto, "--to", &format!("{to}:{PROBE_PORT}")])
+        self.probe_port(&self.pod_ns[from], to, PROBE_PORT, proto, timeout_ms)
+    }
+
+    /// A probe from namespace `ns` to `to`:`port`.
+    fn probe_port(
+        &self,
+        ns: &str,
+        to: Ipv4Addr,
+        port: u16,
+        proto: &str,
+        timeout_ms: u64,
+    ) -> Command {
+        let mut c = self.in_ns(ns, &self.weir);
+        c.args(["probe", proto, "--to", &format!("{to}:{port}")])
             .args(["--timeout-ms", &timeout_ms.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -893,6 +955,17 @@ impl Lab {
                 running.push(((from, to, proto), child));
             }
         }
+        for (_, from, _) in PODS {
+            for (column, _, vip) in SERVICES.into_iter().filter(|s| probed(from, s.0)) {
+                for proto in ["tcp", "udp"] {
+                    let child = self
+                        .probe_port(&self.pod_ns[from], vip, SERVICE_PORT, proto, 1500)
+                        .spawn()
+                        .map_err(|e| format!("probe {from} -> {column}: {e}"))?;
+                    running.push(((from, column, proto), child));
+                }
+            }
+        }
         let mut seen = BTreeMap::new();
         for (key, mut child) in running {
             let reached = child.wait().is_ok_and(|s| s.success());
@@ -900,9 +973,33 @@ impl Lab {
         }
         self.check()?;
         say_raw!("{}", render_matrix(&seen));
-        Ok(seen
-            .iter()
-            .all(|(&(from, to, proto), &got)| expected(from, to, proto == "tcp").0 == got))
+        // The NodePort, from outside the pods: node-b's own stack to node-a's address.
+        let mut node_port = String::new();
+        for proto in ["tcp", "udp"] {
+            let reached = self
+                .probe_port(&self.nodes[1], NODES[0].1, NODE_PORT, proto, 1500)
+                .status()
+                .is_ok_and(|s| s.success());
+            node_port.push(match (reached, proto) {
+                (true, "tcp") => 'T',
+                (true, _) => 'U',
+                (false, _) => '-',
+            });
+        }
+        let node_port_ok = node_port == "TU";
+        say!(
+            "        NodePort: node-b's stack -> node-a {}:{NODE_PORT} (shop/web)  {node_port}{}",
+            NODES[0].1,
+            if node_port_ok {
+                ""
+            } else {
+                "  FAILED: expected TU"
+            }
+        );
+        Ok(node_port_ok
+            && seen
+                .iter()
+                .all(|(&(from, to, proto), &got)| expected(from, to, proto == "tcp").0 == got))
     }
 }
 
@@ -918,15 +1015,20 @@ pub fn render_matrix(seen: &BTreeMap<(&str, &str, &str), bool>) -> String {
             })
     };
     let mut out = String::from("        from \\ to          ");
-    for (_, to, _) in PODS {
+    let columns: Vec<&str> = PODS
+        .iter()
+        .map(|p| p.1)
+        .chain(SERVICES.iter().map(|s| s.0))
+        .collect();
+    for to in &columns {
         let _ = write!(out, "{to:>9}");
     }
     out.push('\n');
     let mut wrong = Vec::new();
     for (_, from, _) in PODS {
         let _ = write!(out, "        {:<20}", label(from));
-        for (_, to, _) in PODS {
-            if from == to {
+        for &to in &columns {
+            if !probed(from, to) {
                 let _ = write!(out, "{:>9}", "·");
                 continue;
             }
@@ -957,7 +1059,8 @@ pub fn render_matrix(seen: &BTreeMap<(&str, &str, &str), bool>) -> String {
     if wrong.is_empty() {
         let _ = writeln!(
             out,
-            "        T/U: TCP/UDP reached, -: blocked. {total} of {total} probes as expected."
+            "        T/U: TCP/UDP reached, -: blocked; *-svc: through the service's cluster IP. \
+             {total} of {total} probes as expected."
         );
     } else {
         let _ = writeln!(

@@ -50,6 +50,13 @@ pub fn summary(m: &str, ready: bool) -> String {
             + metric(m, "weir_wireguard_handshakes_answered_total"),
         metric(m, "weir_wireguard_no_peer_total"),
     );
+    let _ = writeln!(
+        out,
+        "services:   {} connections refused for want of endpoints, {} tables refused \
+         (`weir services` lists them)",
+        metric_with(m, "weir_drops_total", "reason=\"service_no_endpoints\""),
+        metric(m, "weir_service_tables_refused_total"),
+    );
     let mut reasons: Vec<(String, u64)> = Vec::new();
     for line in m.lines().filter(|l| l.starts_with("weir_drops_total{")) {
         let Some(reason) = line
@@ -87,13 +94,22 @@ mod tests {
                  weir_drops_total{worker=\"0\",reason=\"policy_denied_ingress\"} 2\n\
                  weir_drops_total{worker=\"1\",reason=\"policy_denied_ingress\"} 1\n\
                  weir_drops_total{worker=\"0\",reason=\"ttl_expired\"} 0\n\
-                 weir_wireguard_sealed_total{worker=\"0\"} 4\n";
+                 weir_wireguard_sealed_total{worker=\"0\"} 4\n\
+                 weir_drops_total{worker=\"1\",reason=\"service_no_endpoints\"} 6\n\
+                 weir_service_tables_refused_total 1\n";
         let s = summary(m, true);
         assert!(s.contains("ready, snapshot generation 7"), "{s}");
         assert!(s.contains("15 received"), "{s}");
-        assert!(s.contains("drops:      policy_denied_ingress 3\n"), "{s}");
+        assert!(
+            s.contains("drops:      policy_denied_ingress 3, service_no_endpoints 6\n"),
+            "{s}"
+        );
         assert!(!s.contains("ttl_expired"), "{s}");
         assert!(s.contains("4 sealed"), "{s}");
+        assert!(
+            s.contains("services:   6 connections refused for want of endpoints, 1 tables"),
+            "{s}"
+        );
         assert!(summary("", false).contains("NOT READY"));
     }
 }

@@ -120,6 +120,19 @@ impl Agent {
         self.child.take();
     }
 }
+/// Writes `dir/agent.yaml` for a one-node lab (node `node`, two workers on cores 0 and 1,
+/// the file datastore `dir/datastore`, the uplink `up0`, pod CIDR 198.18.10.0/24, then
+/// `extra` YAML lines) and starts the agent in `ns`, listening on 127.0.0.1:`port`.
+pub fn start_lab_agent(ns: &str, dir: &Path, node: &str, port: u16, extra: &str) -> Agent {
+    let config = format!(
+        "node: {node}\ncores: [0, 1]\ndatastore: {}\nlisten: 127.0.0.1:{port}\n\
+         frames: 4096\nuplink: up0\npodCidrs: [198.18.10.0/24]\n{extra}",
+        dir.join("datastore").display(),
+    );
+    std::fs::write(dir.join("agent.yaml"), config).unwrap();
+    Agent::start(ns, &dir.join("agent.yaml"), port, dir.join("agent.log"))
+}
+
 /// A one-connection TCP server in `ns` on `addr`: answers like an HTTP server (a body that
 /// ends its line, for clients that print it) and returns the peer's address.
 pub fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String>> {

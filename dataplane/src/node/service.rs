@@ -65,6 +65,9 @@ use crate::snapshot::Snapshot;
 /// The most entries one worker holds (two per connection).
 pub const MAX_ENTRIES: usize = 1 << 17;
 
+/// The most clients one worker pins to an endpoint (`ClientIP` affinity).
+pub const MAX_PINS: usize = 1 << 16;
+
 const SEC: u64 = 1_000_000_000;
 
 /// One worker's service connections.
@@ -130,9 +133,12 @@ impl ServiceState {
 
     /// Sizes the tables once, when the first service connection appears (no allocation
     /// on the packet path while under capacity).
-    fn prepare(&mut self) {
+    fn prepare(&mut self, affinity: bool) {
         if self.entries.capacity() == 0 {
             self.entries.reserve(self.capacity.min(MAX_ENTRIES));
+        }
+        if affinity && self.affinity.capacity() == 0 {
+            self.affinity.reserve(MAX_PINS);
         }
     }
 
@@ -299,14 +305,20 @@ fn packet(
         };
         return Next::IcmpError(answer, DropReason::ServiceNoEndpoints);
     };
-    state.prepare();
+    state.prepare(affinity_ns > 0);
     if state.entries.len() + 2 > state.capacity {
         state.sweep(now_ns);
         if state.entries.len() + 2 > state.capacity {
             return Next::Drop(DropReason::ServiceTableFull);
         }
     }
-    if affinity_ns > 0 {
+    if affinity_ns > 0 && state.affinity.len() >= MAX_PINS {
+        state.sweep(now_ns);
+    }
+    // A full pin table forgets nothing that is alive: the new client is not pinned, and
+    // Maglev over its address still sends its connections to one endpoint while the set
+    // does not change.
+    if affinity_ns > 0 && state.affinity.len() < MAX_PINS {
         state.affinity.insert(
             (frontend.index, key.src),
             Pin {

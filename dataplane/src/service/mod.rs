@@ -260,16 +260,22 @@ impl PortSet {
 impl ServiceTable {
     /// Compiles `specs`, sharing or deriving backend sets from `previous` (the table built
     /// last time, if any) where the same service port (namespace, name, port name,
-    /// protocol) had one.
+    /// protocol, address family of its frontends) had one.
     pub fn build(
         specs: Vec<ServiceSpec>,
         previous: Option<&ServiceTable>,
     ) -> Result<Self, ServiceError> {
-        let mut by_name: FxHashMap<(&str, &str, &str, u8), &ServicePort> = FxHashMap::default();
+        // A dual-stack port is two specs, one per family: the family is part of the key.
+        type Key<'k> = (&'k str, &'k str, &'k str, u8, bool);
+        let v4 = |s: &ServiceSpec| s.frontends.first().is_some_and(|f| f.addr.is_ipv4());
+        let mut by_name: FxHashMap<Key<'_>, &ServicePort> = FxHashMap::default();
         if let Some(p) = previous {
             for port in &p.ports {
                 let s = &port.spec;
-                by_name.insert((&s.namespace, &s.name, &s.port_name, s.protocol), port);
+                by_name.insert(
+                    (&s.namespace, &s.name, &s.port_name, s.protocol, v4(s)),
+                    port,
+                );
             }
         }
         let mut t = ServiceTable::default();
@@ -319,6 +325,7 @@ impl ServiceTable {
                     spec.name.as_str(),
                     spec.port_name.as_str(),
                     spec.protocol,
+                    v4(&spec),
                 ))
                 .copied();
             let cluster = chosen(&spec.backends, |_| true);
@@ -498,6 +505,24 @@ mod tests {
         let b =
             ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], Some(&a)).unwrap();
         assert!(Arc::ptr_eq(&a.ports[0].cluster, &b.ports[0].cluster));
+    }
+
+    #[test]
+    fn the_two_families_of_a_dual_stack_port_keep_their_own_sets() {
+        let mut v6 = spec(vec![BackendSpec {
+            addr: "2001:db8::3".parse().unwrap(),
+            ..backend(1, true, false, true)
+        }]);
+        v6.frontends[0].addr = "2001:db8:ffff::10".parse().unwrap();
+        let both = || vec![spec(vec![backend(1, true, false, true)]), v6.clone()];
+        let a = ServiceTable::build(both(), None).unwrap();
+        let b = ServiceTable::build(both(), Some(&a)).unwrap();
+        for i in 0..2 {
+            assert!(
+                Arc::ptr_eq(&a.ports[i].cluster, &b.ports[i].cluster),
+                "family {i}"
+            );
+        }
     }
 
     #[test]

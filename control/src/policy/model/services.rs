@@ -88,6 +88,17 @@ pub struct Service {
     pub internal_traffic_policy: Option<TrafficPolicy>,
     /// `spec.sessionAffinity`, with its timeout.
     pub session_affinity: SessionAffinity,
+    /// `spec.externalIPs`: addresses outside the cluster's control that are routed to a
+    /// node, where the service answers on its ports. Neither unspecified, loopback nor
+    /// link-local (the API server's `ValidateNonSpecialIP`).
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip` of a LoadBalancer service: the addresses its
+    /// load balancer delivers traffic to, on the service's ports. Entries without an IP
+    /// (a host name only) and those with `ipMode: Proxy` are left out: such a load
+    /// balancer rewrites the destination to a node itself, and kube-proxy does not take
+    /// the address (KEP-1860). Empty for the other types, whose status a controller may
+    /// not have cleared yet.
+    pub load_balancer_ips: Vec<IpAddr>,
 }
 
 /// One entry of a Service's `spec.ports`.
@@ -144,6 +155,14 @@ impl Service {
         };
 
         let (cluster_ips, headless) = cx.cluster_ips(&spec, service_type)?;
+        let external_ips = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, text)| external_ip(&cx, &format!("spec.externalIPs[{i}]"), text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let load_balancer_ips = load_balancer_ips(&cx, service.status.as_ref(), service_type)?;
 
         let listed = spec.ports.unwrap_or_default();
         if listed.is_empty() && !headless && service_type != ServiceType::ExternalName {
@@ -259,8 +278,92 @@ impl Service {
             external_traffic_policy,
             internal_traffic_policy,
             session_affinity,
+            external_ips,
+            load_balancer_ips,
         })
     }
+}
+
+/// One of `spec.externalIPs`, checked as the API server's `ValidateNonSpecialIP` does.
+fn external_ip(cx: &Cx<'_>, field: &str, text: &str) -> Result<IpAddr, ValidationError> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| cx.err(field, format!("\"{text}\" is not an IP address")))?;
+    let special = match ip {
+        IpAddr::V4(a) if a.is_unspecified() => Some("may not be unspecified (0.0.0.0)"),
+        IpAddr::V6(a) if a.is_unspecified() => Some("may not be unspecified (::)"),
+        IpAddr::V4(a) if a.is_loopback() => {
+            Some("may not be in the loopback range (127.0.0.0/8, ::1/128)")
+        }
+        IpAddr::V6(a) if a.is_loopback() => {
+            Some("may not be in the loopback range (127.0.0.0/8, ::1/128)")
+        }
+        IpAddr::V4(a) if a.is_link_local() => {
+            Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+        }
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => {
+            Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+        }
+        IpAddr::V4(a) if a.octets()[..3] == [224, 0, 0] => {
+            Some("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+        }
+        IpAddr::V6(a) if a.segments()[0] & 0xff0f == 0xff02 => {
+            Some("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+        }
+        _ => None,
+    };
+    match special {
+        Some(why) => Err(cx.err(field, format!("{ip} {why}"))),
+        None => Ok(ip),
+    }
+}
+
+/// `status.loadBalancer.ingress[].ip` of a LoadBalancer service, each a valid IP, with
+/// `ipMode` `VIP` (the default) or `Proxy` (left out; see [`Service::load_balancer_ips`]).
+fn load_balancer_ips(
+    cx: &Cx<'_>,
+    status: Option<&core::ServiceStatus>,
+    service_type: ServiceType,
+) -> Result<Vec<IpAddr>, ValidationError> {
+    let ingress = status
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let mut ips = Vec::new();
+    for (i, entry) in ingress.into_iter().flatten().enumerate() {
+        let field = format!("status.loadBalancer.ingress[{i}]");
+        let ip = match entry.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
+                cx.err(
+                    &format!("{field}.ip"),
+                    format!("\"{text}\" is not an IP address"),
+                )
+            })?),
+            None => None,
+        };
+        let proxy = match entry.ip_mode.as_deref() {
+            None => false,
+            Some(_) if ip.is_none() => {
+                return Err(cx.err(
+                    &format!("{field}.ipMode"),
+                    "may not be set when `ip` is not set",
+                ))
+            }
+            Some("VIP") => false,
+            Some("Proxy") => true,
+            Some(other) => {
+                return Err(cx.err(
+                    &format!("{field}.ipMode"),
+                    format!("\"{other}\" is not an IP mode: use VIP or Proxy (case matters)"),
+                ))
+            }
+        };
+        if let Some(ip) = ip.filter(|_| !proxy && service_type == ServiceType::LoadBalancer) {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    Ok(ips)
 }
 
 /// `addressType` of an EndpointSlice: every address in the slice is of this type.
@@ -504,6 +607,8 @@ mod tests {
                 session_affinity: SessionAffinity::ClientIp {
                     timeout_seconds: 60
                 },
+                external_ips: Vec::new(),
+                load_balancer_ips: Vec::new(),
             }
         );
 
@@ -539,6 +644,34 @@ mod tests {
         // targetPort 0 or "" is defaulted to the port, as the API server does.
         let s = service("spec:\n  ports: [{port: 80, targetPort: 0}]\n").unwrap();
         assert_eq!(s.ports[0].target_port, TargetPort::Number(80));
+    }
+
+    #[test]
+    fn external_ips_and_load_balancer_ingress_ips_are_kept() {
+        let s = service(
+            "spec:\n  type: LoadBalancer\n  externalIPs: [198.18.250.7, '2001:db8::7']\n  ports: \
+             [{port: 80}]\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 198.18.200.1\n    \
+             - {ip: '2001:db8::200', ipMode: VIP}\n    - hostname: lb.example.com\n    - {ip: \
+             198.18.200.2, ipMode: Proxy}\n    - ip: 198.18.200.1\n",
+        )
+        .unwrap();
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
+        assert_eq!(s.external_ips, ips(&["198.18.250.7", "2001:db8::7"]));
+        assert_eq!(
+            s.load_balancer_ips,
+            ips(&["198.18.200.1", "2001:db8::200"]),
+            "host names and Proxy mode are left out, a repeated address is kept once"
+        );
+        let s = service(
+            "spec:\n  type: NodePort\n  ports: [{port: 80}]\nstatus: {loadBalancer: {ingress: \
+             [{ip: 198.18.200.1}]}}\n",
+        )
+        .unwrap();
+        assert!(
+            s.load_balancer_ips.is_empty(),
+            "only a LoadBalancer service takes its ingress addresses"
+        );
     }
 
     #[test]
@@ -667,6 +800,59 @@ mod tests {
                  {timeoutSeconds: 0}}\n  ports: [{port: 80}]\n",
                 "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
                 "0 must be between 1 and 86400",
+            ),
+            (
+                "spec:\n  externalIPs: [198.18.0.1, 198.18.0.300]\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[1]",
+                "\"198.18.0.300\" is not an IP address",
+            ),
+            (
+                "spec:\n  externalIPs: [0.0.0.0]\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[0]",
+                "0.0.0.0 may not be unspecified",
+            ),
+            (
+                "spec:\n  externalIPs: ['::1']\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[0]",
+                "::1 may not be in the loopback range",
+            ),
+            (
+                "spec:\n  externalIPs: [169.254.1.1]\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[0]",
+                "169.254.1.1 may not be in the link-local range",
+            ),
+            (
+                "spec:\n  externalIPs: ['fe80::1']\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[0]",
+                "fe80::1 may not be in the link-local range",
+            ),
+            (
+                "spec:\n  externalIPs: ['ff02::1']\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[0]",
+                "ff02::1 may not be in the link-local multicast range",
+            ),
+            (
+                "spec:\n  externalIPs: [224.0.0.5]\n  ports: [{port: 80}]\n",
+                "spec.externalIPs[0]",
+                "224.0.0.5 may not be in the link-local multicast range",
+            ),
+            (
+                "spec:\n  type: LoadBalancer\n  ports: [{port: 80}]\nstatus: {loadBalancer: \
+                 {ingress: [{ip: 198.18.200.1}, {ip: lb.example.com}]}}\n",
+                "status.loadBalancer.ingress[1].ip",
+                "\"lb.example.com\" is not an IP address",
+            ),
+            (
+                "spec:\n  type: LoadBalancer\n  ports: [{port: 80}]\nstatus: {loadBalancer: \
+                 {ingress: [{ip: 198.18.200.1, ipMode: vip}]}}\n",
+                "status.loadBalancer.ingress[0].ipMode",
+                "\"vip\" is not an IP mode: use VIP or Proxy",
+            ),
+            (
+                "spec:\n  type: LoadBalancer\n  ports: [{port: 80}]\nstatus: {loadBalancer: \
+                 {ingress: [{hostname: lb.example.com, ipMode: VIP}]}}\n",
+                "status.loadBalancer.ingress[0].ipMode",
+                "may not be set when `ip` is not set",
             ),
             (
                 "spec:\n  ports: [{port: 80, targetPrt: 8080}]\n",
