@@ -68,6 +68,12 @@ pub const MAX_ENTRIES: usize = 1 << 17;
 /// The most clients one worker pins to an endpoint (`ClientIP` affinity).
 pub const MAX_PINS: usize = 1 << 16;
 
+/// The room the tables start with. They double as connections come (a rehash on the
+/// worker, amortised over the connections that filled them) up to their maximum: a table
+/// reserved at its maximum would spread a few thousand live entries over tens of MiB, and
+/// every lookup would miss the caches and the TLB.
+const INITIAL_ENTRIES: usize = 4096;
+
 const SEC: u64 = 1_000_000_000;
 
 /// One worker's service connections.
@@ -131,14 +137,13 @@ impl ServiceState {
             .count()
     }
 
-    /// Sizes the tables once, when the first service connection appears (no allocation
-    /// on the packet path while under capacity).
+    /// Gives the tables their initial room when the first service connection appears.
     fn prepare(&mut self, affinity: bool) {
         if self.entries.capacity() == 0 {
-            self.entries.reserve(self.capacity.min(MAX_ENTRIES));
+            self.entries.reserve(self.capacity.min(INITIAL_ENTRIES));
         }
         if affinity && self.affinity.capacity() == 0 {
-            self.affinity.reserve(MAX_PINS);
+            self.affinity.reserve(INITIAL_ENTRIES);
         }
     }
 
