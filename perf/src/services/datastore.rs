@@ -147,4 +147,34 @@ mod tests {
             assert_eq!(s.ports.len(), 1);
         }
     }
+
+    #[test]
+    fn the_control_plane_turns_the_datastore_into_the_same_services() {
+        let set = ServiceSet::generate(1000, 10, SINK);
+        let mut text = crate::forward::forwarders::weir_datastore(
+            ("wfg1", &[2, 0, 0, 0, 0, 1]),
+            ("wfs1", &[2, 0, 0, 0, 0, 2]),
+            &[],
+        );
+        text.push_str(&services_yaml(&set, "bench", "sink"));
+        let cluster =
+            weir_control::policy::load::Cluster::from_sources([("bench.yaml", text.as_str())])
+                .unwrap();
+        let specs = weir_control::services::node_services(&cluster, "bench", &[]);
+        assert_eq!(specs.len(), 1000);
+        let t = set.target();
+        let target = specs.iter().find(|s| s.name == t.name).unwrap();
+        assert_eq!(target.protocol, 17);
+        assert_eq!(target.frontends.len(), 1);
+        assert_eq!(target.frontends[0].addr, IpAddr::V4(t.cluster_ip));
+        assert_eq!(target.frontends[0].port, 80);
+        assert_eq!(target.backends.len(), 1);
+        assert_eq!(target.backends[0].addr, IpAddr::V4(SINK.0));
+        assert_eq!(target.backends[0].port, SINK.1);
+        assert!(target.backends[0].ready && target.backends[0].local);
+        let backends: usize = specs.iter().map(|s| s.backends.len()).sum();
+        assert_eq!(backends, set.endpoint_count());
+        // And the dataplane accepts the table.
+        weir_dataplane::service::ServiceTable::build(specs, None).unwrap();
+    }
 }
