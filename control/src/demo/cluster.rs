@@ -1201,17 +1201,23 @@ mod tests {
     #[test]
     fn matrix_marks_differences_and_counts_them() {
         let mut seen = BTreeMap::new();
-        for ((_, from), (_, to)) in pairs() {
+        let services = PODS.iter().flat_map(|&(_, from, _)| {
+            SERVICES
+                .iter()
+                .filter(move |s| probed(from, s.0))
+                .map(move |s| (from, s.0))
+        });
+        for (from, to) in pairs().map(|((_, f), (_, t))| (f, t)).chain(services) {
             for proto in ["tcp", "udp"] {
                 seen.insert((from, to, proto), expected(from, to, proto == "tcp").0);
             }
         }
         let good = render_matrix(&seen);
-        assert!(good.contains("60 of 60 probes as expected"), "{good}");
+        assert!(good.contains("82 of 82 probes as expected"), "{good}");
         assert!(!good.contains('!'));
         seen.insert(("scanner", "web", "udp"), true);
         let bad = render_matrix(&seen);
-        assert!(bad.contains("1 of 60 probes differ"), "{bad}");
+        assert!(bad.contains("1 of 82 probes differ"), "{bad}");
         assert!(
             bad.contains("scanner -> web UDP: expected blocked, seen reached"),
             "{bad}"

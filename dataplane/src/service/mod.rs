@@ -335,7 +335,12 @@ impl ServiceTable {
                 _ => BackendSet::derive(old.map(|o| &**o), set),
             };
             let cluster = reuse(cluster, before.map(|p| &p.cluster));
-            let local = reuse(local, before.map(|p| &p.local));
+            // Every endpoint local (a one-node cluster, a DaemonSet): one table serves both.
+            let local = if local == cluster.backends {
+                Arc::clone(&cluster)
+            } else {
+                reuse(local, before.map(|p| &p.local))
+            };
             let affinity_ns = spec
                 .affinity_seconds
                 .map_or(0, |s| u64::from(s) * 1_000_000_000);
@@ -407,13 +412,20 @@ impl ServiceTable {
         &self.ports
     }
 
-    /// Memory held by the Maglev tables and backend lists, in bytes (shared sets counted
-    /// once per port that uses them).
+    /// Memory held by the Maglev tables and backend lists, in bytes (a set shared by the
+    /// two traffic policies of a port counted once).
     pub fn bytes(&self) -> usize {
         let set = |s: &BackendSet| s.table.bytes() + s.backends.len() * 18;
         self.ports
             .iter()
-            .map(|p| set(&p.cluster) + set(&p.local))
+            .map(|p| {
+                set(&p.cluster)
+                    + if Arc::ptr_eq(&p.cluster, &p.local) {
+                        0
+                    } else {
+                        set(&p.local)
+                    }
+            })
             .sum::<usize>()
             + (self.frontends.len() + self.endpoints.len()) * 32
     }
@@ -497,6 +509,22 @@ mod tests {
             t.frontend(&vip(), 80, UDP).is_none(),
             "protocol is part of the key"
         );
+    }
+
+    #[test]
+    fn a_port_whose_endpoints_are_all_local_has_one_table_for_both_policies() {
+        let t = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None).unwrap();
+        assert!(Arc::ptr_eq(&t.ports[0].cluster, &t.ports[0].local));
+        let t = ServiceTable::build(
+            vec![spec(vec![
+                backend(1, true, false, true),
+                backend(2, true, false, false),
+            ])],
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.ports[0].local.backends.len(), 1);
+        assert_eq!(t.ports[0].cluster.backends.len(), 2);
     }
 
     #[test]
