@@ -150,7 +150,7 @@ fn a_missing_policy_makes_the_matrix_differ_and_the_demo_fail() {
     assert!(!out.status.success(), "{all}");
     // Without the quarantine, the scanner reaches the open pods: web, monitor (TCP and
     // UDP each), and nothing else changes.
-    assert!(all.contains("4 of 60 probes differ"), "{all}");
+    assert!(all.contains("4 of 82 probes differ"), "{all}");
     assert!(
         all.contains("scanner -> web TCP: expected blocked, seen reached"),
         "{all}"
