@@ -69,7 +69,7 @@ import glob, json
 r = json.load(open(path))
 assert r["quick"] is True, r.keys()
 benches = {b["name"]: b for b in r["benches"]}
-assert sorted(benches) == ["attach", "control", "forward", "pipeline", "policy", "wireguard"], sorted(benches)
+assert sorted(benches) == ["attach", "control", "forward", "pipeline", "policy", "services", "wireguard"], sorted(benches)
 for name, b in benches.items():
     assert b["status"] == "ok", (name, b)
 def results(name):
@@ -89,6 +89,12 @@ assert fwd["forward_64B_weir_snat_mpps"]["anchor"]["name"] == "kernel_masquerade
 for kind in ("weir_snat", "kernel_masquerade"):
     # Every frame that reached the world left with the node's address.
     assert fwd[f"forward_64B_{kind}_untranslated"]["value"] == 0, fwd[f"forward_64B_{kind}_untranslated"]
+svc = results("services")
+# Through a cluster IP beside kube-proxy's nftables rules, and the stage's cost in memory.
+assert svc["services_64B_weir_svc_1_mpps"]["value"] > 0
+assert svc["services_64B_weir_svc_1_mpps"]["anchor"]["name"] == "kernel_nft_svc_1"
+assert svc["services_64B_kernel_nft_svc_1_mpps"]["value"] > 0
+assert svc["services_stage_10_established_cost_ns"]["value"] > 0
 wg = results("wireguard")
 assert any(x["anchor"] and x["ratio"] for x in wg.values()), "WireGuard carries its anchors"
 ctl = results("control")
