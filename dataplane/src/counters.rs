@@ -190,7 +190,7 @@ impl DropReason {
     ];
 
     /// The reasons the in-memory driver cannot produce from a frame, so that
-    /// `every_drop_reason_is_reachable_and_counted` (workers/tests/pipeline.rs) leaves them
+    /// `every_drop_reason_is_reachable_and_counted` (workers/tests/drops.rs) leaves them
     /// out (`handoff_full` and `handoff_stale` are in it: in-memory drivers join a handoff
     /// mesh as workers do): `port_detached` and `bad_descriptor` need a
     /// kernel socket (a port detached with frames in its rings, a descriptor outside the

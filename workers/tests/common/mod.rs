@@ -1,10 +1,12 @@
-//! Frame checks shared by the in-memory NAT and service tests.
+//! Frame checks shared by the in-memory tests, and the node of the pipeline tests ([`node`]).
 
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use weir_dataplane::wire::checksum;
+
+pub mod node;
 
 /// The L4 checksum of an IPv4 or IPv6 packet in `f` verifies (and the IPv4 header's).
 pub fn checksums_verify(f: &[u8]) {
