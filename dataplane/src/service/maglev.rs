@@ -141,11 +141,6 @@ impl Maglev {
         &self.slots
     }
 
-    /// Memory held by the table, in bytes.
-    pub fn bytes(&self) -> usize {
-        self.slots.len() * 2
-    }
-
     /// Gives every free slot to a backend below its share, backends taking turns, each
     /// walking its own permutation of the slots.
     fn fill(&mut self, backends: &[BackendKey], mut counts: Vec<usize>, targets: &[usize]) {

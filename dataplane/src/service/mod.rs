@@ -411,24 +411,6 @@ impl ServiceTable {
     pub fn ports(&self) -> &[ServicePort] {
         &self.ports
     }
-
-    /// Memory held by the Maglev tables and backend lists, in bytes (a set shared by the
-    /// two traffic policies of a port counted once).
-    pub fn bytes(&self) -> usize {
-        let set = |s: &BackendSet| s.table.bytes() + s.backends.len() * 18;
-        self.ports
-            .iter()
-            .map(|p| {
-                set(&p.cluster)
-                    + if Arc::ptr_eq(&p.cluster, &p.local) {
-                        0
-                    } else {
-                        set(&p.local)
-                    }
-            })
-            .sum::<usize>()
-            + (self.frontends.len() + self.endpoints.len()) * 32
-    }
 }
 
 /// The backends new connections may go to: the ready ones among those `keep` accepts, or
@@ -504,7 +486,8 @@ mod tests {
             ServiceTable::build(vec![spec(vec![backend(2, false, true, false)])], None).unwrap();
         let f = t.frontend(&vip(), 80, TCP).unwrap();
         assert_eq!(f.backends(false).backends.len(), 1, "the terminating one");
-        assert!(f.backends(true).backends.is_empty() || !f.port.spec.external_local);
+        // externalTrafficPolicy Cluster: traffic from outside uses the same set.
+        assert_eq!(f.backends(true).backends.len(), 1);
         assert!(
             t.frontend(&vip(), 80, UDP).is_none(),
             "protocol is part of the key"
