@@ -45,22 +45,23 @@ fn isolate_first_pod() -> PolicyTables {
         }],
         &Sets::default(),
     );
-    PolicyTables {
-        endpoints: vec![
+    PolicyTables::new(
+        vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(deny)),
                 egress: None,
             },
             EndpointPolicy::default(),
         ],
-        sets: Sets::default(),
-        rules: vec![RuleInfo {
+        Sets::default(),
+        vec![RuleInfo {
             tier: "default".into(),
             policy: "deny-all".into(),
             direction: Direction::Ingress,
             index: None,
         }],
-    }
+        &[],
+    )
 }
 
 fn scenario(tag: &str, workers: usize) -> Outcome {

@@ -111,14 +111,15 @@ fn world_node(isolated: bool) -> Snapshot {
             }],
             &Sets::default(),
         );
-        b.policy(PolicyTables {
-            endpoints: vec![EndpointPolicy {
+        b.policy(PolicyTables::new(
+            vec![EndpointPolicy {
                 ingress: Some(std::sync::Arc::new(deny)),
                 egress: None,
             }],
-            sets: Sets::default(),
-            rules: vec![info],
-        });
+            Sets::default(),
+            vec![info],
+            &[],
+        ));
     }
     b.build(1).unwrap()
 }

@@ -433,8 +433,8 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
         direction: Direction::Ingress,
         index: Some(0),
     };
-    b.policy(PolicyTables {
-        endpoints: vec![
+    b.policy(PolicyTables::new(
+        vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(closed)),
                 egress: None,
@@ -444,15 +444,16 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
                 egress: None,
             },
         ],
-        sets: Sets::default(),
-        rules: vec![
+        Sets::default(),
+        vec![
             info.clone(),
             RuleInfo {
                 index: None,
                 ..info
             },
         ],
-    });
+        &[],
+    ));
     b.build(generation).unwrap()
 }
 

@@ -82,22 +82,23 @@ fn node() -> Snapshot {
         }],
         &Sets::default(),
     );
-    b.policy(PolicyTables {
-        endpoints: vec![
+    b.policy(PolicyTables::new(
+        vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(deny)),
                 egress: None,
             },
             EndpointPolicy::default(),
         ],
-        sets: Sets::default(),
-        rules: vec![RuleInfo {
+        Sets::default(),
+        vec![RuleInfo {
             tier: "default".into(),
             policy: "deny-all".into(),
             direction: Direction::Ingress,
             index: None,
         }],
-    });
+        &[],
+    ));
     let s = b.build(1).unwrap();
     assert_eq!(s.uplink, Some(UPLINK));
     s

@@ -15,6 +15,7 @@
 
 use crate::flow::FlowKey;
 use crate::policy::index::Index;
+use crate::policy::matrix::Matrix;
 use crate::policy::netset::NetSet;
 
 /// What a rule does when it matches.
@@ -109,18 +110,15 @@ pub struct Tier {
 }
 
 /// The program of one endpoint in one direction: its tiers, and the decision structure
-/// built from them (see `index`). Endpoints with the same policies share one program.
+/// built from them: the decision matrix (see `matrix`), or where that would be too large,
+/// the bit-vector index (see `index`). Endpoints with the same policies share one program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     tiers: Vec<Tier>,
-    index: Index,
-    /// At most [`SCAN_RULES`] rules: testing them in turn is cheaper than the five field
-    /// lookups of the decision structure.
-    small: bool,
+    matrix: Option<Matrix>,
+    /// Built only for a program without a matrix.
+    index: Option<Index>,
 }
-
-/// Programs with at most this many rules are classified by testing the rules in turn.
-pub const SCAN_RULES: usize = 3;
 
 /// The address sets and port sets programs refer to.
 #[derive(Debug, Clone, Default)]
@@ -131,7 +129,7 @@ pub struct Sets {
 
 /// The result of a classification: the verdict, the rule (or tier end) that decided it,
 /// and the `Log` rules passed on the way (at most [`MAX_LOGGED`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decision {
     pub verdict: Verdict,
     /// `None`: no tier applied, or every tier passed.
@@ -152,13 +150,18 @@ impl Default for Program {
 impl Program {
     /// The program of `tiers`, whose rules refer to `sets`.
     pub fn new(tiers: Vec<Tier>, sets: &Sets) -> Program {
-        let index = Index::build(&tiers, sets);
-        let small = tiers.iter().map(|t| t.rules.len()).sum::<usize>() <= SCAN_RULES;
+        let matrix = Matrix::build(&tiers, sets);
+        let index = matrix.is_none().then(|| Index::build(&tiers, sets));
         Program {
             tiers,
+            matrix,
             index,
-            small,
         }
+    }
+
+    /// The decision matrix, if the program has one.
+    pub(crate) fn matrix(&self) -> Option<&Matrix> {
+        self.matrix.as_ref()
     }
 
     /// The tiers, in evaluation order.
@@ -166,36 +169,66 @@ impl Program {
         &self.tiers
     }
 
-    /// Classifies the packet `key` (see `flow` for the byte order) through the decision
-    /// structure: the cost does not grow with the number of rules.
+    /// Classifies the packet `key` (see `flow` for the byte order) without address
+    /// classes: through the bit-vector index of a program without a matrix, by testing
+    /// the rules in turn otherwise. The fast path is `PolicyTables::evaluate`, which has
+    /// the classes the matrix is looked up with.
     #[inline]
     pub fn classify(&self, key: &FlowKey, sets: &Sets) -> Decision {
-        if self.small {
-            self.classify_by_scan(key, sets)
-        } else {
-            self.index.classify(&self.tiers, key, sets)
+        match &self.index {
+            Some(index) => index.classify(&self.tiers, key, sets),
+            None => self.classify_by_scan(key, sets),
         }
     }
 
-    /// Classifies through the decision structure whatever the program's size.
-    pub fn classify_indexed(&self, key: &FlowKey, sets: &Sets) -> Decision {
-        self.index.classify(&self.tiers, key, sets)
-    }
-
-    /// See [`Index::warm`].
+    /// Loads the first cache lines a lookup reads and returns a value made of them (see
+    /// `PolicyTables::warm`).
     #[inline]
     pub fn warm(&self) -> u32 {
-        self.index.warm()
+        match (&self.matrix, &self.index) {
+            (Some(m), _) => m.warm(),
+            (None, Some(i)) => i.warm(),
+            (None, None) => 0,
+        }
     }
 
     /// Heap bytes of the decision structure (the tiers not counted).
     pub fn index_bytes(&self) -> usize {
-        self.index.memory_bytes()
+        self.matrix.as_ref().map_or(0, Matrix::bytes)
+            + self.index.as_ref().map_or(0, Index::memory_bytes)
     }
 
-    /// Address intervals in the decision structure.
+    /// Heap bytes of the tiers and their rules (port ranges included).
+    pub fn rules_bytes(&self) -> usize {
+        let mut bytes = std::mem::size_of_val(self.tiers.as_slice());
+        for tier in &self.tiers {
+            bytes += tier.rules.capacity() * std::mem::size_of::<Rule>();
+            for r in &tier.rules {
+                let m = &r.matches;
+                bytes += [
+                    &m.src_ports,
+                    &m.not_src_ports,
+                    &m.dst_ports,
+                    &m.not_dst_ports,
+                ]
+                .iter()
+                .map(|p| p.ranges.capacity() * 4)
+                .sum::<usize>();
+            }
+        }
+        bytes
+    }
+
+    /// Address rows (matrix) or intervals (index) of the decision structure: how many
+    /// kinds of address the program tells apart.
     pub fn address_intervals(&self) -> usize {
-        self.index.address_intervals()
+        self.matrix.as_ref().map_or(0, Matrix::rows)
+            + self.index.as_ref().map_or(0, Index::address_intervals)
+    }
+
+    /// Whether the program is decided by a matrix (see `matrix`).
+    pub fn has_matrix(&self) -> bool {
+        self.matrix.is_some()
     }
 
     /// Classifies `key` by testing the rules one after another: the definition that the
@@ -693,7 +726,7 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(300))]
             #[test]
-            fn the_decision_structure_decides_like_the_scan(
+            fn the_decision_structures_decide_like_the_scan(
                 (nets, program) in prop::collection::vec(net_set(), 1..6)
                     .prop_flat_map(|nets| {
                         let n = nets.len() as u32;
@@ -710,9 +743,18 @@ mod tests {
                         .collect::<rustc_hash::FxHashSet<_>>()
                 };
                 let sets = Sets { nets, named_ports: vec![named_set(3), named_set(30)] };
-                let p = Program::new(program, &sets);
+                let p = Program::new(program.clone(), &sets);
+                let index = Index::build(&program, &sets);
+                let classes = crate::policy::classes::AddrClasses::build(&sets, &[]).unwrap();
+                let matrix = crate::policy::matrix::Matrix::build(&program, &sets);
+                let binding = matrix.as_ref().map(|m| m.bind(&classes));
                 for k in &keys {
-                    prop_assert_eq!(p.classify_indexed(k, &sets), p.classify_by_scan(k, &sets), "{:?}", k);
+                    let scan = p.classify_by_scan(k, &sets);
+                    prop_assert_eq!(index.classify(&program, k, &sets), scan, "index {:?}", k);
+                    if let (Some(m), Some(b)) = (&matrix, &binding) {
+                        let (s, d) = (classes.class_of(&k.src), classes.class_of(&k.dst));
+                        prop_assert_eq!(m.classify(b, s, d, k), scan, "matrix {:?}", k);
+                    }
                 }
             }
         }
