@@ -57,6 +57,8 @@ pub struct AddrClasses {
     /// one of its ports.
     of_net: Vec<Vec<u32>>,
     of_named: Vec<Vec<u32>>,
+    /// The IPv4 classes, then the IPv6 ones, ascending.
+    families: [Vec<u32>; 2],
     /// Bytes of the IPv4 table's pages that hold an entry (the rest is never touched).
     v4_resident: usize,
 }
@@ -356,7 +358,12 @@ impl AddrClasses {
                 }
             }
         }
+        let mut families = [Vec::new(), Vec::new()];
+        for (c, key) in b.keys.iter().enumerate() {
+            families[usize::from(key.v6)].push(c as u32);
+        }
         Ok(AddrClasses {
+            families,
             v4_resident: touched * 4096 + v4.as_ref().map_or(0, |t| t.tbl8_groups() * 1024),
             v4,
             v6,
@@ -413,6 +420,11 @@ impl AddrClasses {
         self.of_net.get(net as usize).map_or(&[], Vec::as_slice)
     }
 
+    /// The classes of one address family, ascending.
+    pub(crate) fn family(&self, v6: bool) -> &[u32] {
+        &self.families[usize::from(v6)]
+    }
+
     /// The classes declaring a port of named-port set `set`.
     pub(crate) fn in_named(&self, set: PortSetId) -> &[u32] {
         self.of_named.get(set as usize).map_or(&[], Vec::as_slice)
@@ -435,6 +447,7 @@ impl AddrClasses {
             .of_net
             .iter()
             .chain(&self.of_named)
+            .chain(&self.families)
             .map(|v| 24 + v.capacity() * 4)
             .sum();
         self.v4_resident

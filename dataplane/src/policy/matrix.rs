@@ -172,23 +172,61 @@ impl Side {
         Some(r)
     }
 
-    /// The row of each class of `classes` that is in one of this side's sets (the others
-    /// take their family's empty row).
-    fn bind(&self, classes: &AddrClasses) -> RowMap {
+    /// The row map of this side for `classes`: the rows of the classes whose row is not
+    /// their family's default, and the default row of IPv4 and IPv6.
+    ///
+    /// A family's default projection holds the side's sets that contain more than half of
+    /// that family's classes and none of the others, so the map lists, per set, whichever
+    /// of its members or its non-members is fewer: a rule naming every pod of the cluster
+    /// costs as little as one naming a single pod.
+    fn bind(&self, classes: &AddrClasses) -> (Vec<(u32, u32)>, [u32; 2]) {
         if self.nets.is_empty() && self.named.is_empty() {
-            return RowMap::default();
+            return (Vec::new(), [0, 1]);
         }
-        let mut seen: Vec<u32> = Vec::new();
-        for &n in &self.nets {
-            seen.extend_from_slice(classes.in_net(n));
+        let mut candidates: Vec<u32> = Vec::new();
+        let mut large: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        for (local, &n) in self.nets.iter().enumerate() {
+            let members = classes.in_net(n);
+            for (f, large) in large.iter_mut().enumerate() {
+                let family = classes.family(f == 1);
+                let inside = members
+                    .iter()
+                    .filter(|&&c| classes.key(c).is_some_and(|k| k.v6 == (f == 1)));
+                let count = inside.clone().count();
+                if count * 2 > family.len() {
+                    large.push(local as u32);
+                    // `members` and `family` are ascending: a merge gives the others.
+                    let mut m = inside.copied().peekable();
+                    for &c in family {
+                        while m.peek().is_some_and(|&x| x < c) {
+                            m.next();
+                        }
+                        if m.peek() != Some(&c) {
+                            candidates.push(c);
+                        }
+                    }
+                } else {
+                    candidates.extend(inside);
+                }
+            }
         }
         for &n in &self.named {
-            seen.extend_from_slice(classes.in_named(n));
+            candidates.extend_from_slice(classes.in_named(n));
         }
-        seen.sort_unstable();
-        seen.dedup();
-        let mut entries = Vec::with_capacity(seen.len());
-        for class in seen {
+        candidates.sort_unstable();
+        candidates.dedup();
+        let defaults: [Proj; 2] = [0, 1].map(|f| Proj {
+            v6: f == 1,
+            nets: large[f].clone().into(),
+            named: Box::default(),
+        });
+        let default_rows = [0, 1].map(|f| {
+            self.rows
+                .get(&defaults[f])
+                .map_or(f as u32, |&r| u32::from(r))
+        });
+        let mut entries = Vec::new();
+        for class in candidates {
             let Some(key) = classes.key(class) else {
                 continue;
             };
@@ -207,90 +245,149 @@ impl Side {
                         .map(|i| (i as u32, proto, port))
                 })
                 .collect();
-            if nets.is_empty() && named.is_empty() {
-                continue;
-            }
             let proj = Proj {
                 v6: key.v6,
                 nets: nets.into(),
                 named: named.into(),
             };
+            if proj == defaults[usize::from(key.v6)] {
+                continue;
+            }
             // Every projection a class has is one some address has, so the sweep made it.
             if let Some(&row) = self.rows.get(&proj) {
-                entries.push((class, row));
+                entries.push((class, u32::from(row)));
             }
         }
-        RowMap::new(&entries)
+        (entries, default_rows)
     }
 }
 
-/// Class → row of one side of one program: open addressing, half full at most, one slot
-/// `(class + 1) << 32 | row`, 0 empty. An empty map sends every class to its family's
-/// empty row (0 for IPv4, 1 for IPv6) without a probe.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RowMap {
-    slots: Box<[u64]>,
-}
+/// Where a matrix's parts sit in the arena (`Flat`), in words after its offset.
+const H_DST_ROWS: usize = 0;
+const H_S_DIM: usize = 1;
+const H_D_DIM: usize = 2;
+const H_SPORT_CLASSES: usize = 3;
+const H_DPORT_CLASSES: usize = 4;
+const H_PORT_CLASSES: usize = 5;
+/// Row maps: slot count (a power of two, 0 for none), where the slots start (from the
+/// start of the arena: sides naming the same sets share one map), and the default rows
+/// (IPv4 row | IPv6 row << 16).
+const H_SRC_SLOTS: usize = 6;
+const H_SRC_MAP: usize = 7;
+const H_SRC_DEFAULT: usize = 8;
+const H_DST_SLOTS: usize = 9;
+const H_DST_MAP: usize = 10;
+const H_DST_DEFAULT: usize = 11;
+/// Port-like fields: where the parts start, then how many there are.
+const H_SPORT: usize = 12;
+const H_SPORT_N: usize = 13;
+const H_DPORT: usize = 14;
+const H_DPORT_N: usize = 15;
+const H_ICMP: usize = 16;
+const H_ICMP_N: usize = 17;
+const H_ADDR: usize = 18;
+const H_PORTS: usize = 19;
+const H_CELLS: usize = 20;
+/// 64 words: the protocol classes, four bytes a word.
+const H_PROTO: usize = 21;
+const HEADER: usize = H_PROTO + 64;
 
-impl RowMap {
-    fn new(entries: &[(u32, u16)]) -> RowMap {
-        if entries.is_empty() {
-            return RowMap::default();
-        }
-        let size = (entries.len() * 2).next_power_of_two().max(4);
-        let mut slots = vec![0u64; size].into_boxed_slice();
-        for &(class, row) in entries {
-            let mut i = slot_of(class, size);
-            while slots[i] != 0 {
-                i = (i + 1) & (size - 1);
-            }
-            slots[i] = (u64::from(class) + 1) << 32 | u64::from(row);
-        }
-        RowMap { slots }
-    }
-
-    #[inline(always)]
-    fn row(&self, class: u32, v6: bool) -> usize {
-        let size = self.slots.len();
-        if size == 0 {
-            return usize::from(v6);
-        }
-        let want = u64::from(class) + 1;
-        let mut i = slot_of(class, size);
-        loop {
-            let s = self.slots[i];
-            if s >> 32 == want {
-                return (s & 0xffff) as usize;
-            }
-            if s == 0 {
-                return usize::from(v6);
-            }
-            i = (i + 1) & (size - 1);
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.slots.len() * 8
-    }
-}
+/// The row maps already in an arena, by the sets their side names.
+#[derive(Default)]
+pub(crate) struct RowMaps(FxHashMap<(Vec<NetSetId>, Vec<PortSetId>), [u32; 3]>);
 
 #[inline(always)]
-fn slot_of(class: u32, size: usize) -> usize {
-    (class.wrapping_mul(0x9E37_79B9) as usize >> 8) & (size - 1)
+fn slot_of(class: u32, slots: usize) -> usize {
+    (class.wrapping_mul(0x9E37_79B9) as usize >> 8) & (slots - 1)
 }
 
-/// A program's two row maps, bound to one snapshot's classes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Binding {
-    src: RowMap,
-    dst: RowMap,
-}
-
-impl Binding {
-    /// Heap bytes.
-    pub fn bytes(&self) -> usize {
-        self.src.bytes() + self.dst.bytes()
+/// The row of address class `class` in the row map at `map` with `slots` slots (two words
+/// each: class + 1, row; 0 is empty); classes not in the map take their family's default
+/// row from `defaults`.
+#[inline(always)]
+fn row_of(w: &[u32], map: usize, slots: usize, defaults: u32, class: u32, v6: bool) -> usize {
+    let default = (if v6 {
+        defaults >> 16
+    } else {
+        defaults & 0xffff
+    }) as usize;
+    if slots == 0 {
+        return default;
     }
+    let want = class.wrapping_add(1);
+    let mut i = slot_of(class, slots);
+    loop {
+        let k = w[map + 2 * i];
+        if k == want {
+            return w[map + 2 * i + 1] as usize;
+        }
+        if k == 0 {
+            return default;
+        }
+        i = (i + 1) & (slots - 1);
+    }
+}
+
+/// The part of `x` in the parts at `at` (`start << 16 | class` each, ascending).
+#[inline(always)]
+fn part_of(w: &[u32], at: usize, n: usize, x: u16) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let probe = u32::from(x) << 16 | 0xffff;
+    let i = w[at..at + n].partition_point(|&p| p <= probe);
+    (w[at + i.saturating_sub(1)] & 0xffff) as usize
+}
+
+/// Decides `key`, whose addresses are of classes `src` and `dst`, through the matrix laid
+/// out at `off` of `w` by [`Matrix::emit`]; returns the decision's number.
+#[inline(always)]
+pub(crate) fn classify_at(w: &[u32], off: usize, src: u32, dst: u32, key: &FlowKey) -> u32 {
+    let h = &w[off..off + HEADER];
+    let at = |i: usize| off + h[i] as usize;
+    let v6 = !key.is_v4();
+    let s_row = row_of(
+        w,
+        h[H_SRC_MAP] as usize,
+        h[H_SRC_SLOTS] as usize,
+        h[H_SRC_DEFAULT],
+        src,
+        v6,
+    );
+    let d_row = row_of(
+        w,
+        h[H_DST_MAP] as usize,
+        h[H_DST_SLOTS] as usize,
+        h[H_DST_DEFAULT],
+        dst,
+        v6,
+    );
+    let a = w[at(H_ADDR) + s_row * h[H_DST_ROWS] as usize + d_row] as usize;
+    let p = usize::from(key.proto);
+    let pc = (h[H_PROTO + p / 4] >> (8 * (p % 4)) & 0xff) as usize;
+    let (s, d) = if ported(key.proto) {
+        (
+            part_of(w, at(H_SPORT), h[H_SPORT_N] as usize, key.src_port),
+            part_of(w, at(H_DPORT), h[H_DPORT_N] as usize, key.dst_port),
+        )
+    } else if is_icmp(key.proto) {
+        (
+            h[H_SPORT_CLASSES] as usize
+                + part_of(w, at(H_ICMP), h[H_ICMP_N] as usize, key.src_port),
+            h[H_DPORT_CLASSES] as usize,
+        )
+    } else {
+        (h[H_S_DIM] as usize - 1, h[H_DPORT_CLASSES] as usize)
+    };
+    let (s_dim, d_dim) = (h[H_S_DIM] as usize, h[H_D_DIM] as usize);
+    let pclass = w[at(H_PORTS) + (pc * s_dim + s) * d_dim + d] as usize;
+    w[at(H_CELLS) + a * h[H_PORT_CLASSES] as usize + pclass]
+}
+
+/// A value read from the first line of the matrix at `off` (see `Program::warm`).
+#[inline(always)]
+pub(crate) fn warm_at(w: &[u32], off: usize) -> u32 {
+    w[off]
 }
 
 /// A partition of a port-like field: `starts[0]` is 0; part `i` is class `class[i]`.
@@ -298,17 +395,6 @@ impl Binding {
 struct Ranges {
     starts: Box<[u16]>,
     class: Box<[u16]>,
-}
-
-impl Ranges {
-    #[inline(always)]
-    fn class_of(&self, x: u16) -> usize {
-        if self.starts.len() <= 1 {
-            return 0;
-        }
-        let i = self.starts.partition_point(|&s| s <= x);
-        usize::from(self.class[i.saturating_sub(1)])
-    }
 }
 
 /// See the module documentation.
@@ -700,8 +786,9 @@ impl Matrix {
                     src_port: (prep >> 16) as u16,
                     dst_port: prep as u16,
                 };
-                for w in 0..words {
-                    bits[w] = addr_maps.get(a)[w] & port_maps.get(p)[w];
+                let (am, pm) = (addr_maps.get(a), port_maps.get(p));
+                for (w, b) in bits.iter_mut().enumerate().take(words) {
+                    *b = am[w] & pm[w];
                 }
                 let decision = decide(tiers, &rules, &named_rule, &bits, &key, sets);
                 let id = match decision_ids.get(&decision) {
@@ -736,45 +823,78 @@ impl Matrix {
         })
     }
 
-    /// The row maps of this matrix for a snapshot's classes.
-    pub fn bind(&self, classes: &AddrClasses) -> Binding {
-        Binding {
-            src: self.src.bind(classes),
-            dst: self.dst.bind(classes),
+    /// Appends this matrix to the arena `w`, its row maps bound to `classes` and its
+    /// decisions numbered by `number`; returns its offset. [`classify_at`] reads it.
+    pub(crate) fn emit(
+        &self,
+        classes: &AddrClasses,
+        w: &mut Vec<u32>,
+        maps: &mut RowMaps,
+        mut number: impl FnMut(&Decision) -> u32,
+    ) -> usize {
+        let off = w.len();
+        w.resize(off + HEADER, 0);
+        let rel = |w: &Vec<u32>| (w.len() - off) as u32;
+        let set = |w: &mut Vec<u32>, i: usize, v: usize| w[off + i] = v as u32;
+        set(w, H_DST_ROWS, self.dst_rows);
+        set(w, H_S_DIM, self.s_dim);
+        set(w, H_D_DIM, self.d_dim);
+        set(w, H_SPORT_CLASSES, self.sport_classes);
+        set(w, H_DPORT_CLASSES, self.dport_classes);
+        set(w, H_PORT_CLASSES, self.port_classes);
+        for (p, &c) in self.proto.iter().enumerate() {
+            w[off + H_PROTO + p / 4] |= u32::from(c) << (8 * (p % 4));
         }
-    }
-
-    /// Decides `key`, whose addresses are of classes `src` and `dst`, through the rows of
-    /// `binding` (from [`Matrix::bind`] with the same classes).
-    #[inline]
-    pub fn classify(&self, binding: &Binding, src: u32, dst: u32, key: &FlowKey) -> Decision {
-        let v6 = !key.is_v4();
-        let s_row = binding.src.row(src, v6);
-        let d_row = binding.dst.row(dst, v6);
-        let a = usize::from(self.addr[s_row * self.dst_rows + d_row]);
-        let pc = usize::from(self.proto[usize::from(key.proto)]);
-        let (s, d) = if ported(key.proto) {
-            (
-                self.sport.class_of(key.src_port),
-                self.dport.class_of(key.dst_port),
-            )
-        } else if is_icmp(key.proto) {
-            (
-                self.sport_classes + self.icmp.class_of(key.src_port),
-                self.dport_classes,
-            )
-        } else {
-            (self.s_dim - 1, self.dport_classes)
-        };
-        let p = usize::from(self.ports[(pc * self.s_dim + s) * self.d_dim + d]);
-        let cell = self.cells[a * self.port_classes + p];
-        self.decisions[usize::from(cell)]
-    }
-
-    /// A value read from the first lines a lookup touches (see `Program::warm`).
-    #[inline]
-    pub fn warm(&self) -> u32 {
-        u32::from(self.addr[0]) ^ u32::from(self.cells[0]) ^ u32::from(self.ports[0])
+        for (side, slots_at) in [(&self.src, H_SRC_SLOTS), (&self.dst, H_DST_SLOTS)] {
+            let key = (side.nets.clone(), side.named.clone());
+            let header = match maps.0.get(&key) {
+                Some(&header) => header,
+                None => {
+                    let (entries, defaults) = side.bind(classes);
+                    let slots = if entries.is_empty() {
+                        0
+                    } else {
+                        (entries.len() * 2).next_power_of_two().max(4)
+                    };
+                    let start = w.len();
+                    w.resize(start + 2 * slots, 0);
+                    for (class, row) in entries {
+                        let mut i = slot_of(class, slots);
+                        while w[start + 2 * i] != 0 {
+                            i = (i + 1) & (slots - 1);
+                        }
+                        w[start + 2 * i] = class + 1;
+                        w[start + 2 * i + 1] = row;
+                    }
+                    let header = [slots as u32, start as u32, defaults[0] | defaults[1] << 16];
+                    maps.0.insert(key, header);
+                    header
+                }
+            };
+            w[off + slots_at..off + slots_at + 3].copy_from_slice(&header);
+        }
+        for (r, at) in [
+            (&self.sport, H_SPORT),
+            (&self.dport, H_DPORT),
+            (&self.icmp, H_ICMP),
+        ] {
+            w[off + at] = rel(w);
+            w[off + at + 1] = r.starts.len() as u32;
+            w.extend(
+                r.starts
+                    .iter()
+                    .zip(r.class.iter())
+                    .map(|(&s, &c)| u32::from(s) << 16 | u32::from(c)),
+            );
+        }
+        w[off + H_ADDR] = rel(w);
+        w.extend(self.addr.iter().map(|&x| u32::from(x)));
+        w[off + H_PORTS] = rel(w);
+        w.extend(self.ports.iter().map(|&x| u32::from(x)));
+        w[off + H_CELLS] = rel(w);
+        let numbers: Vec<u32> = self.decisions.iter().map(&mut number).collect();
+        w.extend(self.cells.iter().map(|&c| numbers[usize::from(c)]));
+        off
     }
 
     /// Heap bytes.

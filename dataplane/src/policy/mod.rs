@@ -20,7 +20,6 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::policy::classes::AddrClasses;
-use crate::policy::matrix::Binding;
 use crate::snapshot::EndpointId;
 
 /// Which way a program looks at traffic, from its endpoint's point of view.
@@ -70,8 +69,7 @@ impl std::fmt::Display for RuleInfo {
 }
 
 /// Everything the policy stage reads from a snapshot: the endpoints' programs, the sets
-/// they refer to, and what decides fast: the address classes of the sets and endpoints
-/// (`classes`), with each program's decision matrix bound to them (`matrix`).
+/// they refer to, and what decides fast (`Fast`).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyTables {
     /// Indexed by `EndpointId`; endpoints past the end have no policy.
@@ -79,21 +77,38 @@ pub struct PolicyTables {
     sets: Sets,
     /// Indexed by `RuleId`.
     rules: Vec<RuleInfo>,
-    classes: Arc<AddrClasses>,
-    /// Per endpoint, its `[egress, ingress]` programs bound to `classes` (shared by the
-    /// endpoints of one program).
-    bound: Vec<[Option<Arc<Bound>>; 2]>,
-    /// Why the classes could not be built, if they could not: every program is then
-    /// decided by its index or rule by rule, and `weir status` says so.
+    fast: Arc<Fast>,
+    /// Why the address classes could not be built, if they could not: every program is
+    /// then decided by its index or rule by rule.
     degraded: Option<String>,
 }
 
-/// A program with the row maps of its matrix for one snapshot's classes.
-#[derive(Debug)]
-struct Bound {
-    program: Arc<Program>,
-    binding: Option<Binding>,
+/// The lookup structures of one snapshot's policy, laid out for the workers: the address
+/// classes (`classes`), the decision matrices of the distinct programs one after another
+/// in one array with their row maps bound to those classes (`matrix`), and two small
+/// tables that lead from an endpoint or an address class to its programs. A lookup from
+/// the raw 5-tuple reads the class table, one entry of `by_class` per address, and each
+/// program's matrix: no pointer is followed.
+#[derive(Debug, Default)]
+struct Fast {
+    classes: AddrClasses,
+    /// The matrices (see `matrix::classify_at`).
+    arena: Vec<u32>,
+    /// Every decision a matrix can reach, numbered.
+    decisions: Vec<Decision>,
+    /// Per endpoint, where its `[egress, ingress]` programs are (see [`Place`]).
+    by_endpoint: Vec<[u32; 2]>,
+    /// Per address class: the endpoint it is (`NONE` if none), its `[egress, ingress]`
+    /// programs, and a word of padding (16 bytes, one load).
+    by_class: Vec<[u32; 4]>,
+    /// Programs without a matrix.
+    fallback: Vec<Arc<Program>>,
 }
+
+/// A program's place: `NONE` (no program: open), `FALLBACK | n` (`Fast::fallback[n]`), or
+/// the offset of its matrix in `Fast::arena`.
+const NONE: u32 = u32::MAX;
+const FALLBACK: u32 = 1 << 31;
 
 const EGRESS: usize = 0;
 const INGRESS: usize = 1;
@@ -137,37 +152,69 @@ impl PolicyTables {
         let (classes, degraded) = match AddrClasses::build(&sets, &keyed) {
             Ok(c) => (c, None),
             Err(e) => (
-                AddrClasses::default(),
+                // Without addresses, no class has an endpoint: `evaluate_flow` then finds
+                // none, so it is not used (see `degraded`).
+                AddrClasses::build(&Sets::default(), &[]).unwrap_or_default(),
                 Some(format!(
                     "policy address classes could not be built ({e}); programs are decided \
-                     without them"
+                     by their index"
                 )),
             ),
         };
-        let mut shared: FxHashMap<*const Program, Arc<Bound>> = FxHashMap::default();
-        let mut bind = |p: &Option<Arc<Program>>| {
-            let p = p.as_ref()?;
-            let bound = shared.entry(Arc::as_ptr(p)).or_insert_with(|| {
-                Arc::new(Bound {
-                    program: p.clone(),
-                    binding: p
-                        .matrix()
-                        .filter(|_| degraded.is_none())
-                        .map(|m| m.bind(&classes)),
-                })
-            });
-            Some(bound.clone())
+        let mut fast = Fast {
+            classes,
+            ..Fast::default()
         };
-        let bound = endpoints
+        let mut numbers: FxHashMap<Decision, u32> = FxHashMap::default();
+        let mut places: FxHashMap<*const Program, u32> = FxHashMap::default();
+        let mut maps = matrix::RowMaps::default();
+        let mut place = |p: &Option<Arc<Program>>, fast: &mut Fast| -> u32 {
+            let Some(p) = p else { return NONE };
+            if let Some(&at) = places.get(&Arc::as_ptr(p)) {
+                return at;
+            }
+            let at = match p.matrix().filter(|_| degraded.is_none()) {
+                Some(m) => {
+                    let Fast {
+                        classes,
+                        arena,
+                        decisions,
+                        ..
+                    } = fast;
+                    m.emit(classes, arena, &mut maps, |d| {
+                        *numbers.entry(*d).or_insert_with(|| {
+                            decisions.push(*d);
+                            (decisions.len() - 1) as u32
+                        })
+                    }) as u32
+                }
+                None => {
+                    fast.fallback.push(p.clone());
+                    FALLBACK | (fast.fallback.len() - 1) as u32
+                }
+            };
+            places.insert(Arc::as_ptr(p), at);
+            at
+        };
+        let by_endpoint: Vec<[u32; 2]> = endpoints
             .iter()
-            .map(|e| [bind(&e.egress), bind(&e.ingress)])
+            .map(|e| [place(&e.egress, &mut fast), place(&e.ingress, &mut fast)])
             .collect();
+        fast.by_class = (0..fast.classes.len() as u32)
+            .map(|c| match fast.classes.endpoint(c) {
+                Some(e) => {
+                    let [eg, ing] = by_endpoint.get(e as usize).copied().unwrap_or([NONE; 2]);
+                    [e, eg, ing, 0]
+                }
+                None => [NONE, NONE, NONE, 0],
+            })
+            .collect();
+        fast.by_endpoint = by_endpoint;
         PolicyTables {
             endpoints,
             sets,
             rules,
-            classes: Arc::new(classes),
-            bound,
+            fast: Arc::new(fast),
             degraded,
         }
     }
@@ -189,7 +236,7 @@ impl PolicyTables {
 
     /// The address classes the programs are decided with.
     pub fn classes(&self) -> &AddrClasses {
-        &self.classes
+        &self.fast.classes
     }
 
     /// Why the tables decide without address classes, if they do.
@@ -197,23 +244,30 @@ impl PolicyTables {
         self.degraded.as_deref()
     }
 
-    /// Heap bytes of everything the workers read: the address classes, every distinct
-    /// program (its rules with their port ranges, its matrix or index, its row maps), the
-    /// address sets, the named-port sets (hash table capacity) and the rule descriptions.
-    /// Programs shared by endpoints count once.
+    /// Heap bytes of everything the workers read or the tables keep: the address classes,
+    /// the matrix arena and the tables leading to it, every distinct program (its rules
+    /// with their port ranges, its matrix or index as built), the address sets, the
+    /// named-port sets (hash table capacity) and the rule descriptions. Programs shared by
+    /// endpoints count once.
     pub fn memory_bytes(&self) -> usize {
         use std::mem::size_of;
-        let mut seen: FxHashMap<*const Bound, ()> = FxHashMap::default();
-        let mut bytes = self.classes.memory_bytes()
-            + self.bound.capacity() * size_of::<[Option<Arc<Bound>>; 2]>()
+        let f = &*self.fast;
+        let mut bytes = f.classes.memory_bytes()
+            + f.arena.capacity() * 4
+            + f.decisions.capacity() * size_of::<Decision>()
+            + f.by_endpoint.capacity() * 8
+            + f.by_class.capacity() * 16
+            + f.fallback.capacity() * 8
             + self.endpoints.capacity() * size_of::<EndpointPolicy>();
-        for b in self.bound.iter().flatten().flatten() {
-            if seen.insert(Arc::as_ptr(b), ()).is_none() {
-                bytes += size_of::<Bound>()
-                    + size_of::<Program>()
-                    + b.program.index_bytes()
-                    + b.program.rules_bytes()
-                    + b.binding.as_ref().map_or(0, Binding::bytes);
+        let mut seen: FxHashMap<*const Program, ()> = FxHashMap::default();
+        for p in self
+            .endpoints
+            .iter()
+            .flat_map(|e| [&e.egress, &e.ingress])
+            .flatten()
+        {
+            if seen.insert(Arc::as_ptr(p), ()).is_none() {
+                bytes += size_of::<Program>() + p.index_bytes() + p.rules_bytes();
             }
         }
         bytes += self.sets.nets.capacity() * size_of::<NetSet>();
@@ -236,6 +290,17 @@ impl PolicyTables {
         bytes
     }
 
+    /// Bytes of what a lookup reads: the address classes, the matrix arena and the tables
+    /// leading to it (programs without a matrix not counted).
+    pub fn lookup_bytes(&self) -> usize {
+        let f = &*self.fast;
+        f.classes.memory_bytes()
+            + f.arena.len() * 4
+            + f.decisions.len() * std::mem::size_of::<Decision>()
+            + f.by_endpoint.len() * 8
+            + f.by_class.len() * 16
+    }
+
     /// The policy of an endpoint.
     pub fn endpoint(&self, id: EndpointId) -> Option<&EndpointPolicy> {
         self.endpoints.get(id as usize)
@@ -244,114 +309,111 @@ impl PolicyTables {
     /// Decides a packet `key` from endpoint `src` (egress checked if it is local) to
     /// endpoint `dst` (ingress checked if local). Both must allow. An endpoint always
     /// reaches itself.
+    #[inline]
     pub fn evaluate(
         &self,
         src: Option<EndpointId>,
         dst: Option<EndpointId>,
         key: &crate::flow::FlowKey,
     ) -> PathDecision {
-        let allow = PathDecision::ALLOW;
-        if src.is_some() && src == dst {
-            return allow;
-        }
-        let egress_program = self.bound_of(src, EGRESS);
-        let ingress_program = self.bound_of(dst, INGRESS);
-        if egress_program.is_none() && ingress_program.is_none() {
-            return allow;
-        }
-        let classes = (
-            self.classes.class_of(&key.src),
-            self.classes.class_of(&key.dst),
-        );
-        self.decide(egress_program, ingress_program, classes, key)
-    }
-
-    /// Decides a packet from its addresses alone, as a packet between two endpoints of this
-    /// node, or between one of them and the outside, is decided: the endpoints are found
-    /// from the address classes (no other lookup), then as [`PolicyTables::evaluate`].
-    pub fn evaluate_flow(&self, key: &crate::flow::FlowKey) -> PathDecision {
-        let classes = (
-            self.classes.class_of(&key.src),
-            self.classes.class_of(&key.dst),
-        );
-        let src = self.classes.endpoint(classes.0);
-        let dst = self.classes.endpoint(classes.1);
         if src.is_some() && src == dst {
             return PathDecision::ALLOW;
         }
-        self.decide(
-            self.bound_of(src, EGRESS),
-            self.bound_of(dst, INGRESS),
-            classes,
-            key,
-        )
+        let f = &*self.fast;
+        let place = |e: Option<EndpointId>, dir: usize| {
+            e.and_then(|e| f.by_endpoint.get(e as usize))
+                .map_or(NONE, |p| p[dir])
+        };
+        let (egress, ingress) = (place(src, EGRESS), place(dst, INGRESS));
+        if egress == NONE && ingress == NONE {
+            return PathDecision::ALLOW;
+        }
+        let classes = (f.classes.class_of(&key.src), f.classes.class_of(&key.dst));
+        self.decide(egress, ingress, classes, key)
     }
 
+    /// Decides a packet from its 5-tuple alone, as a packet between two endpoints of this
+    /// node, or between one of them and the outside, is decided: the endpoints and their
+    /// programs are found from the addresses' classes, then as [`PolicyTables::evaluate`].
+    #[inline]
+    pub fn evaluate_flow(&self, key: &crate::flow::FlowKey) -> PathDecision {
+        let f = &*self.fast;
+        let (s, d) = (f.classes.class_of(&key.src), f.classes.class_of(&key.dst));
+        let none = [NONE; 4];
+        let sc = f.by_class.get(s as usize).unwrap_or(&none);
+        let dc = f.by_class.get(d as usize).unwrap_or(&none);
+        if sc[0] != NONE && s == d {
+            return PathDecision::ALLOW;
+        }
+        self.decide(sc[1 + EGRESS], dc[1 + INGRESS], (s, d), key)
+    }
+
+    /// Decides through the programs at `egress` and `ingress` (places).
     #[inline(always)]
-    fn bound_of(&self, endpoint: Option<EndpointId>, dir: usize) -> Option<&Bound> {
-        self.bound.get(endpoint? as usize)?[dir].as_deref()
+    fn decide(
+        &self,
+        egress: u32,
+        ingress: u32,
+        classes: (u32, u32),
+        key: &crate::flow::FlowKey,
+    ) -> PathDecision {
+        let egress = self.classify(egress, classes, key);
+        if let Some(d) = egress.filter(|d| d.verdict == Verdict::Deny) {
+            return PathDecision {
+                verdict: Verdict::Deny,
+                denied_by: Some(Direction::Egress),
+                egress: Some(d),
+                ingress: None,
+            };
+        }
+        let ingress = self.classify(ingress, classes, key);
+        let denied = ingress.is_some_and(|d| d.verdict == Verdict::Deny);
+        PathDecision {
+            verdict: if denied {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
+            denied_by: denied.then_some(Direction::Ingress),
+            egress,
+            ingress,
+        }
     }
 
     #[inline(always)]
     fn classify(
         &self,
-        bound: Option<&Bound>,
+        place: u32,
         (src, dst): (u32, u32),
         key: &crate::flow::FlowKey,
     ) -> Option<Decision> {
-        let b = bound?;
-        Some(match (b.program.matrix(), &b.binding) {
-            (Some(m), Some(binding)) => m.classify(binding, src, dst, key),
-            _ => b.program.classify(key, &self.sets),
-        })
-    }
-
-    #[inline(always)]
-    fn decide(
-        &self,
-        egress_program: Option<&Bound>,
-        ingress_program: Option<&Bound>,
-        classes: (u32, u32),
-        key: &crate::flow::FlowKey,
-    ) -> PathDecision {
-        let allow = PathDecision::ALLOW;
-        let egress = self.classify(egress_program, classes, key);
-        if let Some(d) = egress {
-            if d.verdict == Verdict::Deny {
-                return PathDecision {
-                    verdict: Verdict::Deny,
-                    denied_by: Some(Direction::Egress),
-                    egress,
-                    ingress: None,
-                };
-            }
-        }
-        let ingress = self.classify(ingress_program, classes, key);
-        if let Some(d) = ingress {
-            if d.verdict == Verdict::Deny {
-                return PathDecision {
-                    verdict: Verdict::Deny,
-                    denied_by: Some(Direction::Ingress),
-                    egress,
-                    ingress,
-                };
-            }
-        }
-        PathDecision {
-            egress,
-            ingress,
-            ..allow
+        let f = &*self.fast;
+        if place == NONE {
+            None
+        } else if place & FALLBACK != 0 {
+            let p = &f.fallback[(place & !FALLBACK) as usize];
+            Some(p.classify(key, &self.sets))
+        } else {
+            let n = matrix::classify_at(&f.arena, place as usize, src, dst, key);
+            Some(f.decisions[n as usize])
         }
     }
 
-    /// Loads the first cache lines of the programs that deciding traffic from `src` to
-    /// `dst` will read (see `Program::warm`). Call it for a whole batch before evaluating
-    /// any of it, and pass the results to `std::hint::black_box`.
+    /// Loads the first cache line of the programs that deciding traffic from `src` to
+    /// `dst` will read. Call it for a whole batch before evaluating any of it, and pass
+    /// the results to `std::hint::black_box`.
     #[inline]
     pub fn warm(&self, src: Option<EndpointId>, dst: Option<EndpointId>) -> u32 {
-        let egress = self.bound_of(src, EGRESS).map_or(0, |b| b.program.warm());
-        let ingress = self.bound_of(dst, INGRESS).map_or(0, |b| b.program.warm());
-        egress ^ ingress
+        let f = &*self.fast;
+        let warm = |e: Option<EndpointId>, dir: usize| match e
+            .and_then(|e| f.by_endpoint.get(e as usize))
+            .map(|p| p[dir])
+        {
+            Some(NONE) | None => 0,
+            Some(p) if p & FALLBACK != 0 => f.fallback[(p & !FALLBACK) as usize].warm(),
+            Some(p) => matrix::warm_at(&f.arena, p as usize),
+        };
+        warm(src, EGRESS) ^ warm(dst, INGRESS)
     }
 
     /// Decides a batch of packets, `(source endpoint, destination endpoint, key)` each,

@@ -181,15 +181,11 @@ impl Program {
         }
     }
 
-    /// Loads the first cache lines a lookup reads and returns a value made of them (see
-    /// `PolicyTables::warm`).
+    /// Loads the first cache lines a lookup through the index reads and returns a value
+    /// made of them (see `PolicyTables::warm`); 0 for a program decided by its matrix.
     #[inline]
     pub fn warm(&self) -> u32 {
-        match (&self.matrix, &self.index) {
-            (Some(m), _) => m.warm(),
-            (None, Some(i)) => i.warm(),
-            (None, None) => 0,
-        }
+        self.index.as_ref().map_or(0, Index::warm)
     }
 
     /// Heap bytes of the decision structure (the tiers not counted).
@@ -745,16 +741,18 @@ mod tests {
                 let sets = Sets { nets, named_ports: vec![named_set(3), named_set(30)] };
                 let p = Program::new(program.clone(), &sets);
                 let index = Index::build(&program, &sets);
-                let classes = crate::policy::classes::AddrClasses::build(&sets, &[]).unwrap();
-                let matrix = crate::policy::matrix::Matrix::build(&program, &sets);
-                let binding = matrix.as_ref().map(|m| m.bind(&classes));
+                let p = std::sync::Arc::new(p);
+                let tables = crate::policy::PolicyTables::new(
+                    vec![crate::policy::EndpointPolicy { ingress: None, egress: Some(p.clone()) }],
+                    sets.clone(),
+                    Vec::new(),
+                    &[],
+                );
                 for k in &keys {
                     let scan = p.classify_by_scan(k, &sets);
                     prop_assert_eq!(index.classify(&program, k, &sets), scan, "index {:?}", k);
-                    if let (Some(m), Some(b)) = (&matrix, &binding) {
-                        let (s, d) = (classes.class_of(&k.src), classes.class_of(&k.dst));
-                        prop_assert_eq!(m.classify(b, s, d, k), scan, "matrix {:?}", k);
-                    }
+                    let matrix = tables.evaluate(Some(0), None, k).egress;
+                    prop_assert_eq!(matrix, Some(scan), "matrix {:?}", k);
                 }
             }
         }

@@ -184,11 +184,13 @@ fn measure_size(
     notes.push(format!(
         "{label} rules: {distinct} distinct programs ({matrices} decided by a matrix, the rest \
          by the bit-vector index), their decision structures {:.1} MiB with {:.1} address \
-         rows each on average; {} address classes in {:.1} MiB; all tables {:.1} MiB",
+         rows each on average; {} address classes in {:.1} MiB; what a lookup reads {:.1} MiB; \
+         all tables {:.1} MiB",
         mib(index_bytes),
         rows as f64 / distinct.max(1) as f64,
         compiled.tables.classes().len(),
         mib(compiled.tables.classes().memory_bytes()),
+        mib(compiled.tables.lookup_bytes()),
         mib(memory),
     ));
     notes.push(format!(
