@@ -343,8 +343,15 @@ fn part_of(w: &[u32], at: usize, n: usize, x: u16) -> usize {
 /// out at `off` of `w` by [`Matrix::emit`]; returns the decision's number.
 #[inline(always)]
 pub(crate) fn classify_at(w: &[u32], off: usize, src: u32, dst: u32, key: &FlowKey) -> u32 {
+    let addr = addr_cell_at(w, off, src, dst, key);
+    let ports = port_class_at(w, off, key);
+    w[cell_at(w, off, w[addr], ports)]
+}
+
+/// Where in `w` the address class of a (`src`, `dst`) class pair is, in the matrix at `off`.
+#[inline(always)]
+fn addr_cell_at(w: &[u32], off: usize, src: u32, dst: u32, key: &FlowKey) -> usize {
     let h = &w[off..off + HEADER];
-    let at = |i: usize| off + h[i] as usize;
     let v6 = !key.is_v4();
     let s_row = row_of(
         w,
@@ -362,7 +369,14 @@ pub(crate) fn classify_at(w: &[u32], off: usize, src: u32, dst: u32, key: &FlowK
         dst,
         v6,
     );
-    let a = w[at(H_ADDR) + s_row * h[H_DST_ROWS] as usize + d_row] as usize;
+    off + h[H_ADDR] as usize + s_row * h[H_DST_ROWS] as usize + d_row
+}
+
+/// The port class of `key` (protocol, ports or ICMP type/code) in the matrix at `off`.
+#[inline(always)]
+fn port_class_at(w: &[u32], off: usize, key: &FlowKey) -> u32 {
+    let h = &w[off..off + HEADER];
+    let at = |i: usize| off + h[i] as usize;
     let p = usize::from(key.proto);
     let pc = (h[H_PROTO + p / 4] >> (8 * (p % 4)) & 0xff) as usize;
     let (s, d) = if ported(key.proto) {
@@ -380,8 +394,14 @@ pub(crate) fn classify_at(w: &[u32], off: usize, src: u32, dst: u32, key: &FlowK
         (h[H_S_DIM] as usize - 1, h[H_DPORT_CLASSES] as usize)
     };
     let (s_dim, d_dim) = (h[H_S_DIM] as usize, h[H_D_DIM] as usize);
-    let pclass = w[at(H_PORTS) + (pc * s_dim + s) * d_dim + d] as usize;
-    w[at(H_CELLS) + a * h[H_PORT_CLASSES] as usize + pclass]
+    w[at(H_PORTS) + (pc * s_dim + s) * d_dim + d]
+}
+
+/// Where in `w` the cell of address class `addr` and port class `ports` is.
+#[inline(always)]
+fn cell_at(w: &[u32], off: usize, addr: u32, ports: u32) -> usize {
+    let h = &w[off..off + HEADER];
+    off + h[H_CELLS] as usize + addr as usize * h[H_PORT_CLASSES] as usize + ports as usize
 }
 
 /// A value read from the first line of the matrix at `off` (see `Program::warm`).

@@ -348,16 +348,39 @@ impl PolicyTables {
         self.decide(sc[1 + EGRESS], dc[1 + INGRESS], (s, d), key)
     }
 
-    /// Decides through the programs at `egress` and `ingress` (places).
+    /// Decides every key of `keys` as [`PolicyTables::evaluate_flow`] does, into `out`
+    /// (cleared first). The keys go in batches of [`classes::BATCH`]: the classes of a
+    /// batch's addresses are looked up together first (`AddrClasses::class_pairs`, whose
+    /// cache misses overlap), then each key is decided.
+    pub fn evaluate_flows(&self, keys: &[crate::flow::FlowKey], out: &mut Vec<PathDecision>) {
+        out.clear();
+        let f = &*self.fast;
+        let none = [NONE; 4];
+        let mut pairs = [(0u32, 0u32); classes::BATCH];
+        for chunk in keys.chunks(classes::BATCH) {
+            let pairs = &mut pairs[..chunk.len()];
+            f.classes.class_pairs(chunk, pairs);
+            out.extend(chunk.iter().zip(pairs.iter()).map(|(key, &(s, d))| {
+                let sc = f.by_class.get(s as usize).unwrap_or(&none);
+                let dc = f.by_class.get(d as usize).unwrap_or(&none);
+                let (egress, ingress) = (sc[1 + EGRESS], dc[1 + INGRESS]);
+                if (sc[0] != NONE && s == d) || (egress == NONE && ingress == NONE) {
+                    PathDecision::ALLOW
+                } else {
+                    self.decide(egress, ingress, (s, d), key)
+                }
+            }));
+        }
+    }
+
+    /// The path decision of an egress decision and the ingress one (asked for only when the
+    /// egress does not deny).
     #[inline(always)]
-    fn decide(
+    fn combine(
         &self,
-        egress: u32,
-        ingress: u32,
-        classes: (u32, u32),
-        key: &crate::flow::FlowKey,
+        egress: Option<Decision>,
+        ingress: impl FnOnce() -> Option<Decision>,
     ) -> PathDecision {
-        let egress = self.classify(egress, classes, key);
         if let Some(d) = egress.filter(|d| d.verdict == Verdict::Deny) {
             return PathDecision {
                 verdict: Verdict::Deny,
@@ -366,7 +389,7 @@ impl PolicyTables {
                 ingress: None,
             };
         }
-        let ingress = self.classify(ingress, classes, key);
+        let ingress = ingress();
         let denied = ingress.is_some_and(|d| d.verdict == Verdict::Deny);
         PathDecision {
             verdict: if denied {
@@ -378,6 +401,20 @@ impl PolicyTables {
             egress,
             ingress,
         }
+    }
+
+    /// Decides through the programs at `egress` and `ingress` (places).
+    #[inline(always)]
+    fn decide(
+        &self,
+        egress: u32,
+        ingress: u32,
+        classes: (u32, u32),
+        key: &crate::flow::FlowKey,
+    ) -> PathDecision {
+        self.combine(self.classify(egress, classes, key), || {
+            self.classify(ingress, classes, key)
+        })
     }
 
     #[inline(always)]

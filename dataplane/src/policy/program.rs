@@ -754,6 +754,41 @@ mod tests {
                     let matrix = tables.evaluate(Some(0), None, k).egress;
                     prop_assert_eq!(matrix, Some(scan), "matrix {:?}", k);
                 }
+                // The same program on both sides of a node: endpoint 0 (IPv4) has it as
+                // egress, endpoint 1 (IPv6) as ingress, and the endpoints are found from
+                // the addresses. The IPv4 flows come first, so whole batches go through
+                // the IPv4 table's batched lookup and the IPv6 ones key by key.
+                let (a, b) = (FlowKey::map_ip(v4(3)), FlowKey::map_ip(v6(9)));
+                let node = crate::policy::PolicyTables::new(
+                    vec![
+                        crate::policy::EndpointPolicy { ingress: None, egress: Some(p.clone()) },
+                        crate::policy::EndpointPolicy { ingress: Some(p.clone()), egress: None },
+                    ],
+                    sets.clone(),
+                    Vec::new(),
+                    &[(0, v4(3)), (1, v6(9))],
+                );
+                let mut flows: Vec<FlowKey> = keys
+                    .iter()
+                    .flat_map(|k| {
+                        let mut at = *k;
+                        if k.is_v4() { at.src = a } else { at.dst = b }
+                        [*k, at]
+                    })
+                    .collect();
+                flows.sort_by_key(|k| !k.is_v4());
+                let mut out = Vec::new();
+                node.evaluate_flows(&flows, &mut out);
+                prop_assert_eq!(out.len(), flows.len());
+                for (k, got) in flows.iter().zip(&out) {
+                    let endpoint = |x: [u8; 16]| [a, b].iter().position(|&e| e == x);
+                    let (src, dst) = (endpoint(k.src).map(|e| e as u32), endpoint(k.dst).map(|e| e as u32));
+                    prop_assert_eq!(*got, node.evaluate(src, dst, k), "batch {:?}", k);
+                    prop_assert_eq!(*got, node.evaluate_flow(k), "flow {:?}", k);
+                    if src == Some(0) && dst != src {
+                        prop_assert_eq!(got.egress, Some(p.classify_by_scan(k, &sets)), "egress {:?}", k);
+                    }
+                }
             }
         }
     }
