@@ -7,9 +7,15 @@
 //!
 //! - **rows**, per address side: the distinct projections of an address onto the sets that
 //!   side's rules name (which of them hold it, its family, which of the named ports it
-//!   declares). The address classes of the snapshot (`classes`) map onto rows through a
-//!   small open-addressed table per side, bound when the snapshot is built; an address in
-//!   none of the named sets takes its family's empty row without a probe.
+//!   declares). The address classes of the snapshot (`classes`) map onto rows through an
+//!   open-addressed table per side, bound when the snapshot is built and shared by every
+//!   program whose side names the same sets. Classes missing from the table take their
+//!   family's default row: the projection onto the sets holding most of that family's
+//!   classes, so the table lists whichever of a set's members or non-members is fewer.
+//!
+//! Every program's matrix is laid out in one arena of words per snapshot (`Matrix::emit`,
+//! read by `classify_at`): a header of sizes and offsets, the protocol map, the port parts
+//! and the three tables, so a lookup follows offsets instead of pointers.
 //! - **port columns**: the protocols the rules tell apart, and the elementary intervals of
 //!   source port, destination port and ICMP type/code that their conditions cut.
 //!
@@ -45,6 +51,15 @@ use crate::policy::program::{
 
 /// The most entries any one table of a matrix may have.
 pub const MAX_CELLS: usize = 1 << 20;
+
+/// The most classes one row map lists (a side whose sets cut the classes finer is left to
+/// the program's index: its map would cost more than the index saves).
+const MAX_MAP_ENTRIES: usize = 1 << 14;
+
+/// The most words the matrices of one snapshot may take (64 MiB): programs that come
+/// after the arena is full are decided by their index, so a snapshot's memory stays
+/// bounded whatever the cluster.
+pub(crate) const ARENA_BUDGET: usize = 16 << 20;
 
 /// What an address side of a program tells apart: the sets it names (ascending) and the
 /// rows their projections make.
@@ -295,6 +310,15 @@ const HEADER: usize = H_PROTO + 64;
 /// The row maps already in an arena, by the sets their side names.
 #[derive(Default)]
 pub(crate) struct RowMaps(FxHashMap<(Vec<NetSetId>, Vec<PortSetId>), [u32; 3]>);
+
+/// Slots of a row map holding `entries` entries: at most half full, none when empty.
+fn slots_for(entries: usize) -> usize {
+    if entries == 0 {
+        0
+    } else {
+        (entries * 2).next_power_of_two().max(4)
+    }
+}
 
 #[inline(always)]
 fn slot_of(class: u32, slots: usize) -> usize {
@@ -843,15 +867,46 @@ impl Matrix {
         })
     }
 
-    /// Appends this matrix to the arena `w`, its row maps bound to `classes` and its
-    /// decisions numbered by `number`; returns its offset. [`classify_at`] reads it.
+    /// Appends this matrix to the arena `w`, its row maps bound to `classes` (reusing
+    /// those in `maps`) and its decisions numbered by `number`; returns its offset, which
+    /// [`classify_at`] reads it at. `None`, with nothing written, when the arena would grow
+    /// past `budget` words or a row map past [`MAX_MAP_ENTRIES`].
     pub(crate) fn emit(
         &self,
         classes: &AddrClasses,
         w: &mut Vec<u32>,
         maps: &mut RowMaps,
+        budget: usize,
         mut number: impl FnMut(&Decision) -> u32,
-    ) -> usize {
+    ) -> Option<usize> {
+        let parts = [&self.sport, &self.dport, &self.icmp]
+            .iter()
+            .map(|r| r.starts.len())
+            .sum::<usize>();
+        let own = HEADER + parts + self.addr.len() + self.ports.len() + self.cells.len();
+        if w.len() + own > budget {
+            return None;
+        }
+        // The row maps this matrix needs that the arena does not hold yet, bound first:
+        // nothing is written unless all of it fits.
+        let mut bound: [Option<(Vec<(u32, u32)>, [u32; 2])>; 2] = [None, None];
+        let mut need = own;
+        for (side, b) in [&self.src, &self.dst].into_iter().zip(bound.iter_mut()) {
+            if !maps
+                .0
+                .contains_key(&(side.nets.clone(), side.named.clone()))
+            {
+                let (entries, defaults) = side.bind(classes);
+                if entries.len() > MAX_MAP_ENTRIES {
+                    return None;
+                }
+                need += 2 * slots_for(entries.len());
+                *b = Some((entries, defaults));
+            }
+        }
+        if w.len() + need > budget {
+            return None;
+        }
         let off = w.len();
         w.resize(off + HEADER, 0);
         let rel = |w: &Vec<u32>| (w.len() - off) as u32;
@@ -865,17 +920,17 @@ impl Matrix {
         for (p, &c) in self.proto.iter().enumerate() {
             w[off + H_PROTO + p / 4] |= u32::from(c) << (8 * (p % 4));
         }
-        for (side, slots_at) in [(&self.src, H_SRC_SLOTS), (&self.dst, H_DST_SLOTS)] {
+        for ((side, slots_at), b) in [(&self.src, H_SRC_SLOTS), (&self.dst, H_DST_SLOTS)]
+            .into_iter()
+            .zip(bound)
+        {
             let key = (side.nets.clone(), side.named.clone());
-            let header = match maps.0.get(&key) {
-                Some(&header) => header,
-                None => {
-                    let (entries, defaults) = side.bind(classes);
-                    let slots = if entries.is_empty() {
-                        0
-                    } else {
-                        (entries.len() * 2).next_power_of_two().max(4)
-                    };
+            let header = match (maps.0.get(&key), b) {
+                (Some(&header), _) => header,
+                (None, b) => {
+                    // Bound above, unless the other side named the same sets.
+                    let (entries, defaults) = b.unwrap_or_else(|| side.bind(classes));
+                    let slots = slots_for(entries.len());
                     let start = w.len();
                     w.resize(start + 2 * slots, 0);
                     for (class, row) in entries {
@@ -914,7 +969,7 @@ impl Matrix {
         w[off + H_CELLS] = rel(w);
         let numbers: Vec<u32> = self.decisions.iter().map(&mut number).collect();
         w.extend(self.cells.iter().map(|&c| numbers[usize::from(c)]));
-        off
+        Some(off)
     }
 
     /// Heap bytes.

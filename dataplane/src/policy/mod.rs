@@ -139,11 +139,25 @@ impl PolicyTables {
     /// The tables of `endpoints` (indexed by `EndpointId`), whose programs refer to `sets`
     /// and whose rule ids to `rules`; `addresses` are the local endpoints' addresses, which
     /// [`PolicyTables::evaluate_flow`] finds the endpoints of a packet by.
+    ///
+    /// The matrices of one snapshot take at most 64 MiB; programs past that are decided
+    /// by their bit-vector index ([`PolicyTables::index_programs`] counts them).
     pub fn new(
         endpoints: Vec<EndpointPolicy>,
         sets: Sets,
         rules: Vec<RuleInfo>,
         addresses: &[(EndpointId, IpAddr)],
+    ) -> PolicyTables {
+        Self::with_budget(endpoints, sets, rules, addresses, matrix::ARENA_BUDGET)
+    }
+
+    /// [`PolicyTables::new`] with the matrices' arena limited to `budget` words.
+    pub(crate) fn with_budget(
+        endpoints: Vec<EndpointPolicy>,
+        sets: Sets,
+        rules: Vec<RuleInfo>,
+        addresses: &[(EndpointId, IpAddr)],
+        budget: usize,
     ) -> PolicyTables {
         let keyed: Vec<(EndpointId, [u8; 16])> = addresses
             .iter()
@@ -156,8 +170,8 @@ impl PolicyTables {
                 // none, so it is not used (see `degraded`).
                 AddrClasses::build(&Sets::default(), &[]).unwrap_or_default(),
                 Some(format!(
-                    "policy address classes could not be built ({e}); programs are decided \
-                     by their index"
+                    "policy address classes could not be built ({e}): every program is \
+                     decided by its bit-vector index, exact but slower"
                 )),
             ),
         };
@@ -173,21 +187,22 @@ impl PolicyTables {
             if let Some(&at) = places.get(&Arc::as_ptr(p)) {
                 return at;
             }
-            let at = match p.matrix().filter(|_| degraded.is_none()) {
-                Some(m) => {
-                    let Fast {
-                        classes,
-                        arena,
-                        decisions,
-                        ..
-                    } = fast;
-                    m.emit(classes, arena, &mut maps, |d| {
-                        *numbers.entry(*d).or_insert_with(|| {
-                            decisions.push(*d);
-                            (decisions.len() - 1) as u32
-                        })
-                    }) as u32
-                }
+            let emitted = p.matrix().filter(|_| degraded.is_none()).and_then(|m| {
+                let Fast {
+                    classes,
+                    arena,
+                    decisions,
+                    ..
+                } = fast;
+                m.emit(classes, arena, &mut maps, budget, |d| {
+                    *numbers.entry(*d).or_insert_with(|| {
+                        decisions.push(*d);
+                        (decisions.len() - 1) as u32
+                    })
+                })
+            });
+            let at = match emitted {
+                Some(at) => at as u32,
                 None => {
                     fast.fallback.push(p.clone());
                     FALLBACK | (fast.fallback.len() - 1) as u32
@@ -299,6 +314,13 @@ impl PolicyTables {
             + f.decisions.len() * std::mem::size_of::<Decision>()
             + f.by_endpoint.len() * 8
             + f.by_class.len() * 16
+    }
+
+    /// How many distinct programs this snapshot decides through their bit-vector index
+    /// rather than a matrix (too large a matrix or row map, the arena's budget spent, or
+    /// no address classes).
+    pub fn index_programs(&self) -> usize {
+        self.fast.fallback.len()
     }
 
     /// The policy of an endpoint.

@@ -117,7 +117,7 @@ pub struct Program {
     tiers: Vec<Tier>,
     matrix: Option<Matrix>,
     /// Built only for a program without a matrix.
-    index: Option<Index>,
+    index: Index,
 }
 
 /// The address sets and port sets programs refer to.
@@ -151,7 +151,9 @@ impl Program {
     /// The program of `tiers`, whose rules refer to `sets`.
     pub fn new(tiers: Vec<Tier>, sets: &Sets) -> Program {
         let matrix = Matrix::build(&tiers, sets);
-        let index = matrix.is_none().then(|| Index::build(&tiers, sets));
+        // Built even beside a matrix: a snapshot whose arena is full, or whose classes
+        // could not be built, decides the program through it (`PolicyTables::new`).
+        let index = Index::build(&tiers, sets);
         Program {
             tiers,
             matrix,
@@ -170,28 +172,23 @@ impl Program {
     }
 
     /// Classifies the packet `key` (see `flow` for the byte order) without address
-    /// classes: through the bit-vector index of a program without a matrix, by testing
-    /// the rules in turn otherwise. The fast path is `PolicyTables::evaluate`, which has
-    /// the classes the matrix is looked up with.
+    /// classes, through the bit-vector index. The fast path is `PolicyTables::evaluate`,
+    /// which has the classes the matrix is looked up with.
     #[inline]
     pub fn classify(&self, key: &FlowKey, sets: &Sets) -> Decision {
-        match &self.index {
-            Some(index) => index.classify(&self.tiers, key, sets),
-            None => self.classify_by_scan(key, sets),
-        }
+        self.index.classify(&self.tiers, key, sets)
     }
 
     /// Loads the first cache lines a lookup through the index reads and returns a value
-    /// made of them (see `PolicyTables::warm`); 0 for a program decided by its matrix.
+    /// made of them (see `PolicyTables::warm`).
     #[inline]
     pub fn warm(&self) -> u32 {
-        self.index.as_ref().map_or(0, Index::warm)
+        self.index.warm()
     }
 
     /// Heap bytes of the decision structure (the tiers not counted).
     pub fn index_bytes(&self) -> usize {
-        self.matrix.as_ref().map_or(0, Matrix::bytes)
-            + self.index.as_ref().map_or(0, Index::memory_bytes)
+        self.matrix.as_ref().map_or(0, Matrix::bytes) + self.index.memory_bytes()
     }
 
     /// Heap bytes of the tiers and their rules (port ranges included).
@@ -218,8 +215,7 @@ impl Program {
     /// Address rows (matrix) or intervals (index) of the decision structure: how many
     /// kinds of address the program tells apart.
     pub fn address_intervals(&self) -> usize {
-        self.matrix.as_ref().map_or(0, Matrix::rows)
-            + self.index.as_ref().map_or(0, Index::address_intervals)
+        self.matrix.as_ref().map_or(0, Matrix::rows) + self.index.address_intervals()
     }
 
     /// Whether the program is decided by a matrix (see `matrix`).
@@ -768,6 +764,19 @@ mod tests {
                     Vec::new(),
                     &[(0, v4(3)), (1, v6(9))],
                 );
+                // With no room for matrices, both programs are decided by their index.
+                let tight = crate::policy::PolicyTables::with_budget(
+                    vec![
+                        crate::policy::EndpointPolicy { ingress: None, egress: Some(p.clone()) },
+                        crate::policy::EndpointPolicy { ingress: Some(p.clone()), egress: None },
+                    ],
+                    sets.clone(),
+                    Vec::new(),
+                    &[(0, v4(3)), (1, v6(9))],
+                    0,
+                );
+                prop_assert_eq!(tight.index_programs(), 1);
+                prop_assert_eq!(node.index_programs(), usize::from(!p.has_matrix()));
                 let mut flows: Vec<FlowKey> = keys
                     .iter()
                     .flat_map(|k| {
@@ -785,6 +794,7 @@ mod tests {
                     let (src, dst) = (endpoint(k.src).map(|e| e as u32), endpoint(k.dst).map(|e| e as u32));
                     prop_assert_eq!(*got, node.evaluate(src, dst, k), "batch {:?}", k);
                     prop_assert_eq!(*got, node.evaluate_flow(k), "flow {:?}", k);
+                    prop_assert_eq!(*got, tight.evaluate(src, dst, k), "index {:?}", k);
                     if src == Some(0) && dst != src {
                         prop_assert_eq!(got.egress, Some(p.classify_by_scan(k, &sets)), "egress {:?}", k);
                     }

@@ -169,21 +169,21 @@ fn measure_size(
         .sum();
     let (distinct, matrices, index_bytes, rows) = {
         let mut seen = std::collections::HashSet::new();
-        let (mut matrices, mut bytes, mut rows) = (0usize, 0usize, 0usize);
+        let (mut bytes, mut rows) = (0usize, 0usize);
         for e in compiled.tables.endpoints() {
             for p in [&e.ingress, &e.egress].into_iter().flatten() {
                 if seen.insert(std::sync::Arc::as_ptr(p)) {
-                    matrices += usize::from(p.has_matrix());
                     bytes += p.index_bytes();
                     rows += p.address_intervals();
                 }
             }
         }
+        let matrices = seen.len().saturating_sub(compiled.tables.index_programs());
         (seen.len(), matrices, bytes, rows)
     };
     notes.push(format!(
-        "{label} rules: {distinct} distinct programs ({matrices} decided by a matrix, the rest \
-         by the bit-vector index), their decision structures {:.1} MiB with {:.1} address \
+        "{label} rules: {distinct} distinct programs ({matrices} decided by a matrix in the \
+         snapshot, the rest by their bit-vector index), their decision structures {:.1} MiB with {:.1} address \
          rows each on average; {} address classes in {:.1} MiB; what a lookup reads {:.1} MiB; \
          all tables {:.1} MiB",
         mib(index_bytes),
