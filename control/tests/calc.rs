@@ -127,16 +127,16 @@ fn network_set(rng: &mut Rng, i: usize) -> Object {
 
 /// Everything that decides a packet's verdict, in a comparable form.
 fn fingerprint(c: &Compiled) -> String {
-    let mut out = format!("{:?}\n{:?}\n", c.endpoints, c.tables.rules());
-    for n in &c.tables.sets().nets {
+    let mut out = format!("{:?}\n{:?}\n", c.endpoints, c.tables.rules);
+    for n in &c.tables.sets.nets {
         out += &format!("{n:?}\n");
     }
-    for p in &c.tables.sets().named_ports {
+    for p in &c.tables.sets.named_ports {
         let mut v: Vec<_> = p.iter().collect();
         v.sort();
         out += &format!("{v:?}\n");
     }
-    for e in c.tables.endpoints() {
+    for e in &c.tables.endpoints {
         out += &format!(
             "{:?} {:?}\n",
             e.ingress.as_ref().map(|p| p.tiers()),
@@ -149,12 +149,12 @@ fn fingerprint(c: &Compiled) -> String {
 /// The programs (decision structures included) must be the same too: a program kept from
 /// an earlier compilation must not carry stale set contents.
 fn assert_same_programs(a: &Compiled, b: &Compiled, step: usize) {
-    assert_eq!(a.tables.endpoints().len(), b.tables.endpoints().len());
+    assert_eq!(a.tables.endpoints.len(), b.tables.endpoints.len());
     for (i, (x, y)) in a
         .tables
-        .endpoints()
+        .endpoints
         .iter()
-        .zip(b.tables.endpoints())
+        .zip(&b.tables.endpoints)
         .enumerate()
     {
         assert!(

@@ -149,7 +149,7 @@ fn log_rules_leave_rate_limited_records_naming_the_rule() {
     assert_eq!(d.take_tx(db_if).len(), 100);
     let logs = d.pipeline().policy_state().take_logs();
     assert_eq!(logs.len(), 20, "the burst of the log rate limit");
-    let info = &s.policy.rules()[logs[0].rule as usize];
+    let info = &s.policy.rules[logs[0].rule as usize];
     assert_eq!(
         (info.policy.as_str(), info.index),
         ("GlobalNetworkPolicy audit", Some(0))

@@ -45,23 +45,22 @@ fn isolate_first_pod() -> PolicyTables {
         }],
         &Sets::default(),
     );
-    PolicyTables::new(
-        vec![
+    PolicyTables {
+        endpoints: vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(deny)),
                 egress: None,
             },
             EndpointPolicy::default(),
         ],
-        Sets::default(),
-        vec![RuleInfo {
+        sets: Sets::default(),
+        rules: vec![RuleInfo {
             tier: "default".into(),
             policy: "deny-all".into(),
             direction: Direction::Ingress,
             index: None,
         }],
-        &[],
-    )
+    }
 }
 
 fn scenario(tag: &str, workers: usize) -> Outcome {

@@ -111,15 +111,14 @@ fn world_node(isolated: bool) -> Snapshot {
             }],
             &Sets::default(),
         );
-        b.policy(PolicyTables::new(
-            vec![EndpointPolicy {
+        b.policy(PolicyTables {
+            endpoints: vec![EndpointPolicy {
                 ingress: Some(std::sync::Arc::new(deny)),
                 egress: None,
             }],
-            Sets::default(),
-            vec![info],
-            &[],
-        ));
+            sets: Sets::default(),
+            rules: vec![info],
+        });
     }
     b.build(1).unwrap()
 }

@@ -433,8 +433,8 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
         direction: Direction::Ingress,
         index: Some(0),
     };
-    b.policy(PolicyTables::new(
-        vec![
+    b.policy(PolicyTables {
+        endpoints: vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(closed)),
                 egress: None,
@@ -444,16 +444,15 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
                 egress: None,
             },
         ],
-        Sets::default(),
-        vec![
+        sets: Sets::default(),
+        rules: vec![
             info.clone(),
             RuleInfo {
                 index: None,
                 ..info
             },
         ],
-        &[],
-    ));
+    });
     b.build(generation).unwrap()
 }
 

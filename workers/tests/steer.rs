@@ -82,23 +82,22 @@ fn node() -> Snapshot {
         }],
         &Sets::default(),
     );
-    b.policy(PolicyTables::new(
-        vec![
+    b.policy(PolicyTables {
+        endpoints: vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(deny)),
                 egress: None,
             },
             EndpointPolicy::default(),
         ],
-        Sets::default(),
-        vec![RuleInfo {
+        sets: Sets::default(),
+        rules: vec![RuleInfo {
             tier: "default".into(),
             policy: "deny-all".into(),
             direction: Direction::Ingress,
             index: None,
         }],
-        &[],
-    ));
+    });
     let s = b.build(1).unwrap();
     assert_eq!(s.uplink, Some(UPLINK));
     s

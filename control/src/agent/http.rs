@@ -307,7 +307,7 @@ impl Shared {
     fn drain_logs(&self) {
         let snapshot = self.endpoints.snapshots.load();
         if let Ok(mut drain) = self.drain.lock() {
-            drain.learn(snapshot.generation, snapshot.policy.rules());
+            drain.learn(snapshot.generation, &snapshot.policy.rules);
             drain.drain(&self.endpoints.reports);
         }
     }

@@ -399,13 +399,10 @@ pub(super) fn calculate(
     services: &ServiceState,
 ) -> Result<Calculated, AgentError> {
     let compiled = calc.compile();
-    let mut warnings = Vec::new();
-    if let Some(why) = compiled.tables.degraded() {
-        warnings.push(why.to_owned());
-    }
     let cluster = calc.cluster();
     let change = services.change(node_services(cluster, &config.node, &node_addresses(env)));
     let (mut builder, new_ports) = build_node(config, cluster, compiled, env, change.table())?;
+    let mut warnings = Vec::new();
     let [first, last] = config.node_port_range;
     let outside: Vec<String> = change
         .table()

@@ -677,17 +677,15 @@ fn compile_with<'n>(
         })
         .collect();
 
-    let addresses: Vec<(EndpointId, IpAddr)> = c
-        .endpoints
-        .iter()
-        .enumerate()
-        .flat_map(|(e, ep)| ep.pod.ips.iter().map(move |&ip| (e as EndpointId, ip)))
-        .collect();
     c.cache.programs = kept;
     c.cache.trim();
     *cache = c.cache;
     Compiled {
-        tables: PolicyTables::new(endpoint_policies, sets, c.rules, &addresses),
+        tables: PolicyTables {
+            endpoints: endpoint_policies,
+            sets,
+            rules: c.rules,
+        },
         endpoints: ids,
         policies: compiled,
     }

@@ -236,7 +236,7 @@ fn explain(tables: &PolicyTables, from: &Side, to: &Side, d: &PathDecision) -> S
                 verdict,
                 ..
             }) => {
-                let info = tables.rules().get(id as usize);
+                let info = tables.rules.get(id as usize);
                 let what = match verdict {
                     Verdict::Allow => "allowed",
                     Verdict::Deny => "denied",

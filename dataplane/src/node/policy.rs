@@ -112,7 +112,7 @@ pub fn run(
             continue;
         }
         let (src, dst) = (pod_of(m.ingress), pod_of(m.out));
-        if (src.is_none() && dst.is_none()) || tables.endpoints().is_empty() {
+        if (src.is_none() && dst.is_none()) || tables.endpoints.is_empty() {
             m.next = Next::Rewrite;
             continue;
         }

@@ -110,11 +110,6 @@ impl NetSet {
         &self.v6
     }
 
-    /// Heap bytes of the intervals.
-    pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(self.v4_intervals()) + std::mem::size_of_val(self.v6_intervals())
-    }
-
     /// Whether the set holds no address.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()

@@ -15,7 +15,6 @@
 
 use crate::flow::FlowKey;
 use crate::policy::index::Index;
-use crate::policy::matrix::Matrix;
 use crate::policy::netset::NetSet;
 
 /// What a rule does when it matches.
@@ -110,15 +109,18 @@ pub struct Tier {
 }
 
 /// The program of one endpoint in one direction: its tiers, and the decision structure
-/// built from them: the decision matrix (see `matrix`), or where that would be too large,
-/// the bit-vector index (see `index`). Endpoints with the same policies share one program.
+/// built from them (see `index`). Endpoints with the same policies share one program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     tiers: Vec<Tier>,
-    matrix: Option<Matrix>,
-    /// Built only for a program without a matrix.
     index: Index,
+    /// At most [`SCAN_RULES`] rules: testing them in turn is cheaper than the five field
+    /// lookups of the decision structure.
+    small: bool,
 }
+
+/// Programs with at most this many rules are classified by testing the rules in turn.
+pub const SCAN_RULES: usize = 3;
 
 /// The address sets and port sets programs refer to.
 #[derive(Debug, Clone, Default)]
@@ -129,7 +131,7 @@ pub struct Sets {
 
 /// The result of a classification: the verdict, the rule (or tier end) that decided it,
 /// and the `Log` rules passed on the way (at most [`MAX_LOGGED`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
     /// `None`: no tier applied, or every tier passed.
@@ -150,20 +152,13 @@ impl Default for Program {
 impl Program {
     /// The program of `tiers`, whose rules refer to `sets`.
     pub fn new(tiers: Vec<Tier>, sets: &Sets) -> Program {
-        let matrix = Matrix::build(&tiers, sets);
-        // Built even beside a matrix: a snapshot whose arena is full, or whose classes
-        // could not be built, decides the program through it (`PolicyTables::new`).
         let index = Index::build(&tiers, sets);
+        let small = tiers.iter().map(|t| t.rules.len()).sum::<usize>() <= SCAN_RULES;
         Program {
             tiers,
-            matrix,
             index,
+            small,
         }
-    }
-
-    /// The decision matrix, if the program has one.
-    pub(crate) fn matrix(&self) -> Option<&Matrix> {
-        self.matrix.as_ref()
     }
 
     /// The tiers, in evaluation order.
@@ -171,16 +166,23 @@ impl Program {
         &self.tiers
     }
 
-    /// Classifies the packet `key` (see `flow` for the byte order) without address
-    /// classes, through the bit-vector index. The fast path is `PolicyTables::evaluate`,
-    /// which has the classes the matrix is looked up with.
+    /// Classifies the packet `key` (see `flow` for the byte order) through the decision
+    /// structure: the cost does not grow with the number of rules.
     #[inline]
     pub fn classify(&self, key: &FlowKey, sets: &Sets) -> Decision {
+        if self.small {
+            self.classify_by_scan(key, sets)
+        } else {
+            self.index.classify(&self.tiers, key, sets)
+        }
+    }
+
+    /// Classifies through the decision structure whatever the program's size.
+    pub fn classify_indexed(&self, key: &FlowKey, sets: &Sets) -> Decision {
         self.index.classify(&self.tiers, key, sets)
     }
 
-    /// Loads the first cache lines a lookup through the index reads and returns a value
-    /// made of them (see `PolicyTables::warm`).
+    /// See [`Index::warm`].
     #[inline]
     pub fn warm(&self) -> u32 {
         self.index.warm()
@@ -188,39 +190,12 @@ impl Program {
 
     /// Heap bytes of the decision structure (the tiers not counted).
     pub fn index_bytes(&self) -> usize {
-        self.matrix.as_ref().map_or(0, Matrix::bytes) + self.index.memory_bytes()
+        self.index.memory_bytes()
     }
 
-    /// Heap bytes of the tiers and their rules (port ranges included).
-    pub fn rules_bytes(&self) -> usize {
-        let mut bytes = std::mem::size_of_val(self.tiers.as_slice());
-        for tier in &self.tiers {
-            bytes += tier.rules.capacity() * std::mem::size_of::<Rule>();
-            for r in &tier.rules {
-                let m = &r.matches;
-                bytes += [
-                    &m.src_ports,
-                    &m.not_src_ports,
-                    &m.dst_ports,
-                    &m.not_dst_ports,
-                ]
-                .iter()
-                .map(|p| p.ranges.capacity() * 4)
-                .sum::<usize>();
-            }
-        }
-        bytes
-    }
-
-    /// Address rows (matrix) or intervals (index) of the decision structure: how many
-    /// kinds of address the program tells apart.
+    /// Address intervals in the decision structure.
     pub fn address_intervals(&self) -> usize {
-        self.matrix.as_ref().map_or(0, Matrix::rows) + self.index.address_intervals()
-    }
-
-    /// Whether the program is decided by a matrix (see `matrix`).
-    pub fn has_matrix(&self) -> bool {
-        self.matrix.is_some()
+        self.index.address_intervals()
     }
 
     /// Classifies `key` by testing the rules one after another: the definition that the
@@ -718,7 +693,7 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(300))]
             #[test]
-            fn the_decision_structures_decide_like_the_scan(
+            fn the_decision_structure_decides_like_the_scan(
                 (nets, program) in prop::collection::vec(net_set(), 1..6)
                     .prop_flat_map(|nets| {
                         let n = nets.len() as u32;
@@ -735,69 +710,9 @@ mod tests {
                         .collect::<rustc_hash::FxHashSet<_>>()
                 };
                 let sets = Sets { nets, named_ports: vec![named_set(3), named_set(30)] };
-                let p = Program::new(program.clone(), &sets);
-                let index = Index::build(&program, &sets);
-                let p = std::sync::Arc::new(p);
-                let tables = crate::policy::PolicyTables::new(
-                    vec![crate::policy::EndpointPolicy { ingress: None, egress: Some(p.clone()) }],
-                    sets.clone(),
-                    Vec::new(),
-                    &[],
-                );
+                let p = Program::new(program, &sets);
                 for k in &keys {
-                    let scan = p.classify_by_scan(k, &sets);
-                    prop_assert_eq!(index.classify(&program, k, &sets), scan, "index {:?}", k);
-                    let matrix = tables.evaluate(Some(0), None, k).egress;
-                    prop_assert_eq!(matrix, Some(scan), "matrix {:?}", k);
-                }
-                // The same program on both sides of a node: endpoint 0 (IPv4) has it as
-                // egress, endpoint 1 (IPv6) as ingress, and the endpoints are found from
-                // the addresses. The IPv4 flows come first, so whole batches go through
-                // the IPv4 table's batched lookup and the IPv6 ones key by key.
-                let (a, b) = (FlowKey::map_ip(v4(3)), FlowKey::map_ip(v6(9)));
-                let node = crate::policy::PolicyTables::new(
-                    vec![
-                        crate::policy::EndpointPolicy { ingress: None, egress: Some(p.clone()) },
-                        crate::policy::EndpointPolicy { ingress: Some(p.clone()), egress: None },
-                    ],
-                    sets.clone(),
-                    Vec::new(),
-                    &[(0, v4(3)), (1, v6(9))],
-                );
-                // With no room for matrices, both programs are decided by their index.
-                let tight = crate::policy::PolicyTables::with_budget(
-                    vec![
-                        crate::policy::EndpointPolicy { ingress: None, egress: Some(p.clone()) },
-                        crate::policy::EndpointPolicy { ingress: Some(p.clone()), egress: None },
-                    ],
-                    sets.clone(),
-                    Vec::new(),
-                    &[(0, v4(3)), (1, v6(9))],
-                    0,
-                );
-                prop_assert_eq!(tight.index_programs(), 1);
-                prop_assert_eq!(node.index_programs(), usize::from(!p.has_matrix()));
-                let mut flows: Vec<FlowKey> = keys
-                    .iter()
-                    .flat_map(|k| {
-                        let mut at = *k;
-                        if k.is_v4() { at.src = a } else { at.dst = b }
-                        [*k, at]
-                    })
-                    .collect();
-                flows.sort_by_key(|k| !k.is_v4());
-                let mut out = Vec::new();
-                node.evaluate_flows(&flows, &mut out);
-                prop_assert_eq!(out.len(), flows.len());
-                for (k, got) in flows.iter().zip(&out) {
-                    let endpoint = |x: [u8; 16]| [a, b].iter().position(|&e| e == x);
-                    let (src, dst) = (endpoint(k.src).map(|e| e as u32), endpoint(k.dst).map(|e| e as u32));
-                    prop_assert_eq!(*got, node.evaluate(src, dst, k), "batch {:?}", k);
-                    prop_assert_eq!(*got, node.evaluate_flow(k), "flow {:?}", k);
-                    prop_assert_eq!(*got, tight.evaluate(src, dst, k), "index {:?}", k);
-                    if src == Some(0) && dst != src {
-                        prop_assert_eq!(got.egress, Some(p.classify_by_scan(k, &sets)), "egress {:?}", k);
-                    }
+                    prop_assert_eq!(p.classify_indexed(k, &sets), p.classify_by_scan(k, &sets), "{:?}", k);
                 }
             }
         }

@@ -125,7 +125,7 @@ impl FlatRules {
 /// [`compile`](weir_control::policy::compile::compile) returns them.
 pub fn flatten(compiled: &Compiled, cluster: &Cluster) -> FlatRules {
     let mut flat = FlatRules::default();
-    let sets = &compiled.tables.sets();
+    let sets = &compiled.tables.sets;
     // Named-port sets as (IPv4 address, protocol, port), sorted, to take each rule's
     // addresses by range rather than scanning the whole set.
     let named: Vec<Vec<(u32, u8, u16)>> = sets

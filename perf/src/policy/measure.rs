@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use weir_control::policy::compile::compile;
 use weir_dataplane::flow::FlowKey;
-use weir_dataplane::policy::{PolicyTables, RuleInfo, Verdict};
+use weir_dataplane::policy::{EndpointPolicy, PolicyTables, RuleInfo, Verdict};
+use weir_dataplane::snapshot::EndpointId;
 
 use super::acl::Acl;
 use super::generate::{generate_cluster, generate_probes, Probe};
@@ -104,7 +105,7 @@ fn measure_size(
     let started = Instant::now();
     let compiled = compile(&generated.cluster);
     let mut build_ms = vec![started.elapsed().as_secs_f64() * 1e3];
-    let memory = compiled.tables.memory_bytes();
+    let memory = tables_memory(&compiled.tables);
 
     let started = Instant::now();
     let flat = flatten(&compiled, &generated.cluster);
@@ -124,15 +125,6 @@ fn measure_size(
     let mut decided = 0usize;
     for (i, p) in probes.iter().enumerate() {
         let d = compiled.tables.evaluate(p.src, p.dst, &p.key);
-        let from_addresses = compiled.tables.evaluate_flow(&p.key);
-        if from_addresses != d {
-            return Err(PolicyBenchError::WrongAnswer(format!(
-                "{target} rules, probe {i} ({} -> {}): decided from the addresses alone \
-                 {from_addresses:?}, from the endpoints {d:?}",
-                p.key.src_ip(),
-                p.key.dst_ip(),
-            )));
-        }
         allowed += u64::from(d.verdict == Verdict::Allow);
         decided += usize::from(
             [d.egress, d.ingress]
@@ -160,38 +152,31 @@ fn measure_size(
     }
     let programs: usize = compiled
         .tables
-        .endpoints()
+        .endpoints
         .iter()
         .map(|e| {
             e.ingress.as_ref().map_or(0, |p| p.rule_count())
                 + e.egress.as_ref().map_or(0, |p| p.rule_count())
         })
         .sum();
-    let (distinct, matrices, index_bytes, rows) = {
+    let (distinct, index_bytes, intervals) = {
         let mut seen = std::collections::HashSet::new();
-        let (mut bytes, mut rows) = (0usize, 0usize);
-        for e in compiled.tables.endpoints() {
+        let (mut bytes, mut intervals) = (0usize, 0usize);
+        for e in &compiled.tables.endpoints {
             for p in [&e.ingress, &e.egress].into_iter().flatten() {
                 if seen.insert(std::sync::Arc::as_ptr(p)) {
                     bytes += p.index_bytes();
-                    rows += p.address_intervals();
+                    intervals += p.address_intervals();
                 }
             }
         }
-        let matrices = seen.len().saturating_sub(compiled.tables.index_programs());
-        (seen.len(), matrices, bytes, rows)
+        (seen.len(), bytes, intervals)
     };
     notes.push(format!(
-        "{label} rules: {distinct} distinct programs ({matrices} decided by a matrix in the \
-         snapshot, the rest by their bit-vector index), their decision structures {:.1} MiB with {:.1} address \
-         rows each on average; {} address classes in {:.1} MiB; what a lookup reads {:.1} MiB; \
-         all tables {:.1} MiB",
+        "{label} rules: {distinct} distinct programs, their decision structures {:.1} MiB with \
+         {:.1} address intervals each on average",
         mib(index_bytes),
-        rows as f64 / distinct.max(1) as f64,
-        compiled.tables.classes().len(),
-        mib(compiled.tables.classes().memory_bytes()),
-        mib(compiled.tables.lookup_bytes()),
-        mib(memory),
+        intervals as f64 / distinct.max(1) as f64
     ));
     notes.push(format!(
         "{label} rules: {} application namespaces (+3 system), {} pods on {} nodes, {} \
@@ -207,8 +192,8 @@ fn measure_size(
         generated.policies[2],
         generated.rules,
         compiled.endpoints.len(),
-        compiled.tables.sets().nets.len(),
-        compiled.tables.sets().named_ports.len(),
+        compiled.tables.sets.nets.len(),
+        compiled.tables.sets.named_ports.len(),
         flat.egress.len(),
         flat.ingress.len(),
         if flat.inexact > 0 {
@@ -298,26 +283,22 @@ fn measure_size(
 fn explain(tables: &PolicyTables, d: &weir_dataplane::policy::PathDecision) -> String {
     let rule = |d: Option<weir_dataplane::policy::Decision>| {
         d.and_then(|d| d.rule)
-            .and_then(|id| tables.rules().get(id as usize))
+            .and_then(|id| tables.rules.get(id as usize))
             .map_or_else(|| "none".to_string(), RuleInfo::to_string)
     };
     format!("egress: {}; ingress: {}", rule(d.egress), rule(d.ingress))
 }
 
-/// ns per classification and allowed count of one pass over `probes`, after an untimed
-/// warm-up. Each classification starts from the raw 5-tuple: the endpoints at both ends
-/// are found from the addresses, and both directions are decided.
-/// Packets per `evaluate_flows` call in the timed passes.
-const BURST: usize = 256;
-
+/// ns per classification and allowed count of one pass over `probes` in batches of 256 (as
+/// the workers classify), after an untimed warm-up.
 fn time_weir(tables: &PolicyTables, probes: &[Probe]) -> (f64, u64) {
-    let queries: Vec<FlowKey> = probes.iter().map(|p| p.key).collect();
-    // Bursts as dpdk-test-acl classifies them (its default trace step, 256 packets).
-    let pass = |queries: &[FlowKey]| {
-        let mut out = Vec::with_capacity(BURST);
+    type Query = (Option<EndpointId>, Option<EndpointId>, FlowKey);
+    let queries: Vec<Query> = probes.iter().map(|p| (p.src, p.dst, p.key)).collect();
+    let mut out = Vec::with_capacity(256);
+    let mut pass = |queries: &[Query]| {
         let mut allowed = 0u64;
-        for burst in queries.chunks(BURST) {
-            tables.evaluate_flows(black_box(burst), &mut out);
+        for chunk in queries.chunks(256) {
+            tables.evaluate_batch(black_box(chunk), &mut out);
             allowed += out.iter().filter(|d| d.verdict == Verdict::Allow).count() as u64;
         }
         black_box(allowed)
@@ -364,6 +345,57 @@ fn check_sum(
             "{rules} rules: a timed {what} pass allowed {got} probes, the checked pass {want}"
         )))
     }
+}
+
+/// Heap bytes of the tables: every distinct program's tiers and rules (with their port
+/// ranges) and decision structure, the address sets, the named-port sets (hash table
+/// capacity) and the rule descriptions. Programs shared by endpoints count once.
+fn tables_memory(t: &PolicyTables) -> usize {
+    use std::mem::size_of;
+    fn cap<T>(v: &Vec<T>) -> usize {
+        v.capacity() * size_of::<T>()
+    }
+    let mut bytes = cap(&t.endpoints);
+    let mut seen = std::collections::HashSet::new();
+    for e in &t.endpoints {
+        let EndpointPolicy { ingress, egress } = e;
+        for program in [ingress, egress].into_iter().flatten() {
+            if !seen.insert(std::sync::Arc::as_ptr(program)) {
+                continue;
+            }
+            bytes += size_of::<weir_dataplane::policy::Program>() + program.index_bytes();
+            bytes += std::mem::size_of_val(program.tiers());
+            for tier in program.tiers() {
+                bytes += cap(&tier.rules);
+                for r in &tier.rules {
+                    let m = &r.matches;
+                    bytes += [
+                        &m.src_ports,
+                        &m.not_src_ports,
+                        &m.dst_ports,
+                        &m.not_dst_ports,
+                    ]
+                    .iter()
+                    .map(|p| cap(&p.ranges))
+                    .sum::<usize>();
+                }
+            }
+        }
+    }
+    bytes += cap(&t.sets.nets);
+    for set in &t.sets.nets {
+        bytes += set.v4_intervals().len() * 8 + set.v6_intervals().len() * 32;
+    }
+    bytes += cap(&t.sets.named_ports);
+    for set in &t.sets.named_ports {
+        // hashbrown: one control byte per bucket beside each slot.
+        bytes += set.capacity() * (size_of::<([u8; 16], u8, u16)>() + 1);
+    }
+    bytes += cap(&t.rules);
+    for info in &t.rules {
+        bytes += info.tier.capacity() + info.policy.capacity();
+    }
+    bytes
 }
 
 fn results(sizes: &[SizeFigures], notes: &mut Vec<String>) -> Vec<BenchResult> {

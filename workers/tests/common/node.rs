@@ -233,8 +233,8 @@ pub fn default_policy() -> PolicyTables {
         }],
         &sets,
     );
-    PolicyTables::new(
-        vec![
+    PolicyTables {
+        endpoints: vec![
             EndpointPolicy {
                 ingress: None,
                 egress: Some(Arc::new(a_egress)),
@@ -245,7 +245,7 @@ pub fn default_policy() -> PolicyTables {
             },
         ],
         sets,
-        vec![
+        rules: vec![
             info("demo/a-egress", Direction::Egress),
             info("demo/b-ingress", Direction::Ingress),
             RuleInfo {
@@ -255,8 +255,7 @@ pub fn default_policy() -> PolicyTables {
                 index: None,
             },
         ],
-        &[],
-    )
+    }
 }
 
 pub fn default_node() -> Snapshot {
