@@ -312,7 +312,9 @@ impl Peers {
         self.key = key;
     }
 
-    /// The peer whose allowed IPs hold `dst` (longest prefix).
+    /// The peer whose allowed IPs hold `dst` (longest prefix), by a scan of every allowed
+    /// network: for tests and tools. The dataplane never calls it: a frame to seal names its
+    /// peer in its route's `Encrypt` adjacency (`snapshot::PeerTable`).
     pub fn route(&self, dst: IpAddr) -> Option<PeerId> {
         self.routes
             .iter()

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 
 use weir_crypto::NodeKey;
 use weir_dataplane::frame::{DEFAULT_CHUNK_SIZE, DEFAULT_HEADROOM};
-use weir_dataplane::node::output::{Action, OutputMap, Owner};
+use weir_dataplane::node::output::{Action, HandIn, OutputMap, Owner};
 use weir_dataplane::policy::ConntrackConfig;
 use weir_dataplane::{
     Batch, Counters, DropReason, Frame, FrameRegion, FreeList, IfIndex, Pipeline, Snapshot,
@@ -382,14 +382,7 @@ impl MemDriver {
         seal: Option<u32>,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
-        if generation != self.map.generation() {
-            return Err(DropReason::HandoffStale);
-        }
-        let port = match self.map.owner(out) {
-            Owner::Here { port } => Some(port),
-            _ if run => None,
-            _ => return Err(DropReason::UnownedOutput),
-        };
+        let plan = self.map.hand_in(generation, run, out, seal)?;
         if self.headroom + bytes.len() > self.chunk_size {
             return Err(DropReason::TooBig);
         }
@@ -398,17 +391,17 @@ impl MemDriver {
         let frame = region
             .fill(chunk, self.headroom, bytes)
             .expect("a free chunk and a checked length fit the region");
-        if run {
-            return self.batch.push_handed(frame, out).map_err(|frame| {
-                self.free.push(frame.chunk());
-                DropReason::HandoffFull
-            });
-        }
-        match (seal, port) {
-            (Some(peer), _) => {
+        match plan {
+            HandIn::Pipeline { ingress } => {
+                self.batch.push_handed(frame, ingress).map_err(|frame| {
+                    self.free.push(frame.chunk());
+                    DropReason::HandoffFull
+                })?;
+            }
+            HandIn::Seal { peer } => {
                 self.to_seal.push((peer, frame.addr(), frame.len() as u32));
             }
-            (None, Some(port)) => queue(
+            HandIn::Send { port } => queue(
                 &mut self.tx,
                 usize::from(port),
                 self.tx_capacity,
@@ -416,7 +409,6 @@ impl MemDriver {
                 &mut self.pipeline,
                 &mut self.free,
             ),
-            (None, None) => unreachable!("an unowned output returned above"),
         }
         Ok(())
     }

@@ -171,9 +171,12 @@ fn start_worker(
         let shared = Mutex::new(WorkerReport::default());
         for (i, stop) in phases.iter().enumerate() {
             wk.run(&reader, stop, &shared);
+            // Both ledgers: every UMEM frame is somewhere, and every packet that came in
+            // went out, was handed on or was dropped for a named reason.
             let r = wk
                 .check_accounting()
                 .map(|()| wk.report())
+                .and_then(|r| r.pipeline.check_accounting().map(|()| r))
                 .map_err(|e| format!("worker {w} after phase {i}: {e}"));
             let _ = tx.send(r);
         }

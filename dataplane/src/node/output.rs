@@ -111,6 +111,48 @@ impl OutputMap {
     }
 }
 
+/// What a worker does with a frame another worker handed it (see [`Action::Handoff`] and
+/// [`Action::Steer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandIn {
+    /// Run the pipeline on it, as received on `ingress` (a steered frame).
+    Pipeline { ingress: IfIndex },
+    /// Put it in the TX queue of this worker's port number `port`.
+    Send { port: u16 },
+    /// Seal it for WireGuard peer `peer`; the sealed frame leaves on the uplink.
+    Seal { peer: PeerIndex },
+}
+
+impl OutputMap {
+    /// Decides what to do with a frame handed in by another worker: steered to run the
+    /// pipeline here (`run`), or finished, to leave through `out` (sealed for `seal` first
+    /// when given). The indices were taken against snapshot generation `generation`.
+    ///
+    /// # Errors
+    /// `HandoffStale` when the sender's generation is not this map's (an index of another
+    /// snapshot may name another interface here); `UnownedOutput` when this worker does not
+    /// own `out` (detached, or moved, since the sender looked).
+    pub fn hand_in(
+        &self,
+        generation: u64,
+        run: bool,
+        out: IfIndex,
+        seal: Option<PeerIndex>,
+    ) -> Result<HandIn, DropReason> {
+        if generation != self.generation {
+            return Err(DropReason::HandoffStale);
+        }
+        if run {
+            return Ok(HandIn::Pipeline { ingress: out });
+        }
+        match (self.owner(out), seal) {
+            (Owner::Here { .. }, Some(peer)) => Ok(HandIn::Seal { peer }),
+            (Owner::Here { port }, None) => Ok(HandIn::Send { port }),
+            _ => Err(DropReason::UnownedOutput),
+        }
+    }
+}
+
 /// Runs the stage: writes `plan[i]` for every packet of the batch.
 ///
 /// # Panics
@@ -263,6 +305,40 @@ mod tests {
         run(&meta[1..2], &s, &map, &mut plan, &mut c);
         assert_eq!(plan[0], Action::Drop);
         assert_eq!(c.dropped(DropReason::TunnelUnavailable), 1);
+    }
+
+    #[test]
+    fn handed_in_frames_are_run_sent_sealed_or_dropped_by_name() {
+        let mut map = OutputMap::new();
+        map.reset(7, 3, true);
+        map.set(1, Owner::Here { port: 4 });
+        map.set(2, Owner::Worker(1));
+        assert_eq!(
+            map.hand_in(7, true, 2, None),
+            Ok(HandIn::Pipeline { ingress: 2 })
+        );
+        assert_eq!(map.hand_in(7, false, 1, None), Ok(HandIn::Send { port: 4 }));
+        assert_eq!(
+            map.hand_in(7, false, 1, Some(9)),
+            Ok(HandIn::Seal { peer: 9 })
+        );
+        assert_eq!(
+            map.hand_in(7, false, 2, None),
+            Err(DropReason::UnownedOutput)
+        );
+        assert_eq!(
+            map.hand_in(7, false, 0, Some(9)),
+            Err(DropReason::UnownedOutput)
+        );
+        assert_eq!(
+            map.hand_in(7, false, 99, None),
+            Err(DropReason::UnownedOutput)
+        );
+        assert_eq!(
+            map.hand_in(6, false, 1, None),
+            Err(DropReason::HandoffStale)
+        );
+        assert_eq!(map.hand_in(6, true, 1, None), Err(DropReason::HandoffStale));
     }
 
     #[test]

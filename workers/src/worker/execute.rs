@@ -4,7 +4,7 @@
 //! pipeline's ([`weir_dataplane::node::output`]); this module only carries them out and
 //! counts what happens when it does.
 
-use weir_dataplane::node::output::{Action, Owner};
+use weir_dataplane::node::output::{Action, HandIn};
 use weir_dataplane::{DropReason, FrameRegion, Snapshot, BATCH_SIZE};
 
 use super::{Worker, MAX_KICKS, STAGE_LIMIT};
@@ -165,7 +165,6 @@ impl Worker {
     /// staged on its output port (or queued for sealing), or, for a flow this worker owns,
     /// put in the batch to run the pipeline on (before anything is received).
     pub(super) fn take_handoffs(&mut self) {
-        let frame_size = u64::from(self.umem.frame_size());
         let mut budget = BATCH_SIZE;
         // Taken out for the loop (the lanes are not touched otherwise), put back after.
         let inbound = std::mem::take(&mut self.links.inbound);
@@ -175,51 +174,10 @@ impl Worker {
                 budget -= 1;
                 let len = usize::from(parcel.len);
                 self.pipeline.counters_mut().handoff_in += 1;
-                let outcome = if parcel.generation != self.map.generation() {
-                    // An index of another snapshot may name another interface here.
-                    Err(DropReason::HandoffStale)
-                } else if parcel.run {
-                    self.take_to_pipeline(parcel.out, &parcel.bytes[..len])
-                } else if let Owner::Here { port } = self.map.owner(parcel.out) {
-                    let port = usize::from(port);
-                    match self.free.pop() {
-                        None => Err(DropReason::FillStarved),
-                        // Frames keep the usual headroom, which sealing writes outer
-                        // headers into.
-                        Some(base) if XDP_PACKET_HEADROOM + len as u64 > frame_size => {
-                            self.free.push(base);
-                            Err(DropReason::TooBig)
-                        }
-                        Some(base) => {
-                            let addr = base + XDP_PACKET_HEADROOM;
-                            match self.umem.packet_mut(addr, len as u32) {
-                                Some(dst) => {
-                                    dst.copy_from_slice(&parcel.bytes[..len]);
-                                    match parcel.seal {
-                                        Some(peer) => {
-                                            self.to_seal.push((peer, addr, len as u32));
-                                            Ok(())
-                                        }
-                                        None if self.ports[port].staged.len() < STAGE_LIMIT => {
-                                            self.ports[port].staged.push((addr, len as u32));
-                                            Ok(())
-                                        }
-                                        None => {
-                                            self.free.push(base);
-                                            Err(DropReason::TxRingFull)
-                                        }
-                                    }
-                                }
-                                None => {
-                                    self.free.push(base);
-                                    Err(DropReason::TooBig)
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    Err(DropReason::UnownedOutput)
-                };
+                let outcome = self
+                    .map
+                    .hand_in(parcel.generation, parcel.run, parcel.out, parcel.seal)
+                    .and_then(|plan| self.take_handed(plan, &parcel.bytes[..len]));
                 if let Err(reason) = outcome {
                     self.pipeline.drop(reason);
                 }
@@ -229,20 +187,41 @@ impl Worker {
         self.links.inbound = inbound;
     }
 
-    /// Copies `bytes`, handed in unprocessed as received on `ingress`, into a free frame
-    /// and into the batch.
-    fn take_to_pipeline(&mut self, ingress: u16, bytes: &[u8]) -> Result<(), DropReason> {
+    /// Copies `bytes`, handed in by another worker, into a free frame and puts it where
+    /// `plan` says: in the batch (to run the pipeline on), in a port's TX stage, or in the
+    /// queue for sealing. Frames keep the usual headroom, which sealing writes outer headers
+    /// into.
+    fn take_handed(&mut self, plan: HandIn, bytes: &[u8]) -> Result<(), DropReason> {
         let frame_size = self.umem.frame_size() as usize;
+        if let HandIn::Send { port } = plan {
+            if self.ports[usize::from(port)].staged.len() >= STAGE_LIMIT {
+                return Err(DropReason::TxRingFull);
+            }
+        }
         let base = self.free.pop().ok_or(DropReason::FillStarved)?;
         let mut region = FrameRegion::new(self.umem.region_mut(), frame_size);
         let Ok(frame) = region.fill(base, XDP_PACKET_HEADROOM as usize, bytes) else {
             self.free.push(base);
             return Err(DropReason::TooBig);
         };
-        self.batch.push_handed(frame, ingress).map_err(|frame| {
-            self.free.push(frame.chunk());
-            DropReason::HandoffFull
-        })
+        match plan {
+            HandIn::Pipeline { ingress } => {
+                self.batch.push_handed(frame, ingress).map_err(|frame| {
+                    self.free.push(frame.chunk());
+                    DropReason::HandoffFull
+                })
+            }
+            HandIn::Seal { peer } => {
+                self.to_seal.push((peer, frame.addr(), frame.len() as u32));
+                Ok(())
+            }
+            HandIn::Send { port } => {
+                self.ports[usize::from(port)]
+                    .staged
+                    .push((frame.addr(), frame.len() as u32));
+                Ok(())
+            }
+        }
     }
 
     /// Seals what waits in `to_seal`, flushes the peers whose handshake completed, and

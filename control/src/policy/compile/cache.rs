@@ -1,0 +1,324 @@
+//! The selector cache kept between compilations: what each selector resolved to, the
+//! named-port sets, the programs of the last compilation, and the indexes that say which
+//! of them a change to a pod, a namespace or a network set can affect (see the parent
+//! module's doc).
+
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use weir_dataplane::policy::program::{NetSetId, PortSetId};
+use weir_dataplane::policy::{NetSet, Program, Tier as CompiledTier};
+
+use super::super::model::Pod;
+use super::super::selector::{Labels, Selector};
+use super::Scope;
+
+/// A cached selector resolution: what a selector picks in a scope, pods and network sets,
+/// or pods only (a Kubernetes peer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct CacheKey {
+    pub(super) scope: Scope,
+    pub(super) selector: Selector,
+    pub(super) pods_only: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) key: CacheKey,
+    /// `None` once invalidated; resolved again when next asked for.
+    pub(super) set: Option<NetSet>,
+    /// The compilation that last asked for it.
+    pub(super) used: u64,
+}
+
+/// The (address, protocol, port) of every endpoint container port that carries one of a
+/// rule's port names; addresses in [`FlowKey::map_ip`] form.
+pub(super) type NamedPortSet = FxHashSet<([u8; 16], u8, u16)>;
+
+/// Selector resolutions and named-port sets kept between compilations, with the indexes
+/// that say which of them a change can affect. See the module doc.
+#[derive(Debug, Default)]
+pub struct Cache {
+    pub(super) slots: Vec<Slot>,
+    pub(super) ids: FxHashMap<CacheKey, usize>,
+    /// Slots whose scope is one namespace, by that namespace.
+    pub(super) by_namespace: FxHashMap<String, Vec<usize>>,
+    /// Slots whose scope spans namespaces (a namespaceSelector, or the cluster).
+    pub(super) cross: Vec<usize>,
+    /// The label index: label key to the slots whose selector reads it.
+    pub(super) by_key: FxHashMap<String, Vec<usize>>,
+    /// Slots whose scope is chosen by a namespaceSelector.
+    pub(super) by_ns_selector: Vec<usize>,
+    pub(super) named: FxHashMap<(String, Option<u8>), NamedPortSet>,
+    /// Changes whenever `named` is cleared.
+    pub(super) named_epoch: u64,
+    /// The programs of the last compilation.
+    pub(super) programs: FxHashMap<Vec<CompiledTier>, KeptProgram>,
+    pub(super) generation: u64,
+    /// Resolutions answered from the cache, and computed.
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// A program kept for the next compilation, with the content of the sets it names.
+#[derive(Debug)]
+pub(super) struct KeptProgram {
+    pub(super) nets: Vec<NetSet>,
+    /// What each named-port set it names stood for (ids are given out per compilation).
+    pub(super) named: Vec<(String, Option<u8>)>,
+    pub(super) named_epoch: u64,
+    pub(super) program: Arc<Program>,
+}
+
+/// The address sets and named-port sets a program's rules name, in order of first use.
+pub(super) fn referenced_sets(tiers: &[CompiledTier]) -> (Vec<NetSetId>, Vec<PortSetId>) {
+    let mut nets = Vec::new();
+    let mut named = Vec::new();
+    for rule in tiers.iter().flat_map(|t| &t.rules) {
+        let m = &rule.matches;
+        for id in [m.src_nets, m.not_src_nets, m.dst_nets, m.not_dst_nets]
+            .into_iter()
+            .flatten()
+        {
+            if !nets.contains(&id) {
+                nets.push(id);
+            }
+        }
+        for ports in [
+            &m.src_ports,
+            &m.not_src_ports,
+            &m.dst_ports,
+            &m.not_dst_ports,
+        ] {
+            if let Some(id) = ports.named {
+                if !named.contains(&id) {
+                    named.push(id);
+                }
+            }
+        }
+    }
+    (nets, named)
+}
+
+/// Whether a pod is an endpoint (has an address and its own network).
+pub(super) fn is_endpoint(pod: &Pod) -> bool {
+    !pod.host_network && !pod.ips.is_empty()
+}
+
+impl Cache {
+    /// Number of cached selector resolutions (valid or not).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub(super) fn admits(scope: &Scope, namespace: &str, ns_labels: &Labels) -> bool {
+        match scope {
+            Scope::Namespace(n) => n == namespace,
+            Scope::Namespaces(sel) => sel.matches(ns_labels),
+            Scope::Cluster => true,
+        }
+    }
+
+    pub(super) fn invalidate(&mut self, slot: usize) {
+        self.slots[slot].set = None;
+    }
+
+    /// A pod was added (`old` None), removed (`new` None) or changed; `ns_labels` are its
+    /// namespace's labels. Invalidates exactly the resolutions whose result can differ.
+    pub fn pod_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>, ns_labels: &Labels) {
+        let (old_ep, new_ep) = (
+            old.filter(|p| is_endpoint(p)),
+            new.filter(|p| is_endpoint(p)),
+        );
+        let Some(namespace) = old.or(new).map(|p| p.namespace.clone()) else {
+            return;
+        };
+        let named =
+            |p: Option<&Pod>| p.is_some_and(|p| p.container_ports.iter().any(|c| c.name.is_some()));
+        if (named(old) || named(new))
+            && (old_ep.map(|p| (&p.ips, &p.container_ports))
+                != new_ep.map(|p| (&p.ips, &p.container_ports)))
+        {
+            self.named.clear();
+            self.named_epoch += 1;
+        }
+        if old_ep.is_none() && new_ep.is_none() {
+            return;
+        }
+        let candidates: Vec<usize> = match (old_ep, new_ep) {
+            (Some(a), Some(b)) if a.ips == b.ips => {
+                // Same addresses: only selectors reading a changed label can flip.
+                let mut changed: Vec<&str> = a
+                    .labels
+                    .iter()
+                    .filter(|(k, v)| b.labels.get(*k) != Some(*v))
+                    .map(|(k, _)| k.as_str())
+                    .chain(
+                        b.labels
+                            .keys()
+                            .filter(|k| !a.labels.contains_key(*k))
+                            .map(String::as_str),
+                    )
+                    .collect();
+                changed.sort_unstable();
+                changed.dedup();
+                let mut c: Vec<usize> = changed
+                    .iter()
+                    .filter_map(|k| self.by_key.get(*k))
+                    .flatten()
+                    .copied()
+                    .collect();
+                c.sort_unstable();
+                c.dedup();
+                c.retain(|&s| {
+                    let sel = &self.slots[s].key.selector;
+                    sel.matches(&a.labels) != sel.matches(&b.labels)
+                });
+                c
+            }
+            _ => {
+                let hit =
+                    |sel: &Selector, p: Option<&Pod>| p.is_some_and(|p| sel.matches(&p.labels));
+                self.by_namespace
+                    .get(&namespace)
+                    .into_iter()
+                    .flatten()
+                    .chain(self.cross.iter())
+                    .copied()
+                    .filter(|&s| {
+                        let sel = &self.slots[s].key.selector;
+                        hit(sel, old_ep) || hit(sel, new_ep)
+                    })
+                    .collect()
+            }
+        };
+        for s in candidates {
+            if Self::admits(&self.slots[s].key.scope, &namespace, ns_labels) {
+                self.invalidate(s);
+            }
+        }
+    }
+
+    /// A namespace's labels changed (or it appeared or went): the resolutions scoped by a
+    /// namespaceSelector that now picks it differently.
+    pub fn namespace_changed(&mut self, old: &Labels, new: &Labels) {
+        let hit: Vec<usize> = self
+            .by_ns_selector
+            .iter()
+            .copied()
+            .filter(|&s| match &self.slots[s].key.scope {
+                Scope::Namespaces(sel) => sel.matches(old) != sel.matches(new),
+                _ => false,
+            })
+            .collect();
+        for s in hit {
+            self.invalidate(s);
+        }
+    }
+
+    /// A NetworkSet (`namespace` Some) or GlobalNetworkSet changed; the labels before and
+    /// after, `None` where it did not exist.
+    pub fn network_set_changed(
+        &mut self,
+        namespace: Option<(&str, &Labels)>,
+        old: Option<&Labels>,
+        new: Option<&Labels>,
+    ) {
+        let hit: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| {
+                let key = &self.slots[s].key;
+                if key.pods_only {
+                    return false;
+                }
+                let in_scope = match (namespace, &key.scope) {
+                    (Some((ns, labels)), scope) => Self::admits(scope, ns, labels),
+                    (None, Scope::Cluster) => true,
+                    (None, Scope::Namespaces(sel)) => sel.mentions_global(),
+                    (None, Scope::Namespace(_)) => false,
+                };
+                in_scope
+                    && (old.is_some_and(|l| key.selector.matches(l))
+                        || new.is_some_and(|l| key.selector.matches(l)))
+            })
+            .collect();
+        for s in hit {
+            self.invalidate(s);
+        }
+    }
+
+    pub(super) fn get(&mut self, key: &CacheKey) -> Option<&NetSet> {
+        let generation = self.generation;
+        let &id = self.ids.get(key)?;
+        let slot = &mut self.slots[id];
+        slot.used = generation;
+        slot.set.as_ref()
+    }
+
+    pub(super) fn put(&mut self, key: CacheKey, set: NetSet) {
+        if let Some(&id) = self.ids.get(&key) {
+            self.slots[id].set = Some(set);
+            return;
+        }
+        let id = self.slots.len();
+        match &key.scope {
+            Scope::Namespace(ns) => self.by_namespace.entry(ns.clone()).or_default().push(id),
+            Scope::Namespaces(_) => {
+                self.cross.push(id);
+                self.by_ns_selector.push(id);
+            }
+            Scope::Cluster => self.cross.push(id),
+        }
+        let mut keys = Vec::new();
+        key.selector.keys(&mut keys);
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            self.by_key.entry(k.to_owned()).or_default().push(id);
+        }
+        self.ids.insert(key.clone(), id);
+        self.slots.push(Slot {
+            key,
+            set: Some(set),
+            used: self.generation,
+        });
+    }
+
+    /// Drops the resolutions the last compilation did not use once they outnumber the
+    /// used ones, so that policies that come and go do not make the cache grow forever.
+    pub(super) fn trim(&mut self) {
+        let used = self
+            .slots
+            .iter()
+            .filter(|s| s.used == self.generation)
+            .count();
+        if self.slots.len() - used <= used.max(256) {
+            return;
+        }
+        let generation = self.generation;
+        let keep: Vec<Slot> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(|s| s.used == generation)
+            .collect();
+        let (hits, misses, named) = (self.hits, self.misses, std::mem::take(&mut self.named));
+        let programs = std::mem::take(&mut self.programs);
+        *self = Cache {
+            hits,
+            misses,
+            named,
+            named_epoch: self.named_epoch,
+            programs,
+            generation,
+            ..Cache::default()
+        };
+        for slot in keep {
+            if let Some(set) = slot.set {
+                self.put(slot.key, set);
+            }
+        }
+    }
+}
