@@ -83,6 +83,8 @@ unshare --mount --propagation private -- bash -euc '
   mount --bind "$root" "$root"          # ip netns exec wants / to be a mount point
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
+  # The cgroup hierarchy, mounted by systemd on a booted machine (runc needs it).
+  mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
   mount --rbind /dev "$root/dev"
   mount -t tmpfs tmpfs "$root/run"
   mount -t tmpfs tmpfs "$root/tmp"

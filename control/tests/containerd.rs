@@ -6,11 +6,12 @@
 //!
 //! Proves: each container gets its address from weir's IPAM (the lease names the
 //! container); a container reaches another one (ping, HTTP) through weir; the node's own
-//! stack reaches a container's HTTP server through `weir0`; a container reaches the world
-//! with its connection translated to the node's address (SNAT); and once `ctr` is done,
-//! nothing is left: the CNI DEL that `ctr run --rm --cni` sends when the task has exited
-//! released the lease and the host interface, and containerd holds no task, container or
-//! active snapshot.
+//! stack reaches a container's HTTP server through `weir0`; a container reaches a server on
+//! the node's own address (seen from its own address) and the world (with its connection
+//! translated to the node's address: SNAT); and once `ctr` is done, nothing is left: the
+//! CNI DEL that `ctr run --rm --cni` sends when the task has exited released the lease,
+//! the host interface and the attachment record, and containerd holds no task, container
+//! or active snapshot.
 //!
 //! containerd 1.6's `ctr run --cni` (go-cni) sends ADD once the task is created, before it
 //! starts (`CNI_NETNS` = `/proc/{pid}/ns/net`, `CNI_CONTAINERID` = `{namespace}-{id}`, no
@@ -216,6 +217,25 @@ impl Lab {
             !snapshots.lines().skip(1).any(|l| l.contains("Active")),
             "only the image's committed layer: {snapshots}"
         );
+        assert_eq!(self.records(), Vec::<String>::new(), "no attachment record");
+    }
+
+    /// The attachment records the agent keeps for restarts (one file per attachment).
+    fn records(&self) -> Vec<String> {
+        let dir = self
+            .dir
+            .join("ipam")
+            .join(format!("attachments-node-{}", self.pid));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -299,6 +319,11 @@ fn containers_started_by_containerd_get_weir_addresses_reach_each_other_and_the_
         2,
         "one host interface per container"
     );
+    assert_eq!(
+        lab.records().len(),
+        2,
+        "one attachment record per container"
+    );
 
     // The client exits: `ctr run --rm --cni` sends DEL, which releases its address.
     let (status, lines) = client.finish(within).unwrap();
@@ -329,20 +354,25 @@ fn containers_started_by_containerd_get_weir_addresses_reach_each_other_and_the_
 }
 
 #[test]
-fn container_reaches_the_world_through_snat() {
+fn container_reaches_the_world_through_snat_and_the_node_on_its_address() {
     let lab = Lab::new();
     let within = Duration::from_secs(30);
     let server = http_server(&lab.world, &format!("{WORLD4}:8083"));
+    // A service on the node's own address (the API server, a node-local DNS): reached
+    // through the host link, with the pod's own address (no translation towards the node).
+    let on_node = http_server(&lab.node, &format!("{NODE4}:8084"));
     let mut client = lab.container(
         "world-client",
         &format!(
             "{SHOW_ADDRESS}; ok=no; for i in 1 2 3; do \
              timeout 4 wget -q -O - http://{WORLD4}:8083/ && ok=yes && break; sleep 1; done; \
-             echo client-reached=$ok"
+             echo client-reached=$ok; nok=no; for i in 1 2 3; do \
+             timeout 4 wget -q -O - http://{NODE4}:8084/ && nok=yes && break; sleep 1; done; \
+             echo node-reached=$nok"
         ),
     );
     let lines = client
-        .wait_for("client-reached=", within)
+        .wait_for("node-reached=", within)
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.agent.log()));
     let client_ip = Lab::printed_address(&lines).expect("the client printed its address");
     assert!(client_ip.starts_with(POOL_PREFIX), "{lines:?}");
@@ -350,6 +380,17 @@ fn container_reaches_the_world_through_snat() {
         lines.iter().any(|l| l == "client-reached=yes"),
         "container -> world HTTP: {lines:?}\n{}",
         lab.agent.log()
+    );
+    assert!(
+        lines.iter().any(|l| l == "node-reached=yes"),
+        "container -> node HTTP: {lines:?}\n{}",
+        lab.agent.log()
+    );
+    let from = on_node.join().unwrap().unwrap();
+    assert_eq!(
+        from.ip().to_string(),
+        client_ip,
+        "the node sees the container's own address"
     );
     let peer = server.join().unwrap().unwrap();
     assert_eq!(peer.ip().to_string(), NODE4, "the far end sees the node");

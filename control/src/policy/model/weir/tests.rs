@@ -420,6 +420,46 @@ fn ip_pool(spec: &str) -> Result<IpPool, String> {
     }
 }
 
+/// Loads an IPPool named `name`.
+fn named_ip_pool(name: &str, spec: &str) -> IpPool {
+    match load_one(&format!(
+        "apiVersion: weir.dev/v1\nkind: IPPool\nmetadata: {{name: {name}}}\n{spec}"
+    ))
+    .unwrap()
+    {
+        Object {
+            resource: crate::policy::load::Resource::IpPool(p),
+            ..
+        } => p,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_default_pools_nat_outgoing_unless_told_otherwise_as_in_calico() {
+    for name in ["default-ipv4-ippool", "default-ipv6-ippool"] {
+        let cidr = if name.contains("v4") {
+            "198.18.0.0/16"
+        } else {
+            "'2001:db8::/48'"
+        };
+        assert!(
+            named_ip_pool(name, &format!("spec: {{cidr: {cidr}}}")).nat_outgoing,
+            "{name}"
+        );
+        assert!(
+            !named_ip_pool(name, &format!("spec: {{cidr: {cidr}, natOutgoing: false}}"))
+                .nat_outgoing,
+            "{name} with natOutgoing: false"
+        );
+    }
+    // Any other pool translates only when it says so.
+    assert!(!named_ip_pool("pods-v4", "spec: {cidr: 198.18.0.0/16}").nat_outgoing);
+    assert!(
+        named_ip_pool("pods-v4", "spec: {cidr: 198.18.0.0/16, natOutgoing: true}").nat_outgoing
+    );
+}
+
 #[test]
 fn ip_pools_default_their_block_size_by_family() {
     let v4 = ip_pool("spec: {cidr: 198.18.0.0/16}").unwrap();
