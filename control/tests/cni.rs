@@ -562,9 +562,9 @@ fn ten_pods_survive_a_kill_9_of_the_agent_and_nothing_leaks() {
     let outage = outage
         .unwrap_or_else(|| panic!("no reply within 15 s of the restart: {}", agent.log()))
         .duration_since(restarted);
-    println!(
+    let mut figure = format!(
         "restart outage: first reply {} ms after the new agent was started (/readyz seen at {} \
-         ms, polled every 100 ms)",
+         ms, polled every 100 ms; 10 pods, debug build)\n",
         outage.as_millis(),
         ready.as_millis()
     );
@@ -573,8 +573,14 @@ fn ten_pods_survive_a_kill_9_of_the_agent_and_nothing_leaks() {
         .lines()
         .find(|l| l.contains("attachment(s) restored"))
     {
-        println!("restart outage: the agent said: {line}");
+        figure.push_str(&format!("restart outage: the agent said: {line}\n"));
     }
+    print!("{figure}");
+    // Where `scripts/test.sh` shows it after the tests (cargo keeps a passing test's output
+    // to itself).
+    let figures = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    std::fs::create_dir_all(&figures).unwrap();
+    std::fs::write(figures.join("restart-outage.txt"), &figure).unwrap();
     assert!(
         outage < Duration::from_secs(5),
         "traffic back within 5 s: {} ms",

@@ -1,8 +1,9 @@
 //! Flows stay on one worker, on real veths (root; CI runs it): pod a's interface is owned by
 //! worker 0 and pod b's by worker 1, so a flow's request arrives on one worker and its
-//! reply on the other. Pod a is isolated for ingress (default deny), so its replies pass
-//! only as replies of a flow the conntrack that saw the request knows: TCP and UDP from a
-//! to b work both ways, a connection from b to a is dropped and counted
+//! reply on the other. Both pods are isolated for ingress: a denies everything, b admits
+//! one TCP and one UDP port. a's replies pass only as replies of a flow the conntrack that
+//! saw the request knows: TCP and UDP from a to b's admitted ports work both ways, while a
+//! connection from a to another port of b, and one from b to a, are dropped and counted
 //! (`policy_denied_ingress`). The same with one worker.
 
 use std::io::{Read, Write};
@@ -11,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use weir_dataplane::policy::program::{Match, PortMatch};
 use weir_dataplane::policy::{
-    Direction, EndpointPolicy, PolicyTables, Program, RuleInfo, Sets, Tier, TierEnd,
+    Action, Direction, EndpointPolicy, PolicyTables, Program, Rule, RuleInfo, Sets, Tier, TierEnd,
 };
 use weir_dataplane::snapshot::PodSpec;
 use weir_dataplane::{Counters, DropReason, SnapshotBuilder};
@@ -33,10 +35,12 @@ struct Outcome {
     tcp_ok: usize,
     udp_ok: usize,
     denied_connect_failed: bool,
+    denied_port_failed: bool,
 }
 
-/// Ingress default deny for the first pod, nothing for the second.
-fn isolate_first_pod() -> PolicyTables {
+/// Ingress default deny for the first pod; for the second, ingress admits TCP and UDP to
+/// `port` only.
+fn isolate_both_pods(port: u16) -> PolicyTables {
     let deny = Program::new(
         vec![Tier {
             rules: vec![],
@@ -45,21 +49,50 @@ fn isolate_first_pod() -> PolicyTables {
         }],
         &Sets::default(),
     );
+    let admit = |protocol: u8, id: u32| Rule {
+        matches: Match {
+            protocol: Some(protocol),
+            dst_ports: PortMatch {
+                ranges: vec![(port, port)],
+                named: None,
+            },
+            ..Match::default()
+        },
+        action: Action::Allow,
+        id,
+    };
+    let admit_port = Program::new(
+        vec![Tier {
+            rules: vec![admit(6, 1), admit(17, 2)],
+            end: TierEnd::Deny,
+            end_id: 3,
+        }],
+        &Sets::default(),
+    );
+    let info = |policy: &str, index: Option<usize>| RuleInfo {
+        tier: "default".into(),
+        policy: policy.into(),
+        direction: Direction::Ingress,
+        index,
+    };
     PolicyTables {
         endpoints: vec![
             EndpointPolicy {
                 ingress: Some(Arc::new(deny)),
                 egress: None,
             },
-            EndpointPolicy::default(),
+            EndpointPolicy {
+                ingress: Some(Arc::new(admit_port)),
+                egress: None,
+            },
         ],
         sets: Sets::default(),
-        rules: vec![RuleInfo {
-            tier: "default".into(),
-            policy: "deny-all".into(),
-            direction: Direction::Ingress,
-            index: None,
-        }],
+        rules: vec![
+            info("t/deny-all", None),
+            info("t/admit-port", Some(0)),
+            info("t/admit-port", Some(1)),
+            info("", None),
+        ],
     }
 }
 
@@ -94,7 +127,9 @@ fn scenario(tag: &str, workers: usize) -> Outcome {
             })
             .unwrap();
     }
-    builder.policy(isolate_first_pod());
+    // The servers' port in pod b, the one its policy admits; the next one is denied.
+    let port = 20000 + (pid % 20000) as u16 + u16::from(workers == 2) * 2;
+    builder.policy(isolate_both_pods(port));
     let snapshot = Arc::new(builder.build(1).unwrap());
     let owner: Vec<(String, usize)> = hosts
         .iter()
@@ -164,7 +199,7 @@ fn scenario(tag: &str, workers: usize) -> Outcome {
 
     let timeout = Duration::from_secs(3);
     // Servers in pod b: a TCP echo and a UDP echo.
-    let listener = in_netns(&b, || TcpListener::bind((B, 0)).unwrap()).unwrap();
+    let listener = in_netns(&b, move || TcpListener::bind((B, port)).unwrap()).unwrap();
     let tcp_at = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
         for _ in 0..FLOWS {
@@ -178,7 +213,7 @@ fn scenario(tag: &str, workers: usize) -> Outcome {
             }
         }
     });
-    let udp_server = in_netns(&b, || UdpSocket::bind((B, 0)).unwrap()).unwrap();
+    let udp_server = in_netns(&b, move || UdpSocket::bind((B, port)).unwrap()).unwrap();
     let udp_at = udp_server.local_addr().unwrap();
     udp_server
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -238,6 +273,14 @@ fn scenario(tag: &str, workers: usize) -> Outcome {
         }
     }
 
+    // Towards another port of pod b: refused by b's ingress policy (the SYN never arrives).
+    let listener_b = in_netns(&b, move || TcpListener::bind((B, port + 1)).unwrap()).unwrap();
+    let other_port: SocketAddr = listener_b.local_addr().unwrap();
+    let denied_port_failed = in_netns(&a, move || {
+        TcpStream::connect_timeout(&other_port, Duration::from_secs(1)).is_err()
+    })
+    .unwrap();
+
     // Towards isolated pod a: refused by its ingress policy (the SYN never arrives).
     let listener_a = in_netns(&a, || TcpListener::bind((A, 0)).unwrap()).unwrap();
     let a_at: SocketAddr = listener_a.local_addr().unwrap();
@@ -260,12 +303,14 @@ fn scenario(tag: &str, workers: usize) -> Outcome {
         server.join().unwrap();
     }
     drop(listener_a);
+    drop(listener_b);
     drop(lab);
     Outcome {
         counters,
         tcp_ok,
         udp_ok,
         denied_connect_failed,
+        denied_port_failed,
     }
 }
 
@@ -273,9 +318,13 @@ fn check(o: &Outcome) {
     assert_eq!(o.tcp_ok, FLOWS, "TCP echoes through weir: {o:?}");
     assert_eq!(o.udp_ok, FLOWS, "UDP echoes through weir: {o:?}");
     assert!(o.denied_connect_failed, "b reached isolated a: {o:?}");
-    // The SYN and its retransmissions within the second.
     assert!(
-        o.counters.dropped(DropReason::PolicyDeniedIngress) >= 1,
+        o.denied_port_failed,
+        "a reached a port b does not admit: {o:?}"
+    );
+    // Each refused SYN and its retransmissions within the second: at least one per refusal.
+    assert!(
+        o.counters.dropped(DropReason::PolicyDeniedIngress) >= 2,
         "{o:?}"
     );
     assert_eq!(o.counters.handoff_out, o.counters.handoff_in, "{o:?}");

@@ -2,7 +2,8 @@
 //! in-memory driver: pods' connections leave with the node's address and a port of the
 //! SNAT range and their replies come back to the pod; traffic inside the cluster and
 //! replies to connections opened from outside keep the pod's address; the node's own stack
-//! reaches an isolated pod.
+//! reaches an isolated pod, unless `host.allowHostToPods` is off: then it meets the pod's
+//! ingress policy like anyone else.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -43,7 +44,14 @@ const PORTS: (u16, u16) = (61000, 61999);
 /// One pod (isolated for ingress when `isolated`), the uplink with the node's default
 /// gateway, the host interface, and source NAT for the pod's pool.
 fn world_node(isolated: bool) -> Snapshot {
+    world_node_where_the_host(isolated, true)
+}
+
+/// [`world_node`], with connections from the node's own stack exempt from the pods'
+/// ingress policy (`host.allowHostToPods`, the default) or not.
+fn world_node_where_the_host(isolated: bool, host_to_pods_allowed: bool) -> Snapshot {
     let mut b = SnapshotBuilder::new();
+    b.host_to_pods_allowed(host_to_pods_allowed);
     b.pod(PodSpec {
         namespace: "demo".into(),
         name: "a".into(),
@@ -311,6 +319,40 @@ fn the_node_reaches_an_isolated_pod_and_the_pod_reaches_the_node() {
     // Someone else on the uplink cannot reach the isolated pod.
     run(&mut d, &s, UPLINK, &from_world_tcp4(33000, A4, 8080), 4);
     assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 1);
+    assert_eq!(d.counters().total_drops(), 1, "{:?}", d.counters());
+}
+
+#[test]
+fn with_host_to_pods_not_allowed_the_node_meets_the_pods_ingress_policy() {
+    let s = world_node_where_the_host(true, false);
+    let mut d = MemDriver::new(64, 64);
+    run(
+        &mut d,
+        &s,
+        HOST,
+        &craft::tcp4(HOST_PEER_MAC, HOST_MAC, NODE4, A4, 45000, 8080, 80),
+        1,
+    );
+    assert!(d.take_tx(POD).is_empty(), "the probe reached the pod");
+    assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 1);
+    // The pod still opens connections to the node (egress is open), and the node's
+    // replies come back as replies of that flow.
+    run(
+        &mut d,
+        &s,
+        POD,
+        &craft::tcp4(A_MAC, GW_MAC, A4, NODE4, 41000, 6443, 80),
+        2,
+    );
+    assert_eq!(v4_src(&only(&mut d, HOST)), (A4, 41000));
+    run(
+        &mut d,
+        &s,
+        HOST,
+        &craft::tcp4(HOST_PEER_MAC, HOST_MAC, NODE4, A4, 6443, 41000, 80),
+        3,
+    );
+    assert_eq!(v4_dst(&only(&mut d, POD)), (A4, 41000));
     assert_eq!(d.counters().total_drops(), 1, "{:?}", d.counters());
 }
 
