@@ -85,7 +85,10 @@ pub fn node_services(cluster: &Cluster, node: &str, node_addresses: &[IpAddr]) -
     };
     let mut specs = Vec::new();
     for service in cluster.services.values() {
-        if service.service_type == ServiceType::ExternalName || service.headless {
+        if service.service_type == ServiceType::ExternalName
+            || service.headless
+            || service.not_proxied.is_some()
+        {
             continue;
         }
         let owned = slices

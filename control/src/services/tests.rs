@@ -361,6 +361,36 @@ fn external_name_headless_and_address_less_services_are_left_out() {
 }
 
 #[test]
+fn services_labelled_for_another_proxy_or_headless_are_left_out_as_kube_proxy_does() {
+    let labelled = |name: &str, label: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop, labels: \
+             {{'{label}': x}}}}\nspec:\n  clusterIP: 198.19.0.61\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    let docs = [
+        labelled("other-proxy", "service.kubernetes.io/service-proxy-name"),
+        labelled("marked-headless", "service.kubernetes.io/headless"),
+        labelled("unrelated", "service.kubernetes.io/topology-mode"),
+    ];
+    let s = specs(&docs, &["198.18.0.1"]);
+    assert_eq!(
+        s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["unrelated"]
+    );
+    let c = cluster(&docs);
+    let other = c
+        .services
+        .values()
+        .find(|s| s.name == "other-proxy")
+        .unwrap();
+    assert_eq!(
+        other.not_proxied,
+        Some("service.kubernetes.io/service-proxy-name")
+    );
+}
+
+#[test]
 fn the_same_model_gives_equal_specs_in_a_fixed_order() {
     let mut docs = vec![
         service(

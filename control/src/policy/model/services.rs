@@ -18,6 +18,14 @@ use super::{Kind, NamespacedName, ObjectRef, Protocol, ValidationError};
 /// of the Service the slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Labels with which kube-proxy leaves a Service alone, and so does weir: one that names
+/// another proxy (`service.kubernetes.io/service-proxy-name`, any value), and the one that
+/// marks a headless service (`service.kubernetes.io/headless`).
+pub const NOT_PROXIED_LABELS: [&str; 2] = [
+    "service.kubernetes.io/service-proxy-name",
+    "service.kubernetes.io/headless",
+];
+
 /// `spec.type` of a Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ServiceType {
@@ -76,6 +84,9 @@ pub struct Service {
     /// `spec.clusterIP` is `None`: the service has no virtual address, and DNS names its
     /// endpoints directly.
     pub headless: bool,
+    /// The label of [`NOT_PROXIED_LABELS`] the service carries, if any: then no node
+    /// serves it (another proxy does, or it is headless), as with kube-proxy.
+    pub not_proxied: Option<&'static str>,
     /// `spec.ports`, in order.
     pub ports: Vec<ServicePort>,
     /// `spec.selector`: the pods whose addresses become the endpoints. `None` when unset or
@@ -135,7 +146,10 @@ impl Service {
         let object = ObjectRef::namespaced(Kind::Service, &namespace, &name);
         let cx = Cx { object: &object };
         cx.name(&name, validate_dns_1035_label)?;
-        cx.labels(&service.metadata)?;
+        let labels = cx.labels(&service.metadata)?;
+        let not_proxied = NOT_PROXIED_LABELS
+            .into_iter()
+            .find(|l| labels.contains_key(*l));
         let spec = service.spec.unwrap_or_default();
 
         let service_type = match spec.type_.as_deref() {
@@ -273,6 +287,7 @@ impl Service {
             service_type,
             cluster_ips,
             headless,
+            not_proxied,
             ports,
             selector,
             external_traffic_policy,
@@ -578,6 +593,7 @@ mod tests {
                     "2001:db8::10".parse().unwrap()
                 ],
                 headless: false,
+                not_proxied: None,
                 ports: vec![
                     ServicePort {
                         name: "http".into(),
