@@ -13,7 +13,9 @@
 //! the excess of backends that now hold more than their share because others were added),
 //! each backend again following its own permutation. So removing a backend moves exactly
 //! its slots and nothing else, and adding one takes only the slots it needs (the paper's
-//! `Populate` moves a few percent more). The price is that a table depends on the history
+//! `Populate` moves a few percent more). A table that the remaining backends would not need
+//! keeps its size while it is at most [`SHRINK_FACTOR`] times too large, so that removals
+//! stay minimal; growth past the size rebuilds it. The price is that a table depends on the history
 //! of the backend set, not only on the set: two nodes may hold different tables for one
 //! service, which only matters for a flow whose packets reach several nodes (the backend
 //! choice of a flow is remembered in the conntrack of the node that made it).
@@ -60,14 +62,16 @@ impl Maglev {
     }
 
     /// The table for `backends` derived from `self`, built for `previous`: slots of
-    /// backends in both lists keep them (re-indexed), the others are refilled. A new table
-    /// is built instead when the size must change (the backend count crossed a size).
+    /// backends in both lists keep them (re-indexed), the others are refilled. The table
+    /// keeps its size while that still gives each backend 100 slots or more and is not
+    /// more than [`SHRINK_FACTOR`] times the size a fresh table would take; otherwise (the
+    /// set grew past the size, or shrank to a small part of it) a new table is built.
     pub fn update(&self, previous: &[BackendKey], backends: &[BackendKey]) -> Maglev {
         let n = backends.len().min(MAX_BACKENDS);
         if n == 0 {
             return Maglev::default();
         }
-        let m = size_for(n);
+        let m = size_to_keep(self.slots.len(), n);
         if self.slots.len() != m || self.backends != previous.len().min(MAX_BACKENDS) {
             return Maglev::new(backends);
         }
@@ -189,6 +193,23 @@ impl Maglev {
 
 const FREE: u16 = u16::MAX;
 
+/// How much larger than a fresh table a table may stay when backends go: removing
+/// backends then moves exactly their slots, at the price of a table up to this many times
+/// the size it needs.
+pub const SHRINK_FACTOR: usize = 8;
+
+/// The size of a table of `current` slots updated to `n` backends: `current` while it
+/// still holds 100 slots per backend (each share within 1% of equal) and is at most
+/// [`SHRINK_FACTOR`] times a fresh table's size.
+fn size_to_keep(current: usize, n: usize) -> usize {
+    let fresh = size_for(n);
+    if current >= 100 * n.min(MAX_BACKENDS) && current <= fresh * SHRINK_FACTOR {
+        current
+    } else {
+        fresh
+    }
+}
+
 /// The table size for `n` backends.
 fn size_for(n: usize) -> usize {
     SIZES
@@ -300,7 +321,8 @@ mod tests {
                 .collect();
             let old = Maglev::new(&before);
             let new = old.update(&before, &after);
-            prop_assume!(new.len() == old.len());
+            // Removals keep the table's size (they cannot shrink it eightfold here).
+            prop_assert_eq!(new.len(), old.len());
             for (slot, (&o, &n2)) in old.slots().iter().zip(new.slots()).enumerate() {
                 let was = before[usize::from(o)];
                 let now = after[usize::from(n2)];
@@ -324,6 +346,32 @@ mod tests {
             }
             assert_balanced(&new);
         }
+    }
+
+    #[test]
+    fn shrinking_keeps_the_size_until_the_table_is_eight_times_too_large() {
+        let ten = backends(10, 0);
+        let t = Maglev::new(&ten);
+        assert_eq!(t.len(), 1009);
+        // Down to 3 (a fresh table would have 509 slots): kept, each share moved alone.
+        let three = &ten[..3];
+        let kept = t.update(&ten, three);
+        assert_eq!(kept.len(), 1009);
+        for (&o, &n) in t.slots().iter().zip(kept.slots()) {
+            if usize::from(o) < 3 {
+                assert_eq!(o, n, "a surviving backend's slot moved");
+            }
+        }
+        assert_balanced(&kept);
+        // And to one: 1009 slots is at most 8 × 251, kept too.
+        assert_eq!(kept.update(three, &ten[..1]).len(), 1009);
+        // From 100 backends (16 411 slots) to one: more than 8 × 251, a fresh small table.
+        let hundred = backends(100, 0);
+        let big = Maglev::new(&hundred);
+        assert_eq!(big.len(), 16411);
+        let one = big.update(&hundred, &hundred[..1]);
+        assert_eq!(one, Maglev::new(&hundred[..1]));
+        assert_eq!(one.len(), 251);
     }
 
     #[test]
