@@ -401,6 +401,42 @@ fn client_ip_affinity_sends_every_connection_of_a_client_to_one_endpoint() {
 }
 
 #[test]
+fn a_client_ip_pin_lasts_its_timeout_and_no_longer() {
+    const SEC: u64 = 1_000_000_000;
+    let full = table(&[], None);
+    let s1 = node(1, Arc::clone(&full));
+    let first = connect(&mut MemDriver::new(64, 64), &s1, STICKY, 40000, SEC).1;
+    // Endpoints go, so the client is pinned anew to the one left; they come back. Of the
+    // two ways to leave one endpoint, take one where Maglev would now pick another one for
+    // a client without a pin (a fresh worker shows that pick): there the pin is visible.
+    let mut seen = None;
+    for other in [B4, C4, D4].into_iter().filter(|e| *e != first) {
+        let mut d = MemDriver::new(64, 64);
+        assert_eq!(connect(&mut d, &s1, STICKY, 40000, SEC).1, first);
+        let without = table(&[first, other], Some(&full));
+        let s2 = node(2, Arc::clone(&without));
+        let pinned = connect(&mut d, &s2, STICKY, 40001, 2 * SEC).1;
+        let s3 = node(3, table(&[], Some(&without)));
+        let fresh = connect(&mut MemDriver::new(64, 64), &s3, STICKY, 40002, 3 * SEC).1;
+        if fresh != pinned {
+            seen = Some((d, s3, pinned, fresh));
+            break;
+        }
+    }
+    let (mut d, s3, pinned, fresh) = seen.expect("a set change that moves the Maglev pick");
+    // The pin holds within 10 800 s of the client's last new connection (each one renews
+    // it, as kube-proxy's `recent` match and nftables' timeout set do) ...
+    let last = 2 * SEC + 10_799 * SEC;
+    assert_eq!(connect(&mut d, &s3, STICKY, 40003, 4 * SEC).1, pinned);
+    assert_eq!(connect(&mut d, &s3, STICKY, 40004, last).1, pinned);
+    // ... and past it the client goes where Maglev sends it.
+    assert_eq!(
+        connect(&mut d, &s3, STICKY, 40005, last + 10_801 * SEC).1,
+        fresh
+    );
+}
+
+#[test]
 fn removing_an_endpoint_keeps_the_connections_to_the_others_and_moves_its_own() {
     let first = table(&[], None);
     let s1 = node(1, Arc::clone(&first));
