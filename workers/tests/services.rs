@@ -1,8 +1,10 @@
 //! Services through the in-memory driver, frame in, frame out: a connection to a cluster
 //! IP reaches an endpoint and its replies come from the service; a node port from the
-//! world is translated to the node; `externalTrafficPolicy: Local` answers only where an
-//! endpoint is local; a pod reaches itself through its service; affinity pins a client;
-//! removing an endpoint keeps the connections to the others; a service without endpoints
+//! world is translated to the node, and so are load-balancer and external IPs;
+//! `externalTrafficPolicy: Local` answers only where an endpoint is local;
+//! `internalTrafficPolicy: Local` keeps cluster IP traffic on the node's endpoints; a pod
+//! reaches itself through its service; affinity pins a client for its timeout; removing an
+//! endpoint keeps the connections to the others; a service without endpoints
 //! answers with a reset or a port unreachable; two workers place both directions of a
 //! service connection on one.
 
@@ -38,6 +40,9 @@ const API: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 const EMPTY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 const SELF: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
 const STICKY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 13);
+const NEARBY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 14);
+const LB: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
+const EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 2);
 
 const A: IfIndex = 0;
 const B: IfIndex = 1;
@@ -121,7 +126,29 @@ fn services(without: &[Ipv4Addr]) -> Vec<ServiceSpec> {
         keep(vec![backend(D4, 8080, false)]),
     );
     local.external_local = true;
+    // internalTrafficPolicy: Local: cluster IP traffic to this node's endpoints only.
+    let mut nearby = service("nearby", 6, vec![cluster_ip(NEARBY, 80)], bcd(8080));
+    nearby.internal_local = true;
+    let balanced = service(
+        "balanced",
+        6,
+        vec![
+            FrontendSpec {
+                addr: LB.into(),
+                port: 443,
+                kind: FrontendKind::LoadBalancer,
+            },
+            FrontendSpec {
+                addr: EXTERNAL.into(),
+                port: 443,
+                kind: FrontendKind::ExternalIp,
+            },
+        ],
+        keep(vec![backend(C4, 8443, true)]),
+    );
     vec![
+        nearby,
+        balanced,
         service("api", 6, vec![cluster_ip(API, 80)], bcd(8080)),
         {
             let mut s = service("api", 17, vec![cluster_ip(API, 53)], bcd(5353));
@@ -490,6 +517,63 @@ fn a_node_port_from_the_world_is_translated_to_the_node_and_back() {
     assert_eq!(&f[0..6], &ROUTER_MAC);
     assert_eq!(v4_src(&f), (NODE4, 30080));
     assert_eq!(v4_dst(&f), (WORLD4, 33000));
+}
+
+#[test]
+fn load_balancer_and_external_ips_from_the_world_reach_the_endpoint_and_answer_back() {
+    let s = node(1, table(&[], None));
+    let mut d = MemDriver::new(64, 64);
+    for (i, vip) in [LB, EXTERNAL].into_iter().enumerate() {
+        let client_port = 33000 + i as u16;
+        run(
+            &mut d,
+            &s,
+            UPLINK,
+            &craft::tcp4(ROUTER_MAC, UP_MAC, WORLD4, vip, client_port, 443, 60),
+            1 + 2 * i as u64,
+        );
+        let (out, f) = sent(&mut d);
+        assert_eq!(out, C, "{vip}");
+        checksums_verify(&f);
+        let (src, port) = v4_src(&f);
+        assert_eq!(
+            src, NODE4,
+            "{vip}: externalTrafficPolicy Cluster, from the node"
+        );
+        assert_eq!(v4_dst(&f), (C4, 8443));
+        run(
+            &mut d,
+            &s,
+            C,
+            &craft::tcp4(mac(0x0c), GW_MAC, C4, NODE4, 8443, port, 60),
+            2 + 2 * i as u64,
+        );
+        let (out, f) = sent(&mut d);
+        assert_eq!(out, UPLINK);
+        checksums_verify(&f);
+        assert_eq!(
+            v4_src(&f),
+            (vip, 443),
+            "the reply comes from the address called"
+        );
+        assert_eq!(v4_dst(&f), (WORLD4, client_port));
+    }
+    assert_eq!(d.counters().total_drops(), 0, "{:?}", d.counters());
+}
+
+#[test]
+fn internal_traffic_policy_local_keeps_cluster_ip_traffic_on_this_node() {
+    let s = node(1, table(&[], None));
+    let mut d = MemDriver::new(64, 64);
+    let reached: std::collections::BTreeSet<Ipv4Addr> = (40000..40060u16)
+        .map(|sport| connect(&mut d, &s, NEARBY, sport, 1).1)
+        .collect();
+    assert!(!reached.contains(&D4), "D is on node2: {reached:?}");
+    assert_eq!(
+        reached,
+        [B4, C4].into_iter().collect(),
+        "both local endpoints share the connections"
+    );
 }
 
 #[test]
