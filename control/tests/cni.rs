@@ -562,11 +562,13 @@ fn ten_pods_survive_a_kill_9_of_the_agent_and_nothing_leaks() {
     let outage = outage
         .unwrap_or_else(|| panic!("no reply within 15 s of the restart: {}", agent.log()))
         .duration_since(restarted);
-    let mut figure = format!(
+    let mut figure =
+        format!(
         "restart outage: first reply {} ms after the new agent was started (/readyz seen at {} \
-         ms, polled every 100 ms; 10 pods, debug build)\n",
+         ms, polled every 100 ms; 10 pods, {} build)\n",
         outage.as_millis(),
-        ready.as_millis()
+        ready.as_millis(),
+        if cfg!(debug_assertions) { "debug" } else { "release" }
     );
     if let Some(line) = agent
         .log()

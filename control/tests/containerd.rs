@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use common::{http_get, http_server, Agent};
+use common::{http_get, http_server_within, Agent};
 use weir_testkit::containerd::{CniNetwork, Container, Containerd};
 use weir_testkit::lab::{require_root, run, NetnsGuard};
 
@@ -357,10 +357,11 @@ fn containers_started_by_containerd_get_weir_addresses_reach_each_other_and_the_
 fn container_reaches_the_world_through_snat_and_the_node_on_its_address() {
     let lab = Lab::new();
     let within = Duration::from_secs(30);
-    let server = http_server(&lab.world, &format!("{WORLD4}:8083"));
+    // Both wait as long as the container may take to start and try them in turn.
+    let server = http_server_within(&lab.world, &format!("{WORLD4}:8083"), within);
     // A service on the node's own address (the API server, a node-local DNS): reached
     // through the host link, with the pod's own address (no translation towards the node).
-    let on_node = http_server(&lab.node, &format!("{NODE4}:8084"));
+    let on_node = http_server_within(&lab.node, &format!("{NODE4}:8084"), within);
     let mut client = lab.container(
         "world-client",
         &format!(

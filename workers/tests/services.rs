@@ -453,7 +453,9 @@ fn a_client_ip_pin_lasts_its_timeout_and_no_longer() {
     let (mut d, s3, pinned, fresh) = seen.expect("a set change that moves the Maglev pick");
     // The pin holds within 10 800 s of the client's last new connection (each one renews
     // it, as kube-proxy's `recent` match and nftables' timeout set do) ...
-    let last = 2 * SEC + 10_799 * SEC;
+    // (`last` is past 10 800 s after the pin was made at 2 s: only its renewal at 4 s
+    // keeps it.)
+    let last = 4 * SEC + 10_799 * SEC;
     assert_eq!(connect(&mut d, &s3, STICKY, 40003, 4 * SEC).1, pinned);
     assert_eq!(connect(&mut d, &s3, STICKY, 40004, last).1, pinned);
     // ... and past it the client goes where Maglev sends it.

@@ -134,8 +134,18 @@ pub fn start_lab_agent(ns: &str, dir: &Path, node: &str, port: u16, extra: &str)
 }
 
 /// A one-connection TCP server in `ns` on `addr`: answers like an HTTP server (a body that
-/// ends its line, for clients that print it) and returns the peer's address.
+/// ends its line, for clients that print it) and returns the peer's address. Waits 10 s
+/// for the connection.
 pub fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String>> {
+    http_server_within(ns, addr, Duration::from_secs(10))
+}
+
+/// [`http_server`], waiting `within` for the connection.
+pub fn http_server_within(
+    ns: &str,
+    addr: &str,
+    within: Duration,
+) -> JoinHandle<Result<SocketAddr, String>> {
     let listener = {
         let addr: SocketAddr = addr.parse().unwrap();
         in_netns(ns, move || TcpListener::bind(addr))
@@ -144,7 +154,7 @@ pub fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String
     };
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + within;
         loop {
             match listener.accept() {
                 Ok((mut s, peer)) => {
@@ -158,7 +168,7 @@ pub fn http_server(ns: &str, addr: &str) -> JoinHandle<Result<SocketAddr, String
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() > deadline {
-                        return Err("no connection in 10 s".into());
+                        return Err(format!("no connection in {within:?}"));
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }

@@ -131,7 +131,8 @@ impl OutputMap {
     /// # Errors
     /// `HandoffStale` when the sender's generation is not this map's (an index of another
     /// snapshot may name another interface here); `UnownedOutput` when this worker does not
-    /// own `out` (detached, or moved, since the sender looked).
+    /// own `out` (detached, or moved, since the sender looked); `TunnelUnavailable` for a
+    /// frame to seal on a worker that runs no WireGuard.
     pub fn hand_in(
         &self,
         generation: u64,
@@ -146,6 +147,8 @@ impl OutputMap {
             return Ok(HandIn::Pipeline { ingress: out });
         }
         match (self.owner(out), seal) {
+            // Never sent in clear: as `run` decides for the frames of this worker's batch.
+            (Owner::Here { .. }, Some(_)) if !self.sealing => Err(DropReason::TunnelUnavailable),
             (Owner::Here { .. }, Some(peer)) => Ok(HandIn::Seal { peer }),
             (Owner::Here { port }, None) => Ok(HandIn::Send { port }),
             _ => Err(DropReason::UnownedOutput),
@@ -339,6 +342,12 @@ mod tests {
             Err(DropReason::HandoffStale)
         );
         assert_eq!(map.hand_in(6, true, 1, None), Err(DropReason::HandoffStale));
+        map.set_sealing(false);
+        assert_eq!(
+            map.hand_in(7, false, 1, Some(9)),
+            Err(DropReason::TunnelUnavailable)
+        );
+        assert_eq!(map.hand_in(7, false, 1, None), Ok(HandIn::Send { port: 4 }));
     }
 
     #[test]

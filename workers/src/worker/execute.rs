@@ -193,6 +193,13 @@ impl Worker {
     /// into.
     fn take_handed(&mut self, plan: HandIn, bytes: &[u8]) -> Result<(), DropReason> {
         let frame_size = self.umem.frame_size() as usize;
+        // Checked in the in-memory driver's order: size, free frame, room on the port.
+        if XDP_PACKET_HEADROOM as usize + bytes.len() > frame_size {
+            return Err(DropReason::TooBig);
+        }
+        if self.free.is_empty() {
+            return Err(DropReason::FillStarved);
+        }
         if let HandIn::Send { port } = plan {
             if self.ports[usize::from(port)].staged.len() >= STAGE_LIMIT {
                 return Err(DropReason::TxRingFull);
