@@ -29,7 +29,8 @@ rm -rf target/tmp/figures
 cargo test --workspace --locked
 # Figures the scenario tests measured (a passing test's output is not shown by cargo).
 for f in target/tmp/figures/*.txt; do
-  [ -e "$f" ] && sed 's/^/    /' "$f" >&2
+  [ -e "$f" ] || continue
+  sed 's/^/    /' "$f" >&2
 done
 
 say "deploy/ manifests: kubernetes-validate --strict (offline schemas, PyPI)"

@@ -103,12 +103,7 @@ impl Lab {
 
     /// The attachment records of `node`.
     fn records(&self, node: &str) -> Vec<PathBuf> {
-        let dir = self.dir.join("ipam").join(format!("attachments-{node}"));
-        let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        all.retain(|p| p.extension().is_some_and(|e| e == "json"));
-        all
+        common::attachment_records(&self.dir.join("ipam"), node)
     }
 
     fn pod_ns(&mut self, name: &str) -> String {

@@ -217,25 +217,16 @@ impl Lab {
             !snapshots.lines().skip(1).any(|l| l.contains("Active")),
             "only the image's committed layer: {snapshots}"
         );
-        assert_eq!(self.records(), Vec::<String>::new(), "no attachment record");
+        assert_eq!(
+            self.records(),
+            Vec::<PathBuf>::new(),
+            "no attachment record"
+        );
     }
 
     /// The attachment records the agent keeps for restarts (one file per attachment).
-    fn records(&self) -> Vec<String> {
-        let dir = self
-            .dir
-            .join("ipam")
-            .join(format!("attachments-node-{}", self.pid));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".json"))
-            .collect();
-        names.sort();
-        names
+    fn records(&self) -> Vec<PathBuf> {
+        common::attachment_records(&self.dir.join("ipam"), &format!("node-{}", self.pid))
     }
 }
 

@@ -155,6 +155,16 @@ fn from_world_tcp4(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     craft::tcp4(ROUTER_MAC, UP_MAC, WORLD4, dst, sport, dport, 80)
 }
 
+/// From the node's own stack (its address, through the host link) to the pod.
+fn from_node_tcp4(sport: u16, dport: u16) -> Vec<u8> {
+    craft::tcp4(HOST_PEER_MAC, HOST_MAC, NODE4, A4, sport, dport, 80)
+}
+
+/// From the pod to the node's address.
+fn to_node_tcp4(sport: u16, dport: u16) -> Vec<u8> {
+    craft::tcp4(A_MAC, GW_MAC, A4, NODE4, sport, dport, 80)
+}
+
 #[test]
 fn a_pods_tcp_connection_leaves_with_the_node_address_and_its_replies_come_back() {
     let s = world_node(true);
@@ -287,34 +297,16 @@ fn the_node_reaches_an_isolated_pod_and_the_pod_reaches_the_node() {
     let s = world_node(true);
     let mut d = MemDriver::new(64, 64);
     // kubelet's probe: from the node's address, through weir0.
-    run(
-        &mut d,
-        &s,
-        HOST,
-        &craft::tcp4(HOST_PEER_MAC, HOST_MAC, NODE4, A4, 45000, 8080, 80),
-        1,
-    );
+    run(&mut d, &s, HOST, &from_node_tcp4(45000, 8080), 1);
     let probe = only(&mut d, POD);
     assert_eq!(v4_dst(&probe), (A4, 8080));
     assert_eq!(v4_src(&probe), (NODE4, 45000), "not translated");
-    run(
-        &mut d,
-        &s,
-        POD,
-        &craft::tcp4(A_MAC, GW_MAC, A4, NODE4, 8080, 45000, 80),
-        2,
-    );
+    run(&mut d, &s, POD, &to_node_tcp4(8080, 45000), 2);
     let reply = only(&mut d, HOST);
     assert_eq!(&reply[0..6], &HOST_PEER_MAC);
     assert_eq!(v4_dst(&reply), (NODE4, 45000));
     // The pod opens a connection to a service on the node's address.
-    run(
-        &mut d,
-        &s,
-        POD,
-        &craft::tcp4(A_MAC, GW_MAC, A4, NODE4, 41000, 6443, 80),
-        3,
-    );
+    run(&mut d, &s, POD, &to_node_tcp4(41000, 6443), 3);
     assert_eq!(v4_src(&only(&mut d, HOST)), (A4, 41000));
     // Someone else on the uplink cannot reach the isolated pod.
     run(&mut d, &s, UPLINK, &from_world_tcp4(33000, A4, 8080), 4);
@@ -326,32 +318,14 @@ fn the_node_reaches_an_isolated_pod_and_the_pod_reaches_the_node() {
 fn with_host_to_pods_not_allowed_the_node_meets_the_pods_ingress_policy() {
     let s = world_node_where_the_host(true, false);
     let mut d = MemDriver::new(64, 64);
-    run(
-        &mut d,
-        &s,
-        HOST,
-        &craft::tcp4(HOST_PEER_MAC, HOST_MAC, NODE4, A4, 45000, 8080, 80),
-        1,
-    );
+    run(&mut d, &s, HOST, &from_node_tcp4(45000, 8080), 1);
     assert!(d.take_tx(POD).is_empty(), "the probe reached the pod");
     assert_eq!(d.counters().dropped(DropReason::PolicyDeniedIngress), 1);
     // The pod still opens connections to the node (egress is open), and the node's
     // replies come back as replies of that flow.
-    run(
-        &mut d,
-        &s,
-        POD,
-        &craft::tcp4(A_MAC, GW_MAC, A4, NODE4, 41000, 6443, 80),
-        2,
-    );
+    run(&mut d, &s, POD, &to_node_tcp4(41000, 6443), 2);
     assert_eq!(v4_src(&only(&mut d, HOST)), (A4, 41000));
-    run(
-        &mut d,
-        &s,
-        HOST,
-        &craft::tcp4(HOST_PEER_MAC, HOST_MAC, NODE4, A4, 6443, 41000, 80),
-        3,
-    );
+    run(&mut d, &s, HOST, &from_node_tcp4(6443, 41000), 3);
     assert_eq!(v4_dst(&only(&mut d, POD)), (A4, 41000));
     assert_eq!(d.counters().total_drops(), 1, "{:?}", d.counters());
 }

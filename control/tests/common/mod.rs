@@ -133,6 +133,18 @@ pub fn start_lab_agent(ns: &str, dir: &Path, node: &str, port: u16, extra: &str)
     Agent::start(ns, &dir.join("agent.yaml"), port, dir.join("agent.log"))
 }
 
+/// The attachment records the agent keeps for `node` under `ipam_dir` (one JSON file per
+/// attachment, see `control/src/attachments.rs`).
+pub fn attachment_records(ipam_dir: &Path, node: &str) -> Vec<PathBuf> {
+    let dir = ipam_dir.join(format!("attachments-{node}"));
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    all.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    all.sort();
+    all
+}
+
 /// A one-connection TCP server in `ns` on `addr`: answers like an HTTP server (a body that
 /// ends its line, for clients that print it) and returns the peer's address. Waits 10 s
 /// for the connection.

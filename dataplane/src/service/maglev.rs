@@ -198,12 +198,13 @@ const FREE: u16 = u16::MAX;
 /// the size it needs.
 pub const SHRINK_FACTOR: usize = 8;
 
-/// The size of a table of `current` slots updated to `n` backends: `current` while it
+/// The size of a table of `current` slots updated to `n` backends (at most
+/// [`MAX_BACKENDS`]): `current` while it
 /// still holds 100 slots per backend (each share within 1% of equal) and is at most
 /// [`SHRINK_FACTOR`] times a fresh table's size.
 fn size_to_keep(current: usize, n: usize) -> usize {
     let fresh = size_for(n);
-    if current >= 100 * n.min(MAX_BACKENDS) && current <= fresh * SHRINK_FACTOR {
+    if current >= 100 * n && current <= fresh * SHRINK_FACTOR {
         current
     } else {
         fresh

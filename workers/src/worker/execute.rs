@@ -197,15 +197,13 @@ impl Worker {
         if XDP_PACKET_HEADROOM as usize + bytes.len() > frame_size {
             return Err(DropReason::TooBig);
         }
-        if self.free.is_empty() {
-            return Err(DropReason::FillStarved);
-        }
+        let base = self.free.pop().ok_or(DropReason::FillStarved)?;
         if let HandIn::Send { port } = plan {
             if self.ports[usize::from(port)].staged.len() >= STAGE_LIMIT {
+                self.free.push(base);
                 return Err(DropReason::TxRingFull);
             }
         }
-        let base = self.free.pop().ok_or(DropReason::FillStarved)?;
         let mut region = FrameRegion::new(self.umem.region_mut(), frame_size);
         let Ok(frame) = region.fill(base, XDP_PACKET_HEADROOM as usize, bytes) else {
             self.free.push(base);

@@ -32,7 +32,7 @@ pub(super) struct Slot {
 }
 
 /// The (address, protocol, port) of every endpoint container port that carries one of a
-/// rule's port names; addresses in [`FlowKey::map_ip`] form.
+/// rule's port names; addresses in [`weir_dataplane::flow::FlowKey::map_ip`] form.
 pub(super) type NamedPortSet = FxHashSet<([u8; 16], u8, u16)>;
 
 /// Selector resolutions and named-port sets kept between compilations, with the indexes
