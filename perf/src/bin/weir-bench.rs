@@ -238,6 +238,9 @@ struct ServicesArgs {
     /// Seconds per in-memory measurement.
     #[arg(long, default_value_t = 0.5)]
     stage_seconds: f64,
+    /// Cases of the in-memory part, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [weir_perf::services::stage::Case::Established, weir_perf::services::stage::Case::First])]
+    stage_cases: Vec<weir_perf::services::stage::Case>,
     /// Frame size on the wire (with FCS).
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -639,6 +642,7 @@ fn services_results(
             runs,
             duration: Duration::from_secs_f64(args.stage_seconds),
             services: args.stage_services.clone(),
+            cases: args.stage_cases.clone(),
             endpoints: args.endpoints,
             frame_len: args.size.clamp(64, 1518) - 4,
         };

@@ -74,10 +74,12 @@ pub struct StageBenchConfig {
     pub endpoints: usize,
     /// Frame length in memory (60: 64 B on the wire).
     pub frame_len: usize,
+    /// The cases to measure (both by default).
+    pub cases: Vec<Case>,
 }
 
 /// Which packets a measurement sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Case {
     /// The same 4096 flows over and over.
     Established,
@@ -144,6 +146,9 @@ pub fn run(cfg: &StageBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     if cfg.services.is_empty() || cfg.services.contains(&0) || cfg.runs == 0 {
         return Err("give at least one run and service counts above 0".into());
     }
+    if cfg.cases.is_empty() {
+        return Err("give at least one case (established, first)".into());
+    }
     let mut out = Vec::new();
     let mut notes = Vec::new();
     let direct_snapshot = snapshot(0, cfg.endpoints)?;
@@ -157,7 +162,7 @@ pub fn run(cfg: &StageBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         let direct = templates(n, cfg.frame_len, Some(&chosen));
         verify_direct(&direct_snapshot, &direct, &chosen)?;
         let count = crate::report::count_label(n);
-        for case in [Case::Established, Case::First] {
+        for &case in &cfg.cases {
             let (mut svc, mut base) = (Vec::new(), Vec::new());
             for _ in 0..cfg.runs {
                 svc.push(measure(&svc_snapshot, &to_service, case, cfg.duration)?);
@@ -190,7 +195,7 @@ pub fn run(cfg: &StageBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         *cfg.services.iter().max().expect("not empty"),
     );
     if hi > lo {
-        for case in [Case::Established, Case::First] {
+        for &case in &cfg.cases {
             let get = |n: usize| deltas.iter().find(|d| d.0 == case && d.1 == n);
             let (Some(a), Some(b)) = (get(lo), get(hi)) else {
                 continue;
@@ -539,6 +544,7 @@ mod tests {
             services: vec![10, 100],
             endpoints: 10,
             frame_len: 60,
+            cases: vec![Case::Established, Case::First],
         };
         let (results, notes) = run(&cfg).unwrap();
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
