@@ -188,12 +188,7 @@ fn add_services_to_filter(
     services: &ServiceTable,
 ) -> Result<(), AgentError> {
     let [first, last] = config.node_port_range;
-    let frontends = || {
-        services
-            .ports()
-            .iter()
-            .flat_map(|p| p.spec.frontends.iter())
-    };
+    let frontends = || services.ports().flat_map(|p| p.spec.frontends.iter());
     let node_ports_v4 = frontends().any(|f| f.kind == FrontendKind::NodePort && f.addr.is_ipv4());
     let node_ports_v6 = frontends().any(|f| f.kind == FrontendKind::NodePort && f.addr.is_ipv6());
     let uplink_v4 = env
@@ -407,7 +402,6 @@ pub(super) fn calculate(
     let outside: Vec<String> = change
         .table()
         .ports()
-        .iter()
         .filter(|p| {
             p.spec
                 .frontends

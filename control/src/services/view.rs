@@ -81,7 +81,6 @@ pub fn view(generation: u64, table: &ServiceTable, refused: Option<&str>) -> Ser
     let policy = |local: bool| if local { "Local" } else { "Cluster" }.to_owned();
     let services = table
         .ports()
-        .iter()
         .map(|p| {
             let s = &p.spec;
             ServicePortView {

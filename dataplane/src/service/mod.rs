@@ -24,6 +24,7 @@
 
 pub mod maglev;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -198,6 +199,8 @@ pub enum ServiceError {
         protocol: u8,
         other: String,
     },
+    #[error("a port of service {spec} was given as one of service {service}")]
+    Misfiled { service: String, spec: String },
     #[error(
         "service {namespace}/{name}: protocol {protocol} is not TCP (6), UDP (17) or SCTP (132)"
     )]
@@ -216,142 +219,314 @@ pub struct AddrPort {
     pub proto: u8,
 }
 
-/// Every service port of the cluster, compiled for lookups.
+/// A Service: namespace and name. Its ports are replaced together ([`ServiceTable::set`]).
+pub type ServiceName = (String, String);
+
+/// Every service port of the cluster, compiled for lookups, and changed in place one
+/// Service at a time ([`ServiceTable::set`]): the work of a change is that Service's, not
+/// the cluster's.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
     frontends: FxHashMap<AddrPort, (u32, FrontendKind)>,
-    /// Every endpoint of every service (whatever its conditions): flows to them are kept
-    /// on one worker by their client's port (see `node::steer`), and a flow whose backend
-    /// is no longer listed ends.
-    endpoints: FxHashSet<AddrPort>,
-    /// The frontend addresses other than node ports' (later fragments to them are
-    /// dropped: they carry no port to look up).
-    addresses: FxHashSet<[u8; 16]>,
+    /// Every endpoint of every service (whatever its conditions), with the number of
+    /// service ports listing it: flows to them are kept on one worker by their client's
+    /// port (see `node::steer`), and a flow whose backend is no longer listed ends.
+    endpoints: FxHashMap<AddrPort, u32>,
+    /// The frontend addresses other than node ports', with the number of frontends on each
+    /// (later fragments to them are dropped: they carry no port to look up).
+    addresses: FxHashMap<[u8; 16], u32>,
     /// The ports some frontend listens on, and the ports some endpoint serves on, one bit
     /// each: most packets are not service traffic, and one bit test tells them so before
     /// any hash lookup.
     frontend_ports: PortSet,
     endpoint_ports: PortSet,
-    ports: Vec<ServicePort>,
+    /// The compiled ports by index; a Service's change keeps the index of each port that
+    /// stays (so a `ClientIP` pin, keyed by it, stays too) and frees those that go.
+    ports: Vec<Option<ServicePort>>,
+    free: Vec<u32>,
+    /// Each Service's port indices, in the order of its specs.
+    by_service: BTreeMap<ServiceName, Vec<u32>>,
 }
 
-/// A set of ports as a 65 536-bit map (8 KiB).
+/// A set of ports as a 65 536-bit map (8 KiB), with how many entries hold each port.
 #[derive(Debug, Clone)]
-pub struct PortSet(Box<[u64; 1024]>);
+pub struct PortSet {
+    bits: Box<[u64; 1024]>,
+    counts: FxHashMap<u16, u32>,
+}
 
 impl Default for PortSet {
     fn default() -> Self {
-        PortSet(Box::new([0; 1024]))
+        PortSet {
+            bits: Box::new([0; 1024]),
+            counts: FxHashMap::default(),
+        }
     }
 }
 
 impl PortSet {
     fn insert(&mut self, port: u16) {
-        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+        *self.counts.entry(port).or_default() += 1;
+        self.bits[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    fn remove(&mut self, port: u16) {
+        if let Some(n) = self.counts.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&port);
+                self.bits[usize::from(port >> 6)] &= !(1 << (port & 63));
+            }
+        }
     }
 
     /// Whether `port` is in the set.
     #[inline]
     pub fn contains(&self, port: u16) -> bool {
-        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+        self.bits[usize::from(port >> 6)] & (1 << (port & 63)) != 0
     }
+}
+
+/// Adds one to `key`'s count.
+fn count_in<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, key: K) {
+    *map.entry(key).or_default() += 1;
+}
+
+/// Takes one from `key`'s count, forgetting it at zero.
+fn count_out<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// What tells two ports of one Service apart: port name, protocol, frontend family (a
+/// dual-stack port is two specs, one per family).
+fn port_key(s: &ServiceSpec) -> (&str, u8, bool) {
+    (
+        &s.port_name,
+        s.protocol,
+        s.frontends.first().is_some_and(|f| f.addr.is_ipv4()),
+    )
 }
 
 impl ServiceTable {
     /// Compiles `specs`, sharing or deriving backend sets from `previous` (the table built
     /// last time, if any) where the same service port (namespace, name, port name,
-    /// protocol, address family of its frontends) had one.
+    /// protocol, address family of its frontends) had one. All or nothing: the first
+    /// Service that cannot be compiled is the error.
     pub fn build(
         specs: Vec<ServiceSpec>,
         previous: Option<&ServiceTable>,
     ) -> Result<Self, ServiceError> {
-        // A dual-stack port is two specs, one per family: the family is part of the key.
-        type Key<'k> = (&'k str, &'k str, &'k str, u8, bool);
-        let v4 = |s: &ServiceSpec| s.frontends.first().is_some_and(|f| f.addr.is_ipv4());
-        let mut by_name: FxHashMap<Key<'_>, &ServicePort> = FxHashMap::default();
-        if let Some(p) = previous {
-            for port in &p.ports {
-                let s = &port.spec;
-                by_name.insert(
-                    (&s.namespace, &s.name, &s.port_name, s.protocol, v4(s)),
-                    port,
-                );
-            }
+        let mut grouped: BTreeMap<ServiceName, Vec<ServiceSpec>> = BTreeMap::new();
+        for spec in specs {
+            grouped
+                .entry((spec.namespace.clone(), spec.name.clone()))
+                .or_default()
+                .push(spec);
         }
         let mut t = ServiceTable::default();
+        for (name, specs) in grouped {
+            let before = previous.map_or_else(Vec::new, |p| p.service_ports(&name).collect());
+            t.insert(&name, specs, &before)?;
+        }
+        Ok(t)
+    }
+
+    /// Replaces the ports of Service `name` with `specs` (none: the Service is gone), in
+    /// place. A port that stays keeps its index, and its backend sets are shared when
+    /// unchanged or derived from the old ones (Maglev moves only the share of an endpoint
+    /// that went away). Refused, with nothing changed, when a spec has a protocol other
+    /// than TCP, UDP and SCTP, names another Service, or answers on a frontend another
+    /// Service holds.
+    pub fn set(&mut self, name: &ServiceName, specs: Vec<ServiceSpec>) -> Result<(), ServiceError> {
+        let old = self.by_service.get(name).cloned().unwrap_or_default();
+        if old.len() == specs.len()
+            && old.iter().zip(&specs).all(|(&i, s)| {
+                self.ports[i as usize]
+                    .as_ref()
+                    .is_some_and(|p| p.spec == *s)
+            })
+        {
+            return Ok(());
+        }
+        self.check(name, &specs)?;
+        let before: Vec<ServicePort> = old.iter().filter_map(|&i| self.remove_port(i)).collect();
+        self.by_service.remove(name);
+        // Free the indices of ports that do not come back; keep the others for them.
+        let mut kept: Vec<(usize, u32)> = Vec::new();
+        for (k, &i) in old.iter().enumerate() {
+            if specs
+                .iter()
+                .any(|s| port_key(s) == port_key(&before[k].spec))
+            {
+                kept.push((k, i));
+            } else {
+                self.free.push(i);
+            }
+        }
+        let before_ref: Vec<&ServicePort> = before.iter().collect();
+        self.insert_at(name, specs, &before_ref, &kept)
+            .expect("checked above");
+        Ok(())
+    }
+
+    /// The compiled ports of Service `name`, in the order of its specs.
+    fn service_ports(&self, name: &ServiceName) -> impl Iterator<Item = &ServicePort> {
+        self.by_service
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.ports[i as usize].as_ref())
+    }
+
+    /// Why `specs` cannot replace Service `name`'s ports, if they cannot.
+    fn check(&self, name: &ServiceName, specs: &[ServiceSpec]) -> Result<(), ServiceError> {
+        let mut seen: FxHashSet<AddrPort> = FxHashSet::default();
         for spec in specs {
             if !matches!(spec.protocol, TCP | UDP | SCTP) {
                 return Err(ServiceError::Protocol {
-                    namespace: spec.namespace,
-                    name: spec.name,
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
                     protocol: spec.protocol,
                 });
             }
-            let index = t.ports.len() as u32;
+            if (&spec.namespace, &spec.name) != (&name.0, &name.1) {
+                return Err(ServiceError::Misfiled {
+                    service: format!("{}/{}", name.0, name.1),
+                    spec: format!("{}/{}", spec.namespace, spec.name),
+                });
+            }
             for f in &spec.frontends {
                 let key = AddrPort {
                     addr: FlowKey::map_ip(f.addr),
                     port: f.port,
                     proto: spec.protocol,
                 };
-                if let Some(&(other, _)) = t.frontends.get(&key) {
-                    let o = &t.ports[other as usize].spec;
+                let other = match self.frontends.get(&key) {
+                    Some(&(i, _)) => self.ports[i as usize]
+                        .as_ref()
+                        .map(|p| (&p.spec.namespace, &p.spec.name))
+                        .filter(|o| *o != (&name.0, &name.1))
+                        .map(|(ns, n)| format!("{ns}/{n}")),
+                    None => None,
+                };
+                let other =
+                    other.or_else(|| (!seen.insert(key)).then(|| format!("{}/{}", name.0, name.1)));
+                if let Some(other) = other {
                     return Err(ServiceError::FrontendTwice {
                         namespace: spec.namespace.clone(),
                         name: spec.name.clone(),
                         addr: f.addr,
                         port: f.port,
                         protocol: spec.protocol,
-                        other: format!("{}/{}", o.namespace, o.name),
+                        other,
                     });
                 }
-                t.frontends.insert(key, (index, f.kind));
-                t.frontend_ports.insert(f.port);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds Service `name`'s ports (it has none in the table), deriving sets from `before`.
+    fn insert(
+        &mut self,
+        name: &ServiceName,
+        specs: Vec<ServiceSpec>,
+        before: &[&ServicePort],
+    ) -> Result<(), ServiceError> {
+        self.check(name, &specs)?;
+        self.insert_at(name, specs, before, &[])
+    }
+
+    /// Adds checked ports; `kept` pairs an entry of `before` with the index its port keeps.
+    fn insert_at(
+        &mut self,
+        name: &ServiceName,
+        specs: Vec<ServiceSpec>,
+        before: &[&ServicePort],
+        kept: &[(usize, u32)],
+    ) -> Result<(), ServiceError> {
+        let mut indices = Vec::with_capacity(specs.len());
+        let mut used = vec![false; kept.len()];
+        for spec in specs {
+            let old = before
+                .iter()
+                .position(|p| port_key(&p.spec) == port_key(&spec));
+            let keep = old.and_then(|k| (0..kept.len()).find(|&j| kept[j].0 == k && !used[j]));
+            let index = match keep {
+                Some(j) => {
+                    used[j] = true;
+                    kept[j].1
+                }
+                None => self.free.pop().unwrap_or_else(|| {
+                    self.ports.push(None);
+                    (self.ports.len() - 1) as u32
+                }),
+            };
+            let port = compile_port(spec, old.map(|k| before[k]));
+            for f in &port.spec.frontends {
+                let key = AddrPort {
+                    addr: FlowKey::map_ip(f.addr),
+                    port: f.port,
+                    proto: port.spec.protocol,
+                };
+                self.frontends.insert(key, (index, f.kind));
+                self.frontend_ports.insert(f.port);
                 if f.kind != FrontendKind::NodePort {
-                    t.addresses.insert(key.addr);
+                    count_in(&mut self.addresses, key.addr);
                 }
             }
-            for b in &spec.backends {
-                t.endpoint_ports.insert(b.port);
-                t.endpoints.insert(AddrPort {
+            for b in &port.spec.backends {
+                self.endpoint_ports.insert(b.port);
+                count_in(
+                    &mut self.endpoints,
+                    AddrPort {
+                        addr: FlowKey::map_ip(b.addr),
+                        port: b.port,
+                        proto: port.spec.protocol,
+                    },
+                );
+            }
+            self.ports[index as usize] = Some(port);
+            indices.push(index);
+        }
+        if !indices.is_empty() {
+            self.by_service.insert(name.clone(), indices);
+        }
+        Ok(())
+    }
+
+    /// Takes port `index` out of every lookup (its index is not freed here).
+    fn remove_port(&mut self, index: u32) -> Option<ServicePort> {
+        let port = self.ports.get_mut(index as usize)?.take()?;
+        for f in &port.spec.frontends {
+            let key = AddrPort {
+                addr: FlowKey::map_ip(f.addr),
+                port: f.port,
+                proto: port.spec.protocol,
+            };
+            self.frontends.remove(&key);
+            self.frontend_ports.remove(f.port);
+            if f.kind != FrontendKind::NodePort {
+                count_out(&mut self.addresses, &key.addr);
+            }
+        }
+        for b in &port.spec.backends {
+            self.endpoint_ports.remove(b.port);
+            count_out(
+                &mut self.endpoints,
+                &AddrPort {
                     addr: FlowKey::map_ip(b.addr),
                     port: b.port,
-                    proto: spec.protocol,
-                });
-            }
-            let before = by_name
-                .get(&(
-                    spec.namespace.as_str(),
-                    spec.name.as_str(),
-                    spec.port_name.as_str(),
-                    spec.protocol,
-                    v4(&spec),
-                ))
-                .copied();
-            let cluster = chosen(&spec.backends, |_| true);
-            let local = chosen(&spec.backends, |b| b.local);
-            let reuse = |set: Vec<BackendKey>, old: Option<&Arc<BackendSet>>| match old {
-                Some(o) if o.backends == set => Arc::clone(o),
-                _ => BackendSet::derive(old.map(|o| &**o), set),
-            };
-            let cluster = reuse(cluster, before.map(|p| &p.cluster));
-            // Every endpoint local (a one-node cluster, a DaemonSet): one table serves both.
-            let local = if local == cluster.backends {
-                Arc::clone(&cluster)
-            } else {
-                reuse(local, before.map(|p| &p.local))
-            };
-            let affinity_ns = spec
-                .affinity_seconds
-                .map_or(0, |s| u64::from(s) * 1_000_000_000);
-            t.ports.push(ServicePort {
-                spec,
-                cluster,
-                local,
-                affinity_ns,
-            });
+                    proto: port.spec.protocol,
+                },
+            );
         }
-        Ok(t)
+        Some(port)
     }
 
     /// Whether some frontend listens on `port` (a quick test before [`Self::frontend`]).
@@ -379,7 +554,7 @@ impl ServiceTable {
         })?;
         Some(Frontend {
             index,
-            port: &self.ports[index as usize],
+            port: self.ports.get(index as usize)?.as_ref()?,
             kind,
         })
     }
@@ -388,7 +563,7 @@ impl ServiceTable {
     #[inline]
     pub fn is_endpoint(&self, addr: &[u8; 16], port: u16, proto: u8) -> bool {
         self.endpoint_ports.contains(port)
-            && self.endpoints.contains(&AddrPort {
+            && self.endpoints.contains_key(&AddrPort {
                 addr: *addr,
                 port,
                 proto,
@@ -398,7 +573,7 @@ impl ServiceTable {
     /// Whether `addr` (key form) is a service address (not counting node ports').
     #[inline]
     pub fn is_service_address(&self, addr: &[u8; 16]) -> bool {
-        !self.addresses.is_empty() && self.addresses.contains(addr)
+        !self.addresses.is_empty() && self.addresses.contains_key(addr)
     }
 
     /// Whether there is no frontend at all (the service stages then do nothing).
@@ -407,9 +582,45 @@ impl ServiceTable {
         self.frontends.is_empty()
     }
 
-    /// The compiled service ports, in the order of the specs.
-    pub fn ports(&self) -> &[ServicePort] {
-        &self.ports
+    /// The compiled service ports, by Service (namespace, name), each Service's in the
+    /// order of its specs.
+    pub fn ports(&self) -> impl Iterator<Item = &ServicePort> + '_ {
+        self.by_service
+            .values()
+            .flatten()
+            .filter_map(|&i| self.ports[i as usize].as_ref())
+    }
+
+    /// The number of compiled service ports.
+    pub fn len(&self) -> usize {
+        self.by_service.values().map(Vec::len).sum()
+    }
+}
+
+/// Compiles one port, sharing or deriving its backend sets from `before` (the same port as
+/// compiled last time, if any).
+fn compile_port(spec: ServiceSpec, before: Option<&ServicePort>) -> ServicePort {
+    let cluster = chosen(&spec.backends, |_| true);
+    let local = chosen(&spec.backends, |b| b.local);
+    let reuse = |set: Vec<BackendKey>, old: Option<&Arc<BackendSet>>| match old {
+        Some(o) if o.backends == set => Arc::clone(o),
+        _ => BackendSet::derive(old.map(|o| &**o), set),
+    };
+    let cluster = reuse(cluster, before.map(|p| &p.cluster));
+    // Every endpoint local (a one-node cluster, a DaemonSet): one table serves both.
+    let local = if local == cluster.backends {
+        Arc::clone(&cluster)
+    } else {
+        reuse(local, before.map(|p| &p.local))
+    };
+    let affinity_ns = spec
+        .affinity_seconds
+        .map_or(0, |s| u64::from(s) * 1_000_000_000);
+    ServicePort {
+        spec,
+        cluster,
+        local,
+        affinity_ns,
     }
 }
 
@@ -431,6 +642,9 @@ fn chosen(backends: &[BackendSpec], keep: impl Fn(&BackendSpec) -> bool) -> Vec<
         .map(key)
         .collect()
 }
+
+#[cfg(test)]
+mod update_tests;
 
 #[cfg(test)]
 mod tests {
@@ -497,7 +711,8 @@ mod tests {
     #[test]
     fn a_port_whose_endpoints_are_all_local_has_one_table_for_both_policies() {
         let t = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None).unwrap();
-        assert!(Arc::ptr_eq(&t.ports[0].cluster, &t.ports[0].local));
+        let p = t.ports().next().unwrap();
+        assert!(Arc::ptr_eq(&p.cluster, &p.local));
         let t = ServiceTable::build(
             vec![spec(vec![
                 backend(1, true, false, true),
@@ -506,8 +721,9 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(t.ports[0].local.backends.len(), 1);
-        assert_eq!(t.ports[0].cluster.backends.len(), 2);
+        let p = t.ports().next().unwrap();
+        assert_eq!(p.local.backends.len(), 1);
+        assert_eq!(p.cluster.backends.len(), 2);
     }
 
     #[test]
@@ -515,7 +731,8 @@ mod tests {
         let a = ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], None).unwrap();
         let b =
             ServiceTable::build(vec![spec(vec![backend(1, true, false, true)])], Some(&a)).unwrap();
-        assert!(Arc::ptr_eq(&a.ports[0].cluster, &b.ports[0].cluster));
+        let (a, b) = (a.ports().next().unwrap(), b.ports().next().unwrap());
+        assert!(Arc::ptr_eq(&a.cluster, &b.cluster));
     }
 
     #[test]
@@ -528,11 +745,9 @@ mod tests {
         let both = || vec![spec(vec![backend(1, true, false, true)]), v6.clone()];
         let a = ServiceTable::build(both(), None).unwrap();
         let b = ServiceTable::build(both(), Some(&a)).unwrap();
-        for i in 0..2 {
-            assert!(
-                Arc::ptr_eq(&a.ports[i].cluster, &b.ports[i].cluster),
-                "family {i}"
-            );
+        assert_eq!(a.len(), 2);
+        for (i, (a, b)) in a.ports().zip(b.ports()).enumerate() {
+            assert!(Arc::ptr_eq(&a.cluster, &b.cluster), "family {i}");
         }
     }
 
