@@ -106,7 +106,14 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         stop,
     };
     let mut services = ServiceState::default();
-    let first = first_calculation(config, &feed, &mut calc, &mut drive_state, &env, &services)?;
+    let first = first_calculation(
+        config,
+        &feed,
+        &mut calc,
+        &mut drive_state,
+        &env,
+        &mut services,
+    )?;
     let Some(Calculated {
         mut builder,
         ports,
@@ -150,7 +157,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     if let Ok(mut stats) = control.lock() {
         stats.generation = snapshot.generation;
         stats.service_tables_refused = services.refused_total();
-        stats.services_refused = services.refusal().map(str::to_owned);
+        stats.services_refused = services.refusal();
     }
     let key = wireguard.as_ref().map(|(key, _)| key.clone());
     let started = workers::start(config, &ports, &publisher, &snapshot, &reports, key, stop)?;
@@ -270,7 +277,7 @@ fn first_calculation(
     calc: &mut Calculator,
     drive_state: &mut DriveState,
     env: &host::NodeEnv,
-    services: &ServiceState,
+    services: &mut ServiceState,
 ) -> Result<Option<Calculated>, AgentError> {
     let Feed {
         rx,
@@ -510,7 +517,7 @@ impl Running<'_> {
                 stats.last_rejection = None;
                 stats.observe(batch.first_noticed.elapsed().as_secs_f64());
                 stats.service_tables_refused = self.services.refused_total();
-                stats.services_refused = self.services.refusal().map(str::to_owned);
+                stats.services_refused = self.services.refusal();
                 update_view(&self.view, calc, &self.config.node);
                 eprintln!(
                     "weir agent: datastore reloaded (generation {generation}, {} change{})",
@@ -558,7 +565,7 @@ impl Running<'_> {
             self.wireguard.as_ref(),
             calc,
             &self.env,
-            &self.services,
+            &mut self.services,
         )?;
         for w in &warnings {
             eprintln!("weir agent: warning: {w}");

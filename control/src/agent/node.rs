@@ -391,7 +391,7 @@ pub(super) fn calculate(
     wireguard: Option<&(weir_crypto::NodeKey, SocketAddr)>,
     calc: &mut Calculator,
     env: &NodeEnv,
-    services: &ServiceState,
+    services: &mut ServiceState,
 ) -> Result<Calculated, AgentError> {
     let compiled = calc.compile();
     let cluster = calc.cluster();

@@ -41,7 +41,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use weir_dataplane::service::{
-    BackendSpec, FrontendKind, FrontendSpec, ServiceError, ServiceSpec, ServiceTable,
+    BackendSpec, FrontendKind, FrontendSpec, ServiceError, ServiceName, ServiceSpec, ServiceTable,
 };
 
 use crate::calc::INTERFACE_ANNOTATION;
@@ -152,117 +152,225 @@ pub fn node_services(cluster: &Cluster, node: &str, node_addresses: &[IpAddr]) -
     specs
 }
 
+/// A Service's ports as the model gives them (none: gone).
+type Specs = Vec<ServiceSpec>;
+
+/// Services changed, with their new specs.
+type Changes = Vec<(ServiceName, Specs)>;
+
 /// The service table the agent published last, and what it makes of new specs.
+///
+/// A change is made **in place**, one Service at a time ([`ServiceTable::set`]), in the
+/// table published before the current one (the *spare*), once no snapshot holds it any
+/// more: the spare first catches up with the Services changed since it was published,
+/// then takes the new changes, and is published; the table it replaces becomes the spare.
+/// Workers never see a table change under them, and a change costs the Services it
+/// touches, not the cluster's. When a snapshot still holds the spare (a worker slow to
+/// let go), the change is made in a copy of the published table instead, and counted
+/// ([`ServiceState::copies`]).
 #[derive(Debug, Default)]
 pub struct ServiceState {
-    /// The specs `table` was built from.
-    specs: Vec<ServiceSpec>,
+    /// What each Service of the published table was compiled from.
+    specs: BTreeMap<ServiceName, Specs>,
     table: Arc<ServiceTable>,
-    /// The latest specs that could not be built, and why: while the model gives the same
-    /// ones, they are not tried (nor reported) again.
-    refused: Option<(Vec<ServiceSpec>, String)>,
-    /// Service tables refused since the start.
+    /// The table published before `table`, with the changes `table` has and it lacks.
+    spare: Option<(Arc<ServiceTable>, Changes)>,
+    /// Services whose latest specs were refused, with why: not tried again while the
+    /// model gives the same specs, unless another change is made (it may have freed what
+    /// they clashed with).
+    refused: BTreeMap<ServiceName, (Specs, String)>,
+    /// Services refused since the start.
     refused_total: u64,
+    /// Changes made in a copy because a snapshot still held the spare.
+    copies: u64,
 }
 
 /// What new specs give (see [`ServiceState::change`]); the agent publishes
 /// [`ServiceChange::table`] and, once published, [`ServiceState::commit`]s it.
 #[derive(Debug)]
-pub enum ServiceChange {
-    /// The specs are those of the published table: it is reused.
-    Same(Arc<ServiceTable>),
-    /// A new table, built from the published one.
-    Built(Vec<ServiceSpec>, Arc<ServiceTable>),
-    /// The specs cannot be built (two services on one frontend): the published table
-    /// stays. `fresh` is false when these very specs were refused before.
-    Refused {
-        specs: Vec<ServiceSpec>,
-        why: String,
-        fresh: bool,
-        table: Arc<ServiceTable>,
-    },
+pub struct ServiceChange {
+    table: Arc<ServiceTable>,
+    /// The Services the table changed, with their new specs; empty when the table is the
+    /// published one.
+    applied: Changes,
+    /// The refusals once this change is published.
+    refused: BTreeMap<ServiceName, (Specs, String)>,
+    /// Refusals not reported before.
+    fresh: Vec<String>,
+    /// The change was made in a copy of the published table.
+    copied: bool,
 }
 
 impl ServiceChange {
     /// The table to publish.
     pub fn table(&self) -> &Arc<ServiceTable> {
-        match self {
-            ServiceChange::Same(t) | ServiceChange::Built(_, t) => t,
-            ServiceChange::Refused { table, .. } => table,
-        }
+        &self.table
+    }
+
+    /// Whether the table differs from the published one.
+    pub fn is_new(&self) -> bool {
+        !self.applied.is_empty()
+    }
+
+    /// The Services changed.
+    pub fn changed(&self) -> usize {
+        self.applied.len()
     }
 }
 
 impl ServiceState {
-    /// The table for `specs`: the published one when they did not change, else one built
-    /// from it, else (refused) the published one with the reason.
-    pub fn change(&self, specs: Vec<ServiceSpec>) -> ServiceChange {
-        if specs == self.specs {
-            return ServiceChange::Same(self.table.clone());
+    /// The table for `specs` (every service port of the model): the published one when no
+    /// Service changed (or every changed one was refused), else the published one with the
+    /// changed Services replaced. A Service that cannot be compiled (a frontend another
+    /// holds) is refused alone: its last good version keeps serving.
+    pub fn change(&mut self, specs: Vec<ServiceSpec>) -> ServiceChange {
+        let mut want: BTreeMap<ServiceName, Specs> = BTreeMap::new();
+        for spec in specs {
+            want.entry((spec.namespace.clone(), spec.name.clone()))
+                .or_default()
+                .push(spec);
         }
-        if let Some((refused, why)) = &self.refused {
-            if *refused == specs {
-                return ServiceChange::Refused {
-                    specs,
-                    why: why.clone(),
-                    fresh: false,
-                    table: self.table.clone(),
-                };
+        let empty = Vec::new();
+        let mut names: Vec<&ServiceName> = want.keys().chain(self.specs.keys()).collect();
+        names.sort();
+        names.dedup();
+        // Services whose specs differ from the published ones; those refused before with
+        // these very specs wait for another change.
+        let mut todo: Changes = Vec::new();
+        let mut retry: Changes = Vec::new();
+        let mut refused = BTreeMap::new();
+        for name in names {
+            let new = want.get(name).unwrap_or(&empty);
+            if new == self.specs.get(name).unwrap_or(&empty) {
+                continue;
+            }
+            match self.refused.get(name) {
+                Some((specs, why)) if specs == new => {
+                    refused.insert(name.clone(), (specs.clone(), why.clone()));
+                    retry.push((name.clone(), new.clone()));
+                }
+                _ => todo.push((name.clone(), new.clone())),
             }
         }
-        match ServiceTable::build(specs.clone(), Some(&self.table)) {
-            Ok(table) => ServiceChange::Built(specs, Arc::new(table)),
-            Err(e) => ServiceChange::Refused {
-                specs,
-                why: refusal(&e),
-                fresh: true,
-                table: self.table.clone(),
-            },
+        let mut change = ServiceChange {
+            table: Arc::clone(&self.table),
+            applied: Vec::new(),
+            refused,
+            fresh: Vec::new(),
+            copied: false,
+        };
+        if todo.is_empty() {
+            return change;
         }
-    }
-
-    /// Remembers a change once the snapshot holding its table is published. Returns the
-    /// reason when it is a refusal not reported before (to log).
-    pub fn commit(&mut self, change: ServiceChange) -> Option<String> {
-        match change {
-            ServiceChange::Same(_) => {
-                self.refused = None;
-                None
-            }
-            ServiceChange::Built(specs, table) => {
-                self.specs = specs;
-                self.table = table;
-                self.refused = None;
-                None
-            }
-            ServiceChange::Refused {
-                specs, why, fresh, ..
-            } => {
-                self.refused = Some((specs, why.clone()));
-                if fresh {
-                    self.refused_total += 1;
-                    Some(why)
-                } else {
-                    None
+        let (mut table, copied) = self.working_table();
+        let t = Arc::get_mut(&mut table).expect("the working table is not shared");
+        for (name, specs) in todo {
+            match t.set(&name, specs.clone()) {
+                Ok(()) => change.applied.push((name, specs)),
+                Err(e) => {
+                    let why = refusal(&name, &e);
+                    change.fresh.push(why.clone());
+                    change.refused.insert(name, (specs, why));
                 }
             }
         }
+        if !change.applied.is_empty() {
+            for (name, specs) in retry {
+                if t.set(&name, specs.clone()).is_ok() {
+                    change.refused.remove(&name);
+                    change.applied.push((name, specs));
+                }
+            }
+        }
+        if change.applied.is_empty() {
+            // Nothing changed after all: the caught-up table is a spare with nothing to
+            // catch up on.
+            if !copied {
+                self.spare = Some((table, Vec::new()));
+            }
+        } else {
+            change.table = table;
+            change.copied = copied;
+        }
+        change
     }
 
-    /// Why the model's latest services could not be built, while they cannot.
-    pub fn refusal(&self) -> Option<&str> {
-        self.refused.as_ref().map(|(_, why)| why.as_str())
+    /// A table equal to the published one that no snapshot holds: the spare, caught up,
+    /// or (`true`) a copy.
+    fn working_table(&mut self) -> (Arc<ServiceTable>, bool) {
+        if let Some((mut spare, behind)) = self.spare.take() {
+            if let Some(t) = Arc::get_mut(&mut spare) {
+                // Each of these was accepted by the published table, made from this one.
+                if behind
+                    .into_iter()
+                    .all(|(name, specs)| t.set(&name, specs).is_ok())
+                {
+                    return (spare, false);
+                }
+            }
+        }
+        self.copies += 1;
+        (Arc::new((*self.table).clone()), true)
     }
 
-    /// Service tables refused since the start.
+    /// Remembers a change once the snapshot holding its table is published. Returns the
+    /// refusals not reported before (to log).
+    pub fn commit(&mut self, change: ServiceChange) -> Option<String> {
+        self.refused = change.refused;
+        self.refused_total += change.fresh.len() as u64;
+        if !change.applied.is_empty() {
+            let old = std::mem::replace(&mut self.table, change.table);
+            for (name, specs) in &change.applied {
+                if specs.is_empty() {
+                    self.specs.remove(name);
+                } else {
+                    self.specs.insert(name.clone(), specs.clone());
+                }
+            }
+            // The old table's spare (if any) was taken by the change or is a copy's
+            // leftover: the table just replaced is the spare now.
+            self.spare = Some((old, change.applied));
+        }
+        (!change.fresh.is_empty()).then(|| change.fresh.join("; "))
+    }
+
+    /// Why some of the model's latest services could not be compiled, while they cannot.
+    pub fn refusal(&self) -> Option<String> {
+        if self.refused.is_empty() {
+            return None;
+        }
+        Some(
+            self.refused
+                .values()
+                .map(|(_, why)| why.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    /// Services refused since the start.
     pub fn refused_total(&self) -> u64 {
         self.refused_total
     }
+
+    /// Changes made in a copy of the published table because a snapshot still held the
+    /// spare, since the start.
+    pub fn copies(&self) -> u64 {
+        self.copies
+    }
+
+    /// The published table.
+    pub fn table(&self) -> &Arc<ServiceTable> {
+        &self.table
+    }
 }
 
-/// A refused table, for the log and `/services`.
-fn refusal(e: &ServiceError) -> String {
-    format!("the services could not be compiled ({e}); the last good service table keeps serving")
+/// A refused Service, for the log and `/services`.
+fn refusal(name: &ServiceName, e: &ServiceError) -> String {
+    format!(
+        "service {}/{} could not be compiled ({e}); its last good version keeps serving",
+        name.0, name.1
+    )
 }
 
 /// Whether a pod runs on `node`: scheduled there, or attached here without a node name

@@ -441,17 +441,19 @@ fn the_state_reuses_an_unchanged_table_and_keeps_the_last_good_one_when_refused(
     );
     let mut state = ServiceState::default();
     let change = state.change(one.clone());
-    assert!(matches!(change, ServiceChange::Built(..)));
+    assert!(change.is_new());
     let built = change.table().clone();
     assert_eq!(state.commit(change), None);
     let same = state.change(one.clone());
+    assert!(!same.is_new());
     assert!(
         Arc::ptr_eq(same.table(), &built),
         "no rebuild for equal specs"
     );
     state.commit(same);
 
-    // Two services on one frontend: refused, the last good table stays, reported once.
+    // Two services on one frontend: the newcomer is refused, the last good table stays,
+    // reported once.
     let mut clash = one.clone();
     let mut other = one[0].clone();
     other.name = "b".into();
@@ -459,11 +461,12 @@ fn the_state_reuses_an_unchanged_table_and_keeps_the_last_good_one_when_refused(
     let refused = state.change(clash.clone());
     assert!(Arc::ptr_eq(refused.table(), &built));
     let why = state.commit(refused).expect("a fresh refusal is reported");
-    assert!(why.contains("already the frontend of shop/a"), "{why}");
     assert!(
-        why.contains("last good service table keeps serving"),
+        why.contains("service shop/b could not be compiled"),
         "{why}"
     );
+    assert!(why.contains("already the frontend of shop/a"), "{why}");
+    assert!(why.contains("last good version keeps serving"), "{why}");
     assert_eq!(state.refused_total(), 1);
     let again = state.change(clash);
     assert!(Arc::ptr_eq(again.table(), &built));
@@ -480,4 +483,112 @@ fn the_state_reuses_an_unchanged_table_and_keeps_the_last_good_one_when_refused(
     assert!(Arc::ptr_eq(fixed.table(), &built));
     state.commit(fixed);
     assert_eq!(state.refusal(), None);
+}
+
+/// Service `name` on cluster IP 198.19.0.`vip`, port 80, with `endpoints` endpoints.
+fn one_service(name: &str, vip: u8, endpoints: u8) -> Vec<ServiceSpec> {
+    let mut s = specs(
+        &[service(
+            name,
+            &format!("spec:\n  clusterIP: 198.19.0.{vip}\n  ports: [{{port: 80}}]\n"),
+        )],
+        &[],
+    );
+    s[0].backends = (1..=endpoints)
+        .map(|i| backend(&format!("198.18.10.{i}"), 8080, true, false, false))
+        .collect();
+    s
+}
+
+#[test]
+fn changes_are_made_in_the_spare_table_once_no_snapshot_holds_it() {
+    let mut state = ServiceState::default();
+    let mut model = [one_service("a", 80, 3), one_service("b", 81, 3)].concat();
+    let first = state.change(model.clone());
+    // The published snapshot holds the table, as the agent's would.
+    let snapshot = Arc::clone(first.table());
+    let t1 = Arc::as_ptr(first.table());
+    state.commit(first);
+
+    model[1].backends.pop();
+    let second = state.change(model.clone());
+    assert_eq!(second.changed(), 1, "only b changed");
+    assert!(!std::ptr::eq(Arc::as_ptr(second.table()), t1));
+    // The new snapshot replaces the old one, which lets go of the first table.
+    drop(snapshot);
+    let snapshot = Arc::clone(second.table());
+    let t2 = Arc::as_ptr(second.table());
+    state.commit(second);
+
+    // The first table is free again: the third change is made in it, caught up.
+    model[0].backends.pop();
+    let third = state.change(model.clone());
+    assert!(
+        std::ptr::eq(Arc::as_ptr(third.table()), t1),
+        "the spare is reused"
+    );
+    let looked = |t: &ServiceTable, vip: u8| {
+        t.frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, vip]), 80, 6)
+            .map(|f| f.port.cluster.backends.len())
+    };
+    assert_eq!(looked(third.table(), 80), Some(2));
+    assert_eq!(looked(third.table(), 81), Some(2), "b's change caught up");
+    let published = Arc::clone(third.table());
+    state.commit(third);
+    assert_eq!(
+        state.copies(),
+        1,
+        "only the very first table was made from scratch"
+    );
+
+    // A snapshot still holding the spare (t2, the one `snapshot` holds): the change is
+    // made in a copy, counted.
+    let held = snapshot;
+    let snapshot = published;
+    model[0].backends.pop();
+    let fourth = state.change(model.clone());
+    let p4 = Arc::as_ptr(fourth.table());
+    assert!(!std::ptr::eq(p4, t2) && !std::ptr::eq(p4, t1));
+    assert_eq!(looked(fourth.table(), 80), Some(1));
+    assert_eq!(looked(&held, 80), Some(3), "a held table never changes");
+    state.commit(fourth);
+    assert_eq!(state.copies(), 2);
+    drop((held, snapshot));
+}
+
+#[test]
+fn a_refused_service_does_not_hold_back_the_others() {
+    let mut state = ServiceState::default();
+    let mut model = [one_service("a", 80, 3), one_service("b", 81, 3)].concat();
+    let c = state.change(model.clone());
+    state.commit(c);
+    // b moves onto a's address while a loses an endpoint.
+    model[1].frontends[0].addr = ip("198.19.0.80");
+    model[0].backends.pop();
+    let c = state.change(model.clone());
+    assert_eq!(c.changed(), 1);
+    let why = state.commit(c).expect("b's refusal");
+    assert!(why.contains("shop/b"), "{why}");
+    let t = state.table();
+    let a = t
+        .frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, 80]), 80, 6)
+        .unwrap();
+    assert_eq!(a.port.spec.name, "a");
+    assert_eq!(a.port.cluster.backends.len(), 2, "a's change is published");
+    assert!(
+        t.frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, 81]), 80, 6)
+            .is_some(),
+        "b's last good version serves"
+    );
+    // a goes away: b's refused version now fits, and is retried with that change.
+    let model: Vec<ServiceSpec> = model.into_iter().filter(|s| s.name == "b").collect();
+    let c = state.change(model);
+    assert_eq!(c.changed(), 2);
+    state.commit(c);
+    assert_eq!(state.refusal(), None);
+    let b = state
+        .table()
+        .frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, 80]), 80, 6)
+        .unwrap();
+    assert_eq!(b.port.spec.name, "b");
 }

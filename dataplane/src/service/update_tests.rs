@@ -46,16 +46,18 @@ fn vip(last: u8) -> [u8; 16] {
     FlowKey::map_v4([198, 19, 0, last])
 }
 
-/// Everything a worker can look up, in a form two tables can be compared by.
-fn lookups(
-    t: &ServiceTable,
-) -> (
+/// Frontends (with their port and sets), endpoints, addresses, frontend ports, endpoint
+/// ports.
+type Lookups = (
     Vec<String>,
     Vec<AddrPort>,
     Vec<[u8; 16]>,
     Vec<u16>,
     Vec<u16>,
-) {
+);
+
+/// Everything a worker can look up, in a form two tables can be compared by.
+fn lookups(t: &ServiceTable) -> Lookups {
     let mut frontends: Vec<String> = t
         .frontends
         .iter()
@@ -237,11 +239,14 @@ fn a_refused_change_changes_nothing() {
     assert_eq!(lookups(&t), before);
 }
 
+type StepPort = (u8, u16, Vec<(u8, u16)>);
+
 /// One step of a random history: Service `svc` gets ports on cluster IP .`vip`.
 #[derive(Debug, Clone)]
 struct Step {
     svc: u8,
-    ports: Vec<(u8, u16, Vec<(u8, u16)>)>,
+    /// (port name, port, endpoints as (address's last byte, port)).
+    ports: Vec<StepPort>,
 }
 
 fn step() -> impl Strategy<Value = Step> {
