@@ -33,6 +33,7 @@ use crate::policy::model::{
     Kind, Namespace, NamespacedName, ObjectRef, Pod, ServiceAccount, Tier, DEFAULT_TIER,
 };
 use crate::policy::selector::Labels;
+use crate::services::index::{ServiceIndex, Touched};
 
 /// The annotation that names a local pod's host-side interface.
 pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
@@ -178,6 +179,8 @@ pub struct Calculator {
     cache: Cache,
     /// Pods attached by the CNI plugin, with their datastore version (if any).
     attached: BTreeMap<NamespacedName, (Attachment, Option<Pod>)>,
+    /// Which Services changed since the service table was last derived, and its indexes.
+    services: ServiceIndex,
 }
 
 fn refusal(object: &ObjectRef, field: &str, message: String) -> Refusal {
@@ -202,7 +205,14 @@ impl Calculator {
             local: BTreeSet::new(),
             cache: Cache::default(),
             attached: BTreeMap::new(),
+            services: ServiceIndex::default(),
         }
+    }
+
+    /// The Services changed since the last call, and the indexes their derivation reads.
+    pub fn service_changes(&mut self) -> (&Cluster, &ServiceIndex, Touched) {
+        let touched = self.services.take();
+        (&self.cluster, &self.services, touched)
     }
 
     /// The model as it stands.
@@ -507,14 +517,17 @@ impl Calculator {
             }
             // Kept for the service dataplane; no compiled policy depends on them.
             Resource::Service(s) => {
+                self.services.service(&s.namespace, &s.name);
                 self.cluster
                     .services
                     .insert(NamespacedName::new(&s.namespace, &s.name), s.clone());
             }
             Resource::EndpointSlice(s) => {
-                self.cluster
+                let old = self
+                    .cluster
                     .endpoint_slices
                     .insert(NamespacedName::new(&s.namespace, &s.name), s.clone());
+                self.services.slice(old.as_ref(), Some(s));
             }
             // Routes and WireGuard peers follow blocks: a block on one node routes its
             // addresses there, so two blocks over one address would send it two ways.
@@ -586,6 +599,7 @@ impl Calculator {
         } else {
             self.local.remove(&key);
         }
+        self.services.pod(old.as_ref(), Some(&pod), &self.node);
         self.cluster.pods.insert(key, pod);
         true
     }
@@ -665,6 +679,7 @@ impl Calculator {
                     return;
                 }
                 if let Some(old) = self.cluster.pods.remove(&key) {
+                    self.services.pod(Some(&old), None, &self.node);
                     self.cache
                         .pod_changed(Some(&old), None, &self.ns_labels(&old.namespace));
                     for ip in &old.ips {
@@ -761,10 +776,14 @@ impl Calculator {
                 self.cluster.host_endpoints.remove(&id.name);
             }
             Kind::Service => {
-                self.cluster.services.remove(&named(&id.namespace));
+                let key = named(&id.namespace);
+                if self.cluster.services.remove(&key).is_some() {
+                    self.services.service(&key.namespace, &key.name);
+                }
             }
             Kind::EndpointSlice => {
-                self.cluster.endpoint_slices.remove(&named(&id.namespace));
+                let old = self.cluster.endpoint_slices.remove(&named(&id.namespace));
+                self.services.slice(old.as_ref(), None);
             }
             Kind::IpamBlock => {
                 self.cluster.ipam_blocks.remove(&id.name);

@@ -188,7 +188,7 @@ const DOCUMENTED: &[&str] = &[
     "weir_datastore_changes_applied_total",
     "weir_datastore_changes_rejected_total",
     "weir_datastore_objects_refused_total",
-    "weir_service_tables_refused_total",
+    "weir_services_refused_total",
     "weir_snapshot_generation",
     "weir_datastore_apply_seconds_count",
     "weir_datastore_apply_seconds_bucket",

@@ -469,7 +469,7 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
         assert!(listing.contains(needle), "{needle} in {listing}");
     }
 
-    // Two services on one frontend: the table is refused, logged and counted, and the last
+    // Two services on one frontend: the newcomer is refused, logged and counted, and the
     // good one keeps serving.
     let clash = "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: shop\n  name: \
                  clash\nspec:\n  clusterIP: 198.19.0.10\n  selector: {role: backend}\n  \
@@ -481,11 +481,11 @@ fn services_replace_kube_proxy_for_pods_and_the_world() {
     )
     .unwrap();
     let until = Instant::now() + Duration::from_secs(5);
-    while lab.agent().metric("weir_service_tables_refused_total") < 1 && Instant::now() < until {
+    while lab.agent().metric("weir_services_refused_total") < 1 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        lab.agent().metric("weir_service_tables_refused_total"),
+        lab.agent().metric("weir_services_refused_total"),
         1,
         "{}",
         log()

@@ -52,9 +52,9 @@ pub struct ControlStats {
     /// Why the latest batch of changes could not be published; `None` once one is (for
     /// `/readyz`).
     pub last_rejection: Option<String>,
-    /// Service tables that could not be built (two services on one frontend): the
-    /// snapshot was published with the last good service table.
-    pub service_tables_refused: u64,
+    /// Service changes refused (a Service claiming a frontend another holds): that
+    /// Service's last good version kept serving.
+    pub service_changes_refused: u64,
     /// Why the model's latest services are not the ones served, while they are not (for
     /// `/services`).
     pub services_refused: Option<String>,
@@ -327,10 +327,10 @@ fn control_families(encoder: &mut DescriptorEncoder<'_>, s: &ControlStats) -> st
             s.refused_objects,
         ),
         (
-            "weir_service_tables_refused_total",
-            "Service tables that could not be built (two services on one frontend); the \
-             snapshot was published with the last good service table.",
-            s.service_tables_refused,
+            "weir_services_refused_total",
+            "Service changes refused (a Service claiming a frontend another holds); that \
+             Service's last good version kept serving.",
+            s.service_changes_refused,
         ),
     ] {
         counter(encoder, name, help, v)?;

@@ -156,7 +156,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
     }
     if let Ok(mut stats) = control.lock() {
         stats.generation = snapshot.generation;
-        stats.service_tables_refused = services.refused_total();
+        stats.service_changes_refused = services.refused_total();
         stats.services_refused = services.refusal();
     }
     let key = wireguard.as_ref().map(|(key, _)| key.clone());
@@ -516,7 +516,7 @@ impl Running<'_> {
                 stats.generation = generation;
                 stats.last_rejection = None;
                 stats.observe(batch.first_noticed.elapsed().as_secs_f64());
-                stats.service_tables_refused = self.services.refused_total();
+                stats.service_changes_refused = self.services.refused_total();
                 stats.services_refused = self.services.refusal();
                 update_view(&self.view, calc, &self.config.node);
                 eprintln!(

@@ -17,7 +17,7 @@ use weir_workers::worker::PortSpec;
 use crate::calc::Calculator;
 use crate::policy::compile::Compiled;
 use crate::policy::load::Cluster;
-use crate::services::{node_services, ServiceChange, ServiceState};
+use crate::services::{ServiceChange, ServiceState};
 
 use super::host::NodeEnv;
 use super::{AgentConfig, AgentError, INTERFACE_ANNOTATION, MAC_ANNOTATION};
@@ -393,9 +393,9 @@ pub(super) fn calculate(
     env: &NodeEnv,
     services: &mut ServiceState,
 ) -> Result<Calculated, AgentError> {
+    let change = services.refresh(calc, &config.node, &node_addresses(env));
     let compiled = calc.compile();
     let cluster = calc.cluster();
-    let change = services.change(node_services(cluster, &config.node, &node_addresses(env)));
     let (mut builder, new_ports) = build_node(config, cluster, compiled, env, change.table())?;
     let mut warnings = Vec::new();
     let [first, last] = config.node_port_range;

@@ -55,7 +55,7 @@ pub fn summary(m: &str, ready: bool) -> String {
         "services:   {} connections refused for want of endpoints, {} tables refused \
          (`weir services` lists them)",
         metric_with(m, "weir_drops_total", "reason=\"service_no_endpoints\""),
-        metric(m, "weir_service_tables_refused_total"),
+        metric(m, "weir_services_refused_total"),
     );
     let mut reasons: Vec<(String, u64)> = Vec::new();
     for line in m.lines().filter(|l| l.starts_with("weir_drops_total{")) {
@@ -96,7 +96,7 @@ mod tests {
                  weir_drops_total{worker=\"0\",reason=\"ttl_expired\"} 0\n\
                  weir_wireguard_sealed_total{worker=\"0\"} 4\n\
                  weir_drops_total{worker=\"1\",reason=\"service_no_endpoints\"} 6\n\
-                 weir_service_tables_refused_total 1\n";
+                 weir_services_refused_total 1\n";
         let s = summary(m, true);
         assert!(s.contains("ready, snapshot generation 7"), "{s}");
         assert!(s.contains("15 received"), "{s}");

@@ -1,8 +1,9 @@
 //! This node's services, as the dataplane's service table wants them: one
 //! [`ServiceSpec`] per Service port, computed from the Services, EndpointSlices and pods of
 //! the model ([`node_services`]), and the agent's memory of the table it published last
-//! ([`ServiceState`]), which keeps the Maglev tables of unchanged services and moves only
-//! the share of an endpoint that went away (see `weir_dataplane::service`).
+//! ([`ServiceState`]), which changes only the Services that changed, in place, keeping the
+//! Maglev tables of unchanged ports and moving only the share of an endpoint that went away
+//! (see `weir_dataplane::service`).
 //!
 //! # What a Service port becomes
 //!
@@ -34,6 +35,7 @@
 //! Everything is sorted, so the same model gives equal specs, and the agent then reuses
 //! the published table without building anything.
 
+pub mod index;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,12 +46,14 @@ use weir_dataplane::service::{
     BackendSpec, FrontendKind, FrontendSpec, ServiceError, ServiceName, ServiceSpec, ServiceTable,
 };
 
+use crate::calc::Calculator;
 use crate::calc::INTERFACE_ANNOTATION;
 use crate::policy::load::Cluster;
 use crate::policy::model::{
-    AddressType, EndpointSlice, Pod, Service, ServicePort, ServiceType, SessionAffinity,
-    TargetPort, TrafficPolicy,
+    AddressType, EndpointSlice, NamespacedName, Pod, Service, ServicePort, ServiceType,
+    SessionAffinity, TargetPort, TrafficPolicy,
 };
+use index::ServiceIndex;
 
 /// Every service port of `cluster` as this node serves it. `node` is this node's name,
 /// `node_addresses` the addresses its node ports answer on.
@@ -79,76 +83,133 @@ pub fn node_services(cluster: &Cluster, node: &str, node_addresses: &[IpAddr]) -
             .or_default()
             .push(pod);
     }
+    let is_local = |a: &IpAddr| local_pods.contains(a);
     let here = Here {
         node,
-        local_pods: &local_pods,
+        local_pods: &is_local,
     };
     let mut specs = Vec::new();
     for service in cluster.services.values() {
-        if service.service_type == ServiceType::ExternalName
-            || service.headless
-            || service.not_proxied.is_some()
-        {
-            continue;
-        }
         let owned = slices
             .get(&(service.namespace.as_str(), service.name.as_str()))
             .map(Vec::as_slice);
-        for port in &service.ports {
-            let backends = match owned {
-                Some(owned) => from_slices(owned, port, &here),
-                None => from_pods(
-                    pods_by_namespace
-                        .get(service.namespace.as_str())
-                        .map_or(&[], Vec::as_slice),
-                    service,
-                    port,
-                    &here,
-                ),
-            };
-            let frontends = frontends(service, port, &node_addresses, &backends);
-            // One spec per family: a frontend's connections go to endpoints of its own
-            // family (the dataplane translates addresses, never families).
-            for v4 in [true, false] {
-                let frontends: Vec<FrontendSpec> = frontends
-                    .iter()
-                    .filter(|f| f.addr.is_ipv4() == v4)
-                    .copied()
-                    .collect();
-                if frontends.is_empty() {
-                    continue;
-                }
-                specs.push(ServiceSpec {
-                    namespace: service.namespace.clone(),
-                    name: service.name.clone(),
-                    port_name: port.name.clone(),
-                    protocol: port.protocol.number(),
-                    frontends,
-                    backends: backends
-                        .iter()
-                        .filter(|b| b.addr.is_ipv4() == v4)
-                        .copied()
-                        .collect(),
-                    external_local: service.external_traffic_policy == Some(TrafficPolicy::Local),
-                    internal_local: service.internal_traffic_policy == Some(TrafficPolicy::Local),
-                    affinity_seconds: match service.session_affinity {
-                        SessionAffinity::None => None,
-                        SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
-                    },
-                });
+        let pods = pods_by_namespace
+            .get(service.namespace.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        specs.extend(service_specs(service, owned, pods, &node_addresses, &here));
+    }
+    specs.sort_by_key(spec_order);
+    specs
+}
+
+/// The order of specs: by Service, then port name, protocol, family (IPv4 first).
+fn spec_order(s: &ServiceSpec) -> (String, String, String, u8, bool) {
+    (
+        s.namespace.clone(),
+        s.name.clone(),
+        s.port_name.clone(),
+        s.protocol,
+        s.frontends.first().is_some_and(|f| f.addr.is_ipv6()),
+    )
+}
+
+/// The specs of Service `name` alone, read through the calculator's index (its slices,
+/// this node's pod addresses) and the pods of its namespace: what [`node_services`] gives
+/// for it, without a pass over the cluster.
+fn one_service(
+    cluster: &Cluster,
+    index: &ServiceIndex,
+    name: &ServiceName,
+    node: &str,
+    node_addresses: &[IpAddr],
+) -> Specs {
+    let Some(service) = cluster.services.get(&NamespacedName::new(&name.0, &name.1)) else {
+        return Vec::new();
+    };
+    let slices: Vec<&EndpointSlice> = index
+        .slices_of(name)
+        .filter_map(|s| {
+            cluster
+                .endpoint_slices
+                .get(&NamespacedName::new(&name.0, s))
+        })
+        .collect();
+    let owned = (!slices.is_empty()).then_some(slices.as_slice());
+    // Only a Service without slices reads the pods (and only with a selector).
+    let pods: Vec<&Pod> = if owned.is_none() && service.selector.is_some() {
+        cluster
+            .pods
+            .range(NamespacedName::new(&name.0, "")..)
+            .take_while(|(k, _)| k.namespace == name.0)
+            .map(|(_, p)| p)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let is_local = |a: &IpAddr| index.is_here(a);
+    let here = Here {
+        node,
+        local_pods: &is_local,
+    };
+    let mut specs = service_specs(service, owned, &pods, node_addresses, &here);
+    specs.sort_by_key(spec_order);
+    specs
+}
+
+/// The specs of one Service: one per port and family (none for the Services kube-proxy
+/// leaves alone). `slices` are its EndpointSlices (`None`: it has none), `pods` those of
+/// its namespace (read only without slices), `node_addresses` sorted and distinct.
+fn service_specs(
+    service: &Service,
+    owned: Option<&[&EndpointSlice]>,
+    pods: &[&Pod],
+    node_addresses: &[IpAddr],
+    here: &Here<'_>,
+) -> Vec<ServiceSpec> {
+    let mut specs = Vec::new();
+    if service.service_type == ServiceType::ExternalName
+        || service.headless
+        || service.not_proxied.is_some()
+    {
+        return specs;
+    }
+    for port in &service.ports {
+        let backends = match owned {
+            Some(owned) => from_slices(owned, port, here),
+            None => from_pods(pods, service, port, here),
+        };
+        let frontends = frontends(service, port, node_addresses, &backends);
+        // One spec per family: a frontend's connections go to endpoints of its own
+        // family (the dataplane translates addresses, never families).
+        for v4 in [true, false] {
+            let frontends: Vec<FrontendSpec> = frontends
+                .iter()
+                .filter(|f| f.addr.is_ipv4() == v4)
+                .copied()
+                .collect();
+            if frontends.is_empty() {
+                continue;
             }
+            specs.push(ServiceSpec {
+                namespace: service.namespace.clone(),
+                name: service.name.clone(),
+                port_name: port.name.clone(),
+                protocol: port.protocol.number(),
+                frontends,
+                backends: backends
+                    .iter()
+                    .filter(|b| b.addr.is_ipv4() == v4)
+                    .copied()
+                    .collect(),
+                external_local: service.external_traffic_policy == Some(TrafficPolicy::Local),
+                internal_local: service.internal_traffic_policy == Some(TrafficPolicy::Local),
+                affinity_seconds: match service.session_affinity {
+                    SessionAffinity::None => None,
+                    SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
+                },
+            });
         }
     }
-    let key = |s: &ServiceSpec| {
-        (
-            s.namespace.clone(),
-            s.name.clone(),
-            s.port_name.clone(),
-            s.protocol,
-            s.frontends.first().is_some_and(|f| f.addr.is_ipv6()),
-        )
-    };
-    specs.sort_by_key(key);
     specs
 }
 
@@ -183,6 +244,15 @@ pub struct ServiceState {
     refused_total: u64,
     /// Changes made in a copy because a snapshot still held the spare.
     copies: u64,
+    /// The node addresses the published specs were derived with (`None`: derive all
+    /// again).
+    node_addresses: Option<Vec<IpAddr>>,
+    /// A change was handed out and not committed (its publication failed): what it had
+    /// taken from the calculator is lost, so the next refresh derives everything.
+    handed_out: bool,
+    /// The Services listing each endpoint address (to find those whose endpoint moved to
+    /// or from this node).
+    by_endpoint: BTreeMap<IpAddr, BTreeSet<ServiceName>>,
 }
 
 /// What new specs give (see [`ServiceState::change`]); the agent publishes
@@ -199,6 +269,8 @@ pub struct ServiceChange {
     fresh: Vec<String>,
     /// The change was made in a copy of the published table.
     copied: bool,
+    /// The node addresses of a full derivation, to remember once committed.
+    node_addresses: Option<Vec<IpAddr>>,
 }
 
 impl ServiceChange {
@@ -230,34 +302,108 @@ impl ServiceState {
                 .or_default()
                 .push(spec);
         }
-        let empty = Vec::new();
-        let mut names: Vec<&ServiceName> = want.keys().chain(self.specs.keys()).collect();
+        let mut names: Vec<ServiceName> = want
+            .keys()
+            .chain(self.specs.keys())
+            .chain(self.refused.keys())
+            .cloned()
+            .collect();
         names.sort();
         names.dedup();
+        let candidates = names
+            .into_iter()
+            .map(|n| {
+                let specs = want.remove(&n).unwrap_or_default();
+                (n, specs)
+            })
+            .collect();
+        self.apply(candidates)
+    }
+
+    /// The table for the calculator's model now, deriving only the Services that may have
+    /// changed since the last refresh: those the calculator reports touched (the Service
+    /// or its slices changed), those without slices in a namespace whose pods changed,
+    /// and those listing an address that became or stopped being this node's pod's.
+    /// Everything is derived again the first time, when the node's addresses changed, and
+    /// after a change that was not committed.
+    pub fn refresh(
+        &mut self,
+        calc: &mut Calculator,
+        node: &str,
+        node_addresses: &[IpAddr],
+    ) -> ServiceChange {
+        let (cluster, index, touched) = calc.service_changes();
+        let mut addresses = node_addresses.to_vec();
+        addresses.sort();
+        addresses.dedup();
+        let full = self.handed_out || self.node_addresses.as_ref() != Some(&addresses);
+        self.handed_out = true;
+        if full {
+            let mut change = self.change(node_services(cluster, node, &addresses));
+            change.node_addresses = Some(addresses);
+            return change;
+        }
+        let mut names = touched.services;
+        for ns in &touched.pod_namespaces {
+            names.extend(
+                cluster
+                    .services
+                    .range(NamespacedName::new(ns, "")..)
+                    .take_while(|(k, _)| &k.namespace == ns)
+                    .filter(|(_, s)| s.selector.is_some())
+                    .map(|(k, _)| (k.namespace.clone(), k.name.clone()))
+                    .filter(|n| index.slices_of(n).next().is_none()),
+            );
+        }
+        for ip in &touched.moved {
+            names.extend(self.by_endpoint.get(ip).into_iter().flatten().cloned());
+        }
+        let candidates = names
+            .into_iter()
+            .map(|n| {
+                let specs = one_service(cluster, index, &n, node, &addresses);
+                (n, specs)
+            })
+            .collect();
+        self.apply(candidates)
+    }
+
+    /// Replaces the Services of `candidates` (each with its specs now) that differ from
+    /// the published ones.
+    fn apply(&mut self, candidates: Changes) -> ServiceChange {
+        let empty = Vec::new();
+        // Refusals of Services not among the candidates stand (their model is unchanged).
+        let mut refused: BTreeMap<ServiceName, (Specs, String)> = self
+            .refused
+            .iter()
+            .filter(|(n, _)| !candidates.iter().any(|(c, _)| c == *n))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
         // Services whose specs differ from the published ones; those refused before with
         // these very specs wait for another change.
         let mut todo: Changes = Vec::new();
-        let mut retry: Changes = Vec::new();
-        let mut refused = BTreeMap::new();
-        for name in names {
-            let new = want.get(name).unwrap_or(&empty);
-            if new == self.specs.get(name).unwrap_or(&empty) {
+        for (name, new) in candidates {
+            if new == *self.specs.get(&name).unwrap_or(&empty) {
                 continue;
             }
-            match self.refused.get(name) {
-                Some((specs, why)) if specs == new => {
-                    refused.insert(name.clone(), (specs.clone(), why.clone()));
-                    retry.push((name.clone(), new.clone()));
+            match self.refused.get(&name) {
+                Some((specs, why)) if *specs == new => {
+                    refused.insert(name, (specs.clone(), why.clone()));
                 }
-                _ => todo.push((name.clone(), new.clone())),
+                _ => todo.push((name, new)),
             }
         }
+        let retry: Changes = refused
+            .iter()
+            .map(|(n, (specs, _))| (n.clone(), specs.clone()))
+            .collect();
         let mut change = ServiceChange {
             table: Arc::clone(&self.table),
             applied: Vec::new(),
             refused,
             fresh: Vec::new(),
             copied: false,
+            node_addresses: None,
         };
         if todo.is_empty() {
             return change;
@@ -316,11 +462,30 @@ impl ServiceState {
     /// Remembers a change once the snapshot holding its table is published. Returns the
     /// refusals not reported before (to log).
     pub fn commit(&mut self, change: ServiceChange) -> Option<String> {
+        self.handed_out = false;
+        if change.node_addresses.is_some() {
+            self.node_addresses = change.node_addresses;
+        }
         self.refused = change.refused;
         self.refused_total += change.fresh.len() as u64;
         if !change.applied.is_empty() {
             let old = std::mem::replace(&mut self.table, change.table);
             for (name, specs) in &change.applied {
+                let before = self.specs.get(name).into_iter().flatten();
+                for b in before.flat_map(|s| s.backends.iter()) {
+                    if let Some(set) = self.by_endpoint.get_mut(&b.addr) {
+                        set.remove(name);
+                        if set.is_empty() {
+                            self.by_endpoint.remove(&b.addr);
+                        }
+                    }
+                }
+                for b in specs.iter().flat_map(|s| s.backends.iter()) {
+                    self.by_endpoint
+                        .entry(b.addr)
+                        .or_default()
+                        .insert(name.clone());
+                }
                 if specs.is_empty() {
                     self.specs.remove(name);
                 } else {
@@ -375,7 +540,7 @@ fn refusal(name: &ServiceName, e: &ServiceError) -> String {
 
 /// Whether a pod runs on `node`: scheduled there, or attached here without a node name
 /// (as the agent's own attachments are in a file datastore).
-fn pod_is_here(pod: &Pod, node: &str) -> bool {
+pub(crate) fn pod_is_here(pod: &Pod, node: &str) -> bool {
     match &pod.node_name {
         Some(n) => n == node,
         None => pod.annotations.contains_key(INTERFACE_ANNOTATION),
@@ -385,12 +550,13 @@ fn pod_is_here(pod: &Pod, node: &str) -> bool {
 /// What tells a local endpoint.
 struct Here<'a> {
     node: &'a str,
-    local_pods: &'a BTreeSet<IpAddr>,
+    /// Whether an address is one of this node's pods'.
+    local_pods: &'a dyn Fn(&IpAddr) -> bool,
 }
 
 impl Here<'_> {
     fn local(&self, node_name: Option<&str>, addr: IpAddr) -> bool {
-        node_name == Some(self.node) || self.local_pods.contains(&addr)
+        node_name == Some(self.node) || (self.local_pods)(&addr)
     }
 }
 
@@ -519,5 +685,7 @@ fn frontends(
     out
 }
 
+#[cfg(test)]
+mod refresh_tests;
 #[cfg(test)]
 mod tests;

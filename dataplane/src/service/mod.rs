@@ -4,11 +4,12 @@
 //!
 //! The control plane describes one [`ServiceSpec`] per Service port (each port has its own
 //! target ports, and a named target port may resolve to a different number per pod) and
-//! builds a [`ServiceTable`] with [`ServiceTable::build`], passing the table it built last
-//! time: backend sets that did not change are shared with it (no Maglev work), and sets
-//! that changed are derived from their previous table ([`maglev::Maglev::update`]), so an
-//! endpoint that goes away moves only its own share of new flows. The snapshot holds the
-//! table behind an `Arc`: a publication that changes no service reuses it whole.
+//! changes a [`ServiceTable`] in place one Service at a time with [`ServiceTable::set`]:
+//! backend sets that did not change are kept (no Maglev work), and sets that changed are
+//! derived from their previous table ([`maglev::Maglev::update`]), so an endpoint that goes
+//! away moves only its own share of new flows. [`ServiceTable::build`] compiles a whole
+//! list (the same way, from a previous table). The snapshot holds the table behind an
+//! `Arc`: a worker never sees it change (the agent changes a table no snapshot holds).
 //!
 //! Which backends a frontend offers (Kubernetes' "Virtual IPs and Service Proxies" and
 //! the traffic policy KEPs 1669, 2086):

@@ -256,6 +256,13 @@ struct ServicesArgs {
     /// The weir binary (default: `weir` beside this program).
     #[arg(long)]
     weir: Option<PathBuf>,
+    /// Services of the churn part (one EndpointSlice change at a time, in the agent's
+    /// service table; 0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    churn_services: usize,
+    /// Changes per round of the churn part.
+    #[arg(long, default_value_t = 200)]
+    churn_changes: usize,
     /// Skip the in-memory part.
     #[arg(long)]
     no_stage: bool,
@@ -647,6 +654,16 @@ fn services_results(
             frame_len: args.size.clamp(64, 1518) - 4,
         };
         results.extend(take(weir_perf::services::stage::run(&cfg), notes)?);
+    }
+    if args.churn_services > 0 {
+        progress::step("services: one EndpointSlice change at a time in the agent's table");
+        let cfg = weir_perf::services::churn::ChurnBenchConfig {
+            services: args.churn_services,
+            endpoints: args.endpoints,
+            changes: args.churn_changes,
+            runs,
+        };
+        results.extend(take(weir_perf::services::churn::run(&cfg), notes)?);
     }
     if !args.no_forward {
         progress::step("services: building the namespaces, starting the traffic engine");

@@ -28,6 +28,7 @@
 //! entry never sees a reply, so kube-proxy's `ct state new` filter checks run on every
 //! packet; weir's conntrack keeps the translation the same way.
 
+pub mod churn;
 pub mod datastore;
 pub mod kube_proxy;
 pub mod model;
