@@ -9,7 +9,6 @@ pub mod batch;
 pub mod counters;
 pub mod craft;
 pub mod flow;
-pub mod flow_map;
 pub mod frame;
 pub mod node;
 pub mod policy;

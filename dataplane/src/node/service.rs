@@ -53,8 +53,6 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::flow_map::FlowMap;
-
 use super::nat::{self, NatTable, Side};
 use crate::batch::{flags, Meta, Next, BATCH_SIZE};
 use crate::counters::{DropReason, IcmpErrorKind};
@@ -81,14 +79,11 @@ const SEC: u64 = 1_000_000_000;
 /// One worker's service connections.
 #[derive(Debug)]
 pub struct ServiceState {
-    entries: FlowMap<Entry>,
+    entries: FxHashMap<FlowKey, Entry>,
     /// (service port index, client address) -> the endpoint it was pinned to.
     affinity: FxHashMap<(u32, [u8; 16]), Pin>,
     /// Per packet of the batch being processed: the source `service_out` writes.
     pending: Vec<Option<([u8; 16], u16)>>,
-    /// Per packet of the batch being processed: the hash of its key in `entries` (0: not
-    /// service traffic).
-    hashes: Vec<u64>,
     /// The snapshot generation the entries were last checked against.
     generation: u64,
     next_sweep_ns: u64,
@@ -109,16 +104,6 @@ enum Entry {
     Reply { original: FlowKey, expires_ns: u64 },
 }
 
-/// What an empty slot of the table holds (never read).
-impl Default for Entry {
-    fn default() -> Self {
-        Entry::Reply {
-            original: FlowKey::default(),
-            expires_ns: 0,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Pin {
     backend: BackendKey,
@@ -135,10 +120,9 @@ impl ServiceState {
     /// A state that holds at most `capacity` entries (two per connection).
     pub fn with_capacity(capacity: usize) -> Self {
         ServiceState {
-            entries: FlowMap::new(capacity),
+            entries: FxHashMap::default(),
             affinity: FxHashMap::default(),
             pending: vec![None; BATCH_SIZE],
-            hashes: vec![0; BATCH_SIZE],
             generation: 0,
             next_sweep_ns: 0,
             capacity,
@@ -148,15 +132,15 @@ impl ServiceState {
     /// Connections alive (each counts its two directions once).
     pub fn connections(&self) -> usize {
         self.entries
-            .iter()
-            .filter(|(_, e)| matches!(e, Entry::Forward { .. }))
+            .values()
+            .filter(|e| matches!(e, Entry::Forward { .. }))
             .count()
     }
 
     /// Gives the tables their initial room when the first service connection appears.
     fn prepare(&mut self, affinity: bool) {
         if self.entries.capacity() == 0 {
-            self.entries.reserve(INITIAL_ENTRIES);
+            self.entries.reserve(self.capacity.min(INITIAL_ENTRIES));
         }
         if affinity && self.affinity.capacity() == 0 {
             self.affinity.reserve(INITIAL_ENTRIES);
@@ -194,43 +178,26 @@ pub fn run_in(
     }
     if state.pending.len() < frames.len() {
         state.pending.resize(frames.len(), None);
-        state.hashes.resize(frames.len(), 0);
     }
-    // First the hash of every packet that may be service traffic, and the first slot of
-    // its lookup loaded, so that the slots' cache misses overlap (see `FlowMap::warm`).
-    let mut warmth = 0u32;
-    for (i, m) in meta.iter().enumerate() {
+    for (i, (frame, m)) in frames.iter().zip(meta.iter_mut()).enumerate() {
         state.pending[i] = None;
-        state.hashes[i] = 0;
+        if m.next != Next::Forward || !matches!(m.flow.proto, TCP | UDP | SCTP) {
+            continue;
+        }
         // Every entry is keyed by a packet to a frontend port (the client's direction) or
         // from an endpoint port (the reply's); other packets are not service traffic. A
         // frontend or endpoint that went away with a new snapshot leaves its entries to
         // expire (their packets then pass untranslated, as new ones would).
-        if m.next != Next::Forward
-            || !matches!(m.flow.proto, TCP | UDP | SCTP)
-            || m.has(flags::LATER_FRAGMENT)
-            || !(services.is_frontend_port(m.flow.dst_port)
-                || services.is_endpoint_port(m.flow.src_port))
+        if !services.is_frontend_port(m.flow.dst_port)
+            && !services.is_endpoint_port(m.flow.src_port)
+            && !m.has(flags::LATER_FRAGMENT)
         {
-            continue;
-        }
-        let hash = FlowMap::<Entry>::hash(&m.flow);
-        // The top bit marks service traffic; lookups use the low bits only.
-        state.hashes[i] = hash | 1 << 63;
-        warmth ^= state.entries.warm(hash);
-    }
-    std::hint::black_box(warmth);
-    for (i, (frame, m)) in frames.iter().zip(meta.iter_mut()).enumerate() {
-        if m.next != Next::Forward || !matches!(m.flow.proto, TCP | UDP | SCTP) {
             continue;
         }
         if m.has(flags::LATER_FRAGMENT) {
             if services.is_service_address(&m.flow.dst) {
                 m.next = Next::Drop(DropReason::ServiceFragment);
             }
-            continue;
-        }
-        if state.hashes[i] == 0 {
             continue;
         }
         m.next = packet(region, frame, m, i, snapshot, services, state, nat, now_ns);
@@ -274,8 +241,7 @@ fn packet(
 ) -> Next {
     let key = m.flow;
     let expires_ns = nat::expiry(region.data(frame), m, now_ns);
-    let hash = state.hashes[i];
-    match state.entries.get_mut(&key, hash) {
+    match state.entries.get_mut(&key) {
         Some(Entry::Reply {
             original,
             expires_ns: e,
@@ -394,33 +360,22 @@ fn packet(
         // service's address instead, with the client's port.
         to.src = key.dst;
     }
-    let reply = to.reversed();
-    let inserted = state
-        .entries
-        .insert(
-            key,
-            hash,
-            Entry::Forward {
-                to,
-                snat_port,
-                expires_ns,
-                generation: snapshot.generation,
-            },
-        )
-        .and_then(|()| {
-            state.entries.insert(
-                reply,
-                FlowMap::<Entry>::hash(&reply),
-                Entry::Reply {
-                    original: key,
-                    expires_ns,
-                },
-            )
-        });
-    if inserted.is_err() {
-        // Room for both was checked above.
-        return Next::Drop(DropReason::ServiceTableFull);
-    }
+    state.entries.insert(
+        key,
+        Entry::Forward {
+            to,
+            snat_port,
+            expires_ns,
+            generation: snapshot.generation,
+        },
+    );
+    state.entries.insert(
+        to.reversed(),
+        Entry::Reply {
+            original: key,
+            expires_ns,
+        },
+    );
     translate_forward(region.data_mut(frame), m, i, &to, state)
 }
 
