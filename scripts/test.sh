@@ -101,6 +101,9 @@ assert svc["services_64B_weir_svc_1_mpps"]["value"] > 0
 assert svc["services_64B_weir_svc_1_mpps"]["anchor"]["name"] == "kernel_nft_svc_1"
 assert svc["services_64B_kernel_nft_svc_1_mpps"]["value"] > 0
 assert svc["services_stage_10_established_cost_ns"]["value"] > 0
+# One EndpointSlice change in the agent's table, beside a rebuild of the whole table.
+assert svc["services_change_in_place_1k_p50_us"]["value"] > 0
+assert svc["services_change_in_place_1k_p50_us"]["anchor"]["name"] == "rebuild_p50_us"
 wg = results("wireguard")
 assert any(x["anchor"] and x["ratio"] for x in wg.values()), "WireGuard carries its anchors"
 ctl = results("control")
