@@ -150,14 +150,20 @@ fn an_endpoint_change_keeps_the_index_and_moves_only_the_removed_share() {
     assert!(t.is_endpoint(&FlowKey::map_v4([198, 18, 10, 1]), 8080, TCP));
 }
 
-#[test]
-fn a_removed_service_leaves_no_lookup_and_shared_entries_stay_for_the_other() {
+/// A table holding service `api` on 198.19.0.10:80 with one endpoint, 198.18.10.1:8080.
+fn with_api() -> ServiceTable {
     let mut t = ServiceTable::default();
     t.set(
         &name("api"),
         vec![spec("api", "http", 10, 80, vec![backend(1, 8080)])],
     )
     .unwrap();
+    t
+}
+
+#[test]
+fn a_removed_service_leaves_no_lookup_and_shared_entries_stay_for_the_other() {
+    let mut t = with_api();
     t.set(
         &name("web"),
         vec![
@@ -189,12 +195,7 @@ fn a_removed_service_leaves_no_lookup_and_shared_entries_stay_for_the_other() {
 
 #[test]
 fn a_refused_change_changes_nothing() {
-    let mut t = ServiceTable::default();
-    t.set(
-        &name("api"),
-        vec![spec("api", "http", 10, 80, vec![backend(1, 8080)])],
-    )
-    .unwrap();
+    let mut t = with_api();
     t.set(
         &name("web"),
         vec![spec("web", "http", 11, 80, vec![backend(2, 8080)])],
