@@ -915,9 +915,17 @@ impl SnapshotBuilder {
 
 /// The single writer of snapshots. `publish` takes `&mut self`: there is one control thread,
 /// and generations are therefore strictly increasing.
+///
+/// A snapshot it replaces is kept until no one else holds it and freed then, by the
+/// publisher: a worker letting go of the last reference would otherwise free its tables
+/// (tens of MiB) in its own loop, forwarding nothing meanwhile. The publisher looks at
+/// each publication (and at [`Publisher::collect`]), so a replaced snapshot that a worker
+/// still held lives until the next one.
 #[derive(Debug)]
 pub struct Publisher {
     cell: Arc<ArcSwap<Snapshot>>,
+    /// Replaced snapshots that someone else still held when last looked at.
+    retired: Vec<Arc<Snapshot>>,
 }
 
 impl Default for Publisher {
@@ -931,6 +939,7 @@ impl Publisher {
     pub fn new() -> Self {
         Publisher {
             cell: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
+            retired: Vec::new(),
         }
     }
 
@@ -939,8 +948,17 @@ impl Publisher {
     pub fn publish(&mut self, builder: SnapshotBuilder) -> Result<Arc<Snapshot>, BuildError> {
         let generation = self.cell.load().generation + 1;
         let snapshot = Arc::new(builder.build(generation)?);
-        self.cell.store(Arc::clone(&snapshot));
+        let replaced = self.cell.swap(Arc::clone(&snapshot));
+        self.retired.push(replaced);
+        self.collect();
         Ok(snapshot)
+    }
+
+    /// Frees the replaced snapshots no one else holds any more; returns how many are still
+    /// held.
+    pub fn collect(&mut self) -> usize {
+        self.retired.retain(|s| Arc::strong_count(s) > 1);
+        self.retired.len()
     }
 
     /// A handle for a worker.
@@ -1082,6 +1100,26 @@ mod tests {
         assert_eq!(r.load().generation, 2);
         // A guard taken before the swap still sees its own version.
         assert_eq!(held.endpoints.len(), 1);
+    }
+
+    #[test]
+    fn a_replaced_snapshot_is_freed_by_the_publisher_not_by_its_last_reader() {
+        let mut p = Publisher::new();
+        let r = p.reader();
+        p.publish(SnapshotBuilder::new()).unwrap();
+        // A worker holds generation 1 across the next publication.
+        let held = r.load_full_for_test();
+        let gone = Arc::downgrade(&held);
+        p.publish(SnapshotBuilder::new()).unwrap();
+        assert_eq!(p.collect(), 1, "still held by the worker");
+        drop(held);
+        assert!(gone.upgrade().is_some(), "the worker's drop did not free it");
+        assert_eq!(p.collect(), 0);
+        assert!(gone.upgrade().is_none(), "the publisher freed it");
+        // One no one held is freed at once.
+        let current = Arc::downgrade(&r.load_full_for_test());
+        p.publish(SnapshotBuilder::new()).unwrap();
+        assert!(current.upgrade().is_none());
     }
 
     impl SnapshotReader {
