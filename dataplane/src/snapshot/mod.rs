@@ -1113,7 +1113,10 @@ mod tests {
         p.publish(SnapshotBuilder::new()).unwrap();
         assert_eq!(p.collect(), 1, "still held by the worker");
         drop(held);
-        assert!(gone.upgrade().is_some(), "the worker's drop did not free it");
+        assert!(
+            gone.upgrade().is_some(),
+            "the worker's drop did not free it"
+        );
         assert_eq!(p.collect(), 0);
         assert!(gone.upgrade().is_none(), "the publisher freed it");
         // One no one held is freed at once.
