@@ -216,6 +216,10 @@ fn service_specs(
 /// A Service's ports as the model gives them (none: gone).
 type Specs = Vec<ServiceSpec>;
 
+/// The most Services a spare table catches up on; past that, the next change is made in a
+/// copy of the published table.
+const MAX_BEHIND: usize = 64;
+
 /// Services changed, with their new specs.
 type Changes = Vec<(ServiceName, Specs)>;
 
@@ -493,8 +497,10 @@ impl ServiceState {
                 }
             }
             // The old table's spare (if any) was taken by the change or is a copy's
-            // leftover: the table just replaced is the spare now.
-            self.spare = Some((old, change.applied));
+            // leftover: the table just replaced is the spare now, unless catching it up
+            // would cost more than copying (a full derivation changed many Services: each
+            // would be compiled again, Maglev tables included, where a copy shares them).
+            self.spare = (change.applied.len() <= MAX_BEHIND).then_some((old, change.applied));
         }
         (!change.fresh.is_empty()).then(|| change.fresh.join("; "))
     }

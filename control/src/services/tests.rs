@@ -592,3 +592,24 @@ fn a_refused_service_does_not_hold_back_the_others() {
         .unwrap();
     assert_eq!(b.port.spec.name, "b");
 }
+
+#[test]
+fn after_a_change_of_many_services_the_next_one_copies_rather_than_catches_up() {
+    let mut state = ServiceState::default();
+    let many: Vec<ServiceSpec> = (0..100u8)
+        .flat_map(|i| one_service(&format!("s{i}"), i, 2))
+        .collect();
+    let c = state.change(many.clone());
+    assert_eq!(c.changed(), 100);
+    state.commit(c);
+    assert_eq!(state.copies(), 1);
+    let mut fewer = many;
+    fewer[0].backends.pop();
+    let c = state.change(fewer.clone());
+    state.commit(c);
+    assert_eq!(state.copies(), 2, "a copy, not 100 Services compiled again");
+    fewer[1].backends.pop();
+    let c = state.change(fewer);
+    state.commit(c);
+    assert_eq!(state.copies(), 2, "then the spare again");
+}

@@ -158,7 +158,9 @@ pub fn run(cfg: &ChurnBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
          Service derived and replaced in the spare table); rebuild (anchor, the agent's path \
          before): every spec derived from the model and ServiceTable::build of them all, \
          sharing unchanged Maglev tables; derive: that derivation alone; copies: tables made \
-         by copying (the first, and any change made while a snapshot held the spare)",
+         by copying (the first; the first change after it, when the first held more than \
+         64 Services: a copy costs less than catching the spare up; and any change made \
+         while a snapshot held the spare)",
         cfg.services, cfg.endpoints, cfg.changes
     )];
     Ok((out, notes))
