@@ -271,8 +271,6 @@ pub struct ServiceChange {
     refused: BTreeMap<ServiceName, (Specs, String)>,
     /// Refusals not reported before.
     fresh: Vec<String>,
-    /// The change was made in a copy of the published table.
-    copied: bool,
     /// The node addresses of a full derivation, to remember once committed.
     node_addresses: Option<Vec<IpAddr>>,
 }
@@ -406,7 +404,6 @@ impl ServiceState {
             applied: Vec::new(),
             refused,
             fresh: Vec::new(),
-            copied: false,
             node_addresses: None,
         };
         if todo.is_empty() {
@@ -440,7 +437,6 @@ impl ServiceState {
             }
         } else {
             change.table = table;
-            change.copied = copied;
         }
         change
     }

@@ -138,7 +138,7 @@ fn yaml(op: &Op) -> Option<String> {
              ports: [{{name: http, containerPort: {}}}]\nstatus:\n  podIPs: [{{ip: '{}'}}]\n",
             if *here { NODE } else { "node-b" },
             8080 + u32::from(*i % 2),
-            // Pod i owns addresses i and i + 6 (mod 8 would let two pods share one).
+            // Pod i owns addresses i and i + 8: no two pods share one.
             addr(if *ip % 2 == 0 { *i } else { *i + 8 })
         ),
         _ => return None,

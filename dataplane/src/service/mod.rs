@@ -357,21 +357,8 @@ impl ServiceTable {
         self.check(name, &specs)?;
         let before: Vec<ServicePort> = old.iter().filter_map(|&i| self.remove_port(i)).collect();
         self.by_service.remove(name);
-        // Free the indices of ports that do not come back; keep the others for them.
-        let mut kept: Vec<(usize, u32)> = Vec::new();
-        for (k, &i) in old.iter().enumerate() {
-            if specs
-                .iter()
-                .any(|s| port_key(s) == port_key(&before[k].spec))
-            {
-                kept.push((k, i));
-            } else {
-                self.free.push(i);
-            }
-        }
         let before_ref: Vec<&ServicePort> = before.iter().collect();
-        self.insert_at(name, specs, &before_ref, &kept)
-            .expect("checked above");
+        self.insert_at(name, specs, &before_ref, &old);
         Ok(())
     }
 
@@ -440,35 +427,37 @@ impl ServiceTable {
         before: &[&ServicePort],
     ) -> Result<(), ServiceError> {
         self.check(name, &specs)?;
-        self.insert_at(name, specs, before, &[])
+        self.insert_at(name, specs, before, &[]);
+        Ok(())
     }
 
-    /// Adds checked ports; `kept` pairs an entry of `before` with the index its port keeps.
+    /// Adds checked ports, deriving sets from `before`; `old` holds the index of each port
+    /// of `before` that was in this table: a port that comes back keeps it, the others are
+    /// freed.
     fn insert_at(
         &mut self,
         name: &ServiceName,
         specs: Vec<ServiceSpec>,
         before: &[&ServicePort],
-        kept: &[(usize, u32)],
-    ) -> Result<(), ServiceError> {
+        old: &[u32],
+    ) {
         let mut indices = Vec::with_capacity(specs.len());
-        let mut used = vec![false; kept.len()];
+        let mut taken = vec![false; old.len()];
         for spec in specs {
-            let old = before
+            let was = before
                 .iter()
                 .position(|p| port_key(&p.spec) == port_key(&spec));
-            let keep = old.and_then(|k| (0..kept.len()).find(|&j| kept[j].0 == k && !used[j]));
-            let index = match keep {
-                Some(j) => {
-                    used[j] = true;
-                    kept[j].1
+            let index = match was.filter(|&k| k < old.len() && !taken[k]) {
+                Some(k) => {
+                    taken[k] = true;
+                    old[k]
                 }
                 None => self.free.pop().unwrap_or_else(|| {
                     self.ports.push(None);
                     (self.ports.len() - 1) as u32
                 }),
             };
-            let port = compile_port(spec, old.map(|k| before[k]));
+            let port = compile_port(spec, was.map(|k| before[k]));
             for f in &port.spec.frontends {
                 let key = AddrPort {
                     addr: FlowKey::map_ip(f.addr),
@@ -498,7 +487,11 @@ impl ServiceTable {
         if !indices.is_empty() {
             self.by_service.insert(name.clone(), indices);
         }
-        Ok(())
+        for (k, &i) in old.iter().enumerate() {
+            if !taken[k] {
+                self.free.push(i);
+            }
+        }
     }
 
     /// Takes port `index` out of every lookup (its index is not freed here).
