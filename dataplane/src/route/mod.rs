@@ -33,7 +33,7 @@ pub mod naive;
 pub mod v4;
 pub mod v6;
 
-pub use v4::Ipv4Lpm;
+pub use v4::{Ipv4Lpm, Ipv4Routes};
 pub use v6::Ipv6Lpm;
 
 /// What [`Ipv4Lpm::lookup_batch`] and [`Ipv6Lpm::lookup_batch`] write for an address that

@@ -34,6 +34,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{LpmError, MAX_VALUE, MISS};
 
+mod update;
+
+pub use update::Ipv4Routes;
+
 /// Entries in `tbl24`: one per /24.
 pub const TBL24_ENTRIES: usize = 1 << 24;
 /// Entries in one `tbl8` group: one per address of a /24.
@@ -57,7 +61,11 @@ pub struct Ipv4Lpm {
     tbl24: Box<[u32; TBL24_ENTRIES]>,
     /// Groups of [`GROUP_ENTRIES`] final answers (value or [`MISS`]); group 0 is all
     /// [`MISS`].
-    tbl8: Box<[u32]>,
+    tbl8: Vec<u32>,
+    /// Groups no `tbl24` entry names (freed by [`Ipv4Lpm::update`]), reused first.
+    free_groups: Vec<u32>,
+    /// The cap on groups in use.
+    max_groups: usize,
     routes: usize,
 }
 
@@ -165,7 +173,7 @@ impl Ipv4Lpm {
 
     /// Number of 256-entry groups used by prefixes longer than /24.
     pub fn tbl8_groups(&self) -> usize {
-        self.tbl8.len() / GROUP_ENTRIES - 1
+        self.tbl8.len() / GROUP_ENTRIES - 1 - self.free_groups.len()
     }
 
     /// Bytes of memory the table holds (`tbl24` is 64 MiB of address space; when it came
@@ -179,27 +187,20 @@ impl Ipv4Lpm {
     fn build_inner(
         routes: &[(Ipv4Addr, u8, u32)],
         max_groups: usize,
+        alloc: impl FnMut(usize) -> Box<[u32]>,
+        zeroed: bool,
+    ) -> Result<Self, LpmError> {
+        Self::build_checked(checked_sorted(routes)?, max_groups, alloc, zeroed)
+    }
+
+    /// Builds from validated routes sorted by (prefix, length), without duplicates.
+    fn build_checked(
+        checked: Vec<Route>,
+        max_groups: usize,
         mut alloc: impl FnMut(usize) -> Box<[u32]>,
         zeroed: bool,
     ) -> Result<Self, LpmError> {
         let max_groups = max_groups.min(MAX_VALUE as usize);
-        let mut checked = Vec::with_capacity(routes.len());
-        for &(prefix, len, value) in routes {
-            checked.push(check_route(prefix, len, value)?);
-        }
-        // Stable: among duplicates, the first given comes first in the error.
-        checked.sort_by_key(|r| (r.addr, r.len));
-        if let Some(w) = checked
-            .windows(2)
-            .find(|w| (w[0].addr, w[0].len) == (w[1].addr, w[1].len))
-        {
-            return Err(LpmError::DuplicatePrefix {
-                prefix: IpAddr::V4(Ipv4Addr::from(w[0].addr)),
-                len: w[0].len,
-                first: w[0].value,
-                second: w[1].value,
-            });
-        }
         let (short, mut long): (Vec<Route>, Vec<Route>) =
             checked.into_iter().partition(|r| r.len <= 24);
         long.sort_by_key(|r| (r.addr >> 8, r.len));
@@ -222,7 +223,9 @@ impl Ipv4Lpm {
         );
         let mut table = Ipv4Lpm {
             tbl24: tbl24.try_into().expect("length checked"),
-            tbl8,
+            tbl8: tbl8.into_vec(),
+            free_groups: Vec::new(),
+            max_groups,
             routes: short.len() + long.len(),
         };
         table.paint_short(&short, zeroed);
@@ -347,8 +350,31 @@ impl Painter<'_> {
     }
 }
 
+/// Validates `routes` and sorts them by (prefix, length); a prefix listed twice is an
+/// error naming both values (the first given first).
+fn checked_sorted(routes: &[(Ipv4Addr, u8, u32)]) -> Result<Vec<Route>, LpmError> {
+    let mut checked = Vec::with_capacity(routes.len());
+    for &(prefix, len, value) in routes {
+        checked.push(check_route(prefix, len, value)?);
+    }
+    // Stable: among duplicates, the first given comes first in the error.
+    checked.sort_by_key(|r| (r.addr, r.len));
+    if let Some(w) = checked
+        .windows(2)
+        .find(|w| (w[0].addr, w[0].len) == (w[1].addr, w[1].len))
+    {
+        return Err(LpmError::DuplicatePrefix {
+            prefix: IpAddr::V4(Ipv4Addr::from(w[0].addr)),
+            len: w[0].len,
+            first: w[0].value,
+            second: w[1].value,
+        });
+    }
+    Ok(checked)
+}
+
 /// A validated route.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Route {
     addr: u32,
     len: u8,

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 
 use crate::batch::IfIndex;
-use crate::route::{Ipv4Lpm, Ipv6Lpm, LpmError};
+use crate::route::{Ipv4Lpm, Ipv4Routes, Ipv6Lpm, LpmError};
 use crate::wire::wireguard::outer::{OuterPath, OuterTemplate, OVERHEAD_V4, OVERHEAD_V6};
 
+mod fib;
 pub mod peers;
 
+pub use fib::{FibStats, FibTables};
 pub use peers::{Peer, PeerIndex, PeerSpec, PeerTable};
 
 /// Index of an endpoint (a pod) in [`Snapshot::endpoints`].
@@ -228,7 +230,8 @@ impl FromStr for Prefix {
 /// hop its adjacency (what the workers act on).
 #[derive(Debug)]
 pub struct Fib {
-    pub v4: Ipv4Lpm,
+    /// Shared with [`FibTables`], which changes it in place once no snapshot holds it.
+    pub v4: Arc<Ipv4Lpm>,
     pub v6: Ipv6Lpm,
     /// Next hops as configured, indexed by the values stored in the LPM tables.
     pub nexthops: Vec<NextHop>,
@@ -667,26 +670,48 @@ impl SnapshotBuilder {
         self
     }
 
-    /// Validates everything and builds the snapshot.
+    /// Validates everything and builds the snapshot, its tables from scratch.
     pub fn build(self, generation: u64) -> Result<Snapshot, BuildError> {
+        self.build_with(generation, &mut FibTables::default())
+    }
+
+    /// Validates everything and builds the snapshot, its IPv4 table taken from `tables`
+    /// (changed in place when it can be; see [`FibTables`]). Once this returns `Ok`, the
+    /// snapshot must be the one published next.
+    pub fn build_with(
+        self,
+        generation: u64,
+        tables: &mut FibTables,
+    ) -> Result<Snapshot, BuildError> {
         self.check_addresses()?;
         let uplink = self.single_role(|r| matches!(r, Role::Uplink), "uplink")?;
         let host = self.single_role(|r| matches!(r, Role::Host { .. }), "host")?;
 
-        let mut nexthops: Vec<NextHop> = Vec::new();
-        let mut ids = rustc_hash::FxHashMap::default();
+        // Each distinct next hop, with the key its id is kept under.
+        let mut hops: Vec<(fib::HopKey, NextHop)> = Vec::new();
+        let mut hop_of = rustc_hash::FxHashMap::default();
         let mut seen = rustc_hash::FxHashSet::default();
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
+        let mut route_hops = Vec::with_capacity(self.routes.len());
         for (prefix, nh) in &self.routes {
             if !seen.insert(*prefix) {
                 return Err(BuildError::DuplicateRoute { prefix: *prefix });
             }
             self.check_nexthop(prefix, nh)?;
-            let id = *ids.entry(*nh).or_insert_with(|| {
-                nexthops.push(*nh);
-                (nexthops.len() - 1) as u32
+            let hop = *hop_of.entry(*nh).or_insert_with(|| {
+                hops.push((self.hop_key(nh), *nh));
+                hops.len() - 1
             });
+            route_hops.push(hop);
+        }
+        let (ids, n) = tables.assign(&hops);
+        let mut nexthops = vec![NextHop::Blackhole; n];
+        for ((_, nh), &id) in hops.iter().zip(&ids) {
+            nexthops[id as usize] = *nh;
+        }
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for ((prefix, _), &hop) in self.routes.iter().zip(&route_hops) {
+            let id = ids[hop];
             match prefix.addr {
                 IpAddr::V4(a) => v4.push((a, prefix.len, id)),
                 IpAddr::V6(a) => v6.push((a, prefix.len, id)),
@@ -697,9 +722,12 @@ impl SnapshotBuilder {
             .iter()
             .map(|nh| self.adjacency(nh, uplink, host, &peers))
             .collect();
+        let v6 = Ipv6Lpm::build(&v6)?;
+        // Last: from here the tables count this snapshot as published.
+        let v4 = tables.v4(Ipv4Routes::new(&v4)?)?;
         let fib = Fib {
-            v4: Ipv4Lpm::build(&v4)?,
-            v6: Ipv6Lpm::build(&v6)?,
+            v4,
+            v6,
             nexthops,
             adjacencies,
         };
@@ -892,6 +920,20 @@ impl SnapshotBuilder {
         }
     }
 
+    /// What `nh`'s id is kept under across publications (see [`FibTables`]); `nh` is
+    /// checked.
+    fn hop_key(&self, nh: &NextHop) -> fib::HopKey {
+        match *nh {
+            NextHop::Local { interface, mac } => {
+                fib::HopKey::Local(self.interfaces[interface as usize].name.clone(), mac)
+            }
+            NextHop::Remote { node, tunnel } => {
+                fib::HopKey::Remote(self.nodes[node as usize].name.clone(), tunnel)
+            }
+            other => fib::HopKey::Other(other),
+        }
+    }
+
     fn check_nexthop(&self, prefix: &Prefix, nh: &NextHop) -> Result<(), BuildError> {
         match *nh {
             NextHop::Local { interface, .. } if usize::from(interface) >= self.interfaces.len() => {
@@ -924,6 +966,8 @@ impl SnapshotBuilder {
 #[derive(Debug)]
 pub struct Publisher {
     cell: Arc<ArcSwap<Snapshot>>,
+    /// The IPv4 tables, changed in place between publications.
+    fib: FibTables,
     /// Replaced snapshots that someone else still held when last looked at.
     retired: Vec<Arc<Snapshot>>,
 }
@@ -939,6 +983,7 @@ impl Publisher {
     pub fn new() -> Self {
         Publisher {
             cell: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
+            fib: FibTables::default(),
             retired: Vec::new(),
         }
     }
@@ -947,7 +992,9 @@ impl Publisher {
     /// the last good snapshot keeps serving.
     pub fn publish(&mut self, builder: SnapshotBuilder) -> Result<Arc<Snapshot>, BuildError> {
         let generation = self.cell.load().generation + 1;
-        let snapshot = Arc::new(builder.build(generation)?);
+        // Freed first, so that the spare IPv4 table they held can be changed in place.
+        self.collect();
+        let snapshot = Arc::new(builder.build_with(generation, &mut self.fib)?);
         let replaced = self.cell.swap(Arc::clone(&snapshot));
         self.retired.push(replaced);
         self.collect();
@@ -959,6 +1006,11 @@ impl Publisher {
     pub fn collect(&mut self) -> usize {
         self.retired.retain(|s| Arc::strong_count(s) > 1);
         self.retired.len()
+    }
+
+    /// How the IPv4 tables of the publications so far were made.
+    pub fn fib_stats(&self) -> FibStats {
+        self.fib.stats()
     }
 
     /// A handle for a worker.
