@@ -101,6 +101,16 @@ impl Lab {
             .contains("xdp")
     }
 
+    /// The id of the XDP program on interface `host` of the node (`ip -d link` prints
+    /// `prog/xdp id N`).
+    fn xdp_id(&self, host: &str) -> Option<String> {
+        let shown = ip(&["-n", &self.node, "-d", "link", "show", "dev", host]).unwrap();
+        let mut words = shown.split_whitespace();
+        words.find(|w| *w == "prog/xdp")?;
+        words.find(|w| *w == "id")?;
+        words.next().map(str::to_owned)
+    }
+
     /// A stop flag raised when the lab goes.
     fn stop_flag(&mut self) -> Arc<AtomicBool> {
         let s = Arc::new(AtomicBool::new(false));
@@ -220,6 +230,10 @@ fn root_a_pod_attached_to_a_running_worker_pings_then_detaches_without_losing_a_
     publisher.publish(lab.builder(&[&c, &a, &b])).unwrap();
     control.attach(0, &spec(&c), ANSWER).expect("attach");
     assert!(lab.has_xdp(&c.host));
+    // One program for all of the worker's pod interfaces: attaching loads none.
+    let ids: Vec<_> = [&a, &b, &c].iter().map(|p| lab.xdp_id(&p.host)).collect();
+    assert!(ids[0].is_some(), "{ids:?}");
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
     assert!(ping(&c, &a), "to the new pod's neighbour");
     assert!(ping(&a, &c), "from it");
     assert!(ping(&b, &a), "the old pods, at their new indices");

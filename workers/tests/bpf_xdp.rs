@@ -17,8 +17,9 @@ use proptest::prelude::*;
 use weir_testkit::lab::{in_netns, ip, NetnsGuard};
 use weir_workers::bpf::insn::{AluOp, JmpOp, Label, RawInsn, Reg, Target, Width};
 use weir_workers::bpf::{
-    assemble, ifindex, AsmError, AttachMode, BpfError, Insn, MissAction, SnatMatch, UplinkFilter,
-    XdpLink, XdpProgram, XskMap, VXLAN_PORT, WIREGUARD_PORT, XDP_PASS, XDP_REDIRECT, XDP_TX,
+    assemble, ifindex, AsmError, AttachMode, BpfError, Insn, MissAction, SlotMap, SnatMatch,
+    UplinkFilter, XdpLink, XdpProgram, XskMap, VXLAN_PORT, WIREGUARD_PORT, XDP_PASS, XDP_REDIRECT,
+    XDP_TX,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1004,6 +1005,48 @@ fn root_production_programs_redirect_to_a_socket_in_the_map() {
         .set(1, File::open("/dev/null").unwrap().as_raw_fd())
         .unwrap_err();
     assert!(err.errno().is_some(), "{err}");
+}
+
+/// The pods' shared program: `BPF_PROG_TEST_RUN` runs on the loopback device of the
+/// test's namespace, whose index is always 1.
+#[test]
+fn root_the_pods_program_redirects_by_interface_index() {
+    require_root("root_the_pods_program_redirects_by_interface_index");
+    const LO: u32 = 1;
+    let xsks = XskMap::new(4).expect("XSKMAP");
+    let slots = SlotMap::new(8).expect("slot map");
+    let prod = XdpProgram::by_ifindex(&slots, &xsks).unwrap_or_else(|e| panic!("{e}"));
+    let probe = XdpProgram::by_ifindex_with_miss_action(&slots, &xsks, MissAction::Tx)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prod.name(), "weir_pods");
+    let frame = ipv4(Ipv4Addr::new(198, 18, 3, 4), TCP, 80, 0, 0);
+
+    // An interface the map does not list goes to the kernel, whatever the miss action.
+    assert_eq!(run(&probe, &frame), XDP_PASS);
+    assert_eq!(run(&prod, &frame), XDP_PASS);
+
+    // Listed, slot 2 empty: the redirect's miss action.
+    slots.set(LO, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&probe, &frame), XDP_TX);
+    assert_eq!(run(&prod, &frame), XDP_PASS);
+
+    // A socket in slot 2: redirected; in another slot only: not.
+    let xsk = xdp_socket();
+    xsks.set(2, xsk.as_raw_fd())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&prod, &frame), XDP_REDIRECT);
+    assert_eq!(run(&prod, &arp()), XDP_REDIRECT);
+    slots.set(LO, 3).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&probe, &frame), XDP_TX);
+    slots.set(LO, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&prod, &frame), XDP_REDIRECT);
+
+    // Unlisted again: the kernel's.
+    slots.remove(LO).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(&prod, &frame), XDP_PASS);
+    assert_eq!(run(&probe, &frame), XDP_PASS);
+    let err = slots.remove(LO).unwrap_err();
+    assert!(err.to_string().contains("remove"), "{err}");
 }
 
 proptest! {

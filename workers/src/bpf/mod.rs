@@ -1,10 +1,17 @@
 //! XDP programs assembled in Rust and loaded with the raw `bpf(2)` system call.
 //!
-//! weir steers frames into its AF_XDP sockets with two tiny XDP programs:
+//! weir steers frames into its AF_XDP sockets with tiny XDP programs:
 //!
-//! - [`XdpProgram::redirect_all`] (pod veths, `weir0`): every frame goes to the socket
-//!   bound on the queue it arrived on, `bpf_redirect_map(xskmap, ctx->rx_queue_index,
-//!   XDP_PASS)`. Five instructions.
+//! - [`XdpProgram::by_ifindex`] (pod veths, `weir0`): one program per worker for all of
+//!   them, loaded once. Every frame goes to the socket in the XSKMAP slot a hash map
+//!   gives its interface, `bpf_redirect_map(xsks, slots[ctx->ingress_ifindex],
+//!   XDP_PASS)`; an interface the map does not list passes. Attaching a pod is two map
+//!   updates and a link: no program is verified, and since every pod interface runs the
+//!   same program the kernel's XDP dispatcher does not change (each change waits for an
+//!   RCU grace period). Fifteen instructions.
+//! - [`XdpProgram::redirect_all`]: every frame goes to the socket bound on the queue it
+//!   arrived on, `bpf_redirect_map(xskmap, ctx->rx_queue_index, XDP_PASS)`. Five
+//!   instructions; a program per interface (the tests and tools use it).
 //! - [`XdpProgram::uplink`] (the node's NIC): only weir's traffic, meaning frames to a pod
 //!   prefix, UDP to the WireGuard/VXLAN ports, and the replies to the flows weir
 //!   translated to the node's address (source NAT: TCP/UDP to a port of the SNAT range,
@@ -286,6 +293,57 @@ impl XskMap {
     }
 }
 
+/// A `BPF_MAP_TYPE_HASH` from interface index to XSKMAP slot: which socket the
+/// [`XdpProgram::by_ifindex`] program gives each interface's frames.
+#[derive(Debug)]
+pub struct SlotMap {
+    fd: OwnedFd,
+    max_entries: u32,
+}
+
+impl SlotMap {
+    /// A map with room for `max_entries` interfaces.
+    pub fn new(max_entries: u32) -> Result<SlotMap, BpfError> {
+        let fd = sys::map_create(sys::BPF_MAP_TYPE_HASH, 4, 4, max_entries, "weir_slots").map_err(
+            |e| BpfError::MapCreate {
+                map: "weir_slots",
+                errno: Errno(e),
+            },
+        )?;
+        Ok(SlotMap { fd, max_entries })
+    }
+
+    /// Frames from interface `ifindex` go to the socket in XSKMAP slot `slot`.
+    pub fn set(&self, ifindex: u32, slot: u32) -> Result<(), BpfError> {
+        sys::map_update_u32(self.fd(), ifindex, slot).map_err(|e| BpfError::MapElem {
+            op: "set",
+            queue: ifindex,
+            map_fd: self.fd(),
+            errno: Errno(e),
+        })
+    }
+
+    /// Frames from interface `ifindex` pass to the kernel again.
+    pub fn remove(&self, ifindex: u32) -> Result<(), BpfError> {
+        sys::map_delete_u32(self.fd(), ifindex).map_err(|e| BpfError::MapElem {
+            op: "remove",
+            queue: ifindex,
+            map_fd: self.fd(),
+            errno: Errno(e),
+        })
+    }
+
+    /// The map's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The number of interfaces the map holds at most.
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+}
+
 /// What the uplink program hands to weir: frames to these prefixes, UDP to these
 /// destination ports (whatever the destination address), and the replies to source-NATed
 /// flows ([`SnatMatch`]). Host bits of a prefix are ignored (`198.19.7.1/15` means
@@ -357,6 +415,28 @@ impl XdpProgram {
         XdpProgram::load(
             "weir_all",
             &programs::redirect_all(map.fd(), MissAction::Pass),
+        )
+    }
+
+    /// Every frame of the interfaces `slots` lists to the socket in their XSKMAP slot:
+    /// `bpf_redirect_map(xsks, slots[ctx->ingress_ifindex], XDP_PASS)`, and `XDP_PASS`
+    /// for an interface it does not list. One program serves all of a worker's pod
+    /// interfaces, so attaching one is two map updates and a link, not a program load
+    /// (and the kernel's XDP dispatcher does not change).
+    pub fn by_ifindex(slots: &SlotMap, xsks: &XskMap) -> Result<XdpProgram, BpfError> {
+        XdpProgram::by_ifindex_with_miss_action(slots, xsks, MissAction::Pass)
+    }
+
+    /// [`XdpProgram::by_ifindex`] with another action for a slot without a socket (an
+    /// unlisted interface still passes).
+    pub fn by_ifindex_with_miss_action(
+        slots: &SlotMap,
+        xsks: &XskMap,
+        miss: MissAction,
+    ) -> Result<XdpProgram, BpfError> {
+        XdpProgram::load(
+            "weir_pods",
+            &programs::by_ifindex(slots.fd(), xsks.fd(), miss),
         )
     }
 

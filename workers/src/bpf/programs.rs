@@ -71,12 +71,15 @@ pub const MAX_SNAT_V6: usize = 2;
 
 /// `BPF_FUNC_redirect_map`
 const BPF_FUNC_REDIRECT_MAP: u32 = 51;
+/// `BPF_FUNC_map_lookup_elem`
+const BPF_FUNC_MAP_LOOKUP_ELEM: u32 = 1;
 /// `XDP_PASS`
 const XDP_PASS: i32 = 2;
 
 // struct xdp_md
 const MD_DATA: i16 = 0;
 const MD_DATA_END: i16 = 4;
+const MD_INGRESS_IFINDEX: i16 = 12;
 const MD_RX_QUEUE_INDEX: i16 = 16;
 
 // Offsets from the start of the frame (after an optional VLAN tag, whose 4 bytes are
@@ -120,6 +123,30 @@ pub(crate) fn redirect_all(map_fd: RawFd, miss: MissAction) -> Vec<Insn> {
     let mut p = Vec::with_capacity(5);
     redirect_tail(&mut p, Reg::R1, map_fd, miss);
     p
+}
+
+/// `by_ifindex`: every frame to the socket in the XSKMAP slot that `slots` gives its
+/// interface (`ctx->ingress_ifindex`); a frame from an interface `slots` does not list
+/// passes to the kernel. One program for all of a worker's pod interfaces.
+pub(crate) fn by_ifindex(slots_fd: RawFd, xsks_fd: RawFd, miss: MissAction) -> Vec<Insn> {
+    let unlisted = Label(1);
+    vec![
+        Insn::ldx_w(Reg::R2, Reg::R1, MD_INGRESS_IFINDEX),
+        Insn::stx(Size::W, Reg::R10, -4, Reg::R2),
+        Insn::mov64_reg(Reg::R2, Reg::R10),
+        Insn::add64_imm(Reg::R2, -4),
+        Insn::ld_map_fd(Reg::R1, slots_fd),
+        Insn::call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        Insn::jmp_imm(JmpOp::Eq, Width::W64, Reg::R0, 0, unlisted),
+        Insn::ldx_w(Reg::R2, Reg::R0, 0),
+        Insn::ld_map_fd(Reg::R1, xsks_fd),
+        Insn::mov64_imm(Reg::R3, miss.action() as i32),
+        Insn::call(BPF_FUNC_REDIRECT_MAP),
+        Insn::exit(),
+        Insn::label(unlisted),
+        Insn::mov64_imm(Reg::R0, XDP_PASS),
+        Insn::exit(),
+    ]
 }
 
 /// `uplink`: weir's traffic to the socket, the rest to the kernel.

@@ -26,6 +26,7 @@ pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
 pub(crate) const BPF_LINK_CREATE: u32 = 28;
 pub(crate) const BPF_LINK_UPDATE: u32 = 29;
 
+pub(crate) const BPF_MAP_TYPE_HASH: u32 = 1;
 pub(crate) const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 pub(crate) const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type::BPF_XDP`.

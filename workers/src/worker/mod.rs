@@ -21,7 +21,9 @@
 //!
 //! Pods are created and deleted while the workers run, so a worker's interfaces are not
 //! fixed at [`Worker::new`]. [`Worker::attach_port`] binds one more socket on the
-//! worker's UMEM, attaches its XDP program and gives its fill ring its share of frames;
+//! worker's UMEM, puts it in a slot of the worker's one pod program (loaded with the
+//! first pod, see [`crate::bpf::XdpProgram::by_ifindex`]; at most [`POD_SLOTS`]),
+//! links that program to the interface and gives its fill ring its share of frames;
 //! [`Worker::detach_port`] undoes that without losing a frame: it detaches the XDP
 //! program first (nothing new arrives), returns what waits in the RX ring to the free
 //! list, pushes out what was staged and waits up to [`DETACH_WAIT`] (kicking) for the TX
@@ -65,7 +67,8 @@ use weir_dataplane::snapshot::{PeerIndex, SnapshotReader};
 use weir_dataplane::{Batch, FrameRegion, FreeList, IfIndex, Pipeline, Snapshot, BATCH_SIZE};
 
 pub use ports::DETACH_WAIT;
-use ports::{bind_port, fill_quota, Port, UNMAPPED};
+pub use ports::POD_SLOTS;
+use ports::{bind_port, fill_quota, PodSteering, Port, UNMAPPED};
 pub use report::{PortReport, SharedReport, WorkerReport};
 
 use crate::bpf::{AttachMode, BpfError, UplinkFilter};
@@ -93,6 +96,8 @@ pub enum WorkerError {
     PortKind(String),
     #[error("WireGuard runs on the worker that owns the uplink, and this one does not")]
     NoUplink,
+    #[error("this worker already serves {0} pod interfaces, its most; attach the interface to another worker")]
+    TooManyPorts(u32),
 }
 
 /// An interface a worker attaches to.
@@ -151,6 +156,8 @@ const REPORT_INTERVAL_NS: u64 = 100_000_000;
 pub struct Worker {
     umem: Umem,
     ports: Vec<Port>,
+    /// The shared program of the pod and host interfaces, once one is attached.
+    pods: Option<PodSteering>,
     free: FreeList,
     /// Frames each fill ring is topped up to.
     fill_quota: usize,
@@ -213,6 +220,7 @@ impl Worker {
         // No port yet is fine: ports are attached as pods arrive.
         let umem = Umem::new(&config.umem).map_err(WorkerError::Umem)?;
         let mut built: Vec<Port> = Vec::with_capacity(ports.len());
+        let mut pods = None;
         for spec in ports {
             let port = bind_port(
                 &umem,
@@ -220,6 +228,7 @@ impl Worker {
                 snapshot,
                 &config,
                 built.first().map(|p| &p.socket),
+                &mut pods,
             )?;
             built.push(port);
         }
@@ -232,6 +241,7 @@ impl Worker {
         let mut worker = Worker {
             umem,
             ports: built,
+            pods,
             free,
             fill_quota,
             batch: Batch::new(),

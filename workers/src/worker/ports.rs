@@ -8,7 +8,7 @@ use weir_dataplane::snapshot::{Role, SnapshotReader};
 use weir_dataplane::{DropReason, IfIndex, Snapshot, BATCH_SIZE};
 
 use super::{PortReport, PortSpec, Worker, WorkerConfig, WorkerError, MAX_KICKS, STAGE_LIMIT};
-use crate::bpf::{UplinkFilter, XdpLink, XdpProgram, XskMap};
+use crate::bpf::{SlotMap, UplinkFilter, XdpLink, XdpProgram, XskMap};
 use crate::ports::{PortCommand, PortMailbox};
 use crate::xsk::{Umem, XskSocket};
 
@@ -24,14 +24,48 @@ const DETACH_SETTLE: Duration = Duration::from_millis(2);
 /// has that many interfaces, so the pipeline drops what arrives on it.
 pub(super) const UNMAPPED: IfIndex = IfIndex::MAX;
 
+/// Pod interfaces a worker can hold: the slots of its shared XSKMAP.
+pub const POD_SLOTS: u32 = 1024;
+
+/// The one XDP program a worker attaches to all its pod (and host) interfaces, with its
+/// maps: interface index -> slot -> socket. Loaded at the first such port, kept for the
+/// worker's life, so attaching a port is two map updates and a link.
+pub(super) struct PodSteering {
+    xsks: XskMap,
+    slots: SlotMap,
+    program: XdpProgram,
+    free: Vec<u32>,
+}
+
+impl PodSteering {
+    fn new() -> Result<PodSteering, crate::bpf::BpfError> {
+        let xsks = XskMap::new(POD_SLOTS)?;
+        let slots = SlotMap::new(POD_SLOTS)?;
+        let program = XdpProgram::by_ifindex(&slots, &xsks)?;
+        Ok(PodSteering {
+            xsks,
+            slots,
+            program,
+            free: (0..POD_SLOTS).rev().collect(),
+        })
+    }
+}
+
+/// How frames reach a port's socket.
+pub(super) enum Steer {
+    /// The uplink: a program of its own, built from its filter, over a map of its own.
+    Own { program: XdpProgram, map: XskMap },
+    /// A pod or host interface: the worker's [`PodSteering`], in `slot`.
+    Shared { ifindex: u32, slot: u32 },
+}
+
 pub(super) struct Port {
     pub(super) name: String,
     pub(super) index: IfIndex,
     pub(super) socket: XskSocket,
     // Kept alive: dropping the link detaches the program; the map holds the socket.
     pub(super) link: XdpLink,
-    pub(super) program: XdpProgram,
-    pub(super) map: XskMap,
+    pub(super) steer: Steer,
     /// The filter `program` was built from (`None`: it takes every frame).
     pub(super) filter: Option<UplinkFilter>,
     pub(super) staged: Vec<(u64, u32)>,
@@ -68,6 +102,7 @@ impl Worker {
             snapshot,
             &self.config,
             self.ports.first().map(|p| &p.socket),
+            &mut self.pods,
         )?;
         self.report.ports.push(port.report());
         self.ports.push(port);
@@ -104,12 +139,14 @@ impl Worker {
             name: spec.name.clone(),
             source,
         };
-        let (Some(_), Some(filter)) = (&port.filter, &spec.uplink_filter) else {
+        let (Some(_), Some(filter), Steer::Own { program, map }) =
+            (&port.filter, &spec.uplink_filter, &mut port.steer)
+        else {
             return Err(WorkerError::PortKind(spec.name.clone()));
         };
-        let program = XdpProgram::uplink(&port.map, filter).map_err(bpf)?;
-        port.link.update(&program).map_err(bpf)?;
-        port.program = program;
+        let new = XdpProgram::uplink(map, filter).map_err(bpf)?;
+        port.link.update(&new).map_err(bpf)?;
+        *program = new;
         port.filter = spec.uplink_filter.clone();
         Ok(true)
     }
@@ -218,8 +255,7 @@ impl Worker {
         let Port {
             mut socket,
             link,
-            program,
-            map,
+            steer,
             mut staged,
             mut lent_fill,
             mut lent_tx,
@@ -227,8 +263,25 @@ impl Worker {
         } = port;
         // No new frames once the program is gone.
         drop(link);
-        drop(program);
-        drop(map);
+        match steer {
+            Steer::Own { program, map } => {
+                drop(program);
+                drop(map);
+            }
+            Steer::Shared { ifindex, slot } => {
+                if let Some(pods) = self.pods.as_mut() {
+                    // The link is gone, so the program no longer runs for `ifindex`: the
+                    // entries only have to be gone before the slot is used again, and a
+                    // failure to delete them (the kernel refusing) costs nothing more than
+                    // the slot.
+                    let cleared =
+                        pods.slots.remove(ifindex).is_ok() && pods.xsks.remove(slot).is_ok();
+                    if cleared {
+                        pods.free.push(slot);
+                    }
+                }
+            }
+        }
         let started = Instant::now();
         let mut quiet_since: Option<Instant> = None;
         let mut rx = Vec::with_capacity(BATCH_SIZE);
@@ -301,13 +354,16 @@ impl Worker {
 }
 
 /// Binds a socket for `spec` on `umem` (sharing it with `shared`, any socket already on
-/// it, when there is one), and attaches the XDP program that feeds it.
+/// it, when there is one), and attaches the XDP program that feeds it: the uplink's own
+/// filter program, or for any other interface the worker's shared program (`pods`,
+/// loaded here the first time).
 pub(super) fn bind_port(
     umem: &Umem,
     spec: &PortSpec,
     snapshot: &Snapshot,
     config: &WorkerConfig,
     shared: Option<&XskSocket>,
+    pods: &mut Option<PodSteering>,
 ) -> Result<Port, WorkerError> {
     let name = spec.name.clone();
     let index = snapshot
@@ -324,21 +380,47 @@ pub(super) fn bind_port(
             source,
         }
     })?;
-    let map = XskMap::new(1).map_err(bpf)?;
-    map.set(0, socket.fd()).map_err(bpf)?;
-    let program = match &spec.uplink_filter {
-        None => XdpProgram::redirect_all(&map),
-        Some(filter) => XdpProgram::uplink(&map, filter),
-    }
-    .map_err(bpf)?;
-    let link = XdpLink::attach(&program, ifindex, config.attach).map_err(bpf)?;
+    let (steer, link) = match &spec.uplink_filter {
+        Some(filter) => {
+            let map = XskMap::new(1).map_err(bpf)?;
+            map.set(0, socket.fd()).map_err(bpf)?;
+            let program = XdpProgram::uplink(&map, filter).map_err(bpf)?;
+            let link = XdpLink::attach(&program, ifindex, config.attach).map_err(bpf)?;
+            (Steer::Own { program, map }, link)
+        }
+        None => {
+            if pods.is_none() {
+                *pods = Some(PodSteering::new().map_err(bpf)?);
+            }
+            let Some(pods) = pods.as_mut() else {
+                unreachable!("set above")
+            };
+            let slot = pods
+                .free
+                .pop()
+                .ok_or(WorkerError::TooManyPorts(POD_SLOTS))?;
+            let attached = pods
+                .xsks
+                .set(slot, socket.fd())
+                .and_then(|()| pods.slots.set(ifindex, slot))
+                .and_then(|()| XdpLink::attach(&pods.program, ifindex, config.attach));
+            match attached {
+                Ok(link) => (Steer::Shared { ifindex, slot }, link),
+                Err(e) => {
+                    let _ = pods.slots.remove(ifindex);
+                    let _ = pods.xsks.remove(slot);
+                    pods.free.push(slot);
+                    return Err(bpf(e));
+                }
+            }
+        }
+    };
     Ok(Port {
         name,
         index,
         socket,
         link,
-        program,
-        map,
+        steer,
         filter: spec.uplink_filter.clone(),
         staged: Vec::with_capacity(STAGE_LIMIT),
         lent_fill: 0,
