@@ -19,15 +19,15 @@
 //! record. GC does the same as DEL for every lease and record whose attachment the runtime
 //! no longer lists.
 //!
-//! Interfaces are configured with `ip` (iproute2) run through `nsenter` for the pod's
-//! namespace: the runtime hands a namespace path, and the agent's crate has no unsafe code
-//! to enter it itself.
+//! Interfaces are configured over rtnetlink ([`crate::netlink`]): the pair is created from
+//! the agent's namespace with the pod's end placed straight into the pod's namespace (the
+//! runtime hands its path), which a thread of its own then enters to give the pod its
+//! addresses and routes. No subprocess runs on the attach path.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::IpAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,7 @@ use crate::attachments::{AttachmentStore, Record, FORMAT_VERSION};
 use crate::calc::{Change, Update};
 use crate::cni::{code, host_interface, Attached, Command, Request, Response};
 use crate::ipam::Ipam;
+use crate::netlink::{addresses_in, delete_link, link_exists};
 use crate::policy::model::{IpPool, NamespacedName};
 use crate::policy::selector::Labels;
 
@@ -104,63 +105,8 @@ pub struct Attacher {
     timeout: Duration,
 }
 
-/// Runs a command; its stderr on failure.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Process::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `ip` inside the network namespace at `netns`.
-fn ip_in(netns: &str, args: &[&str]) -> Result<String, String> {
-    let net = format!("--net={netns}");
-    let mut all = vec![net.as_str(), "ip"];
-    all.extend_from_slice(args);
-    run("nsenter", &all)
-}
-
-/// Runs `ip -batch -` with `commands` inside the network namespace at `netns`.
-fn ip_batch_in(netns: &str, commands: &str) -> Result<String, String> {
-    use std::process::Stdio;
-    let mut child = Process::new("nsenter")
-        .arg(format!("--net={netns}"))
-        .args(["ip", "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nsenter: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(commands.as_bytes())
-            .map_err(|e| format!("ip -batch: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("ip -batch: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip -batch in {netns}: {} (commands: {})",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            commands.trim().replace('\n', "; ")
-        ))
-    }
-}
-
-/// Creates and configures the veth pair; returns (host MAC, pod MAC). The pod side is
-/// one `ip -batch` in the pod's namespace: process start-ups dominate an attach.
+/// Creates and configures the pod's veth pair; returns (host MAC, pod MAC). See
+/// [`crate::netlink::plumb`].
 pub(crate) fn plumb(
     netns: &str,
     ifname: &str,
@@ -171,49 +117,7 @@ pub(crate) fn plumb(
     if !Path::new(netns).exists() {
         return Err(format!("the network namespace {netns} does not exist"));
     }
-    let mut batch = String::new();
-    if !interface_exists(host) {
-        batch += &format!(
-            "link add {ifname} mtu {mtu} type veth peer name {host} mtu {mtu} netns {}\n",
-            std::process::id()
-        );
-    }
-    for ip in ips {
-        match ip {
-            IpAddr::V4(_) => batch += &format!("addr replace {ip}/32 dev {ifname}\n"),
-            IpAddr::V6(_) => batch += &format!("addr replace {ip}/128 dev {ifname} nodad\n"),
-        }
-    }
-    batch += &format!("link set lo up\nlink set {ifname} up\n");
-    if ips.iter().any(IpAddr::is_ipv4) {
-        let gw = crate::cni::GATEWAY_V4;
-        batch += &format!(
-            "route replace {gw} dev {ifname} scope link\nroute replace default via {gw} dev {ifname}\n"
-        );
-    }
-    if ips.iter().any(IpAddr::is_ipv6) {
-        batch += &format!(
-            "route replace default via {} dev {ifname}\n",
-            crate::cni::GATEWAY_V6
-        );
-    }
-    batch += &format!("link show dev {ifname}\n");
-    let shown = ip_batch_in(netns, &batch)?;
-    run("ip", &["link", "set", host, "up"])?;
-    let host_mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address"))
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| format!("{host}: {e}"))?;
-    let pod_mac = shown
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no MAC for {ifname} in {netns}"))?;
-    Ok((host_mac, pod_mac))
-}
-
-fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+    crate::netlink::plumb(netns, ifname, host, ips, mtu)
 }
 
 fn error(code: u32, msg: &str, details: impl Into<String>) -> Response {
@@ -412,9 +316,7 @@ impl Attacher {
 
     /// Removes the host end (and so the pair), the record and the leases of a request.
     fn undo(&self, req: &Request, host: &str) {
-        if interface_exists(host) {
-            let _ = run("ip", &["link", "del", host]);
-        }
+        let _ = delete_link(host);
         let _ = self.store.remove(&req.container_id, &req.ifname);
         if let Ok(mut ipam) = self.ipam.lock() {
             let _ = ipam.release(&req.container_id, Some(&req.ifname));
@@ -446,10 +348,8 @@ impl Attacher {
             return error(code::AGENT_FAILURE, "the pod could not be detached", why);
         }
         let host = host_interface(&req.container_id, &req.ifname);
-        if interface_exists(&host) {
-            if let Err(why) = run("ip", &["link", "del", &host]) {
-                return error(code::IO_FAILURE, "cannot delete the pod's interface", why);
-            }
+        if let Err(why) = delete_link(&host) {
+            return error(code::IO_FAILURE, "cannot delete the pod's interface", why);
         }
         match self.ipam.lock() {
             Ok(mut ipam) => {
@@ -522,19 +422,23 @@ impl Attacher {
                 format!("{ip} of container {}", req.container_id),
             );
         }
-        if !interface_exists(&record.host_interface) {
-            return error(
-                code::AGENT_FAILURE,
-                "the pod's host interface is missing",
-                record.host_interface,
-            );
+        match link_exists(&record.host_interface) {
+            Ok(true) => {}
+            Ok(false) => {
+                return error(
+                    code::AGENT_FAILURE,
+                    "the pod's host interface is missing",
+                    record.host_interface,
+                )
+            }
+            Err(why) => return error(code::AGENT_FAILURE, "cannot read the interfaces", why),
         }
-        let shown = match ip_in(&req.netns, &["-j", "addr", "show", "dev", &req.ifname]) {
+        let shown = match addresses_in(&req.netns, &req.ifname) {
             Ok(s) => s,
             Err(why) => return error(code::AGENT_FAILURE, "the pod's interface is missing", why),
         };
         for ip in &record.ips {
-            if !shown.contains(&format!("\"{ip}\"")) {
+            if !shown.contains(ip) {
                 return error(
                     code::AGENT_FAILURE,
                     "the pod's interface lost its address",
@@ -579,9 +483,7 @@ impl Attacher {
                 let _ = self.publish(Change::Detach(NamespacedName::new(ns, name)));
             }
             let host = host_interface(&lease.container_id, &lease.ifname);
-            if interface_exists(&host) {
-                let _ = run("ip", &["link", "del", &host]);
-            }
+            let _ = delete_link(&host);
         }
         // Records not on the list go too, also those whose leases were already gone.
         for record in self.store.load().records {
@@ -592,9 +494,7 @@ impl Attacher {
             if done.insert(key) {
                 let pod = NamespacedName::new(&record.pod_namespace, &record.pod_name);
                 let _ = self.publish(Change::Detach(pod));
-                if interface_exists(&record.host_interface) {
-                    let _ = run("ip", &["link", "del", &record.host_interface]);
-                }
+                let _ = delete_link(&record.host_interface);
             }
             if let Err(e) = self.store.remove(&record.container_id, &record.ifname) {
                 return error(

@@ -368,22 +368,12 @@ pub fn netns_inode(path: &str) -> Option<u64> {
 }
 
 fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+    // An unreadable link table counts as "there": nothing is re-created over it.
+    crate::netlink::link_exists(name).unwrap_or(true)
 }
 
 fn delete_link(name: &str) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
-        .args(["link", "del", name])
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() || !interface_exists(name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip link del {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::netlink::delete_link(name)
 }
 
 #[cfg(test)]

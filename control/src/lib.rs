@@ -12,6 +12,7 @@ pub mod crd;
 pub mod demo;
 pub mod ipam;
 pub mod k8s;
+pub mod netlink;
 pub mod policy;
 pub mod services;
 pub mod wireguard;

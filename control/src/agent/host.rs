@@ -21,8 +21,8 @@
 //!   every second and asks for a recalculation when it changed (a gateway resolved or
 //!   replaced, an address added).
 //!
-//! rtnetlink is asynchronous; the calls here run on a private current-thread runtime on a
-//! thread of their own, so they work whether or not the caller is inside a runtime.
+//! rtnetlink is asynchronous; the calls here run through [`crate::netlink`], on a private
+//! current-thread runtime on a thread of their own.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,11 +35,12 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 use weir_dataplane::snapshot::{Mac, GATEWAY_V4, GATEWAY_V6};
 
 use super::AgentError;
 use crate::calc::Update;
+use crate::netlink::{link, mac_of, netlink};
 
 /// The host link as the snapshot needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,51 +424,6 @@ fn ipv6_unavailable(link: &LinkMessage) -> Option<&'static str> {
         .iter()
         .any(|x| matches!(x, AfSpecInet6::DevConf(c) if c.disable_ipv6 != 0))
         .then_some("IPv6 is disabled on it (net.ipv6.conf.<if>.disable_ipv6 = 1)")
-}
-
-fn mac_of(link: &LinkMessage) -> Option<Mac> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => <[u8; 6]>::try_from(&m[..]).ok(),
-        _ => None,
-    })
-}
-
-async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, String> {
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    match links.try_next().await {
-        Ok(l) => Ok(l),
-        // No such device.
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
-        Err(e) => Err(format!("looking up {name}: {e}")),
-    }
-}
-
-const fn libc_enodev() -> i32 {
-    19
-}
-
-/// Runs `work` with a netlink handle on a private runtime, on a thread of its own.
-fn netlink<F, Fut, T>(work: F) -> Result<T, String>
-where
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, String>>,
-    T: Send + 'static,
-{
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| format!("netlink runtime: {e}"))?;
-        rt.block_on(async move {
-            let (connection, handle, _) =
-                rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
-            tokio::spawn(connection);
-            work(handle).await
-        })
-    })
-    .join()
-    .map_err(|_| "the netlink thread panicked".to_owned())?
 }
 
 #[cfg(test)]
