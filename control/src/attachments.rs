@@ -81,6 +81,8 @@ impl Record {
             container_id: self.container_id.clone(),
             interface: self.host_interface.clone(),
             mac: self.pod_mac.clone(),
+            host_mac: Some(self.host_mac.clone()).filter(|m| !m.is_empty()),
+            mtu: Some(self.mtu).filter(|&m| m > 0),
             ips: self.ips.clone(),
         }
     }

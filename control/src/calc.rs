@@ -39,6 +39,11 @@ use crate::services::index::{ServiceIndex, Touched};
 pub const INTERFACE_ANNOTATION: &str = "weir.dev/interface";
 /// The annotation that holds a local pod's MAC.
 pub const MAC_ANNOTATION: &str = "weir.dev/mac";
+/// Annotation with the MAC of the host end of a pod's interface (weir's gateway MAC on
+/// that link), set from the attachment so that a publication reads no interface.
+pub const HOST_MAC_ANNOTATION: &str = "weir.dev/host-mac";
+/// Annotation with the MTU of a pod's interface, set from the attachment.
+pub const MTU_ANNOTATION: &str = "weir.dev/mtu";
 
 /// A pod attached on this node through the CNI plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,10 @@ pub struct Attachment {
     pub interface: String,
     /// The pod interface's MAC.
     pub mac: String,
+    /// The host end's MAC, when known (records written before it was kept have none).
+    pub host_mac: Option<String>,
+    /// The interface's MTU, when known.
+    pub mtu: Option<u16>,
     /// The pod's addresses.
     pub ips: Vec<IpAddr>,
 }
@@ -64,6 +73,14 @@ fn overlay(a: &Attachment, mut pod: Pod, node: &str) -> Pod {
         .insert(INTERFACE_ANNOTATION.to_owned(), a.interface.clone());
     pod.annotations
         .insert(MAC_ANNOTATION.to_owned(), a.mac.clone());
+    if let Some(m) = &a.host_mac {
+        pod.annotations
+            .insert(HOST_MAC_ANNOTATION.to_owned(), m.clone());
+    }
+    if let Some(mtu) = a.mtu {
+        pod.annotations
+            .insert(MTU_ANNOTATION.to_owned(), mtu.to_string());
+    }
     pod
 }
 
@@ -841,7 +858,8 @@ pub struct DriveState {
 }
 
 /// The control loop: takes updates from a datastore, applies them, and after every burst
-/// (updates arriving within `window` of the first) hands the calculator to `publish` once,
+/// (updates arriving within `window` of the first; for a burst someone waits on, such as
+/// a pod's ADD, the updates ready now) hands the calculator to `publish` once,
 /// from the moment every one of `kinds` has been listed once: nothing is published
 /// from a partial view of the cluster. Returns when `stop` is set, the datastore goes
 /// away, or `publish` returns false.
@@ -858,6 +876,10 @@ pub fn drive(
     let mut pending: Option<Batch> = None;
     while !stop.load(Ordering::Relaxed) {
         let wait = match &pending {
+            // Someone waits for this batch (a pod's ADD): published as soon as no update
+            // is ready, not at the end of the window; what arrives meanwhile joins the
+            // next one.
+            Some(b) if !b.done.is_empty() => Duration::ZERO,
             Some(b) => window.saturating_sub(b.first_noticed.elapsed()),
             None => Duration::from_millis(100),
         };
@@ -866,13 +888,14 @@ pub fn drive(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        // Nothing was ready: a batch someone waits on is due now.
+        let idle = update.is_none();
         match update {
             Some(Update::Change { change, .. }) if calc.unchanged_by(&change) => continue,
             Some(Update::Change { change, noticed }) => {
                 let batch = pending.get_or_insert_with(|| Batch::starting(noticed));
                 batch.changes += 1;
                 batch.refused.extend(calc.apply(change));
-                continue;
             }
             Some(Update::Local { change, done }) => {
                 let refused = calc.apply(change);
@@ -884,21 +907,18 @@ pub fn drive(
                 let batch = pending.get_or_insert_with(|| Batch::starting(Instant::now()));
                 batch.changes += 1;
                 batch.done.push(done);
-                continue;
             }
             Some(Update::Invalid { .. }) => {
                 // Reported with the next publication (a refusal alone makes one, so that
                 // it is counted at once; the tables come out the same).
                 let batch = pending.get_or_insert_with(|| Batch::starting(Instant::now()));
                 batch.invalid += 1;
-                continue;
             }
             Some(Update::Synced(kind)) => {
                 synced.insert(kind);
             }
             Some(Update::Recalculate(_)) => {
                 pending.get_or_insert_with(|| Batch::starting(Instant::now()));
-                continue;
             }
             Some(Update::WatchError { kind, message }) => {
                 eprintln!("weir agent: watching {kind}: {message}; retrying with backoff, the last tables keep serving");
@@ -907,9 +927,10 @@ pub fn drive(
             None => {}
         }
         let all_synced = kinds.iter().all(|k| synced.contains(k));
+        // The window bounds a burst even while updates keep coming.
         let due = pending
             .as_ref()
-            .is_some_and(|b| b.first_noticed.elapsed() >= window);
+            .is_some_and(|b| (idle && !b.done.is_empty()) || b.first_noticed.elapsed() >= window);
         if all_synced && (due || (!*published && pending.is_some())) {
             if let Some(mut batch) = pending.take() {
                 batch.first = !*published;

@@ -436,6 +436,8 @@ fn a_cni_attachment_overlays_the_datastore_pod_and_detaching_restores_it() {
         container_id: "c1".into(),
         interface: "w0123456789abcd".into(),
         mac: "02:00:00:00:00:07".into(),
+        host_mac: Some("02:00:00:00:00:08".into()),
+        mtu: Some(1450),
         ips: vec!["198.18.4.7".parse().unwrap()],
     };
     // Attached before the datastore knows the pod: a bare local endpoint.

@@ -21,6 +21,7 @@ use crate::services::{ServiceChange, ServiceState};
 
 use super::host::NodeEnv;
 use super::{AgentConfig, AgentError, INTERFACE_ANNOTATION, MAC_ANNOTATION};
+use crate::calc::{HOST_MAC_ANNOTATION, MTU_ANNOTATION};
 
 /// "aa:bb:cc:dd:ee:ff" as bytes.
 pub fn parse_mac(text: &str) -> Option<Mac> {
@@ -75,7 +76,27 @@ pub fn build_node(
         // An interface that is gone (its pod's namespace was deleted before DEL) must not
         // stop the node's other changes: the pod keeps its endpoint, with no port, so
         // nothing reaches it, until it is detached.
-        let present = interface_mac(interface).and_then(|m| Ok((m, interface_mtu(interface)?)));
+        // From the attachment (kept in its annotations) when it has them; a pod given
+        // by the datastore with an interface of its own is read from the kernel.
+        let kept = pod
+            .annotations
+            .get(HOST_MAC_ANNOTATION)
+            .and_then(|m| parse_mac(m))
+            .zip(
+                pod.annotations
+                    .get(MTU_ANNOTATION)
+                    .and_then(|m| m.parse::<u16>().ok()),
+            );
+        let present = match kept {
+            // One ioctl: is the interface still there (its pod's namespace may be gone)?
+            Some(known) => nix::net::if_::if_nametoindex(interface.as_str())
+                .map(|_| known)
+                .map_err(|e| AgentError::Interface {
+                    name: interface.clone(),
+                    why: e.to_string(),
+                }),
+            None => interface_mac(interface).and_then(|m| Ok((m, interface_mtu(interface)?))),
+        };
         let (gateway_mac, mtu) = match &present {
             Ok((m, t)) => (*m, *t),
             Err(e) => {
