@@ -109,7 +109,10 @@ assert any(x["anchor"] and x["ratio"] for x in wg.values()), "WireGuard carries 
 ctl = results("control")
 assert ctl["control_event_to_snapshot_p50_us"]["anchor"]["value"] > 0, "the full recompute anchor"
 att = results("attach")
-assert att["attach_weir_p99_ms"]["value"] > 0
+assert att["attach_weir_p99_ms_at_5"]["value"] > 0
+assert att["attach_weir_p99_ms_at_10"]["anchor"]["name"] == "bridge + host-local p99"
+assert att["attach_weir_add_p50_ms_at_5"]["anchor"]["value"] > 0, "the no-op plugin's floor"
+assert att["attach_forwarding_gap_ms_at_10"]["value"] > 0, "the witness flow's gap"
 for plot in ("throughput", "policy", "latency"):
     svg = open(f"target/bench-quick/plots/{plot}-quick.svg").read()
     assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>"), plot

@@ -232,19 +232,29 @@ impl Attacher {
                     "a lock was poisoned",
                 );
             };
-            match ipam.allocate(
+            match ipam.reserve(
                 &pools,
                 &view.node_labels,
                 &req.container_id,
                 &req.ifname,
                 Some(&pod.to_string()),
             ) {
-                Ok(ips) => ips,
+                Ok(reserved) => reserved,
                 Err(e) => {
                     return error(code::AGENT_FAILURE, "no address for the pod", e.to_string())
                 }
             }
         };
+        // Stored before anything uses it; concurrent ADDs share one write (group commit):
+        // the lock is taken again, so the reservations made meanwhile ride along.
+        let (ips, ticket) = ips;
+        let committed = match self.ipam.lock() {
+            Ok(mut ipam) => ipam.commit(ticket).map_err(|e| e.to_string()),
+            Err(_) => Err("a lock was poisoned".to_owned()),
+        };
+        if let Err(why) = committed {
+            return error(code::IO_FAILURE, "cannot persist the pod's address", why);
+        }
         let host = host_interface(&req.container_id, &req.ifname);
         let leased = started.elapsed();
         let plumbed = plumb(&req.netns, &req.ifname, &host, &ips, self.mtu);

@@ -66,7 +66,7 @@ struct LeaseFile {
 }
 
 /// Why an address could not be had.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IpamError {
     /// No pool serves this node.
     #[error("no enabled IPPool selects node {node}: create one (weir.dev/v1 IPPool) whose nodeSelector matches it")]
@@ -119,7 +119,20 @@ pub struct Ipam {
     leases: BTreeMap<IpAddr, Lease>,
     /// Blocks this node holds, by pool name.
     blocks: BTreeMap<IpNet, String>,
+    /// Reservations so far ([`Ipam::reserve`] tickets).
+    reserved: u64,
+    /// Every reservation up to this ticket is stored (or was refused).
+    stored: u64,
+    /// Reservations not stored yet: ticket and addresses.
+    pending: Vec<(u64, Vec<IpAddr>)>,
+    /// Recent failed writes: the tickets they covered and why (the last few).
+    failed: Vec<(std::ops::RangeInclusive<u64>, IpamError)>,
 }
+
+/// A reservation [`Ipam::commit`] makes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a reservation is not stored until it is committed"]
+pub struct Ticket(u64);
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> IpamError {
     IpamError::Io {
@@ -318,6 +331,10 @@ impl Ipam {
             node: node.to_owned(),
             leases,
             blocks,
+            reserved: 0,
+            stored: 0,
+            pending: Vec::new(),
+            failed: Vec::new(),
         })
     }
 
@@ -344,8 +361,9 @@ impl Ipam {
     }
 
     /// The addresses for `container_id`/`ifname`: one per family that has a pool for this
-    /// node (`node_labels` are matched against each pool's nodeSelector). The same container
-    /// and interface get the addresses they already hold.
+    /// node (`node_labels` are matched against each pool's nodeSelector), stored before
+    /// this returns. The same container and interface get the addresses they already
+    /// hold. [`Ipam::reserve`] then [`Ipam::commit`].
     pub fn allocate(
         &mut self,
         pools: &[&IpPool],
@@ -354,6 +372,24 @@ impl Ipam {
         ifname: &str,
         pod: Option<&str>,
     ) -> Result<Vec<IpAddr>, IpamError> {
+        let (ips, ticket) = self.reserve(pools, node_labels, container_id, ifname, pod)?;
+        self.commit(ticket)?;
+        Ok(ips)
+    }
+
+    /// [`Ipam::allocate`] without the write: the addresses are leased in memory (no one
+    /// else gets them) and stored by the [`Ipam::commit`] of this ticket or of any later
+    /// one. Group commit: concurrent attaches reserve, then the first to commit stores
+    /// every reservation so far in one write (one `fsync`), and the others find theirs
+    /// stored. An address must not be used before its ticket is committed.
+    pub fn reserve(
+        &mut self,
+        pools: &[&IpPool],
+        node_labels: &Labels,
+        container_id: &str,
+        ifname: &str,
+        pod: Option<&str>,
+    ) -> Result<(Vec<IpAddr>, Ticket), IpamError> {
         let held: Vec<IpAddr> = self
             .leases
             .iter()
@@ -361,7 +397,8 @@ impl Ipam {
             .map(|(ip, _)| *ip)
             .collect();
         if !held.is_empty() {
-            return Ok(held);
+            // Possibly reserved by a request still committing: a ticket that covers it.
+            return Ok((held, Ticket(self.reserved)));
         }
         let usable: Vec<&IpPool> = pools
             .iter()
@@ -405,13 +442,43 @@ impl Ipam {
             );
             out.push(ip);
         }
-        if let Err(e) = self.save(&out) {
-            for ip in &out {
-                self.leases.remove(ip);
-            }
-            return Err(e);
+        self.reserved += 1;
+        self.pending.push((self.reserved, out.clone()));
+        Ok((out, Ticket(self.reserved)))
+    }
+
+    /// Stores every reservation made so far, unless `ticket`'s is stored already; a
+    /// failed write takes back every reservation it held (their commits all fail).
+    pub fn commit(&mut self, ticket: Ticket) -> Result<(), IpamError> {
+        if let Some((_, e)) = self.failed.iter().find(|(r, _)| r.contains(&ticket.0)) {
+            return Err(e.clone());
         }
-        Ok(out)
+        if ticket.0 <= self.stored {
+            return Ok(());
+        }
+        let upto = self.reserved;
+        let ips: Vec<IpAddr> = self
+            .pending
+            .iter()
+            .flat_map(|(_, ips)| ips.iter().copied())
+            .collect();
+        let written = self.save(&ips);
+        let covered = self.stored + 1..=upto;
+        self.stored = upto;
+        let pending = std::mem::take(&mut self.pending);
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                for ip in pending.iter().flat_map(|(_, ips)| ips) {
+                    self.leases.remove(ip);
+                }
+                if self.failed.len() >= 16 {
+                    self.failed.remove(0);
+                }
+                self.failed.push((covered, e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// A free address from this node's blocks of these pools, claiming a new block when
@@ -549,6 +616,85 @@ mod tests {
         let d = std::env::temp_dir().join(format!("weir-ipam-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
+    }
+
+    /// A store in memory that counts its writes and can be told to fail them.
+    #[derive(Debug, Default)]
+    struct Counting {
+        saves: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        stored: std::sync::Arc<std::sync::Mutex<BTreeMap<IpAddr, Lease>>>,
+    }
+
+    impl Store for Counting {
+        fn load(
+            &mut self,
+            _node: &str,
+        ) -> Result<(BTreeMap<IpNet, String>, BTreeMap<IpAddr, Lease>), IpamError> {
+            Ok(Default::default())
+        }
+        fn claim(&mut self, _: &str, _: &str, _: &IpNet) -> Result<bool, IpamError> {
+            Ok(true)
+        }
+        fn save(
+            &mut self,
+            _: &str,
+            _: &BTreeMap<IpNet, String>,
+            leases: &BTreeMap<IpAddr, Lease>,
+            _: &[IpNet],
+        ) -> Result<(), IpamError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.fail.load(SeqCst) {
+                return Err(IpamError::Io {
+                    path: "test".into(),
+                    why: "refused".into(),
+                });
+            }
+            self.saves.fetch_add(1, SeqCst);
+            *self.stored.lock().unwrap() = leases.clone();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reservations_made_together_are_stored_in_one_write_and_a_failed_one_takes_them_back() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = Counting::default();
+        let (saves, fail, stored) = (
+            store.saves.clone(),
+            store.fail.clone(),
+            store.stored.clone(),
+        );
+        let mut ipam = Ipam::with_store(Box::new(store), "n1").unwrap();
+        let p = pool("v4", "198.18.0.0/24", 26);
+        let labels = Labels::new();
+        let reserve = |ipam: &mut Ipam, c: &str| ipam.reserve(&[&p], &labels, c, "eth0", None);
+        let (a, ta) = reserve(&mut ipam, "a").unwrap();
+        let (b, tb) = reserve(&mut ipam, "b").unwrap();
+        let (c, tc) = reserve(&mut ipam, "c").unwrap();
+        assert_eq!(saves.load(SeqCst), 0, "nothing written before a commit");
+        ipam.commit(tb).unwrap();
+        assert_eq!(saves.load(SeqCst), 1);
+        for ip in a.iter().chain(&b).chain(&c) {
+            assert!(stored.lock().unwrap().contains_key(ip), "{ip} stored");
+        }
+        ipam.commit(ta).unwrap();
+        ipam.commit(tc).unwrap();
+        assert_eq!(saves.load(SeqCst), 1, "one write for the three");
+
+        // A write that fails: every reservation it carried fails and is taken back.
+        fail.store(true, SeqCst);
+        let (d, td) = reserve(&mut ipam, "d").unwrap();
+        let (e, te) = reserve(&mut ipam, "e").unwrap();
+        assert!(ipam.commit(te).is_err());
+        assert!(ipam.commit(td).is_err(), "the same write carried it");
+        assert!(!ipam.leases().contains_key(&d[0]) && !ipam.leases().contains_key(&e[0]));
+        // Later reservations are not blamed for it.
+        fail.store(false, SeqCst);
+        let (f, tf) = reserve(&mut ipam, "f").unwrap();
+        ipam.commit(tf).unwrap();
+        assert!(stored.lock().unwrap().contains_key(&f[0]));
+        assert_eq!(ipam.leases().len(), 4, "a, b, c and f");
     }
 
     #[test]

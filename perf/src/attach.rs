@@ -3,17 +3,33 @@
 //!
 //! Both run through libcni (the project's Go driver, `control/tests/cni/driver`, built
 //! from Debian's sources), in a node namespace of their own, with the same steps: a peer
-//! pod is attached first; then `pods` pods are created `parallel` at a time, and for each
-//! the time from starting ADD to the first ping answered by the peer (pings every 1 ms
-//! after ADD returns) is recorded. weir's ADD returns once the pod's policy is programmed;
-//! bridge's once its veth is on the bridge. Root only; everything is made under names
-//! holding the process id and removed afterwards.
+//! pod is attached first and answers UDP probes (an echo on a socket of the benchmark's,
+//! in the peer's namespace); then, for each level of `parallel`, `pods` pods are created
+//! that many at a time, and for each the time from starting ADD to the first probe
+//! answered is recorded. The probe is a UDP socket opened in the pod's namespace before
+//! ADD, sending every 0.5 ms once ADD returns and waiting 0.5 ms for the answer, so the
+//! figure is the plugin's, not the method's (a `ping` process per attempt costs several
+//! milliseconds). weir's ADD returns once the pod's policy is programmed; bridge's once
+//! its veth is on the bridge.
+//!
+//! The floor of the method is printed beside: the same driver running a no-op plugin
+//! (what libcni and process start-up cost an ADD) and the probe's round trip on an
+//! attached pod. And while weir's pods are attached, a *witness* pod attached first
+//! sends a probe every 0.1 ms to the peer: the longest silence between answers during
+//! the bursts is the forwarding gap the attaches cause, beside the longest silence over
+//! as long a time before them (what this machine's scheduling alone causes).
+//!
+//! Root only; everything is made under names holding the process id and removed
+//! afterwards, and every loop is bounded in time.
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use weir_testkit::lab::{ip, ChildGuard, NetnsGuard};
+use weir_testkit::lab::{in_netns, ip, ChildGuard, NetnsGuard};
 
 use crate::report::{percentile, BenchResult};
 
@@ -22,8 +38,8 @@ use crate::report::{percentile, BenchResult};
 pub struct AttachBenchConfig {
     /// Pods timed per plugin.
     pub pods: usize,
-    /// Pods created at once.
-    pub parallel: usize,
+    /// Pods created at once: one round of `pods` per level.
+    pub parallel: Vec<usize>,
     /// The `weir` binary (the agent).
     pub weir: PathBuf,
     /// The directory holding `weir-cni`.
@@ -100,53 +116,150 @@ impl Plugin<'_> {
     }
 }
 
-/// Times `cfg.pods` attachments with one plugin set-up; returns milliseconds per pod.
+/// The UDP port the peer's echo answers on.
+const ECHO_PORT: u16 = 7;
+/// How often a waiting pod probes, and how long it waits for each answer.
+const PROBE_EVERY: Duration = Duration::from_micros(500);
+/// How long a pod may take to be answered before the benchmark gives up.
+const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+/// The witness's send interval.
+const WITNESS_EVERY: Duration = Duration::from_micros(100);
+/// The most the witness runs (its loop also ends with the benchmark).
+const WITNESS_LIMIT: Duration = Duration::from_secs(300);
+
+/// A thread answering UDP probes from a socket in the peer's namespace; stopped and
+/// joined on drop.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(ns: &str, addr: &str) -> Result<Echo, String> {
+        let bind: SocketAddr = format!("{addr}:{ECHO_PORT}")
+            .parse()
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let socket = in_netns(ns, move || UdpSocket::bind(bind))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("echo on {bind}: {e}"))?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Ok(Echo {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A UDP socket in namespace `ns` (bound to any address: the pod has none yet).
+fn probe_socket(ns: &str) -> Result<UdpSocket, String> {
+    let socket = in_netns(ns, || UdpSocket::bind("0.0.0.0:0"))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("a probe socket in {ns}: {e}"))?;
+    socket
+        .set_read_timeout(Some(PROBE_EVERY))
+        .map_err(|e| e.to_string())?;
+    Ok(socket)
+}
+
+/// Probes `to` from `socket` until answered (or the deadline); returns when the answer
+/// came.
+fn first_answer(socket: &UdpSocket, to: SocketAddr, deadline: Instant) -> Option<Instant> {
+    let mut buf = [0u8; 64];
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        seq += 1;
+        // Refused while the pod has no route yet: try again.
+        let _ = socket.send_to(&seq.to_be_bytes(), to);
+        match socket.recv_from(&mut buf) {
+            Ok((8, _)) => return Some(Instant::now()),
+            // An error that came at once (an ICMP error queued on the socket): wait as a
+            // timeout would, so that the loop never spins.
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                std::thread::sleep(PROBE_EVERY)
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// One pod's figures.
+struct Timed {
+    /// ADD start to the first answer.
+    total_ms: f64,
+    /// ADD start to ADD's return.
+    add_ms: f64,
+    /// A second probe's round trip, once attached.
+    rtt_ms: f64,
+}
+
+/// Attaches `cfg.pods` pods `parallel` at a time with one plugin set-up.
 fn measure(
     cfg: &AttachBenchConfig,
     plugin: &Plugin<'_>,
     tag: &str,
+    parallel: usize,
+    peer: SocketAddr,
     made: &mut NetnsGuard,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<Timed>, String> {
     let pid = std::process::id();
-    let peer_ns = format!("wbp{tag}-{pid}");
-    made.add_netns(&peer_ns)?;
-    let peer = plugin.add(&peer_ns, &format!("peer{tag}-{pid}"), "peer")?;
     let mut times = Vec::with_capacity(cfg.pods);
     let mut next = 0;
     while next < cfg.pods {
-        let batch: Vec<usize> = (next..(next + cfg.parallel).min(cfg.pods)).collect();
+        let batch: Vec<usize> = (next..(next + parallel).min(cfg.pods)).collect();
         next += batch.len();
-        let mut names = Vec::new();
+        let mut pods = Vec::new();
         for i in &batch {
-            let ns = format!("wb{tag}{i}-{pid}");
+            let ns = format!("wb{tag}{parallel}x{i}-{pid}");
             made.add_netns(&ns)?;
-            names.push(ns);
+            let socket = probe_socket(&ns)?;
+            pods.push((*i, ns, socket));
         }
-        let outcomes: Vec<Result<f64, String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = batch
+        let outcomes: Vec<Result<Timed, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pods
                 .iter()
-                .zip(&names)
-                .map(|(i, ns)| {
-                    let peer = peer.clone();
-                    s.spawn(move || -> Result<f64, String> {
+                .map(|(i, ns, socket)| {
+                    s.spawn(move || -> Result<Timed, String> {
                         let t0 = Instant::now();
-                        plugin.add(ns, &format!("c{tag}{i}-{pid}"), &format!("p{i}"))?;
-                        let deadline = t0 + Duration::from_secs(10);
-                        loop {
-                            let ok = Command::new("ip")
-                                .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "0.2", &peer])
-                                .stdout(Stdio::null())
-                                .stderr(Stdio::null())
-                                .status()
-                                .is_ok_and(|s| s.success());
-                            if ok {
-                                return Ok(t0.elapsed().as_secs_f64() * 1e3);
-                            }
-                            if Instant::now() > deadline {
-                                return Err(format!("pod {i} ({tag}) never reached its peer"));
-                            }
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
+                        let id = format!("c{tag}{parallel}x{i}-{pid}");
+                        plugin.add(ns, &id, &format!("p{parallel}x{i}"))?;
+                        let added = t0.elapsed();
+                        let answered = first_answer(socket, peer, t0 + PROBE_DEADLINE)
+                            .ok_or_else(|| format!("pod {i} ({tag}) never reached its peer"))?;
+                        let t1 = Instant::now();
+                        let rtt = first_answer(socket, peer, t1 + PROBE_DEADLINE)
+                            .map_or(f64::NAN, |t| (t - t1).as_secs_f64() * 1e3);
+                        Ok(Timed {
+                            total_ms: (answered - t0).as_secs_f64() * 1e3,
+                            add_ms: added.as_secs_f64() * 1e3,
+                            rtt_ms: rtt,
+                        })
                     })
                 })
                 .collect();
@@ -165,10 +278,138 @@ fn measure(
     Ok(times)
 }
 
+/// A pod sending a probe to the peer every [`WITNESS_EVERY`] and noting when answers
+/// come; stopped and joined on drop.
+struct Witness {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Instant>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Witness {
+    fn start(socket: UdpSocket, peer: SocketAddr) -> Result<Witness, String> {
+        let socket = Arc::new(socket);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
+        let until = Instant::now() + WITNESS_LIMIT;
+        let (tx, flag) = (Arc::clone(&socket), Arc::clone(&stop));
+        let sender = std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until && seq < 4_000_000 {
+                seq += 1;
+                let _ = tx.send_to(&seq.to_be_bytes(), peer);
+                std::thread::sleep(WITNESS_EVERY);
+            }
+        });
+        let (rx, flag, seen) = (socket, Arc::clone(&stop), Arc::clone(&answers));
+        let receiver = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                if rx.recv_from(&mut buf).is_ok() {
+                    if let Ok(mut v) = seen.lock() {
+                        v.push(Instant::now());
+                    }
+                }
+            }
+        });
+        Ok(Witness {
+            stop,
+            answers,
+            threads: vec![sender, receiver],
+        })
+    }
+
+    /// The longest time without an answer within `from..to`, in ms (the span's edges
+    /// count as answers only when an answer came before `from`).
+    fn longest_silence(&self, from: Instant, to: Instant) -> f64 {
+        let Ok(answers) = self.answers.lock() else {
+            return f64::NAN;
+        };
+        let mut last: Option<Instant> = answers.iter().rev().find(|&&t| t <= from).map(|_| from);
+        let mut worst = Duration::ZERO;
+        for &t in answers.iter().filter(|&&t| t > from && t <= to) {
+            if let Some(l) = last {
+                worst = worst.max(t - l);
+            }
+            last = Some(t);
+        }
+        if let Some(l) = last {
+            worst = worst.max(to.saturating_duration_since(l));
+        } else {
+            worst = to - from;
+        }
+        worst.as_secs_f64() * 1e3
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The no-op plugin of the floor: reads its configuration, answers one address.
+const NOOP_PLUGIN: &str = "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"198.18.250.1/32\"}]}'\n";
+
+/// ADD through the driver with a plugin that does nothing: what the method costs.
+fn noop_floor(
+    cfg: &AttachBenchConfig,
+    driver: &Path,
+    made: &mut NetnsGuard,
+) -> Result<Vec<f64>, String> {
+    let pid = std::process::id();
+    let dir = cfg.workdir.join("noop");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let plugin = dir.join("weir-bench-noop");
+    std::fs::write(&plugin, NOOP_PLUGIN).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let list = dir.join("noop.conflist");
+    std::fs::write(
+        &list,
+        serde_json::json!({"cniVersion": "1.0.0", "name": "noop",
+            "plugins": [{"type": "weir-bench-noop"}]})
+        .to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    let node = format!("wbf-{pid}");
+    made.add_netns(&node)?;
+    let noop = Plugin {
+        node: &node,
+        driver,
+        conflist: list,
+        cni_path: dir.display().to_string(),
+        cache: dir.join("cache"),
+    };
+    let mut times = Vec::new();
+    for i in 0..cfg.pods.min(50) {
+        let ns = format!("wbf{i}-{pid}");
+        made.add_netns(&ns)?;
+        let t0 = Instant::now();
+        noop.add(&ns, &format!("f{i}-{pid}"), &format!("f{i}"))?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
+}
+
 /// Runs the benchmark (root).
 pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
-    if cfg.pods == 0 || cfg.parallel == 0 || cfg.pods > 250 {
-        return Err("attach: --pods must be 1..=250 and --parallel at least 1".into());
+    if cfg.pods == 0
+        || cfg.pods > 250
+        || cfg.parallel.is_empty()
+        || cfg.parallel.len() > 4
+        || cfg.parallel.contains(&0)
+    {
+        return Err(
+            "attach: --pods must be 1..=250 and --parallel one to four levels of at least 1".into(),
+        );
     }
     std::fs::create_dir_all(&cfg.workdir).map_err(|e| e.to_string())?;
     let driver = driver(&cfg.workdir)?;
@@ -192,11 +433,12 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     .map_err(|e| e.to_string())?;
     let socket = cfg.workdir.join("cni.sock");
     let config = cfg.workdir.join("agent.yaml");
+    let planned = cfg.pods * cfg.parallel.len() + 2;
     std::fs::write(
         &config,
         format!(
             "node: bench-{pid}\ncores: [1]\ndatastore: {}\nlisten: 127.0.0.1:{}\nframes: \
-             16384\ncni:\n  socket: {}\n  ipamDir: {}\n  portsPerWorker: 160\n",
+             32768\ncni:\n  socket: {}\n  ipamDir: {}\n  portsPerWorker: {planned}\n",
             ds.display(),
             20000 + pid % 20000,
             socket.display(),
@@ -239,7 +481,36 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         cni_path: cni_path.clone(),
         cache: cfg.workdir.join("cache-weir"),
     };
-    let weir_ms = measure(cfg, &weir, "w", &mut made)?;
+    let (peer_ns, witness_ns) = (format!("wbpw-{pid}"), format!("wbww-{pid}"));
+    made.add_netns(&peer_ns)?;
+    made.add_netns(&witness_ns)?;
+    let peer_ip = weir.add(&peer_ns, &format!("peerw-{pid}"), "peer")?;
+    let echo = Echo::start(&peer_ns, &peer_ip)?;
+    let peer: SocketAddr = format!("{peer_ip}:{ECHO_PORT}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let witness_socket = probe_socket(&witness_ns)?;
+    weir.add(&witness_ns, &format!("witness-{pid}"), "witness")?;
+    first_answer(&witness_socket, peer, Instant::now() + PROBE_DEADLINE)
+        .ok_or("the witness pod never reached its peer")?;
+    let witness = Witness::start(witness_socket, peer)?;
+    // As long a quiet span as the bursts take, for the machine's own silences.
+    let mut weir_ms = Vec::new();
+    let mut gaps = Vec::new();
+    let mut spans = Vec::new();
+    for &parallel in &cfg.parallel {
+        let t0 = Instant::now();
+        weir_ms.push(measure(cfg, &weir, "w", parallel, peer, &mut made)?);
+        let t1 = Instant::now();
+        gaps.push(witness.longest_silence(t0, t1));
+        spans.push(t1 - t0);
+    }
+    let quiet = spans.iter().copied().max().unwrap_or_default();
+    let q0 = Instant::now();
+    std::thread::sleep(quiet.min(Duration::from_secs(30)));
+    let idle_gap = witness.longest_silence(q0, Instant::now());
+    drop(witness);
+    drop(echo);
     drop(made);
     if let Ok(log) = std::fs::read_to_string(cfg.workdir.join("agent.log")) {
         let _ = std::fs::write(
@@ -271,27 +542,92 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         cni_path,
         cache: cfg.workdir.join("cache-bridge"),
     };
-    let bridge_ms = measure(cfg, &bridge, "b", &mut made)?;
+    let bpeer_ns = format!("wbpb-{pid}");
+    made.add_netns(&bpeer_ns)?;
+    let bpeer_ip = bridge.add(&bpeer_ns, &format!("peerb-{pid}"), "peer")?;
+    let becho = Echo::start(&bpeer_ns, &bpeer_ip)?;
+    let bpeer: SocketAddr = format!("{bpeer_ip}:{ECHO_PORT}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut bridge_ms = Vec::new();
+    for &parallel in &cfg.parallel {
+        bridge_ms.push(measure(cfg, &bridge, "b", parallel, bpeer, &mut made)?);
+    }
+    drop(becho);
+    let floor = noop_floor(cfg, &driver, &mut made)?;
     drop(made);
 
-    let (w, b) = (&weir_ms, &bridge_ms);
-    let results = vec![
-        BenchResult::from_samples("attach_weir_p50_ms", "ms", vec![percentile(w, 0.5)])
-            .with_anchor("bridge + host-local p50", percentile(b, 0.5)),
-        BenchResult::from_samples("attach_weir_p99_ms", "ms", vec![percentile(w, 0.99)])
-            .with_anchor("bridge + host-local p99", percentile(b, 0.99)),
-        BenchResult::from_samples(
-            "attach_weir_p99_vs_goal_ms",
-            "ms",
-            vec![percentile(w, 0.99)],
-        )
-        .with_anchor("goal: 100 ms", 100.0),
-    ];
+    let pick = |t: &[Timed], f: fn(&Timed) -> f64| -> Vec<f64> { t.iter().map(f).collect() };
+    let noop_p50 = percentile(&floor, 0.5);
+    let mut results = Vec::new();
+    for (i, &parallel) in cfg.parallel.iter().enumerate() {
+        let w = pick(&weir_ms[i], |t| t.total_ms);
+        let b = pick(&bridge_ms[i], |t| t.total_ms);
+        let goal = if parallel <= 10 { 50.0 } else { 100.0 };
+        let at = format!("at_{parallel}");
+        results.extend([
+            BenchResult::from_samples(
+                format!("attach_weir_p50_ms_{at}"),
+                "ms",
+                vec![percentile(&w, 0.5)],
+            )
+            .with_anchor("bridge + host-local p50", percentile(&b, 0.5)),
+            BenchResult::from_samples(
+                format!("attach_weir_p99_ms_{at}"),
+                "ms",
+                vec![percentile(&w, 0.99)],
+            )
+            .with_anchor("bridge + host-local p99", percentile(&b, 0.99)),
+            BenchResult::from_samples(
+                format!("attach_weir_p99_vs_goal_ms_{at}"),
+                "ms",
+                vec![percentile(&w, 0.99)],
+            )
+            .with_anchor(format!("goal: {goal} ms"), goal),
+            BenchResult::from_samples(
+                format!("attach_weir_add_p50_ms_{at}"),
+                "ms",
+                vec![percentile(&pick(&weir_ms[i], |t| t.add_ms), 0.5)],
+            )
+            .with_anchor("no-op plugin ADD p50 (the driver's floor)", noop_p50),
+            BenchResult::from_samples(
+                format!("attach_forwarding_gap_ms_{at}"),
+                "ms",
+                vec![gaps[i]],
+            )
+            .with_anchor("longest silence with no attach (this machine)", idle_gap),
+        ]);
+    }
+    let rtt: Vec<f64> = weir_ms
+        .iter()
+        .flatten()
+        .map(|t| t.rtt_ms)
+        .filter(|r| r.is_finite())
+        .collect();
+    let brtt: Vec<f64> = bridge_ms
+        .iter()
+        .flatten()
+        .map(|t| t.rtt_ms)
+        .filter(|r| r.is_finite())
+        .collect();
+    results.push(
+        BenchResult::from_samples("attach_probe_rtt_p50_ms", "ms", vec![percentile(&rtt, 0.5)])
+            .with_anchor(
+                "bridge + host-local probe round trip p50",
+                percentile(&brtt, 0.5),
+            ),
+    );
     let notes = vec![format!(
-        "{} pods per plugin, {} at a time, through libcni; ADD start to the first ping answered \
-         by a peer pod (pings every ~1 ms after ADD returns); weir: agent with 1 worker on CPU 1, ADD \
-         returns once the pod's policy is programmed",
-        cfg.pods, cfg.parallel
+        "{} pods per plugin and level, {:?} at a time, through libcni; ADD start to the first \
+         UDP probe answered by a peer pod (a socket opened in the pod's namespace before ADD, \
+         probing every {} us after ADD returns); weir: agent with 1 worker on CPU 1, ADD returns \
+         once the pod's policy is programmed and its port attached. Forwarding gap: the longest \
+         silence in a witness pod's probes (one per {} us to the peer) during each level's \
+         attaches; anchor: the longest over a span as long with no attach",
+        cfg.pods,
+        cfg.parallel,
+        PROBE_EVERY.as_micros(),
+        WITNESS_EVERY.as_micros()
     )];
     Ok((results, notes))
 }

@@ -193,6 +193,7 @@ pub fn run(config: &AgentConfig, stop: &'static AtomicBool) -> Result<(), AgentE
         env,
         kernel,
         services,
+        fib_updates: 0,
     };
     drive(
         &rx,
@@ -483,6 +484,8 @@ struct Running<'a> {
     kernel: Arc<Mutex<host::KernelView>>,
     /// The service table published last, which the next one is built from.
     services: ServiceState,
+    /// IPv4 tables changed in place so far (the publisher's count, for the log).
+    fib_updates: u64,
 }
 
 impl Running<'_> {
@@ -507,11 +510,14 @@ impl Running<'_> {
             })
             .unwrap_or_default();
         stats.refused_objects += (batch.invalid + batch.refused.len()) as u64;
+        let started = Instant::now();
         let answer = match self.publish(calc) {
-            Ok((generation, new_ports)) => {
+            Ok((generation, new_ports, calculated)) => {
+                let published = started.elapsed();
                 // Interfaces the new tables name are put on workers; those they no longer
                 // name are taken off (the snapshot without them is already published).
                 let result = ports::reconcile_ports(&self.port_control, &mut self.held, &new_ports);
+                let fib = self.publisher.fib_stats();
                 stats.applied += 1;
                 stats.generation = generation;
                 stats.last_rejection = None;
@@ -520,10 +526,21 @@ impl Running<'_> {
                 stats.services_refused = self.services.refusal();
                 update_view(&self.view, calc, &self.config.node);
                 eprintln!(
-                    "weir agent: datastore reloaded (generation {generation}, {} change{})",
+                    "weir agent: datastore reloaded (generation {generation}, {} change{}; \
+                     calculated in {:.1} ms, published in {:.1} ms, ports in {:.1} ms; IPv4 \
+                     table {})",
                     batch.changes,
-                    if batch.changes == 1 { "" } else { "s" }
+                    if batch.changes == 1 { "" } else { "s" },
+                    calculated.as_secs_f64() * 1e3,
+                    (published - calculated).as_secs_f64() * 1e3,
+                    (started.elapsed() - published).as_secs_f64() * 1e3,
+                    if fib.updates > self.fib_updates {
+                        "changed in place"
+                    } else {
+                        "built afresh"
+                    },
                 );
+                self.fib_updates = fib.updates;
                 if let Err(why) = &result {
                     eprintln!("weir agent: {why}");
                 }
@@ -549,8 +566,13 @@ impl Running<'_> {
     }
 
     /// Calculates this node's tables from the model (WireGuard's peers included) and
-    /// publishes them; returns the snapshot's generation and the interfaces it names.
-    fn publish(&mut self, calc: &mut Calculator) -> Result<(u64, Vec<PortSpec>), AgentError> {
+    /// publishes them; returns the snapshot's generation, the interfaces it names and how
+    /// long the calculation took.
+    fn publish(
+        &mut self,
+        calc: &mut Calculator,
+    ) -> Result<(u64, Vec<PortSpec>, Duration), AgentError> {
+        let started = Instant::now();
         if let Ok(k) = self.kernel.lock() {
             self.env.kernel = k.clone();
         }
@@ -567,6 +589,7 @@ impl Running<'_> {
             &self.env,
             &mut self.services,
         )?;
+        let calculated = started.elapsed();
         for w in &warnings {
             eprintln!("weir agent: warning: {w}");
         }
@@ -578,6 +601,6 @@ impl Running<'_> {
         if let Some(why) = self.services.commit(services) {
             eprintln!("weir agent: {why}");
         }
-        Ok((snapshot.generation, ports))
+        Ok((snapshot.generation, ports, calculated))
     }
 }

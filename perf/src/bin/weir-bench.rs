@@ -92,9 +92,9 @@ enum Command {
         /// Pods timed per plugin.
         #[arg(long, default_value_t = 100)]
         pods: usize,
-        /// Pods created at once.
-        #[arg(long, default_value_t = 10)]
-        parallel: usize,
+        /// Pods created at once, one round of `--pods` per level (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![10, 50])]
+        parallel: Vec<usize>,
     },
     /// WireGuard per core, in memory: weir's seal path (the adjacency's peer, copy, seal,
     /// outer headers from the peer's template) beside the raw ring ChaCha20-Poly1305 seal
@@ -381,7 +381,7 @@ const SUITE: [SuiteEntry; 7] = [
     },
     SuiteEntry {
         name: "attach",
-        quick_args: &["--pods", "10", "--parallel", "5"],
+        quick_args: &["--pods", "10", "--parallel", "5,10"],
         quick_runs: 1,
     },
 ];
@@ -490,7 +490,7 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
             progress::step("attach: weir-cni then bridge + host-local, through libcni");
             let cfg = weir_perf::attach::AttachBenchConfig {
                 pods: *pods,
-                parallel: *parallel,
+                parallel: parallel.clone(),
                 weir: sibling("weir"),
                 plugin_dir: sibling("weir-cni")
                     .parent()
