@@ -7,6 +7,8 @@
 //!   got weir's result (portmap's DNAT rule exists).
 //! - DEL all: no veth, no lease, no endpoint left; DEL again succeeds.
 //! - 50 ADDs at once get 50 distinct addresses, and all are deleted again.
+//! - 50 ADDs at once while a UDP flow runs between two other pods: the flow's longest
+//!   silence is measured (printed with the figures) and must stay short.
 //! - A plugin killed (SIGKILL) in the middle of ADD leaks nothing once the runtime's GC ran.
 //! - An ADD against a stopped agent fails cleanly within the timeout, with CNI code 11.
 //! - Ten pods survive a `kill -9` of the agent: the restarted agent restores them from
@@ -196,6 +198,30 @@ impl Lab {
             .attachment(driver, "add", ns, pod, id)
             .output()
             .unwrap();
+        assert!(
+            out.status.success(),
+            "ADD {pod}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// [`Lab::add`] run at the lowest CPU priority (`nice -n 19`): fifty of them at once
+    /// must not starve the flow a test measures of the CPU.
+    fn add_niced(&self, driver: &Path, ns: &str, pod: &str, id: &str) -> serde_json::Value {
+        let inner = self.attachment(driver, "add", ns, pod, id);
+        let mut niced = Command::new("nice");
+        niced
+            .args(["-n", "19"])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                niced.env(k, v);
+            }
+        }
+        let out = niced.output().unwrap();
         assert!(
             out.status.success(),
             "ADD {pod}: {}{}",
@@ -685,4 +711,169 @@ fn a_restart_releases_pods_that_died_meanwhile_and_repairs_lost_interfaces() {
     assert_eq!(lab.leases(&node), 0);
     assert!(lab.records(&node).is_empty());
     assert!(lab.host_veths().is_empty(), "{:?}", lab.host_veths());
+}
+
+/// A UDP flow between two pods (a probe every 0.2 ms from `from`, answered by an echo in
+/// `to`'s namespace), timing the answers; stopped on drop.
+struct Flow {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Flow {
+    fn start(from: &str, to: &str, to_addr: &str) -> Flow {
+        use std::net::UdpSocket;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let echo_at: std::net::SocketAddr = format!("{to_addr}:7").parse().unwrap();
+        let echo = weir_testkit::lab::in_netns(to, move || UdpSocket::bind(echo_at))
+            .unwrap()
+            .unwrap();
+        let probe = weir_testkit::lab::in_netns(from, || UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .unwrap();
+        echo.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let probe = Arc::new(probe);
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(AtomicU64::new(0));
+        // Bounded: at most two minutes and a million probes, whatever happens.
+        let until = Instant::now() + Duration::from_secs(120);
+        let mut threads = Vec::new();
+        let flag = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                if let Ok((n, peer)) = echo.recv_from(&mut buf) {
+                    let _ = echo.send_to(&buf[..n], peer);
+                }
+            }
+        }));
+        let (tx, flag, count) = (probe.clone(), stop.clone(), sent.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until && seq < 1_000_000 {
+                seq += 1;
+                if tx.send_to(&seq.to_be_bytes(), echo_at).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }));
+        let (flag, seen) = (stop.clone(), answers.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                if probe.recv_from(&mut buf).is_ok() {
+                    seen.lock().unwrap().push(Instant::now());
+                }
+            }
+        }));
+        Flow {
+            stop,
+            answers,
+            sent,
+            threads,
+        }
+    }
+
+    /// The longest time without an answer between `from` and `to`, and the answers then.
+    fn silence(&self, from: Instant, to: Instant) -> (Duration, usize) {
+        let answers = self.answers.lock().unwrap();
+        let inside: Vec<Instant> = answers
+            .iter()
+            .copied()
+            .filter(|&t| t >= from && t <= to)
+            .collect();
+        let mut worst = Duration::ZERO;
+        let mut last = from;
+        for &t in &inside {
+            worst = worst.max(t - last);
+            last = t;
+        }
+        (worst.max(to - last), inside.len())
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
+    require_root("the CNI burst scenario");
+    let driver = driver();
+    let (mut lab, node, config, port) = Lab::with_pool("f", "198.18.66.0/24");
+    let pid = lab.pid;
+    let agent = Agent::start(&lab.node, &config, port, lab.dir.join("agent.log"));
+    let (a, b) = (lab.pod_ns("fa"), lab.pod_ns("fb"));
+    lab.add(&driver, &a, "fa", &format!("ctr-fa-{pid}"));
+    let b_addr = address_of(&lab.add(&driver, &b, "fb", &format!("ctr-fb-{pid}")));
+    let flow = Flow::start(&a, &b, &b_addr);
+    // The flow runs before the burst.
+    let warm = Instant::now();
+    while flow.answers.lock().unwrap().len() < 100 {
+        assert!(
+            warm.elapsed() < Duration::from_secs(10),
+            "the flow never ran: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let many: Vec<String> = (0..50).map(|i| lab.pod_ns(&format!("f{i}"))).collect();
+    let t0 = Instant::now();
+    let results: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = many
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (lab, driver) = (&lab, &driver);
+                s.spawn(move || {
+                    lab.add_niced(driver, ns, &format!("f{i}"), &format!("ctr-f{i}-{pid}"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let t1 = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let (gap, answered) = flow.silence(t0, t1);
+    let (_, after) = flow.silence(t1, Instant::now());
+    let sent = flow.sent.load(std::sync::atomic::Ordering::Relaxed);
+    drop(flow);
+    assert_eq!(results.len(), 50);
+    let figure = format!(
+        "50 pods attached at once in {} ms while a flow ran (a probe every 0.2 ms): longest \
+         silence {:.1} ms, {answered} answers during the burst, {sent} probes sent in all\n",
+        (t1 - t0).as_millis(),
+        gap.as_secs_f64() * 1e3
+    );
+    print!("{figure}");
+    let figures = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    std::fs::create_dir_all(&figures).unwrap();
+    std::fs::write(figures.join("attach-burst-gap.txt"), &figure).unwrap();
+    assert!(after > 0, "the flow runs after the burst: {}", agent.log());
+    // Debug build, two workers on two shared cores, fifty (niced) plugin processes: the
+    // bound is the flow not being cut (a worker waiting for the kernel's RTNL lock while
+    // it binds a port showed as 100-700 ms here), not the release figure of
+    // `weir-bench attach`.
+    assert!(
+        gap < Duration::from_millis(100),
+        "the flow went silent for {} ms during the attaches: {}",
+        gap.as_millis(),
+        agent.log()
+    );
+    assert_eq!(lab.leases(&node), 52);
 }

@@ -40,6 +40,21 @@ pub enum PortCommand {
     /// Interface `name` is now owned by `worker` (`None`: by nobody, it is gone); see
     /// [`crate::worker::Worker::set_owner`].
     SetOwner { name: String, worker: Option<usize> },
+    /// A pod port a worker's helper thread bound (or failed to), handed back to that
+    /// worker; posted by the worker's own helper, never by the agent.
+    Bound(Box<BoundPort>),
+}
+
+/// A pod interface's socket and XDP link, made by a helper thread off the worker (the
+/// bind and the link wait for the kernel's RTNL lock, which a burst of pod creations
+/// holds for tens of milliseconds), with the attach it answers.
+#[derive(Debug)]
+pub struct BoundPort {
+    pub(crate) spec: PortSpec,
+    pub(crate) reply: PortReply,
+    pub(crate) slot: u32,
+    pub(crate) result:
+        Result<(crate::xsk::XskSocket, crate::bpf::XdpLink), crate::worker::WorkerError>,
 }
 
 /// One worker's command queue.
@@ -249,7 +264,7 @@ mod tests {
                                 refilters.fetch_add(1, Ordering::SeqCst);
                                 let _ = r.send(Ok(()));
                             }
-                            PortCommand::SetOwner { .. } => {}
+                            PortCommand::SetOwner { .. } | PortCommand::Bound(_) => {}
                         }
                     }
                     std::thread::sleep(Duration::from_millis(1));

@@ -158,6 +158,12 @@ pub struct Worker {
     ports: Vec<Port>,
     /// The shared program of the pod and host interfaces, once one is attached.
     pods: Option<PodSteering>,
+    /// Interfaces a helper thread is binding (see `Worker::start_binding`).
+    binding: Vec<String>,
+    /// The helper threads not joined yet.
+    helpers: Vec<std::thread::JoinHandle<()>>,
+    /// Port commands waiting for the binds to come back.
+    deferred: Vec<crate::ports::PortCommand>,
     free: FreeList,
     /// Frames each fill ring is topped up to.
     fill_quota: usize,
@@ -209,6 +215,14 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // A helper may be binding against this UMEM and the first port's socket: both
+        // must outlive it.
+        self.join_helpers();
+    }
+}
+
 impl Worker {
     /// Creates the UMEM, binds a socket on queue 0 of every port, and attaches the XDP
     /// programs that feed them. `snapshot` maps interface names to its indices.
@@ -242,6 +256,9 @@ impl Worker {
             umem,
             ports: built,
             pods,
+            binding: Vec::new(),
+            helpers: Vec::new(),
+            deferred: Vec::new(),
             free,
             fill_quota,
             batch: Batch::new(),

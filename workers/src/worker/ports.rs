@@ -2,6 +2,7 @@
 //! the worker runs, and keeping the fill rings topped up (see the module doc of
 //! [`super`], "Ports come and go").
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_dataplane::snapshot::{Role, SnapshotReader};
@@ -9,8 +10,8 @@ use weir_dataplane::{DropReason, IfIndex, Snapshot, BATCH_SIZE};
 
 use super::{PortReport, PortSpec, Worker, WorkerConfig, WorkerError, MAX_KICKS, STAGE_LIMIT};
 use crate::bpf::{SlotMap, UplinkFilter, XdpLink, XdpProgram, XskMap};
-use crate::ports::{PortCommand, PortMailbox};
-use crate::xsk::{Umem, XskSocket};
+use crate::ports::{BoundPort, PortCommand, PortMailbox, PortReply};
+use crate::xsk::{Umem, UmemView, XskSocket};
 
 /// How long [`Worker::detach_port`] waits for a port's TX completions at most.
 pub const DETACH_WAIT: Duration = Duration::from_millis(100);
@@ -29,12 +30,18 @@ pub const POD_SLOTS: u32 = 1024;
 
 /// The one XDP program a worker attaches to all its pod (and host) interfaces, with its
 /// maps: interface index -> slot -> socket. Loaded at the first such port, kept for the
-/// worker's life, so attaching a port is two map updates and a link.
+/// worker's life, so attaching a port is two map updates and a link. The maps and the
+/// program are shared with the helper threads that bind ports; the free slots are the
+/// worker's.
 pub(super) struct PodSteering {
+    maps: Arc<PodMaps>,
+    free: Vec<u32>,
+}
+
+pub(super) struct PodMaps {
     xsks: XskMap,
     slots: SlotMap,
     program: XdpProgram,
-    free: Vec<u32>,
 }
 
 impl PodSteering {
@@ -43,11 +50,36 @@ impl PodSteering {
         let slots = SlotMap::new(POD_SLOTS)?;
         let program = XdpProgram::by_ifindex(&slots, &xsks)?;
         Ok(PodSteering {
-            xsks,
-            slots,
-            program,
+            maps: Arc::new(PodMaps {
+                xsks,
+                slots,
+                program,
+            }),
             free: (0..POD_SLOTS).rev().collect(),
         })
+    }
+}
+
+impl PodMaps {
+    /// Puts `socket` in `slot` for interface `ifindex` and links the program to it; on
+    /// failure nothing of it is left in the maps.
+    fn link(
+        &self,
+        socket: &XskSocket,
+        ifindex: u32,
+        slot: u32,
+        mode: crate::bpf::AttachMode,
+    ) -> Result<XdpLink, crate::bpf::BpfError> {
+        let attached = self
+            .xsks
+            .set(slot, socket.fd())
+            .and_then(|()| self.slots.set(ifindex, slot))
+            .and_then(|()| XdpLink::attach(&self.program, ifindex, mode));
+        if attached.is_err() {
+            let _ = self.slots.remove(ifindex);
+            let _ = self.xsks.remove(slot);
+        }
+        attached
     }
 }
 
@@ -93,7 +125,7 @@ impl Worker {
     /// [`crate::ports::PortControl::set_owner`] ([`crate::ports::PortControl::attach`]
     /// does).
     pub fn attach_port(&mut self, spec: &PortSpec, snapshot: &Snapshot) -> Result<(), WorkerError> {
-        if self.ports.iter().any(|p| p.name == spec.name) {
+        if self.ports.iter().any(|p| p.name == spec.name) || self.binding.contains(&spec.name) {
             return Err(WorkerError::AlreadyAttached(spec.name.clone()));
         }
         let port = bind_port(
@@ -104,6 +136,13 @@ impl Worker {
             self.ports.first().map(|p| &p.socket),
             &mut self.pods,
         )?;
+        self.adopt_port(port, snapshot);
+        Ok(())
+    }
+
+    /// Adds a bound port to the ports, the poll set and the report; the fill quota is
+    /// shared anew and the new fill ring is topped up.
+    fn adopt_port(&mut self, port: Port, snapshot: &Snapshot) {
         self.report.ports.push(port.report());
         self.ports.push(port);
         self.fill_quota = fill_quota(&self.umem, self.ports.len().max(self.config.planned_ports));
@@ -117,7 +156,148 @@ impl Worker {
             }
             p.lent_fill += p.socket.fill_from(&mut self.free, want);
         }
-        Ok(())
+    }
+
+    /// Starts attaching a pod interface (no uplink filter) on a helper thread: the socket
+    /// is bound and linked there, while this worker keeps forwarding, and handed back
+    /// through `mailbox` ([`PortCommand::Bound`]), where [`Worker::finish_binding`] adopts
+    /// it and answers `reply`. Until every such bind is back, detaches wait (a helper may
+    /// share the UMEM through the first port's socket), and so does an attach when the
+    /// worker has no port yet (the first bind registers the UMEM).
+    fn start_binding(
+        &mut self,
+        spec: PortSpec,
+        reply: PortReply,
+        mailbox: &Arc<PortMailbox>,
+        snapshot: &Snapshot,
+    ) {
+        let name = spec.name.clone();
+        if self.ports.iter().any(|p| p.name == name) || self.binding.contains(&name) {
+            let _ = reply.send(Err(WorkerError::AlreadyAttached(name).to_string()));
+            return;
+        }
+        if snapshot.interface_by_name(&name).is_none() {
+            let _ = reply.send(Err(WorkerError::UnknownInterface(name).to_string()));
+            return;
+        }
+        let bpf = |source| WorkerError::Bpf {
+            name: name.clone(),
+            source,
+        };
+        let prepared = crate::bpf::ifindex(&name).map_err(bpf).and_then(|ifindex| {
+            if self.pods.is_none() {
+                self.pods = Some(PodSteering::new().map_err(bpf)?);
+            }
+            let pods = self.pods.as_mut().ok_or(WorkerError::TooManyPorts(0))?;
+            let slot = pods
+                .free
+                .pop()
+                .ok_or(WorkerError::TooManyPorts(POD_SLOTS))?;
+            Ok((ifindex, slot, Arc::clone(&pods.maps)))
+        });
+        let (ifindex, slot, maps) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let umem = UmemView::of(&self.umem);
+        let shared = self.ports.first().map(|p| p.socket.shared_view());
+        let (socket_config, mode) = (self.config.socket, self.config.attach);
+        let back = Arc::clone(mailbox);
+        let helper = std::thread::Builder::new()
+            .name("weir-bind".into())
+            .spawn(move || {
+                // SAFETY: the worker keeps its UMEM mapped and the socket `shared` came
+                // from open until this thread is joined: detaches wait while a bind is
+                // out, and the worker joins its helpers before it is dropped.
+                #[allow(unsafe_code)]
+                let socket =
+                    unsafe { XskSocket::bind_views(umem, ifindex, 0, &socket_config, shared) };
+                let result = socket
+                    .map_err(|source| WorkerError::Socket {
+                        name: spec.name.clone(),
+                        source,
+                    })
+                    .and_then(|socket| {
+                        let link = maps.link(&socket, ifindex, slot, mode).map_err(|source| {
+                            WorkerError::Bpf {
+                                name: spec.name.clone(),
+                                source,
+                            }
+                        })?;
+                        Ok((socket, link))
+                    });
+                back.post(PortCommand::Bound(Box::new(BoundPort {
+                    spec,
+                    reply,
+                    slot,
+                    result,
+                })));
+            });
+        match helper {
+            Ok(handle) => {
+                self.binding.push(name);
+                self.helpers.push(handle);
+            }
+            Err(e) => {
+                // The closure (and the reply in it) is gone with the failed spawn: the
+                // attach is answered by its timeout; the slot is ours again.
+                if let Some(pods) = self.pods.as_mut() {
+                    pods.free.push(slot);
+                }
+                eprintln!("weir worker: no thread to bind {name} on: {e}");
+            }
+        }
+    }
+
+    /// Adopts a port a helper bound (see [`Worker::start_binding`]) and answers its attach.
+    fn finish_binding(&mut self, bound: BoundPort, snapshot: &Snapshot) {
+        let BoundPort {
+            spec,
+            reply,
+            slot,
+            result,
+        } = bound;
+        self.binding.retain(|n| *n != spec.name);
+        let (done, running): (Vec<_>, Vec<_>) =
+            self.helpers.drain(..).partition(|h| h.is_finished());
+        self.helpers = running;
+        for h in done {
+            let _ = h.join();
+        }
+        match result {
+            Ok((socket, link)) => {
+                let ifindex = socket.ifindex();
+                let port = Port {
+                    name: spec.name.clone(),
+                    index: snapshot.interface_by_name(&spec.name).unwrap_or(UNMAPPED),
+                    socket,
+                    link,
+                    steer: Steer::Shared { ifindex, slot },
+                    filter: None,
+                    staged: Vec::with_capacity(STAGE_LIMIT),
+                    lent_fill: 0,
+                    lent_tx: 0,
+                };
+                self.adopt_port(port, snapshot);
+                let _ = reply.send(Ok(()));
+            }
+            Err(e) => {
+                if let Some(pods) = self.pods.as_mut() {
+                    pods.free.push(slot);
+                }
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Joins every helper still binding (the worker is going away).
+    pub(super) fn join_helpers(&mut self) {
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
     }
 
     /// Gives the attached interface `spec.name` the uplink filter `spec` carries, when it
@@ -202,27 +382,50 @@ impl Worker {
     /// after the commands are taken: the agent publishes the tables naming an interface
     /// before it posts the interface's attach, so a snapshot loaded earlier in the round
     /// may not hold it yet.
-    pub(super) fn serve(&mut self, mailbox: &PortMailbox, reader: &SnapshotReader) {
+    pub(super) fn serve(&mut self, mailbox: &Arc<PortMailbox>, reader: &SnapshotReader) {
         let commands = mailbox.take();
         let snapshot = &*reader.load();
         for command in commands {
-            match command {
-                PortCommand::Attach(spec, reply) => {
-                    let r = self.attach_port(&spec, snapshot);
-                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                }
-                PortCommand::Refilter(spec, reply) => {
-                    let r = self.refilter_port(&spec);
-                    let _ = reply.send(r.map(|_| ()).map_err(|e| e.to_string()));
-                }
-                PortCommand::Detach(name, reply) => {
-                    let r = self.detach_port(&name);
-                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                }
-                PortCommand::SetOwner { name, worker } => self.set_owner(&name, worker),
+            self.serve_one(command, mailbox, snapshot);
+        }
+        // What waited for the binds, once they are all back.
+        while self.binding.is_empty() && !self.deferred.is_empty() {
+            for command in std::mem::take(&mut self.deferred) {
+                self.serve_one(command, mailbox, snapshot);
             }
         }
         self.remap(snapshot);
+    }
+
+    fn serve_one(&mut self, command: PortCommand, mailbox: &Arc<PortMailbox>, snapshot: &Snapshot) {
+        match command {
+            // A pod's interface is bound off this thread; the uplink (rare, and its own
+            // program) here.
+            PortCommand::Attach(spec, reply) if spec.uplink_filter.is_none() => {
+                if self.ports.is_empty() && !self.binding.is_empty() {
+                    self.deferred.push(PortCommand::Attach(spec, reply));
+                } else {
+                    self.start_binding(spec, reply, mailbox, snapshot);
+                }
+            }
+            PortCommand::Attach(spec, reply) => {
+                let r = self.attach_port(&spec, snapshot);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            PortCommand::Bound(bound) => self.finish_binding(*bound, snapshot),
+            PortCommand::Refilter(spec, reply) => {
+                let r = self.refilter_port(&spec);
+                let _ = reply.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            PortCommand::Detach(name, reply) if !self.binding.is_empty() => {
+                self.deferred.push(PortCommand::Detach(name, reply));
+            }
+            PortCommand::Detach(name, reply) => {
+                let r = self.detach_port(&name);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            PortCommand::SetOwner { name, worker } => self.set_owner(&name, worker),
+        }
     }
 
     pub(super) fn refill(&mut self) {
@@ -274,8 +477,8 @@ impl Worker {
                     // entries only have to be gone before the slot is used again, and a
                     // failure to delete them (the kernel refusing) costs nothing more than
                     // the slot.
-                    let cleared =
-                        pods.slots.remove(ifindex).is_ok() && pods.xsks.remove(slot).is_ok();
+                    let cleared = pods.maps.slots.remove(ifindex).is_ok()
+                        && pods.maps.xsks.remove(slot).is_ok();
                     if cleared {
                         pods.free.push(slot);
                     }
@@ -399,16 +602,9 @@ pub(super) fn bind_port(
                 .free
                 .pop()
                 .ok_or(WorkerError::TooManyPorts(POD_SLOTS))?;
-            let attached = pods
-                .xsks
-                .set(slot, socket.fd())
-                .and_then(|()| pods.slots.set(ifindex, slot))
-                .and_then(|()| XdpLink::attach(&pods.program, ifindex, config.attach));
-            match attached {
+            match pods.maps.link(&socket, ifindex, slot, config.attach) {
                 Ok(link) => (Steer::Shared { ifindex, slot }, link),
                 Err(e) => {
-                    let _ = pods.slots.remove(ifindex);
-                    let _ = pods.xsks.remove(slot);
                     pods.free.push(slot);
                     return Err(bpf(e));
                 }

@@ -48,7 +48,7 @@ mod umem;
 use std::io;
 
 pub use ring::{Consumer, Desc, Producer, RingMem};
-pub use socket::{FramePool, SocketConfig, XdpStats, XskSocket};
+pub use socket::{FramePool, SharedView, SocketConfig, UmemView, XdpStats, XskSocket};
 pub use umem::{Umem, UmemConfig};
 
 /// Bytes the kernel keeps in front of every received packet in a UMEM frame (aligned

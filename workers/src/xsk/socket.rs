@@ -80,6 +80,55 @@ pub struct XskSocket {
     fd: OwnedFd,
 }
 
+/// What binding reads of a [`Umem`]: its place, size, frame size and ring sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct UmemView {
+    start: usize,
+    len: usize,
+    frame_size: u32,
+    config: super::UmemConfig,
+}
+
+impl UmemView {
+    /// The view of `umem`.
+    pub fn of(umem: &Umem) -> UmemView {
+        UmemView {
+            start: umem.as_ptr() as usize,
+            len: umem.len(),
+            frame_size: umem.frame_size(),
+            config: *umem.config(),
+        }
+    }
+}
+
+/// What binding reads of the socket whose UMEM a new one shares.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedView {
+    fd: RawFd,
+    ifindex: u32,
+    queue: u32,
+    umem_start: usize,
+    zero_copy: bool,
+    need_wakeup: bool,
+}
+
+impl SharedView {
+    fn of(s: &XskSocket) -> SharedView {
+        SharedView {
+            fd: s.fd(),
+            ifindex: s.ifindex,
+            queue: s.queue,
+            umem_start: s.umem_start,
+            zero_copy: s.zero_copy,
+            need_wakeup: s.need_wakeup,
+        }
+    }
+}
+
+// SAFETY: a socket owns its descriptor and its ring mappings outright (nothing else
+// points into them), so it may move to another thread as a whole; it is not `Sync`.
+unsafe impl Send for XskSocket {}
+
 impl XskSocket {
     /// Creates a socket, sets up its rings and binds it to `queue` of `ifindex` (in the
     /// calling thread's network namespace).
@@ -96,10 +145,37 @@ impl XskSocket {
         cfg: &SocketConfig,
         shared: Option<&XskSocket>,
     ) -> Result<XskSocket, XskError> {
+        // SAFETY: `umem` and `shared` are borrowed for the whole call.
+        unsafe {
+            XskSocket::bind_views(
+                UmemView::of(umem),
+                ifindex,
+                queue,
+                cfg,
+                shared.map(SharedView::of),
+            )
+        }
+    }
+
+    /// [`XskSocket::bind`] from copies of what it reads of the UMEM and of the socket to
+    /// share it with, so that another thread than the UMEM's owner can bind (the bind
+    /// takes the kernel's RTNL lock, which a burst of interface changes holds for tens of
+    /// milliseconds: a worker hands that wait to a helper and keeps forwarding).
+    ///
+    /// # Safety
+    /// The UMEM `umem` was taken from, and the socket `shared` was taken from, must stay
+    /// alive (mapped, open) until this returns.
+    pub unsafe fn bind_views(
+        umem: UmemView,
+        ifindex: u32,
+        queue: u32,
+        cfg: &SocketConfig,
+        shared: Option<SharedView>,
+    ) -> Result<XskSocket, XskError> {
         check_ring_size("RX", cfg.rx_size)?;
         check_ring_size("TX", cfg.tx_size)?;
-        let umem_start = umem.as_ptr() as usize;
-        if let Some(first) = shared {
+        let umem_start = umem.start;
+        if let Some(first) = &shared {
             if first.umem_start != umem_start {
                 return Err(XskError::InvalidConfig(format!(
                     "socket on interface {} queue {} shares a different UMEM than the one given",
@@ -140,8 +216,8 @@ impl XskSocket {
         if shared.is_none() {
             let reg = libc::xdp_umem_reg {
                 addr: umem_start as u64,
-                len: umem.len() as u64,
-                chunk_size: umem.frame_size(),
+                len: umem.len as u64,
+                chunk_size: umem.frame_size,
                 headroom: 0,
                 flags: 0,
                 tx_metadata_len: 0,
@@ -151,8 +227,10 @@ impl XskSocket {
         }
         // Same device and queue as the socket we share with: the kernel shares its buffer
         // pool, fill and completion rings, and refuses rings of our own (EINVAL).
-        let own_fill_comp = shared.is_none_or(|s| s.ifindex != ifindex || s.queue != queue);
-        let ucfg = umem.config();
+        let own_fill_comp = shared
+            .as_ref()
+            .is_none_or(|s| s.ifindex != ifindex || s.queue != queue);
+        let ucfg = umem.config;
         if own_fill_comp {
             set_opt(&fd, libc::XDP_UMEM_FILL_RING, &ucfg.fill_size)
                 .map_err(|e| err("setsockopt(XDP_UMEM_FILL_RING)", e))?;
@@ -217,9 +295,9 @@ impl XskSocket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        if let Some(first) = shared {
+        if let Some(first) = &shared {
             addr.sxdp_flags = libc::XDP_SHARED_UMEM;
-            addr.sxdp_shared_umem_fd = first.fd() as u32;
+            addr.sxdp_shared_umem_fd = first.fd as u32;
         }
         bind_with_retry(&fd, &addr).map_err(|e| match e {
             BindFailure::Busy(attempts) => XskError::BindBusy {
@@ -240,10 +318,15 @@ impl XskSocket {
             need_wakeup: cfg.need_wakeup,
             zero_copy: cfg.zero_copy,
             umem_start,
-            umem_len: umem.len() as u64,
+            umem_len: umem.len as u64,
             bad_descs: 0,
             fd,
         })
+    }
+
+    /// What [`XskSocket::bind_views`] needs of this socket to share its UMEM.
+    pub fn shared_view(&self) -> SharedView {
+        SharedView::of(self)
     }
 
     /// The socket's file descriptor (for poll, or an XSKMAP entry).
