@@ -16,8 +16,9 @@
 //! (what libcni and process start-up cost an ADD) and the probe's round trip on an
 //! attached pod. And while weir's pods are attached, a *witness* pod attached first
 //! sends a probe every 0.1 ms to the peer: the longest silence between answers during
-//! the bursts is the forwarding gap the attaches cause, beside the longest silence over
-//! as long a time before them (what this machine's scheduling alone causes).
+//! the bursts is the forwarding gap the attaches cause, beside the same flow through
+//! bridge during its bursts (the plugin processes compete for the same two cores) and
+//! the longest silence over as long a time with no attach (this machine's scheduling).
 //!
 //! Root only; everything is made under names holding the process id and removed
 //! afterwards, and every loop is bounded in time.
@@ -549,10 +550,21 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let bpeer: SocketAddr = format!("{bpeer_ip}:{ECHO_PORT}")
         .parse()
         .map_err(|e| format!("{e}"))?;
+    let bwitness_ns = format!("wbwb-{pid}");
+    made.add_netns(&bwitness_ns)?;
+    let bwitness_socket = probe_socket(&bwitness_ns)?;
+    bridge.add(&bwitness_ns, &format!("witnessb-{pid}"), "witness")?;
+    first_answer(&bwitness_socket, bpeer, Instant::now() + PROBE_DEADLINE)
+        .ok_or("the bridge's witness pod never reached its peer")?;
+    let bwitness = Witness::start(bwitness_socket, bpeer)?;
     let mut bridge_ms = Vec::new();
+    let mut bridge_gaps = Vec::new();
     for &parallel in &cfg.parallel {
+        let t0 = Instant::now();
         bridge_ms.push(measure(cfg, &bridge, "b", parallel, bpeer, &mut made)?);
+        bridge_gaps.push(bwitness.longest_silence(t0, Instant::now()));
     }
+    drop(bwitness);
     drop(becho);
     let floor = noop_floor(cfg, &driver, &mut made)?;
     drop(made);
@@ -595,6 +607,15 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
                 "ms",
                 vec![gaps[i]],
             )
+            .with_anchor(
+                "bridge + host-local: the same during its attaches",
+                bridge_gaps[i],
+            ),
+            BenchResult::from_samples(
+                format!("attach_forwarding_gap_vs_idle_ms_{at}"),
+                "ms",
+                vec![gaps[i]],
+            )
             .with_anchor("longest silence with no attach (this machine)", idle_gap),
         ]);
     }
@@ -623,7 +644,8 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
          probing every {} us after ADD returns); weir: agent with 1 worker on CPU 1, ADD returns \
          once the pod's policy is programmed and its port attached. Forwarding gap: the longest \
          silence in a witness pod's probes (one per {} us to the peer) during each level's \
-         attaches; anchor: the longest over a span as long with no attach",
+         attaches; anchors: the same flow through bridge during its attaches, and the longest \
+         silence over a span as long with no attach",
         cfg.pods,
         cfg.parallel,
         PROBE_EVERY.as_micros(),
