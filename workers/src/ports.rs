@@ -157,6 +157,39 @@ impl PortControl {
         Ok(())
     }
 
+    /// [`PortControl::attach`] for several interfaces at once: every command is posted
+    /// first, then the answers are awaited (all within `timeout`), so workers bind the
+    /// ports side by side rather than one after the other. Answers in the order given.
+    pub fn attach_many(
+        &self,
+        ports: &[(usize, &PortSpec)],
+        timeout: Duration,
+    ) -> Vec<Result<(), String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let asked: Vec<Result<std::sync::mpsc::Receiver<Result<(), String>>, String>> = ports
+            .iter()
+            .map(|&(worker, spec)| {
+                let mailbox = self.mailbox_of(worker)?;
+                let (reply, answer) = channel();
+                mailbox.post(PortCommand::Attach(spec.clone(), reply));
+                Ok(answer)
+            })
+            .collect();
+        asked
+            .into_iter()
+            .zip(ports)
+            .map(|(answer, &(worker, spec))| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let result = answer.and_then(|a| Self::wait(&a, worker, timeout, left));
+                if result.is_ok() {
+                    self.remember(&spec.name, Some(spec.uplink_filter.clone()));
+                    self.set_owner(&spec.name, Some(worker));
+                }
+                result
+            })
+            .collect()
+    }
+
     /// Asks worker `worker`, which holds `spec.name`, to run the XDP program for
     /// `spec.uplink_filter` on it, and waits up to `timeout` for the answer. A filter
     /// equal to the one the interface last got through this control is not sent at all.
@@ -213,21 +246,22 @@ impl PortControl {
         }
     }
 
-    fn ask(
-        &self,
-        worker: usize,
-        timeout: Duration,
-        command: impl FnOnce(PortReply) -> PortCommand,
-    ) -> Result<(), String> {
-        let mailbox = self.mailboxes.get(worker).ok_or_else(|| {
+    fn mailbox_of(&self, worker: usize) -> Result<&Arc<PortMailbox>, String> {
+        self.mailboxes.get(worker).ok_or_else(|| {
             format!(
                 "there is no worker {worker} (the node runs {})",
                 self.mailboxes.len()
             )
-        })?;
-        let (reply, answer) = channel();
-        mailbox.post(command(reply));
-        match answer.recv_timeout(timeout) {
+        })
+    }
+
+    fn wait(
+        answer: &std::sync::mpsc::Receiver<Result<(), String>>,
+        worker: usize,
+        timeout: Duration,
+        left: Duration,
+    ) -> Result<(), String> {
+        match answer.recv_timeout(left) {
             Ok(result) => result.map_err(|e| format!("worker {worker}: {e}")),
             Err(RecvTimeoutError::Timeout) => Err(format!(
                 "worker {worker} did not answer within {timeout:?} (busy, or not running)"
@@ -236,6 +270,18 @@ impl PortControl {
                 Err(format!("worker {worker} dropped the command (it stopped)"))
             }
         }
+    }
+
+    fn ask(
+        &self,
+        worker: usize,
+        timeout: Duration,
+        command: impl FnOnce(PortReply) -> PortCommand,
+    ) -> Result<(), String> {
+        let mailbox = self.mailbox_of(worker)?;
+        let (reply, answer) = channel();
+        mailbox.post(command(reply));
+        Self::wait(&answer, worker, timeout, timeout)
     }
 }
 

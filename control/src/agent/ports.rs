@@ -58,14 +58,31 @@ pub(super) fn reconcile_ports(
         .iter()
         .filter(|p| !held.contains_key(&p.name))
         .collect();
-    for spec in new {
-        let mut load = vec![0usize; control.workers()];
-        for w in held.values() {
-            load[*w] += 1;
+    // Each on the worker holding fewest, counting those placed here; then all attached
+    // at once (the workers bind them side by side, off their forwarding loops).
+    let mut load = vec![0usize; control.workers()];
+    for w in held.values() {
+        if let Some(l) = load.get_mut(*w) {
+            *l += 1;
         }
-        let w = (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0);
-        let t = std::time::Instant::now();
-        match control.attach(w, spec, PORT_TIMEOUT) {
+    }
+    let placed: Vec<(usize, &PortSpec)> = new
+        .into_iter()
+        .map(|spec| {
+            let w = (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+            if let Some(l) = load.get_mut(w) {
+                *l += 1;
+            }
+            (w, spec)
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for (result, &(w, spec)) in control
+        .attach_many(&placed, PORT_TIMEOUT)
+        .into_iter()
+        .zip(&placed)
+    {
+        match result {
             Ok(()) => {
                 held.insert(spec.name.clone(), w);
                 eprintln!(
