@@ -20,6 +20,10 @@
 //! bridge during its bursts (the plugin processes compete for the same two cores) and
 //! the longest silence over as long a time with no attach (this machine's scheduling).
 //!
+//! The worker's own view of the same: how many rounds of its loop (port commands, then
+//! one poll) took longer than 1 ms during each level (`weir_worker_slow_rounds_total`
+//! from the agent's `/metrics`), which the measuring threads' own scheduling cannot blur.
+//!
 //! Root only; everything is made under names holding the process id and removed
 //! afterwards, and every loop is bounded in time.
 
@@ -355,6 +359,33 @@ impl Drop for Witness {
     }
 }
 
+/// The agent's `weir_worker_slow_rounds_total` (summed over workers), read from its
+/// `/metrics` inside the node's namespace.
+fn slow_rounds(node: &str, port: u16) -> Result<u64, String> {
+    let text = in_netns(node, move || -> Result<String, String> {
+        use std::io::{Read as _, Write as _};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("the agent's metrics: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).map_err(|e| e.to_string())?;
+        Ok(body)
+    })
+    .map_err(|e| e.to_string())??;
+    let found: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("weir_worker_slow_rounds_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    if found.is_empty() {
+        return Err("the agent's metrics have no weir_worker_slow_rounds_total".into());
+    }
+    Ok(found.iter().sum())
+}
+
 /// The no-op plugin of the floor: reads its configuration, answers one address.
 const NOOP_PLUGIN: &str = "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"198.18.250.1/32\"}]}'\n";
 
@@ -434,6 +465,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     .map_err(|e| e.to_string())?;
     let socket = cfg.workdir.join("cni.sock");
     let config = cfg.workdir.join("agent.yaml");
+    let metrics_port = (20000 + pid % 20000) as u16;
     let planned = cfg.pods * cfg.parallel.len() + 2;
     std::fs::write(
         &config,
@@ -441,7 +473,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
             "node: bench-{pid}\ncores: [1]\ndatastore: {}\nlisten: 127.0.0.1:{}\nframes: \
              32768\ncni:\n  socket: {}\n  ipamDir: {}\n  portsPerWorker: {planned}\n",
             ds.display(),
-            20000 + pid % 20000,
+            metrics_port,
             socket.display(),
             cfg.workdir.join("ipam").display()
         ),
@@ -499,12 +531,17 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let mut weir_ms = Vec::new();
     let mut gaps = Vec::new();
     let mut spans = Vec::new();
+    let mut slow = Vec::new();
     for &parallel in &cfg.parallel {
+        let before = slow_rounds(&node, metrics_port)?;
         let t0 = Instant::now();
         weir_ms.push(measure(cfg, &weir, "w", parallel, peer, &mut made)?);
         let t1 = Instant::now();
         gaps.push(witness.longest_silence(t0, t1));
         spans.push(t1 - t0);
+        // The worker publishes its report ten times a second.
+        std::thread::sleep(Duration::from_millis(250));
+        slow.push(slow_rounds(&node, metrics_port)?.saturating_sub(before) as f64);
     }
     let quiet = spans.iter().copied().max().unwrap_or_default();
     let q0 = Instant::now();
@@ -611,6 +648,12 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
                 "bridge + host-local: the same during its attaches",
                 bridge_gaps[i],
             ),
+            BenchResult::from_samples(
+                format!("attach_worker_rounds_over_1ms_{at}"),
+                "rounds",
+                vec![slow[i]],
+            )
+            .with_anchor("goal: none", 0.0),
             BenchResult::from_samples(
                 format!("attach_forwarding_gap_vs_idle_ms_{at}"),
                 "ms",

@@ -492,7 +492,7 @@ impl EncodeMetric for ApplyHistogram<'_> {
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
 /// The per-worker counters `/metrics` shows, one family each.
-const PER_WORKER: [Family; 26] = [
+const PER_WORKER: [Family; 27] = [
     (
         "weir_rx_packets_total",
         "Frames that entered the pipeline.",
@@ -559,6 +559,12 @@ const PER_WORKER: [Family; 26] = [
     ("weir_worker_sleeps_total", "Idle sleeps in poll(2).", |r| {
         r.sleeps
     }),
+    (
+        "weir_worker_slow_rounds_total",
+        "Rounds of a worker's loop (port commands, then one poll) that took more than 1 ms: \
+         forwarding stood still that long.",
+        |r| r.slow_rounds,
+    ),
     (
         "weir_wireguard_sealed_total",
         "Packets sealed for a peer and sent.",

@@ -69,7 +69,7 @@ use weir_dataplane::{Batch, FrameRegion, FreeList, IfIndex, Pipeline, Snapshot, 
 pub use ports::DETACH_WAIT;
 pub use ports::POD_SLOTS;
 use ports::{bind_port, fill_quota, PodSteering, Port, UNMAPPED};
-pub use report::{PortReport, SharedReport, WorkerReport};
+pub use report::{PortReport, SharedReport, WorkerReport, SLOW_ROUND};
 
 use crate::bpf::{AttachMode, BpfError, UplinkFilter};
 use crate::handoff::Links;
@@ -358,6 +358,7 @@ impl Worker {
         let started = Instant::now();
         let mut last_report_ns = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            let round = Instant::now();
             if let Some(mailbox) = self.mailbox.as_ref().filter(|m| m.pending()).cloned() {
                 self.serve(&mailbox, reader);
                 self.idle = 0;
@@ -367,6 +368,12 @@ impl Worker {
             let now_ns = started.elapsed().as_nanos() as u64;
             let n = self.poll_once(&snapshot, now_ns);
             drop(snapshot);
+            let took = round.elapsed();
+            if took > report::SLOW_ROUND {
+                self.report.slow_rounds += 1;
+                self.report.longest_round_ns =
+                    self.report.longest_round_ns.max(took.as_nanos() as u64);
+            }
             if n == 0
                 && self
                     .ports

@@ -38,6 +38,11 @@ pub struct WorkerReport {
     pub fill_starved: u64,
     /// Sleeps in `poll(2)`.
     pub sleeps: u64,
+    /// Rounds of the loop (port commands served, then one poll) that took longer than
+    /// [`SLOW_ROUND`]: forwarding stood still that long. Idle sleeps do not count.
+    pub slow_rounds: u64,
+    /// The longest such round, in nanoseconds.
+    pub longest_round_ns: u64,
     /// WireGuard, on the worker that owns the uplink: the peers' counters.
     pub wireguard: WgCounters,
     /// WireGuard: the tunnel's own counters.
@@ -58,6 +63,9 @@ pub struct WorkerReport {
     /// `pipeline.policy_logs_suppressed`).
     pub logs_lost: u64,
 }
+
+/// A round of the worker loop longer than this counts in [`WorkerReport::slow_rounds`].
+pub const SLOW_ROUND: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How many log records a report holds for the agent: four of the policy stage's rings.
 pub const LOG_BACKLOG: usize = 4 * LOG_RING;
