@@ -105,20 +105,7 @@ pub struct Attacher {
     timeout: Duration,
 }
 
-/// Creates and configures the pod's veth pair; returns (host MAC, pod MAC). See
-/// [`crate::netlink::plumb`].
-pub(crate) fn plumb(
-    netns: &str,
-    ifname: &str,
-    host: &str,
-    ips: &[IpAddr],
-    mtu: u16,
-) -> Result<(String, String), String> {
-    if !Path::new(netns).exists() {
-        return Err(format!("the network namespace {netns} does not exist"));
-    }
-    crate::netlink::plumb(netns, ifname, host, ips, mtu)
-}
+pub(crate) use crate::netlink::plumb;
 
 fn error(code: u32, msg: &str, details: impl Into<String>) -> Response {
     Response::Error {

@@ -116,6 +116,9 @@ pub(crate) fn plumb(
     ips: &[IpAddr],
     mtu: u16,
 ) -> Result<(String, String), String> {
+    if !std::path::Path::new(netns).exists() {
+        return Err(format!("the network namespace {netns} does not exist"));
+    }
     let pod_ns = open_netns(netns)?;
     let peer_ns = pod_ns
         .try_clone()

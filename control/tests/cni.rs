@@ -194,17 +194,12 @@ impl Lab {
     }
 
     fn add(&self, driver: &Path, ns: &str, pod: &str, id: &str) -> serde_json::Value {
-        let out = self
-            .attachment(driver, "add", ns, pod, id)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ADD {pod}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        added(
+            pod,
+            self.attachment(driver, "add", ns, pod, id)
+                .output()
+                .unwrap(),
+        )
     }
 
     /// [`Lab::add`] run at the lowest CPU priority (`nice -n 19`): fifty of them at once
@@ -221,14 +216,7 @@ impl Lab {
                 niced.env(k, v);
             }
         }
-        let out = niced.output().unwrap();
-        assert!(
-            out.status.success(),
-            "ADD {pod}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        added(pod, niced.output().unwrap())
     }
 
     fn del(&self, driver: &Path, ns: &str, pod: &str, id: &str) {
@@ -268,6 +256,17 @@ impl Lab {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["leases"].as_object().map_or(0, |m| m.len())
     }
+}
+
+/// The result of a successful ADD of `pod`.
+fn added(pod: &str, out: Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "ADD {pod}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn address_of(result: &serde_json::Value) -> String {
