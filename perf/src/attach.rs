@@ -22,7 +22,8 @@
 //!
 //! The worker's own view of the same: how many rounds of its loop (port commands, then
 //! one poll) took longer than 1 ms during each level (`weir_worker_slow_rounds_total`
-//! from the agent's `/metrics`), which the measuring threads' own scheduling cannot blur.
+//! from the agent's `/metrics`), which the measuring threads' own scheduling cannot blur,
+//! and of those the rounds that served port commands (its own work when ports come).
 //!
 //! Root only; everything is made under names holding the process id and removed
 //! afterwards, and every loop is bounded in time.
@@ -361,7 +362,7 @@ impl Drop for Witness {
 
 /// The agent's `weir_worker_slow_rounds_total` (summed over workers), read from its
 /// `/metrics` inside the node's namespace.
-fn slow_rounds(node: &str, port: u16) -> Result<u64, String> {
+fn slow_rounds(node: &str, port: u16) -> Result<(u64, u64), String> {
     let text = in_netns(node, move || -> Result<String, String> {
         use std::io::{Read as _, Write as _};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
@@ -375,15 +376,21 @@ fn slow_rounds(node: &str, port: u16) -> Result<u64, String> {
         Ok(body)
     })
     .map_err(|e| e.to_string())??;
-    let found: Vec<u64> = text
-        .lines()
-        .filter(|l| l.starts_with("weir_worker_slow_rounds_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    if found.is_empty() {
-        return Err("the agent's metrics have no weir_worker_slow_rounds_total".into());
-    }
-    Ok(found.iter().sum())
+    let sum = |family: &str| -> Result<u64, String> {
+        let found: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if found.is_empty() {
+            return Err(format!("the agent's metrics have no {family}"));
+        }
+        Ok(found.iter().sum())
+    };
+    Ok((
+        sum("weir_worker_slow_rounds_total")?,
+        sum("weir_worker_slow_port_rounds_total")?,
+    ))
 }
 
 /// The no-op plugin of the floor: reads its configuration, answers one address.
@@ -541,7 +548,11 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         spans.push(t1 - t0);
         // The worker publishes its report ten times a second.
         std::thread::sleep(Duration::from_millis(250));
-        slow.push(slow_rounds(&node, metrics_port)?.saturating_sub(before) as f64);
+        let after = slow_rounds(&node, metrics_port)?;
+        slow.push((
+            after.0.saturating_sub(before.0) as f64,
+            after.1.saturating_sub(before.1) as f64,
+        ));
     }
     let quiet = spans.iter().copied().max().unwrap_or_default();
     let q0 = Instant::now();
@@ -651,9 +662,15 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
             BenchResult::from_samples(
                 format!("attach_worker_rounds_over_1ms_{at}"),
                 "rounds",
-                vec![slow[i]],
+                vec![slow[i].0],
             )
             .with_anchor("goal: none", 0.0),
+            BenchResult::from_samples(
+                format!("attach_worker_port_rounds_over_1ms_{at}"),
+                "rounds",
+                vec![slow[i].1],
+            )
+            .with_anchor("all rounds over 1 ms", slow[i].0),
             BenchResult::from_samples(
                 format!("attach_forwarding_gap_vs_idle_ms_{at}"),
                 "ms",

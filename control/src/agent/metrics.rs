@@ -492,7 +492,7 @@ impl EncodeMetric for ApplyHistogram<'_> {
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
 /// The per-worker counters `/metrics` shows, one family each.
-const PER_WORKER: [Family; 27] = [
+const PER_WORKER: [Family; 28] = [
     (
         "weir_rx_packets_total",
         "Frames that entered the pipeline.",
@@ -564,6 +564,12 @@ const PER_WORKER: [Family; 27] = [
         "Rounds of a worker's loop (port commands, then one poll) that took more than 1 ms: \
          forwarding stood still that long.",
         |r| r.slow_rounds,
+    ),
+    (
+        "weir_worker_slow_port_rounds_total",
+        "Of the rounds over 1 ms, those that served port commands (interfaces attached or \
+         detached).",
+        |r| r.slow_port_rounds,
     ),
     (
         "weir_wireguard_sealed_total",

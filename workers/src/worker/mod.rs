@@ -359,9 +359,11 @@ impl Worker {
         let mut last_report_ns = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let round = Instant::now();
+            let mut served = false;
             if let Some(mailbox) = self.mailbox.as_ref().filter(|m| m.pending()).cloned() {
                 self.serve(&mailbox, reader);
                 self.idle = 0;
+                served = true;
             }
             let snapshot = reader.load();
             // One clock read per round serves the pipeline and the report timer.
@@ -371,6 +373,7 @@ impl Worker {
             let took = round.elapsed();
             if took > report::SLOW_ROUND {
                 self.report.slow_rounds += 1;
+                self.report.slow_port_rounds += u64::from(served);
                 self.report.longest_round_ns =
                     self.report.longest_round_ns.max(took.as_nanos() as u64);
             }

@@ -41,6 +41,10 @@ pub struct WorkerReport {
     /// Rounds of the loop (port commands served, then one poll) that took longer than
     /// [`SLOW_ROUND`]: forwarding stood still that long. Idle sleeps do not count.
     pub slow_rounds: u64,
+    /// Of those, the rounds that served port commands (a port attached, adopted or
+    /// detached): the worker's own work when ports come and go, apart from the rounds
+    /// that were slow for other reasons (the thread preempted, a large batch).
+    pub slow_port_rounds: u64,
     /// The longest such round, in nanoseconds.
     pub longest_round_ns: u64,
     /// WireGuard, on the worker that owns the uplink: the peers' counters.
