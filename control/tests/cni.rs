@@ -36,7 +36,16 @@ struct Lab {
     guard: NetnsGuard,
 }
 
-/// The driver, built once per test binary (tests run in parallel).
+/// The scenarios of this file run one at a time: each starts an agent, tens of plugin
+/// processes and, for the burst, measures a flow's silence, which the others' processes
+/// on the same two cores would lengthen.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The driver, built once per test binary.
 fn driver() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(build_driver).clone()
@@ -277,6 +286,7 @@ fn address_of(result: &serde_json::Value) -> String {
 #[test]
 fn pods_attached_through_libcni_with_chained_plugins_and_nothing_left_behind() {
     require_root("the CNI scenario");
+    let _alone = one_at_a_time();
     let driver = driver();
     let pid = std::process::id();
     let mut guard = NetnsGuard::new();
@@ -521,6 +531,7 @@ fn first_reply(from: &str, to: &str, limit: Duration) -> Option<Instant> {
 #[test]
 fn ten_pods_survive_a_kill_9_of_the_agent_and_nothing_leaks() {
     require_root("the CNI restart scenario");
+    let _alone = one_at_a_time();
     let driver = driver();
     let (mut lab, node, config, port) = Lab::with_pool("r", "198.18.65.0/24");
     let pid = lab.pid;
@@ -638,6 +649,7 @@ fn ten_pods_survive_a_kill_9_of_the_agent_and_nothing_leaks() {
 #[test]
 fn a_restart_releases_pods_that_died_meanwhile_and_repairs_lost_interfaces() {
     require_root("the CNI restart clean-up scenario");
+    let _alone = one_at_a_time();
     let driver = driver();
     let (mut lab, node, config, port) = Lab::with_pool("g", "198.18.66.0/24");
     let pid = lab.pid;
@@ -812,6 +824,7 @@ impl Drop for Flow {
 #[test]
 fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
     require_root("the CNI burst scenario");
+    let _alone = one_at_a_time();
     let driver = driver();
     let (mut lab, node, config, port) = Lab::with_pool("f", "198.18.66.0/24");
     let pid = lab.pid;
