@@ -105,8 +105,6 @@ pub struct Attacher {
     timeout: Duration,
 }
 
-pub(crate) use crate::netlink::plumb;
-
 fn error(code: u32, msg: &str, details: impl Into<String>) -> Response {
     Response::Error {
         code,
@@ -244,7 +242,7 @@ impl Attacher {
         }
         let host = host_interface(&req.container_id, &req.ifname);
         let leased = started.elapsed();
-        let plumbed = plumb(&req.netns, &req.ifname, &host, &ips, self.mtu);
+        let plumbed = crate::netlink::plumb(&req.netns, &req.ifname, &host, &ips, self.mtu);
         let plumbed_at = started.elapsed();
         let (host_mac, pod_mac) = match plumbed {
             Ok(macs) => macs,

@@ -306,13 +306,13 @@ pub fn restore(
             None => Path::new(&record.netns).exists(),
         };
         if !alive {
-            let mut clean = ipam
+            // An interface that is not there is fine: the pair may have gone with the
+            // pod's namespace.
+            let clean = ipam
                 .release(&record.container_id, Some(&record.ifname))
                 .map(drop)
-                .map_err(|e| e.to_string());
-            if interface_exists(&record.host_interface) {
-                clean = clean.and(delete_link(&record.host_interface));
-            }
+                .map_err(|e| e.to_string())
+                .and(crate::netlink::delete_link(&record.host_interface));
             match clean.and_then(|()| {
                 store
                     .remove(&record.container_id, &record.ifname)
@@ -372,10 +372,6 @@ pub fn netns_inode(path: &str) -> Option<u64> {
 fn interface_exists(name: &str) -> bool {
     // An unreadable link table counts as "there": nothing is re-created over it.
     crate::netlink::link_exists(name).unwrap_or(true)
-}
-
-fn delete_link(name: &str) -> Result<(), String> {
-    crate::netlink::delete_link(name)
 }
 
 #[cfg(test)]

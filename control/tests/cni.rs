@@ -25,6 +25,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Agent;
+use weir_testkit::flow::{socket_in, Echo, Flow};
 use weir_testkit::lab::{output, require_root, run, NetnsGuard};
 
 struct Lab {
@@ -724,103 +725,6 @@ fn a_restart_releases_pods_that_died_meanwhile_and_repairs_lost_interfaces() {
     assert!(lab.host_veths().is_empty(), "{:?}", lab.host_veths());
 }
 
-/// A UDP flow between two pods (a probe every 0.2 ms from `from`, answered by an echo in
-/// `to`'s namespace), timing the answers; stopped on drop.
-struct Flow {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    answers: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
-    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Flow {
-    fn start(from: &str, to: &str, to_addr: &str) -> Flow {
-        use std::net::UdpSocket;
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        use std::sync::{Arc, Mutex};
-        let echo_at: std::net::SocketAddr = format!("{to_addr}:7").parse().unwrap();
-        let echo = weir_testkit::lab::in_netns(to, move || UdpSocket::bind(echo_at))
-            .unwrap()
-            .unwrap();
-        let probe = weir_testkit::lab::in_netns(from, || UdpSocket::bind("0.0.0.0:0"))
-            .unwrap()
-            .unwrap();
-        echo.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        probe
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let probe = Arc::new(probe);
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let sent = Arc::new(AtomicU64::new(0));
-        // Bounded: at most two minutes and a million probes, whatever happens.
-        let until = Instant::now() + Duration::from_secs(120);
-        let mut threads = Vec::new();
-        let flag = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 16];
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                if let Ok((n, peer)) = echo.recv_from(&mut buf) {
-                    let _ = echo.send_to(&buf[..n], peer);
-                }
-            }
-        }));
-        let (tx, flag, count) = (probe.clone(), stop.clone(), sent.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut seq = 0u64;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until && seq < 1_000_000 {
-                seq += 1;
-                if tx.send_to(&seq.to_be_bytes(), echo_at).is_ok() {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }));
-        let (flag, seen) = (stop.clone(), answers.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 16];
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                if probe.recv_from(&mut buf).is_ok() {
-                    seen.lock().unwrap().push(Instant::now());
-                }
-            }
-        }));
-        Flow {
-            stop,
-            answers,
-            sent,
-            threads,
-        }
-    }
-
-    /// The longest time without an answer between `from` and `to`, and the answers then.
-    fn silence(&self, from: Instant, to: Instant) -> (Duration, usize) {
-        let answers = self.answers.lock().unwrap();
-        let inside: Vec<Instant> = answers
-            .iter()
-            .copied()
-            .filter(|&t| t >= from && t <= to)
-            .collect();
-        let mut worst = Duration::ZERO;
-        let mut last = from;
-        for &t in &inside {
-            worst = worst.max(t - last);
-            last = t;
-        }
-        (worst.max(to - last), inside.len())
-    }
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
     require_root("the CNI burst scenario");
@@ -832,10 +736,19 @@ fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
     let (a, b) = (lab.pod_ns("fa"), lab.pod_ns("fb"));
     lab.add(&driver, &a, "fa", &format!("ctr-fa-{pid}"));
     let b_addr = address_of(&lab.add(&driver, &b, "fb", &format!("ctr-fb-{pid}")));
-    let flow = Flow::start(&a, &b, &b_addr);
+    // A probe every 0.2 ms from a to an echo in b.
+    let echo_at: std::net::SocketAddr = format!("{b_addr}:7").parse().unwrap();
+    let echo = Echo::start(&b, echo_at).unwrap();
+    let any: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+    let flow = Flow::start(
+        socket_in(&a, any).unwrap(),
+        echo_at,
+        Duration::from_micros(200),
+    )
+    .unwrap();
     // The flow runs before the burst.
     let warm = Instant::now();
-    while flow.answers.lock().unwrap().len() < 100 {
+    while flow.answered() < 100 {
         assert!(
             warm.elapsed() < Duration::from_secs(10),
             "the flow never ran: {}",
@@ -863,8 +776,9 @@ fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
     std::thread::sleep(Duration::from_millis(200));
     let (gap, answered) = flow.silence(t0, t1);
     let (_, after) = flow.silence(t1, Instant::now());
-    let sent = flow.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = flow.sent();
     drop(flow);
+    drop(echo);
     assert_eq!(results.len(), 50);
     let slow: u64 = agent
         .http("/metrics")

@@ -31,10 +31,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use weir_testkit::flow::{socket_in, Echo, Flow};
 use weir_testkit::lab::{in_netns, ip, ChildGuard, NetnsGuard};
 
 use crate::report::{percentile, BenchResult};
@@ -130,58 +129,23 @@ const PROBE_EVERY: Duration = Duration::from_micros(500);
 const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 /// The witness's send interval.
 const WITNESS_EVERY: Duration = Duration::from_micros(100);
-/// The most the witness runs (its loop also ends with the benchmark).
-const WITNESS_LIMIT: Duration = Duration::from_secs(300);
 
-/// A thread answering UDP probes from a socket in the peer's namespace; stopped and
-/// joined on drop.
-struct Echo {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// Where the peer's echo answers.
+fn echo_at(addr: &str) -> Result<SocketAddr, String> {
+    format!("{addr}:{ECHO_PORT}")
+        .parse()
+        .map_err(|e| format!("{addr}: {e}"))
 }
 
-impl Echo {
-    fn start(ns: &str, addr: &str) -> Result<Echo, String> {
-        let bind: SocketAddr = format!("{addr}:{ECHO_PORT}")
-            .parse()
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let socket = in_netns(ns, move || UdpSocket::bind(bind))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("echo on {bind}: {e}"))?;
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .map_err(|e| e.to_string())?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Ok(Echo {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A flow's longest silence within `from..=to`, in ms.
+fn silence_ms(flow: &Flow, from: Instant, to: Instant) -> f64 {
+    flow.silence(from, to).0.as_secs_f64() * 1e3
 }
 
 /// A UDP socket in namespace `ns` (bound to any address: the pod has none yet).
 fn probe_socket(ns: &str) -> Result<UdpSocket, String> {
-    let socket = in_netns(ns, || UdpSocket::bind("0.0.0.0:0"))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("a probe socket in {ns}: {e}"))?;
+    let any: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let socket = socket_in(ns, any).map_err(|e| e.to_string())?;
     socket
         .set_read_timeout(Some(PROBE_EVERY))
         .map_err(|e| e.to_string())?;
@@ -282,82 +246,6 @@ fn measure(
         }
     }
     Ok(times)
-}
-
-/// A pod sending a probe to the peer every [`WITNESS_EVERY`] and noting when answers
-/// come; stopped and joined on drop.
-struct Witness {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Instant>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Witness {
-    fn start(socket: UdpSocket, peer: SocketAddr) -> Result<Witness, String> {
-        let socket = Arc::new(socket);
-        socket
-            .set_read_timeout(Some(Duration::from_millis(5)))
-            .map_err(|e| e.to_string())?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
-        let until = Instant::now() + WITNESS_LIMIT;
-        let (tx, flag) = (Arc::clone(&socket), Arc::clone(&stop));
-        let sender = std::thread::spawn(move || {
-            let mut seq = 0u64;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until && seq < 4_000_000 {
-                seq += 1;
-                let _ = tx.send_to(&seq.to_be_bytes(), peer);
-                std::thread::sleep(WITNESS_EVERY);
-            }
-        });
-        let (rx, flag, seen) = (socket, Arc::clone(&stop), Arc::clone(&answers));
-        let receiver = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                if rx.recv_from(&mut buf).is_ok() {
-                    if let Ok(mut v) = seen.lock() {
-                        v.push(Instant::now());
-                    }
-                }
-            }
-        });
-        Ok(Witness {
-            stop,
-            answers,
-            threads: vec![sender, receiver],
-        })
-    }
-
-    /// The longest time without an answer within `from..to`, in ms (the span's edges
-    /// count as answers only when an answer came before `from`).
-    fn longest_silence(&self, from: Instant, to: Instant) -> f64 {
-        let Ok(answers) = self.answers.lock() else {
-            return f64::NAN;
-        };
-        let mut last: Option<Instant> = answers.iter().rev().find(|&&t| t <= from).map(|_| from);
-        let mut worst = Duration::ZERO;
-        for &t in answers.iter().filter(|&&t| t > from && t <= to) {
-            if let Some(l) = last {
-                worst = worst.max(t - l);
-            }
-            last = Some(t);
-        }
-        if let Some(l) = last {
-            worst = worst.max(to.saturating_duration_since(l));
-        } else {
-            worst = to - from;
-        }
-        worst.as_secs_f64() * 1e3
-    }
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The agent's `weir_worker_slow_rounds_total` (summed over workers), read from its
@@ -525,15 +413,13 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     made.add_netns(&peer_ns)?;
     made.add_netns(&witness_ns)?;
     let peer_ip = weir.add(&peer_ns, &format!("peerw-{pid}"), "peer")?;
-    let echo = Echo::start(&peer_ns, &peer_ip)?;
-    let peer: SocketAddr = format!("{peer_ip}:{ECHO_PORT}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
+    let peer = echo_at(&peer_ip)?;
+    let echo = Echo::start(&peer_ns, peer).map_err(|e| e.to_string())?;
     let witness_socket = probe_socket(&witness_ns)?;
     weir.add(&witness_ns, &format!("witness-{pid}"), "witness")?;
     first_answer(&witness_socket, peer, Instant::now() + PROBE_DEADLINE)
         .ok_or("the witness pod never reached its peer")?;
-    let witness = Witness::start(witness_socket, peer)?;
+    let witness = Flow::start(witness_socket, peer, WITNESS_EVERY).map_err(|e| e.to_string())?;
     // As long a quiet span as the bursts take, for the machine's own silences.
     let mut weir_ms = Vec::new();
     let mut gaps = Vec::new();
@@ -544,7 +430,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         let t0 = Instant::now();
         weir_ms.push(measure(cfg, &weir, "w", parallel, peer, &mut made)?);
         let t1 = Instant::now();
-        gaps.push(witness.longest_silence(t0, t1));
+        gaps.push(silence_ms(&witness, t0, t1));
         spans.push(t1 - t0);
         // The worker publishes its report ten times a second.
         std::thread::sleep(Duration::from_millis(250));
@@ -557,7 +443,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let quiet = spans.iter().copied().max().unwrap_or_default();
     let q0 = Instant::now();
     std::thread::sleep(quiet.min(Duration::from_secs(30)));
-    let idle_gap = witness.longest_silence(q0, Instant::now());
+    let idle_gap = silence_ms(&witness, q0, Instant::now());
     drop(witness);
     drop(echo);
     drop(made);
@@ -594,23 +480,21 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let bpeer_ns = format!("wbpb-{pid}");
     made.add_netns(&bpeer_ns)?;
     let bpeer_ip = bridge.add(&bpeer_ns, &format!("peerb-{pid}"), "peer")?;
-    let becho = Echo::start(&bpeer_ns, &bpeer_ip)?;
-    let bpeer: SocketAddr = format!("{bpeer_ip}:{ECHO_PORT}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
+    let bpeer = echo_at(&bpeer_ip)?;
+    let becho = Echo::start(&bpeer_ns, bpeer).map_err(|e| e.to_string())?;
     let bwitness_ns = format!("wbwb-{pid}");
     made.add_netns(&bwitness_ns)?;
     let bwitness_socket = probe_socket(&bwitness_ns)?;
     bridge.add(&bwitness_ns, &format!("witnessb-{pid}"), "witness")?;
     first_answer(&bwitness_socket, bpeer, Instant::now() + PROBE_DEADLINE)
         .ok_or("the bridge's witness pod never reached its peer")?;
-    let bwitness = Witness::start(bwitness_socket, bpeer)?;
+    let bwitness = Flow::start(bwitness_socket, bpeer, WITNESS_EVERY).map_err(|e| e.to_string())?;
     let mut bridge_ms = Vec::new();
     let mut bridge_gaps = Vec::new();
     for &parallel in &cfg.parallel {
         let t0 = Instant::now();
         bridge_ms.push(measure(cfg, &bridge, "b", parallel, bpeer, &mut made)?);
-        bridge_gaps.push(bwitness.longest_silence(t0, Instant::now()));
+        bridge_gaps.push(silence_ms(&bwitness, t0, Instant::now()));
     }
     drop(bwitness);
     drop(becho);

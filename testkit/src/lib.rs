@@ -4,6 +4,8 @@
 //!   talk to unchanged.
 //! - [`containerd`]: a private containerd with runc, a busybox image built locally, a CNI
 //!   network where `ctr run --cni` finds it, and containers run with `ctr run --rm --cni`.
+//! - [`flow`]: a timed UDP flow between two namespaces (an echo and a prober), for the
+//!   longest silence of forwarding while something else happens.
 //! - [`lab`]: network-namespace labs for the scenario tests and benchmarks (root): command
 //!   runners with clear errors, `setns`, MAC and interface-index readers, the root check,
 //!   and a guard that removes the namespaces, links and processes a lab made.
@@ -18,4 +20,5 @@
 
 pub mod containerd;
 pub mod fake_api;
+pub mod flow;
 pub mod lab;

@@ -385,7 +385,7 @@ fn restore_cni(
         })?;
     let mtu = pod_mtu(config)?;
     let restored = crate::attachments::restore(&store, &mut ipam, |r| {
-        crate::attach::plumb(
+        crate::netlink::plumb(
             &r.netns,
             &r.ifname,
             &r.host_interface,

@@ -60,6 +60,29 @@ impl PodSteering {
     }
 }
 
+impl PodSteering {
+    /// A free slot of `pods`' maps, loading the program first when this is the worker's
+    /// first pod interface.
+    /// `name` is the interface asking (errors name it).
+    fn take_slot<'a>(
+        pods: &'a mut Option<PodSteering>,
+        name: &str,
+    ) -> Result<(&'a mut PodSteering, u32), WorkerError> {
+        if pods.is_none() {
+            *pods = Some(PodSteering::new().map_err(|source| WorkerError::Bpf {
+                name: name.to_owned(),
+                source,
+            })?);
+        }
+        let pods = pods.as_mut().ok_or(WorkerError::TooManyPorts(0))?;
+        let slot = pods
+            .free
+            .pop()
+            .ok_or(WorkerError::TooManyPorts(POD_SLOTS))?;
+        Ok((pods, slot))
+    }
+}
+
 impl PodMaps {
     /// Puts `socket` in `slot` for interface `ifindex` and links the program to it; on
     /// failure nothing of it is left in the maps.
@@ -185,14 +208,7 @@ impl Worker {
             source,
         };
         let prepared = crate::bpf::ifindex(&name).map_err(bpf).and_then(|ifindex| {
-            if self.pods.is_none() {
-                self.pods = Some(PodSteering::new().map_err(bpf)?);
-            }
-            let pods = self.pods.as_mut().ok_or(WorkerError::TooManyPorts(0))?;
-            let slot = pods
-                .free
-                .pop()
-                .ok_or(WorkerError::TooManyPorts(POD_SLOTS))?;
+            let (pods, slot) = PodSteering::take_slot(&mut self.pods, &name)?;
             Ok((ifindex, slot, Arc::clone(&pods.maps)))
         });
         let (ifindex, slot, maps) = match prepared {
@@ -592,16 +608,7 @@ pub(super) fn bind_port(
             (Steer::Own { program, map }, link)
         }
         None => {
-            if pods.is_none() {
-                *pods = Some(PodSteering::new().map_err(bpf)?);
-            }
-            let Some(pods) = pods.as_mut() else {
-                unreachable!("set above")
-            };
-            let slot = pods
-                .free
-                .pop()
-                .ok_or(WorkerError::TooManyPorts(POD_SLOTS))?;
+            let (pods, slot) = PodSteering::take_slot(pods, &name)?;
             match pods.maps.link(&socket, ifindex, slot, config.attach) {
                 Ok(link) => (Steer::Shared { ifindex, slot }, link),
                 Err(e) => {

@@ -20,9 +20,7 @@
 //! the table must be exclusively held (`&mut`), so a reader never sees half an update: a
 //! publisher keeps two tables and changes the one no reader holds any more.
 
-use super::{
-    check_route, checked_sorted, leaf, Ipv4Lpm, LpmError, Painter, Route, GROUP_ENTRIES, MISS,
-};
+use super::{checked_sorted, leaf, Ipv4Lpm, LpmError, Painter, Route, GROUP_ENTRIES, MISS};
 use std::net::Ipv4Addr;
 
 /// A validated IPv4 route set sorted by (prefix, length), each prefix once: what an
@@ -205,11 +203,6 @@ impl Ipv4Lpm {
             return Err(LpmError::Tbl8Exhausted {
                 max: self.max_groups,
             });
-        }
-        // Validated already by `Ipv4Routes::new`; checked again so that a value the
-        // encoding cannot hold never reaches the table.
-        for r in &after.routes {
-            check_route(Ipv4Addr::from(r.addr), r.len, r.value)?;
         }
 
         for (&(s, e, addr, len), (had, has)) in ranges.iter().zip(plan) {
