@@ -15,7 +15,7 @@
 //! Pass and Log, negated conditions, exact address sets with exceptions); `rte_acl` solves
 //! the flat 5-tuple case in C and is the anchor in `weir-bench policy`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::flow::FlowKey;
 use crate::policy::program::{
@@ -81,7 +81,7 @@ struct Classes {
 
 struct Interner<'a> {
     store: &'a mut Classes,
-    ids: HashMap<Vec<u64>, u32>,
+    ids: FxHashMap<Vec<u64>, u32>,
 }
 
 impl Interner<'_> {
@@ -154,39 +154,61 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
     pos_masks.resize(sets.len(), vec![0u64; words]);
     neg_masks.resize(sets.len(), vec![0u64; words]);
 
-    // Elementary intervals: every set boundary starts one.
-    let mut starts: Vec<T> = vec![T::MIN];
-    for s in &sets {
+    // A sweep over the sets' boundaries: at each, the sets entered or left change, and the
+    // bitmap there is made from the sets that hold the point (few, however many sets the
+    // field has), not from a pass over all of them.
+    let mut events: Vec<(T, u32, bool)> = Vec::new();
+    for (i, s) in sets.iter().enumerate() {
         for &(lo, hi) in s.iter() {
-            starts.push(lo);
+            events.push((lo, i as u32, true));
             if hi != T::MAX {
-                starts.push(hi.succ());
+                events.push((hi.succ(), i as u32, false));
             }
         }
     }
-    starts.sort_unstable();
-    starts.dedup();
+    events.sort_unstable_by_key(|e| e.0);
 
-    let mut cursor = vec![0usize; sets.len()];
+    let mut depth = vec![0u32; sets.len()];
+    // The sets holding the current point, and where each sits in that list.
+    let mut active: Vec<usize> = Vec::new();
+    let mut slot = vec![usize::MAX; sets.len()];
     let mut out = Partition {
         starts: Vec::new(),
         class: Vec::new(),
     };
     let mut bitmap = vec![0u64; words];
     let mut negs = vec![0u64; words];
-    for &x in &starts {
+    let mut next = 0;
+    let mut x = T::MIN;
+    loop {
+        while next < events.len() && events[next].0 == x {
+            let (_, i, enter) = events[next];
+            let i = i as usize;
+            next += 1;
+            if enter {
+                depth[i] += 1;
+                if depth[i] == 1 {
+                    slot[i] = active.len();
+                    active.push(i);
+                }
+            } else {
+                depth[i] = depth[i].saturating_sub(1);
+                if depth[i] == 0 && slot[i] != usize::MAX {
+                    let at = slot[i];
+                    active.swap_remove(at);
+                    if let Some(&moved) = active.get(at) {
+                        slot[moved] = at;
+                    }
+                    slot[i] = usize::MAX;
+                }
+            }
+        }
         bitmap.copy_from_slice(&base);
         negs.iter_mut().for_each(|w| *w = 0);
-        for (i, s) in sets.iter().enumerate() {
-            let j = &mut cursor[i];
-            while *j < s.len() && s[*j].1 < x {
-                *j += 1;
-            }
-            if *j < s.len() && s[*j].0 <= x {
-                for w in 0..words {
-                    bitmap[w] |= pos_masks[i][w];
-                    negs[w] |= neg_masks[i][w];
-                }
+        for &i in &active {
+            for w in 0..words {
+                bitmap[w] |= pos_masks[i][w];
+                negs[w] |= neg_masks[i][w];
             }
         }
         for w in 0..words {
@@ -196,6 +218,10 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
         if out.class.last() != Some(&class) {
             out.starts.push(x);
             out.class.push(class);
+        }
+        match events.get(next) {
+            Some(e) => x = e.0,
+            None => break,
         }
     }
     out
@@ -292,7 +318,7 @@ impl Index {
         };
         let mut interner = Interner {
             store: &mut classes,
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
         };
         let mut ones = vec![0u64; words];
         for r in 0..n {

@@ -32,7 +32,7 @@ pub struct EndpointPolicy {
 }
 
 /// What a rule id stands for, for explanations and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleInfo {
     pub tier: String,
     /// `namespace/name` for namespaced policies, `name` for global ones; empty for the end

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 /// A set of IPv4 and IPv6 addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NetSet {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,

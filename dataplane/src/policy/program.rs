@@ -46,6 +46,10 @@ pub enum TierEnd {
 pub type RuleId = u32;
 /// Index of an address set in `PolicyTables::nets`.
 pub type NetSetId = u32;
+/// An (address, protocol, port) set: the container ports that carry a name, with their
+/// pods' addresses (in [`FlowKey::map_ip`] form).
+pub type NamedPorts = rustc_hash::FxHashSet<([u8; 16], u8, u16)>;
+
 /// Index of an address+port set in `PolicyTables::named_ports`.
 pub type PortSetId = u32;
 
@@ -126,7 +130,9 @@ pub const SCAN_RULES: usize = 3;
 #[derive(Debug, Clone, Default)]
 pub struct Sets {
     pub nets: Vec<NetSet>,
-    pub named_ports: Vec<rustc_hash::FxHashSet<([u8; 16], u8, u16)>>,
+    /// Shared: a compilation keeps the sets that did not change (a named-port set can hold
+    /// an entry per pod of the cluster).
+    pub named_ports: Vec<std::sync::Arc<NamedPorts>>,
 }
 
 /// The result of a classification: the verdict, the rule (or tier end) that decided it,
@@ -350,7 +356,7 @@ mod tests {
         named.insert((FlowKey::map_v4([198, 18, 1, 5]), 6, 8080));
         Sets {
             nets: vec![a],
-            named_ports: vec![named],
+            named_ports: vec![std::sync::Arc::new(named)],
         }
     }
 
@@ -709,7 +715,7 @@ mod tests {
                         })
                         .collect::<rustc_hash::FxHashSet<_>>()
                 };
-                let sets = Sets { nets, named_ports: vec![named_set(3), named_set(30)] };
+                let sets = Sets { nets, named_ports: vec![named_set(3).into(), named_set(30).into()] };
                 let p = Program::new(program, &sets);
                 for k in &keys {
                     prop_assert_eq!(p.classify_indexed(k, &sets), p.classify_by_scan(k, &sets), "{:?}", k);

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use weir_dataplane::policy::program::{NetSetId, PortSetId};
-use weir_dataplane::policy::{NetSet, Program, Tier as CompiledTier};
+use weir_dataplane::policy::program::PortSetId;
+use weir_dataplane::policy::{NetSet, Program, RuleInfo, Tier as CompiledTier};
 
 use super::super::model::Pod;
 use super::super::selector::{Labels, Selector};
@@ -49,41 +49,102 @@ pub struct Cache {
     pub(super) by_key: FxHashMap<String, Vec<usize>>,
     /// Slots whose scope is chosen by a namespaceSelector.
     pub(super) by_ns_selector: Vec<usize>,
-    pub(super) named: FxHashMap<(String, Option<u8>), NamedPortSet>,
+    pub(super) named: FxHashMap<(String, Option<u8>), Arc<NamedPortSet>>,
     /// Changes whenever `named` is cleared.
     pub(super) named_epoch: u64,
     /// The programs of the last compilation.
     pub(super) programs: FxHashMap<Vec<CompiledTier>, KeptProgram>,
+    /// Rule ids, by what they stand for.
+    pub(super) rule_ids: StableIds<RuleInfo>,
+    /// Address set ids, by content.
+    pub(super) net_ids: StableIds<NetSet>,
     pub(super) generation: u64,
     /// Resolutions answered from the cache, and computed.
     pub hits: u64,
     pub misses: u64,
 }
 
-/// A program kept for the next compilation, with the content of the sets it names.
+/// Ids that stay with what they name from one compilation to the next (rule ids, address
+/// set ids), so that a change shifts no one else's: programs are kept by their rules, ids
+/// included, and an id given out afresh would make every later program look new.
+///
+/// An id is held while a compilation uses it; one that a compilation did not use is freed
+/// when it ends ([`StableIds::release_unused`]) and may name something else later. No kept
+/// program can name a freed id: programs are kept only from the compilation before.
+#[derive(Debug)]
+pub(super) struct StableIds<K> {
+    ids: FxHashMap<K, u32>,
+    /// By id: what it names (`None` once freed), and the compilation that last used it.
+    items: Vec<(Option<K>, u64)>,
+    free: Vec<u32>,
+}
+
+impl<K> Default for StableIds<K> {
+    fn default() -> Self {
+        StableIds {
+            ids: FxHashMap::default(),
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> StableIds<K> {
+    /// The id of `key`, given out now if it has none.
+    pub(super) fn id(&mut self, key: K, generation: u64) -> u32 {
+        if let Some(&id) = self.ids.get(&key) {
+            self.items[id as usize].1 = generation;
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.items[id as usize] = (Some(key.clone()), generation);
+                id
+            }
+            None => {
+                self.items.push((Some(key.clone()), generation));
+                (self.items.len() - 1) as u32
+            }
+        };
+        self.ids.insert(key, id);
+        id
+    }
+
+    /// Frees the ids `generation` did not use.
+    pub(super) fn release_unused(&mut self, generation: u64) {
+        for (id, (key, used)) in self.items.iter_mut().enumerate() {
+            if *used != generation {
+                if let Some(k) = key.take() {
+                    self.ids.remove(&k);
+                    self.free.push(id as u32);
+                }
+            }
+        }
+    }
+
+    /// Everything by id, a freed id holding `vacant`.
+    pub(super) fn table(&self, vacant: &K) -> Vec<K> {
+        self.items
+            .iter()
+            .map(|(k, _)| k.as_ref().unwrap_or(vacant).clone())
+            .collect()
+    }
+}
+
+/// A program kept for the next compilation, with what its named-port sets stood for.
 #[derive(Debug)]
 pub(super) struct KeptProgram {
-    pub(super) nets: Vec<NetSet>,
     /// What each named-port set it names stood for (ids are given out per compilation).
     pub(super) named: Vec<(String, Option<u8>)>,
     pub(super) named_epoch: u64,
     pub(super) program: Arc<Program>,
 }
 
-/// The address sets and named-port sets a program's rules name, in order of first use.
-pub(super) fn referenced_sets(tiers: &[CompiledTier]) -> (Vec<NetSetId>, Vec<PortSetId>) {
-    let mut nets = Vec::new();
+/// The named-port sets a program's rules name, in order of first use.
+pub(super) fn referenced_named_sets(tiers: &[CompiledTier]) -> Vec<PortSetId> {
     let mut named = Vec::new();
     for rule in tiers.iter().flat_map(|t| &t.rules) {
         let m = &rule.matches;
-        for id in [m.src_nets, m.not_src_nets, m.dst_nets, m.not_dst_nets]
-            .into_iter()
-            .flatten()
-        {
-            if !nets.contains(&id) {
-                nets.push(id);
-            }
-        }
         for ports in [
             &m.src_ports,
             &m.not_src_ports,
@@ -97,7 +158,7 @@ pub(super) fn referenced_sets(tiers: &[CompiledTier]) -> (Vec<NetSetId>, Vec<Por
             }
         }
     }
-    (nets, named)
+    named
 }
 
 /// Whether a pod is an endpoint (has an address and its own network).
@@ -259,10 +320,20 @@ impl Cache {
         slot.set.as_ref()
     }
 
-    pub(super) fn put(&mut self, key: CacheKey, set: NetSet) {
+    /// The slot of a resolution that is held and valid (marked used).
+    pub(super) fn valid_slot(&mut self, key: &CacheKey) -> Option<usize> {
+        let generation = self.generation;
+        let &id = self.ids.get(key)?;
+        let slot = &mut self.slots[id];
+        slot.used = generation;
+        slot.set.is_some().then_some(id)
+    }
+
+    /// Stores a resolution; returns its slot.
+    pub(super) fn put(&mut self, key: CacheKey, set: NetSet) -> usize {
         if let Some(&id) = self.ids.get(&key) {
             self.slots[id].set = Some(set);
-            return;
+            return id;
         }
         let id = self.slots.len();
         match &key.scope {
@@ -286,6 +357,7 @@ impl Cache {
             set: Some(set),
             used: self.generation,
         });
+        id
     }
 
     /// Drops the resolutions the last compilation did not use once they outnumber the
@@ -306,18 +378,22 @@ impl Cache {
             .collect();
         let (hits, misses, named) = (self.hits, self.misses, std::mem::take(&mut self.named));
         let programs = std::mem::take(&mut self.programs);
+        let rule_ids = std::mem::take(&mut self.rule_ids);
+        let net_ids = std::mem::take(&mut self.net_ids);
         *self = Cache {
             hits,
             misses,
             named,
             named_epoch: self.named_epoch,
             programs,
+            rule_ids,
+            net_ids,
             generation,
             ..Cache::default()
         };
         for slot in keep {
             if let Some(set) = slot.set {
-                self.put(slot.key, set);
+                let _ = self.put(slot.key, set);
             }
         }
     }

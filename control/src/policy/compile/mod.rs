@@ -107,9 +107,32 @@ struct Entry<'a> {
     tier: usize,
     namespace: Option<&'a str>,
     source: Source<'a>,
-    /// `Kind namespace/name`, for explanations.
-    label: String,
-    name: String,
+    /// The kind, as explanations name it (`Kind namespace/name`).
+    kind: &'static str,
+    /// (namespace, name), or (name, None) for a global policy: made into a string only
+    /// for the policies compiled.
+    name: (&'a str, Option<&'a str>),
+}
+
+impl Entry<'_> {
+    /// `namespace/name`, or `name`.
+    fn name(&self) -> String {
+        match self.name {
+            (ns, Some(name)) => format!("{ns}/{name}"),
+            (name, None) => name.to_owned(),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.kind, self.name())
+    }
+
+    /// The bytes of [`Self::name`], without making it.
+    fn name_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        let (first, second) = self.name;
+        let rest = second.map(|s| std::iter::once(b'/').chain(s.bytes()));
+        first.bytes().chain(rest.into_iter().flatten())
+    }
 }
 
 /// One endpoint: a pod with an address.
@@ -132,29 +155,25 @@ enum Scope {
     Cluster,
 }
 
-/// A set's intervals, the key under which identical sets are stored once.
-type SetKey = (Vec<(u32, u32)>, Vec<(u128, u128)>);
-
 mod cache;
 
 pub use cache::Cache;
-use cache::{is_endpoint, referenced_sets, CacheKey, KeptProgram, NamedPortSet};
+use cache::{is_endpoint, referenced_named_sets, CacheKey, KeptProgram, NamedPortSet};
 
 struct Compiler<'a> {
     cluster: &'a Cluster,
     endpoints: Vec<Endpoint<'a>>,
     by_namespace: BTreeMap<&'a str, Vec<usize>>,
-    nets: Vec<NetSet>,
-    net_ids: FxHashMap<SetKey, NetSetId>,
-    named_ports: Vec<NamedPortSet>,
+    named_ports: Vec<Arc<NamedPortSet>>,
     named_ids: FxHashMap<(String, Option<u8>), PortSetId>,
     /// Resolved selectors without a serviceAccounts match: many rules repeat a selector,
     /// and resolving one walks every pod in its scope.
     cache: Cache,
+    /// Unions of cached resolutions (by their sorted slots) interned in this compilation.
+    slot_unions: FxHashMap<Vec<usize>, NetSetId>,
     /// Whether every pod is an endpoint here (then every policy is compiled, even one
     /// that selects nothing, so that explanations can name it).
     whole: bool,
-    rules: Vec<RuleInfo>,
 }
 
 /// Compiles a validated cluster, every pod an endpoint. Infallible: every object was
@@ -213,13 +232,11 @@ fn compile_with<'n>(
         cluster,
         endpoints,
         by_namespace,
-        nets: Vec::new(),
-        net_ids: FxHashMap::default(),
         named_ports: Vec::new(),
         named_ids: FxHashMap::default(),
         cache: std::mem::take(cache),
+        slot_unions: FxHashMap::default(),
         whole,
-        rules: Vec::new(),
     };
 
     let tiers = cluster.ordered_tiers();
@@ -262,7 +279,7 @@ fn compile_with<'n>(
         );
         compiled.push(CompiledPolicy {
             tier: tiers[entry.tier].name.clone(),
-            name: entry.name.clone(),
+            name: entry.name(),
             selected: set,
             ingress,
             egress,
@@ -278,8 +295,11 @@ fn compile_with<'n>(
             applies[e].push(p);
         }
     }
+    let generation = c.cache.generation;
+    c.cache.rule_ids.release_unused(generation);
+    c.cache.net_ids.release_unused(generation);
     let sets = Sets {
-        nets: c.nets,
+        nets: c.cache.net_ids.table(&NetSet::new()),
         named_ports: c.named_ports,
     };
     // Endpoints selected by the same policies share one program (and its decision
@@ -325,18 +345,16 @@ fn compile_with<'n>(
         if let Some(shared) = programs.get(&tiers_out) {
             return Some(shared.clone());
         }
-        let (nets, named) = referenced_sets(&tiers_out);
+        // Address set ids name one content for as long as a program can be kept (see
+        // `StableIds`): equal tiers name equal sets. Named-port sets are given ids per
+        // compilation, by name: their content is checked by its epoch.
+        let named = referenced_named_sets(&tiers_out);
         let named: Vec<(String, Option<u8>)> = named
             .iter()
             .map(|&id| named_keys[id as usize].clone())
             .collect();
         let same = |k: &KeptProgram| {
-            (named.is_empty() || (k.named_epoch == named_epoch && k.named == named))
-                && k.nets.len() == nets.len()
-                && k.nets
-                    .iter()
-                    .zip(&nets)
-                    .all(|(old, &id)| sets.nets.get(id as usize) == Some(old))
+            named.is_empty() || (k.named_epoch == named_epoch && k.named == named)
         };
         let built = match previous.remove(&tiers_out).filter(same) {
             Some(k) => {
@@ -349,10 +367,6 @@ fn compile_with<'n>(
                 kept.insert(
                     tiers_out.clone(),
                     KeptProgram {
-                        nets: nets
-                            .iter()
-                            .map(|&id| sets.nets[id as usize].clone())
-                            .collect(),
                         named,
                         named_epoch,
                         program: program.clone(),
@@ -372,6 +386,12 @@ fn compile_with<'n>(
         })
         .collect();
 
+    let rules = c.cache.rule_ids.table(&RuleInfo {
+        tier: String::new(),
+        policy: String::new(),
+        direction: Direction::Ingress,
+        index: None,
+    });
     c.cache.programs = kept;
     c.cache.trim();
     *cache = c.cache;
@@ -379,7 +399,7 @@ fn compile_with<'n>(
         tables: PolicyTables {
             endpoints: endpoint_policies,
             sets,
-            rules: c.rules,
+            rules,
         },
         endpoints: ids,
         policies: compiled,
@@ -400,20 +420,17 @@ fn host_prefixes(pod: &Pod) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
 }
 
 impl<'a> Compiler<'a> {
+    /// A rule's id: the one it had in the last compilation, if it had one.
     fn rule_id(&mut self, info: RuleInfo) -> RuleId {
-        self.rules.push(info);
-        (self.rules.len() - 1) as RuleId
+        let generation = self.cache.generation;
+        self.cache.rule_ids.id(info, generation)
     }
 
+    /// An address set's id: the one a set of this content had in the last compilation, if
+    /// one had.
     fn intern(&mut self, set: NetSet) -> NetSetId {
-        let key = (set.v4_intervals().to_vec(), set.v6_intervals().to_vec());
-        if let Some(&id) = self.net_ids.get(&key) {
-            return id;
-        }
-        let id = self.nets.len() as NetSetId;
-        self.nets.push(set);
-        self.net_ids.insert(key, id);
-        id
+        let generation = self.cache.generation;
+        self.cache.net_ids.id(set, generation)
     }
 
     /// Every policy in evaluation order: by tier, then by (order, name) inside the tier.
@@ -432,8 +449,8 @@ impl<'a> Compiler<'a> {
                     tier: default_tier,
                     namespace: Some(&p.namespace),
                     source: Source::K8s(p),
-                    label: format!("networking.k8s.io NetworkPolicy {name}"),
-                    name: name.to_string(),
+                    kind: "networking.k8s.io NetworkPolicy",
+                    name: (&name.namespace, Some(&name.name)),
                 },
             ));
         }
@@ -448,8 +465,8 @@ impl<'a> Compiler<'a> {
                         namespace_selector: None,
                         spec: &p.spec,
                     },
-                    label: format!("NetworkPolicy {name}"),
-                    name: name.to_string(),
+                    kind: "NetworkPolicy",
+                    name: (&name.namespace, Some(&name.name)),
                 },
             ));
         }
@@ -464,15 +481,16 @@ impl<'a> Compiler<'a> {
                         namespace_selector: Some(&p.namespace_selector),
                         spec: &p.spec,
                     },
-                    label: format!("GlobalNetworkPolicy {name}"),
-                    name: name.clone(),
+                    kind: "GlobalNetworkPolicy",
+                    name: (name, None),
                 },
             ));
         }
         entries.sort_by(|(oa, a), (ob, b)| {
             a.tier
                 .cmp(&b.tier)
-                .then_with(|| compare_order((*oa, &a.name), (*ob, &b.name)))
+                .then_with(|| compare_order((*oa, ""), (*ob, "")))
+                .then_with(|| a.name_bytes().cmp(b.name_bytes()))
         });
         entries.into_iter().map(|(_, e)| e).collect()
     }
@@ -531,6 +549,7 @@ impl<'a> Compiler<'a> {
         tier: &str,
     ) -> Option<Vec<CompiledRule>> {
         let ingress = direction == Direction::Ingress;
+        let label = entry.label();
         match entry.source {
             Source::K8s(p) => {
                 let applies = if ingress {
@@ -546,7 +565,7 @@ impl<'a> Compiler<'a> {
                 for (i, rule) in rules.iter().enumerate() {
                     let id = self.rule_id(RuleInfo {
                         tier: tier.to_owned(),
-                        policy: entry.label.clone(),
+                        policy: label.clone(),
                         direction,
                         index: Some(i),
                     });
@@ -574,7 +593,7 @@ impl<'a> Compiler<'a> {
                 for (i, rule) in rules.iter().enumerate() {
                     let id = self.rule_id(RuleInfo {
                         tier: tier.to_owned(),
-                        policy: entry.label.clone(),
+                        policy: label.clone(),
                         direction,
                         index: Some(i),
                     });
@@ -596,11 +615,27 @@ impl<'a> Compiler<'a> {
         out: &mut Vec<CompiledRule>,
     ) {
         let peers = rule.peers.as_ref().map(|peers| {
-            let mut set = NetSet::new();
-            for peer in peers {
-                set.extend(&self.k8s_peer(namespace, peer));
+            // Peers that are all selectors (the common case) are named by their cache
+            // slots: a union met before in this compilation is not made again.
+            let slots: Option<Vec<usize>> = peers
+                .iter()
+                .map(|peer| match peer {
+                    K8sPeer::Pods { namespaces, pods } => {
+                        Some(self.cached_slot(k8s_key(namespace, namespaces, pods)))
+                    }
+                    K8sPeer::IpBlock { .. } => None,
+                })
+                .collect();
+            match slots {
+                Some(slots) => self.union_of_slots(slots),
+                None => {
+                    let mut set = NetSet::new();
+                    for peer in peers {
+                        set.extend(&self.k8s_peer(namespace, peer));
+                    }
+                    self.intern(set)
+                }
             }
-            self.intern(set)
         });
         let base = Match {
             src_nets: if ingress { peers } else { None },
@@ -641,18 +676,37 @@ impl<'a> Compiler<'a> {
                 }
                 set
             }
-            K8sPeer::Pods { namespaces, pods } => {
-                let scope = match namespaces {
-                    NamespaceScope::PolicyNamespace => Scope::Namespace(namespace.to_owned()),
-                    NamespaceScope::Selected(sel) => Scope::Namespaces(sel.clone()),
-                };
-                self.cached(CacheKey {
-                    scope,
-                    selector: pods.clone(),
-                    pods_only: true,
-                })
+            K8sPeer::Pods { namespaces, pods } => self.cached(k8s_key(namespace, namespaces, pods)),
+        }
+    }
+
+    /// The slot of a selector's resolution, resolved now if it is not held.
+    fn cached_slot(&mut self, key: CacheKey) -> usize {
+        if let Some(id) = self.cache.valid_slot(&key) {
+            self.cache.hits += 1;
+            return id;
+        }
+        self.cache.misses += 1;
+        let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
+        self.cache.put(key, set)
+    }
+
+    /// The set id of the union of cached resolutions.
+    fn union_of_slots(&mut self, mut slots: Vec<usize>) -> NetSetId {
+        slots.sort_unstable();
+        slots.dedup();
+        if let Some(&id) = self.slot_unions.get(&slots) {
+            return id;
+        }
+        let mut set = NetSet::new();
+        for &s in &slots {
+            if let Some(part) = &self.cache.slots[s].set {
+                set.extend(part);
             }
         }
+        let id = self.intern(set);
+        self.slot_unions.insert(slots, id);
+        id
     }
 
     fn weir_rule(&mut self, scope: &Scope, rule: &Rule, id: RuleId) -> CompiledRule {
@@ -698,11 +752,35 @@ impl<'a> Compiler<'a> {
         scope: &Scope,
         entity: &EntityRule,
     ) -> (Option<NetSetId>, Option<NetSetId>) {
-        let nets = (!entity.nets.is_empty())
-            .then(|| NetSet::from_prefixes(entity.nets.iter().map(|n| (n.addr(), n.prefix_len()))));
         let selects = entity.selector.is_some()
             || entity.namespace_selector.is_some()
             || entity.service_accounts.is_some();
+        let scope_of = || match &entity.namespace_selector {
+            Some(sel) => Scope::Namespaces(sel.clone()),
+            None => scope.clone(),
+        };
+        // A selection alone (the common case) is named by its cache slot, so that a set
+        // met before in this compilation is not copied and hashed again.
+        if entity.nets.is_empty() && entity.not_nets.is_empty() && entity.service_accounts.is_none()
+        {
+            let key = |selector: &Selector| CacheKey {
+                scope: scope_of(),
+                selector: selector.clone(),
+                pods_only: false,
+            };
+            let positive = selects.then(|| {
+                let slot =
+                    self.cached_slot(key(entity.selector.as_ref().unwrap_or(&Selector::All)));
+                self.union_of_slots(vec![slot])
+            });
+            let negative = entity.not_selector.as_ref().map(|sel| {
+                let slot = self.cached_slot(key(sel));
+                self.union_of_slots(vec![slot])
+            });
+            return (positive, negative);
+        }
+        let nets = (!entity.nets.is_empty())
+            .then(|| NetSet::from_prefixes(entity.nets.iter().map(|n| (n.addr(), n.prefix_len()))));
         let selected = selects.then(|| {
             let scope = match &entity.namespace_selector {
                 Some(sel) => Scope::Namespaces(sel.clone()),
@@ -868,7 +946,7 @@ impl<'a> Compiler<'a> {
                     let set = match self.cache.named.get(&key) {
                         Some(set) => set.clone(),
                         None => {
-                            let set = self.named_port_set(&names, protocol);
+                            let set = Arc::new(self.named_port_set(&names, protocol));
                             self.cache.named.insert(key.clone(), set.clone());
                             set
                         }
@@ -898,6 +976,19 @@ impl<'a> Compiler<'a> {
             }
         }
         set
+    }
+}
+
+/// The cache key of a Kubernetes peer's pod selection.
+fn k8s_key(namespace: &str, namespaces: &NamespaceScope, pods: &Selector) -> CacheKey {
+    let scope = match namespaces {
+        NamespaceScope::PolicyNamespace => Scope::Namespace(namespace.to_owned()),
+        NamespaceScope::Selected(sel) => Scope::Namespaces(sel.clone()),
+    };
+    CacheKey {
+        scope,
+        selector: pods.clone(),
+        pods_only: true,
     }
 }
 
