@@ -16,7 +16,14 @@
 //! - `control_snapshot_build_us`: the calculation alone, per change;
 //! - `control_memory_kib`: the heap bytes that became live between starting the watchers
 //!   (the fake server's copy already loaded) and the initial sync, counted by weir-bench's
-//!   allocator (see `alloc`), beside the goal of 2 KiB per pod plus 1 KiB per rule.
+//!   allocator (see `alloc`), beside the goal of 2 KiB per pod plus 1 KiB per rule;
+//! - `control_churn_growth_kib`: the memory soak. After the changes, `churn` pods (half
+//!   of them on this node, attached, the others elsewhere) are created and deleted through
+//!   the calculator, [`CHURN_BATCH`] at a time, the tables compiled after every batch; the
+//!   figure is the heap that stayed live once every churned pod is gone (the cluster as it
+//!   was), beside the heap the calculator and its tables held before (the watchers and the
+//!   fake API server are stopped: their history is not counted). Also
+//!   `control_churn_batch_ms`: the median time to apply one batch and compile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +32,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use weir_control::calc::{drive, Calculator, DriveState, Update};
+use weir_control::calc::{drive, Calculator, Change, DriveState, Update};
 use weir_control::k8s::source;
 use weir_control::policy::compile::{compile_local, Cache};
+use weir_control::policy::load::{load_documents, Object};
 use weir_testkit::fake_api::FakeApi;
 
 use crate::report::{percentile, BenchResult};
@@ -48,6 +56,9 @@ pub struct ControlBenchConfig {
     pub window: Duration,
     /// Rounds.
     pub runs: usize,
+    /// Pods created and deleted after the changes, in batches of [`CHURN_BATCH`] (the
+    /// memory soak; 0 leaves it out).
+    pub churn: usize,
 }
 
 impl Default for ControlBenchConfig {
@@ -61,6 +72,7 @@ impl Default for ControlBenchConfig {
             full_recomputes: 50,
             window: Duration::from_micros(200),
             runs: 5,
+            churn: 10_000,
         }
     }
 }
@@ -69,6 +81,9 @@ impl Default for ControlBenchConfig {
 pub const NODE: &str = "node-0";
 
 const APPS: usize = 8;
+
+/// Pods created (then deleted) at once in the memory soak.
+pub const CHURN_BATCH: usize = 100;
 const TEAMS: usize = 10;
 
 fn namespace(i: usize, team: usize) -> Value {
@@ -346,10 +361,12 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         kinds_done[which] += 1;
     }
     stop.store(true, Ordering::SeqCst);
-    let calc = control
+    let mut calc = control
         .join()
         .map_err(|_| "the control loop panicked".to_string())?;
     runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(fake);
+    let churn = soak(cfg, &mut calc)?;
 
     // The anchor: the same state compiled from scratch.
     let local: Vec<_> = calc.local_pods().cloned().collect();
@@ -384,6 +401,18 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         BenchResult::from_samples("control_memory_kib", "KiB", vec![grown_kib])
             .with_anchor("goal: 2 KiB per pod + 1 KiB per rule", budget_kib),
     ];
+    let mut results = results;
+    if let Some(s) = &churn {
+        results.push(
+            BenchResult::from_samples("control_churn_growth_kib", "KiB", vec![s.growth_kib])
+                .with_anchor("heap of the calculator and its tables before", s.before_kib),
+        );
+        results.push(BenchResult::from_samples(
+            "control_churn_batch_ms",
+            "ms",
+            vec![s.batch_ms],
+        ));
+    }
     let [a, b, c] = by_kind;
     let notes = vec![
         format!(
@@ -420,5 +449,103 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             calc.cache().len()
         ),
     ];
+    let mut notes = notes;
+    if let Some(s) = &churn {
+        notes.push(format!(
+            "churn: {} pods created and deleted, {CHURN_BATCH} at a time, tables compiled after \
+             each batch; heap {:.0} KiB before, {:.0} KiB at the peak, {:.0} KiB after; {} \
+             tables compiled",
+            cfg.churn, s.before_kib, s.peak_kib, s.before_kib + s.growth_kib, s.compilations
+        ));
+    }
     Ok((results, notes))
+}
+
+/// What the memory soak measured.
+struct Soak {
+    before_kib: f64,
+    peak_kib: f64,
+    growth_kib: f64,
+    batch_ms: f64,
+    compilations: usize,
+}
+
+/// A pod of the soak: even ones on this node (attached), odd ones elsewhere; addresses
+/// from a range the generated cluster does not use.
+fn churn_pod(cfg: &ControlBenchConfig, k: usize) -> Result<Object, String> {
+    let ns = k % cfg.namespaces.max(1);
+    let local = k % 2 == 0;
+    let annotations = if local {
+        json!({"weir.dev/interface": format!("c{k}"), "weir.dev/mac": "02:00:00:00:00:02"})
+    } else {
+        json!({})
+    };
+    let slot = k % (4 * CHURN_BATCH);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("churn-{k}"), "namespace": format!("ns-{ns}"),
+            "labels": {"app": format!("a{}", k % APPS), "tier": "back"},
+            "annotations": annotations},
+        "spec": {"nodeName": if local { NODE.to_owned() } else { "node-1".to_owned() },
+            "containers": [{"name": "c", "image": "app:1",
+            "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"podIPs": [{"ip": format!("198.18.{}.{}", 240 + slot / 250, slot % 250 + 1)}]}});
+    load_documents(&pod.to_string(), "churn")
+        .map_err(|e| format!("churn pod {k}: {e}"))?
+        .pop()
+        .ok_or_else(|| format!("churn pod {k}: nothing decoded"))
+}
+
+/// The memory soak (see the module doc); `None` when `cfg.churn` is 0.
+fn soak(cfg: &ControlBenchConfig, calc: &mut Calculator) -> Result<Option<Soak>, String> {
+    if cfg.churn == 0 {
+        return Ok(None);
+    }
+    let refused = |r: Vec<weir_control::calc::Refusal>, what: &str| {
+        if r.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("churn: {what} refused: {}", r[0]))
+        }
+    };
+    let mut compiled = calc.compile();
+    let before = live_kib();
+    let mut peak = before;
+    let mut times = Vec::new();
+    let mut compilations = 0;
+    let mut k = 0;
+    while k < cfg.churn {
+        let batch: Vec<usize> = (k..(k + CHURN_BATCH).min(cfg.churn)).collect();
+        k += batch.len();
+        let t = Instant::now();
+        let mut refs = Vec::with_capacity(batch.len());
+        for &i in &batch {
+            let pod = churn_pod(cfg, i)?;
+            refs.push(pod.resource.object_ref());
+            refused(calc.apply(Change::Upsert(pod)), "a pod")?;
+        }
+        drop(compiled);
+        compiled = calc.compile();
+        compilations += 1;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        peak = peak.max(live_kib());
+        let t = Instant::now();
+        for r in refs {
+            refused(calc.apply(Change::Delete(r)), "a deletion")?;
+        }
+        drop(compiled);
+        compiled = calc.compile();
+        compilations += 1;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(compiled);
+    compiled = calc.compile();
+    let after = live_kib();
+    std::hint::black_box(&compiled);
+    Ok(Some(Soak {
+        before_kib: before,
+        peak_kib: peak,
+        growth_kib: after - before,
+        batch_ms: crate::report::median_min_max(&times).0,
+        compilations: compilations + 1,
+    }))
 }

@@ -85,6 +85,9 @@ enum Command {
         /// Single changes measured.
         #[arg(long, default_value_t = 1_000)]
         changes: usize,
+        /// Pods created and deleted in the memory soak after the changes (0: none).
+        #[arg(long, default_value_t = 10_000)]
+        churn: usize,
     },
     /// Pod attachment through libcni: ADD to the first packet answered, for weir-cni
     /// beside Debian's bridge + host-local, pods created several at a time. Needs root.
@@ -376,6 +379,8 @@ const SUITE: [SuiteEntry; 7] = [
             "50",
             "--changes",
             "100",
+            "--churn",
+            "1000",
         ],
         quick_runs: 2,
     },
@@ -472,6 +477,7 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
             policies,
             namespaces,
             changes,
+            churn,
         } => {
             progress::step(
                 "control: loading the fake API server, then syncing and changing one object at a time",
@@ -481,6 +487,7 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
                 policies: *policies,
                 namespaces: (*namespaces).max(1),
                 changes: *changes,
+                churn: *churn,
                 runs,
                 ..weir_perf::control::ControlBenchConfig::default()
             };
