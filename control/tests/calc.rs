@@ -332,6 +332,12 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
     }
     assert!(clashes > 0, "the sequence tried some address clashes");
     assert!(
+        calc.cache().rules_kept > calc.cache().rules_compiled,
+        "most policies' rules were taken from the compilation before ({} kept, {} compiled)",
+        calc.cache().rules_kept,
+        calc.cache().rules_compiled
+    );
+    assert!(
         calc.cache().hits > calc.cache().misses,
         "the cache answered most resolutions ({} hits, {} misses)",
         calc.cache().hits,

@@ -448,6 +448,12 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             grown_kib * 1024.0 / (cfg.pods + rules) as f64,
             calc.cache().len()
         ),
+        format!(
+            "policy rule lists (per policy and direction) over the whole round: {} taken from \
+             the compilation before, {} compiled",
+            calc.cache().rules_kept,
+            calc.cache().rules_compiled
+        ),
     ];
     let mut notes = notes;
     if let Some(s) = &churn {
@@ -455,7 +461,11 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             "churn: {} pods created and deleted, {CHURN_BATCH} at a time, tables compiled after \
              each batch; heap {:.0} KiB before, {:.0} KiB at the peak, {:.0} KiB after; {} \
              tables compiled",
-            cfg.churn, s.before_kib, s.peak_kib, s.before_kib + s.growth_kib, s.compilations
+            cfg.churn,
+            s.before_kib,
+            s.peak_kib,
+            s.before_kib + s.growth_kib,
+            s.compilations
         ));
     }
     Ok((results, notes))

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use weir_dataplane::policy::program::PortSetId;
-use weir_dataplane::policy::{NetSet, Program, RuleInfo, Tier as CompiledTier};
+use weir_dataplane::policy::{
+    Direction, NetSet, Program, Rule as CompiledRule, RuleId, RuleInfo, Tier as CompiledTier,
+};
 
-use super::super::model::Pod;
+use super::super::model::{K8sNetworkPolicy, Pod, PolicySpec};
 use super::super::selector::{Labels, Selector};
 use super::Scope;
 
@@ -29,6 +31,8 @@ pub(super) struct Slot {
     pub(super) set: Option<NetSet>,
     /// The compilation that last asked for it.
     pub(super) used: u64,
+    /// Changes whenever `set` does (resolved, or invalidated).
+    pub(super) version: u64,
 }
 
 /// The (address, protocol, port) of every endpoint container port that carries one of a
@@ -58,10 +62,19 @@ pub struct Cache {
     pub(super) rule_ids: StableIds<RuleInfo>,
     /// Address set ids, by content.
     pub(super) net_ids: StableIds<NetSet>,
+    /// Named-port set ids, by (names, protocol); their content is `named`'s.
+    pub(super) named_ids: StableIds<(String, Option<u8>)>,
+    /// Each policy's compiled rules per direction, from the last compilation.
+    pub(super) rules: FxHashMap<(String, Direction), PolicyRules>,
+    /// Where slot versions come from.
+    pub(super) versions: u64,
     pub(super) generation: u64,
     /// Resolutions answered from the cache, and computed.
     pub hits: u64,
     pub misses: u64,
+    /// Policy rule lists (per direction) taken from the last compilation, and compiled.
+    pub rules_kept: u64,
+    pub rules_compiled: u64,
 }
 
 /// Ids that stay with what they name from one compilation to the next (rule ids, address
@@ -110,6 +123,30 @@ impl<K: std::hash::Hash + Eq + Clone> StableIds<K> {
         id
     }
 
+    /// Marks an id given out earlier as used by `generation`.
+    pub(super) fn touch(&mut self, id: u32, generation: u64) {
+        if let Some((Some(_), used)) = self.items.get_mut(id as usize) {
+            *used = generation;
+        }
+    }
+
+    /// What `id` names, if it is held.
+    pub(super) fn get(&self, id: u32) -> Option<&K> {
+        self.items.get(id as usize).and_then(|(k, _)| k.as_ref())
+    }
+
+    /// Whether `generation` used `id`.
+    pub(super) fn used_by(&self, id: u32, generation: u64) -> bool {
+        self.items
+            .get(id as usize)
+            .is_some_and(|(k, used)| k.is_some() && *used == generation)
+    }
+
+    /// Ids given out (held or free).
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Frees the ids `generation` did not use.
     pub(super) fn release_unused(&mut self, generation: u64) {
         for (id, (key, used)) in self.items.iter_mut().enumerate() {
@@ -129,6 +166,39 @@ impl<K: std::hash::Hash + Eq + Clone> StableIds<K> {
             .map(|(k, _)| k.as_ref().unwrap_or(vacant).clone())
             .collect()
     }
+}
+
+/// A policy's rules in one direction as the last compilation compiled them, with what they
+/// were compiled from: kept while the policy, its tier and every selector resolution it
+/// read are unchanged (and it was compiled in the compilation just before, so that every id
+/// it names is still held).
+#[derive(Debug)]
+pub(super) struct PolicyRules {
+    pub(super) source: RulesSource,
+    pub(super) tier: String,
+    /// (slot, version) of every resolution read.
+    pub(super) slots: Vec<(usize, u64)>,
+    pub(super) rule_ids: Vec<RuleId>,
+    pub(super) named: Vec<PortSetId>,
+    pub(super) rules: Option<Vec<CompiledRule>>,
+    pub(super) used: u64,
+}
+
+/// The policy a [`PolicyRules`] was compiled from.
+#[derive(Debug, PartialEq)]
+pub(super) enum RulesSource {
+    K8s(K8sNetworkPolicy),
+    Weir(Option<String>, PolicySpec),
+}
+
+/// The ids a policy's rules name, collected while they are compiled.
+#[derive(Debug, Default)]
+pub(super) struct Recording {
+    pub(super) slots: Vec<(usize, u64)>,
+    pub(super) rule_ids: Vec<RuleId>,
+    pub(super) named: Vec<PortSetId>,
+    /// False when a set was resolved outside the cache (a serviceAccounts match).
+    pub(super) uncached: bool,
 }
 
 /// A program kept for the next compilation, with what its named-port sets stood for.
@@ -186,7 +256,18 @@ impl Cache {
     }
 
     pub(super) fn invalidate(&mut self, slot: usize) {
+        self.versions += 1;
         self.slots[slot].set = None;
+        self.slots[slot].version = self.versions;
+    }
+
+    /// Whether every resolution recorded is held as it was.
+    pub(super) fn unchanged(&self, slots: &[(usize, u64)]) -> bool {
+        slots.iter().all(|&(s, version)| {
+            self.slots
+                .get(s)
+                .is_some_and(|slot| slot.version == version && slot.set.is_some())
+        })
     }
 
     /// A pod was added (`old` None), removed (`new` None) or changed; `ns_labels` are its
@@ -312,14 +393,6 @@ impl Cache {
         }
     }
 
-    pub(super) fn get(&mut self, key: &CacheKey) -> Option<&NetSet> {
-        let generation = self.generation;
-        let &id = self.ids.get(key)?;
-        let slot = &mut self.slots[id];
-        slot.used = generation;
-        slot.set.as_ref()
-    }
-
     /// The slot of a resolution that is held and valid (marked used).
     pub(super) fn valid_slot(&mut self, key: &CacheKey) -> Option<usize> {
         let generation = self.generation;
@@ -331,8 +404,10 @@ impl Cache {
 
     /// Stores a resolution; returns its slot.
     pub(super) fn put(&mut self, key: CacheKey, set: NetSet) -> usize {
+        self.versions += 1;
         if let Some(&id) = self.ids.get(&key) {
             self.slots[id].set = Some(set);
+            self.slots[id].version = self.versions;
             return id;
         }
         let id = self.slots.len();
@@ -356,6 +431,7 @@ impl Cache {
             key,
             set: Some(set),
             used: self.generation,
+            version: self.versions,
         });
         id
     }
@@ -377,17 +453,24 @@ impl Cache {
             .filter(|s| s.used == generation)
             .collect();
         let (hits, misses, named) = (self.hits, self.misses, std::mem::take(&mut self.named));
+        let (rules_kept, rules_compiled) = (self.rules_kept, self.rules_compiled);
         let programs = std::mem::take(&mut self.programs);
         let rule_ids = std::mem::take(&mut self.rule_ids);
         let net_ids = std::mem::take(&mut self.net_ids);
+        let named_ids = std::mem::take(&mut self.named_ids);
+        // The kept rules name slots by index, which change here: they are compiled again.
         *self = Cache {
             hits,
             misses,
+            rules_kept,
+            rules_compiled,
             named,
             named_epoch: self.named_epoch,
             programs,
             rule_ids,
             net_ids,
+            named_ids,
+            versions: self.versions,
             generation,
             ..Cache::default()
         };

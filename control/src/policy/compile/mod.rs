@@ -135,6 +135,33 @@ impl Entry<'_> {
     }
 }
 
+/// A policy as [`RulesSource`] keeps it, borrowed.
+enum RulesSourceRef<'a> {
+    K8s(&'a super::model::K8sNetworkPolicy),
+    Weir(Option<&'a str>, &'a PolicySpec),
+}
+
+impl RulesSourceRef<'_> {
+    fn is(&self, kept: &RulesSource) -> bool {
+        match (self, kept) {
+            (RulesSourceRef::K8s(p), RulesSource::K8s(k)) => *p == k,
+            (RulesSourceRef::Weir(ns, spec), RulesSource::Weir(kns, kspec)) => {
+                *ns == kns.as_deref() && *spec == kspec
+            }
+            _ => false,
+        }
+    }
+
+    fn to_owned(&self) -> RulesSource {
+        match self {
+            RulesSourceRef::K8s(p) => RulesSource::K8s((*p).clone()),
+            RulesSourceRef::Weir(ns, spec) => {
+                RulesSource::Weir(ns.map(str::to_owned), (*spec).clone())
+            }
+        }
+    }
+}
+
 /// One endpoint: a pod with an address.
 struct Endpoint<'a> {
     pod: &'a Pod,
@@ -158,14 +185,17 @@ enum Scope {
 mod cache;
 
 pub use cache::Cache;
-use cache::{is_endpoint, referenced_named_sets, CacheKey, KeptProgram, NamedPortSet};
+use cache::{
+    is_endpoint, referenced_named_sets, CacheKey, KeptProgram, NamedPortSet, PolicyRules,
+    Recording, RulesSource,
+};
 
 struct Compiler<'a> {
     cluster: &'a Cluster,
     endpoints: Vec<Endpoint<'a>>,
     by_namespace: BTreeMap<&'a str, Vec<usize>>,
-    named_ports: Vec<Arc<NamedPortSet>>,
-    named_ids: FxHashMap<(String, Option<u8>), PortSetId>,
+    /// What the policy being compiled reads, for [`Cache`]'s kept rules.
+    recording: Option<Recording>,
     /// Resolved selectors without a serviceAccounts match: many rules repeat a selector,
     /// and resolving one walks every pod in its scope.
     cache: Cache,
@@ -232,8 +262,7 @@ fn compile_with<'n>(
         cluster,
         endpoints,
         by_namespace,
-        named_ports: Vec::new(),
-        named_ids: FxHashMap::default(),
+        recording: None,
         cache: std::mem::take(cache),
         slot_unions: FxHashMap::default(),
         whole,
@@ -298,9 +327,23 @@ fn compile_with<'n>(
     let generation = c.cache.generation;
     c.cache.rule_ids.release_unused(generation);
     c.cache.net_ids.release_unused(generation);
+    c.cache.named_ids.release_unused(generation);
+    c.cache.rules.retain(|_, kept| kept.used == generation);
+    let empty_named = Arc::new(NamedPortSet::default());
+    let named_ports = (0..c.cache.named_ids.len() as PortSetId)
+        .map(|id| {
+            c.cache
+                .named_ids
+                .get(id)
+                .filter(|_| c.cache.named_ids.used_by(id, generation))
+                .and_then(|key| c.cache.named.get(key))
+                .cloned()
+                .unwrap_or_else(|| empty_named.clone())
+        })
+        .collect();
     let sets = Sets {
         nets: c.cache.net_ids.table(&NetSet::new()),
-        named_ports: c.named_ports,
+        named_ports,
     };
     // Endpoints selected by the same policies share one program (and its decision
     // structure): the pods of one workload usually do.
@@ -309,10 +352,7 @@ fn compile_with<'n>(
     let mut programs: FxHashMap<Vec<CompiledTier>, Arc<Program>> = FxHashMap::default();
     let mut previous = std::mem::take(&mut c.cache.programs);
     let named_epoch = c.cache.named_epoch;
-    let mut named_keys = vec![(String::new(), None); c.named_ids.len()];
-    for (key, &id) in &c.named_ids {
-        named_keys[id as usize] = key.clone();
-    }
+    let named_keys = c.cache.named_ids.table(&(String::new(), None));
     let mut kept: FxHashMap<Vec<CompiledTier>, KeptProgram> = FxHashMap::default();
     let mut program = |direction: Direction, list: &[usize]| -> Option<Arc<Program>> {
         let mut tiers_out: Vec<CompiledTier> = Vec::new();
@@ -423,7 +463,11 @@ impl<'a> Compiler<'a> {
     /// A rule's id: the one it had in the last compilation, if it had one.
     fn rule_id(&mut self, info: RuleInfo) -> RuleId {
         let generation = self.cache.generation;
-        self.cache.rule_ids.id(info, generation)
+        let id = self.cache.rule_ids.id(info, generation);
+        if let Some(r) = &mut self.recording {
+            r.rule_ids.push(id);
+        }
+        id
     }
 
     /// An address set's id: the one a set of this content had in the last compilation, if
@@ -541,8 +585,73 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// A policy's compiled rules in one direction; `None` if it does not apply to it.
+    /// A policy's compiled rules in one direction; `None` if it does not apply to it. The
+    /// last compilation's are taken when nothing they were compiled from changed.
     fn policy_rules(
+        &mut self,
+        entry: &Entry<'a>,
+        direction: Direction,
+        tier: &str,
+    ) -> Option<Vec<CompiledRule>> {
+        let generation = self.cache.generation;
+        let key = (entry.label(), direction);
+        let source = match entry.source {
+            Source::K8s(p) => RulesSourceRef::K8s(p),
+            Source::Weir {
+                namespace, spec, ..
+            } => RulesSourceRef::Weir(namespace, spec),
+        };
+        let fresh = self.cache.rules.get(&key).is_some_and(|kept| {
+            kept.used + 1 == generation
+                && kept.tier == tier
+                && source.is(&kept.source)
+                && self.cache.unchanged(&kept.slots)
+        });
+        if fresh {
+            let kept = self.cache.rules.get_mut(&key)?;
+            kept.used = generation;
+            self.cache.rules_kept += 1;
+            let rules = kept.rules.clone();
+            let (rule_ids, named) = (kept.rule_ids.clone(), kept.named.clone());
+            for id in rule_ids {
+                self.cache.rule_ids.touch(id, generation);
+            }
+            for id in rules.iter().flatten().flat_map(|r| {
+                let m = &r.matches;
+                [m.src_nets, m.not_src_nets, m.dst_nets, m.not_dst_nets]
+                    .into_iter()
+                    .flatten()
+            }) {
+                self.cache.net_ids.touch(id, generation);
+            }
+            for id in named {
+                self.cache.named_ids.touch(id, generation);
+                self.named_set_held(id);
+            }
+            return rules;
+        }
+        self.cache.rules_compiled += 1;
+        self.recording = Some(Recording::default());
+        let rules = self.compile_policy_rules(entry, direction, tier);
+        let recorded = self.recording.take().unwrap_or_default();
+        if !recorded.uncached {
+            self.cache.rules.insert(
+                key,
+                PolicyRules {
+                    source: source.to_owned(),
+                    tier: tier.to_owned(),
+                    slots: recorded.slots,
+                    rule_ids: recorded.rule_ids,
+                    named: recorded.named,
+                    rules: rules.clone(),
+                    used: generation,
+                },
+            );
+        }
+        rules
+    }
+
+    fn compile_policy_rules(
         &mut self,
         entry: &Entry<'a>,
         direction: Direction,
@@ -682,13 +791,21 @@ impl<'a> Compiler<'a> {
 
     /// The slot of a selector's resolution, resolved now if it is not held.
     fn cached_slot(&mut self, key: CacheKey) -> usize {
-        if let Some(id) = self.cache.valid_slot(&key) {
-            self.cache.hits += 1;
-            return id;
+        let id = match self.cache.valid_slot(&key) {
+            Some(id) => {
+                self.cache.hits += 1;
+                id
+            }
+            None => {
+                self.cache.misses += 1;
+                let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
+                self.cache.put(key, set)
+            }
+        };
+        if let Some(r) = &mut self.recording {
+            r.slots.push((id, self.cache.slots[id].version));
         }
-        self.cache.misses += 1;
-        let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
-        self.cache.put(key, set)
+        id
     }
 
     /// The set id of the union of cached resolutions.
@@ -820,6 +937,9 @@ impl<'a> Compiler<'a> {
         accounts: Option<&super::model::ServiceAccountMatch>,
     ) -> NetSet {
         if accounts.is_some() {
+            if let Some(r) = &mut self.recording {
+                r.uncached = true;
+            }
             return self.resolve(scope, selector, accounts, false);
         }
         self.cached(CacheKey {
@@ -830,15 +950,8 @@ impl<'a> Compiler<'a> {
     }
 
     fn cached(&mut self, key: CacheKey) -> NetSet {
-        if let Some(set) = self.cache.get(&key) {
-            let set = set.clone();
-            self.cache.hits += 1;
-            return set;
-        }
-        self.cache.misses += 1;
-        let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
-        self.cache.put(key, set.clone());
-        set
+        let slot = self.cached_slot(key);
+        self.cache.slots[slot].set.clone().unwrap_or_default()
     }
 
     /// What a selector picks in a scope, walking the cluster's pods (and network sets
@@ -940,26 +1053,31 @@ impl<'a> Compiler<'a> {
             names.sort_unstable();
             names.dedup();
             let key = (names.join(","), protocol.map(Protocol::number));
-            let id = match self.named_ids.get(&key) {
-                Some(&id) => id,
-                None => {
-                    let set = match self.cache.named.get(&key) {
-                        Some(set) => set.clone(),
-                        None => {
-                            let set = Arc::new(self.named_port_set(&names, protocol));
-                            self.cache.named.insert(key.clone(), set.clone());
-                            set
-                        }
-                    };
-                    let id = self.named_ports.len() as PortSetId;
-                    self.named_ports.push(set);
-                    self.named_ids.insert(key, id);
-                    id
-                }
-            };
+            let generation = self.cache.generation;
+            let id = self.cache.named_ids.id(key, generation);
+            self.named_set_held(id);
+            if let Some(r) = &mut self.recording {
+                r.named.push(id);
+            }
             out.named = Some(id);
         }
         out
+    }
+
+    /// Makes sure the content of named-port set `id` is held (it is dropped when a pod's
+    /// named ports or addresses change).
+    fn named_set_held(&mut self, id: PortSetId) {
+        let Some(key) = self.cache.named_ids.get(id) else {
+            return;
+        };
+        if self.cache.named.contains_key(key) {
+            return;
+        }
+        let key = key.clone();
+        let names: Vec<&str> = key.0.split(',').collect();
+        let protocol = key.1.and_then(Protocol::from_number);
+        let set = Arc::new(self.named_port_set(&names, protocol));
+        self.cache.named.insert(key, set);
     }
 
     /// (address, protocol, port) of every endpoint's container port with one of the names.
