@@ -111,6 +111,7 @@ assert ctl["control_event_to_snapshot_p50_us"]["anchor"]["value"] > 0, "the full
 # The memory soak ran: pods created and deleted, the heap before beside what stayed.
 assert ctl["control_churn_growth_kib"]["anchor"]["value"] > 0, "the heap before the soak"
 assert ctl["control_churn_batch_ms"]["value"] > 0
+assert "control_churn_drift_kib" in ctl
 att = results("attach")
 assert att["attach_weir_p99_ms_at_5"]["value"] > 0
 assert att["attach_weir_p99_ms_at_10"]["anchor"]["name"] == "bridge + host-local p99"

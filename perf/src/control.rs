@@ -22,8 +22,12 @@
 //!   the calculator, [`CHURN_BATCH`] at a time, the tables compiled after every batch; the
 //!   figure is the heap that stayed live once every churned pod is gone (the cluster as it
 //!   was), beside the heap the calculator and its tables held before (the watchers and the
-//!   fake API server are stopped: their history is not counted). Also
-//!   `control_churn_batch_ms`: the median time to apply one batch and compile.
+//!   fake API server are stopped: their history is not counted);
+//!   `control_churn_drift_kib`: the median heap with the cluster back as before (after each
+//!   batch's deletions) over the soak's second half, less the same over its first half
+//!   (what a longer soak would keep adding: tables that grow with churn show here, maps
+//!   that kept their peak capacity do not); `control_churn_batch_ms`: the median time to
+//!   apply one batch and compile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -408,6 +412,11 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
                 .with_anchor("heap of the calculator and its tables before", s.before_kib),
         );
         results.push(BenchResult::from_samples(
+            "control_churn_drift_kib",
+            "KiB",
+            vec![s.drift_kib],
+        ));
+        results.push(BenchResult::from_samples(
             "control_churn_batch_ms",
             "ms",
             vec![s.batch_ms],
@@ -459,12 +468,14 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     if let Some(s) = &churn {
         notes.push(format!(
             "churn: {} pods created and deleted, {CHURN_BATCH} at a time, tables compiled after \
-             each batch; heap {:.0} KiB before, {:.0} KiB at the peak, {:.0} KiB after; {} \
-             tables compiled",
+             each batch; heap {:.0} KiB before, {:.0} KiB at the peak, {:.0} KiB after, \
+             {:.0} to {:.0} KiB each time the cluster was back as before; {} tables compiled",
             cfg.churn,
             s.before_kib,
             s.peak_kib,
             s.before_kib + s.growth_kib,
+            s.settled_min_kib,
+            s.settled_max_kib,
             s.compilations
         ));
     }
@@ -476,6 +487,11 @@ struct Soak {
     before_kib: f64,
     peak_kib: f64,
     growth_kib: f64,
+    /// The median heap with the cluster as before over the soak's second half, less the
+    /// same over its first half: what a longer soak would keep adding.
+    drift_kib: f64,
+    settled_min_kib: f64,
+    settled_max_kib: f64,
     batch_ms: f64,
     compilations: usize,
 }
@@ -522,6 +538,8 @@ fn soak(cfg: &ControlBenchConfig, calc: &mut Calculator) -> Result<Option<Soak>,
     let mut peak = before;
     let mut times = Vec::new();
     let mut compilations = 0;
+    // The heap each time the cluster is back as it was (after a batch's deletions).
+    let mut settled = Vec::new();
     let mut k = 0;
     while k < cfg.churn {
         let batch: Vec<usize> = (k..(k + CHURN_BATCH).min(cfg.churn)).collect();
@@ -546,6 +564,7 @@ fn soak(cfg: &ControlBenchConfig, calc: &mut Calculator) -> Result<Option<Soak>,
         compiled = calc.compile();
         compilations += 1;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        settled.push(live_kib());
     }
     drop(compiled);
     compiled = calc.compile();
@@ -555,6 +574,17 @@ fn soak(cfg: &ControlBenchConfig, calc: &mut Calculator) -> Result<Option<Soak>,
         before_kib: before,
         peak_kib: peak,
         growth_kib: after - before,
+        drift_kib: {
+            let half = settled.len() / 2;
+            let median = |v: &[f64]| crate::report::median_min_max(v).0;
+            if half == 0 {
+                0.0
+            } else {
+                median(&settled[half..]) - median(&settled[..half])
+            }
+        },
+        settled_min_kib: settled.iter().copied().fold(f64::INFINITY, f64::min),
+        settled_max_kib: settled.iter().copied().fold(0.0, f64::max),
         batch_ms: crate::report::median_min_max(&times).0,
         compilations: compilations + 1,
     }))
