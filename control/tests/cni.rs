@@ -757,6 +757,21 @@ fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
+    // The workers' longest rounds and stalls so far (the agent's start, the first pods'
+    // ports): the burst's own are known only where they beat them.
+    let worker_max = |family: &str| -> f64 {
+        agent
+            .http("/metrics")
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, f64::max)
+    };
+    let longest_round = || worker_max("weir_worker_longest_round_seconds");
+    let longest_stall = || worker_max("weir_worker_longest_stall_seconds");
+    let waited = || worker_max("weir_worker_cpu_wait_seconds_total");
+    let (stall_before, waited_before) = (longest_stall(), waited());
+    let before_burst = longest_round();
     let many: Vec<String> = (0..50).map(|i| lab.pod_ns(&format!("f{i}"))).collect();
     let t0 = Instant::now();
     let results: Vec<serde_json::Value> = std::thread::scope(|s| {
@@ -780,30 +795,51 @@ fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
     drop(flow);
     drop(echo);
     assert_eq!(results.len(), 50);
-    let slow: u64 = agent
-        .http("/metrics")
-        .lines()
-        .filter(|l| l.starts_with("weir_worker_slow_rounds_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let metrics = agent.http("/metrics");
+    let samples = |family: &str| -> Vec<f64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect()
+    };
+    let slow: f64 = samples("weir_worker_slow_rounds_total").iter().sum();
+    let (longest, stall) = (longest_round(), longest_stall());
     let figure = format!(
         "50 pods attached at once in {} ms while a flow ran (a probe every 0.2 ms): longest \
          silence {:.1} ms, {answered} answers during the burst, {sent} probes sent in all; \
-         worker rounds over 1 ms since the agent started (debug build): {slow}\n",
+         worker rounds over 1 ms since the agent started (debug build): {slow}, the longest \
+         {:.1} ms ({:.1} ms before the burst), of which the longest stall of the worker's own \
+         {:.1} ms ({:.1} before); the busiest worker waited {:.0} ms for a CPU during the \
+         burst\n",
         (t1 - t0).as_millis(),
-        gap.as_secs_f64() * 1e3
+        gap.as_secs_f64() * 1e3,
+        longest * 1e3,
+        before_burst * 1e3,
+        stall * 1e3,
+        stall_before * 1e3,
+        (waited() - waited_before) * 1e3
     );
     print!("{figure}");
     let figures = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
     std::fs::create_dir_all(&figures).unwrap();
     std::fs::write(figures.join("attach-burst-gap.txt"), &figure).unwrap();
     assert!(after > 0, "the flow runs after the burst: {}", agent.log());
-    // Debug build, two workers on two shared cores, fifty (niced) plugin processes: the
-    // bound is the flow not being cut (a worker waiting for the kernel's RTNL lock while
-    // it binds a port showed as 100-700 ms here), not the release figure of
-    // `weir-bench attach`.
+    // Debug build, two workers on two shared cores, fifty (niced) plugin processes. What
+    // is bounded is the worker's own standstill during the burst (its rounds less the time
+    // the scheduler gave its core to others): a worker waiting for the kernel's RTNL lock
+    // while it binds a port stood still 100-700 ms here. Rounds as a whole reached
+    // 100-110 ms in the burst, the core taken by the burst's processes; the flow's silence
+    // also counts its own threads waiting for a core (62-172 ms on one day, 21-48 on
+    // another, with the same code): it is bounded only as "not cut".
     assert!(
-        gap < Duration::from_millis(100),
+        stall <= stall_before || stall < 0.05,
+        "a worker stood still for {:.1} ms of its own during the attaches: {}",
+        stall * 1e3,
+        agent.log()
+    );
+    assert!(
+        gap < Duration::from_secs(1),
         "the flow went silent for {} ms during the attaches: {}",
         gap.as_millis(),
         agent.log()

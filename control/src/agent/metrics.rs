@@ -366,6 +366,22 @@ fn worker_families(
     for (name, help, field) in PER_WORKER {
         counters(encoder, name, help, per(&field))?;
     }
+    for (name, help, field) in WORKER_TIMES {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, ns) in per(&field) {
+            ConstGauge::new(ns as f64 / 1e9).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut waited = encoder.encode_descriptor(
+        "weir_worker_cpu_wait_seconds",
+        "Time a worker's thread was ready to run but waited for a CPU (the kernel's \
+         run_delay): near 0 on a core of its own.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, ns) in per(&|r| r.cpu_wait_ns) {
+        ConstCounter::new(ns as f64 / 1e9).encode(waited.encode_family(&labels)?)?;
+    }
     let mut wg_drops = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         let c = &r.wireguard;
@@ -492,6 +508,23 @@ impl EncodeMetric for ApplyHistogram<'_> {
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
 /// The per-worker counters `/metrics` shows, one family each.
+/// Per worker, durations as gauges in seconds: name, help, nanoseconds.
+type WorkerTime = (&'static str, &'static str, fn(&WorkerReport) -> u64);
+const WORKER_TIMES: [WorkerTime; 2] = [
+    (
+        "weir_worker_longest_round_seconds",
+        "The longest round of a worker's loop over 1 ms since it started: the longest \
+         forwarding stood still, whatever the cause.",
+        |r| r.longest_round_ns,
+    ),
+    (
+        "weir_worker_longest_stall_seconds",
+        "The longest round over 1 ms less the time the worker waited for a CPU in it: the \
+         longest its own work or a kernel call it made held forwarding up.",
+        |r| r.longest_stall_ns,
+    ),
+];
+
 const PER_WORKER: [Family; 28] = [
     (
         "weir_rx_packets_total",

@@ -357,6 +357,8 @@ impl Worker {
     ) {
         let started = Instant::now();
         let mut last_report_ns = 0u64;
+        let mut cpu_wait = report::CpuWait::of_this_thread();
+        let waited_before = cpu_wait.total().unwrap_or(0);
         while !stop.load(Ordering::Relaxed) {
             // One clock read at the start of a round serves the pipeline, the report
             // timer and the round's length (read again after port commands, which may
@@ -381,6 +383,10 @@ impl Worker {
                 self.report.slow_rounds += 1;
                 self.report.slow_port_rounds += u64::from(served);
                 self.report.longest_round_ns = self.report.longest_round_ns.max(took_ns);
+                let (waited, total) = cpu_wait.since_last();
+                self.report.cpu_wait_ns = total.saturating_sub(waited_before);
+                let stall = took_ns.saturating_sub(waited);
+                self.report.longest_stall_ns = self.report.longest_stall_ns.max(stall);
             }
             if n == 0
                 && self
@@ -403,6 +409,8 @@ impl Worker {
             }
             if now_ns.saturating_sub(last_report_ns) >= REPORT_INTERVAL_NS {
                 last_report_ns = now_ns;
+                let (_, total) = cpu_wait.since_last();
+                self.report.cpu_wait_ns = total.saturating_sub(waited_before);
                 self.publish(report);
             }
         }

@@ -47,6 +47,14 @@ pub struct WorkerReport {
     pub slow_port_rounds: u64,
     /// The longest such round, in nanoseconds.
     pub longest_round_ns: u64,
+    /// The longest slow round less the time the thread waited for a CPU in it (see
+    /// [`CpuWait`]): how long the worker's own work (or a kernel call it made) held
+    /// forwarding up, apart from the scheduler giving its core to something else.
+    pub longest_stall_ns: u64,
+    /// Time the worker's thread was ready to run but waited for a CPU, since it started
+    /// (the kernel's `run_delay`; 0 where the kernel does not keep it). On a core of its
+    /// own this stays near 0; where it grows, other work shares the worker's cores.
+    pub cpu_wait_ns: u64,
     /// WireGuard, on the worker that owns the uplink: the peers' counters.
     pub wireguard: WgCounters,
     /// WireGuard: the tunnel's own counters.
@@ -66,6 +74,50 @@ pub struct WorkerReport {
     /// (those the policy stage itself could not record are in
     /// `pipeline.policy_logs_suppressed`).
     pub logs_lost: u64,
+}
+
+/// The calling thread's wait for a CPU, from `/proc/thread-self/schedstat` (its second
+/// field, `run_delay`: nanoseconds runnable but not running). Read only at a slow round's
+/// end and at each publication (about ten times a second), never per round: the wait
+/// attributed to a slow round is what accumulated since the last read, so it may also
+/// hold sub-millisecond waits of the rounds before it (at most one publication interval
+/// of them), which errs towards a shorter stall.
+pub(super) struct CpuWait {
+    file: Option<std::fs::File>,
+    last: u64,
+}
+
+impl CpuWait {
+    /// Opens the calling thread's statistics: call on the worker's own thread.
+    pub(super) fn of_this_thread() -> Self {
+        let mut wait = CpuWait {
+            file: std::fs::File::open("/proc/thread-self/schedstat").ok(),
+            last: 0,
+        };
+        wait.last = wait.total().unwrap_or(0);
+        wait
+    }
+
+    /// The thread's total wait so far, when the kernel keeps it.
+    pub(super) fn total(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+        text.split_ascii_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The wait since the last call (or since opening), and the total.
+    pub(super) fn since_last(&mut self) -> (u64, u64) {
+        match self.total() {
+            Some(now) => {
+                let d = now.saturating_sub(self.last);
+                self.last = now;
+                (d, now)
+            }
+            None => (0, self.last),
+        }
+    }
 }
 
 /// A round of the worker loop longer than this counts in [`WorkerReport::slow_rounds`].
