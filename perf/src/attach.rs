@@ -23,7 +23,12 @@
 //! The worker's own view of the same: how many rounds of its loop (port commands, then
 //! one poll) took longer than 1 ms during each level (`weir_worker_slow_rounds_total`
 //! from the agent's `/metrics`), which the measuring threads' own scheduling cannot blur,
-//! and of those the rounds that served port commands (its own work when ports come).
+//! and of those the rounds that served port commands (its own work when ports come); the
+//! longest round less the time the worker's thread waited for a CPU in it
+//! (`weir_worker_longest_stall_seconds`, the worker's own standstill, as of the level's
+//! end), and how long the worker waited for a CPU during the level
+//! (`weir_worker_cpu_wait_seconds_total`: its core taken by the burst's processes, since
+//! the core is not isolated here).
 //!
 //! Root only; everything is made under names holding the process id and removed
 //! afterwards, and every loop is bounded in time.
@@ -248,9 +253,20 @@ fn measure(
     Ok(times)
 }
 
-/// The agent's `weir_worker_slow_rounds_total` (summed over workers), read from its
-/// `/metrics` inside the node's namespace.
-fn slow_rounds(node: &str, port: u16) -> Result<(u64, u64), String> {
+/// The worker's view from the agent's `/metrics` (read inside the node's namespace).
+#[derive(Debug, Clone, Copy)]
+struct WorkerView {
+    /// `weir_worker_slow_rounds_total`, summed over workers.
+    slow: f64,
+    /// `weir_worker_slow_port_rounds_total`, summed over workers.
+    slow_port: f64,
+    /// `weir_worker_longest_stall_seconds`, the longest of the workers', in ms.
+    stall_ms: f64,
+    /// `weir_worker_cpu_wait_seconds_total`, summed over workers, in ms.
+    cpu_wait_ms: f64,
+}
+
+fn worker_view(node: &str, port: u16) -> Result<WorkerView, String> {
     let text = in_netns(node, move || -> Result<String, String> {
         use std::io::{Read as _, Write as _};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
@@ -264,8 +280,8 @@ fn slow_rounds(node: &str, port: u16) -> Result<(u64, u64), String> {
         Ok(body)
     })
     .map_err(|e| e.to_string())??;
-    let sum = |family: &str| -> Result<u64, String> {
-        let found: Vec<u64> = text
+    let values = |family: &str| -> Result<Vec<f64>, String> {
+        let found: Vec<f64> = text
             .lines()
             .filter(|l| l.starts_with(family))
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
@@ -273,12 +289,18 @@ fn slow_rounds(node: &str, port: u16) -> Result<(u64, u64), String> {
         if found.is_empty() {
             return Err(format!("the agent's metrics have no {family}"));
         }
-        Ok(found.iter().sum())
+        Ok(found)
     };
-    Ok((
-        sum("weir_worker_slow_rounds_total")?,
-        sum("weir_worker_slow_port_rounds_total")?,
-    ))
+    let sum = |family: &str| Ok::<f64, String>(values(family)?.iter().sum());
+    Ok(WorkerView {
+        slow: sum("weir_worker_slow_rounds_total")?,
+        slow_port: sum("weir_worker_slow_port_rounds_total")?,
+        stall_ms: values("weir_worker_longest_stall_seconds")?
+            .into_iter()
+            .fold(0.0, f64::max)
+            * 1e3,
+        cpu_wait_ms: sum("weir_worker_cpu_wait_seconds_total")? * 1e3,
+    })
 }
 
 /// The no-op plugin of the floor: reads its configuration, answers one address.
@@ -426,7 +448,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let mut spans = Vec::new();
     let mut slow = Vec::new();
     for &parallel in &cfg.parallel {
-        let before = slow_rounds(&node, metrics_port)?;
+        let before = worker_view(&node, metrics_port)?;
         let t0 = Instant::now();
         weir_ms.push(measure(cfg, &weir, "w", parallel, peer, &mut made)?);
         let t1 = Instant::now();
@@ -434,11 +456,13 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         spans.push(t1 - t0);
         // The worker publishes its report ten times a second.
         std::thread::sleep(Duration::from_millis(250));
-        let after = slow_rounds(&node, metrics_port)?;
-        slow.push((
-            after.0.saturating_sub(before.0) as f64,
-            after.1.saturating_sub(before.1) as f64,
-        ));
+        let after = worker_view(&node, metrics_port)?;
+        slow.push(WorkerView {
+            slow: after.slow - before.slow,
+            slow_port: after.slow_port - before.slow_port,
+            stall_ms: after.stall_ms,
+            cpu_wait_ms: after.cpu_wait_ms - before.cpu_wait_ms,
+        });
     }
     let quiet = spans.iter().copied().max().unwrap_or_default();
     let q0 = Instant::now();
@@ -546,15 +570,27 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
             BenchResult::from_samples(
                 format!("attach_worker_rounds_over_1ms_{at}"),
                 "rounds",
-                vec![slow[i].0],
+                vec![slow[i].slow],
             )
             .with_anchor("goal: none", 0.0),
             BenchResult::from_samples(
+                format!("attach_worker_longest_stall_ms_{at}"),
+                "ms",
+                vec![slow[i].stall_ms],
+            )
+            .with_anchor("goal: 1 ms", 1.0),
+            BenchResult::from_samples(
+                format!("attach_worker_cpu_wait_ms_{at}"),
+                "ms",
+                vec![slow[i].cpu_wait_ms],
+            )
+            .with_anchor("the level's span", spans[i].as_secs_f64() * 1e3),
+            BenchResult::from_samples(
                 format!("attach_worker_port_rounds_over_1ms_{at}"),
                 "rounds",
-                vec![slow[i].1],
+                vec![slow[i].slow_port],
             )
-            .with_anchor("all rounds over 1 ms", slow[i].0),
+            .with_anchor("all rounds over 1 ms", slow[i].slow),
             BenchResult::from_samples(
                 format!("attach_forwarding_gap_vs_idle_ms_{at}"),
                 "ms",

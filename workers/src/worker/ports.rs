@@ -222,9 +222,13 @@ impl Worker {
         let shared = self.ports.first().map(|p| p.socket.shared_view());
         let (socket_config, mode) = (self.config.socket, self.config.attach);
         let back = Arc::clone(mailbox);
+        let elsewhere = off_this_core();
         let helper = std::thread::Builder::new()
             .name("weir-bind".into())
             .spawn(move || {
+                if let Some(set) = elsewhere {
+                    set_affinity(&set);
+                }
                 // SAFETY: the worker keeps its UMEM mapped and the socket `shared` came
                 // from open until this thread is joined: detaches wait while a bind is
                 // out, and the worker joins its helpers before it is dropped.
@@ -638,4 +642,36 @@ pub(super) fn fill_quota(umem: &Umem, ports: usize) -> usize {
     (umem.frame_count() as usize / 2 / ports.max(1))
         .min(umem.config().fill_size as usize)
         .max(1)
+}
+
+/// Where a helper of this worker should run: the CPUs of the process's main thread (the
+/// agent's own, those it was started on) less the core this worker runs on, when that
+/// leaves any. A thread inherits its creator's affinity, so without this a helper would
+/// share the worker's pinned core and take its time (the bind's own kernel work), which
+/// the worker's `cpu_wait` showed during attach bursts.
+fn off_this_core() -> Option<libc::cpu_set_t> {
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the calls get the
+    // set's real size and write only inside it.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut set) != 0 {
+            return None;
+        }
+        let here = libc::sched_getcpu();
+        let here = usize::try_from(here).ok()?;
+        libc::CPU_CLR(here, &mut set);
+        (libc::CPU_COUNT(&set) > 0).then_some(set)
+    }
+}
+
+/// Moves the calling thread to `set`; a refusal leaves it where it was (it still works,
+/// on the worker's core).
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a whole `cpu_set_t`, read only.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+    }
 }
