@@ -251,7 +251,14 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
     let mut next_ip = PODS;
     let mut clashes = 0;
     for step in 0..400 {
-        let change = match rng.below(8) {
+        let change = match rng.below(9) {
+            // The tier's default action flips: every program with a policy of it changes,
+            // with no policy's rules changed.
+            8 => Change::Upsert(one(&format!(
+                "apiVersion: weir.dev/v1\nkind: Tier\nmetadata:\n  name: security\nspec:\n  \
+                 order: 10\n  defaultAction: {}\n",
+                rng.pick(&["Pass", "Deny"])
+            ))),
             // A pod's labels (and maybe its node) change; same address.
             0 | 1 => {
                 let i = rng.below(PODS);

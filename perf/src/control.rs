@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use weir_control::calc::{drive, Calculator, Change, DriveState, Update};
 use weir_control::k8s::source;
-use weir_control::policy::compile::{compile_local, Cache};
+use weir_control::policy::compile::{compile_local, Cache, CompileTimes};
 use weir_control::policy::load::{load_documents, Object};
 use weir_testkit::fake_api::FakeApi;
 
@@ -208,6 +208,8 @@ fn live_kib() -> f64 {
 struct Published {
     at: Instant,
     build: Duration,
+    /// Where the compilation's time went.
+    split: CompileTimes,
 }
 
 /// Runs the benchmark: `cfg.runs` rounds, each on a fresh server and control loop; each
@@ -298,6 +300,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             &loop_stop,
             &mut state,
             |calc, _batch| {
+                let before = calc.cache().times;
                 let t = Instant::now();
                 let compiled = calc.compile();
                 let build = t.elapsed();
@@ -306,6 +309,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
                     .send(Published {
                         at: Instant::now(),
                         build,
+                        split: calc.cache().times.since(&before),
                     })
                     .is_ok()
             },
@@ -330,6 +334,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     let mut builds = Vec::with_capacity(cfg.changes);
     let mut kinds_done = [0usize; 3];
     let mut by_kind: [Vec<f64>; 3] = Default::default();
+    let mut split_by_kind = [CompileTimes::default(); 3];
     for c in 0..cfg.changes {
         let which = c % 3;
         let object = match which {
@@ -363,6 +368,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         by_kind[which].push((seen.at - t0).as_secs_f64() * 1e6);
         builds.push(seen.build.as_secs_f64() * 1e6);
         kinds_done[which] += 1;
+        split_by_kind[which] = add_times(&split_by_kind[which], &seen.split);
     }
     stop.store(true, Ordering::SeqCst);
     let mut calc = control
@@ -432,6 +438,29 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             percentile(&c, 0.99)
         ),
         format!(
+            "where a change's compilation went, mean per change (resolutions are inside rule \
+             lists; the pass is the rest): {}",
+            ["pod label", "policy add", "namespace label"]
+                .iter()
+                .zip(&split_by_kind)
+                .zip(kinds_done)
+                .map(|((kind, t), n)| {
+                    let per = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+                    format!(
+                        "{kind} {:.0} us = rule lists {:.0} (resolutions {:.0}) + programs {:.0} \
+                         ({:.1} built) + pass {:.0}",
+                        per(t.total),
+                        per(t.rules),
+                        per(t.resolving),
+                        per(t.programs),
+                        t.programs_built as f64 / n.max(1) as f64,
+                        per(t.total.saturating_sub(t.rules + t.programs))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        format!(
             "cluster: {} pods, {} Kubernetes NetworkPolicies ({rules} rules with the weir.dev \
              global policies) in {} namespaces, {} nodes; node {NODE} hosts {} pods",
             cfg.pods,
@@ -480,6 +509,18 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         ));
     }
     Ok((results, notes))
+}
+
+/// `a` and `b` summed.
+fn add_times(a: &CompileTimes, b: &CompileTimes) -> CompileTimes {
+    CompileTimes {
+        compilations: a.compilations + b.compilations,
+        total: a.total + b.total,
+        resolving: a.resolving + b.resolving,
+        rules: a.rules + b.rules,
+        programs: a.programs + b.programs,
+        programs_built: a.programs_built + b.programs_built,
+    }
 }
 
 /// What the memory soak measured.

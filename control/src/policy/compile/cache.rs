@@ -56,8 +56,14 @@ pub struct Cache {
     pub(super) named: FxHashMap<(String, Option<u8>), Arc<NamedPortSet>>,
     /// Changes whenever `named` is cleared.
     pub(super) named_epoch: u64,
-    /// The programs of the last compilation.
-    pub(super) programs: FxHashMap<Vec<CompiledTier>, KeptProgram>,
+    /// The programs of the last compilation, by a hash of their tiers (see
+    /// [`KeptProgram::content`]).
+    pub(super) programs: FxHashMap<u64, Vec<KeptProgram>>,
+    /// The same programs by the rule lists they were made of (see [`ProgramKey`]), where
+    /// every list was cached.
+    pub(super) programs_by_lists: FxHashMap<ProgramKey, KeptProgram>,
+    /// Where rule list versions come from (see [`PolicyRules::version`]).
+    pub(super) rule_versions: u64,
     /// Rule ids, by what they stand for.
     pub(super) rule_ids: StableIds<RuleInfo>,
     /// Address set ids, by content.
@@ -75,6 +81,41 @@ pub struct Cache {
     /// Policy rule lists (per direction) taken from the last compilation, and compiled.
     pub rules_kept: u64,
     pub rules_compiled: u64,
+    /// Where the compilations' time went, summed over them.
+    pub times: CompileTimes,
+}
+
+/// Where compilations spent their time, summed over compilations: the benchmark's split of
+/// one change's cost. `resolving` is inside `rules` (resolutions are asked for while rule
+/// lists are compiled); the rest of `total` is the pass every compilation makes over the
+/// policies of the node's namespaces and its endpoints (ordering, selection, programs
+/// looked up by content, the tables' id maps).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompileTimes {
+    pub compilations: u64,
+    pub total: std::time::Duration,
+    /// Selector resolutions computed (cache misses, and those a serviceAccounts match keeps
+    /// out of the cache).
+    pub resolving: std::time::Duration,
+    /// Policy rule lists compiled (not kept from the compilation before).
+    pub rules: std::time::Duration,
+    /// Programs (decision structures) built.
+    pub programs: std::time::Duration,
+    pub programs_built: u64,
+}
+
+impl CompileTimes {
+    /// What was spent between `earlier` and `self`.
+    pub fn since(&self, earlier: &CompileTimes) -> CompileTimes {
+        CompileTimes {
+            compilations: self.compilations - earlier.compilations,
+            total: self.total.saturating_sub(earlier.total),
+            resolving: self.resolving.saturating_sub(earlier.resolving),
+            rules: self.rules.saturating_sub(earlier.rules),
+            programs: self.programs.saturating_sub(earlier.programs),
+            programs_built: self.programs_built.saturating_sub(earlier.programs_built),
+        }
+    }
 }
 
 /// Ids that stay with what they name from one compilation to the next (rule ids, address
@@ -182,6 +223,8 @@ pub(super) struct PolicyRules {
     pub(super) named: Vec<PortSetId>,
     pub(super) rules: Option<Vec<CompiledRule>>,
     pub(super) used: u64,
+    /// Given when the list is compiled, kept with it: the list's name in [`ProgramKey`]s.
+    pub(super) version: u64,
 }
 
 /// The policy a [`PolicyRules`] was compiled from.
@@ -202,12 +245,28 @@ pub(super) struct Recording {
 }
 
 /// A program kept for the next compilation, with what its named-port sets stood for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct KeptProgram {
     /// What each named-port set it names stood for (ids are given out per compilation).
     pub(super) named: Vec<(String, Option<u8>)>,
     pub(super) named_epoch: u64,
     pub(super) program: Arc<Program>,
+    /// A hash of its tiers (equal tiers, equal hash).
+    pub(super) content: u64,
+}
+
+/// What a program is made of, named without its rules: the direction, then per policy
+/// in evaluation order its tier (the tier end's rule id and default action) and the
+/// version of its rule list in that direction. Equal keys, equal tiers: a version names
+/// one compiled list (kept lists keep theirs), and rule and set ids keep their meaning
+/// while a program is kept. Looking a program up by this key spares building its tiers
+/// (copies of every rule) and hashing them, which every endpoint of every compilation did.
+pub(super) type ProgramKey = Vec<u64>;
+
+/// The hash a [`KeptProgram`] is found by.
+pub(super) fn content_hash(tiers: &[CompiledTier]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(tiers)
 }
 
 /// The named-port sets a program's rules name, in order of first use.
@@ -455,6 +514,7 @@ impl Cache {
         let (hits, misses, named) = (self.hits, self.misses, std::mem::take(&mut self.named));
         let (rules_kept, rules_compiled) = (self.rules_kept, self.rules_compiled);
         let programs = std::mem::take(&mut self.programs);
+        let programs_by_lists = std::mem::take(&mut self.programs_by_lists);
         let rule_ids = std::mem::take(&mut self.rule_ids);
         let net_ids = std::mem::take(&mut self.net_ids);
         let named_ids = std::mem::take(&mut self.named_ids);
@@ -467,6 +527,9 @@ impl Cache {
             named,
             named_epoch: self.named_epoch,
             programs,
+            programs_by_lists,
+            rule_versions: self.rule_versions,
+            times: self.times,
             rule_ids,
             net_ids,
             named_ids,

@@ -49,6 +49,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use weir_dataplane::flow::FlowKey;
@@ -56,15 +57,15 @@ use weir_dataplane::policy::program::{
     IcmpMatch as CompiledIcmp, Match, NetSetId, PortMatch as CompiledPorts, PortSetId,
 };
 use weir_dataplane::policy::{
-    Action as CompiledAction, Direction, EndpointPolicy, NetSet, PolicyTables, Program,
-    Rule as CompiledRule, RuleId, RuleInfo, Sets, Tier as CompiledTier, TierEnd,
+    Action as CompiledAction, Direction, EndpointPolicy, NetSet, PolicyTables,
+    Rule as CompiledRule, RuleId, RuleInfo, Sets,
 };
 use weir_dataplane::snapshot::EndpointId;
 
 use super::load::Cluster;
 use super::model::{
     compare_order, Action, EntityRule, IpFamily, K8sPeer, K8sRule, NamespaceScope, NamespacedName,
-    Pod, PolicySpec, PortMatch, Protocol, Rule, TierDefaultAction, K8S_POLICY_ORDER,
+    Pod, PolicySpec, PortMatch, Protocol, Rule, K8S_POLICY_ORDER,
 };
 use super::selector::{Labels, Selector};
 
@@ -194,12 +195,10 @@ enum Scope {
 }
 
 mod cache;
+mod programs;
 
-pub use cache::Cache;
-use cache::{
-    is_endpoint, referenced_named_sets, CacheKey, KeptProgram, NamedPortSet, PolicyRules,
-    Recording, RulesSource,
-};
+use cache::{is_endpoint, CacheKey, NamedPortSet, PolicyRules, Recording, RulesSource};
+pub use cache::{Cache, CompileTimes};
 
 struct Compiler<'a> {
     cluster: &'a Cluster,
@@ -242,6 +241,7 @@ fn compile_with<'n>(
     cache: &mut Cache,
     whole: bool,
 ) -> Compiled {
+    let started = Instant::now();
     let empty = Labels::new();
     let mut endpoints = Vec::new();
     let mut ids = BTreeMap::new();
@@ -302,6 +302,7 @@ fn compile_with<'n>(
     let mut compiled = Vec::with_capacity(entries.len());
     let mut selected_by: Vec<Vec<usize>> = Vec::with_capacity(entries.len());
     let mut placed = Vec::with_capacity(entries.len());
+    let mut versions: Vec<[Option<u64>; 2]> = Vec::with_capacity(entries.len());
     for entry in &entries {
         let selected: Vec<usize> = c
             .candidates(entry)
@@ -310,8 +311,11 @@ fn compile_with<'n>(
         if selected.is_empty() && !c.whole {
             continue;
         }
-        let ingress = c.policy_rules(entry, Direction::Ingress, &tiers[entry.tier].name);
-        let egress = c.policy_rules(entry, Direction::Egress, &tiers[entry.tier].name);
+        let (ingress, in_version) =
+            c.policy_rules(entry, Direction::Ingress, &tiers[entry.tier].name);
+        let (egress, out_version) =
+            c.policy_rules(entry, Direction::Egress, &tiers[entry.tier].name);
+        versions.push([in_version, out_version]);
         let set = NetSet::from_prefixes(
             selected
                 .iter()
@@ -357,85 +361,31 @@ fn compile_with<'n>(
         named_ports,
     };
     // Endpoints selected by the same policies share one program (and its decision
-    // structure): the pods of one workload usually do.
-    // Across compilations, a program is reused when its tiers are the same and so is the
-    // content of every set they name (building the decision structure is what costs).
-    let mut programs: FxHashMap<Vec<CompiledTier>, Arc<Program>> = FxHashMap::default();
-    let mut previous = std::mem::take(&mut c.cache.programs);
-    let named_epoch = c.cache.named_epoch;
+    // structure): the pods of one workload usually do; across compilations, a program is
+    // kept while what it is made of is the same (see `programs`).
     let named_keys = c.cache.named_ids.table(&(String::new(), None));
-    let mut kept: FxHashMap<Vec<CompiledTier>, KeptProgram> = FxHashMap::default();
-    let mut program = |direction: Direction, list: &[usize]| -> Option<Arc<Program>> {
-        let mut tiers_out: Vec<CompiledTier> = Vec::new();
-        let mut current: Option<usize> = None;
-        for &p in list {
-            let rules = match direction {
-                Direction::Ingress => compiled[p].ingress.as_ref(),
-                Direction::Egress => compiled[p].egress.as_ref(),
-            };
-            let Some(rules) = rules else { continue };
-            let tier = placed[p];
-            if current != Some(tier) {
-                current = Some(tier);
-                tiers_out.push(CompiledTier {
-                    rules: Vec::new(),
-                    end: match tiers[tier].default_action {
-                        TierDefaultAction::Deny => TierEnd::Deny,
-                        TierDefaultAction::Pass => TierEnd::Pass,
-                    },
-                    end_id: tier_ends[tier][usize::from(direction == Direction::Egress)],
-                });
-            }
-            if let Some(t) = tiers_out.last_mut() {
-                t.rules.extend(rules.iter().cloned());
-            }
-        }
-        if tiers_out.is_empty() {
-            return None;
-        }
-        if let Some(shared) = programs.get(&tiers_out) {
-            return Some(shared.clone());
-        }
-        // Address set ids name one content for as long as a program can be kept (see
-        // `StableIds`): equal tiers name equal sets. Named-port sets are given ids per
-        // compilation, by name: their content is checked by its epoch.
-        let named = referenced_named_sets(&tiers_out);
-        let named: Vec<(String, Option<u8>)> = named
+    let inputs = programs::Inputs {
+        compiled: &compiled,
+        placed: &placed,
+        versions: &versions,
+        ends: &tiers
             .iter()
-            .map(|&id| named_keys[id as usize].clone())
-            .collect();
-        let same = |k: &KeptProgram| {
-            named.is_empty() || (k.named_epoch == named_epoch && k.named == named)
-        };
-        let built = match previous.remove(&tiers_out).filter(same) {
-            Some(k) => {
-                let program = k.program.clone();
-                kept.insert(tiers_out.clone(), k);
-                program
-            }
-            None => {
-                let program = Arc::new(Program::new(tiers_out.clone(), &sets));
-                kept.insert(
-                    tiers_out.clone(),
-                    KeptProgram {
-                        named,
-                        named_epoch,
-                        program: program.clone(),
-                    },
-                );
-                program
-            }
-        };
-        programs.insert(tiers_out, built.clone());
-        Some(built)
+            .zip(&tier_ends)
+            .map(|(t, ends)| (t.default_action, *ends))
+            .collect::<Vec<_>>(),
+        sets: &sets,
+        named_keys: &named_keys,
+        named_epoch: c.cache.named_epoch,
     };
+    let mut made = programs::Programs::take(&mut c.cache);
     let endpoint_policies = applies
         .iter()
         .map(|list| EndpointPolicy {
-            ingress: program(Direction::Ingress, list),
-            egress: program(Direction::Egress, list),
+            ingress: made.program(&inputs, Direction::Ingress, list),
+            egress: made.program(&inputs, Direction::Egress, list),
         })
         .collect();
+    made.give_back(&mut c.cache);
 
     let rules = c.cache.rule_ids.table(&RuleInfo {
         tier: String::new(),
@@ -443,8 +393,9 @@ fn compile_with<'n>(
         direction: Direction::Ingress,
         index: None,
     });
-    c.cache.programs = kept;
     c.cache.trim();
+    c.cache.times.compilations += 1;
+    c.cache.times.total += started.elapsed();
     *cache = c.cache;
     Compiled {
         tables: PolicyTables {
@@ -603,7 +554,7 @@ impl<'a> Compiler<'a> {
         entry: &Entry<'a>,
         direction: Direction,
         tier: &str,
-    ) -> Option<Vec<CompiledRule>> {
+    ) -> (Option<Vec<CompiledRule>>, Option<u64>) {
         let generation = self.cache.generation;
         let key = (entry.label(), direction);
         let source = match entry.source {
@@ -618,9 +569,9 @@ impl<'a> Compiler<'a> {
                 && source.is(&kept.source)
                 && self.cache.unchanged(&kept.slots)
         });
-        if fresh {
-            let kept = self.cache.rules.get_mut(&key)?;
+        if let Some(kept) = self.cache.rules.get_mut(&key).filter(|_| fresh) {
             kept.used = generation;
+            let version = kept.version;
             self.cache.rules_kept += 1;
             let rules = kept.rules.clone();
             let (rule_ids, named) = (kept.rule_ids.clone(), kept.named.clone());
@@ -639,13 +590,20 @@ impl<'a> Compiler<'a> {
                 self.cache.named_ids.touch(id, generation);
                 self.named_set_held(id);
             }
-            return rules;
+            return (rules, Some(version));
         }
         self.cache.rules_compiled += 1;
         self.recording = Some(Recording::default());
+        let t = Instant::now();
         let rules = self.compile_policy_rules(entry, direction, tier);
+        self.cache.times.rules += t.elapsed();
         let recorded = self.recording.take().unwrap_or_default();
-        if !recorded.uncached {
+        if recorded.uncached {
+            return (rules, None);
+        }
+        self.cache.rule_versions += 1;
+        let version = self.cache.rule_versions;
+        {
             self.cache.rules.insert(
                 key,
                 PolicyRules {
@@ -656,10 +614,11 @@ impl<'a> Compiler<'a> {
                     named: recorded.named,
                     rules: rules.clone(),
                     used: generation,
+                    version,
                 },
             );
         }
-        rules
+        (rules, Some(version))
     }
 
     fn compile_policy_rules(
@@ -809,7 +768,9 @@ impl<'a> Compiler<'a> {
             }
             None => {
                 self.cache.misses += 1;
+                let t = Instant::now();
                 let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
+                self.cache.times.resolving += t.elapsed();
                 self.cache.put(key, set)
             }
         };
@@ -951,7 +912,10 @@ impl<'a> Compiler<'a> {
             if let Some(r) = &mut self.recording {
                 r.uncached = true;
             }
-            return self.resolve(scope, selector, accounts, false);
+            let t = Instant::now();
+            let set = self.resolve(scope, selector, accounts, false);
+            self.cache.times.resolving += t.elapsed();
+            return set;
         }
         self.cached(CacheKey {
             scope: scope.clone(),
