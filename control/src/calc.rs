@@ -198,6 +198,10 @@ pub struct Calculator {
     attached: BTreeMap<NamespacedName, (Attachment, Option<Pod>)>,
     /// Which Services changed since the service table was last derived, and its indexes.
     services: ServiceIndex,
+    /// The last compilation's tables, while no change since can have changed them.
+    last: Option<Compiled>,
+    /// Compilations answered with the last tables.
+    skipped: u64,
 }
 
 fn refusal(object: &ObjectRef, field: &str, message: String) -> Refusal {
@@ -223,6 +227,8 @@ impl Calculator {
             cache: Cache::default(),
             attached: BTreeMap::new(),
             services: ServiceIndex::default(),
+            last: None,
+            skipped: 0,
         }
     }
 
@@ -348,13 +354,86 @@ impl Calculator {
             && pod.node_name.as_ref().is_none_or(|n| *n == self.node)
     }
 
-    /// Compiles this node's tables from the model as it is now.
+    /// Compiles this node's tables from the model as it is now. When no change since the
+    /// last compilation can have changed them (see [`Calculator::reaches_tables`] and
+    /// [`Cache::stale`]), they are the last compilation's, not compiled again: most of a
+    /// cluster's changes are about pods and policies this node's endpoints never meet.
     pub fn compile(&mut self) -> Compiled {
-        compile_local(&self.cluster, self.local.iter(), &mut self.cache)
+        if !self.cache.stale() {
+            if let Some(last) = &self.last {
+                self.skipped += 1;
+                return last.clone();
+            }
+        }
+        let compiled = compile_local(&self.cluster, self.local.iter(), &mut self.cache);
+        self.last = Some(compiled.clone());
+        compiled
+    }
+
+    /// How many compilations were answered with the last one's tables.
+    pub fn compilations_skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Whether `change` can change this node's tables other than through the selector
+    /// resolutions and named-port sets the cache tracks (which tell it themselves): the
+    /// node's own pods (attached, or becoming so), the namespaces and policies that hold
+    /// them, tiers, global policies and service accounts, and every relist. A pod, a
+    /// namespace or a policy elsewhere reaches the tables only through a resolution.
+    fn reaches_tables(&self, change: &Change) -> bool {
+        let (id, new) = match change {
+            Change::Resync { .. } | Change::Attach(_) | Change::Detach(_) => return true,
+            Change::Upsert(o) => (o.resource.object_ref(), Some(&o.resource)),
+            Change::Delete(id) => (id.clone(), None),
+        };
+        let namespace = id.namespace.as_deref().unwrap_or_default();
+        match id.kind {
+            Kind::Tier | Kind::GlobalNetworkPolicy | Kind::ServiceAccount => true,
+            Kind::Pod => {
+                self.local
+                    .contains(&NamespacedName::new(namespace, &id.name))
+                    || matches!(new, Some(Resource::Pod(p)) if self.is_local(p))
+            }
+            Kind::Namespace => self.hosts_in(&id.name),
+            Kind::K8sNetworkPolicy | Kind::NetworkPolicy => self.hosts_in(namespace),
+            Kind::NetworkSet
+            | Kind::GlobalNetworkSet
+            | Kind::Node
+            | Kind::IpPool
+            | Kind::HostEndpoint
+            | Kind::Service
+            | Kind::EndpointSlice
+            | Kind::IpamBlock => false,
+        }
+    }
+
+    /// Whether one of this node's pods is in `namespace`.
+    fn hosts_in(&self, namespace: &str) -> bool {
+        self.local
+            .range(NamespacedName::new(namespace, "")..)
+            .next()
+            .is_some_and(|p| p.namespace == namespace)
     }
 
     /// Applies one change; returns what was refused.
     pub fn apply(&mut self, change: Change) -> Vec<Refusal> {
+        if self.reaches_tables(&change) {
+            self.last = None;
+        }
+        if let Change::Upsert(Object {
+            resource: Resource::Pod(_) | Resource::Namespace(_) | Resource::ServiceAccount(_),
+            ..
+        }) = &change
+        {
+            self.cache.model_changed();
+        }
+        if let Change::Delete(ObjectRef {
+            kind: Kind::Pod | Kind::Namespace | Kind::ServiceAccount,
+            ..
+        }) = &change
+        {
+            self.cache.model_changed();
+        }
         let mut refused = Vec::new();
         match change {
             Change::Upsert(object) => self.upsert(object, &mut refused),

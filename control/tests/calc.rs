@@ -69,7 +69,16 @@ fn pod(rng: &mut Rng, i: usize, ip: usize) -> Object {
 
 fn policy(rng: &mut Rng, i: usize) -> Object {
     let ns = rng.below(NAMESPACES);
-    match rng.below(4) {
+    match rng.below(5) {
+        // A peer by service account: resolved outside the selector cache.
+        4 => one(&format!(
+            "apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata:\n  name: w{i}\n  namespace: \
+             ns{ns}\nspec:\n  tier: security\n  order: {}\n  selector: app == '{}'\n  ingress:\n  \
+             - action: Deny\n    source:\n      selector: tier == 'front'\n      \
+             namespaceSelector: all()\n      serviceAccounts:\n        selector: trust == 'low'\n",
+            rng.below(100),
+            rng.pick(APPS)
+        )),
         0 => one(&format!(
             "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: k{i}\n  \
              namespace: ns{ns}\nspec:\n  podSelector:\n    matchLabels:\n      app: {}\n  \
@@ -251,7 +260,14 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
     let mut next_ip = PODS;
     let mut clashes = 0;
     for step in 0..400 {
-        let change = match rng.below(9) {
+        let change = match rng.below(10) {
+            // A namespace's default service account is labelled again.
+            9 => Change::Upsert(one(&format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  \
+                 namespace: ns{}\n  labels:\n    trust: {}\n",
+                rng.below(NAMESPACES),
+                rng.pick(&["low", "high"])
+            ))),
             // The tier's default action flips: every program with a policy of it changes,
             // with no policy's rules changed.
             8 => Change::Upsert(one(&format!(
@@ -339,6 +355,10 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
     }
     assert!(clashes > 0, "the sequence tried some address clashes");
     assert!(
+        calc.compilations_skipped() > 0,
+        "some changes left this node's tables as they were, and were not compiled"
+    );
+    assert!(
         calc.cache().rules_kept > calc.cache().rules_compiled,
         "most policies' rules were taken from the compilation before ({} kept, {} compiled)",
         calc.cache().rules_kept,
@@ -349,6 +369,54 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
         "the cache answered most resolutions ({} hits, {} misses)",
         calc.cache().hits,
         calc.cache().misses
+    );
+}
+
+#[test]
+fn a_pod_elsewhere_reaches_the_tables_through_a_service_account_peer() {
+    // A peer by service account is resolved outside the selector cache: a pod on another
+    // node that starts to match it must still make this node compile again.
+    let mut calc = Calculator::new("node-a");
+    let objects = [
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns0\n",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: ns0\n  \
+         labels:\n    trust: low\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: here\n  namespace: ns0\n  labels:\n    \
+         app: db\n  annotations:\n    weir.dev/interface: veth0\nspec:\n  nodeName: node-a\n  \
+         containers:\n  - name: c\nstatus:\n  podIPs:\n  - ip: 198.18.0.1\n",
+        "apiVersion: weir.dev/v1\nkind: NetworkPolicy\nmetadata:\n  name: by-account\n  \
+         namespace: ns0\nspec:\n  selector: app == 'db'\n  ingress:\n  - action: Deny\n    \
+         source:\n      selector: tier == 'front'\n      serviceAccounts:\n        selector: \
+         trust == 'low'\n",
+    ];
+    for o in objects {
+        assert!(calc.apply(Change::Upsert(one(o))).is_empty());
+    }
+    let elsewhere = |tier: &str| {
+        one(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: there\n  namespace: ns0\n  labels:\n    \
+             tier: {tier}\nspec:\n  nodeName: node-b\n  containers:\n  - name: c\nstatus:\n  \
+             podIPs:\n  - ip: 198.18.0.2\n"
+        ))
+    };
+    assert!(calc.apply(Change::Upsert(elsewhere("back"))).is_empty());
+    let before = calc.compile();
+    assert_eq!(fingerprint(&before), fingerprint(&from_scratch(&calc)));
+    // A change nothing here reads: the tables stay, not compiled again.
+    let skipped = calc.compilations_skipped();
+    let unrelated = "apiVersion: weir.dev/v1\nkind: GlobalNetworkSet\nmetadata:\n  name: g0\n  \
+                     labels:\n    role: other\nspec:\n  nets: [198.19.0.0/24]\n";
+    assert!(calc.apply(Change::Upsert(one(unrelated))).is_empty());
+    assert_eq!(fingerprint(&calc.compile()), fingerprint(&before));
+    assert_eq!(calc.compilations_skipped(), skipped + 1);
+    // The pod elsewhere now matches the peer.
+    assert!(calc.apply(Change::Upsert(elsewhere("front"))).is_empty());
+    let after = calc.compile();
+    assert_eq!(fingerprint(&after), fingerprint(&from_scratch(&calc)));
+    assert_ne!(
+        fingerprint(&after),
+        fingerprint(&before),
+        "the peer's addresses changed"
     );
 }
 

@@ -210,6 +210,8 @@ struct Published {
     build: Duration,
     /// Where the compilation's time went.
     split: CompileTimes,
+    /// Whether the tables before were taken as they were.
+    skipped: bool,
 }
 
 /// Runs the benchmark: `cfg.runs` rounds, each on a fresh server and control loop; each
@@ -301,6 +303,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             &mut state,
             |calc, _batch| {
                 let before = calc.cache().times;
+                let skipped = calc.compilations_skipped();
                 let t = Instant::now();
                 let compiled = calc.compile();
                 let build = t.elapsed();
@@ -310,6 +313,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
                         at: Instant::now(),
                         build,
                         split: calc.cache().times.since(&before),
+                        skipped: calc.compilations_skipped() > skipped,
                     })
                     .is_ok()
             },
@@ -335,6 +339,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     let mut kinds_done = [0usize; 3];
     let mut by_kind: [Vec<f64>; 3] = Default::default();
     let mut split_by_kind = [CompileTimes::default(); 3];
+    let mut skipped_by_kind = [0u64; 3];
     for c in 0..cfg.changes {
         let which = c % 3;
         let object = match which {
@@ -369,6 +374,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         builds.push(seen.build.as_secs_f64() * 1e6);
         kinds_done[which] += 1;
         split_by_kind[which] = add_times(&split_by_kind[which], &seen.split);
+        skipped_by_kind[which] += u64::from(seen.skipped);
     }
     stop.store(true, Ordering::SeqCst);
     let mut calc = control
@@ -439,7 +445,8 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         ),
         format!(
             "where a change's compilation went, mean per change (resolutions are inside rule \
-             lists; the pass is the rest): {}",
+             lists; the pass is the rest; a change answered with the tables before counts 0): \
+             {}",
             ["pod label", "policy add", "namespace label"]
                 .iter()
                 .zip(&split_by_kind)
@@ -488,9 +495,18 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         ),
         format!(
             "policy rule lists (per policy and direction) over the whole round: {} taken from \
-             the compilation before, {} compiled",
+             the compilation before, {} compiled; {} of the changes' compilations answered \
+             with the tables before (nothing they read had changed), by kind: {}",
             calc.cache().rules_kept,
-            calc.cache().rules_compiled
+            calc.cache().rules_compiled,
+            skipped_by_kind.iter().sum::<u64>(),
+            ["pod label", "policy add", "namespace label"]
+                .iter()
+                .zip(skipped_by_kind)
+                .zip(kinds_done)
+                .map(|((kind, n), of)| format!("{kind} {n} of {of}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     ];
     let mut notes = notes;

@@ -83,6 +83,12 @@ pub struct Cache {
     pub rules_compiled: u64,
     /// Where the compilations' time went, summed over them.
     pub times: CompileTimes,
+    /// Set when a resolution the last compilation used was invalidated, or the named-port
+    /// sets were: that compilation's tables may be out of date.
+    pub(super) stale: bool,
+    /// Whether the last compilation resolved selectors outside the cache (a
+    /// serviceAccounts match): then any pod, namespace or service account may change it.
+    pub(super) uncached_reads: bool,
 }
 
 /// Where compilations spent their time, summed over compilations: the benchmark's split of
@@ -306,6 +312,24 @@ impl Cache {
         self.slots.is_empty()
     }
 
+    /// Whether the last compilation's tables may be out of date through what this cache
+    /// tracks (see the parent module's doc): a resolution it used was invalidated, the
+    /// named-port sets changed, or `model_changed` was told of a change it may have read.
+    pub fn stale(&self) -> bool {
+        self.stale
+    }
+
+    /// A pod, namespace or service account changed: the last compilation is out of date if
+    /// it read such objects outside the resolutions this cache tracks.
+    pub fn model_changed(&mut self) {
+        self.stale |= self.uncached_reads;
+    }
+
+    /// A compilation's tables are what they were compiled from.
+    pub(super) fn compiled(&mut self) {
+        self.stale = false;
+    }
+
     pub(super) fn admits(scope: &Scope, namespace: &str, ns_labels: &Labels) -> bool {
         match scope {
             Scope::Namespace(n) => n == namespace,
@@ -315,6 +339,7 @@ impl Cache {
     }
 
     pub(super) fn invalidate(&mut self, slot: usize) {
+        self.stale |= self.slots[slot].used == self.generation;
         self.versions += 1;
         self.slots[slot].set = None;
         self.slots[slot].version = self.versions;
@@ -347,6 +372,7 @@ impl Cache {
         {
             self.named.clear();
             self.named_epoch += 1;
+            self.stale = true;
         }
         if old_ep.is_none() && new_ep.is_none() {
             return;
@@ -530,6 +556,8 @@ impl Cache {
             programs_by_lists,
             rule_versions: self.rule_versions,
             times: self.times,
+            stale: self.stale,
+            uncached_reads: self.uncached_reads,
             rule_ids,
             net_ids,
             named_ids,

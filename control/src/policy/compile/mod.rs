@@ -43,8 +43,15 @@
 //!   nobody else's rules, so the programs of endpoints it does not select stay equal;
 //! - **each policy's compiled rules**, taken again while the policy, its tier and every
 //!   selector resolution it read (each carries a version) are unchanged;
-//! - **programs**, by their rules (ids included): equal rules name equal sets, so only
+//! - **programs**, found first by the versions of the rule lists they are made of (no copy
+//!   of a rule), then by their rules (ids included): equal rules name equal sets, so only
 //!   programs whose rules or sets changed build their decision structure again.
+//!
+//! And the cache says when the last compilation's tables cannot have changed
+//! ([`Cache::stale`]: no resolution it used was invalidated, no named-port set changed, and
+//! nothing it read outside the cache did); with the calculation's own view of the node's
+//! pods, namespaces and policies, a change elsewhere in the cluster costs no compilation
+//! at all.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -269,6 +276,7 @@ fn compile_with<'n>(
         });
     }
     cache.generation += 1;
+    cache.uncached_reads = false;
     let mut c = Compiler {
         cluster,
         endpoints,
@@ -394,6 +402,7 @@ fn compile_with<'n>(
         index: None,
     });
     c.cache.trim();
+    c.cache.compiled();
     c.cache.times.compilations += 1;
     c.cache.times.total += started.elapsed();
     *cache = c.cache;
@@ -572,6 +581,13 @@ impl<'a> Compiler<'a> {
         if let Some(kept) = self.cache.rules.get_mut(&key).filter(|_| fresh) {
             kept.used = generation;
             let version = kept.version;
+            // The resolutions it read are this compilation's too: kept by `trim`, and
+            // their invalidation makes its tables stale (see `Cache::stale`).
+            for &(s, _) in &kept.slots {
+                if let Some(slot) = self.cache.slots.get_mut(s) {
+                    slot.used = generation;
+                }
+            }
             self.cache.rules_kept += 1;
             let rules = kept.rules.clone();
             let (rule_ids, named) = (kept.rule_ids.clone(), kept.named.clone());
@@ -912,6 +928,7 @@ impl<'a> Compiler<'a> {
             if let Some(r) = &mut self.recording {
                 r.uncached = true;
             }
+            self.cache.uncached_reads = true;
             let t = Instant::now();
             let set = self.resolve(scope, selector, accounts, false);
             self.cache.times.resolving += t.elapsed();
