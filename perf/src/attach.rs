@@ -264,6 +264,8 @@ struct WorkerView {
     stall_ms: f64,
     /// `weir_worker_cpu_wait_seconds_total`, summed over workers, in ms.
     cpu_wait_ms: f64,
+    /// `weir_worker_longest_port_stall_seconds`, the longest of the workers', in ms.
+    port_stall_ms: f64,
 }
 
 fn worker_view(node: &str, port: u16) -> Result<WorkerView, String> {
@@ -300,6 +302,10 @@ fn worker_view(node: &str, port: u16) -> Result<WorkerView, String> {
             .fold(0.0, f64::max)
             * 1e3,
         cpu_wait_ms: sum("weir_worker_cpu_wait_seconds_total")? * 1e3,
+        port_stall_ms: values("weir_worker_longest_port_stall_seconds")?
+            .into_iter()
+            .fold(0.0, f64::max)
+            * 1e3,
     })
 }
 
@@ -462,6 +468,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
             slow_port: after.slow_port - before.slow_port,
             stall_ms: after.stall_ms,
             cpu_wait_ms: after.cpu_wait_ms - before.cpu_wait_ms,
+            port_stall_ms: after.port_stall_ms,
         });
     }
     let quiet = spans.iter().copied().max().unwrap_or_default();
@@ -579,6 +586,12 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
                 vec![slow[i].stall_ms],
             )
             .with_anchor("goal: 1 ms", 1.0),
+            BenchResult::from_samples(
+                format!("attach_worker_longest_port_stall_ms_{at}"),
+                "ms",
+                vec![slow[i].port_stall_ms],
+            )
+            .with_anchor("the longest stall of any round", slow[i].stall_ms),
             BenchResult::from_samples(
                 format!("attach_worker_cpu_wait_ms_{at}"),
                 "ms",

@@ -510,7 +510,7 @@ type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 /// The per-worker counters `/metrics` shows, one family each.
 /// Per worker, durations as gauges in seconds: name, help, nanoseconds.
 type WorkerTime = (&'static str, &'static str, fn(&WorkerReport) -> u64);
-const WORKER_TIMES: [WorkerTime; 2] = [
+const WORKER_TIMES: [WorkerTime; 3] = [
     (
         "weir_worker_longest_round_seconds",
         "The longest round of a worker's loop over 1 ms since it started: the longest \
@@ -522,6 +522,12 @@ const WORKER_TIMES: [WorkerTime; 2] = [
         "The longest round over 1 ms less the time the worker waited for a CPU in it: the \
          longest its own work or a kernel call it made held forwarding up.",
         |r| r.longest_stall_ns,
+    ),
+    (
+        "weir_worker_longest_port_stall_seconds",
+        "Of those stalls, the longest in a round that served port commands (interfaces \
+         attached or detached).",
+        |r| r.longest_port_stall_ns,
     ),
 ];
 

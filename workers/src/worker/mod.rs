@@ -160,8 +160,8 @@ pub struct Worker {
     pods: Option<PodSteering>,
     /// Interfaces a helper thread is binding (see `Worker::start_binding`).
     binding: Vec<String>,
-    /// The helper threads not joined yet.
-    helpers: Vec<std::thread::JoinHandle<()>>,
+    /// Helper threads still at work (they are not joined: see `Worker::start_binding`).
+    helpers: Arc<std::sync::atomic::AtomicUsize>,
     /// Port commands waiting for the binds to come back.
     deferred: Vec<crate::ports::PortCommand>,
     free: FreeList,
@@ -257,7 +257,7 @@ impl Worker {
             ports: built,
             pods,
             binding: Vec::new(),
-            helpers: Vec::new(),
+            helpers: Arc::default(),
             deferred: Vec::new(),
             free,
             fill_quota,
@@ -387,6 +387,10 @@ impl Worker {
                 self.report.cpu_wait_ns = total.saturating_sub(waited_before);
                 let stall = took_ns.saturating_sub(waited);
                 self.report.longest_stall_ns = self.report.longest_stall_ns.max(stall);
+                if served {
+                    self.report.longest_port_stall_ns =
+                        self.report.longest_port_stall_ns.max(stall);
+                }
             }
             if n == 0
                 && self

@@ -2,6 +2,7 @@
 //! the worker runs, and keeping the fill rings topped up (see the module doc of
 //! [`super`], "Ports come and go").
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,15 +224,20 @@ impl Worker {
         let (socket_config, mode) = (self.config.socket, self.config.attach);
         let back = Arc::clone(mailbox);
         let elsewhere = off_this_core();
+        let alive = HelperAlive::enter(&self.helpers);
         let helper = std::thread::Builder::new()
             .name("weir-bind".into())
             .spawn(move || {
+                // Counted out when this closure ends, whichever way: after that the
+                // thread touches nothing of the worker's.
+                let _alive = alive;
                 if let Some(set) = elsewhere {
                     set_affinity(&set);
                 }
                 // SAFETY: the worker keeps its UMEM mapped and the socket `shared` came
-                // from open until this thread is joined: detaches wait while a bind is
-                // out, and the worker joins its helpers before it is dropped.
+                // from open until this closure has ended: detaches wait while a bind is
+                // out, and the worker waits for its helpers to be counted out before it
+                // is dropped (`join_helpers`).
                 #[allow(unsafe_code)]
                 let socket =
                     unsafe { XskSocket::bind_views(umem, ifindex, 0, &socket_config, shared) };
@@ -257,10 +263,9 @@ impl Worker {
                 })));
             });
         match helper {
-            Ok(handle) => {
-                self.binding.push(name);
-                self.helpers.push(handle);
-            }
+            // Not joined: a join frees the thread's stack (an munmap, a TLB shootdown)
+            // on the joining thread, which held this worker up 1-5 ms per port.
+            Ok(_detached) => self.binding.push(name),
             Err(e) => {
                 // The closure (and the reply in it) is gone with the failed spawn: the
                 // attach is answered by its timeout; the slot is ours again.
@@ -281,12 +286,6 @@ impl Worker {
             result,
         } = bound;
         self.binding.retain(|n| *n != spec.name);
-        let (done, running): (Vec<_>, Vec<_>) =
-            self.helpers.drain(..).partition(|h| h.is_finished());
-        self.helpers = running;
-        for h in done {
-            let _ = h.join();
-        }
         match result {
             Ok((socket, link)) => {
                 let ifindex = socket.ifindex();
@@ -313,10 +312,10 @@ impl Worker {
         }
     }
 
-    /// Joins every helper still binding (the worker is going away).
+    /// Waits until every helper has ended its work (the worker is going away).
     pub(super) fn join_helpers(&mut self) {
-        for h in self.helpers.drain(..) {
-            let _ = h.join();
+        while self.helpers.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -673,5 +672,22 @@ fn set_affinity(set: &libc::cpu_set_t) {
     #[allow(unsafe_code)]
     unsafe {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+    }
+}
+
+/// One helper thread counted in its worker's `helpers` until this is dropped (at the end
+/// of its work, or with the closure when the spawn fails).
+struct HelperAlive(Arc<AtomicUsize>);
+
+impl HelperAlive {
+    fn enter(count: &Arc<AtomicUsize>) -> HelperAlive {
+        count.fetch_add(1, Ordering::AcqRel);
+        HelperAlive(Arc::clone(count))
+    }
+}
+
+impl Drop for HelperAlive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

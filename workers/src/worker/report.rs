@@ -51,6 +51,8 @@ pub struct WorkerReport {
     /// [`CpuWait`]): how long the worker's own work (or a kernel call it made) held
     /// forwarding up, apart from the scheduler giving its core to something else.
     pub longest_stall_ns: u64,
+    /// Of those, the longest in a round that served port commands.
+    pub longest_port_stall_ns: u64,
     /// Time the worker's thread was ready to run but waited for a CPU, since it started
     /// (the kernel's `run_delay`; 0 where the kernel does not keep it). On a core of its
     /// own this stays near 0; where it grows, other work shares the worker's cores.
