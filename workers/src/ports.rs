@@ -96,6 +96,20 @@ impl PortMailbox {
         self.pending.load(Ordering::SeqCst)
     }
 
+    /// Every command waiting, oldest first; `None`, and the commands left waiting, while
+    /// a poster holds the mailbox. What a worker calls: a poster preempted with the lock
+    /// held (its CPU shared with busy processes) would otherwise stop the worker until it
+    /// runs again, tens of milliseconds on a loaded node.
+    pub fn try_take(&self) -> Option<Vec<PortCommand>> {
+        let mut commands = match self.commands.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        self.pending.store(false, Ordering::SeqCst);
+        Some(std::mem::take(&mut *commands))
+    }
+
     /// Every command waiting, oldest first.
     pub fn take(&self) -> Vec<PortCommand> {
         let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);

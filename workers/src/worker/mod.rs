@@ -412,13 +412,14 @@ impl Worker {
                 }
             }
             if now_ns.saturating_sub(last_report_ns) >= REPORT_INTERVAL_NS {
-                last_report_ns = now_ns;
                 let (_, total) = cpu_wait.since_last();
                 self.report.cpu_wait_ns = total.saturating_sub(waited_before);
-                self.publish(report);
+                if self.publish(report, false) {
+                    last_report_ns = now_ns;
+                }
             }
         }
-        self.publish(report);
+        self.publish(report, true);
     }
 
     /// One round: completions, refill, WireGuard's timers, handoffs, one RX burst through

@@ -402,7 +402,10 @@ impl Worker {
     /// before it posts the interface's attach, so a snapshot loaded earlier in the round
     /// may not hold it yet.
     pub(super) fn serve(&mut self, mailbox: &Arc<PortMailbox>, reader: &SnapshotReader) {
-        let commands = mailbox.take();
+        // Next round when a poster holds the mailbox (it stays pending).
+        let Some(commands) = mailbox.try_take() else {
+            return;
+        };
         let snapshot = &*reader.load();
         for command in commands {
             self.serve_one(command, mailbox, snapshot);

@@ -9,7 +9,7 @@
 //! ([`LOG_BACKLOG`]): records beyond it are counted in `logs_lost`, never queued without
 //! bound.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use weir_crypto::peers::WgCounters;
 use weir_dataplane::node::policy::{LogRecord, LOG_RING};
@@ -162,7 +162,16 @@ pub struct PortReport {
 pub type SharedReport = Arc<Mutex<WorkerReport>>;
 
 impl Worker {
-    pub(super) fn publish(&mut self, report: &Mutex<WorkerReport>) {
+    /// Publishes the report into `report`. Unless `wait`, gives up (returns false) while
+    /// the agent holds it, so that a reader preempted with the lock held never stops the
+    /// worker; the loop tries again in its next round.
+    pub(super) fn publish(&mut self, report: &Mutex<WorkerReport>, wait: bool) -> bool {
+        let mut shared = match report.try_lock() {
+            Ok(shared) => shared,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) if !wait => return false,
+            Err(TryLockError::WouldBlock) => report.lock().unwrap_or_else(PoisonError::into_inner),
+        };
         let fresh = self.pipeline.policy_state().take_logs();
         self.report.heartbeat += 1;
         self.refresh_report();
@@ -174,14 +183,13 @@ impl Worker {
                 r.tx_ring_empty = s.tx_ring_empty_descs;
             }
         }
-        if let Ok(mut shared) = report.lock() {
-            let mut logs = std::mem::take(&mut shared.logs);
-            let room = LOG_BACKLOG.saturating_sub(logs.len());
-            self.report.logs_lost += fresh.len().saturating_sub(room) as u64;
-            logs.extend(fresh.into_iter().take(room));
-            *shared = self.report.clone();
-            shared.logs = logs;
-        }
+        let mut logs = std::mem::take(&mut shared.logs);
+        let room = LOG_BACKLOG.saturating_sub(logs.len());
+        self.report.logs_lost += fresh.len().saturating_sub(room) as u64;
+        logs.extend(fresh.into_iter().take(room));
+        *shared = self.report.clone();
+        shared.logs = logs;
+        true
     }
 
     fn refresh_report(&mut self) {
