@@ -420,18 +420,16 @@ impl Calculator {
         if self.reaches_tables(&change) {
             self.last = None;
         }
-        if let Change::Upsert(Object {
-            resource: Resource::Pod(_) | Resource::Namespace(_) | Resource::ServiceAccount(_),
-            ..
-        }) = &change
-        {
-            self.cache.model_changed();
-        }
-        if let Change::Delete(ObjectRef {
-            kind: Kind::Pod | Kind::Namespace | Kind::ServiceAccount,
-            ..
-        }) = &change
-        {
+        if matches!(
+            &change,
+            Change::Upsert(Object {
+                resource: Resource::Pod(_) | Resource::Namespace(_) | Resource::ServiceAccount(_),
+                ..
+            }) | Change::Delete(ObjectRef {
+                kind: Kind::Pod | Kind::Namespace | Kind::ServiceAccount,
+                ..
+            })
+        ) {
             self.cache.model_changed();
         }
         let mut refused = Vec::new();

@@ -830,8 +830,8 @@ fn fifty_pods_attach_at_once_while_a_flow_runs_and_the_flow_keeps_going() {
     // the scheduler gave its core to others): a worker waiting for the kernel's RTNL lock
     // while it binds a port stood still 100-700 ms here, joining its bind helpers up to
     // 34 ms (release), a lock held by a preempted poster 31 ms; since, 2-5 ms of its own in
-    // this debug build. Rounds as a whole reached
-    // 100-110 ms in the burst, the core taken by the burst's processes; the flow's silence
+    // this debug build. Rounds as a whole reached 100-110 ms in the burst, the core taken
+    // by the burst's processes; the flow's silence
     // also counts its own threads waiting for a core (62-172 ms on one day, 21-48 on
     // another, with the same code): it is bounded only as "not cut".
     assert!(

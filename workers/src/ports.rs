@@ -101,20 +101,23 @@ impl PortMailbox {
     /// held (its CPU shared with busy processes) would otherwise stop the worker until it
     /// runs again, tens of milliseconds on a loaded node.
     pub fn try_take(&self) -> Option<Vec<PortCommand>> {
-        let mut commands = match self.commands.try_lock() {
+        let commands = match self.commands.try_lock() {
             Ok(c) => c,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
+        Some(self.drain(commands))
+    }
+
+    /// Empties the mailbox it holds the lock of.
+    fn drain(&self, mut commands: std::sync::MutexGuard<'_, Vec<PortCommand>>) -> Vec<PortCommand> {
         self.pending.store(false, Ordering::SeqCst);
-        Some(std::mem::take(&mut *commands))
+        std::mem::take(&mut *commands)
     }
 
     /// Every command waiting, oldest first.
     pub fn take(&self) -> Vec<PortCommand> {
-        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
-        self.pending.store(false, Ordering::SeqCst);
-        std::mem::take(&mut *commands)
+        self.drain(self.commands.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 

@@ -507,10 +507,8 @@ impl EncodeMetric for ApplyHistogram<'_> {
 /// A per-worker counter family: name, help, and the field it reads.
 type Family = (&'static str, &'static str, fn(&WorkerReport) -> u64);
 
-/// The per-worker counters `/metrics` shows, one family each.
-/// Per worker, durations as gauges in seconds: name, help, nanoseconds.
-type WorkerTime = (&'static str, &'static str, fn(&WorkerReport) -> u64);
-const WORKER_TIMES: [WorkerTime; 3] = [
+/// Per worker, durations as gauges in seconds (the field holds nanoseconds).
+const WORKER_TIMES: [Family; 3] = [
     (
         "weir_worker_longest_round_seconds",
         "The longest round of a worker's loop over 1 ms since it started: the longest \
@@ -531,6 +529,7 @@ const WORKER_TIMES: [WorkerTime; 3] = [
     ),
 ];
 
+/// The per-worker counters `/metrics` shows, one family each.
 const PER_WORKER: [Family; 28] = [
     (
         "weir_rx_packets_total",

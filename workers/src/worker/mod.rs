@@ -358,7 +358,6 @@ impl Worker {
         let started = Instant::now();
         let mut last_report_ns = 0u64;
         let mut cpu_wait = report::CpuWait::of_this_thread();
-        let waited_before = cpu_wait.total().unwrap_or(0);
         while !stop.load(Ordering::Relaxed) {
             // One clock read at the start of a round serves the pipeline, the report
             // timer and the round's length (read again after port commands, which may
@@ -384,7 +383,7 @@ impl Worker {
                 self.report.slow_port_rounds += u64::from(served);
                 self.report.longest_round_ns = self.report.longest_round_ns.max(took_ns);
                 let (waited, total) = cpu_wait.since_last();
-                self.report.cpu_wait_ns = total.saturating_sub(waited_before);
+                self.report.cpu_wait_ns = total;
                 let stall = took_ns.saturating_sub(waited);
                 self.report.longest_stall_ns = self.report.longest_stall_ns.max(stall);
                 if served {
@@ -411,15 +410,13 @@ impl Worker {
                     poll_sockets(&mut self.pollfds, 0);
                 }
             }
-            if now_ns.saturating_sub(last_report_ns) >= REPORT_INTERVAL_NS {
-                let (_, total) = cpu_wait.since_last();
-                self.report.cpu_wait_ns = total.saturating_sub(waited_before);
-                if self.publish(report, false) {
-                    last_report_ns = now_ns;
-                }
+            if now_ns.saturating_sub(last_report_ns) >= REPORT_INTERVAL_NS
+                && self.publish(report, &mut cpu_wait, false)
+            {
+                last_report_ns = now_ns;
             }
         }
-        self.publish(report, true);
+        self.publish(report, &mut cpu_wait, true);
     }
 
     /// One round: completions, refill, WireGuard's timers, handoffs, one RX burst through

@@ -86,6 +86,8 @@ pub struct WorkerReport {
 /// of them), which errs towards a shorter stall.
 pub(super) struct CpuWait {
     file: Option<std::fs::File>,
+    /// The total when opened, and at the last read.
+    start: u64,
     last: u64,
 }
 
@@ -94,14 +96,16 @@ impl CpuWait {
     pub(super) fn of_this_thread() -> Self {
         let mut wait = CpuWait {
             file: std::fs::File::open("/proc/thread-self/schedstat").ok(),
+            start: 0,
             last: 0,
         };
-        wait.last = wait.total().unwrap_or(0);
+        wait.start = wait.total().unwrap_or(0);
+        wait.last = wait.start;
         wait
     }
 
     /// The thread's total wait so far, when the kernel keeps it.
-    pub(super) fn total(&self) -> Option<u64> {
+    fn total(&self) -> Option<u64> {
         use std::os::unix::fs::FileExt;
         let mut buf = [0u8; 96];
         let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
@@ -109,16 +113,12 @@ impl CpuWait {
         text.split_ascii_whitespace().nth(1)?.parse().ok()
     }
 
-    /// The wait since the last call (or since opening), and the total.
+    /// The wait since the last call (or since opening), and since opening.
     pub(super) fn since_last(&mut self) -> (u64, u64) {
-        match self.total() {
-            Some(now) => {
-                let d = now.saturating_sub(self.last);
-                self.last = now;
-                (d, now)
-            }
-            None => (0, self.last),
-        }
+        let now = self.total().unwrap_or(self.last);
+        let d = now.saturating_sub(self.last);
+        self.last = now;
+        (d, now.saturating_sub(self.start))
     }
 }
 
@@ -162,16 +162,23 @@ pub struct PortReport {
 pub type SharedReport = Arc<Mutex<WorkerReport>>;
 
 impl Worker {
-    /// Publishes the report into `report`. Unless `wait`, gives up (returns false) while
-    /// the agent holds it, so that a reader preempted with the lock held never stops the
-    /// worker; the loop tries again in its next round.
-    pub(super) fn publish(&mut self, report: &Mutex<WorkerReport>, wait: bool) -> bool {
+    /// Publishes the report into `report`, with the wait for a CPU read from `cpu_wait`.
+    /// Unless `wait`, gives up (returns false) while the agent holds it, so that a reader
+    /// preempted with the lock held never stops the worker; the loop tries again in its
+    /// next round.
+    pub(super) fn publish(
+        &mut self,
+        report: &Mutex<WorkerReport>,
+        cpu_wait: &mut CpuWait,
+        wait: bool,
+    ) -> bool {
         let mut shared = match report.try_lock() {
             Ok(shared) => shared,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) if !wait => return false,
             Err(TryLockError::WouldBlock) => report.lock().unwrap_or_else(PoisonError::into_inner),
         };
+        self.report.cpu_wait_ns = cpu_wait.since_last().1;
         let fresh = self.pipeline.policy_state().take_logs();
         self.report.heartbeat += 1;
         self.refresh_report();
