@@ -166,7 +166,9 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
             }
         }
     }
-    events.sort_unstable_by_key(|e| e.0);
+    // Each set's intervals are sorted already: a stable sort merges those runs instead of
+    // sorting the whole from scratch.
+    events.sort_by_key(|e| e.0);
 
     let mut depth = vec![0u32; sets.len()];
     // The sets holding the current point, and where each sits in that list.
@@ -178,6 +180,10 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
     };
     let mut bitmap = vec![0u64; words];
     let mut negs = vec![0u64; words];
+    // Most points are a pod's /32 or /128 entered and left: the bitmap where no set holds
+    // the point, and the one just made, are known without hashing them again.
+    let mut base_class = None;
+    let mut previous: Option<(Vec<u64>, u32)> = None;
     let mut next = 0;
     let mut x = T::MIN;
     loop {
@@ -214,7 +220,21 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
         for w in 0..words {
             bitmap[w] &= !negs[w];
         }
-        let class = interner.intern(&bitmap);
+        let class = match &mut previous {
+            _ if active.is_empty() => *base_class.get_or_insert_with(|| interner.intern(&base)),
+            Some((last, class)) if *last == bitmap => *class,
+            _ => {
+                let class = interner.intern(&bitmap);
+                match &mut previous {
+                    Some((last, c)) => {
+                        last.copy_from_slice(&bitmap);
+                        *c = class;
+                    }
+                    None => previous = Some((bitmap.clone(), class)),
+                }
+                class
+            }
+        };
         if out.class.last() != Some(&class) {
             out.starts.push(x);
             out.class.push(class);
