@@ -419,6 +419,25 @@ impl Calculator {
     pub fn apply(&mut self, change: Change) -> Vec<Refusal> {
         if self.reaches_tables(&change) {
             self.last = None;
+            // A policy or tier that can apply here: the compilation orders and selects the
+            // policies afresh (it finds changes of its endpoints by itself).
+            let policy = |kind: &Kind| {
+                matches!(
+                    kind,
+                    Kind::Tier
+                        | Kind::GlobalNetworkPolicy
+                        | Kind::K8sNetworkPolicy
+                        | Kind::NetworkPolicy
+                )
+            };
+            if match &change {
+                Change::Resync { .. } => true,
+                Change::Upsert(o) => policy(&o.resource.object_ref().kind),
+                Change::Delete(id) => policy(&id.kind),
+                Change::Attach(_) | Change::Detach(_) => false,
+            } {
+                self.cache.selection_changed();
+            }
         }
         if matches!(
             &change,

@@ -365,6 +365,12 @@ fn incremental_tables_equal_tables_compiled_from_scratch_after_every_change() {
         calc.cache().rules_compiled
     );
     assert!(
+        calc.cache().plans_kept > 0 && calc.cache().plans_made > 0,
+        "some compilations kept the last one's plan, others made one ({} kept, {} made)",
+        calc.cache().plans_kept,
+        calc.cache().plans_made
+    );
+    assert!(
         calc.cache().hits > calc.cache().misses,
         "the cache answered most resolutions ({} hits, {} misses)",
         calc.cache().hits,

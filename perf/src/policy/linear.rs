@@ -161,7 +161,7 @@ pub fn flatten(compiled: &Compiled, cluster: &Cluster) -> FlatRules {
                 let rules = if ingress { &p.ingress } else { &p.egress };
                 let Some(rules) = rules else { continue };
                 applied.extend_from_slice(p.selected.v4_intervals());
-                for rule in rules {
+                for rule in rules.iter() {
                     let first = out.len();
                     flat.inexact += expand(rule, &p.selected, ingress, sets, &named, &mut out);
                     if rule.action == CompiledAction::Pass {

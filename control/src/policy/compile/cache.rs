@@ -81,6 +81,10 @@ pub struct Cache {
     /// Policy rule lists (per direction) taken from the last compilation, and compiled.
     pub rules_kept: u64,
     pub rules_compiled: u64,
+    /// Compilations that brought the last one's plan up to date, and that made one afresh
+    /// (see `plan`).
+    pub plans_kept: u64,
+    pub plans_made: u64,
     /// Where the compilations' time went, summed over them.
     pub times: CompileTimes,
     /// Set when a resolution the last compilation used was invalidated, or the named-port
@@ -89,6 +93,12 @@ pub struct Cache {
     /// Whether the last compilation resolved selectors outside the cache (a
     /// serviceAccounts match): then any pod, namespace or service account may change it.
     pub(super) uncached_reads: bool,
+    /// Changes whenever the policies, tiers or this node's endpoints may have changed (see
+    /// [`Cache::selection_changed`]).
+    pub(super) selection_epoch: u64,
+    /// The last compilation's policies in evaluation order with the endpoints each
+    /// selects (see `plan`).
+    pub(super) plan: Option<super::plan::Plan>,
 }
 
 /// Where compilations spent their time, summed over compilations: the benchmark's split of
@@ -227,7 +237,7 @@ pub(super) struct PolicyRules {
     pub(super) slots: Vec<(usize, u64)>,
     pub(super) rule_ids: Vec<RuleId>,
     pub(super) named: Vec<PortSetId>,
-    pub(super) rules: Option<Vec<CompiledRule>>,
+    pub(super) rules: Option<std::sync::Arc<[CompiledRule]>>,
     pub(super) used: u64,
     /// Given when the list is compiled, kept with it: the list's name in [`ProgramKey`]s.
     pub(super) version: u64,
@@ -323,6 +333,13 @@ impl Cache {
     /// it read such objects outside the resolutions this cache tracks.
     pub fn model_changed(&mut self) {
         self.stale |= self.uncached_reads;
+    }
+
+    /// A policy, tier, service account or one of this node's endpoints (or its namespace)
+    /// may have changed: the next compilation orders and selects the policies afresh
+    /// instead of taking the last one's [`Plan`].
+    pub fn selection_changed(&mut self) {
+        self.selection_epoch += 1;
     }
 
     /// A compilation's tables are what they were compiled from.

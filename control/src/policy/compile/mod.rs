@@ -98,9 +98,9 @@ pub struct CompiledPolicy {
     /// The addresses of the endpoints it selects.
     pub selected: NetSet,
     /// Its ingress rules; `None` if it does not apply to ingress.
-    pub ingress: Option<Vec<CompiledRule>>,
+    pub ingress: Option<Arc<[CompiledRule]>>,
     /// Its egress rules; `None` if it does not apply to egress.
-    pub egress: Option<Vec<CompiledRule>>,
+    pub egress: Option<Arc<[CompiledRule]>>,
 }
 
 impl Compiled {
@@ -202,6 +202,7 @@ enum Scope {
 }
 
 mod cache;
+mod plan;
 mod programs;
 
 use cache::{is_endpoint, CacheKey, NamedPortSet, PolicyRules, Recording, RulesSource};
@@ -253,6 +254,7 @@ fn compile_with<'n>(
     let mut endpoints = Vec::new();
     let mut ids = BTreeMap::new();
     let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut names = Vec::new();
     for name in local {
         let Some((name, pod)) = cluster.pods.get_key_value(name) else {
             continue;
@@ -262,6 +264,7 @@ fn compile_with<'n>(
         }
         let index = endpoints.len();
         ids.insert(name.clone(), index as EndpointId);
+        names.push(name);
         by_namespace
             .entry(pod.namespace.as_str())
             .or_default()
@@ -288,7 +291,15 @@ fn compile_with<'n>(
     };
 
     let tiers = cluster.ordered_tiers();
-    let entries = c.ordered_entries(&tiers);
+    // The policies that apply and what each selects: the last compilation's while nothing
+    // they were found from changed (see `Plan`), else found afresh.
+    let kept = c.cache.plan.take();
+    let (plan, planned, sources_kept) = c.planned(kept, &names, &tiers, c.cache.selection_epoch);
+    if sources_kept {
+        c.cache.plans_kept += 1;
+    } else {
+        c.cache.plans_made += 1;
+    }
 
     // Tier ends: one rule id per tier and direction.
     let tier_ends: Vec<[RuleId; 2]> = tiers
@@ -307,43 +318,29 @@ fn compile_with<'n>(
 
     // Each policy's rules, compiled once; for one node, only the policies that select
     // one of its endpoints.
-    let mut compiled = Vec::with_capacity(entries.len());
-    let mut selected_by: Vec<Vec<usize>> = Vec::with_capacity(entries.len());
-    let mut placed = Vec::with_capacity(entries.len());
-    let mut versions: Vec<[Option<u64>; 2]> = Vec::with_capacity(entries.len());
-    for entry in &entries {
-        let selected: Vec<usize> = c
-            .candidates(entry)
-            .filter(|&e| c.selects(entry, e))
-            .collect();
-        if selected.is_empty() && !c.whole {
-            continue;
-        }
-        let (ingress, in_version) =
-            c.policy_rules(entry, Direction::Ingress, &tiers[entry.tier].name);
-        let (egress, out_version) =
-            c.policy_rules(entry, Direction::Egress, &tiers[entry.tier].name);
+    let mut compiled = Vec::with_capacity(planned.len());
+    let mut placed = Vec::with_capacity(planned.len());
+    let mut versions: Vec<[Option<u64>; 2]> = Vec::with_capacity(planned.len());
+    for (entry, at) in &planned {
+        let item = &plan.all[*at];
+        let tier = &tiers[entry.tier].name;
+        let (ingress, in_version) = c.policy_rules(entry, Direction::Ingress, tier, sources_kept);
+        let (egress, out_version) = c.policy_rules(entry, Direction::Egress, tier, sources_kept);
         versions.push([in_version, out_version]);
-        let set = NetSet::from_prefixes(
-            selected
-                .iter()
-                .flat_map(|&e| host_prefixes(c.endpoints[e].pod)),
-        );
         compiled.push(CompiledPolicy {
-            tier: tiers[entry.tier].name.clone(),
+            tier: tier.clone(),
             name: entry.name(),
-            selected: set,
+            selected: item.set.clone(),
             ingress,
             egress,
         });
-        selected_by.push(selected);
         placed.push(entry.tier);
     }
 
     // Per endpoint, the entries that select it, in evaluation order.
     let mut applies: Vec<Vec<usize>> = vec![Vec::new(); c.endpoints.len()];
-    for (p, selected) in selected_by.iter().enumerate() {
-        for &e in selected {
+    for (p, (_, at)) in planned.iter().enumerate() {
+        for &e in &plan.all[*at].selected {
             applies[e].push(p);
         }
     }
@@ -401,6 +398,9 @@ fn compile_with<'n>(
         direction: Direction::Ingress,
         index: None,
     });
+    if !whole {
+        c.cache.plan = Some(plan);
+    }
     c.cache.trim();
     c.cache.compiled();
     c.cache.times.compilations += 1;
@@ -458,48 +458,15 @@ impl<'a> Compiler<'a> {
         let default_tier = tier_index[super::model::DEFAULT_TIER];
         let mut entries: Vec<(Option<f64>, Entry<'a>)> = Vec::new();
         for (name, p) in self.in_endpoint_namespaces(&self.cluster.k8s_policies) {
-            entries.push((
-                Some(K8S_POLICY_ORDER),
-                Entry {
-                    tier: default_tier,
-                    namespace: Some(&p.namespace),
-                    source: Source::K8s(p),
-                    kind: "networking.k8s.io NetworkPolicy",
-                    name: (&name.namespace, Some(&name.name)),
-                },
-            ));
+            entries.push((Some(K8S_POLICY_ORDER), Entry::k8s(default_tier, name, p)));
         }
         for (name, p) in self.in_endpoint_namespaces(&self.cluster.policies) {
-            entries.push((
-                p.spec.order,
-                Entry {
-                    tier: tier_index[p.spec.tier.as_str()],
-                    namespace: Some(&p.namespace),
-                    source: Source::Weir {
-                        namespace: Some(&p.namespace),
-                        namespace_selector: None,
-                        spec: &p.spec,
-                    },
-                    kind: "NetworkPolicy",
-                    name: (&name.namespace, Some(&name.name)),
-                },
-            ));
+            let tier = tier_index[p.spec.tier.as_str()];
+            entries.push((p.spec.order, Entry::weir(tier, name, p)));
         }
         for (name, p) in &self.cluster.global_policies {
-            entries.push((
-                p.spec.order,
-                Entry {
-                    tier: tier_index[p.spec.tier.as_str()],
-                    namespace: None,
-                    source: Source::Weir {
-                        namespace: None,
-                        namespace_selector: Some(&p.namespace_selector),
-                        spec: &p.spec,
-                    },
-                    kind: "GlobalNetworkPolicy",
-                    name: (name, None),
-                },
-            ));
+            let tier = tier_index[p.spec.tier.as_str()];
+            entries.push((p.spec.order, Entry::global(tier, name, p)));
         }
         entries.sort_by(|(oa, a), (ob, b)| {
             a.tier
@@ -558,12 +525,15 @@ impl<'a> Compiler<'a> {
 
     /// A policy's compiled rules in one direction; `None` if it does not apply to it. The
     /// last compilation's are taken when nothing they were compiled from changed.
+    /// `sources_kept`: no policy or tier changed since then (the plan was kept), so the
+    /// policy need not be compared with the copy kept with its rules.
     fn policy_rules(
         &mut self,
         entry: &Entry<'a>,
         direction: Direction,
         tier: &str,
-    ) -> (Option<Vec<CompiledRule>>, Option<u64>) {
+        sources_kept: bool,
+    ) -> (Option<Arc<[CompiledRule]>>, Option<u64>) {
         let generation = self.cache.generation;
         let key = (entry.label(), direction);
         let source = match entry.source {
@@ -575,7 +545,7 @@ impl<'a> Compiler<'a> {
         let fresh = self.cache.rules.get(&key).is_some_and(|kept| {
             kept.used + 1 == generation
                 && kept.tier == tier
-                && source.is(&kept.source)
+                && (sources_kept || source.is(&kept.source))
                 && self.cache.unchanged(&kept.slots)
         });
         if let Some(kept) = self.cache.rules.get_mut(&key).filter(|_| fresh) {
@@ -594,7 +564,7 @@ impl<'a> Compiler<'a> {
             for id in rule_ids {
                 self.cache.rule_ids.touch(id, generation);
             }
-            for id in rules.iter().flatten().flat_map(|r| {
+            for id in rules.iter().flat_map(|r| r.iter()).flat_map(|r| {
                 let m = &r.matches;
                 [m.src_nets, m.not_src_nets, m.dst_nets, m.not_dst_nets]
                     .into_iter()
@@ -611,7 +581,9 @@ impl<'a> Compiler<'a> {
         self.cache.rules_compiled += 1;
         self.recording = Some(Recording::default());
         let t = Instant::now();
-        let rules = self.compile_policy_rules(entry, direction, tier);
+        let rules: Option<Arc<[CompiledRule]>> = self
+            .compile_policy_rules(entry, direction, tier)
+            .map(Arc::from);
         self.cache.times.rules += t.elapsed();
         let recorded = self.recording.take().unwrap_or_default();
         if recorded.uncached {
