@@ -13,7 +13,9 @@
 //! its veth is on the bridge.
 //!
 //! The floor of the method is printed beside: the same driver running a no-op plugin
-//! (what libcni and process start-up cost an ADD) and the probe's round trip on an
+//! (what libcni and process start-up cost an ADD), one at a time and as many at once as
+//! each level (the processes of a burst share the machine's cores: at 10 or 50 at a time
+//! this floor alone can exceed an absolute goal), and the probe's round trip on an
 //! attached pod. And while weir's pods are attached, a *witness* pod attached first
 //! sends a probe every 0.1 ms to the peer: the longest silence between answers during
 //! the bursts is the forwarding gap the attaches cause, beside the same flow through
@@ -312,12 +314,13 @@ fn worker_view(node: &str, port: u16) -> Result<WorkerView, String> {
 /// The no-op plugin of the floor: reads its configuration, answers one address.
 const NOOP_PLUGIN: &str = "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"198.18.250.1/32\"}]}'\n";
 
-/// ADD through the driver with a plugin that does nothing: what the method costs.
+/// ADD through the driver with a plugin that does nothing: what the method costs, one at
+/// a time (first) and at each of `cfg.parallel`'s levels.
 fn noop_floor(
     cfg: &AttachBenchConfig,
     driver: &Path,
     made: &mut NetnsGuard,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<Vec<f64>>, String> {
     let pid = std::process::id();
     let dir = cfg.workdir.join("noop");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -343,15 +346,52 @@ fn noop_floor(
         cni_path: dir.display().to_string(),
         cache: dir.join("cache"),
     };
-    let mut times = Vec::new();
-    for i in 0..cfg.pods.min(50) {
-        let ns = format!("wbf{i}-{pid}");
-        made.add_netns(&ns)?;
-        let t0 = Instant::now();
-        noop.add(&ns, &format!("f{i}-{pid}"), &format!("f{i}"))?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    // One at a time, then each level's concurrency: what the driver and the process
+    // starts cost an ADD when as many run at once on these cores.
+    let mut levels = Vec::new();
+    for (l, parallel) in std::iter::once(1)
+        .chain(cfg.parallel.iter().copied())
+        .enumerate()
+    {
+        let count = cfg.pods.min(50).max(parallel.min(cfg.pods));
+        let mut times = Vec::with_capacity(count);
+        let mut next = 0;
+        while next < count {
+            let batch: Vec<usize> = (next..(next + parallel).min(count)).collect();
+            next += batch.len();
+            let mut spaces = Vec::with_capacity(batch.len());
+            for i in &batch {
+                let ns = format!("wbf{l}x{i}-{pid}");
+                made.add_netns(&ns)?;
+                spaces.push((*i, ns));
+            }
+            let outcomes: Vec<Result<f64, String>> = std::thread::scope(|s| {
+                let noop = &noop;
+                let handles: Vec<_> = spaces
+                    .iter()
+                    .map(|(i, ns)| {
+                        s.spawn(move || -> Result<f64, String> {
+                            let t0 = Instant::now();
+                            noop.add(ns, &format!("f{l}x{i}-{pid}"), &format!("f{l}x{i}"))?;
+                            Ok(t0.elapsed().as_secs_f64() * 1e3)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("a timing thread panicked".into()))
+                    })
+                    .collect()
+            });
+            for o in outcomes {
+                times.push(o?);
+            }
+        }
+        levels.push(times);
     }
-    Ok(times)
+    Ok(levels)
 }
 
 /// Runs the benchmark (root).
@@ -394,7 +434,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
         &config,
         format!(
             "node: bench-{pid}\ncores: [1]\ndatastore: {}\nlisten: 127.0.0.1:{}\nframes: \
-             32768\ncni:\n  socket: {}\n  ipamDir: {}\n  portsPerWorker: {planned}\n",
+             8192\ncni:\n  socket: {}\n  ipamDir: {}\n  portsPerWorker: {planned}\n",
             ds.display(),
             metrics_port,
             socket.display(),
@@ -533,7 +573,7 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     drop(made);
 
     let pick = |t: &[Timed], f: fn(&Timed) -> f64| -> Vec<f64> { t.iter().map(f).collect() };
-    let noop_p50 = percentile(&floor, 0.5);
+    let noop_p50 = percentile(&floor[0], 0.5);
     let mut results = Vec::new();
     for (i, &parallel) in cfg.parallel.iter().enumerate() {
         let w = pick(&weir_ms[i], |t| t.total_ms);
@@ -559,6 +599,21 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
                 vec![percentile(&w, 0.99)],
             )
             .with_anchor(format!("goal: {goal} ms"), goal),
+            BenchResult::from_samples(
+                format!("attach_noop_p99_ms_{at}"),
+                "ms",
+                vec![percentile(&floor[i + 1], 0.99)],
+            )
+            .with_anchor(
+                "weir's ADD → first answer p99 (the floor's share of it)",
+                percentile(&w, 0.99),
+            ),
+            BenchResult::from_samples(
+                format!("attach_noop_p50_ms_{at}"),
+                "ms",
+                vec![percentile(&floor[i + 1], 0.5)],
+            )
+            .with_anchor("weir's ADD → first answer p50", percentile(&w, 0.5)),
             BenchResult::from_samples(
                 format!("attach_weir_add_p50_ms_{at}"),
                 "ms",
@@ -634,8 +689,11 @@ pub fn run(cfg: &AttachBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), S
     let notes = vec![format!(
         "{} pods per plugin and level, {:?} at a time, through libcni; ADD start to the first \
          UDP probe answered by a peer pod (a socket opened in the pod's namespace before ADD, \
-         probing every {} us after ADD returns); weir: agent with 1 worker on CPU 1, ADD returns \
-         once the pod's policy is programmed and its port attached. Forwarding gap: the longest \
+         probing every {} us after ADD returns); weir: agent with 1 worker on CPU 1 and a UMEM \
+         of 8192 frames (above that each pod socket's bind costs the kernel 6-11 ms under its \
+         RTNL lock, docs/cni.md), ADD returns once the pod's policy is programmed and its port \
+         attached; no-op floor: the same driver with a plugin that does nothing, as many at \
+         once as each level. Forwarding gap: the longest \
          silence in a witness pod's probes (one per {} us to the peer) during each level's \
          attaches; anchors: the same flow through bridge during its attaches, and the longest \
          silence over a span as long with no attach",
