@@ -218,7 +218,7 @@ fn measure(
             let socket = probe_socket(&ns)?;
             pods.push((*i, ns, socket));
         }
-        let outcomes: Vec<Result<Timed, String>> = std::thread::scope(|s| {
+        let outcomes: Vec<Timed> = std::thread::scope(|s| {
             let handles: Vec<_> = pods
                 .iter()
                 .map(|(i, ns, socket)| {
@@ -240,19 +240,24 @@ fn measure(
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("a timing thread panicked".into()))
-                })
-                .collect()
-        });
-        for o in outcomes {
-            times.push(o?);
-        }
+            joined(handles)
+        })?;
+        times.extend(outcomes);
     }
     Ok(times)
+}
+
+/// Each timing thread's figure, or the first error (a panicked thread is one).
+fn joined<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, String>>>,
+) -> Result<Vec<T>, String> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("a timing thread panicked".into()))
+        })
+        .collect()
 }
 
 /// The worker's view from the agent's `/metrics` (read inside the node's namespace).
@@ -365,7 +370,7 @@ fn noop_floor(
                 made.add_netns(&ns)?;
                 spaces.push((*i, ns));
             }
-            let outcomes: Vec<Result<f64, String>> = std::thread::scope(|s| {
+            let outcomes: Vec<f64> = std::thread::scope(|s| {
                 let noop = &noop;
                 let handles: Vec<_> = spaces
                     .iter()
@@ -377,17 +382,9 @@ fn noop_floor(
                         })
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err("a timing thread panicked".into()))
-                    })
-                    .collect()
-            });
-            for o in outcomes {
-                times.push(o?);
-            }
+                joined(handles)
+            })?;
+            times.extend(outcomes);
         }
         levels.push(times);
     }
