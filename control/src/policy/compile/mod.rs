@@ -145,13 +145,6 @@ impl Entry<'_> {
     fn label(&self) -> String {
         format!("{} {}", self.kind, self.name())
     }
-
-    /// The bytes of [`Self::name`], without making it.
-    fn name_bytes(&self) -> impl Iterator<Item = u8> + '_ {
-        let (first, second) = self.name;
-        let rest = second.map(|s| std::iter::once(b'/').chain(s.bytes()));
-        first.bytes().chain(rest.into_iter().flatten())
-    }
 }
 
 /// A policy as [`RulesSource`] keeps it, borrowed.
@@ -417,6 +410,32 @@ fn compile_with<'n>(
     }
 }
 
+/// Orders two policy names as their strings `namespace/name` (or `name`) order, without
+/// making them: the first parts are compared as slices (most pairs differ there, or are
+/// equal and differ in the second), and only when one first part is a prefix of the other
+/// are the rest compared byte by byte. Sorting a node's thousand policies by their joined
+/// bytes took half a millisecond of every compilation that ordered them.
+fn cmp_names(a: (&str, Option<&str>), b: (&str, Option<&str>)) -> std::cmp::Ordering {
+    let (a0, b0) = (a.0.as_bytes(), b.0.as_bytes());
+    let n = a0.len().min(b0.len());
+    a0[..n].cmp(&b0[..n]).then_with(|| {
+        if a0.len() == b0.len() {
+            // What follows is `/second`, or nothing.
+            a.1.map(str::as_bytes).cmp(&b.1.map(str::as_bytes))
+        } else {
+            let rest = |first: &'_ [u8], second: Option<&'_ str>| {
+                let tail = second.map(|s| std::iter::once(b'/').chain(s.bytes()));
+                first[n..]
+                    .iter()
+                    .copied()
+                    .chain(tail.into_iter().flatten())
+                    .collect::<Vec<u8>>()
+            };
+            rest(a0, a.1).cmp(&rest(b0, b.1))
+        }
+    })
+}
+
 /// `addr/32` or `addr/128` for each address of a pod.
 fn host_prefixes(pod: &Pod) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
     pod.ips.iter().map(|&ip| {
@@ -472,7 +491,7 @@ impl<'a> Compiler<'a> {
             a.tier
                 .cmp(&b.tier)
                 .then_with(|| compare_order((*oa, ""), (*ob, "")))
-                .then_with(|| a.name_bytes().cmp(b.name_bytes()))
+                .then_with(|| cmp_names(a.name, b.name))
         });
         entries.into_iter().map(|(_, e)| e).collect()
     }
@@ -1082,4 +1101,40 @@ fn in_namespace<'m, T>(
     let namespace = namespace.to_owned();
     map.range(NamespacedName::new(namespace.clone(), String::new())..)
         .take_while(move |(k, _)| k.namespace == namespace)
+}
+
+#[cfg(test)]
+mod names {
+    use super::cmp_names;
+
+    #[test]
+    fn policy_names_order_as_their_joined_strings() {
+        let joined = |n: (&str, Option<&str>)| match n.1 {
+            Some(s) => format!("{}/{s}", n.0),
+            None => n.0.to_owned(),
+        };
+        let names = [
+            ("ns", Some("a")),
+            ("ns", Some("b")),
+            ("ns", None),
+            ("ns-1", Some("a")),
+            ("ns-1", None),
+            ("ns0", Some("a")),
+            ("n", Some("s/a")),
+            ("n", Some("s")),
+            ("nsz", None),
+            ("", Some("x")),
+            ("", None),
+            ("ns", Some("")),
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    cmp_names(a, b),
+                    joined(a).cmp(&joined(b)),
+                    "{a:?} against {b:?}"
+                );
+            }
+        }
+    }
 }
