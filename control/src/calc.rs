@@ -407,6 +407,26 @@ impl Calculator {
         }
     }
 
+    /// Tells the compilation's cache of a policy or tier change that can reach the tables:
+    /// a namespaced policy alone, a tier or a global policy as a change of them all.
+    fn policy_touched(&mut self, id: &ObjectRef) {
+        match (id.kind, id.namespace.as_deref()) {
+            (Kind::K8sNetworkPolicy | Kind::NetworkPolicy, Some(namespace)) => {
+                let name = NamespacedName::new(namespace, &id.name);
+                self.cache
+                    .policy_changed(id.kind == Kind::K8sNetworkPolicy, &name);
+            }
+            (
+                Kind::Tier
+                | Kind::GlobalNetworkPolicy
+                | Kind::K8sNetworkPolicy
+                | Kind::NetworkPolicy,
+                _,
+            ) => self.cache.selection_changed(),
+            _ => {}
+        }
+    }
+
     /// Whether one of this node's pods is in `namespace`.
     fn hosts_in(&self, namespace: &str) -> bool {
         self.local
@@ -419,24 +439,14 @@ impl Calculator {
     pub fn apply(&mut self, change: Change) -> Vec<Refusal> {
         if self.reaches_tables(&change) {
             self.last = None;
-            // A policy or tier that can apply here: the compilation orders and selects the
-            // policies afresh (it finds changes of its endpoints by itself).
-            let policy = |kind: &Kind| {
-                matches!(
-                    kind,
-                    Kind::Tier
-                        | Kind::GlobalNetworkPolicy
-                        | Kind::K8sNetworkPolicy
-                        | Kind::NetworkPolicy
-                )
-            };
-            if match &change {
-                Change::Resync { .. } => true,
-                Change::Upsert(o) => policy(&o.resource.object_ref().kind),
-                Change::Delete(id) => policy(&id.kind),
-                Change::Attach(_) | Change::Detach(_) => false,
-            } {
-                self.cache.selection_changed();
+            // A policy or tier that can apply here: a namespaced policy is taken into the
+            // compilation's kept plan alone, anything else has the policies ordered and
+            // selected afresh (the compilation finds changes of its endpoints by itself).
+            match &change {
+                Change::Resync { .. } => self.cache.selection_changed(),
+                Change::Upsert(o) => self.policy_touched(&o.resource.object_ref()),
+                Change::Delete(id) => self.policy_touched(id),
+                Change::Attach(_) | Change::Detach(_) => {}
             }
         }
         if matches!(

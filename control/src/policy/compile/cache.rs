@@ -11,7 +11,7 @@ use weir_dataplane::policy::{
     Direction, NetSet, Program, Rule as CompiledRule, RuleId, RuleInfo, Tier as CompiledTier,
 };
 
-use super::super::model::{K8sNetworkPolicy, Pod, PolicySpec};
+use super::super::model::{K8sNetworkPolicy, NamespacedName, Pod, PolicySpec};
 use super::super::selector::{Labels, Selector};
 use super::Scope;
 
@@ -99,6 +99,9 @@ pub struct Cache {
     /// The last compilation's policies in evaluation order with the endpoints each
     /// selects (see `plan`).
     pub(super) plan: Option<super::plan::Plan>,
+    /// Namespaced policies changed since the last compilation, for its plan to take in
+    /// one by one (see [`Cache::policy_changed`]).
+    pub(super) changed_policies: Vec<super::plan::PolicyRef>,
 }
 
 /// Where compilations spent their time, summed over compilations: the benchmark's split of
@@ -340,6 +343,20 @@ impl Cache {
     /// instead of taking the last one's [`Plan`].
     pub fn selection_changed(&mut self) {
         self.selection_epoch += 1;
+    }
+
+    /// A namespaced policy that can apply here was added, changed or deleted (`kubernetes`:
+    /// a networking.k8s.io one): the next compilation puts it in (or takes it out of) the
+    /// kept plan alone, instead of ordering and selecting every policy afresh.
+    pub fn policy_changed(&mut self, kubernetes: bool, policy: &NamespacedName) {
+        let r = if kubernetes {
+            super::plan::PolicyRef::K8s(policy.clone())
+        } else {
+            super::plan::PolicyRef::Weir(policy.clone())
+        };
+        if !self.changed_policies.contains(&r) {
+            self.changed_policies.push(r);
+        }
     }
 
     /// A compilation's tables are what they were compiled from.

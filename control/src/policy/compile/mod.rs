@@ -287,7 +287,9 @@ fn compile_with<'n>(
     // The policies that apply and what each selects: the last compilation's while nothing
     // they were found from changed (see `Plan`), else found afresh.
     let kept = c.cache.plan.take();
-    let (plan, planned, sources_kept) = c.planned(kept, &names, &tiers, c.cache.selection_epoch);
+    let changed = std::mem::take(&mut c.cache.changed_policies);
+    let (plan, planned, sources_kept) =
+        c.planned(kept, &changed, &names, &tiers, c.cache.selection_epoch);
     if sources_kept {
         c.cache.plans_kept += 1;
     } else {
@@ -317,8 +319,10 @@ fn compile_with<'n>(
     for (entry, at) in &planned {
         let item = &plan.all[*at];
         let tier = &tiers[entry.tier].name;
-        let (ingress, in_version) = c.policy_rules(entry, Direction::Ingress, tier, sources_kept);
-        let (egress, out_version) = c.policy_rules(entry, Direction::Egress, tier, sources_kept);
+        // A policy the kept plan took in anew is compared with its kept rules' source.
+        let kept_source = sources_kept && !item.changed;
+        let (ingress, in_version) = c.policy_rules(entry, Direction::Ingress, tier, kept_source);
+        let (egress, out_version) = c.policy_rules(entry, Direction::Egress, tier, kept_source);
         versions.push([in_version, out_version]);
         compiled.push(CompiledPolicy {
             tier: tier.clone(),
@@ -544,8 +548,8 @@ impl<'a> Compiler<'a> {
 
     /// A policy's compiled rules in one direction; `None` if it does not apply to it. The
     /// last compilation's are taken when nothing they were compiled from changed.
-    /// `sources_kept`: no policy or tier changed since then (the plan was kept), so the
-    /// policy need not be compared with the copy kept with its rules.
+    /// `sources_kept`: the policy did not change since then (the plan was kept and did not
+    /// take it in anew), so it need not be compared with the copy kept with its rules.
     fn policy_rules(
         &mut self,
         entry: &Entry<'a>,

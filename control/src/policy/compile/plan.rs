@@ -2,22 +2,29 @@
 //!
 //! A compilation first orders the policies of the node's namespaces (and the global ones)
 //! and tests each against the endpoints it could select: a pass over about a thousand
-//! policies at 10 000 pods, most of a millisecond. Its outcome changes only when a policy
-//! or a tier does (the Calculator says so: [`super::Cache::selection_changed`]) or when
-//! one of the node's endpoints does (its labels, its namespace's or service account's
-//! labels, its addresses: compared here, endpoint by endpoint). So the [`Plan`] is kept:
-//! while no policy changed and the endpoints are the same ones, only the endpoints whose
-//! labels or addresses changed are tested again, against the policies of their namespace
-//! and the global ones. A pod or namespace elsewhere, which reaches the tables only
-//! through a selector resolution, costs no pass at all.
+//! policies at 10 000 pods, about a millisecond. Its outcome changes only when a policy
+//! or a tier does (the Calculator says so) or when one of the node's endpoints does (its
+//! labels, its namespace's or service account's labels, its addresses: compared here,
+//! endpoint by endpoint). So the [`Plan`] is kept while the endpoints are the same ones:
+//! a namespaced policy added, changed or deleted ([`super::Cache::policy_changed`]) is
+//! taken out of its place and put into its new one alone, with what it selects now; the
+//! endpoints whose labels or addresses changed are tested again, against the policies of
+//! their namespace and the global ones. A tier or a global policy changed
+//! ([`super::Cache::selection_changed`]) has the plan made afresh. A pod or namespace
+//! elsewhere, which reaches the tables only through a selector resolution, costs no pass
+//! at all.
 
+use std::cmp::Ordering;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 use weir_dataplane::policy::NetSet;
 
-use super::{host_prefixes, Compiler, Endpoint, Entry, Source};
-use crate::policy::model::{GlobalNetworkPolicy, K8sNetworkPolicy, NamespacedName, NetworkPolicy};
+use super::{cmp_names, host_prefixes, Compiler, Endpoint, Entry, Source};
+use crate::policy::model::{
+    compare_order, GlobalNetworkPolicy, K8sNetworkPolicy, NamespacedName, NetworkPolicy,
+    DEFAULT_TIER, K8S_POLICY_ORDER,
+};
 use crate::policy::selector::Labels;
 
 /// Every policy that could select one of the node's endpoints, in evaluation order, with
@@ -41,15 +48,20 @@ pub(super) struct Planned {
     policy: PolicyRef,
     /// Its tier's index in the ordered tiers.
     tier: usize,
+    /// Its order inside the tier.
+    order: Option<f64>,
+    /// Taken in anew by this compilation's update (a changed policy).
+    pub(super) changed: bool,
     /// The endpoints it selects (indices, ascending).
     pub(super) selected: Vec<usize>,
     /// Their addresses.
     pub(super) set: NetSet,
 }
 
-/// Which object a policy is, to find it in the model again.
+/// Which object a policy is, to find it in the model again. The variants are in the order
+/// the compilation lists policies of equal tier, order and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PolicyRef {
+pub(super) enum PolicyRef {
     K8s(NamespacedName),
     Weir(NamespacedName),
     Global(String),
@@ -130,6 +142,38 @@ impl<'a> Entry<'a> {
             (_, (name, None)) => PolicyRef::Global(name.to_owned()),
         }
     }
+
+    /// Its order inside its tier.
+    fn order(&self) -> Option<f64> {
+        match self.source {
+            Source::K8s(_) => Some(K8S_POLICY_ORDER),
+            Source::Weir { spec, .. } => spec.order,
+        }
+    }
+}
+
+impl PolicyRef {
+    /// (name parts as [`super::cmp_names`] takes them, rank among kinds).
+    fn name(&self) -> ((&str, Option<&str>), u8) {
+        match self {
+            PolicyRef::K8s(n) => ((&n.namespace, Some(&n.name)), 0),
+            PolicyRef::Weir(n) => ((&n.namespace, Some(&n.name)), 1),
+            PolicyRef::Global(n) => ((n, None), 2),
+        }
+    }
+}
+
+impl Planned {
+    /// Where it goes in evaluation order against `other`: by tier, order and name (as
+    /// `ordered_entries` sorts), then by kind (the order they are listed in there).
+    fn cmp_place(&self, other: &Planned) -> Ordering {
+        let ((a, ka), (b, kb)) = (self.policy.name(), other.policy.name());
+        self.tier
+            .cmp(&other.tier)
+            .then_with(|| compare_order((self.order, ""), (other.order, "")))
+            .then_with(|| cmp_names(a, b))
+            .then_with(|| ka.cmp(&kb))
+    }
 }
 
 impl<'a> Compiler<'a> {
@@ -140,6 +184,7 @@ impl<'a> Compiler<'a> {
     pub(super) fn planned(
         &self,
         kept: Option<Plan>,
+        changed_policies: &[PolicyRef],
         names: &[&'a NamespacedName],
         tiers: &[&super::super::model::Tier],
         epoch: u64,
@@ -155,7 +200,10 @@ impl<'a> Compiler<'a> {
             Some(mut plan) => {
                 let changed = self.refresh(&mut plan.endpoints);
                 if plan.epoch == epoch {
-                    if let Some(applying) = self.update(&mut plan, &changed, tiers.len()) {
+                    let taken = self.take_in(&mut plan, changed_policies, tiers);
+                    if let Some(applying) =
+                        taken.and_then(|()| self.update(&mut plan, &changed, tiers.len()))
+                    {
                         return (plan, applying, true);
                     }
                 }
@@ -206,11 +254,90 @@ impl<'a> Compiler<'a> {
             plan.all.push(Planned {
                 policy: entry.policy_ref(),
                 tier: entry.tier,
+                order: entry.order(),
+                changed: false,
                 set,
                 selected,
             });
         }
         plan
+    }
+
+    /// Takes changed namespaced policies into a kept plan, each out of its old place and
+    /// into its new one with what it selects now; `None` if one cannot be placed (the
+    /// caller then plans afresh).
+    fn take_in(
+        &self,
+        plan: &mut Plan,
+        changed: &[PolicyRef],
+        tiers: &[&super::super::model::Tier],
+    ) -> Option<()> {
+        for p in &mut plan.all {
+            p.changed = false;
+        }
+        if changed.is_empty() {
+            return Some(());
+        }
+        let tier_of = |name: &str| tiers.iter().position(|t| t.name == name);
+        for policy in changed {
+            if let Some(at) = plan.all.iter().position(|p| p.policy == *policy) {
+                plan.all.remove(at);
+            }
+            let cluster = self.cluster;
+            let entry = match policy {
+                PolicyRef::K8s(n) => match cluster.k8s_policies.get_key_value(n) {
+                    Some((name, k)) => Some(Entry::k8s(tier_of(DEFAULT_TIER)?, name, k)),
+                    None => None,
+                },
+                PolicyRef::Weir(n) => match cluster.policies.get_key_value(n) {
+                    Some((name, w)) => Some(Entry::weir(tier_of(&w.spec.tier)?, name, w)),
+                    None => None,
+                },
+                // Global policies change the plan through the epoch.
+                PolicyRef::Global(_) => return None,
+            };
+            // Gone, or in a namespace without an endpoint here: not in the plan.
+            let Some(entry) = entry.filter(|e| {
+                e.namespace
+                    .is_some_and(|ns| self.by_namespace.contains_key(ns))
+            }) else {
+                continue;
+            };
+            let selected: Vec<usize> = self
+                .candidates(&entry)
+                .filter(|&e| self.selects(&entry, e))
+                .collect();
+            let item = Planned {
+                policy: entry.policy_ref(),
+                tier: entry.tier,
+                order: entry.order(),
+                changed: true,
+                set: self.addresses(&selected),
+                selected,
+            };
+            let at = plan
+                .all
+                .partition_point(|p| p.cmp_place(&item) != Ordering::Greater);
+            plan.all.insert(at, item);
+        }
+        // Positions moved: the per-namespace lists are made again.
+        plan.by_namespace.clear();
+        plan.globals.clear();
+        for (position, p) in plan.all.iter().enumerate() {
+            match &p.policy {
+                PolicyRef::K8s(n) | PolicyRef::Weir(n) => {
+                    match plan.by_namespace.get_mut(n.namespace.as_str()) {
+                        Some(positions) => positions.push(position),
+                        None => {
+                            plan.by_namespace
+                                .insert(n.namespace.clone(), vec![position]);
+                        }
+                    }
+                }
+                PolicyRef::Global(_) => plan.globals.push(position),
+            }
+        }
+        Some(())
     }
 
     /// Brings the records of the same endpoints up to date; returns which changed.
