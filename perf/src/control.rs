@@ -373,7 +373,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
         by_kind[which].push((seen.at - t0).as_secs_f64() * 1e6);
         builds.push(seen.build.as_secs_f64() * 1e6);
         kinds_done[which] += 1;
-        split_by_kind[which] = add_times(&split_by_kind[which], &seen.split);
+        split_by_kind[which] += seen.split;
         skipped_by_kind[which] += u64::from(seen.skipped);
     }
     stop.store(true, Ordering::SeqCst);
@@ -447,7 +447,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             "where a change's compilation went, mean per change (resolutions are inside rule \
              lists; the pass is the rest; a change answered with the tables before counts 0): \
              {}",
-            ["pod label", "policy add", "namespace label"]
+            KINDS
                 .iter()
                 .zip(&split_by_kind)
                 .zip(kinds_done)
@@ -500,7 +500,7 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             calc.cache().rules_kept,
             calc.cache().rules_compiled,
             skipped_by_kind.iter().sum::<u64>(),
-            ["pod label", "policy add", "namespace label"]
+            KINDS
                 .iter()
                 .zip(skipped_by_kind)
                 .zip(kinds_done)
@@ -527,17 +527,8 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     Ok((results, notes))
 }
 
-/// `a` and `b` summed.
-fn add_times(a: &CompileTimes, b: &CompileTimes) -> CompileTimes {
-    CompileTimes {
-        compilations: a.compilations + b.compilations,
-        total: a.total + b.total,
-        resolving: a.resolving + b.resolving,
-        rules: a.rules + b.rules,
-        programs: a.programs + b.programs,
-        programs_built: a.programs_built + b.programs_built,
-    }
-}
+/// The kinds of single change, in the order they are made in turn.
+const KINDS: [&str; 3] = ["pod label", "policy add", "namespace label"];
 
 /// What the memory soak measured.
 struct Soak {

@@ -183,7 +183,7 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
     // Most points are a pod's /32 or /128 entered and left: the bitmap where no set holds
     // the point, and the one just made, are known without hashing them again.
     let mut base_class = None;
-    let mut previous: Option<(Vec<u64>, u32)> = None;
+    let mut last: (Vec<u64>, Option<u32>) = (vec![0; words], None);
     let mut next = 0;
     let mut x = T::MIN;
     loop {
@@ -220,18 +220,13 @@ fn partition<'a, T: Point>(conds: &[Cond<'a, T>], interner: &mut Interner<'_>) -
         for w in 0..words {
             bitmap[w] &= !negs[w];
         }
-        let class = match &mut previous {
+        let class = match last {
             _ if active.is_empty() => *base_class.get_or_insert_with(|| interner.intern(&base)),
-            Some((last, class)) if *last == bitmap => *class,
+            (ref bits, Some(class)) if *bits == bitmap => class,
             _ => {
                 let class = interner.intern(&bitmap);
-                match &mut previous {
-                    Some((last, c)) => {
-                        last.copy_from_slice(&bitmap);
-                        *c = class;
-                    }
-                    None => previous = Some((bitmap.clone(), class)),
-                }
+                last.0.copy_from_slice(&bitmap);
+                last.1 = Some(class);
                 class
             }
         };

@@ -93,8 +93,8 @@ pub struct Cache {
     /// Whether the last compilation resolved selectors outside the cache (a
     /// serviceAccounts match): then any pod, namespace or service account may change it.
     pub(super) uncached_reads: bool,
-    /// Changes whenever the policies, tiers or this node's endpoints may have changed (see
-    /// [`Cache::selection_changed`]).
+    /// Changes whenever a tier or a global policy may have changed, or everything was
+    /// listed again (see [`Cache::selection_changed`]).
     pub(super) selection_epoch: u64,
     /// The last compilation's policies in evaluation order with the endpoints each
     /// selects (see `plan`).
@@ -121,6 +121,17 @@ pub struct CompileTimes {
     /// Programs (decision structures) built.
     pub programs: std::time::Duration,
     pub programs_built: u64,
+}
+
+impl std::ops::AddAssign for CompileTimes {
+    fn add_assign(&mut self, other: CompileTimes) {
+        self.compilations += other.compilations;
+        self.total += other.total;
+        self.resolving += other.resolving;
+        self.rules += other.rules;
+        self.programs += other.programs;
+        self.programs_built += other.programs_built;
+    }
 }
 
 impl CompileTimes {
@@ -338,9 +349,10 @@ impl Cache {
         self.stale |= self.uncached_reads;
     }
 
-    /// A policy, tier, service account or one of this node's endpoints (or its namespace)
-    /// may have changed: the next compilation orders and selects the policies afresh
-    /// instead of taking the last one's [`Plan`].
+    /// A tier or a global policy may have changed (or everything was listed again): the
+    /// next compilation orders and selects the policies afresh instead of keeping the last
+    /// one's plan. Endpoints the compilation compares itself; namespaced policies are
+    /// told one by one ([`Cache::policy_changed`]).
     pub fn selection_changed(&mut self) {
         self.selection_epoch += 1;
     }

@@ -72,7 +72,7 @@ use weir_dataplane::snapshot::EndpointId;
 use super::load::Cluster;
 use super::model::{
     compare_order, Action, EntityRule, IpFamily, K8sPeer, K8sRule, NamespaceScope, NamespacedName,
-    Pod, PolicySpec, PortMatch, Protocol, Rule, K8S_POLICY_ORDER,
+    Pod, PolicySpec, PortMatch, Protocol, Rule,
 };
 use super::selector::{Labels, Selector};
 
@@ -414,6 +414,19 @@ fn compile_with<'n>(
     }
 }
 
+/// Where a policy goes in evaluation order: its tier's index, its order in the tier, its
+/// name (`namespace/name` or `name`) and its kind (networking.k8s.io, weir.dev namespaced,
+/// global: how they are listed when all else is equal).
+type Place<'n> = (usize, Option<f64>, (&'n str, Option<&'n str>), u8);
+
+/// Evaluation order: by tier, then order, then name, then kind.
+fn cmp_place(a: Place<'_>, b: Place<'_>) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then_with(|| compare_order((a.1, ""), (b.1, "")))
+        .then_with(|| cmp_names(a.2, b.2))
+        .then_with(|| a.3.cmp(&b.3))
+}
+
 /// Orders two policy names as their strings `namespace/name` (or `name`) order, without
 /// making them: the first parts are compared as slices (most pairs differ there, or are
 /// equal and differ in the second), and only when one first part is a prefix of the other
@@ -479,25 +492,20 @@ impl<'a> Compiler<'a> {
             .map(|(i, t)| (t.name.as_str(), i))
             .collect();
         let default_tier = tier_index[super::model::DEFAULT_TIER];
-        let mut entries: Vec<(Option<f64>, Entry<'a>)> = Vec::new();
+        let mut entries: Vec<Entry<'a>> = Vec::new();
         for (name, p) in self.in_endpoint_namespaces(&self.cluster.k8s_policies) {
-            entries.push((Some(K8S_POLICY_ORDER), Entry::k8s(default_tier, name, p)));
+            entries.push(Entry::k8s(default_tier, name, p));
         }
         for (name, p) in self.in_endpoint_namespaces(&self.cluster.policies) {
             let tier = tier_index[p.spec.tier.as_str()];
-            entries.push((p.spec.order, Entry::weir(tier, name, p)));
+            entries.push(Entry::weir(tier, name, p));
         }
         for (name, p) in &self.cluster.global_policies {
             let tier = tier_index[p.spec.tier.as_str()];
-            entries.push((p.spec.order, Entry::global(tier, name, p)));
+            entries.push(Entry::global(tier, name, p));
         }
-        entries.sort_by(|(oa, a), (ob, b)| {
-            a.tier
-                .cmp(&b.tier)
-                .then_with(|| compare_order((*oa, ""), (*ob, "")))
-                .then_with(|| cmp_names(a.name, b.name))
-        });
-        entries.into_iter().map(|(_, e)| e).collect()
+        entries.sort_by(|a, b| cmp_place(a.place(), b.place()));
+        entries
     }
 
     /// A map's namespaced objects; for one node, only those in a namespace where it has an

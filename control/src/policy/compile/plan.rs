@@ -20,10 +20,10 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 use weir_dataplane::policy::NetSet;
 
-use super::{cmp_names, host_prefixes, Compiler, Endpoint, Entry, Source};
+use super::{cmp_place, host_prefixes, Compiler, Endpoint, Entry, Place, Source};
 use crate::policy::model::{
-    compare_order, GlobalNetworkPolicy, K8sNetworkPolicy, NamespacedName, NetworkPolicy,
-    DEFAULT_TIER, K8S_POLICY_ORDER,
+    GlobalNetworkPolicy, K8sNetworkPolicy, NamespacedName, NetworkPolicy, DEFAULT_TIER,
+    K8S_POLICY_ORDER,
 };
 use crate::policy::selector::Labels;
 
@@ -150,6 +150,20 @@ impl<'a> Entry<'a> {
             Source::Weir { spec, .. } => spec.order,
         }
     }
+
+    /// Where it goes in evaluation order (see [`super::cmp_place`]).
+    pub(super) fn place(&self) -> Place<'_> {
+        let rank = match self.source {
+            Source::K8s(_) => 0,
+            Source::Weir {
+                namespace: Some(_), ..
+            } => 1,
+            Source::Weir {
+                namespace: None, ..
+            } => 2,
+        };
+        (self.tier, self.order(), self.name, rank)
+    }
 }
 
 impl PolicyRef {
@@ -164,15 +178,10 @@ impl PolicyRef {
 }
 
 impl Planned {
-    /// Where it goes in evaluation order against `other`: by tier, order and name (as
-    /// `ordered_entries` sorts), then by kind (the order they are listed in there).
-    fn cmp_place(&self, other: &Planned) -> Ordering {
-        let ((a, ka), (b, kb)) = (self.policy.name(), other.policy.name());
-        self.tier
-            .cmp(&other.tier)
-            .then_with(|| compare_order((self.order, ""), (other.order, "")))
-            .then_with(|| cmp_names(a, b))
-            .then_with(|| ka.cmp(&kb))
+    /// Where it goes in evaluation order (see [`super::cmp_place`]).
+    fn place(&self) -> Place<'_> {
+        let (name, rank) = self.policy.name();
+        (self.tier, self.order, name, rank)
     }
 }
 
@@ -317,7 +326,7 @@ impl<'a> Compiler<'a> {
             };
             let at = plan
                 .all
-                .partition_point(|p| p.cmp_place(&item) != Ordering::Greater);
+                .partition_point(|p| cmp_place(p.place(), item.place()) != Ordering::Greater);
             plan.all.insert(at, item);
         }
         // Positions moved: the per-namespace lists are made again.
