@@ -10,10 +10,11 @@
 //!   fragments and protocols without ports both are 0.
 //! - `proto` is the IP protocol number of the upper layer (after IPv6 extension headers).
 
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A 5-tuple. See the module doc for byte order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
 #[repr(C)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -101,6 +102,25 @@ impl FlowKey {
     }
 }
 
+/// Three words for the hasher: each address folded to 64 bits (its halves, one rotated),
+/// then the ports and protocol. The derived hash wrote nine (each array's length too),
+/// and a hasher's steps are serial: the tables keyed by flows (service connections,
+/// source NAT) hash a key for every packet. Keys that are equal hash equal.
+impl Hash for FlowKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let fold = |a: &[u8; 16]| {
+            let x = u128::from_le_bytes(*a);
+            (x as u64) ^ ((x >> 64) as u64).rotate_left(32)
+        };
+        state.write_u64(fold(&self.src));
+        state.write_u64(fold(&self.dst));
+        state.write_u64(
+            u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto),
+        );
+    }
+}
+
 fn to_ip(a: &[u8; 16]) -> IpAddr {
     if a[..12] == V4_MAPPED {
         IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
@@ -112,6 +132,51 @@ fn to_ip(a: &[u8; 16]) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fx(k: &FlowKey) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        k.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn the_hash_sees_every_byte_of_both_addresses_and_every_other_field() {
+        let base = FlowKey {
+            src: [
+                0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            ],
+            dst: FlowKey::map_v4([198, 18, 0, 2]),
+            src_port: 40000,
+            dst_port: 80,
+            proto: 6,
+        };
+        let h = fx(&base);
+        for i in 0..16 {
+            for bit in [0x01u8, 0x80] {
+                let mut k = base;
+                k.src[i] ^= bit;
+                assert_ne!(fx(&k), h, "source byte {i}, bit {bit:#x}");
+                let mut k = base;
+                k.dst[i] ^= bit;
+                assert_ne!(fx(&k), h, "destination byte {i}, bit {bit:#x}");
+            }
+        }
+        for k in [
+            FlowKey {
+                src_port: 40001,
+                ..base
+            },
+            FlowKey {
+                dst_port: 81,
+                ..base
+            },
+            FlowKey { proto: 17, ..base },
+            base.reversed(),
+        ] {
+            assert_ne!(fx(&k), h, "{k:?}");
+        }
+        assert_eq!(fx(&{ base }), h);
+    }
 
     #[test]
     fn v4_is_mapped_and_reads_back() {

@@ -84,6 +84,9 @@ pub struct ServiceState {
     affinity: FxHashMap<(u32, [u8; 16]), Pin>,
     /// Per packet of the batch being processed: the source `service_out` writes.
     pending: Vec<Option<([u8; 16], u16)>>,
+    /// How many of `pending` are set (`service_out` has nothing to do at zero, the usual
+    /// case: only replies, hairpins and external connections translated to the node).
+    pended: usize,
     /// The snapshot generation the entries were last checked against.
     generation: u64,
     next_sweep_ns: u64,
@@ -123,6 +126,7 @@ impl ServiceState {
             entries: FxHashMap::default(),
             affinity: FxHashMap::default(),
             pending: vec![None; BATCH_SIZE],
+            pended: 0,
             generation: 0,
             next_sweep_ns: 0,
             capacity,
@@ -172,6 +176,10 @@ pub fn run_in(
     nat: &mut NatTable,
     now_ns: u64,
 ) {
+    if state.pended > 0 {
+        state.pending.fill(None);
+        state.pended = 0;
+    }
     let services = &*snapshot.services;
     if services.is_empty() && state.entries.is_empty() {
         return;
@@ -180,7 +188,6 @@ pub fn run_in(
         state.pending.resize(frames.len(), None);
     }
     for (i, (frame, m)) in frames.iter().zip(meta.iter_mut()).enumerate() {
-        state.pending[i] = None;
         if m.next != Next::Forward || !matches!(m.flow.proto, TCP | UDP | SCTP) {
             continue;
         }
@@ -212,9 +219,10 @@ pub fn run_out(
     meta: &mut [Meta],
     state: &mut ServiceState,
 ) {
-    if state.entries.is_empty() {
+    if state.pended == 0 {
         return;
     }
+    state.pended = 0;
     for (i, (frame, m)) in frames.iter().zip(meta.iter_mut()).enumerate() {
         let Some((addr, port)) = state.pending.get_mut(i).and_then(Option::take) else {
             continue;
@@ -256,6 +264,7 @@ fn packet(
             }
             m.flags |= flags::SERVICE_NAT;
             state.pending[i] = Some((original.dst, original.dst_port));
+            state.pended += 1;
             return Next::Forward;
         }
         Some(Entry::Forward {
@@ -394,6 +403,7 @@ fn translate_forward(
     m.flags |= flags::SERVICE_NAT;
     if (to.src, to.src_port) != src {
         state.pending[i] = Some((to.src, to.src_port));
+        state.pended += 1;
     }
     Next::Forward
 }
