@@ -79,7 +79,7 @@ const SEC: u64 = 1_000_000_000;
 /// One worker's service connections.
 #[derive(Debug)]
 pub struct ServiceState {
-    entries: FxHashMap<FlowKey, Entry>,
+    entries: Conns,
     /// (service port index, client address) -> the endpoint it was pinned to.
     affinity: FxHashMap<(u32, [u8; 16]), Pin>,
     /// Per packet of the batch being processed: the source `service_out` writes.
@@ -93,18 +93,209 @@ pub struct ServiceState {
     capacity: usize,
 }
 
+/// An entry as `service_in` reads it (the tables hold it packed, see [`Conns`]).
 #[derive(Debug, Clone, Copy)]
 enum Entry {
     /// The client's direction as received: translated to `to`; `snat_port` when the
     /// source was translated to the node (a port claimed in the NAT table).
-    Forward {
-        to: FlowKey,
-        snat_port: Option<u16>,
-        expires_ns: u64,
-        generation: u64,
-    },
+    Forward { to: FlowKey, snat_port: Option<u16> },
     /// The reply's direction as received: translated back to the reverse of `original`.
-    Reply { original: FlowKey, expires_ns: u64 },
+    Reply { original: FlowKey },
+}
+
+/// What a packet of an entry's direction updates in place.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    expires_ns: u64,
+    /// The snapshot generation a `Forward` entry's endpoint was last found listed in.
+    generation: u64,
+}
+
+/// The connection entries, in two tables: IPv4 flows (both keys and the translation
+/// IPv4) with 32-bit addresses, 48 bytes an entry with its key, and the others with
+/// 16-byte ones (112). Every packet of a service connection looks its entry up: the
+/// smaller the table, the fewer of those lookups miss the caches.
+#[derive(Debug, Default)]
+struct Conns {
+    v4: FxHashMap<Key4, Packed<u32>>,
+    v6: FxHashMap<FlowKey, Packed<[u8; 16]>>,
+}
+
+/// An IPv4 flow key: both addresses in one word, ports and protocol in another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key4 {
+    addrs: u64,
+    rest: u64,
+}
+
+impl Key4 {
+    fn of(k: &FlowKey) -> Option<Key4> {
+        if !k.is_v4() {
+            return None;
+        }
+        Some(Key4 {
+            addrs: u64::from(u32::pack(&k.src)) << 32 | u64::from(u32::pack(&k.dst)),
+            rest: u64::from(k.src_port) << 24 | u64::from(k.dst_port) << 8 | u64::from(k.proto),
+        })
+    }
+}
+
+/// An address as a table holds it.
+trait Addr: Copy {
+    /// From key form (for `u32`, an IPv4-mapped address).
+    fn pack(a: &[u8; 16]) -> Self;
+    /// Back to key form.
+    fn full(&self) -> [u8; 16];
+}
+
+impl Addr for u32 {
+    #[inline]
+    fn pack(a: &[u8; 16]) -> u32 {
+        u32::from_be_bytes([a[12], a[13], a[14], a[15]])
+    }
+    #[inline]
+    fn full(&self) -> [u8; 16] {
+        FlowKey::map_v4(self.to_be_bytes())
+    }
+}
+
+impl Addr for [u8; 16] {
+    #[inline]
+    fn pack(a: &[u8; 16]) -> [u8; 16] {
+        *a
+    }
+    #[inline]
+    fn full(&self) -> [u8; 16] {
+        *self
+    }
+}
+
+/// An [`Entry`] packed: the flow it names (`to` or `original`) without its protocol (the
+/// key's), and what kind it is.
+#[derive(Debug, Clone, Copy)]
+struct Packed<A> {
+    stamp: Stamp,
+    src: A,
+    dst: A,
+    src_port: u16,
+    dst_port: u16,
+    snat_port: u16,
+    kind: u8,
+}
+
+const FORWARD: u8 = 0;
+const FORWARD_SNAT: u8 = 1;
+const REPLY: u8 = 2;
+
+impl<A: Addr> Packed<A> {
+    fn pack(entry: &Entry, stamp: Stamp) -> Packed<A> {
+        let (flow, snat_port, kind) = match *entry {
+            Entry::Forward { to, snat_port } => (
+                to,
+                snat_port.unwrap_or(0),
+                if snat_port.is_some() {
+                    FORWARD_SNAT
+                } else {
+                    FORWARD
+                },
+            ),
+            Entry::Reply { original } => (original, 0, REPLY),
+        };
+        Packed {
+            stamp,
+            src: A::pack(&flow.src),
+            dst: A::pack(&flow.dst),
+            src_port: flow.src_port,
+            dst_port: flow.dst_port,
+            snat_port,
+            kind,
+        }
+    }
+
+    #[inline]
+    fn open(&mut self, proto: u8) -> (&mut Stamp, Entry) {
+        let flow = FlowKey {
+            src: self.src.full(),
+            dst: self.dst.full(),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto,
+        };
+        let entry = match self.kind {
+            REPLY => Entry::Reply { original: flow },
+            kind => Entry::Forward {
+                to: flow,
+                snat_port: (kind == FORWARD_SNAT).then_some(self.snat_port),
+            },
+        };
+        (&mut self.stamp, entry)
+    }
+}
+
+impl Conns {
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    fn capacity(&self) -> usize {
+        self.v4.capacity()
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.v4.reserve(n);
+    }
+
+    /// `key`'s entry: its stamp to update, and what it says.
+    #[inline]
+    fn find(&mut self, key: &FlowKey) -> Option<(&mut Stamp, Entry)> {
+        if let Some(k) = Key4::of(key) {
+            if let Some(p) = self.v4.get_mut(&k) {
+                return Some(p.open(key.proto));
+            }
+        }
+        if self.v6.is_empty() {
+            return None;
+        }
+        self.v6.get_mut(key).map(|p| p.open(key.proto))
+    }
+
+    /// Records `entry` for `key`, replacing what it had. IPv4 when the key and the flow
+    /// the entry names both are.
+    fn insert(&mut self, key: &FlowKey, entry: Entry, stamp: Stamp) {
+        let named = match entry {
+            Entry::Forward { to, .. } => to,
+            Entry::Reply { original } => original,
+        };
+        match Key4::of(key).filter(|_| named.is_v4()) {
+            Some(k) => {
+                if !self.v6.is_empty() {
+                    self.v6.remove(key);
+                }
+                self.v4.insert(k, Packed::pack(&entry, stamp));
+            }
+            None => {
+                if let Some(k) = Key4::of(key) {
+                    self.v4.remove(&k);
+                }
+                self.v6.insert(*key, Packed::pack(&entry, stamp));
+            }
+        }
+    }
+
+    fn retain_alive(&mut self, now_ns: u64) {
+        self.v4.retain(|_, p| p.stamp.expires_ns > now_ns);
+        self.v6.retain(|_, p| p.stamp.expires_ns > now_ns);
+    }
+
+    fn connections(&self) -> usize {
+        let forward = |p: &Packed<_>| p.kind != REPLY;
+        self.v4.values().filter(|p| forward(p)).count()
+            + self.v6.values().filter(|p| p.kind != REPLY).count()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +314,7 @@ impl ServiceState {
     /// A state that holds at most `capacity` entries (two per connection).
     pub fn with_capacity(capacity: usize) -> Self {
         ServiceState {
-            entries: FxHashMap::default(),
+            entries: Conns::default(),
             affinity: FxHashMap::default(),
             pending: vec![None; BATCH_SIZE],
             pended: 0,
@@ -135,10 +326,7 @@ impl ServiceState {
 
     /// Connections alive (each counts its two directions once).
     pub fn connections(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| matches!(e, Entry::Forward { .. }))
-            .count()
+        self.entries.connections()
     }
 
     /// Gives the tables their initial room when the first service connection appears.
@@ -157,11 +345,7 @@ impl ServiceState {
             return;
         }
         self.next_sweep_ns = now_ns + SEC;
-        self.entries.retain(|_, e| match *e {
-            Entry::Forward { expires_ns, .. } | Entry::Reply { expires_ns, .. } => {
-                expires_ns > now_ns
-            }
-        });
+        self.entries.retain_alive(now_ns);
         self.affinity.retain(|_, p| p.expires_ns > now_ns);
     }
 }
@@ -249,13 +433,9 @@ fn packet(
 ) -> Next {
     let key = m.flow;
     let expires_ns = nat::expiry(region.data(frame), m, now_ns);
-    match state.entries.get_mut(&key) {
-        Some(Entry::Reply {
-            original,
-            expires_ns: e,
-        }) if *e > now_ns => {
-            *e = expires_ns;
-            let original = *original;
+    match state.entries.find(&key) {
+        Some((stamp, Entry::Reply { original })) if stamp.expires_ns > now_ns => {
+            stamp.expires_ns = expires_ns;
             let data = region.data_mut(frame);
             if (m.flow.dst, m.flow.dst_port) != (original.src, original.src_port)
                 && !nat::set_endpoint(data, m, Side::Destination, &original.src, original.src_port)
@@ -267,18 +447,12 @@ fn packet(
             state.pended += 1;
             return Next::Forward;
         }
-        Some(Entry::Forward {
-            to,
-            snat_port,
-            expires_ns: e,
-            generation,
-        }) if *e > now_ns => {
-            let live = *generation == snapshot.generation
+        Some((stamp, Entry::Forward { to, snat_port })) if stamp.expires_ns > now_ns => {
+            let live = stamp.generation == snapshot.generation
                 || services.is_endpoint(&to.dst, to.dst_port, to.proto);
             if live {
-                *e = expires_ns;
-                *generation = snapshot.generation;
-                let (to, snat_port) = (*to, *snat_port);
+                stamp.expires_ns = expires_ns;
+                stamp.generation = snapshot.generation;
                 if let Some(p) = snat_port {
                     let mut pre = to;
                     pre.src = key.src;
@@ -369,22 +543,16 @@ fn packet(
         // service's address instead, with the client's port.
         to.src = key.dst;
     }
-    state.entries.insert(
-        key,
-        Entry::Forward {
-            to,
-            snat_port,
-            expires_ns,
-            generation: snapshot.generation,
-        },
-    );
-    state.entries.insert(
-        to.reversed(),
-        Entry::Reply {
-            original: key,
-            expires_ns,
-        },
-    );
+    let stamp = Stamp {
+        expires_ns,
+        generation: snapshot.generation,
+    };
+    state
+        .entries
+        .insert(&key, Entry::Forward { to, snat_port }, stamp);
+    state
+        .entries
+        .insert(&to.reversed(), Entry::Reply { original: key }, stamp);
     translate_forward(region.data_mut(frame), m, i, &to, state)
 }
 
@@ -415,4 +583,145 @@ fn client_hash(addr: &[u8; 16]) -> u64 {
         ..FlowKey::default()
     }
     .symmetric_hash()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(src: [u8; 16], dst: [u8; 16], src_port: u16, dst_port: u16) -> FlowKey {
+        FlowKey {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto: TCP,
+        }
+    }
+
+    fn v4(d: u8) -> [u8; 16] {
+        FlowKey::map_v4([198, 18, 0, d])
+    }
+
+    fn v6(d: u8) -> [u8; 16] {
+        let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        a[15] = d;
+        a
+    }
+
+    fn stamp(expires_ns: u64) -> Stamp {
+        Stamp {
+            expires_ns,
+            generation: 7,
+        }
+    }
+
+    /// What `find` reads back, comparable.
+    fn read(c: &mut Conns, key: &FlowKey) -> Option<(u64, u64, String)> {
+        c.find(key)
+            .map(|(s, e)| (s.expires_ns, s.generation, format!("{e:?}")))
+    }
+
+    #[test]
+    fn entries_read_back_as_written_in_both_families_and_ipv4_ones_are_packed() {
+        let mut c = Conns::default();
+        let client4 = flow(v4(1), v4(100), 40000, 80);
+        let to4 = flow(v4(1), v4(9), 40000, 5201);
+        let snat4 = flow(v4(200), v4(9), 61000, 5201);
+        let client6 = flow(v6(1), v6(100), 40001, 80);
+        let to6 = flow(v6(1), v6(9), 40001, 5201);
+        let writes = [
+            (
+                client4,
+                Entry::Forward {
+                    to: to4,
+                    snat_port: None,
+                },
+            ),
+            (to4.reversed(), Entry::Reply { original: client4 }),
+            (
+                flow(v4(2), v4(100), 40002, 80),
+                Entry::Forward {
+                    to: snat4,
+                    snat_port: Some(61000),
+                },
+            ),
+            (
+                client6,
+                Entry::Forward {
+                    to: to6,
+                    snat_port: None,
+                },
+            ),
+            (to6.reversed(), Entry::Reply { original: client6 }),
+        ];
+        for (i, (k, e)) in writes.iter().enumerate() {
+            c.insert(k, *e, stamp(100 + i as u64));
+        }
+        assert_eq!((c.v4.len(), c.v6.len(), c.len()), (3, 2, 5));
+        assert_eq!(c.connections(), 3);
+        for (i, (k, e)) in writes.iter().enumerate() {
+            assert_eq!(
+                read(&mut c, k),
+                Some((100 + i as u64, 7, format!("{e:?}"))),
+                "{k:?}"
+            );
+        }
+        assert_eq!(read(&mut c, &flow(v4(1), v4(100), 40000, 81)), None);
+        // The stamp is updated in place.
+        c.find(&client4).unwrap().0.expires_ns = 500;
+        assert_eq!(read(&mut c, &client4).unwrap().0, 500);
+        c.retain_alive(150);
+        assert_eq!((c.v4.len(), c.v6.len()), (1, 0));
+        assert!(read(&mut c, &client6).is_none());
+    }
+
+    #[test]
+    fn an_ipv4_entry_and_its_key_take_48_bytes() {
+        assert_eq!(std::mem::size_of::<(Key4, Packed<u32>)>(), 48);
+    }
+
+    #[test]
+    fn an_ipv4_key_translated_to_another_family_is_kept_whole_and_moves_back() {
+        let mut c = Conns::default();
+        let key = flow(v4(1), v4(100), 40000, 80);
+        let mixed = flow(v4(1), v6(9), 40000, 5201);
+        c.insert(
+            &key,
+            Entry::Forward {
+                to: mixed,
+                snat_port: None,
+            },
+            stamp(1),
+        );
+        assert_eq!((c.v4.len(), c.v6.len()), (0, 1));
+        let want = format!(
+            "{:?}",
+            Entry::Forward {
+                to: mixed,
+                snat_port: None
+            }
+        );
+        assert_eq!(read(&mut c, &key), Some((1, 7, want)));
+        // The same key translated within IPv4 replaces the whole entry: one entry left.
+        let to = flow(v4(1), v4(9), 40000, 5201);
+        c.insert(
+            &key,
+            Entry::Forward {
+                to,
+                snat_port: None,
+            },
+            stamp(2),
+        );
+        assert_eq!((c.v4.len(), c.v6.len()), (1, 0));
+        c.insert(
+            &key,
+            Entry::Forward {
+                to: mixed,
+                snat_port: None,
+            },
+            stamp(3),
+        );
+        assert_eq!((c.v4.len(), c.v6.len()), (0, 1));
+    }
 }
