@@ -529,7 +529,8 @@ fn changes_are_made_in_the_spare_table_once_no_snapshot_holds_it() {
     );
     let looked = |t: &ServiceTable, vip: u8| {
         t.frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, vip]), 80, 6)
-            .map(|f| f.port.cluster.backends.len())
+            .and_then(|f| f.port())
+            .map(|p| p.cluster.backends.len())
     };
     assert_eq!(looked(third.table(), 80), Some(2));
     assert_eq!(looked(third.table(), 81), Some(2), "b's change caught up");
@@ -573,8 +574,12 @@ fn a_refused_service_does_not_hold_back_the_others() {
     let a = t
         .frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, 80]), 80, 6)
         .unwrap();
-    assert_eq!(a.port.spec.name, "a");
-    assert_eq!(a.port.cluster.backends.len(), 2, "a's change is published");
+    assert_eq!(a.port().unwrap().spec.name, "a");
+    assert_eq!(
+        a.port().unwrap().cluster.backends.len(),
+        2,
+        "a's change is published"
+    );
     assert!(
         t.frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, 81]), 80, 6)
             .is_some(),
@@ -590,7 +595,7 @@ fn a_refused_service_does_not_hold_back_the_others() {
         .table()
         .frontend(&weir_dataplane::FlowKey::map_v4([198, 19, 0, 80]), 80, 6)
         .unwrap();
-    assert_eq!(b.port.spec.name, "b");
+    assert_eq!(b.port().unwrap().spec.name, "b");
 }
 
 #[test]

@@ -470,7 +470,7 @@ fn packet(
     };
     let external = Some(m.ingress) == snapshot.uplink;
     let set = frontend.backends(external);
-    let affinity_ns = frontend.port.affinity_ns;
+    let affinity_ns = frontend.affinity_ns();
     let pinned = if affinity_ns > 0 {
         state
             .affinity

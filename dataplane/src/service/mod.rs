@@ -151,29 +151,64 @@ pub struct ServicePort {
     pub affinity_ns: u64,
 }
 
+/// What a new connection to a frontend needs, held in the frontend's own entry of the
+/// lookup table: the first packet of a connection reads this entry, a Maglev slot and a
+/// backend, not the service port as well (at 10k services each is a cache miss).
+#[derive(Debug, Clone)]
+struct FrontendEntry {
+    index: u32,
+    kind: FrontendKind,
+    snat_external: bool,
+    affinity_ns: u64,
+    /// The backends for connections from inside the cluster (a pod or the node).
+    inside: Arc<BackendSet>,
+    /// The backends for connections from outside (through the uplink).
+    outside: Arc<BackendSet>,
+}
+
+impl FrontendEntry {
+    fn new(index: u32, kind: FrontendKind, port: &ServicePort) -> FrontendEntry {
+        let spec = &port.spec;
+        let set = |local: bool| Arc::clone(if local { &port.local } else { &port.cluster });
+        let (inside, outside) = match kind {
+            FrontendKind::ClusterIp => (set(spec.internal_local), set(spec.internal_local)),
+            _ => (set(false), set(spec.external_local)),
+        };
+        FrontendEntry {
+            index,
+            kind,
+            snat_external: kind != FrontendKind::ClusterIp && !spec.external_local,
+            affinity_ns: port.affinity_ns,
+            inside,
+            outside,
+        }
+    }
+}
+
 /// What a frontend lookup answers.
 #[derive(Debug, Clone, Copy)]
 pub struct Frontend<'a> {
     /// The service port's index in [`ServiceTable::ports`].
     pub index: u32,
-    pub port: &'a ServicePort,
     pub kind: FrontendKind,
+    entry: &'a FrontendEntry,
+    table: &'a ServiceTable,
 }
 
-impl Frontend<'_> {
+impl<'a> Frontend<'a> {
+    /// The service port the frontend belongs to.
+    pub fn port(&self) -> Option<&'a ServicePort> {
+        self.table.ports.get(self.index as usize)?.as_ref()
+    }
+
     /// The backends for a connection, from inside the cluster (`external` false: a pod or
     /// the node) or from outside (through the uplink).
     #[inline]
-    pub fn backends(&self, external: bool) -> &BackendSet {
-        let spec = &self.port.spec;
-        let local = match self.kind {
-            FrontendKind::ClusterIp => spec.internal_local,
-            _ => external && spec.external_local,
-        };
-        if local {
-            &self.port.local
+    pub fn backends(&self, external: bool) -> &'a BackendSet {
+        if external {
+            &self.entry.outside
         } else {
-            &self.port.cluster
+            &self.entry.inside
         }
     }
 
@@ -181,7 +216,13 @@ impl Frontend<'_> {
     /// (`externalTrafficPolicy: Cluster`).
     #[inline]
     pub fn snat_external(&self) -> bool {
-        self.kind != FrontendKind::ClusterIp && !self.port.spec.external_local
+        self.entry.snat_external
+    }
+
+    /// The `ClientIP` affinity timeout in nanoseconds (0: no affinity).
+    #[inline]
+    pub fn affinity_ns(&self) -> u64 {
+        self.entry.affinity_ns
     }
 }
 
@@ -228,7 +269,7 @@ pub type ServiceName = (String, String);
 /// the cluster's.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
-    frontends: FxHashMap<AddrPort, (u32, FrontendKind)>,
+    frontends: FxHashMap<AddrPort, FrontendEntry>,
     /// Every endpoint of every service (whatever its conditions), with the number of
     /// service ports listing it: flows to them are kept on one worker by their client's
     /// port (see `node::steer`), and a flow whose backend is no longer listed ends.
@@ -395,7 +436,7 @@ impl ServiceTable {
                     proto: spec.protocol,
                 };
                 let other = match self.frontends.get(&key) {
-                    Some(&(i, _)) => self.ports[i as usize]
+                    Some(e) => self.ports[e.index as usize]
                         .as_ref()
                         .map(|p| (&p.spec.namespace, &p.spec.name))
                         .filter(|o| *o != (&name.0, &name.1))
@@ -464,7 +505,8 @@ impl ServiceTable {
                     port: f.port,
                     proto: port.spec.protocol,
                 };
-                self.frontends.insert(key, (index, f.kind));
+                self.frontends
+                    .insert(key, FrontendEntry::new(index, f.kind, &port));
                 self.frontend_ports.insert(f.port);
                 if f.kind != FrontendKind::NodePort {
                     count_in(&mut self.addresses, key.addr);
@@ -541,15 +583,16 @@ impl ServiceTable {
         if !self.frontend_ports.contains(port) {
             return None;
         }
-        let (index, kind) = *self.frontends.get(&AddrPort {
+        let entry = self.frontends.get(&AddrPort {
             addr: *addr,
             port,
             proto,
         })?;
         Some(Frontend {
-            index,
-            port: self.ports.get(index as usize)?.as_ref()?,
-            kind,
+            index: entry.index,
+            kind: entry.kind,
+            entry,
+            table: self,
         })
     }
 

@@ -61,20 +61,26 @@ fn lookups(t: &ServiceTable) -> Lookups {
     let mut frontends: Vec<String> = t
         .frontends
         .iter()
-        .map(|(k, &(i, kind))| {
-            let p = t.ports[i as usize]
+        .map(|(k, e)| {
+            let p = t.ports[e.index as usize]
                 .as_ref()
                 .expect("a frontend's port is live");
+            // The entry's own copy of what a new connection reads, beside the port's.
             format!(
-                "{:?}:{}/{} {kind:?} -> {}/{}/{} {:?} {:?}",
+                "{:?}:{}/{} {:?} -> {}/{}/{} {:?} {:?} inside {:?} outside {:?} snat {} affinity {}",
                 k.addr,
                 k.port,
                 k.proto,
+                e.kind,
                 p.spec.name,
                 p.spec.port_name,
                 p.spec.protocol,
                 p.cluster.backends,
-                p.local.backends
+                p.local.backends,
+                e.inside.backends,
+                e.outside.backends,
+                e.snat_external,
+                e.affinity_ns
             )
         })
         .collect();
@@ -113,8 +119,14 @@ fn an_endpoint_change_keeps_the_index_and_moves_only_the_removed_share() {
     )
     .unwrap();
     let before = t.frontend(&vip(10), 80, TCP).unwrap();
-    let (index, old_set) = (before.index, Arc::clone(&before.port.cluster));
-    let web_set = Arc::clone(&t.frontend(&vip(11), 80, TCP).unwrap().port.cluster);
+    let (index, old_set) = (before.index, Arc::clone(&before.port().unwrap().cluster));
+    let web_set = Arc::clone(
+        &t.frontend(&vip(11), 80, TCP)
+            .unwrap()
+            .port()
+            .unwrap()
+            .cluster,
+    );
 
     // Endpoint .10 goes away.
     t.set(
@@ -130,7 +142,7 @@ fn an_endpoint_change_keeps_the_index_and_moves_only_the_removed_share() {
         let hash = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let (was, is) = (
             old_set.pick(hash).unwrap(),
-            after.port.cluster.pick(hash).unwrap(),
+            after.port().unwrap().cluster.pick(hash).unwrap(),
         );
         if was != is {
             assert_eq!(was, gone, "only the removed endpoint's flows move");
@@ -140,7 +152,11 @@ fn an_endpoint_change_keeps_the_index_and_moves_only_the_removed_share() {
     assert!(moved > 0);
     assert!(
         Arc::ptr_eq(
-            &t.frontend(&vip(11), 80, TCP).unwrap().port.cluster,
+            &t.frontend(&vip(11), 80, TCP)
+                .unwrap()
+                .port()
+                .unwrap()
+                .cluster,
             &web_set
         ),
         "another Service is not touched"

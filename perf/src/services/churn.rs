@@ -184,7 +184,8 @@ fn check(
     let vip = FlowKey::map_v4(s.cluster_ip.octets());
     let look = |t: &ServiceTable| {
         t.frontend(&vip, s.port, s.protocol)
-            .map(|f| (f.port.spec.clone(), f.port.cluster.backends.clone()))
+            .and_then(|f| f.port())
+            .map(|p| (p.spec.clone(), p.cluster.backends.clone()))
     };
     let (Some((spec, backends)), Some(other)) = (look(published), look(rebuilt)) else {
         return Err(format!(
