@@ -440,17 +440,16 @@ fn cmp_names(a: (&str, Option<&str>), b: (&str, Option<&str>)) -> std::cmp::Orde
             // What follows is `/second`, or nothing.
             a.1.map(str::as_bytes).cmp(&b.1.map(str::as_bytes))
         } else {
-            let rest = |first: &'_ [u8], second: Option<&'_ str>| {
-                let tail = second.map(|s| std::iter::once(b'/').chain(s.bytes()));
-                first[n..]
-                    .iter()
-                    .copied()
-                    .chain(tail.into_iter().flatten())
-                    .collect::<Vec<u8>>()
-            };
-            rest(a0, a.1).cmp(&rest(b0, b.1))
+            name_rest(&a0[n..], a.1).cmp(name_rest(&b0[n..], b.1))
         }
     })
+}
+
+/// The bytes of a policy name from some point of its first part on: `first` (what is left
+/// of the first part), then `/second` if it has a second.
+fn name_rest<'s>(first: &'s [u8], second: Option<&'s str>) -> impl Iterator<Item = u8> + 's {
+    let tail = second.map(|s| std::iter::once(b'/').chain(s.bytes()));
+    first.iter().copied().chain(tail.into_iter().flatten())
 }
 
 /// `addr/32` or `addr/128` for each address of a pod.

@@ -177,6 +177,28 @@ impl PolicyRef {
     }
 }
 
+impl Plan {
+    /// Makes the positions of each namespace's policies and of the global ones from `all`.
+    fn index(&mut self) {
+        self.by_namespace.clear();
+        self.globals.clear();
+        for (position, p) in self.all.iter().enumerate() {
+            match &p.policy {
+                PolicyRef::K8s(n) | PolicyRef::Weir(n) => {
+                    match self.by_namespace.get_mut(n.namespace.as_str()) {
+                        Some(positions) => positions.push(position),
+                        None => {
+                            self.by_namespace
+                                .insert(n.namespace.clone(), vec![position]);
+                        }
+                    }
+                }
+                PolicyRef::Global(_) => self.globals.push(position),
+            }
+        }
+    }
+}
+
 impl Planned {
     /// Where it goes in evaluation order (see [`super::cmp_place`]).
     fn place(&self) -> Place<'_> {
@@ -245,30 +267,16 @@ impl<'a> Compiler<'a> {
                 .candidates(&entry)
                 .filter(|&e| self.selects(&entry, e))
                 .collect();
-            let position = plan.all.len();
-            match entry.namespace {
-                Some(ns) => match plan.by_namespace.get_mut(ns) {
-                    Some(positions) => positions.push(position),
-                    None => {
-                        plan.by_namespace.insert(ns.to_owned(), vec![position]);
-                    }
-                },
-                None => plan.globals.push(position),
-            }
-            let set = if selected.is_empty() {
-                NetSet::new()
-            } else {
-                self.addresses(&selected)
-            };
             plan.all.push(Planned {
                 policy: entry.policy_ref(),
                 tier: entry.tier,
                 order: entry.order(),
                 changed: false,
-                set,
+                set: self.addresses(&selected),
                 selected,
             });
         }
+        plan.index();
         plan
     }
 
@@ -329,23 +337,8 @@ impl<'a> Compiler<'a> {
                 .partition_point(|p| cmp_place(p.place(), item.place()) != Ordering::Greater);
             plan.all.insert(at, item);
         }
-        // Positions moved: the per-namespace lists are made again.
-        plan.by_namespace.clear();
-        plan.globals.clear();
-        for (position, p) in plan.all.iter().enumerate() {
-            match &p.policy {
-                PolicyRef::K8s(n) | PolicyRef::Weir(n) => {
-                    match plan.by_namespace.get_mut(n.namespace.as_str()) {
-                        Some(positions) => positions.push(position),
-                        None => {
-                            plan.by_namespace
-                                .insert(n.namespace.clone(), vec![position]);
-                        }
-                    }
-                }
-                PolicyRef::Global(_) => plan.globals.push(position),
-            }
-        }
+        // Positions moved.
+        plan.index();
         Some(())
     }
 
@@ -435,6 +428,9 @@ impl<'a> Compiler<'a> {
 
     /// The addresses of some endpoints.
     fn addresses(&self, selected: &[usize]) -> NetSet {
+        if selected.is_empty() {
+            return NetSet::new();
+        }
         NetSet::from_prefixes(
             selected
                 .iter()
