@@ -92,6 +92,8 @@ declare -gA WEIR_PACKAGE_OF=(
   [dpdk-testpmd]=dpdk-dev
   [dpdk-test-fib]=dpdk-dev
   [dpdk-test-acl]=dpdk-dev
+  # the rte_acl anchor of `weir-bench policy`, built at run time (cc, pkg-config libdpdk)
+  [/usr/include/dpdk/rte_acl.h]=dpdk-dev
   # manifests
   [kubectl]=kubernetes-client
 )
@@ -104,7 +106,7 @@ WEIR_PROGRAMS_SCENARIO=(ip ethtool ping iperf3 nft iptables-save tcpdump nsenter
   /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
   /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/cni/bandwidth
   containerd ctr containerd-shim-runc-v2 runc /bin/busybox sha256sum tar)
-WEIR_PROGRAMS_ANCHORS=(dpdk-testpmd dpdk-test-fib dpdk-test-acl ip iperf3 nft iptables-nft-restore iptables-legacy-restore iptables-legacy wireguard-go wg go
+WEIR_PROGRAMS_ANCHORS=(dpdk-testpmd dpdk-test-fib dpdk-test-acl /usr/include/dpdk/rte_acl.h cc pkg-config ip iperf3 nft iptables-nft-restore iptables-legacy-restore iptables-legacy wireguard-go wg go
   prlimit taskset stdbuf /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
   /usr/lib/cni/bridge /usr/lib/cni/host-local)
 WEIR_PROGRAMS_MANIFESTS=(python3 /usr/lib/python3.11/ensurepip/__init__.py kubectl)

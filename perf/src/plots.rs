@@ -4,7 +4,7 @@
 //!   (the in-memory pipeline, forwarding real frames, WireGuard per core, WireGuard end to
 //!   end);
 //! - `policy`: classification rate by rule count, weir beside a linear scan and
-//!   dpdk-test-acl (log–log);
+//!   rte_acl (log–log);
 //! - `latency`: percentiles of the control plane (event to snapshot), of pod attachment
 //!   (ADD to traffic) and of forwarding, weir beside its anchors (log scale).
 //!
@@ -161,7 +161,7 @@ pub fn throughput_panels(c: &Combined) -> Vec<BarPanel> {
     panels
 }
 
-/// Classification rate by rule count: weir, the linear scan, dpdk-test-acl.
+/// Classification rate by rule count: weir, the linear scan, rte_acl.
 pub fn policy_panel(c: &Combined) -> Option<LinePanel> {
     let r = c.report("policy")?;
     let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
@@ -177,13 +177,14 @@ pub fn policy_panel(c: &Combined) -> Option<LinePanel> {
                 .entry("weir")
                 .or_default()
                 .push((rules, x.value / 1e6));
+            // Earlier reports name the anchor by the tool that ran it.
             if let Some(a) = x
                 .anchor
                 .as_ref()
-                .filter(|a| a.name.starts_with("dpdk-test-acl"))
+                .filter(|a| a.name.starts_with("rte_acl") || a.name.starts_with("dpdk-test-acl"))
             {
                 series
-                    .entry("dpdk-test-acl")
+                    .entry("rte_acl")
                     .or_default()
                     .push((rules, a.value / 1e6));
             }
@@ -204,7 +205,7 @@ pub fn policy_panel(c: &Combined) -> Option<LinePanel> {
     if series.is_empty() {
         return None;
     }
-    let order = ["weir", "dpdk-test-acl", "linear scan"];
+    let order = ["weir", "rte_acl", "linear scan"];
     let mut series: Vec<(String, Vec<(f64, f64)>)> = order
         .iter()
         .filter_map(|name| series.remove(name).map(|p| (name.to_string(), p)))
@@ -769,7 +770,7 @@ mod tests {
                             "policy_1k_rules_classify_rate",
                             "classifications/s",
                             12e6,
-                            Some(("dpdk-test-acl avx512x32 (8806 rules)", 96e6)),
+                            Some(("rte_acl avx512x32, both directions (8806 rules)", 96e6)),
                         ),
                         result("policy_linear_1k_rules_ns", "ns", 5800.0, None),
                         result("policy_1k_rules_classify_ns", "ns", 77.0, None),
@@ -921,7 +922,7 @@ mod tests {
         let p = policy_panel(&combined()).unwrap();
         let get = |name: &str| p.series.iter().find(|(n, _)| n == name).unwrap().1.clone();
         assert_eq!(get("weir"), [(10.0, 21.0), (1000.0, 12.0)]);
-        assert_eq!(get("dpdk-test-acl"), [(10.0, 85.0), (1000.0, 96.0)]);
+        assert_eq!(get("rte_acl"), [(10.0, 85.0), (1000.0, 96.0)]);
         let linear = get("linear scan");
         assert_eq!(linear[0].0, 10.0);
         assert!((linear[1].1 - 1e3 / 5800.0).abs() < 1e-12);
@@ -981,7 +982,7 @@ mod tests {
                     "1420 B",
                 ],
             ),
-            ("policy", vec!["weir", "linear scan", "dpdk-test-acl", "1k"]),
+            ("policy", vec!["weir", "linear scan", "rte_acl", "1k"]),
             (
                 "latency",
                 vec![

@@ -12,6 +12,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("dpdk-testpmd", "dpdk-dev"),
     ("dpdk-test-fib", "dpdk-dev"),
     ("dpdk-test-acl", "dpdk-dev"),
+    // The rte_acl anchor is built at run time against DPDK's headers and libraries.
+    ("/usr/include/dpdk/rte_acl.h", "dpdk-dev"),
+    ("cc", "build-essential"),
+    ("pkg-config", "pkg-config"),
     ("ip", "iproute2"),
     ("iperf3", "iperf3"),
     ("nft", "nftables"),

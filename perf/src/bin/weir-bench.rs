@@ -120,8 +120,8 @@ enum Command {
         weir: Option<PathBuf>,
     },
     /// Policy classification on generated clusters of 10 to 100k rules, beside a linear scan
-    /// of the same rules and dpdk-test-acl on the equivalent 5-tuple rules; build time and
-    /// memory too.
+    /// of the same rules and rte_acl on the equivalent 5-tuple rules (both directions, every
+    /// answer checked); build time and memory too.
     Policy {
         #[command(flatten)]
         policy: PolicyArgs,
@@ -174,17 +174,17 @@ struct PolicyArgs {
     /// Probe 5-tuples per timed pass.
     #[arg(long, default_value_t = 1_000_000)]
     packets: usize,
-    /// Skip the dpdk-test-acl anchor (the linear scan then anchors the classification).
+    /// Skip the rte_acl anchor (the linear scan then anchors the classification).
     #[arg(long)]
     no_dpdk: bool,
-    /// Directory for the rule and trace files shared with dpdk-test-acl.
+    /// Directory for the rule and trace files shared with rte_acl.
     #[arg(long)]
     workdir: Option<PathBuf>,
-    /// Seconds one dpdk-test-acl run (build and classification) may take before it is
+    /// Seconds one rte_acl run (build and classification) may take before it is
     /// killed and reported as infeasible.
     #[arg(long, default_value_t = 120)]
     acl_timeout: u64,
-    /// Keep dpdk-test-acl's rule and trace files in the work directory (perf/anchors/acl.sh
+    /// Keep rte_acl's rule and trace files in the work directory (perf/anchors/acl.sh
     /// reruns DPDK on them by hand).
     #[arg(long)]
     keep_files: bool,

@@ -1,34 +1,85 @@
-//! The `dpdk-test-acl` anchor: DPDK's `rte_acl` classifying the flattened rules.
+//! The `rte_acl` anchor: DPDK's packet classifier deciding both directions of the policy.
 //!
-//! `rte_acl` is the packet classifier weir's is held against. It runs as a program of its
-//! own that reads files, so this module writes its rule and trace files from the flattened
-//! rules and the probes, runs it per size and round within a time and memory budget (a
-//! build that fails, runs out of memory or takes too long is a note, not an error), and
-//! reads its rate, build time and memory from its output and log.
+//! `rte_acl` is the packet classifier weir's is held against. `dpdk-test-acl` cannot be
+//! held to the same job: it puts every rule in every category, so it returns one first
+//! match over egress and ingress together, and it prints no answers to check. So the
+//! anchor is a small C program over `librte_acl` (`acl_harness.c`, built here with `cc`
+//! and `pkg-config libdpdk` from Debian's `dpdk-dev`) that classifies each probe in both
+//! directions in one `rte_acl_classify` call, the source's egress rules as category 0 and
+//! the destination's ingress rules as category 1, and writes its answers out. Its rules
+//! are the flattened ones with `Pass` and `Log` compiled out ([`first_match_only`]); the
+//! first run at each size writes every answer, and one that differs from weir's verdict
+//! stops the benchmark ([`PolicyBenchError::WrongAnswer`]).
+//!
+//! This module writes its rule and trace files from the flattened rules and the probes,
+//! runs it per size and round within a time and memory budget (a build that fails, runs
+//! out of memory or takes too long is a note, not an error), and reads its rate, build
+//! time and memory from its output and log.
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use weir_dataplane::policy::Verdict;
+
 use super::generate::Probe;
-use super::linear::{FlatRules, Tuple};
+use super::linear::{first_match_only, FlatAction, FlatRule, FlatRules, Tuple};
 use super::measure::AclFigures;
 use super::{io_error, PolicyBenchConfig, PolicyBenchError};
 use crate::dpdk::{tail, HugepageReservation};
 use crate::tools::find_in_path;
 
-/// A first-round `dpdk-test-acl` run longer than this stops the other algorithms from
+/// A first-round anchor run longer than this stops the other algorithms from
 /// running at that size.
 pub const ACL_ALL_ALGS_MAX: Duration = Duration::from_secs(10);
-/// How long the `dpdk-test-acl` runs of one size may take together (at least one runs).
+/// How long the anchor's runs of one size may take together (at least one runs).
 pub const ACL_BUDGET: Duration = Duration::from_secs(60);
-/// The share of the available memory `dpdk-test-acl`'s heap (its build) may take.
+/// The share of the available memory the anchor's heap (its build) may take.
 pub const ACL_DATA_LIMIT_FRACTION: f64 = 0.5;
+/// The most rules (before splitting ranges into prefixes) that compiling `Pass` out may
+/// make; past it the anchor does not run at that size, and a note says so.
+pub const ACL_PLAIN_RULES_MAX: usize = 4_000_000;
+/// The anchor's source, built at run time against the installed DPDK.
+const HARNESS_SOURCE: &str = include_str!("acl_harness.c");
+
+/// Builds the anchor (`acl_harness.c`) in `workdir` with `cc` and `pkg-config libdpdk`;
+/// returns the program's path, or why it could not be built.
+pub fn build_harness(workdir: &Path) -> Result<PathBuf, String> {
+    let source = workdir.join("weir-acl.c");
+    let program = workdir.join("weir-acl");
+    std::fs::write(&source, HARNESS_SOURCE)
+        .map_err(|e| format!("writing {}: {e}", source.display()))?;
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "libdpdk"])
+        .output()
+        .map_err(|e| format!("running pkg-config (package pkg-config): {e}"))?;
+    if !flags.status.success() {
+        return Err(format!(
+            "pkg-config knows no libdpdk (package dpdk-dev): {}",
+            String::from_utf8_lossy(&flags.stderr).trim()
+        ));
+    }
+    let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .args(flags.split_whitespace())
+        .output()
+        .map_err(|e| format!("running cc (package gcc): {e}"))?;
+    let _ = std::fs::remove_file(&source);
+    if !built.status.success() {
+        return Err(format!(
+            "cc could not build the rte_acl anchor: {}",
+            tail(&String::from_utf8_lossy(&built.stderr), 5)
+        ));
+    }
+    Ok(program)
+}
 
 /// The CIDR prefixes that exactly cover `lo..=hi`, fewest first-to-last (at most 62).
 pub fn interval_prefixes(lo: u32, hi: u32) -> Vec<(u32, u8)> {
@@ -49,33 +100,38 @@ pub fn interval_prefixes(lo: u32, hi: u32) -> Vec<(u32, u8)> {
     out
 }
 
-/// Writes the flattened rules as a `dpdk-test-acl` rule file (`@src/len dst/len splo : sphi
-/// dplo : dphi proto/mask`), egress section first, each interval split into prefixes; returns
-/// the number of lines. The file order is the priority order.
+/// Writes plain first-match rules (`Allow` and `Deny` only, see [`first_match_only`]) as
+/// the anchor's rule file: per line `category priority userdata src srclen dst dstlen splo
+/// sphi dplo dphi proto mask`, egress rules in category 0 (mask 1), ingress rules in
+/// category 1 (mask 2), priority falling in list order so the first match wins, userdata 1
+/// for Allow and 2 for Deny; each address interval split into prefixes. Returns the number
+/// of lines.
 ///
 /// # Errors
 /// If the file cannot be written.
-pub fn write_acl_rules(path: &Path, flat: &FlatRules) -> io::Result<usize> {
+pub fn write_acl_rules(
+    path: &Path,
+    egress: &[FlatRule],
+    ingress: &[FlatRule],
+) -> io::Result<usize> {
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut lines = 0;
-    for r in flat.egress.iter().chain(&flat.ingress) {
-        let srcs = interval_prefixes(r.src.0, r.src.1);
-        let dsts = interval_prefixes(r.dst.0, r.dst.1);
-        let mask = if r.proto == 0 { 0 } else { 0xff };
-        for &(s, sl) in &srcs {
-            for &(d, dl) in &dsts {
-                writeln!(
-                    w,
-                    "@{}/{sl} {}/{dl} {} : {} {} : {} 0x{:02x}/0x{mask:02x}",
-                    Ipv4Addr::from(s),
-                    Ipv4Addr::from(d),
-                    r.sport.0,
-                    r.sport.1,
-                    r.dport.0,
-                    r.dport.1,
-                    r.proto
-                )?;
-                lines += 1;
+    for (category, section) in [(1, egress), (2, ingress)] {
+        for (at, r) in section.iter().enumerate() {
+            let priority = ACL_MAX_PRIORITY - at.min(ACL_MAX_PRIORITY as usize - 1) as u32;
+            let user = if r.action == FlatAction::Deny { 2 } else { 1 };
+            let mask = if r.proto == 0 { 0 } else { 0xff };
+            let srcs = interval_prefixes(r.src.0, r.src.1);
+            let dsts = interval_prefixes(r.dst.0, r.dst.1);
+            for &(s, sl) in &srcs {
+                for &(d, dl) in &dsts {
+                    writeln!(
+                        w,
+                        "{category} {priority} {user} {s} {sl} {d} {dl} {} {} {} {} {} {mask}",
+                        r.sport.0, r.sport.1, r.dport.0, r.dport.1, r.proto
+                    )?;
+                    lines += 1;
+                }
             }
         }
     }
@@ -83,7 +139,25 @@ pub fn write_acl_rules(path: &Path, flat: &FlatRules) -> io::Result<usize> {
     Ok(lines)
 }
 
-/// Writes probes as a `dpdk-test-acl` trace file: `src dst sport dport proto`, addresses as
+/// `RTE_ACL_MAX_PRIORITY`.
+const ACL_MAX_PRIORITY: u32 = 0x1fff_ffff;
+
+/// The verdict of the anchor's answer for one probe (`egress ingress` userdata: 0 no match,
+/// 1 Allow, 2 Deny): a Deny in either direction denies.
+pub fn acl_verdict(line: &str) -> Option<Verdict> {
+    let mut it = line.split_whitespace().map(|v| v.parse::<u32>().ok());
+    let (e, i) = (it.next()??, it.next()??);
+    if e > 2 || i > 2 || it.next().is_some() {
+        return None;
+    }
+    Some(if e == 2 || i == 2 {
+        Verdict::Deny
+    } else {
+        Verdict::Allow
+    })
+}
+
+/// Writes probes as the anchor's trace file: `src dst sport dport proto`, addresses as
 /// host-order numbers. IPv6 probes are left out.
 ///
 /// # Errors
@@ -96,11 +170,20 @@ pub fn write_acl_trace(path: &Path, probes: &[Probe]) -> io::Result<()> {
     w.flush()
 }
 
-/// The `pkt/sec` figure of `dpdk-test-acl`'s `search_ip5tuples` line.
+/// The `pkt/sec` figure of the anchor's `search_ip5tuples` line.
 pub fn parse_acl_rate(stdout: &str) -> Option<f64> {
     let line = stdout.lines().find(|l| l.contains("search_ip5tuples"))?;
     let (before, _) = line.split_once(" pkt/sec")?;
     before.rsplit([' ', ',']).next()?.parse().ok()
+}
+
+/// The anchor's own build time (`build_ms` line: `rte_acl_create`, adding the rules,
+/// `rte_acl_build`), in ms.
+pub fn parse_acl_build_ms(stdout: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("build_ms "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The "total" of `rte_acl`'s runtime memory footprint (logged at debug level), in bytes.
@@ -114,10 +197,9 @@ pub fn parse_acl_memory(log: &str) -> Option<usize> {
 /// `rte_acl` classification algorithms, best last.
 const ACL_ALGS: [&str; 5] = ["scalar", "sse", "avx2", "avx512x16", "avx512x32"];
 
-/// The `dpdk-test-acl` anchor: its runs, its hugepages, its notes.
+/// The `rte_acl` anchor: its runs, its hugepages, its notes.
 pub(super) struct Acl {
     bin: PathBuf,
-    stdbuf: Option<PathBuf>,
     prlimit: Option<PathBuf>,
     cpu: usize,
     workdir: PathBuf,
@@ -137,7 +219,15 @@ pub(super) struct AclCase {
     rules_file: PathBuf,
     trace_file: PathBuf,
     log_file: PathBuf,
+    result_file: PathBuf,
+    /// weir's verdict for each line of the trace, which the first run's answers must equal.
+    expected: Vec<Verdict>,
+    /// Whether a run's answers were checked.
+    checked: bool,
+    /// Rule lines (after splitting ranges into prefixes).
     pub(super) rules: usize,
+    /// Plain first-match rules, before splitting.
+    pub(super) plain: usize,
     traces: usize,
     mem_mb: usize,
     no_huge: bool,
@@ -152,7 +242,7 @@ pub(super) struct AclCase {
     all_algs: bool,
 }
 
-/// One `dpdk-test-acl` run.
+/// One anchor run.
 enum AclOutcome {
     Ran {
         ns: f64,
@@ -170,7 +260,6 @@ impl Acl {
         let cpus = crate::report::Machine::detect(None).logical_cpus;
         Acl {
             bin,
-            stdbuf: find_in_path("stdbuf"),
             prlimit: find_in_path("prlimit"),
             cpu,
             reader_cpu: (0..cpus).find(|&c| c != cpu),
@@ -183,21 +272,46 @@ impl Acl {
         }
     }
 
-    /// Writes the rule and trace files and reserves hugepages; an error is a note.
+    /// Compiles `Pass` and `Log` out of `flat`, writes the rule and trace files and
+    /// reserves hugepages; an error is a note. `verdicts` are weir's, one per probe.
     pub(super) fn prepare(
         &mut self,
         label: &str,
         flat: &FlatRules,
         probes: &[Probe],
+        verdicts: &[Verdict],
     ) -> Result<AclCase, String> {
         let path = |what: &str| self.workdir.join(format!("acl-{label}-{what}"));
-        let (rules_file, trace_file, log_file) =
-            (path("rules.txt"), path("trace.txt"), path("log.txt"));
+        let (rules_file, trace_file, log_file, result_file) = (
+            path("rules.txt"),
+            path("trace.txt"),
+            path("log.txt"),
+            path("answers.txt"),
+        );
+        let plain = |section: &[FlatRule]| {
+            first_match_only(section, ACL_PLAIN_RULES_MAX).ok_or_else(|| {
+                format!(
+                    "compiling Pass out of the flattened rules makes more than \
+                     {ACL_PLAIN_RULES_MAX} rules"
+                )
+            })
+        };
+        let (egress, ingress) = (plain(&flat.egress)?, plain(&flat.ingress)?);
+        let expected = probes
+            .iter()
+            .zip(verdicts)
+            .filter(|(p, _)| p.key.is_v4())
+            .map(|(_, v)| *v)
+            .collect();
         let mut case = AclCase {
             label: label.to_string(),
             rules_file,
             trace_file,
             log_file,
+            result_file,
+            expected,
+            checked: false,
+            plain: egress.len() + ingress.len(),
             rules: 0,
             traces: probes.len(),
             mem_mb: 0,
@@ -208,7 +322,7 @@ impl Acl {
             runs: 0,
             all_algs: true,
         };
-        case.rules = write_acl_rules(&case.rules_file, flat)
+        case.rules = write_acl_rules(&case.rules_file, &egress, &ingress)
             .map_err(|e| format!("writing {}: {e}", case.rules_file.display()))?;
         write_acl_trace(&case.trace_file, probes)
             .map_err(|e| format!("writing {}: {e}", case.trace_file.display()))?;
@@ -216,14 +330,14 @@ impl Acl {
         // room for the runtime tables: 5.7 MiB for the 1.1M rules of 100k, but rte_acl's
         // tables grow fast with overlapping ranges, so 256 B more per rule.
         case.mem_mb = 512 + (case.rules * (96 + 256) + case.traces * 16) / (1 << 20);
-        match HugepageReservation::ensure(case.mem_mb, "dpdk-test-acl") {
+        match HugepageReservation::ensure(case.mem_mb, "the rte_acl anchor") {
             Ok((reservation, note)) => {
                 self.hugepage_notes.extend(note);
                 case._hugepages = reservation;
             }
             Err(why) => {
                 self.hugepage_notes.push(format!(
-                    "dpdk-test-acl ran with --no-huge (4 KiB pages): {why}"
+                    "the rte_acl anchor ran with --no-huge (4 KiB pages): {why}"
                 ));
                 case.no_huge = true;
             }
@@ -234,15 +348,18 @@ impl Acl {
     /// One round at one size. Round 0 runs every algorithm, best first, unless one run takes
     /// over [`ACL_ALL_ALGS_MAX`]; later rounds run every algorithm while that still fits
     /// [`ACL_BUDGET`], else the fastest so far; no round starts once the budget is spent.
+    ///
+    /// # Errors
+    /// [`PolicyBenchError::WrongAnswer`] when the anchor's answers differ from weir's.
     pub(super) fn round(
         &mut self,
         case: &mut AclCase,
         figures: &mut AclFigures,
         round: usize,
         rounds: usize,
-    ) {
+    ) -> Result<(), PolicyBenchError> {
         if case.stopped.is_some() {
-            return;
+            return Ok(());
         }
         if round > 0 && case.spent >= ACL_BUDGET {
             case.stopped = Some(format!(
@@ -251,7 +368,7 @@ impl Acl {
                 case.spent.as_secs_f64(),
                 ACL_BUDGET.as_secs()
             ));
-            return;
+            return Ok(());
         }
         if round > 0 && case.all_algs && case.runs > 0 {
             let per_run = case.spent / case.runs as u32;
@@ -270,17 +387,17 @@ impl Acl {
                 continue;
             }
             crate::progress::step(&format!(
-                "policy: dpdk-test-acl on {} rules, {alg}, round {}/{rounds}",
+                "policy: rte_acl on {} rules, {alg}, round {}/{rounds}",
                 case.rules,
                 round + 1
             ));
-            match self.run_once(case, alg) {
-                Ok(AclOutcome::Ran {
+            match self.run_once(case, alg)? {
+                AclOutcome::Ran {
                     ns,
                     build_ms,
                     memory,
                     wall,
-                }) => {
+                } => {
                     case.runs += 1;
                     case.spent += wall;
                     figures.algs.entry(alg).or_default().push(ns);
@@ -291,19 +408,16 @@ impl Acl {
                         break;
                     }
                 }
-                Ok(AclOutcome::Unsupported) => {
+                AclOutcome::Unsupported => {
                     self.unsupported.insert(alg);
                 }
-                Ok(AclOutcome::Failed(why)) => {
+                AclOutcome::Failed(why) => {
                     case.stopped = Some(why);
-                    return;
-                }
-                Err(e) => {
-                    case.stopped = Some(e.to_string());
-                    return;
+                    return Ok(());
                 }
             }
         }
+        Ok(())
     }
 
     /// Notes about a size's runs; removes its files.
@@ -311,7 +425,7 @@ impl Acl {
         let mut notes = Vec::new();
         if let Some(why) = &case.stopped {
             notes.push(format!(
-                "{} rules: dpdk-test-acl on {} rules: {}{why}",
+                "{} rules: rte_acl on {} rules: {}{why}",
                 case.label,
                 case.rules,
                 if case.runs == 0 { "no figure: " } else { "" }
@@ -319,8 +433,8 @@ impl Acl {
         }
         if !case.all_algs && case.runs > 0 {
             notes.push(format!(
-                "{} rules: dpdk-test-acl took {:.1} s per run (EAL start, reading {} rules and \
-                 {} probes, build, classification), so not every algorithm ran in every round",
+                "{} rules: rte_acl took {:.1} s per run (EAL start, reading {} rules and {} \
+                 probes, build, classification), so not every algorithm ran in every round",
                 case.label,
                 case.spent.as_secs_f64() / case.runs as f64,
                 case.rules,
@@ -328,9 +442,11 @@ impl Acl {
             ));
         }
         let _ = std::fs::remove_file(&case.log_file);
+        let _ = std::fs::remove_file(&case.result_file);
         if self.keep_files {
             notes.push(format!(
-                "{} rules: dpdk-test-acl's inputs kept: {} and {} (perf/anchors/acl.sh runs them)",
+                "{} rules: the rte_acl anchor's inputs kept: {} and {} (perf/anchors/acl.sh runs \
+                 them)",
                 case.label,
                 case.rules_file.display(),
                 case.trace_file.display()
@@ -342,8 +458,8 @@ impl Acl {
         notes
     }
 
-    /// One run of `alg` on `case`.
-    fn run_once(&self, case: &AclCase, alg: &str) -> Result<AclOutcome, PolicyBenchError> {
+    /// One run of `alg` on `case`; the first that runs has its answers checked.
+    fn run_once(&self, case: &mut AclCase, alg: &str) -> Result<AclOutcome, PolicyBenchError> {
         let mut cmd = match &self.prlimit {
             Some(prlimit) => {
                 let mut c = Command::new(prlimit);
@@ -351,23 +467,11 @@ impl Acl {
                     "--data={}",
                     acl_data_limit(case.mem_mb, case.no_huge)
                 ));
-                c.arg("--");
+                c.arg("--").arg(&self.bin);
                 c
             }
-            None => Command::new(self.stdbuf.as_deref().unwrap_or(&self.bin)),
+            None => Command::new(&self.bin),
         };
-        match (&self.prlimit, &self.stdbuf) {
-            (Some(_), Some(stdbuf)) => {
-                cmd.arg(stdbuf).arg("-oL").arg(&self.bin);
-            }
-            (Some(_), None) => {
-                cmd.arg(&self.bin);
-            }
-            (None, Some(_)) => {
-                cmd.arg("-oL").arg(&self.bin);
-            }
-            (None, None) => {}
-        }
         cmd.arg("-l")
             .arg(self.cpu.to_string())
             .args(["--no-pci", "--file-prefix", &self.file_prefix])
@@ -387,8 +491,10 @@ impl Acl {
                 "--iter={}",
                 (4_000_000 / case.traces.max(1)).clamp(1, 100)
             ))
-            .arg(format!("--alg={alg}"))
-            .arg("--verbose=0");
+            .arg(format!("--alg={alg}"));
+        if !case.checked {
+            cmd.arg(format!("--resultf={}", case.result_file.display()));
+        }
         let command = format!("{cmd:?}").replace('"', "");
         let log =
             File::create(&case.log_file).map_err(|e| io_error(&case.log_file, "creating", e))?;
@@ -404,8 +510,8 @@ impl Acl {
             })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
-        // The reader timestamps the lines that bound the build. On the measuring CPU it
-        // would only run when dpdk-test-acl yields, so it runs on another one.
+        // The reader runs on another CPU than the anchor's, which it would only get when
+        // the anchor yields.
         let elsewhere = self.reader_cpu;
         let reader = std::thread::spawn(move || {
             if let Some(id) = elsewhere {
@@ -488,13 +594,13 @@ impl Acl {
                 tail(&both, 4).replace('\n', " | ")
             )));
         };
-        let build_ms = build_line
-            .filter(|&i| i > 0)
-            .map(|i| (lines[i].0 - lines[i - 1].0).as_secs_f64() * 1e3)
-            .filter(|_| self.stdbuf.is_some());
+        if !case.checked {
+            check_answers(case)?;
+            case.checked = true;
+        }
         Ok(AclOutcome::Ran {
             ns: 1e9 / pps,
-            build_ms,
+            build_ms: parse_acl_build_ms(&stdout),
             memory: parse_acl_memory(&log),
             wall,
         })
@@ -514,24 +620,50 @@ impl Acl {
         }
         if !self.unsupported.is_empty() {
             notes.push(format!(
-                "dpdk-test-acl algorithms this CPU or build cannot run, skipped: {}",
+                "rte_acl algorithms this CPU or build cannot run, skipped: {}",
                 self.unsupported.into_iter().collect::<Vec<_>>().join(", ")
             ));
-        }
-        if self.stdbuf.is_none() {
-            notes.push("no stdbuf on PATH: dpdk-test-acl's build time was not measured".into());
-        } else if self.reader_cpu.is_none() {
-            notes.push(
-                "one CPU only: dpdk-test-acl's output was read on its own CPU, so its build \
-                 times may be late by up to its classification time"
-                    .into(),
-            );
         }
         notes
     }
 }
 
-/// The heap `dpdk-test-acl` may use (`prlimit --data`): what its build needs at most, so
+/// Compares the anchor's answers (`case.result_file`) with weir's verdicts, line by line.
+fn check_answers(case: &AclCase) -> Result<(), PolicyBenchError> {
+    let wrong = |what: String| {
+        PolicyBenchError::WrongAnswer(format!("{} rules: rte_acl {what}", case.label))
+    };
+    let file =
+        File::open(&case.result_file).map_err(|e| io_error(&case.result_file, "reading", e))?;
+    let mut n = 0;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| io_error(&case.result_file, "reading", e))?;
+        let got =
+            acl_verdict(&line).ok_or_else(|| wrong(format!("answer {i} unreadable: {line:?}")))?;
+        let Some(&want) = case.expected.get(i) else {
+            return Err(wrong(format!(
+                "answered {} probes, {} asked",
+                i + 1,
+                case.expected.len()
+            )));
+        };
+        if got != want {
+            return Err(wrong(format!(
+                "decided probe {i} {got:?} ({line}), weir {want:?}"
+            )));
+        }
+        n += 1;
+    }
+    if n != case.expected.len() {
+        return Err(wrong(format!(
+            "answered {n} probes, {} asked",
+            case.expected.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The heap the anchor may use (`prlimit --data`): what its build needs at most, so
 /// that an infeasible build fails instead of pushing the machine into the OOM killer.
 fn acl_data_limit(mem_mb: usize, no_huge: bool) -> u64 {
     let available_kb = std::fs::read_to_string("/proc/meminfo")
@@ -642,12 +774,15 @@ mod tests {
             inexact: 0,
         };
         let rules = dir.join("rules.txt");
-        assert_eq!(write_acl_rules(&rules, &flat).unwrap(), 3);
+        assert_eq!(
+            write_acl_rules(&rules, &flat.egress, &flat.ingress).unwrap(),
+            3
+        );
         assert_eq!(
             std::fs::read_to_string(&rules).unwrap(),
-            "@198.18.0.1/32 0.0.0.0/0 0 : 65535 8080 : 8089 0x06/0xff\n\
-             @198.18.0.2/32 0.0.0.0/0 0 : 65535 8080 : 8089 0x06/0xff\n\
-             @0.0.0.0/0 198.18.0.0/24 0 : 65535 0 : 65535 0x00/0x00\n"
+            "1 536870911 1 3323068417 32 0 0 0 65535 8080 8089 6 255\n\
+             1 536870911 1 3323068418 32 0 0 0 65535 8080 8089 6 255\n\
+             2 536870911 2 0 0 3323068416 24 0 65535 0 65535 0 0\n"
         );
         let trace = dir.join("trace.txt");
         let key = FlowKey {
@@ -672,38 +807,29 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
 
-        assert_eq!(parse_acl_rate(CAPTURED_STDOUT), Some(31_415_899.36));
+        assert_eq!(parse_acl_rate(CAPTURED_STDOUT), Some(15_384_615.0));
+        assert_eq!(parse_acl_build_ms(CAPTURED_STDOUT), Some(0.437));
+        assert_eq!(
+            parse_acl_build_ms("rte_acl_build(3) finished with 0\n"),
+            None
+        );
+        assert_eq!(acl_verdict("0 0"), Some(Verdict::Allow));
+        assert_eq!(acl_verdict("1 0"), Some(Verdict::Allow));
+        assert_eq!(acl_verdict("1 2"), Some(Verdict::Deny));
+        assert_eq!(acl_verdict("2 1"), Some(Verdict::Deny));
+        for bad in ["", "1", "3 0", "1 1 1", "x 0"] {
+            assert_eq!(acl_verdict(bad), None, "{bad:?}");
+        }
         assert_eq!(parse_acl_rate("rte_acl_build(3) finished with 0\n"), None);
         assert_eq!(parse_acl_memory(CAPTURED_LOG), Some(77_232));
         assert_eq!(parse_acl_memory("total: 5 bytes\n"), None);
     }
 
-    /// `dpdk-test-acl ... --verbose=0` on 1000 ClassBench-style rules, as captured (stdout).
+    /// The anchor's stdout on a three-rule file, as captured.
     const CAPTURED_STDOUT: &str = "\
-dump_config:
-rulesf:r.txt
-tracef:t.txt
-rulenum:65536
-tracenum:100000
-tracestep:256
-bldcat:3
-runcat:1
-maxsize:0
-iter:10
-verbose:0
-alg:7(avx512x32)
-ipv6:0
 rte_acl_build(3) finished with 0
-acl context <TESTACL>@0x11bfbd9a80
-  socket_id=-1
-  alg=7
-  first_load_sz=4
-  max_rules=65536
-  rule_size=96
-  num_rules=1000
-  num_categories=3
-  num_tries=1
-search_ip5tuples  @lcore 1: 10 iterations, 1000000 pkts, 1 categories, 82760642 cycles (0.03 sec), 82.76 cycles/pkt, 31415899.36 pkt/sec
+build_ms 0.437
+search_ip5tuples: 3 lookups of 2 categories in 195 ns (6), 15384615 pkt/sec
 ";
 
     /// Its stderr with `--log-level=lib.acl:debug`, on the 1k-rule generated cluster.

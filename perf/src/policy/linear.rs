@@ -201,6 +201,114 @@ pub fn flatten(compiled: &Compiled, cluster: &Cluster) -> FlatRules {
     flat
 }
 
+impl FlatRule {
+    /// The rule that matches where both `self` and `other` do, with `other`'s action;
+    /// `None` where they never both match.
+    fn within(&self, other: &FlatRule) -> Option<FlatRule> {
+        fn both<T: Ord + Copy>(a: (T, T), b: (T, T)) -> Option<(T, T)> {
+            let r = (a.0.max(b.0), a.1.min(b.1));
+            (r.0 <= r.1).then_some(r)
+        }
+        let proto = match (self.proto, other.proto) {
+            (0, p) | (p, 0) => p,
+            (a, b) if a == b => a,
+            _ => return None,
+        };
+        Some(FlatRule {
+            src: both(self.src, other.src)?,
+            dst: both(self.dst, other.dst)?,
+            sport: both(self.sport, other.sport)?,
+            dport: both(self.dport, other.dport)?,
+            proto,
+            action: other.action,
+        })
+    }
+}
+
+/// A section as plain first-match rules, `Allow` and `Deny` only, that decide every tuple
+/// as the section does (no match still allows): what a classifier without `Pass` and `Log`
+/// (`rte_acl`) is fed. `Log` rules decide nothing and go. A `Pass` rule `P` becomes, in its
+/// place, the rules from its jump target on (already plain) each narrowed to where `P`
+/// matches, then `P` itself as `Allow` (a tuple it passes that nothing later matches is
+/// allowed), so that the rest of its tier is skipped exactly where `P` matches.
+///
+/// `None` if that takes more than `cap` rules: each `Pass` copies the rules after its tier
+/// that overlap it.
+pub fn first_match_only(section: &[FlatRule], cap: usize) -> Option<Vec<FlatRule>> {
+    // Built backwards: `rev` reversed is the plain form of the rules from the current one
+    // on, and `from[j]` how much of `rev` is the plain form of the rules from `j` on.
+    let mut rev: Vec<FlatRule> = Vec::new();
+    let mut from = vec![0usize; section.len() + 1];
+    for (i, r) in section.iter().enumerate().rev() {
+        match r.action {
+            FlatAction::Allow | FlatAction::Deny => rev.push(*r),
+            FlatAction::Log => {}
+            FlatAction::Pass { next } => {
+                rev.push(FlatRule {
+                    action: FlatAction::Allow,
+                    ..*r
+                });
+                let later = from.get(next as usize).copied().unwrap_or(0);
+                for k in 0..later {
+                    if let Some(narrowed) = r.within(&rev[k]) {
+                        rev.push(narrowed);
+                    }
+                }
+            }
+        }
+        if rev.len() > cap {
+            return None;
+        }
+        from[i] = rev.len();
+    }
+    rev.reverse();
+    Some(rev)
+}
+
+impl FlatRules {
+    /// The rules one node checks: egress rules from `local` sources, ingress rules to
+    /// `local` destinations (`local`: the node's pods' addresses, sorted disjoint
+    /// intervals). A remote pod's egress is its own node's business.
+    pub fn on_node(&self, local: &[(u32, u32)]) -> FlatRules {
+        let section = |rules: &[FlatRule], ingress: bool| {
+            let mut out = Vec::new();
+            // Where each rule's narrowed copies start, for the `Pass` targets.
+            let mut starts = Vec::with_capacity(rules.len() + 1);
+            for r in rules {
+                starts.push(out.len() as u32);
+                let side = if ingress { r.dst } else { r.src };
+                for &(lo, hi) in local {
+                    let (lo, hi) = (lo.max(side.0), hi.min(side.1));
+                    if lo <= hi {
+                        let mut narrowed = *r;
+                        *(if ingress {
+                            &mut narrowed.dst
+                        } else {
+                            &mut narrowed.src
+                        }) = (lo, hi);
+                        out.push(narrowed);
+                    }
+                }
+            }
+            starts.push(out.len() as u32);
+            for r in &mut out {
+                if let FlatAction::Pass { next } = &mut r.action {
+                    *next = starts
+                        .get(*next as usize)
+                        .copied()
+                        .unwrap_or(starts[rules.len()]);
+                }
+            }
+            out
+        };
+        FlatRules {
+            egress: section(&self.egress, false),
+            ingress: section(&self.ingress, true),
+            inexact: self.inexact,
+        }
+    }
+}
+
 /// Any address.
 pub(super) const ANY: (u32, u32) = (0, u32::MAX);
 /// Any port.
@@ -376,7 +484,7 @@ fn port_options(
 }
 
 /// The union of intervals, sorted, disjoint and not adjacent.
-fn merge_intervals(mut intervals: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+pub(super) fn merge_intervals(mut intervals: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
     intervals.sort_unstable();
     let mut out: Vec<(u32, u32)> = Vec::with_capacity(intervals.len());
     for (lo, hi) in intervals {
@@ -449,6 +557,106 @@ mod tests {
         }
         let share = allowed as f64 / probes.len() as f64;
         assert!((0.05..0.95).contains(&share), "allowed share {share}");
+    }
+
+    /// The plain form decides like the section it was made from, on the generated cluster
+    /// (Pass, Log and tier ends of every kind) and on a hand-made nest of passes.
+    #[test]
+    fn plain_first_match_rules_decide_like_the_section() {
+        let g = generate_cluster(400, 11).unwrap();
+        let compiled = compile(&g.cluster);
+        let flat = flatten(&compiled, &g.cluster);
+        let probes = generate_probes(&g, &compiled, 20_000, 13);
+        for section in [&flat.egress, &flat.ingress] {
+            let plain = first_match_only(section, 10_000_000).unwrap();
+            assert!(plain
+                .iter()
+                .all(|r| matches!(r.action, FlatAction::Allow | FlatAction::Deny)));
+            for p in &probes {
+                let t = Tuple::of(&p.key).unwrap();
+                assert_eq!(scan(&plain, &t), scan(section, &t), "{t:?}");
+            }
+        }
+        assert_eq!(first_match_only(&flat.egress, 10), None, "over the cap");
+
+        let rule = |src: (u32, u32), dport: (u16, u16), action| FlatRule {
+            src,
+            dst: ANY,
+            sport: ANY_PORT,
+            dport,
+            proto: 6,
+            action,
+        };
+        let section = vec![
+            rule((0, 5), (0, 100), FlatAction::Pass { next: 3 }),
+            rule((0, 9), ANY_PORT, FlatAction::Deny),
+            rule((3, 3), (50, 60), FlatAction::Allow),
+            // tier 2
+            rule((4, 8), ANY_PORT, FlatAction::Pass { next: 6 }),
+            rule((0, 9), (0, 70), FlatAction::Log),
+            rule((0, 9), (0, 80), FlatAction::Deny),
+            // tier 3
+            rule((5, 5), ANY_PORT, FlatAction::Deny),
+            rule((2, 2), (90, 200), FlatAction::Deny),
+        ];
+        let plain = first_match_only(&section, 1000).unwrap();
+        for src in 0..11 {
+            for dport in [0, 55, 65, 75, 85, 95, 150, 300] {
+                let t = Tuple {
+                    src,
+                    dst: 1,
+                    sport: 1,
+                    dport,
+                    proto: 6,
+                };
+                assert_eq!(scan(&plain, &t), scan(&section, &t), "{t:?}");
+            }
+        }
+    }
+
+    /// A node's rules decide its pods' traffic as the whole list decides it with the other
+    /// end's direction left open: egress checked for local sources, ingress for local
+    /// destinations.
+    #[test]
+    fn a_nodes_rules_decide_its_pods_traffic() {
+        let g = generate_cluster(400, 11).unwrap();
+        let compiled = compile(&g.cluster);
+        let flat = flatten(&compiled, &g.cluster);
+        let mut local: Vec<u32> = g.pods_by_node[0].iter().map(|(_, a)| *a).collect();
+        local.sort_unstable();
+        let intervals = merge_intervals(local.iter().map(|&a| (a, a)).collect());
+        let node = flat.on_node(&intervals);
+        assert!(node.len() < flat.len() && !node.is_empty());
+        let probes = generate_probes(&g, &compiled, 20_000, 14);
+        let mut seen = 0;
+        for p in &probes {
+            let t = Tuple::of(&p.key).unwrap();
+            let (src_local, dst_local) = (
+                local.binary_search(&t.src).is_ok(),
+                local.binary_search(&t.dst).is_ok(),
+            );
+            if !src_local && !dst_local {
+                continue;
+            }
+            seen += 1;
+            let egress = if src_local {
+                scan(&flat.egress, &t)
+            } else {
+                Verdict::Allow
+            };
+            let ingress = if dst_local {
+                scan(&flat.ingress, &t)
+            } else {
+                Verdict::Allow
+            };
+            let want = if egress == Verdict::Deny || ingress == Verdict::Deny {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            };
+            assert_eq!(node.classify(&t), want, "{t:?}");
+        }
+        assert!(seen > 100, "{seen} probes touch the node");
     }
 
     #[test]

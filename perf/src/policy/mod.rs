@@ -1,19 +1,20 @@
 //! The policy benchmark: weir's compiled policy classifier on generated clusters of 10 to
-//! 100k rules, beside a linear first-match scan of the same rules and `dpdk-test-acl`
-//! (DPDK's `rte_acl`) on the equivalent 5-tuple rule set, in the same run, on the same core.
+//! 100k rules, beside a linear first-match scan of the same rules and DPDK's `rte_acl` on
+//! the equivalent 5-tuple rule set deciding both directions, in the same run, on the same
+//! core, its every answer checked against weir's.
 //!
 //! Results, for each rule count R (named `10`, `1k`, `10k`, `100k`):
 //! - `policy_<R>_rules_classify_rate` (classifications/s) and `policy_<R>_rules_classify_ns`
 //!   (ns per classification): weir's [`PolicyTables::evaluate`](weir_dataplane::policy::PolicyTables::evaluate) over
 //!   the probe list, beside
-//!   the best `dpdk-test-acl` algorithm classifying the same probes against the flattened
-//!   rules. `_classify_ns_vs_linear`: the same figure beside the linear scan.
-//! - `policy_<R>_rules_build_ms`: `compile(&cluster)`, beside `dpdk-test-acl`'s build (reading
-//!   its rule file, `rte_acl_add_rules`, `rte_acl_build`); `_build_ms_vs_linear`: beside
+//!   the best `rte_acl` algorithm classifying the same probes, both directions, against the
+//!   flattened rules. `_classify_ns_vs_linear`: the same figure beside the linear scan.
+//! - `policy_<R>_rules_build_ms`: `compile(&cluster)`, beside `rte_acl`'s build
+//!   (`rte_acl_create`, `rte_acl_add_rules`, `rte_acl_build`, timed by the anchor itself); `_build_ms_vs_linear`: beside
 //!   flattening the compiled policies into the linear list.
 //! - `policy_<R>_rules_memory_mib`: the compiled tables, beside `rte_acl`'s runtime footprint
 //!   as its build reports it; `_memory_mib_vs_linear`: beside the linear list.
-//! - `policy_linear_<R>_rules_ns`: the linear scan itself, beside `dpdk-test-acl` (here a ratio
+//! - `policy_linear_<R>_rules_ns`: the linear scan itself, beside `rte_acl` (here a ratio
 //!   above 1 means the linear scan beats DPDK, which it only does at tiny sizes).
 //! - `policy_slowdown_<Rmin>_to_<Rmax>_rules`: weir's ns per classification at the largest
 //!   size over the smallest, round by round, beside the stated goal (at most 1.5).
@@ -52,27 +53,33 @@
 //!   verdict, and a difference stops the benchmark ([`PolicyBenchError::WrongAnswer`]).
 //!   A scan over a million rules takes a millisecond per packet, so it classifies a prefix of
 //!   the probe list sized to about [`LINEAR_WORK`] rule visits per pass.
-//! - **DPDK** classifies the flattened list as one rule file (intervals split into CIDR
-//!   prefixes, egress section first, priority in file order so the first match wins) and all
-//!   the probes as its trace. It makes one lookup per packet over the whole set, where weir
-//!   evaluates two programs (the source's egress and the destination's ingress), and where
-//!   the linear scan walks two sections; the notes say how many rules each has. Its figure is
-//!   the `pkt/sec` of its `search_ip5tuples` line; its build time is the time between the
-//!   last configuration line it prints and `rte_acl_build(...) finished` (stdout line-buffered
-//!   through `stdbuf`); its memory is the "total" of `rte_acl`'s runtime footprint log. The
-//!   anchor is its best algorithm (`scalar`, `sse`, `avx2`, `avx512x16`, `avx512x32`: all
-//!   run in the first round unless one run takes over [`ACL_ALL_ALGS_MAX`], and in later
-//!   rounds while that fits [`ACL_BUDGET`] per size, otherwise only the fastest so far) and
-//!   the others are listed in the notes. A build that fails, runs out of memory (its heap is
-//!   capped at [`ACL_DATA_LIMIT_FRACTION`] of the available memory with `prlimit --data`) or
-//!   passes `--acl-timeout` is reported in the notes, not as a failure.
-//! - **Same core, interleaved rounds.** The measuring thread and `dpdk-test-acl` (`-l <cpu>`)
+//! - **DPDK** (`acl.rs`): a small C program over `librte_acl` (`acl_harness.c`, built at
+//!   run time with `cc` and `pkg-config libdpdk` from `dpdk-dev`; `dpdk-test-acl` cannot
+//!   give each rule its own category, nor print its answers) classifies every probe in one
+//!   `rte_acl_classify` call per burst of 64 with two categories: the egress section's rules
+//!   in one, the ingress section's in the other, priority in section order so the first
+//!   match of each wins. A Deny in either decides. `rte_acl` knows no `Pass` or `Log`, so
+//!   they are compiled out ([`first_match_only`]): `Log` rules go, and a `Pass` rule becomes
+//!   the rules after its tier narrowed to where it matches, then itself as `Allow`. Address
+//!   intervals are split into CIDR prefixes. The first run at each size writes every
+//!   answer, and one that differs from weir's verdict stops the benchmark
+//!   ([`PolicyBenchError::WrongAnswer`]). Its figure is the fastest of its timed passes over
+//!   the probes (generous to it); its build time is its own; its memory is the "total" of
+//!   `rte_acl`'s runtime footprint log. The anchor is its best algorithm (`scalar`, `sse`,
+//!   `avx2`, `avx512x16`, `avx512x32`: all run in the first round unless one run takes over
+//!   [`ACL_ALL_ALGS_MAX`], and in later rounds while that fits [`ACL_BUDGET`] per size,
+//!   otherwise only the fastest so far) and the others are listed in the notes. A build that
+//!   fails, runs out of memory (its heap is capped at [`ACL_DATA_LIMIT_FRACTION`] of the
+//!   available memory with `prlimit --data`), passes `--acl-timeout`, or would need more
+//!   than [`ACL_PLAIN_RULES_MAX`] rules once `Pass` is compiled out is reported in the
+//!   notes, not as a failure.
+//! - **Same core, interleaved rounds.** The measuring thread and the anchor (`-l <cpu>`)
 //!   run on the same CPU; each of `runs` rounds times weir, the linear scan and DPDK, so that
 //!   noise on a shared VM hits all of them alike. weir's build time is `compile` once per
 //!   round (within [`BUILD_BUDGET`]); its memory is the heap capacity of the tables (every
 //!   program's tiers and rules, address sets, named-port sets, rule descriptions).
 //!
-//! `dpdk-test-acl` runs with `--in-memory` on hugepages, which the benchmark reserves as root
+//! The anchor runs with `--in-memory` on hugepages, which the benchmark reserves as root
 //! (raising `/proc/sys/vm/nr_hugepages` and putting it back afterwards, also on error), or
 //! with `--no-huge`, which the notes then say. Its file prefix and the work directory carry
 //! the process id; the work files are removed afterwards unless `keep_files` asks to keep the
@@ -84,11 +91,12 @@ mod linear;
 mod measure;
 
 pub use acl::{
-    interval_prefixes, parse_acl_memory, parse_acl_rate, write_acl_rules, write_acl_trace,
-    ACL_ALL_ALGS_MAX, ACL_BUDGET, ACL_DATA_LIMIT_FRACTION,
+    acl_verdict, build_harness, interval_prefixes, parse_acl_build_ms, parse_acl_memory,
+    parse_acl_rate, write_acl_rules, write_acl_trace, ACL_ALL_ALGS_MAX, ACL_BUDGET,
+    ACL_DATA_LIMIT_FRACTION, ACL_PLAIN_RULES_MAX,
 };
 pub use generate::{generate_cluster, generate_probes, GeneratedCluster, Probe};
-pub use linear::{flatten, FlatAction, FlatRule, FlatRules, Tuple};
+pub use linear::{first_match_only, flatten, FlatAction, FlatRule, FlatRules, Tuple};
 pub use measure::{BUILD_BUDGET, LINEAR_WORK};
 
 use std::io;
@@ -106,17 +114,17 @@ pub struct PolicyBenchConfig {
     pub packets: usize,
     /// Interleaved rounds; figures are medians over them.
     pub runs: usize,
-    /// The CPU the measuring thread and `dpdk-test-acl` run on; `None` leaves both unpinned
-    /// (DPDK then uses CPU 0).
+    /// The CPU the measuring thread and the `rte_acl` anchor run on; `None` leaves both
+    /// unpinned (DPDK then uses CPU 0).
     pub cpu: Option<usize>,
-    /// Whether to run the `dpdk-test-acl` anchor.
+    /// Whether to run the `rte_acl` anchor.
     pub dpdk: bool,
-    /// Where the rule and trace files for `dpdk-test-acl` go (removed afterwards, and the
-    /// directory too if the benchmark made it).
+    /// Where the `rte_acl` anchor's program, rule, trace and answer files go (removed
+    /// afterwards, and the directory too if the benchmark made it).
     pub workdir: PathBuf,
-    /// How long one `dpdk-test-acl` run (build and classification) may take.
+    /// How long one run of the `rte_acl` anchor (build and classification) may take.
     pub acl_timeout: Duration,
-    /// Leave `dpdk-test-acl`'s rule and trace files in `workdir` (for `anchors/acl.sh`).
+    /// Leave the `rte_acl` anchor's rule and trace files in `workdir` (for `anchors/acl.sh`).
     pub keep_files: bool,
 }
 
@@ -139,9 +147,12 @@ impl Default for PolicyBenchConfig {
 /// Why the benchmark could not produce figures.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyBenchError {
-    /// The DPDK anchor was asked for but its tool is missing.
+    /// The DPDK anchor was asked for but what it is built with is missing.
     #[error("the DPDK anchor cannot run: {0}; or run with --no-dpdk")]
     DpdkMissing(#[from] crate::tools::Missing),
+    /// The `rte_acl` anchor could not be built.
+    #[error("the rte_acl anchor could not be built: {0}; or run with --no-dpdk")]
+    Harness(String),
     /// The configuration cannot be run.
     #[error("invalid policy benchmark configuration: {0}")]
     Config(String),
@@ -168,9 +179,10 @@ pub enum PolicyBenchError {
 /// Runs the benchmark and returns its results and the notes a reader needs.
 ///
 /// # Errors
-/// See [`PolicyBenchError`]: a missing `dpdk-test-acl` when `cfg.dpdk` is set, a work
-/// directory that cannot be written, a CPU that cannot be pinned, a generator bug, or wrong
-/// answers. A `dpdk-test-acl` run that fails or times out is a note, not an error.
+/// See [`PolicyBenchError`]: when `cfg.dpdk` is set, DPDK's headers, `cc` or `pkg-config`
+/// missing, or the anchor not building; a work directory that cannot be written, a CPU that
+/// cannot be pinned, a generator bug, or wrong answers (weir's, the linear scan's or
+/// `rte_acl`'s). An anchor run that fails or times out is a note, not an error.
 pub fn run(cfg: &PolicyBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), PolicyBenchError> {
     if cfg.rules.is_empty() || cfg.rules.contains(&0) || cfg.packets == 0 || cfg.runs == 0 {
         return Err(PolicyBenchError::Config(format!(
@@ -179,15 +191,27 @@ pub fn run(cfg: &PolicyBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), P
             cfg.rules, cfg.packets, cfg.runs
         )));
     }
+    if cfg.dpdk {
+        for program in ["/usr/include/dpdk/rte_acl.h", "cc", "pkg-config"] {
+            crate::tools::require(program)?;
+        }
+    }
+    let made_workdir = cfg.dpdk && !cfg.keep_files && !cfg.workdir.exists();
     let acl_bin = if cfg.dpdk {
-        Some(crate::tools::require("dpdk-test-acl")?)
+        std::fs::create_dir_all(&cfg.workdir).map_err(|e| io_error(&cfg.workdir, "creating", e))?;
+        match acl::build_harness(&cfg.workdir) {
+            Ok(bin) => Some(bin),
+            Err(why) => {
+                if made_workdir {
+                    let _ = std::fs::remove_dir(&cfg.workdir);
+                }
+                return Err(PolicyBenchError::Harness(why));
+            }
+        }
     } else {
         None
     };
-    let made_workdir = acl_bin.is_some() && !cfg.keep_files && !cfg.workdir.exists();
-    if acl_bin.is_some() {
-        std::fs::create_dir_all(&cfg.workdir).map_err(|e| io_error(&cfg.workdir, "creating", e))?;
-    }
+    let harness = acl_bin.clone();
     let outcome = std::thread::scope(|s| {
         s.spawn(|| {
             if let Some(id) = cfg.cpu {
@@ -200,6 +224,9 @@ pub fn run(cfg: &PolicyBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), P
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
+    if let Some(bin) = harness {
+        let _ = std::fs::remove_file(bin);
+    }
     if made_workdir {
         let _ = std::fs::remove_dir(&cfg.workdir);
     }

@@ -48,6 +48,8 @@ pub struct GeneratedCluster {
     pub rule_ports: Vec<(u8, u16, u16)>,
     /// Each namespace's pods and their address (host order).
     pub pods_by_namespace: Vec<Vec<(NamespacedName, u32)>>,
+    /// Each node's pods and their address (host order).
+    pub pods_by_node: Vec<Vec<(NamespacedName, u32)>>,
 }
 
 /// Generates the cluster for `rules` rules (see the module doc for its shape).
@@ -276,6 +278,7 @@ struct Generator {
     rules: usize,
     rule_ports: BTreeSet<(u8, u16, u16)>,
     pods_by_namespace: Vec<Vec<(NamespacedName, u32)>>,
+    pods_by_node: Vec<Vec<(NamespacedName, u32)>>,
     nodes: Vec<(u32, u32)>,
     next_block: u32,
     policies: [usize; 3],
@@ -290,6 +293,7 @@ impl Generator {
             rules: 0,
             rule_ports: BTreeSet::new(),
             pods_by_namespace: Vec::new(),
+            pods_by_node: Vec::new(),
             nodes: Vec::new(),
             next_block: POD_POOL.0,
             policies: [0; 3],
@@ -301,6 +305,7 @@ impl Generator {
         // A handful of pods per namespace, about 40 per node.
         let nodes = ((namespaces * 11 / 2 + 6) / 40).max(2);
         self.nodes = vec![(0, 0); nodes];
+        self.pods_by_node = vec![Vec::new(); nodes];
 
         // The system namespaces: no rules of their own, but peers of everyone's.
         for app in &SYSTEM_APPS {
@@ -358,6 +363,7 @@ impl Generator {
             policies: self.policies,
             rule_ports: self.rule_ports.into_iter().collect(),
             pods_by_namespace: self.pods_by_namespace,
+            pods_by_node: self.pods_by_node,
         })
     }
 
@@ -412,7 +418,9 @@ impl Generator {
             node_name: None,
             annotations: Default::default(),
         }));
-        Ok((NamespacedName::new(namespace, name), addr))
+        let pod = (NamespacedName::new(namespace, name), addr);
+        self.pods_by_node[node].push(pod.clone());
+        Ok(pod)
     }
 
     /// The `security` tier and its GlobalNetworkPolicies, truncated to `budget` rules;
