@@ -87,6 +87,10 @@ assert any(x["anchor"] and x["ratio"] for n, x in pipe.items() if n.startswith("
 pol = results("policy")
 rated = [x for n, x in pol.items() if n.endswith("_classify_rate")]
 assert rated and all(x["anchor"] and x["ratio"] for x in rated), "classification rates carry the ACL anchor"
+# rte_acl decided both directions and its answers were checked (a wrong one fails the run),
+# for the whole cluster and for one node's tables.
+assert all("both directions" in x["anchor"]["name"] for x in rated), rated
+assert "policy_1k_rules_node_classify_rate" in pol and "policy_1k_rules_established_ns" in pol, sorted(pol)
 fwd = results("forward")
 for kind in ("weir", "testpmd_io", "kernel", "weir_snat", "kernel_masquerade"):
     assert fwd[f"forward_64B_{kind}_mpps"]["value"] > 0, kind

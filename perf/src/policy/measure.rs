@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use weir_control::policy::compile::compile;
 use weir_control::policy::load::Cluster;
 use weir_dataplane::flow::FlowKey;
-use weir_dataplane::policy::{EndpointPolicy, PolicyTables, RuleInfo, Verdict};
+use weir_dataplane::policy::{
+    Conntrack, ConntrackConfig, EndpointPolicy, PolicyTables, RuleInfo, Verdict,
+};
 use weir_dataplane::snapshot::EndpointId;
 
 use super::acl::Acl;
@@ -29,6 +31,15 @@ pub const LINEAR_WORK: usize = 300_000_000;
 pub const BUILD_BUDGET: Duration = Duration::from_secs(20);
 /// The fewest probes the linear scan classifies per pass, however many rules there are.
 const LINEAR_MIN_PROBES: usize = 1_000;
+/// Established flows in the conntrack table of the established-flow figure: the allowed
+/// probes' flows, at most this many, so that every size is timed on about the same number
+/// (the figure grows with it: 64k flows spread over a default table of 16 MiB miss the
+/// cache on every lookup).
+const ESTABLISHED_FLOWS: usize = 16_384;
+/// Conntrack lookups timed per round for the established-flow figure.
+const ESTABLISHED_LOOKUPS: usize = 1_000_000;
+/// The TCP flags of an established flow's packets.
+const TCP_ACK: u8 = 0x10;
 /// Probes classified, untimed, before each timed weir pass.
 const WARM_UP_PROBES: usize = 200_000;
 /// The seed of every generated cluster and, offset by the size, of its probes.
@@ -86,6 +97,8 @@ struct SizeFigures {
     rules: usize,
     /// One node's tables and the probes that touch its pods, rather than the whole cluster.
     node: bool,
+    /// ns per packet of an established flow (a conntrack hit), per round.
+    established_ns: Vec<f64>,
     classify_ns: Vec<f64>,
     linear_ns: Vec<f64>,
     build_ms: Vec<f64>,
@@ -373,6 +386,14 @@ fn measure_case(
 
     let mut classify_ns = Vec::new();
     let mut linear_ns = Vec::new();
+    let mut established_ns = Vec::new();
+    let established: Vec<FlowKey> = probes
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| **v == Verdict::Allow)
+        .map(|(p, _)| p.key)
+        .take(ESTABLISHED_FLOWS)
+        .collect();
     let mut acl_figures = acl_case.as_ref().map(|c| AclFigures {
         rules: c.rules,
         plain: c.plain,
@@ -393,6 +414,16 @@ fn measure_case(
         }
         let (ns, sum) = time_weir(tables, probes);
         classify_ns.push(check_sum("weir", target, sum, allowed, ns)?);
+        if !established.is_empty() {
+            let (ns, hits) = time_established(&established);
+            established_ns.push(check_sum(
+                "established-flow",
+                target,
+                hits,
+                ESTABLISHED_LOOKUPS as u64,
+                ns,
+            )?);
+        }
         let (ns, sum) = time_linear(flat, &tuples);
         linear_ns.push(check_sum("linear scan", target, sum, linear_allowed, ns)?);
         if let (Some(acl), Some(case), Some(figures)) =
@@ -423,6 +454,7 @@ fn measure_case(
     Ok(SizeFigures {
         rules: target,
         node,
+        established_ns,
         classify_ns,
         linear_ns,
         build_ms,
@@ -464,6 +496,40 @@ fn time_weir(tables: &PolicyTables, probes: &[Probe]) -> (f64, u64) {
     (
         started.elapsed().as_secs_f64() * 1e9 / probes.len() as f64,
         allowed,
+    )
+}
+
+/// ns per packet and hits of [`ESTABLISHED_LOOKUPS`] conntrack lookups over `flows`, all
+/// inserted first: what the policy stage does for every packet of a flow it allowed
+/// before, instead of classifying (a TCP ACK, the table at its default size). The flows
+/// the table did not keep (a full probe sequence) are left out, so every lookup must hit.
+fn time_established(flows: &[FlowKey]) -> (f64, u64) {
+    let mut table = Conntrack::new(ConntrackConfig::default());
+    for f in flows {
+        table.insert(f, 1, 0);
+    }
+    let kept: Vec<FlowKey> = flows
+        .iter()
+        .filter(|f| table.lookup(f, TCP_ACK, 1).is_some())
+        .copied()
+        .collect();
+    if kept.is_empty() {
+        return (0.0, 0);
+    }
+    let flows = &kept[..];
+    let mut pass = |n: usize| {
+        let mut hits = 0u64;
+        for f in flows.iter().cycle().take(n) {
+            hits += u64::from(table.lookup(black_box(f), TCP_ACK, 1).is_some());
+        }
+        black_box(hits)
+    };
+    pass(flows.len());
+    let started = Instant::now();
+    let hits = pass(ESTABLISHED_LOOKUPS);
+    (
+        started.elapsed().as_secs_f64() * 1e9 / ESTABLISHED_LOOKUPS as f64,
+        hits,
     )
 }
 
@@ -582,6 +648,12 @@ fn results(sizes: &[SizeFigures], notes: &mut Vec<String>) -> Vec<BenchResult> {
             BenchResult::from_samples(name("classify_ns"), "ns", s.classify_ns.clone())
                 .with_anchor(classify_anchor.0.clone(), med(classify_anchor.1)),
         );
+        if !s.established_ns.is_empty() {
+            out.push(
+                BenchResult::from_samples(name("established_ns"), "ns", s.established_ns.clone())
+                    .with_anchor("weir, a new flow (classified)", med(&s.classify_ns)),
+            );
+        }
         out.push(
             BenchResult::from_samples(name("classify_ns_vs_linear"), "ns", s.classify_ns.clone())
                 .with_anchor(linear_name.clone(), med(&s.linear_ns)),

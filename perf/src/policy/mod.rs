@@ -5,17 +5,26 @@
 //!
 //! Results, for each rule count R (named `10`, `1k`, `10k`, `100k`):
 //! - `policy_<R>_rules_classify_rate` (classifications/s) and `policy_<R>_rules_classify_ns`
-//!   (ns per classification): weir's [`PolicyTables::evaluate`](weir_dataplane::policy::PolicyTables::evaluate) over
-//!   the probe list, beside
-//!   the best `rte_acl` algorithm classifying the same probes, both directions, against the
+//!   (ns per classification): weir's
+//!   [`PolicyTables::evaluate`](weir_dataplane::policy::PolicyTables::evaluate) over the
+//!   probe list, beside the best `rte_acl` algorithm classifying the same probes, both directions, against the
 //!   flattened rules. `_classify_ns_vs_linear`: the same figure beside the linear scan.
 //! - `policy_<R>_rules_build_ms`: `compile(&cluster)`, beside `rte_acl`'s build
-//!   (`rte_acl_create`, `rte_acl_add_rules`, `rte_acl_build`, timed by the anchor itself); `_build_ms_vs_linear`: beside
-//!   flattening the compiled policies into the linear list.
+//!   (`rte_acl_create`, `rte_acl_add_rules`, `rte_acl_build`, timed by the anchor itself);
+//!   `_build_ms_vs_linear`: beside flattening the compiled policies into the linear list.
 //! - `policy_<R>_rules_memory_mib`: the compiled tables, beside `rte_acl`'s runtime footprint
 //!   as its build reports it; `_memory_mib_vs_linear`: beside the linear list.
 //! - `policy_linear_<R>_rules_ns`: the linear scan itself, beside `rte_acl` (here a ratio
 //!   above 1 means the linear scan beats DPDK, which it only does at tiny sizes).
+//! - `policy_<R>_rules_established_ns`: a packet of an established flow, which the policy
+//!   stage does not classify but finds in its connection table (a conntrack hit, up to
+//!   16k allowed flows of the probes in a table of the workers' default size), beside
+//!   weir's classification of a new flow.
+//! - `policy_<R>_rules_node_...`: the same figures (but build time) for **one node's
+//!   tables**: the busiest node's pods (about 50 at 1k rules and up), only their programs,
+//!   the flattened rules that check them (egress from them, ingress to them), and the
+//!   probes to or from them; `rte_acl` is fed those rules. The whole cluster on one core is
+//!   the worst case; a node classifies this.
 //! - `policy_slowdown_<Rmin>_to_<Rmax>_rules`: weir's ns per classification at the largest
 //!   size over the smallest, round by round, beside the stated goal (at most 1.5).
 //!
