@@ -66,6 +66,34 @@ static void fail(const char *what)
 	exit(1);
 }
 
+static FILE *open_or_fail(const char *path, const char *mode)
+{
+	FILE *f = fopen(path, mode);
+	if (f == NULL) {
+		fprintf(stderr, "weir-acl: cannot open %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	return f;
+}
+
+static void *calloc_or_fail(unsigned long n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size);
+	if (p == NULL)
+		fail("out of memory");
+	return p;
+}
+
+/* A file read with fscanf must have been read to its end: a malformed line stops it. */
+static void close_read(FILE *f, const char *what)
+{
+	if (!feof(f)) {
+		fprintf(stderr, "weir-acl: malformed line in the %s file\n", what);
+		exit(1);
+	}
+	fclose(f);
+}
+
 static double now_ns(void)
 {
 	struct timespec t;
@@ -126,12 +154,8 @@ int main(int argc, char **argv)
 		fail("unknown --alg");
 
 	/* Rules. */
-	FILE *f = fopen(rules_path, "r");
-	if (f == NULL)
-		fail("cannot open the rules file");
-	struct rule5 *rules = calloc(rule_cap ? rule_cap : 1, sizeof(*rules));
-	if (rules == NULL)
-		fail("out of memory for the rules");
+	FILE *f = open_or_fail(rules_path, "r");
+	struct rule5 *rules = calloc_or_fail(rule_cap, sizeof(*rules));
 	unsigned long n_rules = 0;
 	unsigned cat, prio, user, srclen, dstlen, splo, sphi, dplo, dphi, proto, mask;
 	uint32_t src, dst;
@@ -155,15 +179,11 @@ int main(int argc, char **argv)
 		r->field[F_DPORT].value.u16 = (uint16_t)dplo;
 		r->field[F_DPORT].mask_range.u16 = (uint16_t)dphi;
 	}
-	fclose(f);
+	close_read(f, "rules");
 
 	/* Trace. */
-	f = fopen(trace_path, "r");
-	if (f == NULL)
-		fail("cannot open the trace file");
-	struct tuple *trace = calloc(trace_cap ? trace_cap : 1, sizeof(*trace));
-	if (trace == NULL)
-		fail("out of memory for the trace");
+	f = open_or_fail(trace_path, "r");
+	struct tuple *trace = calloc_or_fail(trace_cap, sizeof(*trace));
 	unsigned long n_trace = 0;
 	unsigned sport, dport, tproto;
 	while (fscanf(f, "%" SCNu32 " %" SCNu32 " %u %u %u", &src, &dst, &sport, &dport,
@@ -177,7 +197,7 @@ int main(int argc, char **argv)
 		t->sport = rte_cpu_to_be_16((uint16_t)sport);
 		t->dport = rte_cpu_to_be_16((uint16_t)dport);
 	}
-	fclose(f);
+	close_read(f, "trace");
 
 	/* Build. */
 	double started = now_ns();
@@ -208,9 +228,7 @@ int main(int argc, char **argv)
 	/* Classify: every pass over the whole trace, BURST tuples per call. */
 	const uint8_t *data[BURST];
 	uint32_t results[BURST * CATEGORIES];
-	uint32_t *answers = calloc(2 * (n_trace ? n_trace : 1), sizeof(uint32_t));
-	if (answers == NULL)
-		fail("out of memory for the answers");
+	uint32_t *answers = calloc_or_fail(2 * n_trace, sizeof(uint32_t));
 	double best = 0;
 	uint64_t checksum = 0;
 	for (unsigned long pass = 0; pass <= iter; pass++) {
@@ -239,9 +257,7 @@ int main(int argc, char **argv)
 	       n_trace, best, checksum, (double)n_trace * 1e9 / best);
 
 	if (result_path != NULL) {
-		f = fopen(result_path, "w");
-		if (f == NULL)
-			fail("cannot write the result file");
+		f = open_or_fail(result_path, "w");
 		for (unsigned long i = 0; i < n_trace; i++)
 			fprintf(f, "%u %u\n", answers[2 * i], answers[2 * i + 1]);
 		if (fclose(f) != 0)

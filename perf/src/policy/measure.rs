@@ -132,15 +132,7 @@ fn measure_size(
     let flatten_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let probes = generate_probes(&generated, &compiled, cfg.packets, SEED + target as u64);
-    let programs: usize = compiled
-        .tables
-        .endpoints
-        .iter()
-        .map(|e| {
-            e.ingress.as_ref().map_or(0, |p| p.rule_count())
-                + e.egress.as_ref().map_or(0, |p| p.rule_count())
-        })
-        .sum();
+    let programs = program_rules(&compiled.tables);
     let (distinct, index_bytes, intervals) = {
         let mut seen = std::collections::HashSet::new();
         let (mut bytes, mut intervals) = (0usize, 0usize);
@@ -245,14 +237,7 @@ fn measure_size(
         ));
         return Ok(());
     }
-    let node_rules: usize = tables
-        .endpoints
-        .iter()
-        .map(|e| {
-            e.ingress.as_ref().map_or(0, |p| p.rule_count())
-                + e.egress.as_ref().map_or(0, |p| p.rule_count())
-        })
-        .sum();
+    let node_rules = program_rules(&tables);
     notes.push(format!(
         "{label} rules, one node: the busiest of {} nodes, {} pods, {node_rules} rules over \
          their programs; flattened: {} egress + {} ingress 5-tuple rules; {} of the probes \
@@ -280,6 +265,18 @@ fn measure_size(
         notes,
     )?);
     Ok(())
+}
+
+/// Rules over every endpoint's programs (a program shared by endpoints counts for each).
+fn program_rules(tables: &PolicyTables) -> usize {
+    tables
+        .endpoints
+        .iter()
+        .map(|e| {
+            e.ingress.as_ref().map_or(0, |p| p.rule_count())
+                + e.egress.as_ref().map_or(0, |p| p.rule_count())
+        })
+        .sum()
 }
 
 /// What one case classifies: the whole cluster's tables, or one node's.
