@@ -161,32 +161,39 @@ pub fn throughput_panels(c: &Combined) -> Vec<BarPanel> {
     panels
 }
 
-/// Classification rate by rule count: weir, the linear scan, rte_acl.
+/// Classification rate by rule count: weir, the linear scan, rte_acl; weir and rte_acl on
+/// one node's tables too.
 pub fn policy_panel(c: &Combined) -> Option<LinePanel> {
     let r = c.report("policy")?;
     let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for x in &r.results {
-        if let Some(rules) = x
-            .name
-            .strip_prefix("policy_")
-            .and_then(|n| n.strip_suffix("_rules_classify_rate"))
-            .and_then(parse_count_label)
+        // The whole cluster (`policy_<R>_rules_classify_rate`), and one node's tables
+        // (`policy_<R>_rules_node_classify_rate`).
+        let rate = x.name.strip_prefix("policy_").and_then(|n| {
+            n.strip_suffix("_rules_classify_rate")
+                .map(|r| (r, false))
+                .or_else(|| {
+                    n.strip_suffix("_rules_node_classify_rate")
+                        .map(|r| (r, true))
+                })
+        });
+        if let Some((rules, node)) =
+            rate.and_then(|(r, node)| parse_count_label(r).map(|r| (r, node)))
         {
             let rules = rules as f64;
-            series
-                .entry("weir")
-                .or_default()
-                .push((rules, x.value / 1e6));
+            let (weir, acl) = if node {
+                ("weir, one node", "rte_acl, one node")
+            } else {
+                ("weir", "rte_acl")
+            };
+            series.entry(weir).or_default().push((rules, x.value / 1e6));
             // Earlier reports name the anchor by the tool that ran it.
             if let Some(a) = x
                 .anchor
                 .as_ref()
                 .filter(|a| a.name.starts_with("rte_acl") || a.name.starts_with("dpdk-test-acl"))
             {
-                series
-                    .entry("rte_acl")
-                    .or_default()
-                    .push((rules, a.value / 1e6));
+                series.entry(acl).or_default().push((rules, a.value / 1e6));
             }
         } else if let Some(rules) = x
             .name
@@ -205,7 +212,13 @@ pub fn policy_panel(c: &Combined) -> Option<LinePanel> {
     if series.is_empty() {
         return None;
     }
-    let order = ["weir", "rte_acl", "linear scan"];
+    let order = [
+        "weir",
+        "rte_acl",
+        "weir, one node",
+        "rte_acl, one node",
+        "linear scan",
+    ];
     let mut series: Vec<(String, Vec<(f64, f64)>)> = order
         .iter()
         .filter_map(|name| series.remove(name).map(|p| (name.to_string(), p)))
@@ -774,6 +787,13 @@ mod tests {
                         ),
                         result("policy_linear_1k_rules_ns", "ns", 5800.0, None),
                         result("policy_1k_rules_classify_ns", "ns", 77.0, None),
+                        result(
+                            "policy_1k_rules_node_classify_rate",
+                            "classifications/s",
+                            14e6,
+                            Some(("rte_acl avx512x32, both directions (4639 rules)", 51e6)),
+                        ),
+                        result("policy_linear_1k_rules_node_ns", "ns", 600.0, None),
                     ],
                 ),
                 report("forward", forward),
@@ -923,7 +943,10 @@ mod tests {
         let get = |name: &str| p.series.iter().find(|(n, _)| n == name).unwrap().1.clone();
         assert_eq!(get("weir"), [(10.0, 21.0), (1000.0, 12.0)]);
         assert_eq!(get("rte_acl"), [(10.0, 85.0), (1000.0, 96.0)]);
+        assert_eq!(get("weir, one node"), [(1000.0, 14.0)]);
+        assert_eq!(get("rte_acl, one node"), [(1000.0, 51.0)]);
         let linear = get("linear scan");
+        assert_eq!(linear.len(), 2, "a node's linear scan is not the cluster's");
         assert_eq!(linear[0].0, 10.0);
         assert!((linear[1].1 - 1e3 / 5800.0).abs() < 1e-12);
     }
