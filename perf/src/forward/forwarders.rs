@@ -439,7 +439,7 @@ impl<'a> Running<'a> {
             .arg("--main-lcore")
             .arg(setup.gen_cpu.to_string())
             .args(["--no-pci", "--file-prefix"])
-            .arg(format!("weir-fwd-{}", std::process::id()));
+            .arg(testpmd_prefix());
         match &setup.huge_dir {
             Some(dir) => {
                 cmd.arg("--huge-dir").arg(dir).args(["-m", "512"]);
@@ -721,6 +721,12 @@ impl<'a> Running<'a> {
                     }
                 }
             }
+            if self.kind == Kind::Testpmd {
+                // EAL's runtime directory (its sockets and config) outlives the process.
+                let _ = std::fs::remove_dir_all(
+                    std::path::Path::new("/var/run/dpdk").join(testpmd_prefix()),
+                );
+            }
         }
         if self.kernel {
             self.kernel = false;
@@ -779,6 +785,11 @@ impl<'a> Running<'a> {
         }
         result
     }
+}
+
+/// testpmd's EAL file prefix: this process's, so parallel runs do not collide.
+fn testpmd_prefix() -> String {
+    format!("weir-fwd-{}", std::process::id())
 }
 
 impl Drop for Running<'_> {
