@@ -86,6 +86,7 @@ fn isolate_both_pods(port: u16) -> PolicyTables {
                 egress: None,
             },
         ],
+        warm_pays: Default::default(),
         sets: Sets::default(),
         rules: vec![
             info("t/deny-all", None),

@@ -124,6 +124,7 @@ fn world_node_where_the_host(isolated: bool, host_to_pods_allowed: bool) -> Snap
                 ingress: Some(std::sync::Arc::new(deny)),
                 egress: None,
             }],
+            warm_pays: Default::default(),
             sets: Sets::default(),
             rules: vec![info],
         });

@@ -444,6 +444,7 @@ fn isolated(generation: u64, b_allows_80: bool) -> Snapshot {
                 egress: None,
             },
         ],
+        warm_pays: Default::default(),
         sets: Sets::default(),
         rules: vec![
             info.clone(),

@@ -90,6 +90,7 @@ fn node() -> Snapshot {
             },
             EndpointPolicy::default(),
         ],
+        warm_pays: Default::default(),
         sets: Sets::default(),
         rules: vec![RuleInfo {
             tier: "default".into(),

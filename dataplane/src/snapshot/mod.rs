@@ -577,6 +577,8 @@ impl SnapshotBuilder {
 
     /// Sets the compiled policy (programs indexed by endpoint id).
     pub fn policy(&mut self, tables: PolicyTables) -> &mut Self {
+        // Worked out here, on the thread that builds the snapshot, not on a worker.
+        tables.warm_pays();
         self.policy = tables;
         self
     }

@@ -218,6 +218,7 @@ fn measure_size(
                 }
             })
             .collect(),
+        warm_pays: Default::default(),
         sets: compiled.tables.sets.clone(),
         rules: compiled.tables.rules.clone(),
     };

@@ -244,6 +244,7 @@ pub fn default_policy() -> PolicyTables {
                 egress: None,
             },
         ],
+        warm_pays: Default::default(),
         sets,
         rules: vec![
             info("demo/a-egress", Direction::Egress),

@@ -406,6 +406,7 @@ fn compile_with<'n>(
     Compiled {
         tables: PolicyTables {
             endpoints: endpoint_policies,
+            warm_pays: Default::default(),
             sets,
             rules,
         },
