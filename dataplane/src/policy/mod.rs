@@ -163,17 +163,19 @@ impl PolicyTables {
             .get_or_init(|| self.decision_bytes() > WARM_ABOVE_BYTES)
     }
 
-    /// Heap bytes of the decision structures of the distinct programs (a program shared
-    /// by endpoints counts once).
+    /// Heap bytes of the decision structures of the distinct programs.
     pub fn decision_bytes(&self) -> usize {
+        self.programs().map(|p| p.index_bytes()).sum()
+    }
+
+    /// Every distinct program, once (endpoints with the same policies share one).
+    pub fn programs(&self) -> impl Iterator<Item = &Arc<Program>> + '_ {
         let mut seen = std::collections::HashSet::new();
         self.endpoints
             .iter()
             .flat_map(|e| [&e.ingress, &e.egress])
             .flatten()
-            .filter(|p| seen.insert(Arc::as_ptr(p)))
-            .map(|p| p.index_bytes())
-            .sum()
+            .filter(move |p| seen.insert(Arc::as_ptr(p)))
     }
 
     /// Loads the first cache lines of the programs that deciding traffic from `src` to

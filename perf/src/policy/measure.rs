@@ -133,19 +133,13 @@ fn measure_size(
 
     let probes = generate_probes(&generated, &compiled, cfg.packets, SEED + target as u64);
     let programs = program_rules(&compiled.tables);
-    let (distinct, index_bytes, intervals) = {
-        let mut seen = std::collections::HashSet::new();
-        let (mut bytes, mut intervals) = (0usize, 0usize);
-        for e in &compiled.tables.endpoints {
-            for p in [&e.ingress, &e.egress].into_iter().flatten() {
-                if seen.insert(std::sync::Arc::as_ptr(p)) {
-                    bytes += p.index_bytes();
-                    intervals += p.address_intervals();
-                }
-            }
-        }
-        (seen.len(), bytes, intervals)
-    };
+    let distinct = compiled.tables.programs().count();
+    let index_bytes = compiled.tables.decision_bytes();
+    let intervals: usize = compiled
+        .tables
+        .programs()
+        .map(|p| p.address_intervals())
+        .sum();
     notes.push(format!(
         "{label} rules: {distinct} distinct programs, their decision structures {:.1} MiB with \
          {:.1} address intervals each on average",
@@ -575,29 +569,22 @@ fn tables_memory(t: &PolicyTables) -> usize {
         v.capacity() * size_of::<T>()
     }
     let mut bytes = cap(&t.endpoints);
-    let mut seen = std::collections::HashSet::new();
-    for e in &t.endpoints {
-        let EndpointPolicy { ingress, egress } = e;
-        for program in [ingress, egress].into_iter().flatten() {
-            if !seen.insert(std::sync::Arc::as_ptr(program)) {
-                continue;
-            }
-            bytes += size_of::<weir_dataplane::policy::Program>() + program.index_bytes();
-            bytes += std::mem::size_of_val(program.tiers());
-            for tier in program.tiers() {
-                bytes += cap(&tier.rules);
-                for r in &tier.rules {
-                    let m = &r.matches;
-                    bytes += [
-                        &m.src_ports,
-                        &m.not_src_ports,
-                        &m.dst_ports,
-                        &m.not_dst_ports,
-                    ]
-                    .iter()
-                    .map(|p| cap(&p.ranges))
-                    .sum::<usize>();
-                }
+    for program in t.programs() {
+        bytes += size_of::<weir_dataplane::policy::Program>() + program.index_bytes();
+        bytes += std::mem::size_of_val(program.tiers());
+        for tier in program.tiers() {
+            bytes += cap(&tier.rules);
+            for r in &tier.rules {
+                let m = &r.matches;
+                bytes += [
+                    &m.src_ports,
+                    &m.not_src_ports,
+                    &m.dst_ports,
+                    &m.not_dst_ports,
+                ]
+                .iter()
+                .map(|p| cap(&p.ranges))
+                .sum::<usize>();
             }
         }
     }
