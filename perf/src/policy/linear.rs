@@ -201,14 +201,16 @@ pub fn flatten(compiled: &Compiled, cluster: &Cluster) -> FlatRules {
     flat
 }
 
+/// The common part of two inclusive ranges, if they meet.
+fn both<T: Ord + Copy>(a: (T, T), b: (T, T)) -> Option<(T, T)> {
+    let r = (a.0.max(b.0), a.1.min(b.1));
+    (r.0 <= r.1).then_some(r)
+}
+
 impl FlatRule {
     /// The rule that matches where both `self` and `other` do, with `other`'s action;
     /// `None` where they never both match.
     fn within(&self, other: &FlatRule) -> Option<FlatRule> {
-        fn both<T: Ord + Copy>(a: (T, T), b: (T, T)) -> Option<(T, T)> {
-            let r = (a.0.max(b.0), a.1.min(b.1));
-            (r.0 <= r.1).then_some(r)
-        }
         let proto = match (self.proto, other.proto) {
             (0, p) | (p, 0) => p,
             (a, b) if a == b => a,
@@ -277,17 +279,14 @@ impl FlatRules {
             for r in rules {
                 starts.push(out.len() as u32);
                 let side = if ingress { r.dst } else { r.src };
-                for &(lo, hi) in local {
-                    let (lo, hi) = (lo.max(side.0), hi.min(side.1));
-                    if lo <= hi {
-                        let mut narrowed = *r;
-                        *(if ingress {
-                            &mut narrowed.dst
-                        } else {
-                            &mut narrowed.src
-                        }) = (lo, hi);
-                        out.push(narrowed);
-                    }
+                for part in local.iter().filter_map(|&own| both(own, side)) {
+                    let mut narrowed = *r;
+                    *(if ingress {
+                        &mut narrowed.dst
+                    } else {
+                        &mut narrowed.src
+                    }) = part;
+                    out.push(narrowed);
                 }
             }
             starts.push(out.len() as u32);
