@@ -345,6 +345,69 @@ fn a_connection_to_a_cluster_ip_reaches_an_endpoint_and_replies_come_from_the_se
     assert_eq!(v4_dst(&f).1, 5353);
 }
 
+/// One batch mixing new connections with packets that are not: new connections are taken
+/// after the batch's other packets (their tables read together first), so this checks that
+/// a second packet of a connection opened earlier in the same batch finds its entry, that
+/// an established connection and traffic to no frontend pass as they would alone, and that
+/// nothing is lost or translated twice.
+#[test]
+fn new_connections_in_one_batch_with_other_traffic_are_each_translated_once() {
+    let s = node(1, table(&[], None));
+    let mut d = MemDriver::new(64, 64);
+    let (_, old_backend) = connect(&mut d, &s, API, 40000, 1);
+    let batch = [
+        craft::tcp4(mac(0x0a), GW_MAC, A4, API, 41000, 80, 60),
+        craft::tcp4(mac(0x0a), GW_MAC, A4, API, 40000, 80, 60),
+        craft::tcp4(mac(0x0a), GW_MAC, A4, API, 41001, 80, 60),
+        craft::tcp4(mac(0x0a), GW_MAC, A4, B4, 41002, 9999, 60),
+        craft::tcp4(mac(0x0a), GW_MAC, A4, API, 41000, 80, 60),
+        craft::tcp4(mac(0x0a), GW_MAC, A4, API, 41001, 80, 60),
+    ];
+    // A node port from the world, twice: a second pick would claim a second source port.
+    let world = craft::tcp4(ROUTER_MAC, UP_MAC, WORLD4, NODE4, 33000, 30080, 60);
+    for f in &batch {
+        d.inject(A, f).unwrap();
+    }
+    d.inject(UPLINK, &world).unwrap();
+    d.inject(UPLINK, &world).unwrap();
+    assert_eq!(d.poll(&s, 2), batch.len() + 2, "the frames in one batch");
+    d.check_accounting().unwrap();
+    d.counters().check_accounting().unwrap();
+    let mut to = std::collections::BTreeMap::<u16, Vec<(Ipv4Addr, u16)>>::new();
+    let mut from_world = Vec::new();
+    for iface in [A, B, C, UPLINK] {
+        for f in d.take_tx(iface) {
+            checksums_verify(&f);
+            let (src, sport) = v4_src(&f);
+            let (dst, port) = v4_dst(&f);
+            assert_eq!(dst, addr_of(iface), "sent where the endpoint is");
+            if src == NODE4 {
+                from_world.push((sport, dst, port));
+                continue;
+            }
+            assert_eq!(src, A4, "the client's address is kept");
+            to.entry(sport).or_default().push((dst, port));
+        }
+    }
+    d.complete_all();
+    assert_eq!(from_world.len(), 2, "{from_world:?}");
+    assert_eq!(
+        from_world[0], from_world[1],
+        "one source port, one endpoint"
+    );
+    assert_eq!(from_world[0].1, B4);
+    assert_eq!(to.values().map(Vec::len).sum::<usize>(), 6, "{to:?}");
+    assert_eq!(to[&40000], vec![(old_backend, 8080)], "established");
+    assert_eq!(to[&41002], vec![(B4, 9999)], "no frontend: untranslated");
+    for sport in [41000, 41001] {
+        let seen = &to[&sport];
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], seen[1], "both packets of {sport} to one endpoint");
+        assert_eq!(seen[0].1, 8080);
+    }
+    assert_eq!(d.pipeline().service_state().connections(), 4);
+}
+
 #[test]
 fn a_service_without_endpoints_answers_with_a_reset_or_a_port_unreachable() {
     let s = node(1, table(&[], None));

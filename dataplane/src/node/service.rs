@@ -59,7 +59,7 @@ use crate::counters::{DropReason, IcmpErrorKind};
 use crate::flow::FlowKey;
 use crate::frame::{Frame, FrameRegion};
 use crate::service::maglev::BackendKey;
-use crate::service::{ServiceTable, SCTP, TCP, UDP};
+use crate::service::{BackendSet, Frontend, ServiceTable, SCTP, TCP, UDP};
 use crate::snapshot::Snapshot;
 
 /// The most entries one worker holds (two per connection).
@@ -87,6 +87,9 @@ pub struct ServiceState {
     /// How many of `pending` are set (`service_out` has nothing to do at zero, the usual
     /// case: only replies, hairpins and external connections translated to the node).
     pended: usize,
+    /// The batch's packets that found no live entry and go to a frontend port: new
+    /// connections, taken after the others (see [`warm`]).
+    fresh: Vec<usize>,
     /// The snapshot generation the entries were last checked against.
     generation: u64,
     next_sweep_ns: u64,
@@ -321,6 +324,7 @@ impl ServiceState {
             affinity: FxHashMap::default(),
             pending: vec![None; BATCH_SIZE],
             pended: 0,
+            fresh: Vec::with_capacity(BATCH_SIZE),
             generation: 0,
             next_sweep_ns: 0,
             capacity,
@@ -394,9 +398,83 @@ pub fn run_in(
             }
             continue;
         }
-        m.next = packet(region, frame, m, i, snapshot, services, state, nat, now_ns);
+        match established(region, frame, m, i, snapshot, services, state, nat, now_ns) {
+            Some(next) => m.next = next,
+            // A packet with no live entry to a frontend port may open a connection: it is
+            // taken below. One to another port passes untranslated, as `connect` would
+            // let it (its reply entry cannot be one that a new connection of this batch
+            // records: a reply leaves its endpoint after the request reached it).
+            None if services.is_frontend_port(m.flow.dst_port) => state.fresh.push(i),
+            None => {}
+        }
     }
+    // New connections, a few at a time: their tables read together first, then each
+    // taken in order (with `packet`, which finds the entry an earlier packet of the same
+    // connection in this batch recorded).
+    let fresh = std::mem::take(&mut state.fresh);
+    for chunk in fresh.chunks(WARM) {
+        std::hint::black_box(warm(snapshot, services, meta, chunk));
+        for &i in chunk {
+            let (frame, m) = (&frames[i], &mut meta[i]);
+            m.next = packet(region, frame, m, i, snapshot, services, state, nat, now_ns);
+        }
+    }
+    state.fresh = fresh;
+    state.fresh.clear();
     state.generation = snapshot.generation;
+}
+
+/// How many new connections [`warm`] reads ahead for.
+const WARM: usize = 16;
+
+/// Reads what the picks of a few new connections will read: each one's frontend entry,
+/// backend set, Maglev slot and backend. At 10k services each is a cache miss, and one
+/// connection's four depend on each other; read one step at a time over the connections,
+/// the misses of a step overlap instead of following each other. (Safe Rust has no
+/// prefetch instruction: ordinary loads whose results are kept do the same job.) Returns a
+/// value made of the loads, for `black_box`.
+fn warm(snapshot: &Snapshot, services: &ServiceTable, meta: &[Meta], fresh: &[usize]) -> u64 {
+    let mut sets: [Option<(&BackendSet, u64)>; WARM] = [None; WARM];
+    for (set, &i) in sets.iter_mut().zip(fresh) {
+        let (m, key) = (&meta[i], &meta[i].flow);
+        *set = services
+            .frontend(&key.dst, key.dst_port, key.proto)
+            .map(|f| {
+                (
+                    f.backends(Some(m.ingress) == snapshot.uplink),
+                    pick_hash(&f, key),
+                )
+            });
+    }
+    let mut at = [None; WARM];
+    for (at, set) in at.iter_mut().zip(&sets) {
+        *at = set.and_then(|(s, hash)| s.table.slot_at(hash));
+    }
+    let mut slots = [None; WARM];
+    for ((slot, at), set) in slots.iter_mut().zip(&at).zip(&sets) {
+        *slot = set.zip(*at).and_then(|((s, _), at)| s.table.slot(at));
+    }
+    let mut loaded = 0;
+    for (slot, set) in slots.iter().zip(&sets) {
+        if let (Some(b), Some((s, _))) = (slot, set) {
+            loaded ^= s
+                .backends
+                .get(usize::from(*b))
+                .map_or(0, |b| u64::from(b.1));
+        }
+    }
+    loaded
+}
+
+/// The hash a new connection's Maglev pick uses: the client's address alone with
+/// `ClientIP` affinity, the 5-tuple otherwise.
+#[inline]
+fn pick_hash(frontend: &Frontend<'_>, key: &FlowKey) -> u64 {
+    if frontend.affinity_ns() > 0 {
+        client_hash(&key.src)
+    } else {
+        key.symmetric_hash()
+    }
 }
 
 /// Runs `service_out` over the batch.
@@ -422,6 +500,7 @@ pub fn run_out(
     }
 }
 
+/// A packet of the batch: its live entry's translation, or a new connection.
 #[allow(clippy::too_many_arguments)]
 fn packet(
     region: &mut FrameRegion<'_>,
@@ -434,6 +513,26 @@ fn packet(
     nat: &mut NatTable,
     now_ns: u64,
 ) -> Next {
+    match established(region, frame, m, i, snapshot, services, state, nat, now_ns) {
+        Some(next) => next,
+        None => connect(region, frame, m, i, snapshot, services, state, nat, now_ns),
+    }
+}
+
+/// A packet of a connection with a live entry, translated; `None` when it has none.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn established(
+    region: &mut FrameRegion<'_>,
+    frame: &Frame,
+    m: &mut Meta,
+    i: usize,
+    snapshot: &Snapshot,
+    services: &ServiceTable,
+    state: &mut ServiceState,
+    nat: &mut NatTable,
+    now_ns: u64,
+) -> Option<Next> {
     let key = m.flow;
     let expires_ns = nat::expiry(region.data(frame), m, now_ns);
     match state.entries.find(&key) {
@@ -443,12 +542,12 @@ fn packet(
             if (m.flow.dst, m.flow.dst_port) != (original.src, original.src_port)
                 && !nat::set_endpoint(data, m, Side::Destination, &original.src, original.src_port)
             {
-                return Next::Forward;
+                return Some(Next::Forward);
             }
             m.flags |= flags::SERVICE_NAT;
             state.pending[i] = Some((original.dst, original.dst_port));
             state.pended += 1;
-            return Next::Forward;
+            Some(Next::Forward)
         }
         Some((stamp, Entry::Forward { to, snat_port })) if stamp.expires_ns > now_ns => {
             let live = stamp.generation == snapshot.generation
@@ -462,12 +561,30 @@ fn packet(
                     pre.src_port = key.src_port;
                     nat.touch(p, &pre, expires_ns);
                 }
-                return translate_forward(region.data_mut(frame), m, i, &to, state);
+                return Some(translate_forward(region.data_mut(frame), m, i, &to, state));
             }
+            None
         }
-        _ => {}
+        _ => None,
     }
+}
 
+/// The first packet of a connection (or one whose entry expired or lost its endpoint):
+/// an endpoint picked and both directions' entries recorded, when it goes to a frontend.
+#[allow(clippy::too_many_arguments)]
+fn connect(
+    region: &mut FrameRegion<'_>,
+    frame: &Frame,
+    m: &mut Meta,
+    i: usize,
+    snapshot: &Snapshot,
+    services: &ServiceTable,
+    state: &mut ServiceState,
+    nat: &mut NatTable,
+    now_ns: u64,
+) -> Next {
+    let key = m.flow;
+    let expires_ns = nat::expiry(region.data(frame), m, now_ns);
     let Some(frontend) = services.frontend(&key.dst, key.dst_port, key.proto) else {
         return Next::Forward;
     };
@@ -483,11 +600,7 @@ fn packet(
     } else {
         None
     };
-    let backend = match pinned {
-        Some(b) => Some(b),
-        None if affinity_ns > 0 => set.pick(client_hash(&key.src)),
-        None => set.pick(key.symmetric_hash()),
-    };
+    let backend = pinned.or_else(|| set.pick(pick_hash(&frontend, &key)));
     let Some((addr, port)) = backend else {
         let answer = if key.proto == TCP {
             IcmpErrorKind::Reset

@@ -124,10 +124,24 @@ impl Maglev {
     /// The backend index for `hash`, `None` when the table is empty.
     #[inline]
     pub fn pick(&self, hash: u64) -> Option<u16> {
+        self.slot_at(hash).map(|at| self.slots[at])
+    }
+
+    /// The slot `hash` falls in, `None` when the table is empty. With [`Self::slot`], a
+    /// [`Self::pick`] in two steps, so that a caller can read the tables of many picks one
+    /// step at a time (their cache misses then overlap).
+    #[inline]
+    pub fn slot_at(&self, hash: u64) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        Some(self.slots[(hash % self.slots.len() as u64) as usize])
+        Some((hash % self.slots.len() as u64) as usize)
+    }
+
+    /// The backend index in slot `at` (`None` past the end).
+    #[inline]
+    pub fn slot(&self, at: usize) -> Option<u16> {
+        self.slots.get(at).copied()
     }
 
     /// The number of slots.
