@@ -81,8 +81,11 @@ for name, b in benches.items():
 def results(name):
     return {x["name"]: x for x in benches[name]["report"]["results"]}
 pipe = results("pipeline")
-for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_20k_batch", "lpm_v6_20k_batch"):
+for need in ("pipeline_udp4_64B_ns", "pipeline_udp4_1500B_ns", "lpm_v4_20k_batch", "lpm_v6_20k_batch",
+             "pipeline_policy_65536_flows_cost_ns"):
     assert need in pipe, (need, sorted(pipe))
+# Established flows through policy, beside the same flows without it.
+assert pipe["pipeline_policy_65536_flows_ns"]["anchor"]["name"] == "pipeline_65536_flows_ns", pipe["pipeline_policy_65536_flows_ns"]
 assert any(x["anchor"] and x["ratio"] for n, x in pipe.items() if n.startswith("lpm_v4")), "LPM carries the DPDK anchor"
 pol = results("policy")
 rated = [x for n, x in pol.items() if n.endswith("_classify_rate")]

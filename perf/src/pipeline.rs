@@ -12,7 +12,14 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
 use weir_dataplane::node::output::{Action, OutputMap, Owner};
+
+use weir_dataplane::policy::program::{Match, PortMatch};
+use weir_dataplane::policy::{
+    Action as PolicyAction, Direction, EndpointPolicy, PolicyTables, Program, Rule, RuleInfo, Sets,
+    Tier, TierEnd,
+};
 use weir_dataplane::snapshot::{Mac, PodSpec};
 use weir_dataplane::{
     craft, Batch, Frame, FrameRegion, Pipeline, Snapshot, SnapshotBuilder, BATCH_SIZE,
@@ -29,6 +36,10 @@ pub struct PipelineBenchConfig {
     pub duration: Duration,
     /// Pods on the node (frames go from pod i to pod i+1).
     pub pods: usize,
+    /// Flow counts of the policy case: 64 B frames of that many flows, each admitted by
+    /// its receiver's ingress policy once and then a conntrack hit, beside the same flows
+    /// without policy.
+    pub policy_flows: Vec<usize>,
 }
 
 impl Default for PipelineBenchConfig {
@@ -37,6 +48,7 @@ impl Default for PipelineBenchConfig {
             runs: 5,
             duration: Duration::from_millis(1000),
             pods: 64,
+            policy_flows: vec![1 << 10, 1 << 16],
         }
     }
 }
@@ -92,28 +104,11 @@ pub fn run(cfg: &PipelineBenchConfig) -> Vec<BenchResult> {
     let mut out = Vec::new();
     // 64 B: the minimum Ethernet frame (60 bytes + FCS). 1500 B: a full-MTU IP packet.
     for (size, frame_len) in [(64usize, 60usize), (1500, 1514)] {
-        let templates: Vec<(u16, Vec<u8>)> = (0..BATCH_SIZE)
-            .map(|k| {
-                let i = k % cfg.pods;
-                let j = (i + 1) % cfg.pods;
-                (
-                    i as u16,
-                    craft::udp4(
-                        pod_mac(i),
-                        GW_MAC,
-                        pod_ip(i),
-                        pod_ip(j),
-                        10000 + k as u16,
-                        5201,
-                        frame_len,
-                    ),
-                )
-            })
-            .collect();
+        let templates = udp_templates(cfg.pods, frame_len);
         let (mut full, mut harness) = (Vec::new(), Vec::new());
         for _ in 0..cfg.runs {
-            full.push(measure(&snapshot, &templates, cfg.duration, true));
-            harness.push(measure(&snapshot, &templates, cfg.duration, false));
+            full.push(measure(&snapshot, &templates, cfg.duration, true, None));
+            harness.push(measure(&snapshot, &templates, cfg.duration, false, None));
         }
         let name = format!("pipeline_udp4_{size}B");
         let goal = "goal: VPP-class per-packet cost";
@@ -145,15 +140,153 @@ pub fn run(cfg: &PipelineBenchConfig) -> Vec<BenchResult> {
             harness,
         ));
     }
+    out.extend(policy_cases(cfg));
     out
 }
 
+/// The policy case: 64 B UDP frames of `flows` flows (pod i to pod i+1, port 5201, the
+/// source port telling them apart), through a node where every pod's ingress admits UDP
+/// 5201 and nothing else, beside the same frames through the node without policy,
+/// interleaved round by round. Every flow is classified once, untimed; each timed packet
+/// is then a conntrack hit (checked), so the difference is what the policy stage costs an
+/// established flow when the table holds that many.
+fn policy_cases(cfg: &PipelineBenchConfig) -> Vec<BenchResult> {
+    let (open, guarded) = (node(cfg.pods), node_with_policy(cfg.pods));
+    let templates = udp_templates(cfg.pods, 60);
+    let mut out = Vec::new();
+    for &flows in &cfg.policy_flows {
+        let flows = flows.div_ceil(BATCH_SIZE).max(1) * BATCH_SIZE;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for _ in 0..cfg.runs {
+            with.push(measure(
+                &guarded,
+                &templates,
+                cfg.duration,
+                true,
+                Some(flows),
+            ));
+            without.push(measure(&open, &templates, cfg.duration, true, Some(flows)));
+        }
+        let cost: Vec<f64> = with.iter().zip(&without).map(|(w, o)| w - o).collect();
+        let anchor =
+            BenchResult::from_samples(format!("pipeline_{flows}_flows_ns"), "ns/pkt", without);
+        out.push(
+            BenchResult::from_samples(format!("pipeline_policy_{flows}_flows_ns"), "ns/pkt", with)
+                .with_anchor(&anchor.name, anchor.value),
+        );
+        out.push(anchor);
+        out.push(BenchResult::from_samples(
+            format!("pipeline_policy_{flows}_flows_cost_ns"),
+            "ns/pkt",
+            cost,
+        ));
+    }
+    out
+}
+
+/// `node` with an ingress policy on every pod: UDP to port 5201 allowed, the rest denied.
+fn node_with_policy(pods: usize) -> Snapshot {
+    let admit = Rule {
+        matches: Match {
+            protocol: Some(17),
+            dst_ports: PortMatch {
+                ranges: vec![(5201, 5201)],
+                named: None,
+            },
+            ..Match::default()
+        },
+        action: PolicyAction::Allow,
+        id: 0,
+    };
+    let program = Arc::new(Program::new(
+        vec![Tier {
+            rules: vec![admit],
+            end: TierEnd::Deny,
+            end_id: 1,
+        }],
+        &Sets::default(),
+    ));
+    let info = RuleInfo {
+        tier: "default".into(),
+        policy: "bench/admit-5201".into(),
+        direction: Direction::Ingress,
+        index: Some(0),
+    };
+    let mut b = node_builder(pods);
+    b.policy(PolicyTables {
+        endpoints: (0..pods)
+            .map(|_| EndpointPolicy {
+                ingress: Some(Arc::clone(&program)),
+                egress: None,
+            })
+            .collect(),
+        sets: Sets::default(),
+        rules: vec![
+            info.clone(),
+            RuleInfo {
+                index: None,
+                ..info
+            },
+        ],
+        warm_pays: Default::default(),
+    });
+    b.build(1).expect("bench node builds")
+}
+
+/// One batch of UDP frames, `frame_len` long: slot k from pod k to pod k+1, source port
+/// 10000 + k, destination port 5201.
+fn udp_templates(pods: usize, frame_len: usize) -> Vec<(u16, Vec<u8>)> {
+    (0..BATCH_SIZE)
+        .map(|k| {
+            let i = k % pods;
+            let j = (i + 1) % pods;
+            (
+                i as u16,
+                craft::udp4(
+                    pod_mac(i),
+                    GW_MAC,
+                    pod_ip(i),
+                    pod_ip(j),
+                    10000 + k as u16,
+                    5201,
+                    frame_len,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Rewrites an IPv4 UDP frame's source port and updates the UDP checksum incrementally
+/// (RFC 1624, eq. 3: HC' = ~(~HC + ~m + m')); a zero checksum (none) stays zero.
+pub fn set_udp4_sport(frame: &mut [u8], port: u16) {
+    let old = u16::from_be_bytes([frame[34], frame[35]]);
+    frame[34..36].copy_from_slice(&port.to_be_bytes());
+    let hc = u16::from_be_bytes([frame[40], frame[41]]);
+    if hc == 0 {
+        return;
+    }
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(port);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut new = !(sum as u16);
+    if new == 0 {
+        new = 0xffff;
+    }
+    frame[40..42].copy_from_slice(&new.to_be_bytes());
+}
+
 /// Nanoseconds per packet over `duration`; `pipeline = false` measures the harness alone.
+/// With `flows` (a multiple of the batch), round r gives the batch's frames source port
+/// 1024 + r mod (flows / batch), so the rounds cycle through that many flows; one untimed
+/// pass over them comes first, and every timed packet must then be a conntrack hit where
+/// the node has policy.
 fn measure(
     snapshot: &Snapshot,
     templates: &[(u16, Vec<u8>)],
     duration: Duration,
     pipeline: bool,
+    flows: Option<usize>,
 ) -> f64 {
     let chunk = 2048;
     let mut mem = vec![0u8; templates.len() * chunk];
@@ -179,14 +312,26 @@ fn measure(
     let mut plan = Vec::with_capacity(weir_dataplane::BATCH_SIZE);
     let mut packets = 0u64;
     let mut now = 0u64;
-    let start = Instant::now();
+    let mut start = Instant::now();
     let mut rounds = 0u32;
+    let cycle = flows.map_or(1, |f| (f / templates.len()).max(1)) as u32;
+    let warm_up = if flows.is_some() { cycle } else { 0 };
+    let mut classified_before = 0;
     loop {
+        if rounds == warm_up && warm_up > 0 {
+            start = Instant::now();
+            packets = 0;
+            classified_before = p.counters().policy_classified;
+        }
         for (f, (ingress, t)) in frames.drain(..).zip(templates) {
             let head = t.len().min(64);
             let mut f = f;
             f.set_len(t.len(), chunk);
-            region.data_mut(&f)[..head].copy_from_slice(&t[..head]);
+            let d = region.data_mut(&f);
+            d[..head].copy_from_slice(&t[..head]);
+            if flows.is_some() {
+                set_udp4_sport(d, 1024 + (rounds % cycle) as u16);
+            }
             batch
                 .push(f, *ingress)
                 .expect("a batch holds BATCH_SIZE templates");
@@ -212,7 +357,7 @@ fn measure(
         packets += templates.len() as u64;
         now += 1000;
         rounds += 1;
-        if rounds % 64 == 0 && start.elapsed() >= duration {
+        if rounds > warm_up && rounds % 64 == 0 && start.elapsed() >= duration {
             break;
         }
     }
@@ -223,6 +368,12 @@ fn measure(
             0,
             "the benchmark's frames must all be forwarded: {c:?}"
         );
+        if flows.is_some() && !snapshot.policy.endpoints.is_empty() {
+            assert_eq!(
+                c.policy_classified, classified_before,
+                "every timed packet of the policy case is a conntrack hit: {c:?}"
+            );
+        }
     }
     start.elapsed().as_nanos() as f64 / packets as f64
 }
@@ -237,17 +388,52 @@ mod tests {
             runs: 1,
             duration: Duration::from_millis(5),
             pods: 4,
+            policy_flows: vec![1000],
         };
         let r = run(&cfg);
-        assert_eq!(r.len(), 8);
+        assert_eq!(r.len(), 11);
+        let names: Vec<&str> = r.iter().map(|x| x.name.as_str()).collect();
+        assert!(
+            names.contains(&"pipeline_policy_1024_flows_ns")
+                && names.contains(&"pipeline_1024_flows_ns"),
+            "flows rounded up to whole batches: {names:?}"
+        );
         // The net figure is the pipeline run less the harness run, clamped at zero: on a
         // loaded machine a 5 ms harness run can take longer than the pipeline run.
         for x in &r {
-            if x.name.ends_with("_net_ns") {
+            if x.name.ends_with("_cost_ns") {
+                // With policy less without, per round: noise can make it negative.
+                assert!(x.value.is_finite(), "{x:?}");
+            } else if x.name.ends_with("_net_ns") {
                 assert!(x.value >= 0.0 && x.value.is_finite(), "{x:?}");
             } else {
                 assert!(x.value > 0.0 && x.value.is_finite(), "{x:?}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod policy_case_tests {
+    use super::*;
+
+    /// The policy case measures conntrack hits: a node whose policy denies the frames is
+    /// caught (they are dropped), and so is one where the flows are not tracked.
+    #[test]
+    #[should_panic(expected = "must all be forwarded")]
+    fn a_policy_that_drops_the_frames_is_caught() {
+        let mut templates = udp_templates(4, 60);
+        for (_, t) in &mut templates {
+            // UDP 5202: no rule admits it.
+            t[36..38].copy_from_slice(&5202u16.to_be_bytes());
+            t[40..42].fill(0);
+        }
+        measure(
+            &node_with_policy(4),
+            &templates,
+            Duration::from_millis(5),
+            true,
+            Some(BATCH_SIZE),
+        );
     }
 }

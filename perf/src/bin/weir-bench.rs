@@ -54,6 +54,10 @@ enum Command {
         /// Seconds per pipeline measurement.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
+        /// Flow counts of the policy case (established flows through an ingress policy,
+        /// each a conntrack hit), comma-separated; 0 skips the case.
+        #[arg(long, value_delimiter = ',', default_values_t = [1024, 65536])]
+        policy_flows: Vec<usize>,
     },
     /// LPM lookups only.
     Lpm {
@@ -460,8 +464,12 @@ impl std::fmt::Display for Failure {
 fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Report, Failure> {
     let mut notes = vec![format!("medians of {runs} runs (rounds)")];
     let (bench, results) = match command {
-        Command::Pipeline { lpm, seconds } => {
-            let mut results = pipeline_results(*seconds, runs, &mut notes);
+        Command::Pipeline {
+            lpm,
+            seconds,
+            policy_flows,
+        } => {
+            let mut results = pipeline_results(*seconds, policy_flows, runs, &mut notes);
             results.extend(lpm_results(lpm, runs, place, &mut notes)?);
             ("pipeline", results)
         }
@@ -579,16 +587,27 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
     })
 }
 
-fn pipeline_results(seconds: f64, runs: usize, notes: &mut Vec<String>) -> Vec<BenchResult> {
-    progress::step("pipeline: 64 B and 1500 B frames");
+fn pipeline_results(
+    seconds: f64,
+    policy_flows: &[usize],
+    runs: usize,
+    notes: &mut Vec<String>,
+) -> Vec<BenchResult> {
+    progress::step("pipeline: 64 B and 1500 B frames, then established flows through policy");
     let cfg = PipelineBenchConfig {
         runs,
         duration: Duration::from_secs_f64(seconds),
+        policy_flows: policy_flows.iter().copied().filter(|&f| f > 0).collect(),
         ..Default::default()
     };
     notes.push(
         "pipeline figures include the harness (header refresh, batch push/drain); harness_only_* shows that share".into(),
     );
+    if !cfg.policy_flows.is_empty() {
+        notes.push(
+            "pipeline_policy_<F>_flows_*: 64 B frames of F UDP flows through a node whose pods admit UDP 5201 by ingress policy (every timed packet a conntrack hit, checked), beside pipeline_<F>_flows_ns, the same frames without policy, round by round; *_cost_ns is the difference per round".into(),
+        );
+    }
     let mut results = pipeline::run(&cfg);
     progress::step("pipeline: flows kept on one worker (steering), two in-memory workers");
     notes.push(

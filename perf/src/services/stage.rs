@@ -275,26 +275,6 @@ fn first_sport(t: usize, g: u64) -> u16 {
     1024 + ((g * per_gen + (t / CLIENTS) as u64) % 64_000) as u16
 }
 
-/// Rewrites a UDP source port and updates the UDP checksum incrementally (RFC 1624,
-/// eq. 3: HC' = ~(~HC + ~m + m')); a zero checksum (none) stays zero.
-fn set_sport(frame: &mut [u8], port: u16) {
-    let old = u16::from_be_bytes([frame[34], frame[35]]);
-    frame[34..36].copy_from_slice(&port.to_be_bytes());
-    let hc = u16::from_be_bytes([frame[40], frame[41]]);
-    if hc == 0 {
-        return;
-    }
-    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(port);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let mut new = !(sum as u16);
-    if new == 0 {
-        new = 0xffff;
-    }
-    frame[40..42].copy_from_slice(&new.to_be_bytes());
-}
-
 /// One pass over every template through the pipeline with services: checks that nothing
 /// is dropped and that each frame leaves to an endpoint of its service on the backend
 /// port; returns the endpoint chosen for each flow.
@@ -440,7 +420,7 @@ fn measure(
             d[..head].copy_from_slice(&tpl[..head]);
             if case == Case::First {
                 let generation = ((next + k) / templates.len()) as u64;
-                set_sport(d, first_sport(t, generation));
+                crate::pipeline::set_udp4_sport(d, first_sport(t, generation));
             }
             batch
                 .push(f, *ingress)
@@ -528,7 +508,7 @@ mod tests {
             80,
             60,
         );
-        set_sport(&mut f, 31_337);
+        crate::pipeline::set_udp4_sport(&mut f, 31_337);
         let ip = smoltcp::wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
         let udp = smoltcp::wire::UdpPacket::new_checked(ip.payload()).unwrap();
         assert_eq!(udp.src_port(), 31_337);
