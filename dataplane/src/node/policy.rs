@@ -47,8 +47,6 @@ pub const LOG_RING: usize = 1024;
 #[derive(Debug)]
 pub struct PolicyState {
     pub conntrack: Conntrack,
-    /// Per packet of the batch being processed: where its conntrack probe starts.
-    starts: Vec<usize>,
     logs: std::collections::VecDeque<LogRecord>,
     log_bucket: TokenBucket,
 }
@@ -64,7 +62,6 @@ impl PolicyState {
     pub fn with_conntrack(config: crate::policy::ConntrackConfig) -> Self {
         PolicyState {
             conntrack: Conntrack::new(config),
-            starts: Vec::with_capacity(crate::batch::BATCH_SIZE),
             logs: std::collections::VecDeque::with_capacity(LOG_RING),
             log_bucket: TokenBucket::default(),
         }
@@ -119,42 +116,22 @@ pub fn run(
         }
         std::hint::black_box(warmth);
     }
-    // The same for the conntrack slots: every packet's probe start first, its slot loaded,
-    // then the lookups in order.
-    // Packets between two non-pod interfaces skip the stage (start 0 stands for them).
-    let looked_up = |m: &Meta| {
-        m.next == Next::Policy && (pod_of(m.ingress).is_some() || pod_of(m.out).is_some())
-    };
-    state.starts.clear();
-    let mut warmth = 0u8;
-    for m in meta.iter() {
-        let start = if looked_up(m) {
-            let start = state.conntrack.start(&m.flow);
-            warmth ^= state.conntrack.warm(start);
-            start + 1
-        } else {
-            0
-        };
-        state.starts.push(start);
-    }
-    std::hint::black_box(warmth);
-    for ((frame, m), &start) in frames.iter().zip(meta.iter_mut()).zip(&state.starts) {
+    for (frame, m) in frames.iter().zip(meta.iter_mut()) {
         if m.next != Next::Policy {
             continue;
         }
-        if start == 0 {
+        let (src, dst) = (pod_of(m.ingress), pod_of(m.out));
+        if src.is_none() && dst.is_none() {
             m.next = Next::Rewrite;
             continue;
         }
-        let start = start - 1;
-        let (src, dst) = (pod_of(m.ingress), pod_of(m.out));
         let data = region.data(frame);
         let tcp_flags = if m.flow.proto == 6 && !m.has(flags::LATER_FRAGMENT) {
             data.get(usize::from(m.l4) + 13).copied().unwrap_or(0)
         } else {
             0
         };
-        if let Some(hit) = state.conntrack.lookup_at(&m.flow, start, tcp_flags, now_ns) {
+        if let Some(hit) = state.conntrack.lookup(&m.flow, tcp_flags, now_ns) {
             if hit.generation == generation {
                 counters.conntrack_hits += 1;
                 m.next = Next::Rewrite;

@@ -125,35 +125,8 @@ impl Conntrack {
     /// from the packet for TCP). Expired entries are misses (and are freed).
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, tcp_flags: u8, now_ns: u64) -> Option<Hit> {
-        self.lookup_at(key, self.start(key), tcp_flags, now_ns)
-    }
-
-    /// The slot where `key`'s probe starts (the same for a flow and its reply).
-    #[inline]
-    pub fn start(&self, key: &FlowKey) -> usize {
-        hash(&normalise(key).0) as usize & self.mask
-    }
-
-    /// Loads the slot at `start` and returns a byte of it. A caller that takes the starts
-    /// of a whole batch's packets first and loads each with this has their cache misses
-    /// overlap (a table of 256k slots is 16 MiB: most lookups miss the caches) before it
-    /// looks them up in order with [`Self::lookup_at`]. (Safe Rust has no prefetch
-    /// instruction: an ordinary load whose result is kept does the same job.)
-    #[inline]
-    pub fn warm(&self, start: usize) -> u8 {
-        self.slots[start & self.mask].flags
-    }
-
-    /// [`Self::lookup`] with the probe's start already known ([`Self::start`] of `key`).
-    #[inline]
-    pub fn lookup_at(
-        &mut self,
-        key: &FlowKey,
-        start: usize,
-        tcp_flags: u8,
-        now_ns: u64,
-    ) -> Option<Hit> {
         let (canon, low) = normalise(key);
+        let start = hash(&canon) as usize & self.mask;
         for i in 0..PROBE {
             let idx = (start + i) & self.mask;
             let s = &mut self.slots[idx];
