@@ -345,14 +345,32 @@ fn a_connection_to_a_cluster_ip_reaches_an_endpoint_and_replies_come_from_the_se
     assert_eq!(v4_dst(&f).1, 5353);
 }
 
-/// One batch mixing new connections with packets that are not: new connections are taken
-/// after the batch's other packets (their tables read together first), so this checks that
-/// a second packet of a connection opened earlier in the same batch finds its entry, that
-/// an established connection and traffic to no frontend pass as they would alone, and that
-/// nothing is lost or translated twice.
+/// One batch mixing new connections with packets that are not: with many services, new
+/// connections are taken after the batch's other packets (their tables read together
+/// first), so this checks, with few services and with many, that a second packet of a
+/// connection opened earlier in the same batch finds its entry, that an established
+/// connection and traffic to no frontend pass as they would alone, and that nothing is
+/// lost or translated twice.
 #[test]
 fn new_connections_in_one_batch_with_other_traffic_are_each_translated_once() {
-    let s = node(1, table(&[], None));
+    // A few services: each new connection is taken at once.
+    new_connections_in_one_batch(node(1, table(&[], None)));
+    // Hundreds: new connections are taken after the batch's other packets, their tables
+    // read ahead.
+    let mut many = services(&[]);
+    for k in 0..300u16 {
+        let vip = Ipv4Addr::new(198, 19, 2 + (k >> 8) as u8, k as u8);
+        many.push(service(
+            &format!("filler-{k}"),
+            6,
+            vec![cluster_ip(vip, 80)],
+            vec![backend(B4, 8080, true)],
+        ));
+    }
+    new_connections_in_one_batch(node(1, Arc::new(ServiceTable::build(many, None).unwrap())));
+}
+
+fn new_connections_in_one_batch(s: Snapshot) {
     let mut d = MemDriver::new(64, 64);
     let (_, old_backend) = connect(&mut d, &s, API, 40000, 1);
     let batch = [

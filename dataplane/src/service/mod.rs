@@ -613,6 +613,12 @@ impl ServiceTable {
         !self.addresses.is_empty() && self.addresses.contains_key(addr)
     }
 
+    /// The number of frontends (address, port, protocol).
+    #[inline]
+    pub fn frontends(&self) -> usize {
+        self.frontends.len()
+    }
+
     /// Whether there is no frontend at all (the service stages then do nothing).
     #[inline]
     pub fn is_empty(&self) -> bool {
