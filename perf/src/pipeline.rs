@@ -314,23 +314,38 @@ fn measure(
     let mut now = 0u64;
     let mut start = Instant::now();
     let mut rounds = 0u32;
-    let cycle = flows.map_or(1, |f| (f / templates.len()).max(1)) as u32;
-    let warm_up = if flows.is_some() { cycle } else { 0 };
-    let mut classified_before = 0;
+    // Template k goes from pod k mod `pods`: the `per` templates of a pod in a batch get
+    // consecutive source ports, and each round the next `per`, so that every (template,
+    // round of the cycle) is a flow of its own.
+    let pods = templates
+        .iter()
+        .map(|(i, _)| usize::from(*i) + 1)
+        .max()
+        .unwrap_or(1);
+    let per = templates.len().div_ceil(pods);
+    let cycle = flows.map_or(1, |f| (f / templates.len()).max(1));
+    assert!(
+        cycle * per <= usize::from(u16::MAX) - 1024,
+        "{flows:?} flows need more source ports than UDP has"
+    );
+    let warm_up = if flows.is_some() { cycle as u32 } else { 0 };
+    let (mut classified_before, mut tracked) = (0, 0);
     loop {
         if rounds == warm_up && warm_up > 0 {
             start = Instant::now();
             packets = 0;
             classified_before = p.counters().policy_classified;
+            tracked = p.policy_state().conntrack.stats().inserts;
         }
-        for (f, (ingress, t)) in frames.drain(..).zip(templates) {
+        for (k, (f, (ingress, t))) in frames.drain(..).zip(templates).enumerate() {
             let head = t.len().min(64);
             let mut f = f;
             f.set_len(t.len(), chunk);
             let d = region.data_mut(&f);
             d[..head].copy_from_slice(&t[..head]);
             if flows.is_some() {
-                set_udp4_sport(d, 1024 + (rounds % cycle) as u16);
+                let r = rounds as usize % cycle;
+                set_udp4_sport(d, (1024 + r * per + k / pods) as u16);
             }
             batch
                 .push(f, *ingress)
@@ -369,6 +384,11 @@ fn measure(
             "the benchmark's frames must all be forwarded: {c:?}"
         );
         if flows.is_some() && !snapshot.policy.endpoints.is_empty() {
+            assert_eq!(
+                Some(tracked as usize),
+                flows,
+                "every flow of the policy case is classified once and tracked: {c:?}"
+            );
             assert_eq!(
                 c.policy_classified, classified_before,
                 "every timed packet of the policy case is a conntrack hit: {c:?}"
@@ -417,8 +437,8 @@ mod tests {
 mod policy_case_tests {
     use super::*;
 
-    /// The policy case measures conntrack hits: a node whose policy denies the frames is
-    /// caught (they are dropped), and so is one where the flows are not tracked.
+    /// The policy case measures conntrack hits of allowed flows: a node whose policy
+    /// denies the frames is caught (they are dropped).
     #[test]
     #[should_panic(expected = "must all be forwarded")]
     fn a_policy_that_drops_the_frames_is_caught() {

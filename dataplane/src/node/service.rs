@@ -88,7 +88,7 @@ pub struct ServiceState {
     /// case: only replies, hairpins and external connections translated to the node).
     pended: usize,
     /// The batch's packets that found no live entry and go to a frontend port: new
-    /// connections, taken after the others (see [`warm`]).
+    /// connections, taken after the others (see [`prepare`]).
     fresh: Vec<usize>,
     /// The snapshot generation the entries were last checked against.
     generation: u64,
