@@ -377,6 +377,7 @@ fn measure(
         }
     }
     if pipeline {
+        let evictions = p.policy_state().conntrack.stats().evictions;
         let c = p.counters();
         assert_eq!(
             c.total_drops(),
@@ -389,9 +390,12 @@ fn measure(
                 flows,
                 "every flow of the policy case is classified once and tracked: {c:?}"
             );
-            assert_eq!(
-                c.policy_classified, classified_before,
-                "every timed packet of the policy case is a conntrack hit: {c:?}"
+            // A flow the table evicted (a full probe window, which the default table
+            // meets now and then at 64k flows) is classified again: that many may be.
+            assert!(
+                c.policy_classified - classified_before <= evictions,
+                "every timed packet of the policy case is a conntrack hit, or one of a \
+                 flow the table evicted ({evictions}): {c:?}"
             );
         }
     }

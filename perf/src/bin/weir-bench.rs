@@ -605,7 +605,7 @@ fn pipeline_results(
     );
     if !cfg.policy_flows.is_empty() {
         notes.push(
-            "pipeline_policy_<F>_flows_*: 64 B frames of F UDP flows through a node whose pods admit UDP 5201 by ingress policy (every timed packet a conntrack hit, checked), beside pipeline_<F>_flows_ns, the same frames without policy, round by round; *_cost_ns is the difference per round".into(),
+            "pipeline_policy_<F>_flows_*: 64 B frames of F UDP flows through a node whose pods admit UDP 5201 by ingress policy (every timed packet a conntrack hit, checked, but for flows the table evicted: a full probe window, rare at 64k flows in the default table), beside pipeline_<F>_flows_ns, the same frames without policy, round by round; *_cost_ns is the difference per round".into(),
         );
     }
     let mut results = pipeline::run(&cfg);
