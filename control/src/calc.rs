@@ -535,7 +535,7 @@ impl Calculator {
         match &object.resource {
             Resource::Namespace(ns) => {
                 let old = self.ns_labels(&ns.name);
-                self.cache.namespace_changed(&old, &ns.labels);
+                self.cache.namespace_changed(&ns.name, &old, &ns.labels);
                 self.cluster.namespaces.insert(ns.name.clone(), ns.clone());
             }
             Resource::Pod(pod) => {
@@ -785,7 +785,7 @@ impl Calculator {
                 if used {
                     // Its objects are still here (their deletions follow): it stays, bare.
                     let bare = Namespace::implicit(&id.name);
-                    self.cache.namespace_changed(&old, &bare.labels);
+                    self.cache.namespace_changed(&id.name, &old, &bare.labels);
                     self.cluster.namespaces.insert(id.name.clone(), bare);
                 } else {
                     self.cluster.namespaces.remove(&id.name);

@@ -101,9 +101,11 @@ fn policy(rng: &mut Rng, i: usize) -> Object {
              ns{ns}\nspec:\n  tier: security\n  order: {}\n  selector: app == '{}'\n  ingress:\n  \
              - action: Allow\n    source:\n      selector: tier == 'front'\n      \
              namespaceSelector: team == '{}'\n  - action: Deny\n    source:\n      selector: \
-             role == 'bad'\n",
+             role == 'bad'\n  - action: Allow\n    source:\n      selector: role == 'good'\n      \
+             namespaceSelector: team != '{}'\n",
             rng.below(100),
             rng.pick(APPS),
+            rng.pick(TEAMS),
             rng.pick(TEAMS)
         )),
         _ => one(&format!(

@@ -95,6 +95,70 @@ fn namespace(i: usize, team: usize) -> Value {
         "labels": {"team": format!("t{team}"), "kubernetes.io/metadata.name": format!("ns-{i}")}}})
 }
 
+/// Kubelet's default `maxPods`: the most pods a generated node may be expected to host.
+pub const MAX_PODS_PER_NODE: usize = 110;
+
+/// Pods a node hosts on average when `--nodes` is not given.
+pub const DEFAULT_PODS_PER_NODE: usize = 100;
+
+/// Pods with an IPv4 address (198.18.0.1 – 198.18.239.250, 250 per /24, the layout every
+/// earlier run of this benchmark used); pods after them have an IPv6 address only
+/// (2001:db8:1::/48). 198.18.240.0/24 and up hold the soak's pods and the nodes.
+pub const IPV4_PODS: usize = 60_000;
+
+/// Nodes with an IPv4 address (198.18.250.1 –) and pod CIDR (198.19.n.0/24, below the
+/// network sets' 198.19.128.0/17); later nodes have IPv6 ones (2001:db8:2::/48,
+/// 2001:db8:3::/48).
+pub const IPV4_NODES: usize = 128;
+
+/// Nodes for `pods` when none are given: a node for every [`DEFAULT_PODS_PER_NODE`]
+/// pods (100 for the default 10 000).
+pub fn default_nodes(pods: usize) -> usize {
+    pods.div_ceil(DEFAULT_PODS_PER_NODE).max(1)
+}
+
+/// Refuses a cluster that the generator cannot describe or that no real node would run.
+pub fn check(cfg: &ControlBenchConfig) -> Result<(), String> {
+    if cfg.nodes == 0 || cfg.namespaces == 0 {
+        return Err("give at least one node and one namespace".into());
+    }
+    if cfg.pods > cfg.nodes * MAX_PODS_PER_NODE {
+        return Err(format!(
+            "{} pods on {} nodes is {:.0} pods per node, above kubelet's default maximum of              {MAX_PODS_PER_NODE}: give --nodes {} or more",
+            cfg.pods,
+            cfg.nodes,
+            cfg.pods as f64 / cfg.nodes as f64,
+            cfg.pods.div_ceil(MAX_PODS_PER_NODE)
+        ));
+    }
+    // Pod IPv6 addresses carry the index in 32 bits, node ones in 16.
+    if cfg.pods > u32::MAX as usize || cfg.nodes > usize::from(u16::MAX) {
+        return Err(format!("at most {} pods and {} nodes", u32::MAX, u16::MAX));
+    }
+    Ok(())
+}
+
+/// Pod `i`'s address (see [`IPV4_PODS`]).
+pub fn pod_address(i: usize) -> String {
+    if i < IPV4_PODS {
+        format!("198.18.{}.{}", i / 250, i % 250 + 1)
+    } else {
+        format!("2001:db8:1::{:x}:{:x}", (i >> 16) + 1, i & 0xffff)
+    }
+}
+
+/// Node `n`'s InternalIP and pod CIDR (see [`IPV4_NODES`]).
+pub fn node_addresses(n: usize) -> (String, String) {
+    if n < IPV4_NODES {
+        (format!("198.18.250.{}", n + 1), format!("198.19.{n}.0/24"))
+    } else {
+        (
+            format!("2001:db8:2::{:x}", n + 1),
+            format!("2001:db8:3:{n:x}::/64"),
+        )
+    }
+}
+
 /// The node pod `i` runs on: spread by a hash, as a scheduler would.
 fn node_of(cfg: &ControlBenchConfig, i: usize) -> usize {
     (Rng(i as u64 ^ 0xA5A5).next_u64() % cfg.nodes as u64) as usize
@@ -114,7 +178,7 @@ fn pod(cfg: &ControlBenchConfig, i: usize, app: usize) -> Value {
             "annotations": annotations},
         "spec": {"nodeName": format!("node-{node}"), "containers": [{"name": "c", "image": "app:1",
             "ports": [{"name": "http", "containerPort": 8080}]}]},
-        "status": {"podIPs": [{"ip": format!("198.18.{}.{}", i / 250, i % 250 + 1)}]}})
+        "status": {"podIPs": [{"ip": pod_address(i)}]}})
 }
 
 fn k8s_policy(cfg: &ControlBenchConfig, i: usize, rng: &mut Rng) -> Value {
@@ -146,9 +210,12 @@ pub fn generate(cfg: &ControlBenchConfig) -> Vec<Value> {
         );
     }
     for n in 0..cfg.nodes {
-        out.push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{n}")},
-            "spec": {"podCIDRs": [format!("198.19.{n}.0/24")]},
-            "status": {"addresses": [{"type": "InternalIP", "address": format!("198.18.250.{}", n + 1)}]}}));
+        let (address, cidr) = node_addresses(n);
+        out.push(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{n}")},
+            "spec": {"podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": address}]}}),
+        );
     }
     for i in 0..cfg.namespaces {
         out.push(namespace(i, i % TEAMS));
@@ -217,6 +284,7 @@ struct Published {
 /// Runs the benchmark: `cfg.runs` rounds, each on a fresh server and control loop; each
 /// figure is the median of the rounds' figures (min and max beside it).
 pub fn run(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), String> {
+    check(cfg)?;
     let mut rounds = Vec::new();
     let mut notes = Vec::new();
     for _ in 0..cfg.runs.max(1) {
@@ -636,4 +704,77 @@ fn soak(cfg: &ControlBenchConfig, calc: &mut Calculator) -> Result<Option<Soak>,
         batch_ms: crate::report::median_min_max(&times).0,
         compilations: compilations + 1,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn the_largest_kubernetes_cluster_gets_distinct_valid_addresses() {
+        let mut seen = HashSet::new();
+        for i in 0..150_000 {
+            let a: IpAddr = pod_address(i)
+                .parse()
+                .unwrap_or_else(|e| panic!("pod {i}: {e}"));
+            assert!(seen.insert(a), "pod {i}: {a} given twice");
+        }
+        let mut cidrs = HashSet::new();
+        for n in 0..5_000 {
+            let (address, cidr) = node_addresses(n);
+            let a: IpAddr = address.parse().unwrap_or_else(|e| panic!("node {n}: {e}"));
+            assert!(seen.insert(a), "node {n}: {a} given twice");
+            let (net, len) = cidr.split_once('/').expect("a CIDR");
+            let _: IpAddr = net.parse().unwrap_or_else(|e| panic!("node {n}: {e}"));
+            assert!(len.parse::<u8>().is_ok(), "node {n}: {cidr}");
+            assert!(cidrs.insert(cidr.clone()), "node {n}: {cidr} given twice");
+        }
+        // The soak's pods use 198.18.240.0/23, which no generated pod or node has.
+        assert!(seen
+            .iter()
+            .all(|a| !a.to_string().starts_with("198.18.240.")
+                && !a.to_string().starts_with("198.18.241.")));
+    }
+
+    #[test]
+    fn more_pods_per_node_than_kubelet_allows_are_refused_with_the_nodes_to_give() {
+        let cfg = ControlBenchConfig {
+            pods: 60_000,
+            nodes: 100,
+            ..ControlBenchConfig::default()
+        };
+        let e = check(&cfg).expect_err("600 pods per node");
+        assert!(e.contains("--nodes 546"), "{e}");
+        let cfg = ControlBenchConfig {
+            pods: 150_000,
+            nodes: default_nodes(150_000),
+            ..ControlBenchConfig::default()
+        };
+        assert_eq!(cfg.nodes, 1_500);
+        check(&cfg).expect("100 pods per node");
+        assert_eq!(default_nodes(ControlBenchConfig::default().pods), 100);
+    }
+
+    #[test]
+    fn a_cluster_past_the_ipv4_pods_and_nodes_decodes_whole() {
+        let cfg = ControlBenchConfig {
+            pods: IPV4_PODS + 300,
+            nodes: IPV4_NODES + 500,
+            namespaces: 20,
+            policies: 10,
+            ..ControlBenchConfig::default()
+        };
+        check(&cfg).expect("a valid size");
+        let objects = generate(&cfg);
+        let text = objects
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        let decoded = load_documents(&text, "generated").expect("every object decodes");
+        assert_eq!(decoded.len(), objects.len());
+    }
 }

@@ -86,6 +86,10 @@ enum Command {
         /// Namespaces.
         #[arg(long, default_value_t = 500)]
         namespaces: usize,
+        /// Nodes the pods are spread over (default: one per 100 pods; at most 110 pods per
+        /// node, kubelet's default maximum).
+        #[arg(long)]
+        nodes: Option<usize>,
         /// Single changes measured.
         #[arg(long, default_value_t = 1_000)]
         changes: usize,
@@ -484,6 +488,7 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
             pods,
             policies,
             namespaces,
+            nodes,
             changes,
             churn,
         } => {
@@ -494,6 +499,7 @@ fn build_report(command: &Command, runs: usize, place: Placement) -> Result<Repo
                 pods: *pods,
                 policies: *policies,
                 namespaces: (*namespaces).max(1),
+                nodes: nodes.unwrap_or_else(|| weir_perf::control::default_nodes(*pods)),
                 changes: *changes,
                 churn: *churn,
                 runs,

@@ -198,7 +198,7 @@ mod cache;
 mod plan;
 mod programs;
 
-use cache::{is_endpoint, CacheKey, NamedPortSet, PolicyRules, Recording, RulesSource};
+use cache::{is_endpoint, CacheKey, NamedPortSet, Parts, PolicyRules, Recording, RulesSource};
 pub use cache::{Cache, CompileTimes};
 
 struct Compiler<'a> {
@@ -271,6 +271,7 @@ fn compile_with<'n>(
                 .map_or(&empty, |sa| &sa.labels),
         });
     }
+    cache.catch_up(cluster);
     cache.generation += 1;
     cache.uncached_reads = false;
     let mut c = Compiler {
@@ -788,9 +789,9 @@ impl<'a> Compiler<'a> {
             None => {
                 self.cache.misses += 1;
                 let t = Instant::now();
-                let set = self.resolve(&key.scope, &key.selector, None, key.pods_only);
+                let (set, parts) = self.resolve(&key.scope, &key.selector, None, key.pods_only);
                 self.cache.times.resolving += t.elapsed();
-                self.cache.put(key, set)
+                self.cache.put(key, set, parts)
             }
         };
         if let Some(r) = &mut self.recording {
@@ -933,7 +934,7 @@ impl<'a> Compiler<'a> {
             }
             self.cache.uncached_reads = true;
             let t = Instant::now();
-            let set = self.resolve(scope, selector, accounts, false);
+            let (set, _) = self.resolve(scope, selector, accounts, false);
             self.cache.times.resolving += t.elapsed();
             return set;
         }
@@ -950,88 +951,16 @@ impl<'a> Compiler<'a> {
     }
 
     /// What a selector picks in a scope, walking the cluster's pods (and network sets
-    /// unless `pods_only`).
+    /// unless `pods_only`): the set, and for a scope chosen by a namespaceSelector the same
+    /// by namespace (see [`Parts`]).
     fn resolve(
         &self,
         scope: &Scope,
         selector: &Selector,
         accounts: Option<&super::model::ServiceAccountMatch>,
         pods_only: bool,
-    ) -> NetSet {
-        let cluster = self.cluster;
-        let empty = Labels::new();
-        let account_ok = |pod: &Pod| {
-            accounts.is_none_or(|a| {
-                let sa_labels = cluster
-                    .service_accounts
-                    .get(&NamespacedName::new(&pod.namespace, &pod.service_account))
-                    .map_or(&empty, |sa| &sa.labels);
-                (a.names.is_empty() || a.names.contains(&pod.service_account))
-                    && a.selector.as_ref().is_none_or(|s| s.matches(sa_labels))
-            })
-        };
-        let mut prefixes: Vec<(IpAddr, u8)> = Vec::new();
-        let take = |pod: &Pod, prefixes: &mut Vec<(IpAddr, u8)>| {
-            if is_endpoint(pod) && selector.matches(&pod.labels) && account_ok(pod) {
-                prefixes.extend(host_prefixes(pod));
-            }
-        };
-        // The namespaces in scope; `None` for all of them.
-        let namespaces: Option<Vec<&str>> = match scope {
-            Scope::Namespace(n) => Some(vec![n.as_str()]),
-            Scope::Namespaces(sel) => Some(
-                cluster
-                    .namespaces
-                    .iter()
-                    .filter(|(_, ns)| sel.matches(&ns.labels))
-                    .map(|(name, _)| name.as_str())
-                    .collect(),
-            ),
-            Scope::Cluster => None,
-        };
-        match &namespaces {
-            Some(list) => {
-                for ns in list {
-                    for (_, pod) in in_namespace(&cluster.pods, ns) {
-                        take(pod, &mut prefixes);
-                    }
-                }
-            }
-            None => {
-                for pod in cluster.pods.values() {
-                    take(pod, &mut prefixes);
-                }
-            }
-        }
-        // Network sets have no service account: a serviceAccounts match excludes them.
-        if accounts.is_none() && !pods_only {
-            let sets: Vec<&super::model::NetworkSet> = match &namespaces {
-                Some(list) => list
-                    .iter()
-                    .flat_map(|ns| in_namespace(&cluster.network_sets, ns))
-                    .map(|(_, set)| set)
-                    .collect(),
-                None => cluster.network_sets.values().collect(),
-            };
-            for set in sets {
-                if selector.matches(&set.labels) {
-                    prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
-                }
-            }
-            let global = match scope {
-                Scope::Cluster => true,
-                Scope::Namespaces(sel) => sel.mentions_global(),
-                Scope::Namespace(_) => false,
-            };
-            if global {
-                for set in cluster.global_network_sets.values() {
-                    if selector.matches(&set.labels) {
-                        prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
-                    }
-                }
-            }
-        }
-        NetSet::from_prefixes(prefixes)
+    ) -> (NetSet, Option<Parts>) {
+        resolve(self.cluster, scope, selector, accounts, pods_only)
     }
 
     /// Port ranges, and named ports as one (address, protocol, port) set.
@@ -1106,6 +1035,116 @@ fn k8s_key(namespace: &str, namespaces: &NamespaceScope, pods: &Selector) -> Cac
 }
 
 /// The objects of one namespace in a map keyed by namespace and name.
+/// What a selector picks in a scope (see [`Compiler::resolve`]).
+fn resolve(
+    cluster: &Cluster,
+    scope: &Scope,
+    selector: &Selector,
+    accounts: Option<&super::model::ServiceAccountMatch>,
+    pods_only: bool,
+) -> (NetSet, Option<Parts>) {
+    match scope {
+        Scope::Namespace(n) => (
+            NetSet::from_prefixes(namespace_part(cluster, n, selector, accounts, pods_only)),
+            None,
+        ),
+        Scope::Namespaces(sel) => {
+            let mut parts = Parts::default();
+            for (name, ns) in &cluster.namespaces {
+                if sel.matches(&ns.labels) {
+                    parts.set(
+                        name,
+                        namespace_part(cluster, name, selector, accounts, pods_only),
+                    );
+                }
+            }
+            // Network sets have no service account: a serviceAccounts match excludes them.
+            if accounts.is_none() && !pods_only && sel.mentions_global() {
+                parts.set(GLOBAL_PART, global_part(cluster, selector));
+            }
+            (parts.union(), Some(parts))
+        }
+        Scope::Cluster => {
+            let mut prefixes = Vec::new();
+            for pod in cluster.pods.values() {
+                take_pod(cluster, pod, selector, accounts, &mut prefixes);
+            }
+            if accounts.is_none() && !pods_only {
+                for set in cluster.network_sets.values() {
+                    if selector.matches(&set.labels) {
+                        prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
+                    }
+                }
+                prefixes.extend(global_part(cluster, selector));
+            }
+            (NetSet::from_prefixes(prefixes), None)
+        }
+    }
+}
+
+/// The key of the global network sets' part in [`Parts`] (no namespace has an empty name).
+pub(super) const GLOBAL_PART: &str = "";
+
+/// What a selector picks in one namespace: its pods (with `accounts`, those whose service
+/// account matches too) and, unless `pods_only` or `accounts`, its network sets.
+pub(super) fn namespace_part(
+    cluster: &Cluster,
+    namespace: &str,
+    selector: &Selector,
+    accounts: Option<&super::model::ServiceAccountMatch>,
+    pods_only: bool,
+) -> Vec<(IpAddr, u8)> {
+    let mut prefixes = Vec::new();
+    for (_, pod) in in_namespace(&cluster.pods, namespace) {
+        take_pod(cluster, pod, selector, accounts, &mut prefixes);
+    }
+    if accounts.is_none() && !pods_only {
+        for (_, set) in in_namespace(&cluster.network_sets, namespace) {
+            if selector.matches(&set.labels) {
+                prefixes.extend(set.nets.iter().map(|n| (n.addr(), n.prefix_len())));
+            }
+        }
+    }
+    prefixes
+}
+
+/// What a selector picks among the global network sets.
+pub(super) fn global_part(cluster: &Cluster, selector: &Selector) -> Vec<(IpAddr, u8)> {
+    cluster
+        .global_network_sets
+        .values()
+        .filter(|set| selector.matches(&set.labels))
+        .flat_map(|set| set.nets.iter().map(|n| (n.addr(), n.prefix_len())))
+        .collect()
+}
+
+/// Adds `pod`'s addresses to `prefixes` if it is an endpoint that `selector` (and
+/// `accounts`) pick.
+fn take_pod(
+    cluster: &Cluster,
+    pod: &Pod,
+    selector: &Selector,
+    accounts: Option<&super::model::ServiceAccountMatch>,
+    prefixes: &mut Vec<(IpAddr, u8)>,
+) {
+    if !is_endpoint(pod) || !selector.matches(&pod.labels) {
+        return;
+    }
+    if let Some(a) = accounts {
+        let empty = Labels::new();
+        let sa_labels = cluster
+            .service_accounts
+            .get(&NamespacedName::new(&pod.namespace, &pod.service_account))
+            .map_or(&empty, |sa| &sa.labels);
+        if !(a.names.is_empty() || a.names.contains(&pod.service_account))
+            || !a.selector.as_ref().is_none_or(|s| s.matches(sa_labels))
+        {
+            return;
+        }
+    }
+    prefixes.extend(host_prefixes(pod));
+}
+
 fn in_namespace<'m, T>(
     map: &'m BTreeMap<NamespacedName, T>,
     namespace: &str,
