@@ -955,6 +955,10 @@ impl Batch {
     }
 }
 
+/// How long [`drive`] waits for an update when nothing is due (it looks at `stop` after
+/// each wait).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
 /// What [`drive`] remembers between calls: the kinds listed so far, and whether it has
 /// published.
 #[derive(Debug, Default)]
@@ -982,12 +986,17 @@ pub fn drive(
     let mut pending: Option<Batch> = None;
     while !stop.load(Ordering::Relaxed) {
         let wait = match &pending {
+            // Nothing is published before every kind has been listed, and only an update
+            // says so: wait for one. (A batch that fell due meanwhile would otherwise set a
+            // wait of zero, and the loop would spin, taking a core from the watchers for
+            // the whole initial sync: a fifth of its time at 150 000 pods.)
+            Some(_) if !kinds.iter().all(|k| synced.contains(k)) => IDLE_WAIT,
             // Someone waits for this batch (a pod's ADD): published as soon as no update
             // is ready, not at the end of the window; what arrives meanwhile joins the
             // next one.
             Some(b) if !b.done.is_empty() => Duration::ZERO,
             Some(b) => window.saturating_sub(b.first_noticed.elapsed()),
-            None => Duration::from_millis(100),
+            None => IDLE_WAIT,
         };
         let update = match updates.recv_timeout(wait) {
             Ok(u) => Some(u),

@@ -4,7 +4,7 @@
 //! (selector cache, label index, only local policies) must equal those compiled from the
 //! same objects with an empty cache.
 
-use weir_control::calc::{Calculator, Change};
+use weir_control::calc::{drive, Calculator, Change, DriveState, Update};
 use weir_control::policy::compile::{compile_local, Cache, Compiled};
 use weir_control::policy::load::{load_documents, Cluster, Object};
 use weir_control::policy::model::{Kind, ObjectRef};
@@ -869,4 +869,67 @@ fn an_ipam_block_rewritten_for_a_lease_leaves_the_model_unchanged() {
          cidr: 198.18.64.0/26\n  pool: shared\n  node: node-c\n",
     ));
     assert!(!calc.unchanged_by(&moved));
+}
+
+/// The time the calling thread has run on a CPU, from the kernel's scheduler statistics.
+fn thread_cpu() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .expect("run time in ns");
+    std::time::Duration::from_nanos(ns)
+}
+
+#[test]
+fn the_control_loop_waits_for_the_initial_lists_without_spinning() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
+
+    let (tx, rx) = mpsc::channel::<Update>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_stop = stop.clone();
+    let control = std::thread::spawn(move || {
+        let mut calc = Calculator::new("node-a");
+        let mut state = DriveState::default();
+        let mut published = 0;
+        let before = thread_cpu();
+        let started = Instant::now();
+        drive(
+            &rx,
+            &mut calc,
+            &[Kind::Namespace, Kind::Pod],
+            Duration::from_micros(200),
+            &loop_stop,
+            &mut state,
+            |_, _| {
+                published += 1;
+                true
+            },
+        );
+        (thread_cpu() - before, started.elapsed(), published)
+    });
+    // A change arrives, then nothing for a while: one kind has listed, the other not, so
+    // the batch falls due but cannot be published.
+    tx.send(Update::Change {
+        change: Change::Upsert(one(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns0\n",
+        )),
+        noticed: Instant::now(),
+    })
+    .unwrap();
+    tx.send(Update::Synced(Kind::Namespace)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    tx.send(Update::Synced(Kind::Pod)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let (cpu, wall, published) = control.join().unwrap();
+    assert_eq!(published, 1, "published once every kind had listed");
+    assert!(wall >= Duration::from_millis(500), "{wall:?}");
+    assert!(
+        cpu < Duration::from_millis(100),
+        "the loop ran {cpu:?} on a CPU in {wall:?} of waiting"
+    );
 }
