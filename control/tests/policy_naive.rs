@@ -211,7 +211,7 @@ struct End<'a> {
     pod: Option<&'a Pod>,
 }
 
-fn ns_labels<'a>(c: &'a Cluster, pod: &Pod) -> &'a std::collections::BTreeMap<String, String> {
+fn ns_labels<'a>(c: &'a Cluster, pod: &Pod) -> &'a weir_control::policy::selector::Labels {
     &c.namespaces[&pod.namespace].labels
 }
 

@@ -228,7 +228,10 @@ impl Service {
             ports.push(port);
         }
 
-        let selector = spec.selector.filter(|s| !s.is_empty());
+        let selector = spec
+            .selector
+            .filter(|s| !s.is_empty())
+            .map(|s| s.into_iter().collect::<Labels>());
         if let Some(selector) = &selector {
             for (key, value) in selector {
                 validate_label_key(key).map_err(|why| cx.err("spec.selector", why))?;

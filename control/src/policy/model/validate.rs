@@ -214,7 +214,7 @@ impl Cx<'_> {
             validate_label_value(value)
                 .map_err(|why| self.err(&format!("metadata.labels.{key}"), why))?;
         }
-        Ok(labels)
+        Ok(labels.into_iter().collect())
     }
 
     pub(super) fn label_selector(

@@ -244,7 +244,8 @@ mod tests {
         expressions: Vec<LabelSelectorRequirement>,
     ) -> LabelSelector {
         LabelSelector {
-            match_labels: (!match_labels.is_empty()).then(|| labels(match_labels)),
+            match_labels: (!match_labels.is_empty())
+                .then(|| labels(match_labels).into_iter().collect()),
             match_expressions: (!expressions.is_empty()).then_some(expressions),
         }
     }
@@ -256,7 +257,7 @@ mod tests {
             Ok(Selector::All)
         );
         let explicit_empty = LabelSelector {
-            match_labels: Some(Labels::new()),
+            match_labels: Some(std::collections::BTreeMap::new()),
             match_expressions: Some(Vec::new()),
         };
         assert_eq!(from_label_selector(&explicit_empty), Ok(Selector::All));
@@ -414,6 +415,7 @@ mod tests {
 
     fn arb_labels() -> impl Strategy<Value = Labels> {
         prop::collection::btree_map("[a-c]", "[xy]{0,2}", 0..4)
+            .prop_map(|m| m.into_iter().collect())
     }
 
     proptest! {

@@ -46,9 +46,10 @@
 //! for label keys, label values and DNS names) in `kubernetes`.
 
 mod kubernetes;
+mod labels;
 mod parse;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 pub use self::kubernetes::{
@@ -56,8 +57,7 @@ pub use self::kubernetes::{
     validate_label_value, LabelSelectorError,
 };
 
-/// A label set: key to value, as on a Kubernetes object's `metadata.labels`.
-pub type Labels = BTreeMap<String, String>;
+pub use self::labels::Labels;
 
 /// A parsed selector expression.
 ///
