@@ -23,7 +23,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::calc::{Change, Update};
-use crate::policy::load::{load_documents_each, LoadError, Object};
+use crate::policy::load::{load_value, LoadError, Object};
 use crate::policy::model::{Kind, ObjectRef};
 
 /// The kinds the control plane reads, with their API resources.
@@ -85,22 +85,20 @@ pub fn to_object(
     object: &DynamicObject,
     resource: &ApiResource,
 ) -> Result<Object, (Option<ObjectRef>, String)> {
-    let mut value = serde_json::to_value(object).map_err(|e| (None, e.to_string()))?;
-    if let Some(map) = value.as_object_mut() {
+    // The loader reads the object as it reads a document of the file datastore.
+    let mut value = serde_yaml::to_value(object).map_err(|e| (None, e.to_string()))?;
+    if let Some(map) = value.as_mapping_mut() {
         // List items come without their type; the loader wants it.
-        map.insert("apiVersion".into(), resource.api_version.clone().into());
-        map.insert("kind".into(), resource.kind.clone().into());
+        map.insert("apiVersion".into(), resource.api_version.as_str().into());
+        map.insert("kind".into(), resource.kind.as_str().into());
     }
-    // JSON is YAML: the loader reads it as it reads the file datastore.
-    let mut loaded = load_documents_each(&value.to_string(), SOURCE);
-    match loaded.pop() {
-        Some(Ok(o)) if loaded.is_empty() => Ok(o),
-        Some(Err(LoadError::Invalid { error, .. })) => {
+    match load_value(value, SOURCE) {
+        Ok(o) => Ok(o),
+        Err(LoadError::Invalid { error, .. }) => {
             let message = format!("{}: {}", error.field, error.message);
             Err((Some(error.object), message))
         }
-        Some(Err(other)) => Err((None, other.to_string())),
-        _ => Err((None, "not exactly one object".into())),
+        Err(other) => Err((None, other.to_string())),
     }
 }
 

@@ -289,6 +289,25 @@ pub fn load_documents_each(yaml: &str, source: &str) -> Vec<Result<Object, LoadE
     out
 }
 
+/// Loads one object that is already a value (an object read from the API), as
+/// [`load_documents_each`] loads a document holding it, without printing it and parsing
+/// the text again (the YAML parser was a large part of an agent's initial sync).
+pub fn load_value(value: Value, source: &str) -> Result<Object, LoadError> {
+    let origin = Origin {
+        source: source.to_owned(),
+        document: 1,
+        item: None,
+    };
+    let (api_version, kind) = type_of(&value, &origin, None)?;
+    if kind.ends_with("List") {
+        return Err(LoadError::NotAnObject {
+            origin,
+            message: format!("a {kind} is a list, not one object"),
+        });
+    }
+    decode_object(value, &api_version, &kind, origin)
+}
+
 /// Everything that was loaded, checked as a whole, keyed for lookup.
 ///
 /// Invariants after [`Cluster::from_objects`]: every namespaced object's namespace is in
