@@ -9,7 +9,8 @@
 //!
 //! - `control_initial_sync_ms`: from starting the watchers to the first published tables;
 //! - `control_event_to_snapshot_us` (p50 and p99): 1 000 single changes made one at a time
-//!   (a pod's labels, a new policy, a namespace's labels, in turn), each from the moment
+//!   (a pod's labels, a new policy, a namespace's labels, a pod added, that pod deleted, in
+//!   turn; an added pod on this node every other time), each from the moment
 //!   the API server accepts it to the moment the tables that include it are published;
 //!   anchor: a full recompute of the same state (this node's tables compiled with an empty
 //!   selector cache), timed after a sample of the changes;
@@ -165,8 +166,12 @@ fn node_of(cfg: &ControlBenchConfig, i: usize) -> usize {
 }
 
 fn pod(cfg: &ControlBenchConfig, i: usize, app: usize) -> Value {
+    pod_on(cfg, i, app, node_of(cfg, i))
+}
+
+/// Pod `i` on node `node` (this node's pods carry the attachment annotations).
+fn pod_on(cfg: &ControlBenchConfig, i: usize, app: usize, node: usize) -> Value {
     let ns = i % cfg.namespaces;
-    let node = node_of(cfg, i);
     let mut annotations = json!({});
     if node == 0 {
         annotations =
@@ -404,12 +409,15 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
     let mut rng = Rng(0x5EED);
     let mut latencies = Vec::with_capacity(cfg.changes);
     let mut builds = Vec::with_capacity(cfg.changes);
-    let mut kinds_done = [0usize; 3];
-    let mut by_kind: [Vec<f64>; 3] = Default::default();
-    let mut split_by_kind = [CompileTimes::default(); 3];
-    let mut skipped_by_kind = [0u64; 3];
+    let mut kinds_done = [0usize; KINDS.len()];
+    let mut by_kind: [Vec<f64>; KINDS.len()] = Default::default();
+    let mut split_by_kind = [CompileTimes::default(); KINDS.len()];
+    let mut skipped_by_kind = [0u64; KINDS.len()];
     for c in 0..cfg.changes {
-        let which = c % 3;
+        let which = c % KINDS.len();
+        // A pod added by change `c` (and deleted by the next one): an index no generated
+        // pod has, so an address no pod has; on this node every other time.
+        let added = |c: usize| cfg.pods + c;
         let object = match which {
             0 => {
                 // A pod's labels: half the time one of this node's pods.
@@ -423,17 +431,35 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
                 pod(cfg, i, *app)
             }
             1 => k8s_policy(cfg, cfg.policies + c, &mut rng),
-            _ => {
+            2 => {
                 let i = rng.below(cfg.namespaces as u64) as usize;
                 let team = teams.entry(format!("ns-{i}")).or_default();
                 *team = (*team + 1 + rng.below(TEAMS as u64 - 1) as usize) % TEAMS;
                 namespace(i, *team)
             }
+            3 => {
+                let i = added(c);
+                let node = if (c / KINDS.len()) % 2 == 0 {
+                    0
+                } else {
+                    node_of(cfg, i)
+                };
+                pod_on(cfg, i, rng.below(APPS as u64) as usize, node)
+            }
+            // The pod the change before added.
+            _ => Value::Null,
         };
         // Drain anything stale (there should be nothing).
         while pub_rx.try_recv().is_ok() {}
         let t0 = Instant::now();
-        fake.apply(object).map_err(|e| format!("change {c}: {e}"))?;
+        if object.is_null() {
+            let i = added(c - 1);
+            let ns = format!("ns-{}", i % cfg.namespaces);
+            fake.delete("v1", "Pod", Some(&ns), &format!("pod-{i}"))
+                .ok_or_else(|| format!("change {c}: pod-{i} was not there to delete"))?;
+        } else {
+            fake.apply(object).map_err(|e| format!("change {c}: {e}"))?;
+        }
         let seen = pub_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| format!("change {c}: no tables published within 10 s"))?;
@@ -502,14 +528,15 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             vec![s.batch_ms],
         ));
     }
-    let [a, b, c] = by_kind;
     let notes = vec![
         format!(
-            "p99 event to snapshot by change: pod label {:.0} us, policy add {:.0} us, namespace \
-             label {:.0} us",
-            percentile(&a, 0.99),
-            percentile(&b, 0.99),
-            percentile(&c, 0.99)
+            "p99 event to snapshot by change: {}",
+            KINDS
+                .iter()
+                .zip(&by_kind)
+                .map(|(kind, l)| format!("{kind} {:.0} us", percentile(l, 0.99)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         format!(
             "where a change's compilation went, mean per change (resolutions are inside rule \
@@ -545,11 +572,14 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
             local.len()
         ),
         format!(
-            "changes: {} pod label changes, {} policy adds, {} namespace label changes, one at a \
-             time; coalescing window {} us; full recompute timed {} times",
+            "changes: {} pod label changes, {} policy adds, {} namespace label changes, {} pods \
+             added, {} deleted (on this node every other time), one at a time; coalescing \
+             window {} us; full recompute timed {} times",
             kinds_done[0],
             kinds_done[1],
             kinds_done[2],
+            kinds_done[3],
+            kinds_done[4],
             cfg.window.as_micros(),
             full.len()
         ),
@@ -596,7 +626,13 @@ fn round(cfg: &ControlBenchConfig) -> Result<(Vec<BenchResult>, Vec<String>), St
 }
 
 /// The kinds of single change, in the order they are made in turn.
-const KINDS: [&str; 3] = ["pod label", "policy add", "namespace label"];
+const KINDS: [&str; 5] = [
+    "pod label",
+    "policy add",
+    "namespace label",
+    "pod add",
+    "pod delete",
+];
 
 /// What the memory soak measured.
 struct Soak {
