@@ -76,6 +76,14 @@ impl Parts {
     }
 }
 
+/// What a named-port set stands for: the names (sorted, joined by commas), the protocol,
+/// and whether it holds this node's endpoints only (`true`: a destination port of an
+/// ingress rule or a source port of an egress rule, which always name the local endpoint's
+/// own port) or every endpoint of the cluster. A local set is taken again from this node's
+/// endpoints at every compilation, so a pod added or deleted elsewhere neither walks the
+/// cluster's pods nor rebuilds this node's programs for it.
+pub(super) type NamedKey = (String, Option<u8>, bool);
+
 /// The (address, protocol, port) of every endpoint container port that carries one of a
 /// rule's port names; addresses in [`weir_dataplane::flow::FlowKey::map_ip`] form.
 pub(super) type NamedPortSet = FxHashSet<([u8; 16], u8, u16)>;
@@ -96,9 +104,7 @@ pub struct Cache {
     pub(super) by_ns_selector: Vec<usize>,
     /// Slots with dirty parts (see [`Parts`]), taken again by [`Cache::catch_up`].
     pub(super) dirty: Vec<usize>,
-    pub(super) named: FxHashMap<(String, Option<u8>), Arc<NamedPortSet>>,
-    /// Changes whenever `named` is cleared.
-    pub(super) named_epoch: u64,
+    pub(super) named: FxHashMap<NamedKey, Arc<NamedPortSet>>,
     /// The programs of the last compilation, by a hash of their tiers (see
     /// [`KeptProgram::content`]).
     pub(super) programs: FxHashMap<u64, Vec<KeptProgram>>,
@@ -111,8 +117,8 @@ pub struct Cache {
     pub(super) rule_ids: StableIds<RuleInfo>,
     /// Address set ids, by content.
     pub(super) net_ids: StableIds<NetSet>,
-    /// Named-port set ids, by (names, protocol); their content is `named`'s.
-    pub(super) named_ids: StableIds<(String, Option<u8>)>,
+    /// Named-port set ids, by [`NamedKey`]; their content is `named`'s.
+    pub(super) named_ids: StableIds<NamedKey>,
     /// Each policy's compiled rules per direction, from the last compilation.
     pub(super) rules: FxHashMap<(String, Direction), PolicyRules>,
     /// Where slot versions come from.
@@ -244,6 +250,11 @@ impl<K: std::hash::Hash + Eq + Clone> StableIds<K> {
         }
     }
 
+    /// Whether `key` has an id held.
+    pub(super) fn holds(&self, key: &K) -> bool {
+        self.ids.contains_key(key)
+    }
+
     /// What `id` names, if it is held.
     pub(super) fn get(&self, id: u32) -> Option<&K> {
         self.items.get(id as usize).and_then(|(k, _)| k.as_ref())
@@ -321,8 +332,10 @@ pub(super) struct Recording {
 #[derive(Debug, Clone)]
 pub(super) struct KeptProgram {
     /// What each named-port set it names stood for (ids are given out per compilation).
-    pub(super) named: Vec<(String, Option<u8>)>,
-    pub(super) named_epoch: u64,
+    /// Not their content: a program's decision structure admits every port for a named
+    /// port and its rule's full test reads the set from the tables, so a program stays
+    /// right when the content changes.
+    pub(super) named: Vec<NamedKey>,
     pub(super) program: Arc<Program>,
     /// A hash of its tiers (equal tiers, equal hash).
     pub(super) content: u64,
@@ -529,9 +542,14 @@ impl Cache {
             && (old_ep.map(|p| (&p.ips, &p.container_ports))
                 != new_ep.map(|p| (&p.ips, &p.container_ports)))
         {
-            self.named.clear();
-            self.named_epoch += 1;
-            self.stale = true;
+            // Sets of the cluster's endpoints are taken again when next asked for; sets
+            // of this node's endpoints are compared at every compilation (which this
+            // forces: the pod may be one of them).
+            self.stale |= !self.named.is_empty();
+            let cluster: Vec<NamedKey> = self.named.keys().filter(|k| !k.2).cloned().collect();
+            for key in cluster {
+                self.named.remove(&key);
+            }
         }
         if old_ep.is_none() && new_ep.is_none() {
             return;
@@ -713,7 +731,6 @@ impl Cache {
             rules_kept,
             rules_compiled,
             named,
-            named_epoch: self.named_epoch,
             programs,
             programs_by_lists,
             rule_versions: self.rule_versions,

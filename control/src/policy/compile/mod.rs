@@ -198,7 +198,9 @@ mod cache;
 mod plan;
 mod programs;
 
-use cache::{is_endpoint, CacheKey, NamedPortSet, Parts, PolicyRules, Recording, RulesSource};
+use cache::{
+    is_endpoint, CacheKey, NamedKey, NamedPortSet, Parts, PolicyRules, Recording, RulesSource,
+};
 pub use cache::{Cache, CompileTimes};
 
 struct Compiler<'a> {
@@ -283,6 +285,7 @@ fn compile_with<'n>(
         slot_unions: FxHashMap::default(),
         whole,
     };
+    c.refresh_local_named_sets();
 
     let tiers = cluster.ordered_tiers();
     // The policies that apply and what each selects: the last compilation's while nothing
@@ -346,6 +349,9 @@ fn compile_with<'n>(
     c.cache.rule_ids.release_unused(generation);
     c.cache.net_ids.release_unused(generation);
     c.cache.named_ids.release_unused(generation);
+    // A named-port set no rule names any more is not kept (nor taken again).
+    let named_ids = &c.cache.named_ids;
+    c.cache.named.retain(|key, _| named_ids.holds(key));
     c.cache.rules.retain(|_, kept| kept.used == generation);
     let empty_named = Arc::new(NamedPortSet::default());
     let named_ports = (0..c.cache.named_ids.len() as PortSetId)
@@ -366,7 +372,7 @@ fn compile_with<'n>(
     // Endpoints selected by the same policies share one program (and its decision
     // structure): the pods of one workload usually do; across compilations, a program is
     // kept while what it is made of is the same (see `programs`).
-    let named_keys = c.cache.named_ids.table(&(String::new(), None));
+    let named_keys = c.cache.named_ids.table(&(String::new(), None, false));
     let inputs = programs::Inputs {
         compiled: &compiled,
         placed: &placed,
@@ -378,7 +384,6 @@ fn compile_with<'n>(
             .collect::<Vec<_>>(),
         sets: &sets,
         named_keys: &named_keys,
-        named_epoch: c.cache.named_epoch,
     };
     let mut made = programs::Programs::take(&mut c.cache);
     let endpoint_policies = applies
@@ -696,7 +701,7 @@ impl<'a> Compiler<'a> {
                         direction,
                         index: Some(i),
                     });
-                    out.push(self.weir_rule(&scope, rule, id));
+                    out.push(self.weir_rule(&scope, rule, ingress, id));
                 }
                 Some(out)
             }
@@ -752,7 +757,7 @@ impl<'a> Compiler<'a> {
         for port in ports {
             let dst_ports = match &port.port {
                 None => CompiledPorts::default(),
-                Some(p) => self.ports(std::slice::from_ref(p), Some(port.protocol)),
+                Some(p) => self.ports(std::slice::from_ref(p), Some(port.protocol), ingress),
             };
             out.push(CompiledRule {
                 matches: Match {
@@ -818,7 +823,7 @@ impl<'a> Compiler<'a> {
         id
     }
 
-    fn weir_rule(&mut self, scope: &Scope, rule: &Rule, id: RuleId) -> CompiledRule {
+    fn weir_rule(&mut self, scope: &Scope, rule: &Rule, ingress: bool, id: RuleId) -> CompiledRule {
         let protocol = rule.protocol;
         let (src_nets, not_src_nets) = self.entity_sets(scope, &rule.source);
         let (dst_nets, not_dst_nets) = self.entity_sets(scope, &rule.destination);
@@ -836,10 +841,10 @@ impl<'a> Compiler<'a> {
                 not_src_nets,
                 dst_nets,
                 not_dst_nets,
-                src_ports: self.ports(&rule.source.ports, protocol),
-                not_src_ports: self.ports(&rule.source.not_ports, protocol),
-                dst_ports: self.ports(&rule.destination.ports, protocol),
-                not_dst_ports: self.ports(&rule.destination.not_ports, protocol),
+                src_ports: self.ports(&rule.source.ports, protocol, !ingress),
+                not_src_ports: self.ports(&rule.source.not_ports, protocol, !ingress),
+                dst_ports: self.ports(&rule.destination.ports, protocol, ingress),
+                not_dst_ports: self.ports(&rule.destination.not_ports, protocol, ingress),
                 icmp: rule.icmp.as_ref().and_then(icmp),
                 not_icmp: rule.not_icmp.as_ref().and_then(icmp),
             },
@@ -963,8 +968,15 @@ impl<'a> Compiler<'a> {
         resolve(self.cluster, scope, selector, accounts, pods_only)
     }
 
-    /// Port ranges, and named ports as one (address, protocol, port) set.
-    fn ports(&mut self, ports: &[PortMatch], protocol: Option<Protocol>) -> CompiledPorts {
+    /// Port ranges, and named ports as one (address, protocol, port) set: of this node's
+    /// endpoints when `local` (the port is the local endpoint's own, see [`NamedKey`]),
+    /// of every endpoint otherwise.
+    fn ports(
+        &mut self,
+        ports: &[PortMatch],
+        protocol: Option<Protocol>,
+        local: bool,
+    ) -> CompiledPorts {
         let mut out = CompiledPorts::default();
         let mut names: Vec<&str> = Vec::new();
         for p in ports {
@@ -976,7 +988,7 @@ impl<'a> Compiler<'a> {
         if !names.is_empty() {
             names.sort_unstable();
             names.dedup();
-            let key = (names.join(","), protocol.map(Protocol::number));
+            let key = (names.join(","), protocol.map(Protocol::number), local);
             let generation = self.cache.generation;
             let id = self.cache.named_ids.id(key, generation);
             self.named_set_held(id);
@@ -998,27 +1010,43 @@ impl<'a> Compiler<'a> {
             return;
         }
         let key = key.clone();
-        let names: Vec<&str> = key.0.split(',').collect();
-        let protocol = key.1.and_then(Protocol::from_number);
-        let set = Arc::new(self.named_port_set(&names, protocol));
-        self.cache.named.insert(key, set);
+        let set = if key.2 {
+            named_port_set(&key, self.endpoints.iter().map(|e| e.pod))
+        } else {
+            named_port_set(&key, self.cluster.pods.values())
+        };
+        self.cache.named.insert(key, Arc::new(set));
     }
 
-    /// (address, protocol, port) of every endpoint's container port with one of the names.
-    fn named_port_set(&self, names: &[&str], protocol: Option<Protocol>) -> NamedPortSet {
-        let mut set = FxHashSet::default();
-        for pod in self.cluster.pods.values().filter(|p| is_endpoint(p)) {
-            for cp in &pod.container_ports {
-                let named = cp.name.as_deref().is_some_and(|n| names.contains(&n));
-                if named && protocol.is_none_or(|p| p == cp.protocol) {
-                    for &ip in &pod.ips {
-                        set.insert((FlowKey::map_ip(ip), cp.protocol.number(), cp.port));
-                    }
+    /// Takes the named-port sets of this node's endpoints again (a few pods each).
+    fn refresh_local_named_sets(&mut self) {
+        let local: Vec<NamedKey> = self.cache.named.keys().filter(|k| k.2).cloned().collect();
+        for key in local {
+            let set = named_port_set(&key, self.endpoints.iter().map(|e| e.pod));
+            if self.cache.named.get(&key).is_some_and(|held| **held != set) {
+                self.cache.named.insert(key, Arc::new(set));
+            }
+        }
+    }
+}
+
+/// (address, protocol, port) of the container ports of `pods` (endpoints among them) that
+/// carry one of `key`'s names, over its protocol.
+fn named_port_set<'p>(key: &NamedKey, pods: impl Iterator<Item = &'p Pod>) -> NamedPortSet {
+    let names: Vec<&str> = key.0.split(',').collect();
+    let protocol = key.1.and_then(Protocol::from_number);
+    let mut set = FxHashSet::default();
+    for pod in pods.filter(|p| is_endpoint(p)) {
+        for cp in &pod.container_ports {
+            let named = cp.name.as_deref().is_some_and(|n| names.contains(&n));
+            if named && protocol.is_none_or(|p| p == cp.protocol) {
+                for &ip in &pod.ips {
+                    set.insert((FlowKey::map_ip(ip), cp.protocol.number(), cp.port));
                 }
             }
         }
-        set
     }
+    set
 }
 
 /// The cache key of a Kubernetes peer's pod selection.
@@ -1034,7 +1062,6 @@ fn k8s_key(namespace: &str, namespaces: &NamespaceScope, pods: &Selector) -> Cac
     }
 }
 
-/// The objects of one namespace in a map keyed by namespace and name.
 /// What a selector picks in a scope (see [`Compiler::resolve`]).
 fn resolve(
     cluster: &Cluster,
@@ -1145,6 +1172,7 @@ fn take_pod(
     prefixes.extend(host_prefixes(pod));
 }
 
+/// The objects of one namespace in a map keyed by namespace and name.
 fn in_namespace<'m, T>(
     map: &'m BTreeMap<NamespacedName, T>,
     namespace: &str,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use weir_dataplane::policy::{Direction, Program, RuleId, Sets, Tier as CompiledTier, TierEnd};
 
-use super::cache::{content_hash, referenced_named_sets, Cache, KeptProgram, ProgramKey};
+use super::cache::{content_hash, referenced_named_sets, Cache, KeptProgram, NamedKey, ProgramKey};
 use super::CompiledPolicy;
 use crate::policy::model::TierDefaultAction;
 
@@ -31,8 +31,7 @@ pub(super) struct Inputs<'x> {
     pub(super) ends: &'x [(TierDefaultAction, [RuleId; 2])],
     pub(super) sets: &'x Sets,
     /// What each named-port set id stands for.
-    pub(super) named_keys: &'x [(String, Option<u8>)],
-    pub(super) named_epoch: u64,
+    pub(super) named_keys: &'x [NamedKey],
 }
 
 /// The programs of one compilation, made or taken from the one before.
@@ -105,8 +104,9 @@ impl Programs {
             if let Some(shared) = self.now_by_key.get(k) {
                 return Some(shared.clone());
             }
-            let valid = |o: &KeptProgram| o.named.is_empty() || o.named_epoch == inputs.named_epoch;
-            if let Some(o) = self.previous_by_key.remove(k).filter(valid) {
+            // Its rule lists name the same ids, and ids keep their meaning while a
+            // program is kept (see `StableIds`).
+            if let Some(o) = self.previous_by_key.remove(k) {
                 return Some(self.keep(o, key));
             }
         }
@@ -155,15 +155,11 @@ impl Programs {
         // Address set ids name one content for as long as a program can be kept (see
         // `StableIds`): equal tiers name equal sets. Named-port sets are checked by their
         // names and the epoch of their content.
-        let named: Vec<(String, Option<u8>)> = referenced_named_sets(&tiers)
+        let named: Vec<NamedKey> = referenced_named_sets(&tiers)
             .iter()
             .map(|&id| inputs.named_keys[id as usize].clone())
             .collect();
-        let epoch = inputs.named_epoch;
-        let same = |k: &KeptProgram| {
-            k.program.tiers() == tiers.as_slice()
-                && (named.is_empty() || (k.named_epoch == epoch && k.named == named))
-        };
+        let same = |k: &KeptProgram| k.program.tiers() == tiers.as_slice() && k.named == named;
         let found = self
             .previous
             .get_mut(&content)
@@ -177,7 +173,6 @@ impl Programs {
                 self.built += 1;
                 KeptProgram {
                     named,
-                    named_epoch: epoch,
                     program,
                     content,
                 }
