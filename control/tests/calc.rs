@@ -933,3 +933,67 @@ fn the_control_loop_waits_for_the_initial_lists_without_spinning() {
         "the loop ran {cpu:?} on a CPU in {wall:?} of waiting"
     );
 }
+
+#[test]
+fn a_pod_added_elsewhere_with_a_named_port_rebuilds_no_program_and_names_no_remote_port() {
+    let mut calc = Calculator::new("node-a");
+    let pod = |name: &str, node: &str, ip: &str| {
+        one(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  labels:\n    \
+             app: web\n  annotations:\n    weir.dev/interface: v{name}\nspec:\n  nodeName: {node}\n  \
+             containers:\n  - name: c\n    ports:\n    - name: http\n      containerPort: 8080\n\
+             status:\n  podIPs:\n  - ip: {ip}\n"
+        ))
+    };
+    for object in [
+        one("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n"),
+        one(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web\n  \
+             namespace: shop\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  \
+             - ports:\n    - port: http\n",
+        ),
+        pod("here", "node-a", "198.18.0.1"),
+        pod("there", "node-b", "198.18.0.2"),
+    ] {
+        assert!(calc.apply(Change::Upsert(object)).is_empty());
+    }
+    let first = calc.compile();
+    let named = |c: &Compiled| -> Vec<Vec<([u8; 16], u8, u16)>> {
+        c.tables
+            .sets
+            .named_ports
+            .iter()
+            .map(|s| {
+                let mut v: Vec<_> = s.iter().copied().collect();
+                v.sort_unstable();
+                v
+            })
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let here = weir_dataplane::flow::FlowKey::map_v4([198, 18, 0, 1]);
+    // An ingress rule's named port is the local endpoint's own: only it is in the set.
+    assert_eq!(named(&first), vec![vec![(here, 6, 8080)]]);
+    let built = calc.cache().times.programs_built;
+
+    assert!(calc
+        .apply(Change::Upsert(pod("later", "node-b", "198.18.0.3")))
+        .is_empty());
+    let second = calc.compile();
+    assert_eq!(named(&second), vec![vec![(here, 6, 8080)]]);
+    assert_eq!(
+        calc.cache().times.programs_built,
+        built,
+        "no program rebuilt"
+    );
+    assert_eq!(fingerprint(&second), fingerprint(&from_scratch(&calc)));
+
+    // A second local pod with the port joins the set.
+    assert!(calc
+        .apply(Change::Upsert(pod("also", "node-a", "198.18.0.4")))
+        .is_empty());
+    let third = calc.compile();
+    let also = weir_dataplane::flow::FlowKey::map_v4([198, 18, 0, 4]);
+    assert_eq!(named(&third), vec![vec![(here, 6, 8080), (also, 6, 8080)]]);
+    assert_eq!(fingerprint(&third), fingerprint(&from_scratch(&calc)));
+}
