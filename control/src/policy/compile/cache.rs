@@ -41,12 +41,12 @@ pub(super) struct Slot {
 
 /// A resolution whose scope a namespaceSelector chooses, by namespace: what the selector
 /// picks in each namespace in scope (only those where it picks something), and among the
-/// global network sets (under [`super::GLOBAL_PART`]). A namespace whose labels change, or
-/// whose pods or network sets do, is marked dirty; the next compilation takes its part
-/// again (a walk over its own pods) and makes the union afresh if the part differs,
-/// instead of walking every pod in scope. At 150 000 pods a namespaceSelector such as
-/// `team != 'a'` spans most of them: a namespace label change re-resolved two such
-/// selectors in about 10 ms.
+/// global network sets (under [`super::resolve::GLOBAL_PART`]). A namespace whose labels
+/// change, or whose pods or network sets do, is marked dirty; the next compilation takes
+/// its part again (a walk over its own pods) and makes the union afresh if the part
+/// differs, instead of walking every pod in scope. At 150 000 pods a namespaceSelector
+/// such as `team != 'a'` spans most of them: a namespace label change re-resolved two
+/// such selectors in about 10 ms.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Parts {
     by_namespace: FxHashMap<String, Vec<(IpAddr, u8)>>,
@@ -479,18 +479,18 @@ impl Cache {
             };
             let mut changed = false;
             for namespace in std::mem::take(&mut parts.dirty) {
-                let part = if namespace == super::GLOBAL_PART {
+                let part = if namespace == super::resolve::GLOBAL_PART {
                     if s.key.pods_only || !sel.mentions_global() {
                         Vec::new()
                     } else {
-                        super::global_part(cluster, &s.key.selector)
+                        super::resolve::global_part(cluster, &s.key.selector)
                     }
                 } else if cluster
                     .namespaces
                     .get(&namespace)
                     .is_some_and(|ns| sel.matches(&ns.labels))
                 {
-                    super::namespace_part(
+                    super::resolve::namespace_part(
                         cluster,
                         &namespace,
                         &s.key.selector,
@@ -650,7 +650,7 @@ impl Cache {
                         || new.is_some_and(|l| key.selector.matches(l)))
             })
             .collect();
-        let part = namespace.map_or(super::GLOBAL_PART, |(ns, _)| ns);
+        let part = namespace.map_or(super::resolve::GLOBAL_PART, |(ns, _)| ns);
         for s in hit {
             self.touch_namespace(s, part);
         }

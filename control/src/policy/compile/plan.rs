@@ -20,7 +20,8 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 use weir_dataplane::policy::NetSet;
 
-use super::{cmp_place, host_prefixes, Compiler, Endpoint, Entry, Place, Source};
+use super::resolve::host_prefixes;
+use super::{cmp_place, Compiler, Endpoint, Entry, Place, Source};
 use crate::policy::model::{
     GlobalNetworkPolicy, K8sNetworkPolicy, NamespacedName, NetworkPolicy, DEFAULT_TIER,
     K8S_POLICY_ORDER,
