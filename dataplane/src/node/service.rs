@@ -59,7 +59,7 @@ use crate::counters::{DropReason, IcmpErrorKind};
 use crate::flow::FlowKey;
 use crate::frame::{Frame, FrameRegion};
 use crate::service::maglev::BackendKey;
-use crate::service::{BackendSet, Frontend, ServiceTable, SCTP, TCP, UDP};
+use crate::service::{BackendSet, Frontend, SCTP, TCP, UDP};
 use crate::snapshot::Snapshot;
 
 /// The most entries one worker holds (two per connection).
@@ -454,7 +454,7 @@ pub fn run_in(
             }
             continue;
         }
-        match established(region, frame, m, i, snapshot, services, state, nat, now_ns) {
+        match established(region, frame, m, i, snapshot, state, nat, now_ns) {
             Some(next) => m.next = next,
             // A packet with no live entry to a frontend port may open a connection: it is
             // taken below. One to another port passes untranslated, as `connect` would
@@ -463,9 +463,7 @@ pub fn run_in(
             None if !services.is_frontend_port(m.flow.dst_port) => {}
             None if read_ahead => state.fresh.push(i),
             None => {
-                m.next = connect(
-                    region, frame, m, i, snapshot, services, state, nat, now_ns, None,
-                );
+                m.next = connect(region, frame, m, i, snapshot, state, nat, now_ns, None);
             }
         }
     }
@@ -481,31 +479,18 @@ pub fn run_in(
         usize::from((k.src_port ^ k.dst_port ^ u16::from(k.src[15]) ^ u16::from(k.dst[15])) as u8)
     };
     for chunk in fresh.chunks(WARM) {
-        let prepared = prepare(snapshot, services, meta, chunk);
+        let prepared = prepare(snapshot, meta, chunk);
         for (&i, p) in chunk.iter().zip(prepared) {
             let (frame, m) = (&frames[i], &mut meta[i]);
             let b = bit(&m.flow);
             if recorded[b / 64] & 1 << (b % 64) != 0 {
-                if let Some(next) =
-                    established(region, frame, m, i, snapshot, services, state, nat, now_ns)
-                {
+                if let Some(next) = established(region, frame, m, i, snapshot, state, nat, now_ns) {
                     m.next = next;
                     continue;
                 }
             }
             recorded[b / 64] |= 1 << (b % 64);
-            m.next = connect(
-                region,
-                frame,
-                m,
-                i,
-                snapshot,
-                services,
-                state,
-                nat,
-                now_ns,
-                Some(p),
-            );
+            m.next = connect(region, frame, m, i, snapshot, state, nat, now_ns, Some(p));
         }
     }
     state.fresh = fresh;
@@ -536,12 +521,8 @@ struct Prepared<'a> {
 /// connection's four depend on each other; read one step at a time over the connections,
 /// the misses of a step overlap instead of following each other. `connect` then takes
 /// what was found instead of looking it up again.
-fn prepare<'a>(
-    snapshot: &Snapshot,
-    services: &'a ServiceTable,
-    meta: &[Meta],
-    fresh: &[usize],
-) -> [Prepared<'a>; WARM] {
+fn prepare<'a>(snapshot: &'a Snapshot, meta: &[Meta], fresh: &[usize]) -> [Prepared<'a>; WARM] {
+    let services = &*snapshot.services;
     let mut sets: [Option<(&BackendSet, u64)>; WARM] = [None; WARM];
     let mut out = [Prepared {
         frontend: None,
@@ -616,11 +597,11 @@ fn established(
     m: &mut Meta,
     i: usize,
     snapshot: &Snapshot,
-    services: &ServiceTable,
     state: &mut ServiceState,
     nat: &mut NatTable,
     now_ns: u64,
 ) -> Option<Next> {
+    let services = &*snapshot.services;
     let key = m.flow;
     let expires_ns = nat::expiry(region.data(frame), m, now_ns);
     match state.entries.find(&key) {
@@ -670,12 +651,12 @@ fn connect(
     m: &mut Meta,
     i: usize,
     snapshot: &Snapshot,
-    services: &ServiceTable,
     state: &mut ServiceState,
     nat: &mut NatTable,
     now_ns: u64,
     prepared: Option<Prepared<'_>>,
 ) -> Next {
+    let services = &*snapshot.services;
     let key = m.flow;
     let frontend = match prepared {
         Some(p) => p.frontend,
