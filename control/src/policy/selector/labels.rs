@@ -85,10 +85,6 @@ impl Labels {
         self.0.iter().map(|(k, _)| k)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, v)| v)
-    }
-
     fn find<Q>(&self, key: &Q) -> Result<usize, usize>
     where
         String: Borrow<Q>,
@@ -141,14 +137,6 @@ impl FromIterator<(String, String)> for Labels {
 impl<const N: usize> From<[(String, String); N]> for Labels {
     fn from(pairs: [(String, String); N]) -> Self {
         pairs.into_iter().collect()
-    }
-}
-
-impl Extend<(String, String)> for Labels {
-    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
-        }
     }
 }
 
